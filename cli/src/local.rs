@@ -1,0 +1,428 @@
+//! `twopc local`: a whole cluster on this machine, for trying twopc out.
+//!
+//! 1. Writes DIR/cluster.toml (one coordinator on the base port, N
+//!    participants on the ports after it), or reuses it when it describes
+//!    the same cluster; refuses one that differs, since keys would then be
+//!    routed to other participants than the ones holding them.
+//! 2. Checks the ports are free, spawns every server (see `supervisor`),
+//!    waits until each accepts connections.
+//! 3. Prints the servers and commands to try, then runs a smoke transaction
+//!    that writes one key on every participant.
+//! 4. Restarts servers that die until Ctrl-C or SIGTERM, then stops them.
+
+use crate::supervisor::{Node, Role, StopSignals, Supervisor};
+use crate::{EXIT_FAILED, EXIT_OK};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+use twopc_common::client::{Client, ClientError};
+use twopc_common::config::ClusterConfig;
+
+/// Most participants `twopc local` runs.
+pub const MAX_LOCAL_PARTICIPANTS: u16 = 64;
+/// Smoke transactions tried before reporting a failure (a restarted cluster
+/// may still be resolving in-doubt transactions for a moment).
+const SMOKE_ATTEMPTS: u32 = 3;
+/// Pause between smoke attempts.
+const SMOKE_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Candidate smoke keys tried to find one owned by each participant.
+const SMOKE_KEY_CANDIDATES: usize = 100_000;
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Directory of the cluster: DIR/cluster.toml, each server's data in
+    /// DIR/<id> and its log in DIR/<id>.log. Created if missing; reused
+    /// (with its data) when it already holds the same cluster.
+    #[arg(long, value_name = "DIR", default_value = "./twopc-data")]
+    pub dir: PathBuf,
+    /// Number of participants (shards), 1 to 64.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_LOCAL_PARTICIPANTS))
+    )]
+    pub participants: u16,
+    /// The coordinator listens on 127.0.0.1:P and participant i on
+    /// 127.0.0.1:P+i.
+    #[arg(long, value_name = "P", default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub base_port: u16,
+}
+
+/// `twopc local`: returns the exit code.
+pub async fn run(args: LocalArgs) -> u8 {
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot listen for signals: {e}")),
+    };
+    let (cluster, config_path, reused) = match prepare(&args) {
+        Ok(prepared) => prepared,
+        Err(e) => return fail(&e),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return fail(&format!(
+                "cannot find this program's path to start the servers: {e}"
+            ))
+        }
+    };
+    let mut supervisor = Supervisor::new(exe, config_path.clone(), nodes(&cluster, &args.dir));
+
+    let started = tokio::select! {
+        started = supervisor.start() => started,
+        name = signals.recv() => Err(format!("{name} while starting")),
+    };
+    if let Err(e) = started {
+        eprintln!("error: {e}");
+        supervisor.stop().await;
+        return EXIT_FAILED;
+    }
+
+    let note = if reused { "reused" } else { "written" };
+    println!(
+        "twopc local cluster: 1 coordinator, {} participants (cluster file {}, {note})\n",
+        cluster.participant.len(),
+        config_path.display()
+    );
+    print!("{}", table(&supervisor));
+    let coordinator = cluster.coordinator[0].addr.clone();
+    print!("{}", hints(&coordinator, &supervisor, &args.dir));
+
+    let smoke = tokio::select! {
+        line = smoke_test(&cluster, &coordinator) => Some(line),
+        name = signals.recv() => { println!("{name}: stopping the cluster"); None }
+    };
+    if let Some(line) = smoke {
+        println!("{line}");
+        let name = supervisor.supervise(&mut signals).await;
+        println!("{name}: stopping the cluster");
+    }
+    supervisor.stop().await;
+    println!(
+        "twopc local stopped; `twopc local --dir {}` resumes it with its data",
+        args.dir.display()
+    );
+    EXIT_OK
+}
+
+fn fail(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    EXIT_FAILED
+}
+
+/// Creates DIR, writes or checks DIR/cluster.toml, checks the ports are
+/// free. Returns the cluster, the file's path and whether it was reused.
+fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
+    let n = args.participants;
+    if u32::from(args.base_port) + u32::from(n) > u32::from(u16::MAX) {
+        return Err(format!(
+            "--base-port {} leaves no room for {n} participants on the ports after it (highest port is {})",
+            args.base_port,
+            u16::MAX
+        ));
+    }
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    let path = args.dir.join("cluster.toml");
+    let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
+    let (cluster, reused) = if path.exists() {
+        let existing = ClusterConfig::load(&path).map_err(|e| e.to_string())?;
+        if !same_nodes(&existing, &wanted) {
+            return Err(mismatch(&path, &existing, args));
+        }
+        // The file as written (it may set vnodes or an admin token).
+        (existing, true)
+    } else {
+        write_config(&path, &wanted, args)?;
+        (wanted, false)
+    };
+    for node in cluster.coordinator.iter().chain(&cluster.participant) {
+        check_port_free(&node.addr)?;
+    }
+    Ok((cluster, path, reused))
+}
+
+fn same_nodes(a: &ClusterConfig, b: &ClusterConfig) -> bool {
+    a.coordinator == b.coordinator && a.participant == b.participant
+}
+
+/// Why an existing cluster file cannot be used with these flags.
+fn mismatch(path: &Path, existing: &ClusterConfig, args: &LocalArgs) -> String {
+    let found = loopback_settings(existing).map_or_else(
+        || {
+            format!(
+                "{} coordinators and {} participants",
+                existing.coordinator.len(),
+                existing.participant.len()
+            )
+        },
+        |(n, port)| format!("--participants {n} --base-port {port}"),
+    );
+    format!(
+        "{} describes a different cluster ({found}) than --participants {} --base-port {}: its data would be \
+         routed to the wrong participants. Run with the same settings again, or use another --dir",
+        path.display(),
+        args.participants,
+        args.base_port
+    )
+}
+
+/// The `--participants` and `--base-port` that write `config`, if any do.
+fn loopback_settings(config: &ClusterConfig) -> Option<(usize, u16)> {
+    let first = config.coordinator.first()?;
+    let port: u16 = first.addr.strip_prefix("127.0.0.1:")?.parse().ok()?;
+    let n = config.participant.len();
+    same_nodes(config, &ClusterConfig::loopback(1, n, port)).then_some((n, port))
+}
+
+fn write_config(path: &Path, config: &ClusterConfig, args: &LocalArgs) -> Result<(), String> {
+    let text = format!(
+        "# Written by `twopc local --participants {} --base-port {}`.\n\
+         # Every process of this cluster must use this same file.\n{}",
+        args.participants,
+        args.base_port,
+        config.to_toml()
+    );
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn check_port_free(addr: &str) -> Result<(), String> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "{addr} is already in use: is another twopc local running? use --base-port"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// The servers, coordinator first, with data and logs under `dir`.
+fn nodes(cluster: &ClusterConfig, dir: &Path) -> Vec<Node> {
+    let coordinators = cluster.coordinator.iter().map(|e| (e, Role::Coordinator));
+    let participants = cluster.participant.iter().map(|e| (e, Role::Participant));
+    coordinators
+        .chain(participants)
+        .map(|(entry, role)| Node {
+            id: entry.id.clone(),
+            role,
+            addr: entry.addr.clone(),
+            data_dir: dir.join(&entry.id),
+            log: dir.join(format!("{}.log", entry.id)),
+        })
+        .collect()
+}
+
+/// ID, ROLE, ADDR, PID, DATA DIR, LOG FILE, in aligned columns.
+fn table(supervisor: &Supervisor) -> String {
+    let mut rows = vec![["ID", "ROLE", "ADDR", "PID", "DATA DIR", "LOG FILE"].map(String::from)];
+    for (node, pid) in supervisor.servers() {
+        rows.push([
+            node.id.clone(),
+            node.role.as_str().to_string(),
+            node.addr.clone(),
+            pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            node.data_dir.display().to_string(),
+            node.log.display().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The commands to try against this cluster.
+fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
+    let twopc = std::env::args_os()
+        .next()
+        .map_or_else(|| "twopc".to_string(), |a| a.to_string_lossy().into_owned());
+    let c = format!("--coordinator {coordinator}");
+    let mut lines = vec![
+        format!("{twopc} txn {c} put alice 100 put bob 50"),
+        format!("{twopc} txn {c} get alice get bob expect bob 50 put alice 90 put bob 60"),
+        format!("{twopc} txn {c} --json expect-absent carol put carol 1"),
+        format!("{twopc} get {c} alice bob carol"),
+    ];
+    // EXTENSION POINT: once `twopc admin` exists, add its commands here
+    // (e.g. listing in-doubt transactions of this cluster's cluster file).
+    let participant = supervisor
+        .servers()
+        .find(|(node, _)| node.role == Role::Participant);
+    if let Some((node, Some(pid))) = participant {
+        lines.push(format!(
+            "kill -9 {pid}    # {}: restarted after 1 s, recovers from {}",
+            node.id,
+            node.data_dir.display()
+        ));
+    }
+    let mut out = String::from("\ntry:\n");
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Ctrl-C stops the cluster; the same command again resumes it from {}.\n\n",
+        dir.display()
+    ));
+    out
+}
+
+/// One key per participant, in cluster-file order: `twopc-local-smoke-<i>`
+/// for the first `i` the ring routes to it.
+fn smoke_keys(cluster: &ClusterConfig) -> Vec<(String, String)> {
+    let ring = cluster.ring();
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..SMOKE_KEY_CANDIDATES {
+        if found.len() == cluster.participant.len() {
+            break;
+        }
+        let key = format!("twopc-local-smoke-{i}");
+        found
+            .entry(ring.owner(key.as_bytes()).to_string())
+            .or_insert(key);
+    }
+    cluster
+        .participant
+        .iter()
+        .filter_map(|p| found.remove(&p.id).map(|key| (p.id.clone(), key)))
+        .collect()
+}
+
+/// Writes one key on every participant in one transaction; returns the line
+/// to print.
+async fn smoke_test(cluster: &ClusterConfig, coordinator: &str) -> String {
+    let keys = smoke_keys(cluster);
+    let across: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
+    let across = across.join(",");
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut attempt = 1;
+    loop {
+        let started = Instant::now();
+        let result = smoke_transaction(coordinator, &keys, &stamp.to_string()).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let retryable = matches!(
+            result,
+            Err(ClientError::Aborted { .. } | ClientError::Connection(_) | ClientError::Service(_))
+        );
+        match result {
+            Ok(txid) => return format!("smoke test: committed {txid} across {across} in {ms:.1} ms"),
+            Err(_) if retryable && attempt < SMOKE_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(SMOKE_RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                return format!("smoke test: FAILED (attempt {attempt} of {SMOKE_ATTEMPTS}): {e}; see the logs above")
+            }
+        }
+    }
+}
+
+async fn smoke_transaction(
+    coordinator: &str,
+    keys: &[(String, String)],
+    value: &str,
+) -> Result<twopc_common::TxnId, ClientError> {
+    let client = Client::connect(coordinator).await?;
+    let mut txn = client.begin().await?;
+    for (_, key) in keys {
+        txn.put(key.as_bytes(), value.as_bytes().to_vec());
+    }
+    txn.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(participants: u16, base_port: u16) -> LocalArgs {
+        LocalArgs {
+            dir: PathBuf::from("d"),
+            participants,
+            base_port,
+        }
+    }
+
+    #[test]
+    fn smoke_keys_cover_every_participant() {
+        for n in [1, 3, 8] {
+            let cluster = ClusterConfig::loopback(1, n, 7000);
+            let keys = smoke_keys(&cluster);
+            let owners: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
+            let expected: Vec<&str> = cluster.participant.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(owners, expected);
+            let ring = cluster.ring();
+            for (owner, key) in &keys {
+                assert_eq!(ring.owner(key.as_bytes()).as_str(), owner);
+            }
+        }
+    }
+
+    #[test]
+    fn settings_are_recovered_from_a_loopback_file() {
+        assert_eq!(
+            loopback_settings(&ClusterConfig::loopback(1, 5, 9000)),
+            Some((5, 9000))
+        );
+        let mut odd = ClusterConfig::loopback(1, 2, 9000);
+        odd.participant[1].addr = "10.0.0.1:1".into();
+        assert_eq!(loopback_settings(&odd), None);
+    }
+
+    #[test]
+    fn a_different_cluster_file_is_explained() {
+        let existing = ClusterConfig::loopback(1, 3, 7000);
+        let message = mismatch(Path::new("d/cluster.toml"), &existing, &args(4, 7000));
+        assert!(
+            message.contains("--participants 3 --base-port 7000"),
+            "{message}"
+        );
+        assert!(message.contains("--participants 4"), "{message}");
+        assert!(!same_nodes(&existing, &ClusterConfig::loopback(1, 3, 7100)));
+        assert!(same_nodes(&existing, &ClusterConfig::loopback(1, 3, 7000)));
+    }
+
+    #[test]
+    fn ports_past_65535_are_refused() {
+        let err = prepare(&args(3, 65534)).unwrap_err();
+        assert!(err.contains("no room"), "{err}");
+    }
+
+    #[test]
+    fn a_busy_port_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let err = check_port_free(&addr).unwrap_err();
+        assert!(
+            err.contains(&addr) && err.contains("already in use") && err.contains("--base-port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nodes_put_data_and_logs_under_dir() {
+        let nodes = nodes(&ClusterConfig::loopback(1, 2, 7000), Path::new("d"));
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["c1", "p1", "p2"]);
+        assert_eq!(nodes[0].role, Role::Coordinator);
+        assert_eq!(nodes[2].data_dir, Path::new("d/p2"));
+        assert_eq!(nodes[2].log, Path::new("d/p2.log"));
+    }
+}

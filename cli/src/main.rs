@@ -1,0 +1,293 @@
+//! `twopc`: the command-line binary of the twopc two-phase-commit system.
+//!
+//! One binary plays every role, each subcommand a thin shell over the
+//! libraries:
+//! - `twopc local`: runs a whole cluster on this machine (one coordinator,
+//!   N participants) as supervised child processes of this same binary.
+//! - `twopc participant` / `twopc coordinator`: run one server of a cluster
+//!   described by a cluster file.
+//! - `twopc txn` / `twopc get`: the application client, for scripts and
+//!   people.
+//!
+//! # Layout
+//! - `main.rs`: the command line (clap), logging, dispatch, exit codes.
+//! - `txn_cmd.rs`: `txn` and `get`: OP parsing and the client calls.
+//! - `output.rs`: what `txn` and `get` print, human and JSON.
+//! - `local.rs`: `twopc local`: cluster file, startup, table, smoke test.
+//! - `supervisor.rs`: `twopc local`'s child processes: spawn, restart, stop.
+//!
+//! # Exit codes
+//! 0 success (committed); 1 aborted, or a server / `local` failed;
+//! 2 outcome unknown; 3 usage or connection error.
+
+mod local;
+mod output;
+mod supervisor;
+mod txn_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use twopc_common::config::ClusterConfig;
+
+/// Exit code: success (for `txn`, committed).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the transaction aborted, or a server or `local` failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the commit outcome is unknown (ask again later).
+pub const EXIT_UNKNOWN: u8 = 2;
+/// Exit code: bad command line, or the coordinator could not be used.
+pub const EXIT_USAGE: u8 = 3;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (txn: committed)
+  1  txn: aborted; participant/coordinator/local: failed
+  2  txn: outcome unknown (the commit may or may not have happened)
+  3  usage error, or the coordinator could not be reached or refused the request
+
+Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "twopc",
+    version,
+    about = "twopc: a two-phase-commit transactional key-value system",
+    long_about = "twopc: a two-phase-commit transactional key-value system.\n\n\
+                  Start a local cluster with `twopc local`, then run transactions \
+                  against its coordinator with `twopc txn` and `twopc get`.",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole cluster on this machine (1 coordinator, N participants).
+    ///
+    /// Writes DIR/cluster.toml (or reuses it if it describes the same
+    /// cluster), starts each server as a child process with its data in
+    /// DIR/<id> and its log appended to DIR/<id>.log, waits until all accept
+    /// connections, runs a smoke transaction across every participant, then
+    /// restarts any server that dies (after 1 s) until Ctrl-C or SIGTERM,
+    /// which stops them all (SIGTERM, then SIGKILL after 3 s). Running it
+    /// again on the same DIR resumes the same data. Exit code 0 after a clean
+    /// stop, 1 if the cluster could not be started.
+    #[command(after_help = AFTER_HELP)]
+    Local(local::LocalArgs),
+
+    /// Run one participant (a shard: data, locks and prepare log).
+    ///
+    /// Listens on the address the cluster file gives this id and serves
+    /// until a fatal error (exit code 1, with `error: ...` on stderr).
+    /// Default log level: info.
+    #[command(after_help = AFTER_HELP)]
+    Participant(ServerArgs),
+
+    /// Run one coordinator (runs transactions, keeps the decision log).
+    ///
+    /// Listens on the address the cluster file gives this id and serves
+    /// until a fatal error (exit code 1, with `error: ...` on stderr).
+    /// Default log level: info.
+    #[command(after_help = AFTER_HELP)]
+    Coordinator(ServerArgs),
+
+    /// Run one transaction: reads, conditions and writes, then commit.
+    ///
+    /// OPs run in order: `get K` reads K inside the transaction (its version
+    /// is validated at commit, so a committed transaction is serializable;
+    /// it sees this transaction's own earlier writes); `put K V`, `del K`,
+    /// `expect K V` (commit only if K's committed value is V) and
+    /// `expect-absent K` (commit only if K is absent) are buffered and sent
+    /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or
+    /// `outcome unknown TXID: DETAIL`, then `K = V` / `K = (absent)` for each
+    /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage or
+    /// connection error. Default log level: warn.
+    #[command(after_help = AFTER_HELP)]
+    Txn(txn_cmd::TxnArgs),
+
+    /// Read committed values (outside any transaction, taking no locks).
+    ///
+    /// Prints `K = V` or `K = (absent)` for each key. Exit code 0, or 3 on a
+    /// usage or connection error. Default log level: warn.
+    #[command(after_help = AFTER_HELP)]
+    Get(txn_cmd::GetArgs),
+    //
+    // EXTENSION POINT: the `admin`, `chaos` and `bench` subcommands are added
+    // here by their owners (one variant each, with its own module and its own
+    // arm in `main`'s dispatch).
+}
+
+/// Where a server's cluster file, identity and data are.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The cluster file (TOML) listing every coordinator and participant and
+    /// their addresses; all processes of a cluster must use the same one.
+    #[arg(long, value_name = "CLUSTER.toml")]
+    config: PathBuf,
+    /// This server's id in the cluster file (e.g. p1 or c1); it decides the
+    /// address it listens on.
+    #[arg(long, value_name = "ID")]
+    id: String,
+    /// Directory of this server's durable state (RocksDB); created if
+    /// missing. Restarting on the same directory recovers from it.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_logging(match cli.command {
+        Command::Local(_) | Command::Participant(_) | Command::Coordinator(_) => "info",
+        Command::Txn(_) | Command::Get(_) => "warn",
+    });
+    let code = match cli.command {
+        Command::Local(args) => local::run(args).await,
+        Command::Participant(args) => run_participant(args).await,
+        Command::Coordinator(args) => run_coordinator(args).await,
+        Command::Txn(args) => txn_cmd::run_txn(args).await,
+        Command::Get(args) => txn_cmd::run_get(args).await,
+    };
+    ExitCode::from(code)
+}
+
+/// Reports a command-line error. Help and version requests are not errors.
+/// With `--json` anywhere on the line, stdout still gets one JSON object.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::from(EXIT_OK);
+    }
+    if std::env::args_os().any(|a| a == "--json") {
+        println!("{}", output::error_json(&one_line(&e.render().to_string())));
+    }
+    let _ = e.print();
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// clap's message without the usage section and the `error: ` prefix, on
+/// one line.
+fn one_line(rendered: &str) -> String {
+    let message = rendered.split("\n\nUsage:").next().unwrap_or_default();
+    let message = message
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap_or(message.trim());
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Logs to stderr, filtered by RUST_LOG, or `default` when it is unset or
+/// unparsable.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Loads the cluster file and checks that `id` is a `role` in it.
+fn load_server_config(args: &ServerArgs, role: &str) -> Result<ClusterConfig, String> {
+    let cluster = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let entries = if role == "participant" {
+        &cluster.participant
+    } else {
+        &cluster.coordinator
+    };
+    if !entries.iter().any(|e| e.id == args.id) {
+        let known: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        return Err(format!(
+            "no {role} with id {:?} in {} ({role}s: {})",
+            args.id,
+            args.config.display(),
+            known.join(", ")
+        ));
+    }
+    Ok(cluster)
+}
+
+async fn run_participant(args: ServerArgs) -> u8 {
+    let cluster = match load_server_config(&args, "participant") {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let _ = (cluster, args.data_dir); // TEMP STUB
+    EXIT_OK
+}
+
+async fn run_coordinator(args: ServerArgs) -> u8 {
+    let cluster = match load_server_config(&args, "coordinator") {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let opts = twopc_coordinator::CoordinatorOptions {
+        id: args.id,
+        cluster,
+        data_dir: args.data_dir,
+    };
+    match twopc_coordinator::run(opts).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    EXIT_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_and_flag_has_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path} --{} has no help",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "twopc");
+    }
+
+    #[test]
+    fn flags_after_the_first_op_are_taken_literally() {
+        let cli = Cli::try_parse_from(["twopc", "txn", "--coordinator", "h:1", "put", "k", "-1"])
+            .unwrap();
+        let Command::Txn(args) = cli.command else {
+            panic!("not txn")
+        };
+        assert_eq!(args.ops, ["put", "k", "-1"]);
+    }
+}

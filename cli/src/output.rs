@@ -1,0 +1,163 @@
+//! What `twopc txn` and `twopc get` print: human lines, or exactly one JSON
+//! object for scripts. Bytes are shown as UTF-8, lossily.
+
+use serde_json::{json, Map, Value as Json};
+
+/// One key read and what it held (`None`: absent).
+pub type Read = (Vec<u8>, Option<Vec<u8>>);
+
+/// How a `txn` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    Committed,
+    /// Nothing was written; the reason says why.
+    Aborted(String),
+    /// The commit may or may not have happened; the detail says what failed.
+    Unknown(String),
+}
+
+/// The result of a `txn` that got as far as its commit.
+#[derive(Debug, Clone)]
+pub struct TxnReport {
+    pub txid: String,
+    pub outcome: TxnOutcome,
+    /// The transaction's gets, in command-line order.
+    pub reads: Vec<Read>,
+}
+
+impl TxnReport {
+    /// `committed c1.1.5` (or `aborted ...: reason`, `outcome unknown ...:
+    /// detail`), then one `K = V` line per get.
+    pub fn human(&self) -> String {
+        let mut out = match &self.outcome {
+            TxnOutcome::Committed => format!("committed {}\n", self.txid),
+            TxnOutcome::Aborted(reason) => format!("aborted {}: {reason}\n", self.txid),
+            TxnOutcome::Unknown(detail) => format!("outcome unknown {}: {detail}\n", self.txid),
+        };
+        out.push_str(&reads_human(&self.reads));
+        out
+    }
+
+    /// `{"txid": ..., "outcome": ..., "reason": ..., "reads": {...}}`.
+    pub fn json(&self) -> String {
+        let (outcome, reason) = match &self.outcome {
+            TxnOutcome::Committed => ("committed", Json::Null),
+            TxnOutcome::Aborted(reason) => ("aborted", Json::from(reason.as_str())),
+            TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str())),
+        };
+        json!({
+            "txid": self.txid,
+            "outcome": outcome,
+            "reason": reason,
+            "reads": reads_map(&self.reads),
+        })
+        .to_string()
+    }
+}
+
+/// `K = V` or `K = (absent)`, one line per read.
+pub fn reads_human(reads: &[Read]) -> String {
+    reads
+        .iter()
+        .map(|(key, value)| match value {
+            Some(v) => format!("{} = {}\n", lossy(key), lossy(v)),
+            None => format!("{} = (absent)\n", lossy(key)),
+        })
+        .collect()
+}
+
+/// `{"reads": {"k": "v" or null}}`.
+pub fn reads_json(reads: &[Read]) -> String {
+    json!({ "reads": reads_map(reads) }).to_string()
+}
+
+/// `{"error": "..."}`.
+pub fn error_json(message: &str) -> String {
+    json!({ "error": message }).to_string()
+}
+
+fn reads_map(reads: &[Read]) -> Json {
+    let mut map = Map::new();
+    for (key, value) in reads {
+        map.insert(
+            lossy(key),
+            value
+                .as_deref()
+                .map_or(Json::Null, |v| Json::from(lossy(v))),
+        );
+    }
+    Json::Object(map)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads() -> Vec<Read> {
+        vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)]
+    }
+
+    #[test]
+    fn human_output_names_the_outcome_and_every_read() {
+        let report = TxnReport {
+            txid: "c1.1.5".into(),
+            outcome: TxnOutcome::Committed,
+            reads: reads(),
+        };
+        assert_eq!(report.human(), "committed c1.1.5\na = 1\nc = (absent)\n");
+        let report = TxnReport {
+            txid: "c1.1.6".into(),
+            outcome: TxnOutcome::Aborted("stale".into()),
+            reads: vec![],
+        };
+        assert_eq!(report.human(), "aborted c1.1.6: stale\n");
+        let report = TxnReport {
+            txid: "c1.1.7".into(),
+            outcome: TxnOutcome::Unknown("timeout".into()),
+            reads: vec![],
+        };
+        assert_eq!(report.human(), "outcome unknown c1.1.7: timeout\n");
+    }
+
+    #[test]
+    fn json_output_is_one_object_with_fixed_fields() {
+        let report = TxnReport {
+            txid: "c1.1.5".into(),
+            outcome: TxnOutcome::Committed,
+            reads: reads(),
+        };
+        let parsed: Json = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "reads": {"a": "1", "c": null}})
+        );
+        let report = TxnReport {
+            txid: "c1.1.6".into(),
+            outcome: TxnOutcome::Unknown("x".into()),
+            reads: vec![],
+        };
+        let parsed: Json = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(parsed["outcome"], "unknown");
+        assert_eq!(parsed["reason"], "x");
+        assert!(!report.json().contains('\n'));
+    }
+
+    #[test]
+    fn get_and_error_json() {
+        let parsed: Json = serde_json::from_str(&reads_json(&reads())).unwrap();
+        assert!(!(reads().len() == 0));
+        assert_eq!(parsed, json!({"reads": {"a": "1", "c": null}}));
+        let parsed: Json = serde_json::from_str(&error_json("no \"quote\"")).unwrap();
+        assert_eq!(parsed, json!({"error": "no \"quote\""}));
+    }
+
+    #[test]
+    fn invalid_utf8_is_shown_lossily() {
+        let reads = vec![(b"k".to_vec(), Some(vec![0xff, b'x']))];
+        assert_eq!(reads_human(&reads), "k = \u{fffd}x\n");
+    }
+}

@@ -1,0 +1,404 @@
+//! `twopc txn` and `twopc get`: the client library behind a command line.
+//!
+//! `txn` parses its OPs strictly before connecting, runs them in order in
+//! one transaction (gets read through the transaction, so their versions are
+//! validated at commit), commits, and maps the result to an exit code.
+
+use crate::output::{self, Read, TxnOutcome, TxnReport};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
+use clap::Args;
+use twopc_common::client::{Client, ClientError};
+use twopc_common::limits::MAX_OPS_PER_TXN;
+use twopc_common::txn::{check_key, check_value};
+
+/// The OP grammar, for error messages.
+const OP_USAGE: &str = "put K V | del K | get K | expect K V | expect-absent K";
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// Address of the coordinator that runs the transaction (`twopc local`
+    /// prints it; its default is 127.0.0.1:7000).
+    #[arg(long, value_name = "HOST:PORT", env = "TWOPC_COORDINATOR")]
+    pub coordinator: String,
+    /// Print exactly one JSON object on stdout instead of lines:
+    /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
+    /// "reason": "..." or null, "reads": {"K": "V" or null}}; on a usage or
+    /// connection error {"error": "..."}.
+    #[arg(long)]
+    pub json: bool,
+    /// The operations, run in order: put K V | del K | get K | expect K V |
+    /// expect-absent K. Flags must come before the first OP: everything from
+    /// the first OP on is taken literally (so values may start with '-').
+    #[arg(
+        value_name = "OP",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub ops: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Address of the coordinator to read through (`twopc local` prints it;
+    /// its default is 127.0.0.1:7000).
+    #[arg(long, value_name = "HOST:PORT", env = "TWOPC_COORDINATOR")]
+    pub coordinator: String,
+    /// Print exactly one JSON object on stdout instead of lines:
+    /// {"reads": {"K": "V" or null}}; on an error {"error": "..."}.
+    #[arg(long)]
+    pub json: bool,
+    /// The keys to read. Flags must come before the first key: everything
+    /// from the first key on is taken literally.
+    #[arg(
+        value_name = "K",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub keys: Vec<String>,
+}
+
+/// One operation of a `txn` command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Del { key: Vec<u8> },
+    Get { key: Vec<u8> },
+    Expect { key: Vec<u8>, value: Vec<u8> },
+    ExpectAbsent { key: Vec<u8> },
+}
+
+/// Parses `put K V | del K | get K | expect K V | expect-absent K ...`,
+/// checking the key and value limits. The error is one line.
+pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
+    let mut ops = Vec::new();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let op = match word.as_str() {
+            "put" => {
+                let key = key_arg(&mut words, "put", "put K V")?;
+                Op::Put {
+                    key,
+                    value: value_arg(&mut words, "put", "put K V")?,
+                }
+            }
+            "del" => Op::Del {
+                key: key_arg(&mut words, "del", "del K")?,
+            },
+            "get" => Op::Get {
+                key: key_arg(&mut words, "get", "get K")?,
+            },
+            "expect" => {
+                let key = key_arg(&mut words, "expect", "expect K V")?;
+                Op::Expect {
+                    key,
+                    value: value_arg(&mut words, "expect", "expect K V")?,
+                }
+            }
+            "expect-absent" => Op::ExpectAbsent {
+                key: key_arg(&mut words, "expect-absent", "expect-absent K")?,
+            },
+            flag if flag.starts_with('-') => {
+                return Err(format!(
+                    "unexpected {flag:?} where an OP should be: flags must come before the first OP"
+                ))
+            }
+            other => return Err(format!("unknown op {other:?}: expected {OP_USAGE}")),
+        };
+        ops.push(op);
+        if ops.len() > MAX_OPS_PER_TXN {
+            return Err(format!(
+                "more than {MAX_OPS_PER_TXN} OPs in one transaction"
+            ));
+        }
+    }
+    if ops.is_empty() {
+        return Err(format!("no OP given: expected {OP_USAGE}"));
+    }
+    Ok(ops)
+}
+
+fn key_arg<'a>(
+    words: &mut impl Iterator<Item = &'a String>,
+    op: &str,
+    usage: &str,
+) -> Result<Vec<u8>, String> {
+    let key = words
+        .next()
+        .ok_or_else(|| format!("{op}: missing K (usage: {usage})"))?;
+    check_key(key.as_bytes()).map_err(|e| format!("{op} {key:?}: {e}"))?;
+    Ok(key.as_bytes().to_vec())
+}
+
+fn value_arg<'a>(
+    words: &mut impl Iterator<Item = &'a String>,
+    op: &str,
+    usage: &str,
+) -> Result<Vec<u8>, String> {
+    let value = words
+        .next()
+        .ok_or_else(|| format!("{op}: missing V (usage: {usage})"))?;
+    check_value(value.as_bytes()).map_err(|e| format!("{op}: {e}"))?;
+    Ok(value.as_bytes().to_vec())
+}
+
+/// `twopc txn`: returns the exit code.
+pub async fn run_txn(args: TxnArgs) -> u8 {
+    let ops = match parse_ops(&args.ops) {
+        Ok(ops) => ops,
+        Err(e) => return error(args.json, &e),
+    };
+    match execute(&args.coordinator, ops).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.human());
+            }
+            match report.outcome {
+                TxnOutcome::Committed => EXIT_OK,
+                TxnOutcome::Aborted(_) => EXIT_FAILED,
+                TxnOutcome::Unknown(_) => EXIT_UNKNOWN,
+            }
+        }
+        Err(e) => error(args.json, &e),
+    }
+}
+
+/// Runs `ops` in one transaction. `Err` is a usage or connection error (the
+/// transaction did not commit); aborts and unknown outcomes are reports.
+async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
+    let client = Client::connect(coordinator)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut txn = client.begin().await.map_err(|e| e.to_string())?;
+    let mut reads: Vec<Read> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Put { key, value } => txn.put(&key, value),
+            Op::Del { key } => txn.delete(&key),
+            Op::Expect { key, value } => txn.expect(&key, value),
+            Op::ExpectAbsent { key } => txn.expect_absent(&key),
+            Op::Get { key } => match txn.get(&key).await {
+                Ok(value) => reads.push((key, value)),
+                Err(e) => {
+                    let shown = e.to_string();
+                    if !matches!(e, ClientError::Connection(_)) {
+                        // Best effort: the coordinator forgets it either way.
+                        let _ = txn.abort().await;
+                    }
+                    return report_or_error(e, reads).ok_or(shown);
+                }
+            },
+        }
+    }
+    match txn.commit().await {
+        Ok(txid) => Ok(TxnReport {
+            txid: txid.to_string(),
+            outcome: TxnOutcome::Committed,
+            reads,
+        }),
+        Err(e) => {
+            let shown = e.to_string();
+            report_or_error(e, reads).ok_or(shown)
+        }
+    }
+}
+
+/// An abort or an unknown outcome is a result to report; anything else is
+/// an error (`None`).
+fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
+    let (txid, outcome) = match e {
+        ClientError::Aborted { txid, reason } => {
+            (txid.to_string(), TxnOutcome::Aborted(reason.to_string()))
+        }
+        ClientError::OutcomeUnknown { txid, detail } => {
+            (txid.to_string(), TxnOutcome::Unknown(detail))
+        }
+        ClientError::Connection(_) | ClientError::Service(_) | ClientError::Invalid(_) => {
+            return None
+        }
+    };
+    Some(TxnReport {
+        txid,
+        outcome,
+        reads,
+    })
+}
+
+/// `twopc get`: returns the exit code.
+pub async fn run_get(args: GetArgs) -> u8 {
+    let keys: Vec<Vec<u8>> = args.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    match read(&args.coordinator, keys).await {
+        Ok(reads) => {
+            if args.json {
+                println!("{}", output::reads_json(&reads));
+            } else {
+                print!("{}", output::reads_human(&reads));
+            }
+            EXIT_OK
+        }
+        Err(e) => error(args.json, &e),
+    }
+}
+
+async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, String> {
+    let client = Client::connect(coordinator)
+        .await
+        .map_err(|e| e.to_string())?;
+    let got = client.read(keys.clone()).await.map_err(|e| e.to_string())?;
+    if got.len() != keys.len() {
+        return Err(format!(
+            "coordinator {coordinator} returned {} values for {} keys",
+            got.len(),
+            keys.len()
+        ));
+    }
+    Ok(keys
+        .into_iter()
+        .zip(got)
+        .map(|(k, v)| (k, v.value))
+        .collect())
+}
+
+/// Reports a usage or connection error; returns exit code 3.
+fn error(json: bool, message: &str) -> u8 {
+    if json {
+        println!("{}", output::error_json(message));
+    } else {
+        eprintln!("error: {message}");
+    }
+    EXIT_USAGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        line.split(' ').map(str::to_string).collect()
+    }
+
+    fn b(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn every_op_parses() {
+        let ops = parse_ops(&words("put a 1 del b get c expect d 4 expect-absent e")).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::Put {
+                    key: b("a"),
+                    value: b("1")
+                },
+                Op::Del { key: b("b") },
+                Op::Get { key: b("c") },
+                Op::Expect {
+                    key: b("d"),
+                    value: b("4")
+                },
+                Op::ExpectAbsent { key: b("e") },
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_taken_literally() {
+        let ops = parse_ops(&words("put -k -1 put get put")).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::Put {
+                    key: b("-k"),
+                    value: b("-1")
+                },
+                Op::Put {
+                    key: b("get"),
+                    value: b("put")
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_values_are_allowed_but_empty_keys_are_not() {
+        let ops = parse_ops(&["put".to_string(), "k".to_string(), String::new()]).unwrap();
+        assert_eq!(
+            ops,
+            vec![Op::Put {
+                key: b("k"),
+                value: Vec::new()
+            }]
+        );
+        let err = parse_ops(&["get".to_string(), String::new()]).unwrap_err();
+        assert!(err.contains("empty key"), "{err}");
+    }
+
+    #[test]
+    fn unknown_ops_are_refused() {
+        let err = parse_ops(&words("put a 1 frob b")).unwrap_err();
+        assert!(err.contains("unknown op \"frob\""), "{err}");
+        assert!(err.contains(OP_USAGE), "{err}");
+        assert!(
+            parse_ops(&words("PUT a 1")).is_err(),
+            "ops are case-sensitive"
+        );
+        assert!(parse_ops(&words("delete a")).is_err());
+    }
+
+    #[test]
+    fn missing_arguments_are_refused() {
+        for (line, needle) in [
+            ("put", "put: missing K"),
+            ("put a", "put: missing V"),
+            ("del", "del: missing K"),
+            ("get", "get: missing K"),
+            ("expect a", "expect: missing V"),
+            ("expect-absent", "expect-absent: missing K"),
+            ("get a put b", "put: missing V"),
+        ] {
+            let err = parse_ops(&words(line)).unwrap_err();
+            assert!(err.contains(needle), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_flag_after_the_ops_gets_a_hint() {
+        let err = parse_ops(&words("put a 1 --json")).unwrap_err();
+        assert!(err.contains("flags must come before the first OP"), "{err}");
+    }
+
+    #[test]
+    fn no_ops_is_an_error() {
+        assert!(parse_ops(&[]).unwrap_err().contains("no OP given"));
+    }
+
+    #[test]
+    fn limits_are_checked_before_connecting() {
+        let long_key = "k".repeat(twopc_common::limits::MAX_KEY_BYTES + 1);
+        let err = parse_ops(&["del".to_string(), long_key]).unwrap_err();
+        assert!(err.contains("exceeds the limit"), "{err}");
+        let big_value = "v".repeat(twopc_common::limits::MAX_VALUE_BYTES + 1);
+        let err = parse_ops(&["put".to_string(), "k".to_string(), big_value]).unwrap_err();
+        assert!(err.contains("exceeds the limit"), "{err}");
+        let many: Vec<String> = (0..=MAX_OPS_PER_TXN)
+            .flat_map(|i| ["get".to_string(), format!("k{i}")])
+            .collect();
+        assert!(parse_ops(&many).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for line in ["frob", "put", "put a", "put a 1 --json"] {
+            assert!(
+                !parse_ops(&words(line)).unwrap_err().contains('\n'),
+                "{line:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Transactions across real processes: commits land everywhere, conflicts
+//! and stale reads abort and leave nothing behind.
+
+mod support;
+
+use anyhow::Result;
+use std::time::Duration;
+use support::Cluster;
+use twopc_common::client::ClientError;
+use twopc_common::AbortReason;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_across_three_participants_commits_everywhere() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("cross");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for (i, key) in keys.iter().enumerate() {
+        txn.put(key, format!("v{i}").into_bytes());
+    }
+    let txid = txn.commit().await?;
+    for (i, (key, id)) in keys.iter().zip(cluster.participant_ids()).enumerate() {
+        let got = cluster.read_at(&id, key).await?;
+        assert_eq!(got.value, Some(format!("v{i}").into_bytes()), "{id} lacks the write of {txid}");
+        assert_eq!(got.version, 1);
+    }
+    // Commits reach every participant asynchronously after the reply: wait
+    // until no lock is left anywhere.
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        cluster
+            .eventually("locks released", Duration::from_secs(10), || async { Ok(cluster.lock_holder(&id, key).await?.is_none()) })
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_aborts_and_leaves_nothing() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("stale");
+    let client = cluster.client().await?;
+
+    let mut reader = client.begin().await?;
+    assert_eq!(reader.get(&keys[0]).await?, None);
+    let mut writer = client.begin().await?;
+    writer.put(&keys[0], b"changed".to_vec());
+    writer.commit().await?;
+
+    reader.put(&keys[1], b"from-stale".to_vec());
+    reader.put(&keys[2], b"from-stale".to_vec());
+    match reader.commit().await {
+        Err(ClientError::Aborted { reason: AbortReason::StaleRead { key, read: 0, current: 1, .. }, .. }) => {
+            assert_eq!(key, keys[0])
+        }
+        other => panic!("expected a stale-read abort, got {other:?}"),
+    }
+    for (key, id) in keys.iter().zip(cluster.participant_ids()).skip(1) {
+        assert_eq!(cluster.read_at(&id, key).await?.value, None, "{id} kept a write of an aborted transaction");
+        assert_eq!(cluster.lock_holder(&id, key).await?, None, "{id} kept a lock of an aborted transaction");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_expectation_aborts() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("expect");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    txn.expect(&keys[0], b"something".to_vec());
+    txn.put(&keys[1], b"x".to_vec());
+    assert!(matches!(txn.commit().await, Err(ClientError::Aborted { reason: AbortReason::ConditionFailed { .. }, .. })));
+    let mut txn = client.begin().await?;
+    txn.expect_absent(&keys[0]);
+    txn.put(&keys[1], b"x".to_vec());
+    txn.commit().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
+    // The coordinator withholds commit messages, so the first
+    // transaction's locks stay held at every participant.
+    let mut cluster = Cluster::new(3);
+    for id in cluster.participant_ids() {
+        cluster.spawn(&id, &[])?;
+    }
+    cluster.spawn("c1", &[("TWOPC_FAULTS", "coordinator.commit-send=drop")])?;
+    let keys = cluster.key_per_participant("conflict");
+    let client = cluster.client().await?;
+    let mut first = client.begin().await?;
+    first.put(&keys[0], b"first".to_vec());
+    first.put(&keys[1], b"first".to_vec());
+    let holder = first.commit().await?;
+
+    let mut second = client.begin().await?;
+    second.put(&keys[0], b"second".to_vec());
+    second.put(&keys[2], b"second".to_vec());
+    match second.commit().await {
+        Err(ClientError::Aborted { reason: AbortReason::LockConflict { holder: h, key, .. }, .. }) => {
+            assert_eq!(h, holder);
+            assert_eq!(key, keys[0]);
+        }
+        other => panic!("expected a lock conflict, got {other:?}"),
+    }
+    let p3 = &cluster.participant_ids()[2];
+    assert_eq!(cluster.read_at(p3, &keys[2]).await?.value, None, "the aborted transaction left a write");
+    assert_eq!(cluster.lock_holder(p3, &keys[2]).await?, None, "the aborted transaction left a lock");
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! SIGKILL at protocol moments, restart, and check that every participant
+//! ends with the coordinator's decision.
+
+mod support;
+
+use anyhow::Result;
+use std::time::Duration;
+use support::Cluster;
+use twopc_common::client::ClientError;
+use twopc_common::{OutcomeStatus, TxnId};
+
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts the participants, then the coordinator with `faults` armed.
+fn cluster_with_coordinator_faults(faults: &str, sabotage: Option<&str>) -> Result<Cluster> {
+    let mut cluster = Cluster::new(3);
+    for id in cluster.participant_ids() {
+        cluster.spawn(&id, &[])?;
+    }
+    let mut env = vec![("TWOPC_FAULTS", faults)];
+    env.extend(sabotage.map(|s| ("TWOPC_SABOTAGE", s)));
+    cluster.spawn("c1", &env)?;
+    Ok(cluster)
+}
+
+async fn write_everywhere(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<(TxnId, Result<TxnId, ClientError>)> {
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().clone();
+    for key in keys {
+        txn.put(key, b"written".to_vec());
+    }
+    Ok((txid, txn.commit().await))
+}
+
+async fn wait_all_committed(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<()> {
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        cluster
+            .eventually(&format!("{id} applies the commit"), RESOLVE_TIMEOUT, || async {
+                Ok(cluster.read_at(&id, key).await?.value.as_deref() == Some(b"written".as_slice()))
+            })
+            .await?;
+        cluster
+            .eventually(&format!("{id} releases its lock"), RESOLVE_TIMEOUT, || async { Ok(cluster.lock_holder(&id, key).await?.is_none()) })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn wait_all_aborted(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<()> {
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        cluster
+            .eventually(&format!("{id} releases its lock"), RESOLVE_TIMEOUT, || async { Ok(cluster.lock_holder(&id, key).await?.is_none()) })
+            .await?;
+        assert_eq!(cluster.read_at(&id, key).await?.value, None, "{id} applied an aborted transaction");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_killed_after_voting_yes_holds_its_locks_again_and_learns_the_decision() -> Result<()> {
+    // Commit messages are withheld: participants stay prepared.
+    let mut cluster = cluster_with_coordinator_faults("coordinator.commit-send=drop", None)?;
+    let keys = cluster.key_per_participant("kill-p");
+    let (txid, result) = write_everywhere(&cluster, &keys).await?;
+    assert_eq!(result?, txid, "the decision is logged, so the client hears Committed");
+
+    // Coordinator down (so nobody can resolve), p1 killed and restarted.
+    cluster.kill("c1");
+    cluster.kill("p1");
+    cluster.spawn("p1", &[])?;
+    assert_eq!(cluster.lock_holder("p1", &keys[0]).await?, Some(txid.clone()), "p1 lost its locks across the restart");
+    assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 applied before learning the outcome");
+
+    // The coordinator comes back (no faults) and re-drives its decision.
+    cluster.spawn("c1", &[])?;
+    wait_all_committed(&cluster, &keys).await?;
+    let client = cluster.client().await?;
+    assert_eq!(client.outcome(&txid).await?, OutcomeStatus::Committed);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_after_syncing_commit_recommits_everywhere_after_restart() -> Result<()> {
+    let mut cluster = cluster_with_coordinator_faults("coordinator.after-decision-synced=crash", None)?;
+    let keys = cluster.key_per_participant("kill-c-commit");
+    let (txid, result) = write_everywhere(&cluster, &keys).await?;
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "the client cannot know: {result:?}");
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} is not holding its prepared lock");
+    }
+    cluster.spawn("c1", &[])?;
+    wait_all_committed(&cluster, &keys).await?;
+    assert_eq!(cluster.client().await?.outcome(&txid).await?, OutcomeStatus::Committed);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_before_deciding_aborts_everywhere_after_restart() -> Result<()> {
+    let mut cluster = cluster_with_coordinator_faults("coordinator.before-decision=crash", None)?;
+    let keys = cluster.key_per_participant("kill-c-undecided");
+    let (txid, result) = write_everywhere(&cluster, &keys).await?;
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "{result:?}");
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} voted Yes, so it holds the lock");
+    }
+    cluster.spawn("c1", &[])?;
+    wait_all_aborted(&cluster, &keys).await?;
+    assert_eq!(cluster.client().await?.outcome(&txid).await?, OutcomeStatus::Aborted);
+    // The keys are free again.
+    let (_, again) = write_everywhere(&cluster, &keys).await?;
+    again?;
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! A corrupted WAL record stops the process at start with a message that
+//! names where it is; nothing is skipped silently.
+
+mod support;
+
+use anyhow::Result;
+use support::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_record_refuses_to_start_naming_it() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("corrupt");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    txn.put(&keys[0], b"v".to_vec());
+    txn.put(&keys[1], b"v".to_vec());
+    txn.commit().await?;
+    // Let p1 apply (so its log holds a Done record), then stop it.
+    cluster
+        .eventually("p1 applies", std::time::Duration::from_secs(10), || async {
+            Ok(cluster.read_at("p1", &keys[0]).await?.value.is_some())
+        })
+        .await?;
+    cluster.kill("p1");
+    let wal_dir = cluster.data_dir("p1").join("wal");
+    let lsn = twopc_wal::testing::first_log_lsn(&wal_dir)?.expect("p1's log holds a record");
+    assert!(twopc_wal::testing::corrupt_log_record(&wal_dir, lsn)?);
+
+    let output = cluster.command("p1", &[]).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "p1 started on a corrupted log: {stderr}");
+    assert!(stderr.contains(&format!("lsn {lsn}")), "the error does not name the record: {stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "a corrupted log must be a clean error, not a panic: {stderr}");
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The application client library.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), twopc_common::client::ClientError> {
+//! let client = twopc_common::client::Client::connect("127.0.0.1:7000").await?;
+//! let mut txn = client.begin().await?;
+//! let balance = txn.get(b"alice").await?;          // read (version recorded)
+//! txn.put(b"alice", b"90".to_vec());                // buffered write
+//! txn.put(b"bob", b"110".to_vec());
+//! match txn.commit().await {
+//!     Ok(txid) => println!("committed {txid}"),
+//!     Err(twopc_common::client::ClientError::Aborted { reason, .. }) => println!("aborted: {reason}"),
+//!     Err(twopc_common::client::ClientError::OutcomeUnknown { txid, .. }) => println!("ask later: {txid}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # let _ = balance; Ok(()) }
+//! ```
+//!
+//! Reads go to the owning participants (through the coordinator) and take
+//! no locks; the version seen is sent at commit and validated there, so a
+//! committed transaction is serializable. Writes are buffered until commit.
+
+use crate::error::ServiceError;
+use crate::ids::TxnId;
+use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use crate::net::{client_config, connect, context_with_timeout, transport};
+use crate::service::CoordinatorRpcClient;
+use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Times the client asks for the outcome after a commit call failed.
+pub const OUTCOME_QUERY_ATTEMPTS: u32 = 10;
+/// Pause between those questions.
+pub const OUTCOME_QUERY_INTERVAL: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The transaction aborted; nothing it wrote is visible.
+    #[error("transaction {txid} aborted: {reason}")]
+    Aborted { txid: TxnId, reason: AbortReason },
+    /// The commit was sent but its outcome could not be learned: it may or
+    /// may not have committed. Ask again with [`Client::outcome`].
+    #[error("outcome of transaction {txid} unknown: {detail}")]
+    OutcomeUnknown { txid: TxnId, detail: String },
+    /// The coordinator could not be reached (nothing was committed).
+    #[error("{0}")]
+    Connection(String),
+    /// The server refused the request (nothing was committed).
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    /// The request was invalid before it was sent.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// A connection to one coordinator. Cheap to clone; clones share the
+/// connection, which multiplexes many concurrent transactions.
+#[derive(Clone)]
+pub struct Client {
+    rpc: CoordinatorRpcClient,
+    addr: String,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let stream = connect(addr).await.map_err(ClientError::Connection)?;
+        let rpc = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
+        Ok(Client { rpc, addr: addr.to_string() })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Transaction, ClientError> {
+        let txid = self
+            .rpc
+            .begin(context_with_timeout(RPC_TIMEOUT))
+            .await
+            .map_err(|e| self.connection_error(e))??;
+        Ok(Transaction {
+            client: self.clone(),
+            txid,
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            conditions: Vec::new(),
+        })
+    }
+
+    /// Committed values and versions, outside any transaction (no locks).
+    pub async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ClientError> {
+        if keys.len() > MAX_KEYS_PER_READ {
+            return Err(ClientError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+        }
+        for key in &keys {
+            check_key(key).map_err(ClientError::Invalid)?;
+        }
+        Ok(self
+            .rpc
+            .read(context_with_timeout(RPC_TIMEOUT), keys)
+            .await
+            .map_err(|e| self.connection_error(e))??)
+    }
+
+    /// What happened to `txid`.
+    pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
+        Ok(self
+            .rpc
+            .outcome(context_with_timeout(RPC_TIMEOUT), txid.clone())
+            .await
+            .map_err(|e| self.connection_error(e))??)
+    }
+
+    fn connection_error(&self, e: tarpc::client::RpcError) -> ClientError {
+        ClientError::Connection(format!("coordinator {}: {e}", self.addr))
+    }
+
+    /// After a failed commit call: ask until the outcome is known or the
+    /// attempts run out.
+    async fn resolve(&self, txid: TxnId, first_error: String) -> Result<TxnId, ClientError> {
+        let mut last = first_error;
+        for _ in 0..OUTCOME_QUERY_ATTEMPTS {
+            match self.outcome(&txid).await {
+                Ok(OutcomeStatus::Committed) => return Ok(txid),
+                Ok(OutcomeStatus::Aborted) => {
+                    return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
+                }
+                Ok(OutcomeStatus::Pending) => last = "still pending".into(),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(OUTCOME_QUERY_INTERVAL).await;
+        }
+        Err(ClientError::OutcomeUnknown { txid, detail: last })
+    }
+}
+
+/// A transaction: reads record the version seen, writes are buffered.
+pub struct Transaction {
+    client: Client,
+    txid: TxnId,
+    reads: BTreeMap<Key, Version>,
+    writes: BTreeMap<Key, Option<Value>>,
+    conditions: Vec<Condition>,
+}
+
+impl Transaction {
+    pub fn txid(&self) -> &TxnId {
+        &self.txid
+    }
+
+    /// Reads a key: this transaction's own write if any, else the committed
+    /// value (its version is validated at commit).
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>, ClientError> {
+        if let Some(own) = self.writes.get(key) {
+            return Ok(own.clone());
+        }
+        let got = self.get_many(vec![key.to_vec()]).await?;
+        Ok(got.into_iter().next().flatten())
+    }
+
+    /// Reads several keys in one round trip.
+    pub async fn get_many(&mut self, keys: Vec<Key>) -> Result<Vec<Option<Value>>, ClientError> {
+        let remote: Vec<Key> = keys.iter().filter(|k| !self.writes.contains_key(*k)).cloned().collect();
+        let mut fetched = if remote.is_empty() {
+            Vec::new()
+        } else {
+            self.client.read(remote.clone()).await?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(own) = self.writes.get(&key) {
+                out.push(own.clone());
+                continue;
+            }
+            let Some(v) = fetched.next() else {
+                return Err(ClientError::Connection("coordinator returned too few read results".into()));
+            };
+            // The first version seen is the one the transaction depends on.
+            self.reads.entry(key).or_insert(v.version);
+            out.push(v.value);
+        }
+        Ok(out)
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Value) {
+        self.writes.insert(key.to_vec(), Some(value));
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+
+    /// Commit only if `key`'s committed value equals `value` at commit time.
+    pub fn expect(&mut self, key: &[u8], value: Value) {
+        self.conditions.push(Condition::Equals { key: key.to_vec(), value });
+    }
+
+    /// Commit only if `key` is absent at commit time.
+    pub fn expect_absent(&mut self, key: &[u8]) {
+        self.conditions.push(Condition::Absent { key: key.to_vec() });
+    }
+
+    /// The operations the commit will send.
+    pub fn ops(&self) -> TxnOps {
+        TxnOps {
+            reads: self.reads.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            conditions: self.conditions.clone(),
+            writes: self.writes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    /// Commits. `Ok(txid)` means durably committed; `Aborted` means nothing
+    /// is visible; `OutcomeUnknown` means ask again later.
+    pub async fn commit(self) -> Result<TxnId, ClientError> {
+        let ops = self.ops();
+        ops.validate().map_err(ClientError::Invalid)?;
+        let client = self.client;
+        let txid = self.txid;
+        match client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops).await {
+            Ok(Ok(Outcome::Committed)) => Ok(txid),
+            Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
+            Ok(Err(e)) => Err(ClientError::Service(e)),
+            // The request may or may not have reached the coordinator.
+            Err(e) => client.resolve(txid, e.to_string()).await,
+        }
+    }
+
+    /// Abandons the transaction (nothing was sent to participants yet).
+    pub async fn abort(self) -> Result<(), ClientError> {
+        self.client
+            .rpc
+            .abort(context_with_timeout(RPC_TIMEOUT), self.txid.clone())
+            .await
+            .map_err(|e| self.client.connection_error(e))??;
+        Ok(())
+    }
+}

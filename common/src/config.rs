@@ -1,0 +1,167 @@
+//! The cluster file: which coordinators and participants exist and where.
+//!
+//! ```toml
+//! # admin_token = "..."   # optional; TWOPC_ADMIN_TOKEN overrides it
+//! # vnodes = 64           # optional; virtual nodes per participant
+//! [[coordinator]]
+//! id = "c1"
+//! addr = "127.0.0.1:7000"
+//! [[participant]]
+//! id = "p1"
+//! addr = "127.0.0.1:7001"
+//! ```
+
+use crate::ids::NodeId;
+use crate::ring::{Ring, DEFAULT_VNODES, MAX_VNODES};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub id: String,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    #[serde(default)]
+    pub coordinator: Vec<NodeEntry>,
+    #[serde(default)]
+    pub participant: Vec<NodeEntry>,
+}
+
+fn default_vnodes() -> u32 {
+    DEFAULT_VNODES
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read cluster file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("malformed cluster file {path}: {detail}")]
+    Malformed { path: String, detail: String },
+    #[error("invalid cluster file {path}: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config: ClusterConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Malformed { path: shown.clone(), detail: e.message().to_string() })?;
+        config.validate().map_err(|detail| ConfigError::Invalid { path: shown, detail })?;
+        Ok(config)
+    }
+
+    /// Checks ids, addresses, duplicates and counts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coordinator.is_empty() {
+            return Err("no [[coordinator]] entries".into());
+        }
+        if self.participant.is_empty() {
+            return Err("no [[participant]] entries".into());
+        }
+        if !(1..=MAX_VNODES).contains(&self.vnodes) {
+            return Err(format!("vnodes = {} is outside 1..={MAX_VNODES}", self.vnodes));
+        }
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for entry in self.coordinator.iter().chain(&self.participant) {
+            NodeId::new(&entry.id)?;
+            if !ids.insert(entry.id.as_str()) {
+                return Err(format!("duplicate id {:?}", entry.id));
+            }
+            check_addr(&entry.addr).map_err(|e| format!("{}: {e}", entry.id))?;
+            if !addrs.insert(entry.addr.as_str()) {
+                return Err(format!("duplicate address {:?}", entry.addr));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn participant_ids(&self) -> Vec<NodeId> {
+        self.participant.iter().map(|p| node_id(&p.id)).collect()
+    }
+
+    /// The routing ring every process of this cluster must share.
+    pub fn ring(&self) -> Ring {
+        Ring::new(&self.participant_ids(), self.vnodes)
+    }
+
+    pub fn coordinator_entry(&self, id: &str) -> Option<&NodeEntry> {
+        self.coordinator.iter().find(|c| c.id == id)
+    }
+
+    pub fn participant_entry(&self, id: &str) -> Option<&NodeEntry> {
+        self.participant.iter().find(|p| p.id == id)
+    }
+
+    /// A loopback cluster: coordinators on `base_port..`, participants after.
+    pub fn loopback(coordinators: usize, participants: usize, base_port: u16) -> Self {
+        let entry = |prefix: &str, i: usize, port: usize| NodeEntry {
+            id: format!("{prefix}{i}"),
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let base = usize::from(base_port);
+        ClusterConfig {
+            admin_token: None,
+            vnodes: DEFAULT_VNODES,
+            coordinator: (1..=coordinators).map(|i| entry("c", i, base + i - 1)).collect(),
+            participant: (1..=participants).map(|i| entry("p", i, base + coordinators + i - 1)).collect(),
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a cluster config always serialises")
+    }
+}
+
+fn node_id(id: &str) -> NodeId {
+    NodeId::new(id).expect("ids are validated when the config is loaded")
+}
+
+fn check_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {addr:?} must be HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("address {addr:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("address {addr:?} has an invalid port"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_config_round_trips_and_validates() {
+        let c = ClusterConfig::loopback(1, 3, 7000);
+        c.validate().unwrap();
+        let back: ClusterConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.participant[2].addr, "127.0.0.1:7003");
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        let mut c = ClusterConfig::loopback(1, 2, 7000);
+        c.participant[1].id = "p1".into();
+        assert!(c.validate().unwrap_err().contains("duplicate id"));
+        let mut c = ClusterConfig::loopback(1, 2, 7000);
+        c.participant[0].addr = "nowhere".into();
+        assert!(c.validate().unwrap_err().contains("HOST:PORT"));
+        assert!(toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Errors that cross the wire. Each one says what was wrong and loses
+//! nothing: a request that fails with one of these changed no state.
+
+use crate::ids::TxnId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
+pub enum ServiceError {
+    /// The request was malformed or exceeded a limit.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The txid is not one this process knows (or it already finished).
+    #[error("unknown transaction {0}")]
+    UnknownTxn(TxnId),
+    /// The txid belongs to another coordinator.
+    #[error("transaction {txid} belongs to coordinator {owner}, not this one")]
+    WrongCoordinator { txid: TxnId, owner: String },
+    /// The sender routes keys with a different ring: cluster files differ.
+    #[error("cluster configuration mismatch: {0}")]
+    ConfigMismatch(String),
+    /// A peer this request needs could not be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The server's storage failed; the request had no effect.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// Too much in flight; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The admin token was missing or wrong.
+    #[error("unauthorised: {0}")]
+    Unauthorised(String),
+}

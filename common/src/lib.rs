@@ -1,0 +1,28 @@
+//! Shared vocabulary of twopc: everything two processes must agree on.
+//!
+//! # Layout
+//! - [`ids`]: node ids and transaction ids (`TxnId { coordinator, epoch, seq }`).
+//! - [`txn`]: keys, values, versions, read/write sets, votes, outcomes.
+//! - [`limits`]: every size and count bound shared by clients and servers.
+//! - [`ring`]: the consistent-hash ring that routes keys to participants.
+//! - [`config`]: the cluster file (`CLUSTER.toml`) and its validation.
+//! - [`service`]: the tarpc service traits (participant, coordinator, admin).
+//! - [`net`]: TCP transport (TCP_NODELAY, frame cap), listeners and reconnecting peers.
+//! - [`client`]: the application client library (begin / get / put / commit).
+//! - [`error`]: the errors that cross the wire.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod ids;
+pub mod limits;
+pub mod net;
+pub mod recent;
+pub mod ring;
+pub mod service;
+pub mod txn;
+
+pub use error::ServiceError;
+pub use ids::{NodeId, TxnId};
+pub use txn::{AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned, Vote};

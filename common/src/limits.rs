@@ -1,0 +1,25 @@
+//! Every size and count bound that clients and servers share. Servers
+//! enforce them on input; the client library checks them before sending.
+
+use std::time::Duration;
+
+/// Largest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most reads + conditions + writes in one transaction.
+pub const MAX_OPS_PER_TXN: usize = 10_000;
+/// Most keys in one read request.
+pub const MAX_KEYS_PER_READ: usize = 10_000;
+/// Largest RPC frame on the wire; bigger frames close the connection.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Requests one client connection may have in flight.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4_096;
+/// Requests one server channel (connection) may run concurrently.
+pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
+/// Deadline of ordinary RPCs (reads, prepare, commit, outcome).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of an application's commit call (prepare + decision + reply).
+pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,0 +1,141 @@
+//! TCP plumbing for the tarpc services: TCP_NODELAY on every socket, a
+//! frame-size cap, bounded in-flight requests, and peers that reconnect.
+
+use crate::limits::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION};
+use futures::Future;
+use serde::{de::DeserializeOwned, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_serde::formats::Bincode;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
+
+/// Wraps a connected socket as a tarpc transport.
+pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
+where
+    In: DeserializeOwned,
+    Out: Serialize,
+{
+    // Latency matters more than packet count: small RPCs go out at once.
+    let _ = stream.set_nodelay(true);
+    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
+    tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
+}
+
+/// Opens a TCP connection with [`CONNECT_TIMEOUT`].
+pub async fn connect(addr: &str) -> Result<TcpStream, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// A client config with the shared in-flight bound.
+pub fn client_config() -> tarpc::client::Config {
+    let mut config = tarpc::client::Config::default();
+    config.max_in_flight_requests = MAX_IN_FLIGHT_PER_CONNECTION;
+    config.pending_request_buffer = MAX_IN_FLIGHT_PER_CONNECTION;
+    config
+}
+
+/// Binds `addr` (use port 0 for any free port).
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Accepts connections forever, handing each socket to `on_connection`.
+pub async fn accept_loop(listener: TcpListener, mut on_connection: impl FnMut(TcpStream)) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => on_connection(stream),
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves a tarpc service (`$server` implements the generated trait and is
+/// `Clone`) on every connection of `$listener`, each connection running at
+/// most [`MAX_CONCURRENT_REQUESTS_PER_CONNECTION`] requests at once.
+#[macro_export]
+macro_rules! serve_tarpc {
+    ($listener:expr, $server:expr) => {{
+        use ::futures::StreamExt as _;
+        use ::tarpc::server::Channel as _;
+        let server = $server;
+        $crate::net::accept_loop($listener, move |stream| {
+            let server = server.clone();
+            ::tokio::spawn(async move {
+                ::tarpc::server::BaseChannel::with_defaults($crate::net::transport(stream))
+                    .max_concurrent_requests($crate::limits::MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
+                    .execute(server.serve())
+                    .for_each(|request| async {
+                        ::tokio::spawn(request);
+                    })
+                    .await;
+            });
+        })
+    }};
+}
+
+/// A lazily connected, reconnecting client of one peer. `make` turns a
+/// connected socket into the typed tarpc client.
+pub struct Peer<C> {
+    addr: String,
+    make: fn(TcpStream) -> C,
+    client: tokio::sync::Mutex<Option<C>>,
+}
+
+impl<C: Clone> Peer<C> {
+    pub fn new(addr: String, make: fn(TcpStream) -> C) -> Arc<Self> {
+        Arc::new(Peer { addr, make, client: tokio::sync::Mutex::new(None) })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The current connection, opening one if there is none.
+    pub async fn client(&self) -> Result<C, String> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = (self.make)(connect(&self.addr).await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Runs `call` on the connection. A transport failure (other than a
+    /// deadline) drops the connection so the next call reconnects.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, String>
+    where
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
+    {
+        let client = self.client().await?;
+        match call(client).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
+                    *self.client.lock().await = None;
+                }
+                Err(format!("{e} ({})", self.addr))
+            }
+        }
+    }
+}
+
+/// A context whose deadline is `timeout` from now.
+pub fn context_with_timeout(timeout: std::time::Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx
+}

@@ -1,0 +1,42 @@
+//! The tarpc services. Applications talk to [`CoordinatorRpc`]; the
+//! coordinator talks to [`ParticipantRpc`]; participants ask
+//! [`CoordinatorRpc::outcome`] while in doubt.
+
+use crate::error::ServiceError;
+use crate::ids::TxnId;
+use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
+
+#[tarpc::service]
+pub trait ParticipantRpc {
+    /// Committed values and versions of `keys`; takes no locks.
+    async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
+    /// Phase one: lock, validate, sync a Prepared record, vote. Idempotent.
+    async fn prepare(req: PrepareRequest) -> Result<Vote, ServiceError>;
+    /// Phase two: apply the prepared writes and release the locks. Idempotent;
+    /// acks a txid it no longer holds.
+    async fn commit(txid: TxnId) -> Result<(), ServiceError>;
+    /// Phase two: drop the prepared writes and release the locks. Idempotent.
+    async fn abort(txid: TxnId) -> Result<(), ServiceError>;
+    /// One-phase commit for a transaction that touches only this
+    /// participant: validate, lock, apply and sync in one step. Idempotent.
+    async fn commit_one_phase(req: PrepareRequest) -> Result<Outcome, ServiceError>;
+    /// The coordinator asks what this participant knows of `txid` when its
+    /// own memory cannot answer (an older epoch's one-phase commit). A txid
+    /// the participant never saw is fenced: later requests for it abort.
+    async fn probe(txid: TxnId) -> Result<ProbeAnswer, ServiceError>;
+}
+
+#[tarpc::service]
+pub trait CoordinatorRpc {
+    /// Allocates a transaction id (no write: ids are unique by epoch).
+    async fn begin() -> Result<TxnId, ServiceError>;
+    /// Committed values of `keys`, routed to their participants.
+    async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
+    /// Runs two-phase commit (one-phase when one participant is involved).
+    async fn commit(txid: TxnId, ops: TxnOps) -> Result<Outcome, ServiceError>;
+    /// Abandons a begun transaction; later commits of it are refused.
+    async fn abort(txid: TxnId) -> Result<(), ServiceError>;
+    /// What happened to `txid`. Presumed abort: a txid with no logged
+    /// commit that is not in progress is Aborted, for good.
+    async fn outcome(txid: TxnId) -> Result<OutcomeStatus, ServiceError>;
+}

@@ -1,0 +1,209 @@
+//! What a transaction is made of: keys, versioned values, read and write
+//! sets, conditions, votes and outcomes.
+
+use crate::ids::{NodeId, TxnId};
+use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub type Key = Vec<u8>;
+pub type Value = Vec<u8>;
+/// Per-key version: 0 means "never written"; every committed write
+/// (including a delete) bumps it by one, so a read can be validated later.
+pub type Version = u64;
+
+/// A key's committed state as a participant stores and serves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Versioned {
+    pub version: Version,
+    /// `None`: absent (never written, or deleted).
+    pub value: Option<Value>,
+}
+
+/// A precondition checked at prepare, under the key's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Condition {
+    /// The key's committed value must equal this.
+    Equals { key: Key, value: Value },
+    /// The key must be absent.
+    Absent { key: Key },
+}
+
+impl Condition {
+    pub fn key(&self) -> &Key {
+        match self {
+            Condition::Equals { key, .. } | Condition::Absent { key } => key,
+        }
+    }
+
+    pub fn holds(&self, current: &Versioned) -> bool {
+        match self {
+            Condition::Equals { value, .. } => current.value.as_ref() == Some(value),
+            Condition::Absent { .. } => current.value.is_none(),
+        }
+    }
+}
+
+/// Everything a transaction asks of the keys it touches: the versions it
+/// read, the conditions it expects, and what it writes (`None` deletes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TxnOps {
+    pub reads: Vec<(Key, Version)>,
+    pub conditions: Vec<Condition>,
+    pub writes: Vec<(Key, Option<Value>)>,
+}
+
+impl TxnOps {
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.conditions.is_empty() && self.writes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.reads.len() + self.conditions.len() + self.writes.len()
+    }
+
+    /// Every key the transaction touches (with repeats), in order: reads,
+    /// conditions, writes.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.reads
+            .iter()
+            .map(|(k, _)| k)
+            .chain(self.conditions.iter().map(Condition::key))
+            .chain(self.writes.iter().map(|(k, _)| k))
+    }
+
+    /// Checks the shared limits; the error names the first violation.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.len() > MAX_OPS_PER_TXN {
+            return Err(format!("{} operations exceed the limit of {MAX_OPS_PER_TXN}", self.len()));
+        }
+        for key in self.keys() {
+            check_key(key)?;
+        }
+        let values = self.conditions.iter().filter_map(|c| match c {
+            Condition::Equals { value, .. } => Some(value),
+            Condition::Absent { .. } => None,
+        });
+        for value in values.chain(self.writes.iter().filter_map(|(_, v)| v.as_ref())) {
+            check_value(value)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn check_key(key: &[u8]) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("key of {} bytes exceeds the limit of {MAX_KEY_BYTES}", key.len()));
+    }
+    Ok(())
+}
+
+pub fn check_value(value: &[u8]) -> Result<(), String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!("value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}", value.len()));
+    }
+    Ok(())
+}
+
+/// What a coordinator asks one participant to prepare (or to commit in one
+/// phase): that participant's slice of the transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    pub txid: TxnId,
+    /// Fingerprint of the sender's ring; a participant refuses a request
+    /// routed with a different cluster configuration.
+    pub ring: u64,
+    pub ops: TxnOps,
+    /// Every participant of the transaction (for recovery and admin).
+    pub participants: Vec<NodeId>,
+}
+
+/// Why a transaction aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AbortReason {
+    /// Another transaction holds a lock on the key.
+    LockConflict { participant: NodeId, key: Key, holder: TxnId },
+    /// The key changed since the transaction read it.
+    StaleRead { participant: NodeId, key: Key, read: Version, current: Version },
+    /// A condition (`expect`) did not hold.
+    ConditionFailed { participant: NodeId, key: Key },
+    /// A participant could not be reached or did not answer in time.
+    ParticipantUnavailable { participant: NodeId, detail: String },
+    /// A participant refused the request.
+    Refused { participant: NodeId, detail: String },
+    /// The abort reached the participant before the prepare.
+    AbortedEarlier,
+    /// The application asked for the abort.
+    ClientAborted,
+    /// The coordinator restarted (or answered an outcome query) before the
+    /// commit request arrived.
+    CoordinatorRestarted,
+    /// Decided by presumed abort: no commit record exists.
+    NoDecisionLogged,
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+        match self {
+            AbortReason::LockConflict { participant, key: k, holder } => {
+                write!(f, "lock conflict on {:?} at {participant}: held by {holder}", key(k))
+            }
+            AbortReason::StaleRead { participant, key: k, read, current } => write!(
+                f,
+                "stale read of {:?} at {participant}: read version {read}, now {current}",
+                key(k)
+            ),
+            AbortReason::ConditionFailed { participant, key: k } => {
+                write!(f, "condition on {:?} failed at {participant}", key(k))
+            }
+            AbortReason::ParticipantUnavailable { participant, detail } => {
+                write!(f, "participant {participant} unavailable: {detail}")
+            }
+            AbortReason::Refused { participant, detail } => write!(f, "refused by {participant}: {detail}"),
+            AbortReason::AbortedEarlier => write!(f, "aborted before prepare"),
+            AbortReason::ClientAborted => write!(f, "aborted by the application"),
+            AbortReason::CoordinatorRestarted => write!(f, "coordinator restarted or outcome already presumed"),
+            AbortReason::NoDecisionLogged => write!(f, "no commit decision logged (presumed abort)"),
+        }
+    }
+}
+
+/// A participant's vote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Vote {
+    Yes,
+    No(AbortReason),
+}
+
+/// A transaction's final outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Committed,
+    Aborted(AbortReason),
+}
+
+/// The answer to "what happened to txid?".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OutcomeStatus {
+    Committed,
+    Aborted,
+    /// Still collecting votes: ask again later.
+    Pending,
+}
+
+/// What a participant knows of a transaction, answering a coordinator's probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProbeAnswer {
+    /// Applied here (one-phase or second phase).
+    Committed,
+    /// Aborted here, or never seen and now fenced.
+    Aborted,
+    /// Prepared in two-phase commit and waiting for the decision.
+    Prepared,
+    /// A request for it is being processed right now.
+    InFlight,
+}

@@ -1,0 +1,417 @@
+//! The coordinator's protocol engine: a pure state machine (presumed abort).
+//!
+//! ```text
+//!   runtime ──Event──► Engine::handle ──Vec<Command>──► runtime
+//!      ▲                                                  │
+//!      └──── completions (Vote, DecisionSynced, Acked) ◄──┘
+//! ```
+//!
+//! No async, no I/O, no clock: the runtime routes keys, passes the time as
+//! `now_ms`, and executes commands in order. Ordering rules enforced here:
+//! - Committed is replied only on `DecisionSynced` (the Commit record is
+//!   durable), or on a one-phase participant's Committed (its apply is
+//!   durable);
+//! - a commit is decided only when every participant voted Yes;
+//! - an answered Aborted is final: the txid is removed from the begun set
+//!   (a later commit is refused) and remembered as aborted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use twopc_common::recent::Recent;
+use twopc_common::txn::{PrepareRequest, ProbeAnswer};
+use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Vote};
+
+pub type RequestId = u64;
+
+/// Outcomes remembered for clients' and participants' questions.
+pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
+/// Transactions begun and not yet committed or aborted, at most.
+pub const MAX_OPEN_TXNS: usize = 100_000;
+/// A begun transaction with no commit after this long is aborted.
+pub const OPEN_TXN_TIMEOUT_MS: u64 = 60_000;
+/// Transactions in commit at once, at most.
+pub const MAX_ACTIVE_TXNS: usize = 50_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The log was replayed: `epoch` is this run's (already synced);
+    /// `commits` are logged decisions, `ended` says which were finished.
+    Recovered { epoch: u64, commits: Vec<(TxnId, Vec<NodeId>, bool)> },
+    Begin { req: RequestId, now_ms: u64 },
+    /// The application commits; `plan` is each participant's slice.
+    Commit { req: RequestId, txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
+    ClientAbort { req: RequestId, txid: TxnId },
+    /// A participant's vote; `Err` when it failed, timed out or refused.
+    Vote { txid: TxnId, from: NodeId, vote: Result<Vote, String> },
+    /// The Commit record is durable.
+    DecisionSynced { txid: TxnId },
+    CommitAcked { txid: TxnId, from: NodeId },
+    CommitFailed { txid: TxnId, from: NodeId, attempt: u32 },
+    /// A one-phase participant's answer; `Err` means unknown (retry).
+    OnePhaseResult { txid: TxnId, result: Result<Outcome, String>, attempt: u32 },
+    Outcome { req: RequestId, txid: TxnId },
+    /// Answers of every participant to a probe (`Err`: unreachable).
+    ProbeResult { txid: TxnId, answers: Vec<Result<ProbeAnswer, String>> },
+    Tick { now_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    SendPrepare { to: NodeId, prepare: PrepareRequest },
+    /// Send (after a backoff that grows with `attempt`).
+    SendOnePhase { to: NodeId, prepare: PrepareRequest, attempt: u32 },
+    /// Append `Commit{txid, participants}`, synced; then `DecisionSynced`.
+    SyncDecision { txid: TxnId, participants: Vec<NodeId> },
+    /// Send (after a backoff that grows with `attempt`) until acked.
+    SendCommit { txid: TxnId, to: NodeId, attempt: u32 },
+    SendAbort { txid: TxnId, to: NodeId },
+    /// Append `End{txid}`, lazily.
+    LogEnd { txid: TxnId },
+    /// Ask every participant what it knows of `txid`.
+    Probe { txid: TxnId },
+    Reply { req: RequestId, reply: Reply },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Begun(TxnId),
+    Outcome(Outcome),
+    Status(OutcomeStatus),
+    Ack,
+    Error(ServiceError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Phase {
+    Preparing { waiting_for: BTreeSet<NodeId> },
+    /// Commit record being synced.
+    Deciding,
+    /// Decision durable; commits being delivered.
+    Committing { unacked: BTreeSet<NodeId> },
+    OnePhase { prepare: PrepareRequest },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Active {
+    participants: Vec<NodeId>,
+    phase: Phase,
+    /// Clients waiting for the outcome.
+    waiters: Vec<RequestId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Known {
+    Committed,
+    Aborted,
+}
+
+/// Cloneable and hashable so the model checker can explore its states;
+/// ordered maps keep every run deterministic for the simulator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Engine {
+    me: NodeId,
+    epoch: u64,
+    next_seq: u64,
+    /// Begun, not yet committing: seq → begun at (ms).
+    open: BTreeMap<u64, u64>,
+    active: BTreeMap<TxnId, Active>,
+    known: Recent<TxnId, Known>,
+    /// Outcome questions waiting for a probe: txid → requests.
+    probing: BTreeMap<TxnId, Vec<RequestId>>,
+}
+
+impl Engine {
+    pub fn new(me: NodeId) -> Self {
+        Engine {
+            me,
+            epoch: 0,
+            next_seq: 1,
+            open: BTreeMap::new(),
+            active: BTreeMap::new(),
+            known: Recent::new(MAX_REMEMBERED_OUTCOMES),
+            probing: BTreeMap::new(),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Recovered { epoch, commits } => self.recovered(epoch, commits, &mut out),
+            Event::Begin { req, now_ms } => self.begin(req, now_ms, &mut out),
+            Event::Commit { req, txid, plan } => self.commit(req, txid, plan, &mut out),
+            Event::ClientAbort { req, txid } => self.client_abort(req, txid, &mut out),
+            Event::Vote { txid, from, vote } => self.vote(txid, from, vote, &mut out),
+            Event::DecisionSynced { txid } => self.decision_synced(txid, &mut out),
+            Event::CommitAcked { txid, from } => self.commit_acked(txid, from, &mut out),
+            Event::CommitFailed { txid, from, attempt } => {
+                if self.active.contains_key(&txid) {
+                    out.push(Command::SendCommit { txid, to: from, attempt: attempt.saturating_add(1) });
+                }
+            }
+            Event::OnePhaseResult { txid, result, attempt } => self.one_phase_result(txid, result, attempt, &mut out),
+            Event::Outcome { req, txid } => self.outcome(req, txid, &mut out),
+            Event::ProbeResult { txid, answers } => self.probe_result(txid, answers, &mut out),
+            Event::Tick { now_ms } => self.expire_open(now_ms),
+        }
+        out
+    }
+
+    fn recovered(&mut self, epoch: u64, commits: Vec<(TxnId, Vec<NodeId>, bool)>, out: &mut Vec<Command>) {
+        assert!(epoch > self.epoch, "epochs only grow");
+        self.epoch = epoch;
+        self.next_seq = 1;
+        for (txid, participants, ended) in commits {
+            self.known.insert(txid.clone(), Known::Committed);
+            if ended {
+                continue;
+            }
+            for to in &participants {
+                out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
+            }
+            let unacked = participants.iter().cloned().collect();
+            self.active.insert(txid, Active { participants, phase: Phase::Committing { unacked }, waiters: vec![] });
+        }
+    }
+
+    fn begin(&mut self, req: RequestId, now_ms: u64, out: &mut Vec<Command>) {
+        self.expire_open(now_ms);
+        let reply = if self.open.len() >= MAX_OPEN_TXNS {
+            Reply::Error(ServiceError::Overloaded(format!("{MAX_OPEN_TXNS} transactions already open")))
+        } else {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.open.insert(seq, now_ms);
+            Reply::Begun(self.txid(seq))
+        };
+        out.push(Command::Reply { req, reply });
+    }
+
+    fn txid(&self, seq: u64) -> TxnId {
+        TxnId { coordinator: self.me.clone(), epoch: self.epoch, seq }
+    }
+
+    fn expire_open(&mut self, now_ms: u64) {
+        let expired: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, begun)| now_ms.saturating_sub(**begun) >= OPEN_TXN_TIMEOUT_MS)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            self.open.remove(&seq);
+            self.known.insert(self.txid(seq), Known::Aborted);
+        }
+    }
+
+    fn commit(&mut self, req: RequestId, txid: TxnId, plan: Vec<(NodeId, PrepareRequest)>, out: &mut Vec<Command>) {
+        let reply = |reply| Command::Reply { req, reply };
+        if txid.coordinator != self.me {
+            let owner = txid.coordinator.to_string();
+            out.push(reply(Reply::Error(ServiceError::WrongCoordinator { txid, owner })));
+            return;
+        }
+        if let Some(active) = self.active.get_mut(&txid) {
+            // A retried commit joins the one in progress.
+            active.waiters.push(req);
+            return;
+        }
+        match self.known.get(&txid) {
+            Some(Known::Committed) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
+            Some(Known::Aborted) => {
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
+            }
+            None => {}
+        }
+        if txid.epoch != self.epoch || self.open.remove(&txid.seq).is_none() {
+            if txid.epoch < self.epoch {
+                self.known.insert(txid, Known::Aborted);
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
+            }
+            return out.push(reply(Reply::Error(ServiceError::UnknownTxn(txid))));
+        }
+        if self.active.len() >= MAX_ACTIVE_TXNS {
+            self.known.insert(txid, Known::Aborted);
+            let detail = format!("{MAX_ACTIVE_TXNS} transactions already committing");
+            return out.push(reply(Reply::Error(ServiceError::Overloaded(detail))));
+        }
+        let participants: Vec<NodeId> = plan.iter().map(|(p, _)| p.clone()).collect();
+        let phase = match plan.len() {
+            0 => {
+                // Nothing to read or write: trivially committed.
+                self.known.insert(txid, Known::Committed);
+                return out.push(reply(Reply::Outcome(Outcome::Committed)));
+            }
+            1 => {
+                let (to, prepare) = plan.into_iter().next().expect("plan has one entry");
+                out.push(Command::SendOnePhase { to, prepare: prepare.clone(), attempt: 0 });
+                Phase::OnePhase { prepare }
+            }
+            _ => {
+                for (to, prepare) in plan {
+                    out.push(Command::SendPrepare { to, prepare });
+                }
+                Phase::Preparing { waiting_for: participants.iter().cloned().collect() }
+            }
+        };
+        self.active.insert(txid, Active { participants, phase, waiters: vec![req] });
+    }
+
+    fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
+        let reply = if self.active.contains_key(&txid) || self.known.get(&txid) == Some(&Known::Committed) {
+            Reply::Error(ServiceError::Invalid(format!("{txid} is already committing")))
+        } else {
+            if txid.coordinator == self.me && txid.epoch == self.epoch {
+                self.open.remove(&txid.seq);
+            }
+            self.known.insert(txid, Known::Aborted);
+            Reply::Ack
+        };
+        out.push(Command::Reply { req, reply });
+    }
+
+    fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, String>, out: &mut Vec<Command>) {
+        let Some(active) = self.active.get_mut(&txid) else { return };
+        let Phase::Preparing { waiting_for } = &mut active.phase else { return };
+        let reason = match vote {
+            Ok(Vote::Yes) => {
+                waiting_for.remove(&from);
+                if waiting_for.is_empty() {
+                    active.phase = Phase::Deciding;
+                    let participants = active.participants.clone();
+                    out.push(Command::SyncDecision { txid, participants });
+                }
+                return;
+            }
+            Ok(Vote::No(reason)) => reason,
+            Err(detail) => AbortReason::ParticipantUnavailable { participant: from, detail },
+        };
+        // Presumed abort: no log write; tell everyone, answer the client.
+        let active = self.active.remove(&txid).expect("checked above");
+        for to in active.participants {
+            out.push(Command::SendAbort { txid: txid.clone(), to });
+        }
+        self.known.insert(txid, Known::Aborted);
+        for req in active.waiters {
+            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Aborted(reason.clone())) });
+        }
+    }
+
+    fn decision_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
+        let active = self.active.get_mut(&txid).expect("DecisionSynced for a transaction not deciding");
+        assert!(matches!(active.phase, Phase::Deciding), "DecisionSynced for {txid} outside Deciding");
+        active.phase = Phase::Committing { unacked: active.participants.iter().cloned().collect() };
+        for req in active.waiters.drain(..) {
+            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Committed) });
+        }
+        for to in &active.participants {
+            out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
+        }
+        self.known.insert(txid, Known::Committed);
+    }
+
+    fn commit_acked(&mut self, txid: TxnId, from: NodeId, out: &mut Vec<Command>) {
+        let Some(active) = self.active.get_mut(&txid) else { return };
+        let Phase::Committing { unacked } = &mut active.phase else { return };
+        unacked.remove(&from);
+        if unacked.is_empty() {
+            self.active.remove(&txid);
+            out.push(Command::LogEnd { txid });
+        }
+    }
+
+    fn one_phase_result(&mut self, txid: TxnId, result: Result<Outcome, String>, attempt: u32, out: &mut Vec<Command>) {
+        let Some(active) = self.active.get(&txid) else { return };
+        let Phase::OnePhase { prepare } = &active.phase else { return };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Unknown whether it applied: ask again (it is idempotent).
+                let to = active.participants[0].clone();
+                let prepare = prepare.clone();
+                out.push(Command::SendOnePhase { to, prepare, attempt: attempt.saturating_add(1) });
+                return;
+            }
+        };
+        let active = self.active.remove(&txid).expect("checked above");
+        let known = if outcome == Outcome::Committed { Known::Committed } else { Known::Aborted };
+        self.known.insert(txid, known);
+        for req in active.waiters {
+            out.push(Command::Reply { req, reply: Reply::Outcome(outcome.clone()) });
+        }
+    }
+
+    fn outcome(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
+        let reply = |status| Command::Reply { req, reply: Reply::Status(status) };
+        if txid.coordinator != self.me {
+            let owner = txid.coordinator.to_string();
+            let e = ServiceError::WrongCoordinator { txid, owner };
+            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+        }
+        if let Some(active) = self.active.get(&txid) {
+            let status = match active.phase {
+                Phase::Committing { .. } => OutcomeStatus::Committed,
+                _ => OutcomeStatus::Pending,
+            };
+            return out.push(reply(status));
+        }
+        match self.known.get(&txid) {
+            Some(Known::Committed) => return out.push(reply(OutcomeStatus::Committed)),
+            Some(Known::Aborted) => return out.push(reply(OutcomeStatus::Aborted)),
+            None => {}
+        }
+        if txid.epoch == self.epoch && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq) {
+            // Begun but not committing, or not even minted: abort it for good.
+            self.next_seq = self.next_seq.max(txid.seq + 1);
+            self.known.insert(txid, Known::Aborted);
+            return out.push(reply(OutcomeStatus::Aborted));
+        }
+        if txid.epoch > self.epoch {
+            let e = ServiceError::UnknownTxn(txid);
+            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+        }
+        // Finished and forgotten, or from an older run: a two-phase commit
+        // would have a Commit record, but a one-phase commit is known only
+        // to its participant. Ask them.
+        let waiting = self.probing.entry(txid.clone()).or_default();
+        waiting.push(req);
+        if waiting.len() == 1 {
+            out.push(Command::Probe { txid });
+        }
+    }
+
+    fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
+        let Some(waiters) = self.probing.remove(&txid) else { return };
+        let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
+        let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
+        let status = if committed {
+            self.known.insert(txid, Known::Committed);
+            OutcomeStatus::Committed
+        } else if unsure {
+            OutcomeStatus::Pending
+        } else {
+            // Every participant answered and none applied it; those that
+            // never saw it are fenced. No Commit record exists: aborted.
+            self.known.insert(txid, Known::Aborted);
+            OutcomeStatus::Aborted
+        };
+        for req in waiters {
+            out.push(Command::Reply { req, reply: Reply::Status(status.clone()) });
+        }
+    }
+
+    /// Transactions in commit: txid, participants, phase name.
+    pub fn active(&self) -> impl Iterator<Item = (&TxnId, &[NodeId], &'static str)> {
+        self.active.iter().map(|(txid, a)| {
+            let phase = match a.phase {
+                Phase::Preparing { .. } => "preparing",
+                Phase::Deciding => "deciding",
+                Phase::Committing { .. } => "committing",
+                Phase::OnePhase { .. } => "one-phase",
+            };
+            (txid, a.participants.as_slice(), phase)
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! A twopc coordinator: runs two-phase commit (presumed abort) for
+//! applications and keeps the decision log.
+//!
+//! # Layout
+//! - [`engine`]: the pure protocol state machine (events in, commands out).
+//! - [`record`]: what the coordinator logs (Epoch, Commit, End).
+//! - [`runtime`]: runs the engine with tokio, RocksDB and tarpc: recovery,
+//!   the decision log, sending to participants with retries.
+//! - [`server`]: the `CoordinatorRpc` service (routing keys to participants).
+
+pub mod engine;
+pub mod record;
+pub mod runtime;
+pub mod server;
+
+pub use runtime::{run, start, CoordinatorError, CoordinatorOptions, RunningCoordinator};

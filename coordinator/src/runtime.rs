@@ -1,0 +1,444 @@
+//! Runs the coordinator engine: one task owns the engine and executes its
+//! commands — decision-log writes through group commit, prepares, commits
+//! (retried with capped backoff until acked), aborts, probes and replies.
+//!
+//! Start-up: replay the log, bump and sync the epoch (txids of older
+//! epochs with no Commit record are aborted), re-drive every Commit
+//! without End.
+
+use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::record::CoordinatorRecord;
+use crate::server::CoordinatorServer;
+use futures::future::join_all;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use twopc_common::config::ClusterConfig;
+use twopc_common::limits::RPC_TIMEOUT;
+use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::ring::Ring;
+use twopc_common::service::{CoordinatorRpc, ParticipantRpcClient};
+use twopc_common::txn::PrepareRequest;
+use twopc_common::{fault, AbortReason, NodeId, Outcome, ServiceError, TxnId};
+use twopc_wal::{Durability, Lsn, RocksWal, Wal, WalBatch, WalError};
+
+/// Requests queued for the engine task, at most.
+pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
+/// How often the engine is ticked (expires abandoned transactions).
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// First retry delay of a commit or one-phase send; doubles per attempt.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Retry delays never exceed this (retries continue until acked: a logged
+/// decision must reach every participant).
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub type CoordinatorWal = dyn Wal<CoordinatorRecord>;
+pub type ParticipantPeer = Arc<Peer<ParticipantRpcClient>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("coordinator {0:?} is not in the cluster file")]
+    UnknownId(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    #[error("stopped: {0}")]
+    Fatal(String),
+}
+
+pub struct CoordinatorOptions {
+    pub id: String,
+    pub cluster: ClusterConfig,
+    pub data_dir: PathBuf,
+}
+
+pub(crate) enum Request {
+    Begin,
+    Commit { txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
+    Abort(TxnId),
+    Outcome(TxnId),
+}
+
+type Input = (Request, oneshot::Sender<Reply>);
+
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::Sender<Input>,
+    pub(crate) ring: Arc<Ring>,
+    pub(crate) participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+}
+
+impl Handle {
+    pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
+        self.tx.send((request, reply_tx)).await.map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())
+    }
+}
+
+pub struct RunningCoordinator {
+    pub addr: std::net::SocketAddr,
+    pub epoch: u64,
+    /// Ends with the reason the coordinator stopped (a fatal WAL error).
+    pub stopped: tokio::task::JoinHandle<CoordinatorError>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCoordinator {
+    /// Stops serving (as a crash would: nothing is flushed).
+    pub fn kill(self) {
+        self.server.abort();
+        self.stopped.abort();
+    }
+}
+
+pub async fn run(opts: CoordinatorOptions) -> Result<(), CoordinatorError> {
+    let running = start(opts, None).await?;
+    let error = running.stopped.await.map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
+    Err(error)
+}
+
+pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
+    let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
+    let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
+    let addr = listen.unwrap_or(&entry.addr).to_string();
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(&opts.data_dir.join("wal"))?);
+    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
+    let participants: HashMap<NodeId, ParticipantPeer> = opts
+        .cluster
+        .participant
+        .iter()
+        .map(|p| {
+            let id = NodeId::new(&p.id).expect("validated config");
+            (id, Peer::new(p.addr.clone(), |s| ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()))
+        })
+        .collect();
+    let participants = Arc::new(participants);
+    let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
+    let mut task = EngineTask::new(Engine::new(me.clone()), wal, participants.clone());
+    let epoch = task.recover()?;
+    tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
+    let stopped = tokio::spawn(task.run(rx));
+    let server = CoordinatorServer { handle: Handle { tx, ring: Arc::new(opts.cluster.ring()), participants } };
+    let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
+    Ok(RunningCoordinator { addr: local, epoch, stopped, server })
+}
+
+enum Completion {
+    Event(Event),
+    CommitLogged { txid: TxnId, lsn: Lsn },
+    EndLogged { commit_lsn: Option<Lsn>, end_lsn: Lsn },
+    Fatal(WalError),
+}
+
+struct EngineTask {
+    engine: Engine,
+    wal: Arc<CoordinatorWal>,
+    participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+    pending: HashMap<RequestId, oneshot::Sender<Reply>>,
+    next_req: RequestId,
+    /// LSN of each Commit record whose transaction has not ended.
+    commit_lsn: HashMap<TxnId, Lsn>,
+    /// Ended transactions' (Commit, End) LSNs, oldest first: kept so that
+    /// outcome questions stay exact for recent commits, then trimmed.
+    ended: VecDeque<(Option<Lsn>, Lsn)>,
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sync before Committed. Only the negative control
+/// (`commit-before-sync`, in fault-point builds) breaks this rule, to
+/// prove the checkers catch it.
+fn decision_durability() -> Durability {
+    if fault::sabotaged("commit-before-sync") {
+        Durability::Lazy
+    } else {
+        Durability::Sync
+    }
+}
+
+/// Delay before retry number `attempt` (0: none).
+pub fn backoff(attempt: u32) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32 << (attempt - 1).min(16);
+    (RETRY_BACKOFF_MIN * factor).min(RETRY_BACKOFF_MAX)
+}
+
+impl EngineTask {
+    fn new(engine: Engine, wal: Arc<CoordinatorWal>, participants: Arc<HashMap<NodeId, ParticipantPeer>>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        EngineTask {
+            engine,
+            wal,
+            participants,
+            pending: HashMap::new(),
+            next_req: 0,
+            commit_lsn: HashMap::new(),
+            ended: VecDeque::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Replays the log, syncs the next epoch, and re-drives undelivered
+    /// commits. Returns the new epoch.
+    fn recover(&mut self) -> Result<u64, CoordinatorError> {
+        let mut last_epoch = 0;
+        let mut epoch_lsns = Vec::new();
+        let mut commits: Vec<(TxnId, Vec<NodeId>, Lsn)> = Vec::new();
+        let mut ends: HashMap<TxnId, Lsn> = HashMap::new();
+        for (lsn, record) in self.wal.replay()? {
+            match record {
+                CoordinatorRecord::Epoch(e) => {
+                    last_epoch = last_epoch.max(e);
+                    epoch_lsns.push(lsn);
+                }
+                CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants, lsn)),
+                CoordinatorRecord::End { txid } => {
+                    ends.insert(txid, lsn);
+                }
+            }
+        }
+        let epoch = last_epoch + 1;
+        let mut batch = WalBatch::new();
+        batch.append.push(CoordinatorRecord::Epoch(epoch));
+        batch.remove = epoch_lsns;
+        self.wal.write(batch, Durability::Sync)?;
+        let mut recovered = Vec::new();
+        for (txid, participants, lsn) in commits {
+            let end = ends.remove(&txid);
+            match end {
+                Some(end_lsn) => self.ended.push_back((Some(lsn), end_lsn)),
+                None => {
+                    tracing::info!(%txid, "re-driving logged commit decision");
+                    self.commit_lsn.insert(txid.clone(), lsn);
+                }
+            }
+            recovered.push((txid, participants, end.is_some()));
+        }
+        // End records whose Commit was already trimmed.
+        self.ended.extend(ends.into_values().map(|end| (None, end)));
+        let commands = self.engine.handle(Event::Recovered { epoch, commits: recovered });
+        self.execute(commands);
+        Ok(epoch)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> CoordinatorError {
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = self.done_rx.recv() => {
+                    if let Some(fatal) = self.complete(done) {
+                        return fatal;
+                    }
+                }
+                input = rx.recv() => match input {
+                    Some((request, reply)) => self.request(request, reply),
+                    None => return CoordinatorError::Fatal("request queue closed".into()),
+                },
+                _ = tick.tick() => {
+                    let commands = self.engine.handle(Event::Tick { now_ms: now_ms() });
+                    self.execute(commands);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, done: Completion) -> Option<CoordinatorError> {
+        match done {
+            Completion::Event(event) => {
+                let commands = self.engine.handle(event);
+                self.execute(commands);
+            }
+            Completion::CommitLogged { txid, lsn } => {
+                fault::hit("coordinator.after-decision-synced");
+                self.commit_lsn.insert(txid.clone(), lsn);
+                let commands = self.engine.handle(Event::DecisionSynced { txid });
+                self.execute(commands);
+            }
+            Completion::EndLogged { commit_lsn, end_lsn } => self.ended.push_back((commit_lsn, end_lsn)),
+            Completion::Fatal(e) => {
+                tracing::error!(error = %e, "decision log failed; stopping");
+                return Some(CoordinatorError::Wal(e));
+            }
+        }
+        None
+    }
+
+    fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let event = match request {
+            Request::Begin => Event::Begin { req, now_ms: now_ms() },
+            Request::Commit { txid, plan } => Event::Commit { req, txid, plan },
+            Request::Abort(txid) => Event::ClientAbort { req, txid },
+            Request::Outcome(txid) => Event::Outcome { req, txid },
+        };
+        self.pending.insert(req, reply);
+        let commands = self.engine.handle(event);
+        self.execute(commands);
+    }
+
+    fn peer(&self, node: &NodeId) -> ParticipantPeer {
+        self.participants.get(node).cloned().unwrap_or_else(|| panic!("routed to {node}, which is not in the cluster"))
+    }
+
+    fn execute(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
+                Command::SendOnePhase { to, prepare, attempt } => self.send_one_phase(to, prepare, attempt),
+                Command::SyncDecision { txid, participants } => {
+                    fault::hit("coordinator.before-decision");
+                    tracing::debug!(%txid, "syncing commit decision");
+                    let mut batch = WalBatch::new();
+                    batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
+                    let tx = self.done_tx.clone();
+                    self.wal.submit(batch, decision_durability(), Box::new(move |result| {
+                        let _ = tx.send(match result {
+                            Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
+                            Err(e) => Completion::Fatal(e),
+                        });
+                    }));
+                }
+                Command::SendCommit { txid, to, attempt } => self.send_commit(txid, to, attempt),
+                Command::SendAbort { txid, to } => {
+                    let peer = self.peer(&to);
+                    tokio::spawn(async move {
+                        let sent = txid.clone();
+                        // One try: a participant that misses it asks later.
+                        if let Err(e) = peer.call(|c| async move { c.abort(context_with_timeout(RPC_TIMEOUT), sent).await }).await {
+                            tracing::debug!(%txid, participant = %to, error = %e, "abort not delivered");
+                        }
+                    });
+                }
+                Command::LogEnd { txid } => self.log_end(txid),
+                Command::Probe { txid } => self.probe(txid),
+                Command::Reply { req, reply } => {
+                    if let Some(sender) = self.pending.remove(&req) {
+                        let _ = sender.send(reply);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_prepare(&self, to: NodeId, prepare: PrepareRequest) {
+        let peer = self.peer(&to);
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let txid = prepare.txid.clone();
+            let vote = match peer.call(|c| async move { c.prepare(context_with_timeout(RPC_TIMEOUT), prepare).await }).await {
+                Ok(Ok(vote)) => Ok(vote),
+                Ok(Err(e)) => Err(format!("refused: {e}")),
+                Err(e) => Err(e),
+            };
+            tracing::debug!(%txid, participant = %to, ?vote, "vote");
+            let _ = tx.send(Completion::Event(Event::Vote { txid, from: to, vote }));
+        });
+    }
+
+    fn send_one_phase(&self, to: NodeId, prepare: PrepareRequest, attempt: u32) {
+        let peer = self.peer(&to);
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff(attempt)).await;
+            let txid = prepare.txid.clone();
+            let result = match peer.call(|c| async move { c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare).await }).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                // Refused before doing anything: a definite abort.
+                Ok(Err(e)) => Ok(Outcome::Aborted(AbortReason::Refused { participant: to.clone(), detail: e.to_string() })),
+                Err(e) => {
+                    tracing::warn!(%txid, participant = %to, attempt, error = %e, "one-phase commit unanswered; retrying");
+                    Err(e)
+                }
+            };
+            let _ = tx.send(Completion::Event(Event::OnePhaseResult { txid, result, attempt }));
+        });
+    }
+
+    fn send_commit(&self, txid: TxnId, to: NodeId, attempt: u32) {
+        let peer = self.peer(&to);
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff(attempt)).await;
+            if fault::hit("coordinator.commit-send") {
+                return;
+            }
+            let sent = txid.clone();
+            let event = match peer.call(|c| async move { c.commit(context_with_timeout(RPC_TIMEOUT), sent).await }).await {
+                Ok(Ok(())) => {
+                    fault::hit("coordinator.mid-commit-fanout");
+                    Event::CommitAcked { txid, from: to }
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e,
+                        Ok(Ok(())) => unreachable!(),
+                    };
+                    tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
+                    Event::CommitFailed { txid, from: to, attempt }
+                }
+            };
+            let _ = tx.send(Completion::Event(event));
+        });
+    }
+
+    /// Logs End lazily and trims the oldest finished transactions beyond
+    /// what the engine remembers.
+    fn log_end(&mut self, txid: TxnId) {
+        let commit_lsn = self.commit_lsn.remove(&txid);
+        let mut batch = WalBatch::new();
+        batch.append.push(CoordinatorRecord::End { txid });
+        while self.ended.len() >= crate::engine::MAX_REMEMBERED_OUTCOMES {
+            let (old_commit, old_end) = self.ended.pop_front().expect("not empty");
+            batch.remove.extend(old_commit);
+            batch.remove.push(old_end);
+        }
+        let tx = self.done_tx.clone();
+        self.wal.submit(batch, Durability::Lazy, Box::new(move |result| {
+            let _ = tx.send(match result {
+                Ok(lsns) => Completion::EndLogged { commit_lsn, end_lsn: lsns[0] },
+                Err(e) => Completion::Fatal(e),
+            });
+        }));
+    }
+
+    fn probe(&self, txid: TxnId) {
+        let peers: Vec<ParticipantPeer> = self.participants.values().cloned().collect();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let asks = peers.into_iter().map(|peer| {
+                let txid = txid.clone();
+                async move {
+                    match peer.call(|c| async move { c.probe(context_with_timeout(RPC_TIMEOUT), txid).await }).await {
+                        Ok(Ok(answer)) => Ok(answer),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e),
+                    }
+                }
+            });
+            let answers = join_all(asks).await;
+            let _ = tx.send(Completion::Event(Event::ProbeResult { txid, answers }));
+        });
+    }
+}

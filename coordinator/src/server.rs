@@ -1,0 +1,112 @@
+//! The `CoordinatorRpc` service: validates input, routes keys with the
+//! ring, serves reads directly, hands protocol requests to the engine task.
+
+use crate::engine::Reply;
+use crate::runtime::{Handle, Request};
+use futures::future::join_all;
+use std::collections::BTreeMap;
+use tarpc::context::Context;
+use twopc_common::limits::{MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use twopc_common::net::context_with_timeout;
+use twopc_common::service::CoordinatorRpc;
+use twopc_common::txn::{check_key, PrepareRequest};
+use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
+
+#[derive(Clone)]
+pub struct CoordinatorServer {
+    pub(crate) handle: Handle,
+}
+
+fn unexpected(reply: Reply) -> ServiceError {
+    match reply {
+        Reply::Error(e) => e,
+        other => panic!("engine answered with the wrong reply kind: {other:?}"),
+    }
+}
+
+impl CoordinatorServer {
+    /// Splits a transaction's operations by owning participant.
+    fn plan(&self, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareRequest)> {
+        let ring = &self.handle.ring;
+        let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
+        for (key, version) in ops.reads {
+            slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
+        }
+        for condition in ops.conditions {
+            slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
+        }
+        for (key, value) in ops.writes {
+            slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
+        }
+        let participants: Vec<NodeId> = slices.keys().cloned().collect();
+        slices
+            .into_iter()
+            .map(|(node, ops)| {
+                let prepare = PrepareRequest { txid: txid.clone(), ring: ring.fingerprint(), ops, participants: participants.clone() };
+                (node, prepare)
+            })
+            .collect()
+    }
+}
+
+impl CoordinatorRpc for CoordinatorServer {
+    async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
+        match self.handle.call(Request::Begin).await? {
+            Reply::Begun(txid) => Ok(txid),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
+        if keys.len() > MAX_KEYS_PER_READ {
+            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+        }
+        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);
+        }
+        let reads = by_owner.into_iter().map(|(owner, indexes)| {
+            let peer = self.handle.participants[&owner].clone();
+            let wanted: Vec<Key> = indexes.iter().map(|i| keys[*i].clone()).collect();
+            async move {
+                let got = peer.call(|c| async move { c.read(context_with_timeout(RPC_TIMEOUT), wanted).await }).await;
+                let values = got.map_err(|e| ServiceError::Unavailable(format!("participant {owner}: {e}")))??;
+                if values.len() != indexes.len() {
+                    return Err(ServiceError::Unavailable(format!("participant {owner} returned a short read")));
+                }
+                Ok(indexes.into_iter().zip(values).collect::<Vec<_>>())
+            }
+        });
+        let mut out = vec![Versioned::default(); keys.len()];
+        for part in join_all(reads).await {
+            for (i, value) in part? {
+                out[i] = value;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(self, _: Context, txid: TxnId, ops: TxnOps) -> Result<Outcome, ServiceError> {
+        ops.validate().map_err(ServiceError::Invalid)?;
+        let plan = self.plan(&txid, ops);
+        match self.handle.call(Request::Commit { txid, plan }).await? {
+            Reply::Outcome(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn abort(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {
+        match self.handle.call(Request::Abort(txid)).await? {
+            Reply::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn outcome(self, _: Context, txid: TxnId) -> Result<OutcomeStatus, ServiceError> {
+        match self.handle.call(Request::Outcome(txid)).await? {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The participant's protocol engine: a pure state machine.
+//!
+//! ```text
+//!   runtime ──Event──► Engine::handle ──Vec<Command>──► runtime
+//!      ▲                                                  │
+//!      └──── completions (PrepareSynced, Applied, ...) ◄──┘
+//! ```
+//!
+//! No async, no I/O, no clock: the runtime reads the committed versions a
+//! request needs and passes them in the event, passes the time as
+//! `now_ms`, and executes the commands in the order given. Ordering rules
+//! enforced here:
+//! - a Yes vote is emitted only on `PrepareSynced` (Prepared record durable);
+//! - a one-phase Committed reply only on `Applied` (writes durable);
+//! - locks are taken at prepare and released only when the outcome is
+//!   applied, so they survive restarts through the Prepared record.
+
+use crate::locks::LockTable;
+use crate::record::{Decision, PreparedRecord};
+use std::collections::{BTreeMap, HashMap};
+use twopc_common::recent::Recent;
+use twopc_common::txn::{PrepareRequest, ProbeAnswer};
+use twopc_common::{AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote};
+
+/// The runtime's handle for a request awaiting a reply.
+pub type RequestId = u64;
+
+/// Decisions remembered for duplicate and late requests.
+pub const MAX_REMEMBERED_DECISIONS: usize = 100_000;
+/// A prepared transaction that heard nothing for this long asks its
+/// coordinator for the outcome.
+pub const IN_DOUBT_AFTER_MS: u64 = 2_000;
+/// Outcome questions sent per tick, at most.
+pub const MAX_OUTCOME_QUERIES_PER_TICK: usize = 1_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The log was replayed at start.
+    Recovered { prepared: Vec<PreparedRecord>, decided: Vec<(TxnId, Decision)>, now_ms: u64 },
+    Prepare { req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, now_ms: u64 },
+    OnePhase { req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, now_ms: u64 },
+    /// The Prepared record is durable.
+    PrepareSynced { txid: TxnId },
+    /// A commit from the coordinator (`req`), or learned by asking (`None`).
+    Commit { req: Option<RequestId>, txid: TxnId },
+    Abort { req: Option<RequestId>, txid: TxnId },
+    /// The writes (and the Done record) are durable.
+    Applied { txid: TxnId },
+    Probe { req: RequestId, txid: TxnId },
+    /// The coordinator answered an outcome question.
+    OutcomeAnswer { txid: TxnId, status: OutcomeStatus },
+    Tick { now_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Append the record, synced; then feed `PrepareSynced`.
+    SyncPrepared(PreparedRecord),
+    /// In one synced batch: write `writes`, remove the txid's Prepared
+    /// record (if any), log `Done(Committed)`; then feed `Applied`.
+    Apply { txid: TxnId, writes: Vec<(Key, Versioned)> },
+    /// Remove the txid's Prepared record and log `Done(Aborted)`, lazily.
+    ForgetAborted { txid: TxnId },
+    Reply { req: RequestId, reply: Reply },
+    /// Ask the txid's coordinator for the outcome.
+    AskOutcome { txid: TxnId },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Vote(Vote),
+    Outcome(Outcome),
+    Ack,
+    Probe(ProbeAnswer),
+    Error(ServiceError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TxnState {
+    /// Record being synced; `waiters` get the vote.
+    Preparing { record: PreparedRecord, waiters: Vec<RequestId>, abort_requested: bool },
+    /// Voted Yes; waiting for the decision.
+    Prepared { record: PreparedRecord, last_heard_ms: u64 },
+    /// Writes being applied (second phase or one-phase).
+    Applying { locks: Vec<Key>, waiters: Vec<RequestId>, one_phase: bool },
+}
+
+/// Cloneable and hashable so the model checker can explore its states;
+/// ordered maps keep every run deterministic for the simulator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Engine {
+    me: NodeId,
+    ring: u64,
+    locks: LockTable,
+    txns: BTreeMap<TxnId, TxnState>,
+    decided: Recent<TxnId, Decision>,
+    now_ms: u64,
+}
+
+impl Engine {
+    pub fn new(me: NodeId, ring_fingerprint: u64) -> Self {
+        Engine {
+            me,
+            ring: ring_fingerprint,
+            locks: LockTable::default(),
+            txns: BTreeMap::new(),
+            decided: Recent::new(MAX_REMEMBERED_DECISIONS),
+            now_ms: 0,
+        }
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Recovered { prepared, decided, now_ms } => self.recovered(prepared, decided, now_ms, &mut out),
+            Event::Prepare { req, prepare, current, now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.prepare(req, prepare, current, false, &mut out)
+            }
+            Event::OnePhase { req, prepare, current, now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.prepare(req, prepare, current, true, &mut out)
+            }
+            Event::PrepareSynced { txid } => self.prepare_synced(txid, &mut out),
+            Event::Commit { req, txid } => self.commit(req, txid, &mut out),
+            Event::Abort { req, txid } => self.abort(req, txid, &mut out),
+            Event::Applied { txid } => self.applied(txid, &mut out),
+            Event::Probe { req, txid } => self.probe(req, txid, &mut out),
+            Event::OutcomeAnswer { txid, status } => match status {
+                OutcomeStatus::Committed => self.commit(None, txid, &mut out),
+                OutcomeStatus::Aborted => self.abort(None, txid, &mut out),
+                OutcomeStatus::Pending => {}
+            },
+            Event::Tick { now_ms } => self.tick(now_ms, &mut out),
+        }
+        out
+    }
+
+    fn recovered(&mut self, prepared: Vec<PreparedRecord>, decided: Vec<(TxnId, Decision)>, now_ms: u64, out: &mut Vec<Command>) {
+        self.now_ms = now_ms;
+        for (txid, decision) in decided {
+            self.decided.insert(txid, decision);
+        }
+        for record in prepared {
+            assert!(
+                self.locks.conflict(&record.txid, &record.locks).is_none(),
+                "two prepared records lock one key: the log is inconsistent"
+            );
+            self.locks.acquire(&record.txid, &record.locks, record.prepared_at_ms);
+            out.push(Command::AskOutcome { txid: record.txid.clone() });
+            let txid = record.txid.clone();
+            self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: now_ms });
+        }
+    }
+
+    fn prepare(&mut self, req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, one_phase: bool, out: &mut Vec<Command>) {
+        let reply = |reply| Command::Reply { req, reply };
+        if prepare.ring != self.ring {
+            let msg = format!("request routed with ring {:#x}, this participant uses {:#x}", prepare.ring, self.ring);
+            out.push(reply(Reply::Error(ServiceError::ConfigMismatch(msg))));
+            return;
+        }
+        if let Err(e) = prepare.ops.validate() {
+            out.push(reply(Reply::Error(ServiceError::Invalid(e))));
+            return;
+        }
+        let txid = prepare.txid.clone();
+        if let Some(decision) = self.decided.get(&txid) {
+            out.push(reply(answer_for_decided(*decision, one_phase)));
+            return;
+        }
+        match self.txns.get_mut(&txid) {
+            None => {}
+            Some(TxnState::Preparing { waiters, .. }) if !one_phase => {
+                waiters.push(req);
+                return;
+            }
+            Some(TxnState::Prepared { .. }) if !one_phase => {
+                out.push(reply(Reply::Vote(Vote::Yes)));
+                return;
+            }
+            Some(TxnState::Applying { waiters, one_phase: true, .. }) if one_phase => {
+                waiters.push(req);
+                return;
+            }
+            Some(_) => {
+                let msg = format!("{txid} is already being processed in another mode");
+                out.push(reply(Reply::Error(ServiceError::Invalid(msg))));
+                return;
+            }
+        }
+        let locks = dedup_keys(prepare.ops.keys());
+        if let Err(reason) = self.check(&txid, &prepare, &locks, &current) {
+            self.decided.insert(txid, Decision::Aborted);
+            out.push(reply(if one_phase { Reply::Outcome(Outcome::Aborted(reason)) } else { Reply::Vote(Vote::No(reason)) }));
+            return;
+        }
+        self.locks.acquire(&txid, &locks, self.now_ms);
+        let writes = new_versions(&prepare, &current);
+        if one_phase {
+            out.push(Command::Apply { txid: txid.clone(), writes });
+            self.txns.insert(txid, TxnState::Applying { locks, waiters: vec![req], one_phase: true });
+            return;
+        }
+        let record = PreparedRecord {
+            txid: txid.clone(),
+            writes,
+            locks,
+            participants: prepare.participants,
+            prepared_at_ms: self.now_ms,
+        };
+        out.push(Command::SyncPrepared(record.clone()));
+        self.txns.insert(txid, TxnState::Preparing { record, waiters: vec![req], abort_requested: false });
+    }
+
+    /// Lock conflicts first (naming the holder), then conditions, then reads.
+    fn check(&self, txid: &TxnId, prepare: &PrepareRequest, locks: &[Key], current: &HashMap<Key, Versioned>) -> Result<(), AbortReason> {
+        let participant = self.me.clone();
+        if let Some((key, holder)) = self.locks.conflict(txid, locks) {
+            return Err(AbortReason::LockConflict { participant, key, holder });
+        }
+        let now = |key: &Key| lookup(current, key);
+        for condition in &prepare.ops.conditions {
+            if !condition.holds(now(condition.key())) {
+                return Err(AbortReason::ConditionFailed { participant, key: condition.key().clone() });
+            }
+        }
+        for (key, read) in &prepare.ops.reads {
+            let current = now(key).version;
+            if current != *read {
+                return Err(AbortReason::StaleRead { participant, key: key.clone(), read: *read, current });
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
+        let Some(TxnState::Preparing { record, waiters, abort_requested }) = self.txns.remove(&txid) else {
+            panic!("PrepareSynced for {txid}, which is not preparing");
+        };
+        if abort_requested {
+            // The abort overtook the sync: never vote Yes, drop the record.
+            self.finish_abort(&txid, &record.locks, out);
+            for req in waiters {
+                out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)) });
+            }
+            return;
+        }
+        for req in waiters {
+            out.push(Command::Reply { req, reply: Reply::Vote(Vote::Yes) });
+        }
+        self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: self.now_ms });
+    }
+
+    fn commit(&mut self, req: Option<RequestId>, txid: TxnId, out: &mut Vec<Command>) {
+        let ack = |out: &mut Vec<Command>, reply| {
+            if let Some(req) = req {
+                out.push(Command::Reply { req, reply });
+            }
+        };
+        match self.txns.remove(&txid) {
+            Some(TxnState::Prepared { record, .. }) => {
+                out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
+                let waiters = req.into_iter().collect();
+                self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters, one_phase: false });
+            }
+            Some(TxnState::Applying { locks, mut waiters, one_phase: false }) => {
+                waiters.extend(req);
+                self.txns.insert(txid, TxnState::Applying { locks, waiters, one_phase: false });
+            }
+            Some(other) => {
+                self.txns.insert(txid.clone(), other);
+                let msg = format!("commit of {txid} before its prepare completed");
+                ack(out, Reply::Error(ServiceError::Invalid(msg)));
+            }
+            None => match self.decided.get(&txid) {
+                Some(Decision::Aborted) => {
+                    let msg = format!("{txid} was aborted here; it cannot commit");
+                    ack(out, Reply::Error(ServiceError::Invalid(msg)));
+                }
+                // Applied earlier (duplicate), or applied and forgotten.
+                _ => ack(out, Reply::Ack),
+            },
+        }
+    }
+
+    fn abort(&mut self, req: Option<RequestId>, txid: TxnId, out: &mut Vec<Command>) {
+        let mut reply = Reply::Ack;
+        match self.txns.get_mut(&txid) {
+            Some(TxnState::Preparing { abort_requested, .. }) => *abort_requested = true,
+            Some(TxnState::Prepared { .. }) => {
+                let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else { unreachable!() };
+                self.finish_abort(&txid, &record.locks, out);
+            }
+            Some(TxnState::Applying { .. }) => {
+                reply = Reply::Error(ServiceError::Invalid(format!("{txid} is committing here; it cannot abort")));
+            }
+            None => match self.decided.get(&txid) {
+                Some(Decision::Committed) => {
+                    reply = Reply::Error(ServiceError::Invalid(format!("{txid} was committed here; it cannot abort")));
+                }
+                Some(Decision::Aborted) => {}
+                // Abort before prepare: remember it so a late prepare votes No.
+                None => {
+                    self.decided.insert(txid, Decision::Aborted);
+                }
+            },
+        }
+        if let Some(req) = req {
+            out.push(Command::Reply { req, reply });
+        }
+    }
+
+    fn finish_abort(&mut self, txid: &TxnId, locks: &[Key], out: &mut Vec<Command>) {
+        self.locks.release(txid, locks);
+        self.decided.insert(txid.clone(), Decision::Aborted);
+        out.push(Command::ForgetAborted { txid: txid.clone() });
+    }
+
+    fn applied(&mut self, txid: TxnId, out: &mut Vec<Command>) {
+        let Some(TxnState::Applying { locks, waiters, one_phase }) = self.txns.remove(&txid) else {
+            panic!("Applied for {txid}, which is not applying");
+        };
+        self.locks.release(&txid, &locks);
+        self.decided.insert(txid, Decision::Committed);
+        let reply = if one_phase { Reply::Outcome(Outcome::Committed) } else { Reply::Ack };
+        for req in waiters {
+            out.push(Command::Reply { req, reply: reply.clone() });
+        }
+    }
+
+    fn probe(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
+        let answer = match (self.txns.get(&txid), self.decided.get(&txid)) {
+            (Some(TxnState::Prepared { .. }), _) => ProbeAnswer::Prepared,
+            (Some(_), _) => ProbeAnswer::InFlight,
+            (None, Some(Decision::Committed)) => ProbeAnswer::Committed,
+            (None, Some(Decision::Aborted)) => ProbeAnswer::Aborted,
+            (None, None) => {
+                // Fence: a request for this txid still on its way must abort.
+                self.decided.insert(txid, Decision::Aborted);
+                ProbeAnswer::Aborted
+            }
+        };
+        out.push(Command::Reply { req, reply: Reply::Probe(answer) });
+    }
+
+    fn tick(&mut self, now_ms: u64, out: &mut Vec<Command>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        let due = self.txns.iter_mut().filter_map(|(txid, state)| match state {
+            TxnState::Prepared { last_heard_ms, .. } if now.saturating_sub(*last_heard_ms) >= IN_DOUBT_AFTER_MS => {
+                *last_heard_ms = now;
+                Some(txid.clone())
+            }
+            _ => None,
+        });
+        out.extend(due.take(MAX_OUTCOME_QUERIES_PER_TICK).map(|txid| Command::AskOutcome { txid }));
+    }
+
+    /// Prepared transactions waiting for their outcome.
+    pub fn in_doubt(&self) -> impl Iterator<Item = &PreparedRecord> {
+        self.txns.values().filter_map(|state| match state {
+            TxnState::Prepared { record, .. } => Some(record),
+            _ => None,
+        })
+    }
+
+    pub fn locks(&self) -> &LockTable {
+        &self.locks
+    }
+}
+
+fn answer_for_decided(decision: Decision, one_phase: bool) -> Reply {
+    match (decision, one_phase) {
+        (Decision::Committed, true) => Reply::Outcome(Outcome::Committed),
+        (Decision::Committed, false) => Reply::Vote(Vote::Yes),
+        (Decision::Aborted, true) => Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier)),
+        (Decision::Aborted, false) => Reply::Vote(Vote::No(AbortReason::AbortedEarlier)),
+    }
+}
+
+fn lookup<'a>(current: &'a HashMap<Key, Versioned>, key: &Key) -> &'a Versioned {
+    current
+        .get(key)
+        .unwrap_or_else(|| panic!("the runtime did not supply the current version of key {key:?}"))
+}
+
+fn dedup_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<Key> {
+    let mut keys: Vec<Key> = keys.cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Each written key's state after the commit: version bumped by one. A
+/// key written twice keeps the last value (one version bump).
+fn new_versions(prepare: &PrepareRequest, current: &HashMap<Key, Versioned>) -> Vec<(Key, Versioned)> {
+    let last: std::collections::BTreeMap<&Key, &Option<twopc_common::Value>> =
+        prepare.ops.writes.iter().map(|(k, v)| (k, v)).collect();
+    last.into_iter()
+        .map(|(key, value)| {
+            let version = lookup(current, key).version + 1;
+            (key.clone(), Versioned { version, value: value.clone() })
+        })
+        .collect()
+}

@@ -1,0 +1,33 @@
+//! What a participant writes to its log.
+
+use serde::{Deserialize, Serialize};
+use twopc_common::{Key, NodeId, TxnId, Versioned};
+
+/// A prepared transaction, synced before the participant votes Yes. It
+/// carries the final state of every key it writes (version already
+/// bumped: locks are held from prepare to apply, so no other transaction
+/// can change those keys in between) and every key it locks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PreparedRecord {
+    pub txid: TxnId,
+    pub writes: Vec<(Key, Versioned)>,
+    pub locks: Vec<Key>,
+    pub participants: Vec<NodeId>,
+    /// Wall-clock milliseconds when prepared (for operators: age).
+    pub prepared_at_ms: u64,
+}
+
+/// The decision a participant applied, remembered so duplicate or late
+/// requests for the txid are answered consistently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Decision {
+    Committed,
+    Aborted,
+}
+
+/// A participant log record. Append-only enum: never reorder variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParticipantRecord {
+    Prepared(PreparedRecord),
+    Done { txid: TxnId, decision: Decision },
+}

@@ -1,0 +1,380 @@
+//! Runs the participant engine: one task owns the engine and executes its
+//! commands (WAL writes through group commit, replies, outcome questions).
+//!
+//! Order of work for a prepare: the RPC handler queues the request; the
+//! engine task reads the current versions of the request's keys (in the
+//! task, so no commit can slip in between), feeds the engine, and executes
+//! the commands in order. `SyncPrepared` goes to the WAL; only its
+//! completion (fed back as `PrepareSynced`) lets the engine vote Yes.
+
+use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::record::{Decision, ParticipantRecord};
+use crate::server::ParticipantServer;
+use crate::store::{self, ParticipantWal};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use twopc_common::config::ClusterConfig;
+use twopc_common::limits::RPC_TIMEOUT;
+use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
+use twopc_common::txn::PrepareRequest;
+use twopc_common::{fault, NodeId, ServiceError, TxnId};
+use twopc_wal::{Durability, Lsn, RocksWal, WalBatch, WalError};
+
+/// Requests queued for the engine task, at most.
+pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
+/// How often the engine is ticked (to ask outcomes of in-doubt txns).
+pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
+/// Outcome questions in flight at once, at most.
+pub const MAX_OUTCOME_QUERIES_IN_FLIGHT: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    #[error("participant {0:?} is not in the cluster file")]
+    UnknownId(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    #[error("stopped: {0}")]
+    Fatal(String),
+}
+
+pub struct ParticipantOptions {
+    pub id: String,
+    pub cluster: ClusterConfig,
+    pub data_dir: PathBuf,
+}
+
+/// A request from the RPC layer to the engine task.
+pub(crate) enum Request {
+    Prepare(PrepareRequest),
+    OnePhase(PrepareRequest),
+    Commit(TxnId),
+    Abort(TxnId),
+    Probe(TxnId),
+}
+
+type Input = (Request, oneshot::Sender<Reply>);
+
+/// What the RPC layer holds: the engine's queue and the store for reads.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::Sender<Input>,
+    pub(crate) wal: Arc<ParticipantWal>,
+}
+
+impl Handle {
+    pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || ServiceError::Unavailable("participant is stopping".into());
+        self.tx.send((request, reply_tx)).await.map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())
+    }
+}
+
+/// A participant serving in this process.
+pub struct RunningParticipant {
+    pub addr: std::net::SocketAddr,
+    /// Ends with the reason the participant stopped (a fatal WAL error).
+    pub stopped: tokio::task::JoinHandle<ParticipantError>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningParticipant {
+    /// Stops serving (as a crash would: nothing is flushed).
+    pub fn kill(self) {
+        self.server.abort();
+        self.stopped.abort();
+    }
+}
+
+/// Runs until a fatal error.
+pub async fn run(opts: ParticipantOptions) -> Result<(), ParticipantError> {
+    let running = start(opts, None).await?;
+    let error = running.stopped.await.map_err(|e| ParticipantError::Fatal(e.to_string()))?;
+    Err(error)
+}
+
+/// Opens the log, recovers, and starts serving on the cluster file's
+/// address (or `listen`, e.g. `127.0.0.1:0` in tests).
+pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<RunningParticipant, ParticipantError> {
+    let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
+    let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
+    let addr = listen.unwrap_or(&entry.addr).to_string();
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(&opts.data_dir.join("wal"))?);
+    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
+    let coordinators = opts
+        .cluster
+        .coordinator
+        .iter()
+        .map(|c| (c.id.clone(), Peer::new(c.addr.clone(), |s| CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn())))
+        .collect();
+    let engine = Engine::new(me.clone(), opts.cluster.ring().fingerprint());
+    let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
+    let mut task = EngineTask::new(engine, wal.clone(), coordinators);
+    task.recover()?;
+    tracing::info!(participant = %me, addr = %local, "participant serving");
+    let stopped = tokio::spawn(task.run(rx));
+    let server = ParticipantServer { handle: Handle { tx, wal } };
+    let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
+    Ok(RunningParticipant { addr: local, stopped, server })
+}
+
+/// Completions fed back into the engine task.
+enum Completion {
+    Event(Event),
+    PrepareLogged { txid: TxnId, lsn: Lsn },
+    DoneLogged { lsn: Lsn },
+    Fatal(WalError),
+}
+
+struct EngineTask {
+    engine: Engine,
+    wal: Arc<ParticipantWal>,
+    coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>,
+    pending: HashMap<RequestId, oneshot::Sender<Reply>>,
+    next_req: RequestId,
+    /// LSN of each live Prepared record (removed when the outcome applies).
+    prepared_lsn: HashMap<TxnId, Lsn>,
+    /// LSNs of Done records, oldest first (trimmed to the engine's memory).
+    done_lsns: VecDeque<Lsn>,
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+    queries_in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Sync before vote. Only the negative control (`vote-before-sync`, in
+/// fault-point builds) breaks this rule, to prove the checkers catch it.
+fn prepare_durability() -> Durability {
+    if fault::sabotaged("vote-before-sync") {
+        Durability::Lazy
+    } else {
+        Durability::Sync
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl EngineTask {
+    fn new(engine: Engine, wal: Arc<ParticipantWal>, coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        EngineTask {
+            engine,
+            wal,
+            coordinators,
+            pending: HashMap::new(),
+            next_req: 0,
+            prepared_lsn: HashMap::new(),
+            done_lsns: VecDeque::new(),
+            done_tx,
+            done_rx,
+            queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
+        }
+    }
+
+    /// Replays the log: Prepared records re-take their locks and ask for
+    /// their outcome; Done records restore the memory of decisions.
+    fn recover(&mut self) -> Result<(), ParticipantError> {
+        let mut prepared = Vec::new();
+        let mut decided = Vec::new();
+        for (lsn, record) in self.wal.replay()? {
+            match record {
+                ParticipantRecord::Prepared(record) => {
+                    self.prepared_lsn.insert(record.txid.clone(), lsn);
+                    prepared.push(record);
+                }
+                ParticipantRecord::Done { txid, decision } => {
+                    self.done_lsns.push_back(lsn);
+                    decided.push((txid, decision));
+                }
+            }
+        }
+        if !prepared.is_empty() {
+            tracing::info!(count = prepared.len(), "recovered in-doubt transactions; asking their coordinators");
+        }
+        for record in &prepared {
+            tracing::info!(txid = %record.txid, locks = record.locks.len(), "re-took locks of prepared transaction");
+        }
+        let commands = self.engine.handle(Event::Recovered { prepared, decided, now_ms: now_ms() });
+        self.execute(commands);
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> ParticipantError {
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = self.done_rx.recv() => {
+                    if let Some(fatal) = self.complete(done) {
+                        return fatal;
+                    }
+                }
+                input = rx.recv() => match input {
+                    Some((request, reply)) => self.request(request, reply),
+                    None => return ParticipantError::Fatal("request queue closed".into()),
+                },
+                _ = tick.tick() => {
+                    let commands = self.engine.handle(Event::Tick { now_ms: now_ms() });
+                    self.execute(commands);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, done: Completion) -> Option<ParticipantError> {
+        match done {
+            Completion::Event(event) => {
+                let commands = self.engine.handle(event);
+                self.execute(commands);
+            }
+            Completion::PrepareLogged { txid, lsn } => {
+                fault::hit("participant.after-prepare-synced");
+                self.prepared_lsn.insert(txid.clone(), lsn);
+                let commands = self.engine.handle(Event::PrepareSynced { txid });
+                self.execute(commands);
+            }
+            Completion::DoneLogged { lsn } => self.done_lsns.push_back(lsn),
+            Completion::Fatal(e) => {
+                tracing::error!(error = %e, "write-ahead log failed; stopping");
+                return Some(ParticipantError::Wal(e));
+            }
+        }
+        None
+    }
+
+    fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let event = match request {
+            Request::Prepare(prepare) => match self.current(&prepare) {
+                Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
+                Err(e) => return drop(reply.send(Reply::Error(e))),
+            },
+            Request::OnePhase(prepare) => match self.current(&prepare) {
+                Ok(current) => Event::OnePhase { req, prepare, current, now_ms: now_ms() },
+                Err(e) => return drop(reply.send(Reply::Error(e))),
+            },
+            Request::Commit(txid) => Event::Commit { req: Some(req), txid },
+            Request::Abort(txid) => Event::Abort { req: Some(req), txid },
+            Request::Probe(txid) => Event::Probe { req, txid },
+        };
+        self.pending.insert(req, reply);
+        let commands = self.engine.handle(event);
+        self.execute(commands);
+    }
+
+    /// Current committed state of every key the request touches. Read in
+    /// the engine task: any commit that changed them has already applied.
+    fn current(&self, prepare: &PrepareRequest) -> Result<HashMap<Vec<u8>, twopc_common::Versioned>, ServiceError> {
+        prepare.ops.validate().map_err(ServiceError::Invalid)?;
+        let mut current = HashMap::new();
+        for key in prepare.ops.keys() {
+            if !current.contains_key(key) {
+                current.insert(key.clone(), store::get(&*self.wal, key)?);
+            }
+        }
+        Ok(current)
+    }
+
+    fn execute(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::SyncPrepared(record) => {
+                    let txid = record.txid.clone();
+                    tracing::debug!(%txid, "syncing prepared record");
+                    let mut batch = WalBatch::new();
+                    batch.append.push(ParticipantRecord::Prepared(record));
+                    let tx = self.done_tx.clone();
+                    self.wal.submit(batch, prepare_durability(), Box::new(move |result| {
+                        let _ = tx.send(match result {
+                            Ok(lsns) => Completion::PrepareLogged { txid, lsn: lsns[0] },
+                            Err(e) => Completion::Fatal(e),
+                        });
+                    }));
+                }
+                Command::Apply { txid, writes } => {
+                    fault::hit("participant.before-apply");
+                    tracing::debug!(%txid, writes = writes.len(), "applying commit");
+                    let mut batch = self.finish_batch(&txid, Decision::Committed);
+                    batch.data = store::data_writes(&writes);
+                    let tx = self.done_tx.clone();
+                    self.wal.submit(batch, Durability::Sync, Box::new(move |result| {
+                        match result {
+                            Ok(lsns) => {
+                                let _ = tx.send(Completion::DoneLogged { lsn: lsns[0] });
+                                let _ = tx.send(Completion::Event(Event::Applied { txid }));
+                            }
+                            Err(e) => drop(tx.send(Completion::Fatal(e))),
+                        }
+                    }));
+                }
+                Command::ForgetAborted { txid } => {
+                    tracing::debug!(%txid, "forgetting aborted transaction");
+                    let batch = self.finish_batch(&txid, Decision::Aborted);
+                    let tx = self.done_tx.clone();
+                    // No sync: losing this only means the abort is re-learned.
+                    self.wal.submit(batch, Durability::Lazy, Box::new(move |result| {
+                        let _ = tx.send(match result {
+                            Ok(lsns) => Completion::DoneLogged { lsn: lsns[0] },
+                            Err(e) => Completion::Fatal(e),
+                        });
+                    }));
+                }
+                Command::Reply { req, reply } => {
+                    if let Some(sender) = self.pending.remove(&req) {
+                        let _ = sender.send(reply);
+                    }
+                }
+                Command::AskOutcome { txid } => self.ask_outcome(txid),
+            }
+        }
+    }
+
+    /// A batch that logs the decision, drops the Prepared record, and trims
+    /// the oldest Done records beyond what the engine remembers.
+    fn finish_batch(&mut self, txid: &TxnId, decision: Decision) -> WalBatch<ParticipantRecord> {
+        let mut batch = WalBatch::new();
+        batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
+        batch.remove.extend(self.prepared_lsn.remove(txid));
+        while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
+            batch.remove.extend(self.done_lsns.pop_front());
+        }
+        batch
+    }
+
+    fn ask_outcome(&self, txid: TxnId) {
+        let Some(peer) = self.coordinators.get(txid.coordinator.as_str()).cloned() else {
+            tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
+            return;
+        };
+        let Ok(permit) = self.queries_in_flight.clone().try_acquire_owned() else { return };
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let asked = txid.clone();
+            let answer = peer.call(|c| async move { c.outcome(context_with_timeout(RPC_TIMEOUT), asked).await }).await;
+            match answer {
+                Ok(Ok(status)) => {
+                    tracing::info!(%txid, ?status, "coordinator answered outcome question");
+                    let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
+                }
+                Ok(Err(e)) => tracing::warn!(%txid, error = %e, "coordinator refused outcome question"),
+                Err(e) => tracing::warn!(%txid, error = %e, "coordinator unreachable; still in doubt, will ask again"),
+            }
+        });
+    }
+}

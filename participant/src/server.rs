@@ -1,0 +1,68 @@
+//! The `ParticipantRpc` service: validates input, reads committed values
+//! directly, and hands protocol requests to the engine task.
+
+use crate::engine::Reply;
+use crate::runtime::{Handle, Request};
+use crate::store;
+use tarpc::context::Context;
+use twopc_common::limits::MAX_KEYS_PER_READ;
+use twopc_common::service::ParticipantRpc;
+use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
+use twopc_common::{Key, Outcome, ServiceError, TxnId, Versioned, Vote};
+
+#[derive(Clone)]
+pub struct ParticipantServer {
+    pub(crate) handle: Handle,
+}
+
+fn unexpected(reply: Reply) -> ServiceError {
+    match reply {
+        Reply::Error(e) => e,
+        other => panic!("engine answered with the wrong reply kind: {other:?}"),
+    }
+}
+
+impl ParticipantRpc for ParticipantServer {
+    async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
+        if keys.len() > MAX_KEYS_PER_READ {
+            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+        }
+        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        keys.iter().map(|k| store::get(&*self.handle.wal, k)).collect()
+    }
+
+    async fn prepare(self, _: Context, req: PrepareRequest) -> Result<Vote, ServiceError> {
+        match self.handle.call(Request::Prepare(req)).await? {
+            Reply::Vote(vote) => Ok(vote),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn commit(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {
+        match self.handle.call(Request::Commit(txid)).await? {
+            Reply::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn abort(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {
+        match self.handle.call(Request::Abort(txid)).await? {
+            Reply::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn commit_one_phase(self, _: Context, req: PrepareRequest) -> Result<Outcome, ServiceError> {
+        match self.handle.call(Request::OnePhase(req)).await? {
+            Reply::Outcome(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn probe(self, _: Context, txid: TxnId) -> Result<ProbeAnswer, ServiceError> {
+        match self.handle.call(Request::Probe(txid)).await? {
+            Reply::Probe(answer) => Ok(answer),
+            other => Err(unexpected(other)),
+        }
+    }
+}

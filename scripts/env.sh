@@ -1,0 +1,24 @@
+# Sourced by the other scripts: installs what a fresh machine lacks and
+# points cargo at a build cache outside the checkout, so RocksDB's C++ is
+# compiled once per machine, not once per checkout.
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/twopc-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+# RocksDB's Rust bindings are generated with bindgen, which needs libclang.
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+    echo "twopc: installing libclang-dev (needed to build RocksDB's bindings)..." >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev clang >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "twopc: cargo not found; install Rust from your distribution or rustup first" >&2
+    exit 3
+fi
+
+if [ ! -e "$CARGO_TARGET_DIR/debug/build" ]; then
+    echo "twopc: first build on this machine: RocksDB compiles from C++ source (~15 min on 2 cores)" >&2
+fi

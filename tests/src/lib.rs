@@ -1,0 +1,3 @@
+//! twopc-tests: the deterministic simulator and the model checker.
+
+pub mod sim;

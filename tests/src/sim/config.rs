@@ -1,0 +1,168 @@
+//! What one simulation run does: the workload, the fault profile, the
+//! sabotage (negative control) — all derived from the seed, so a seed alone
+//! replays a run.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// The transactions the clients run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Accounts spread over every participant; a transfer reads two
+    /// accounts and writes both. Total conserved, no negative balance.
+    Bank,
+    /// Each transaction writes one unique value under one key on every
+    /// participant: after the run, every key holds the same value.
+    AtomicSet,
+}
+
+/// A durability rule broken on purpose, to prove the checkers notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    None,
+    /// (a) `SyncPrepared` is written lazily: a participant votes Yes
+    /// before its Prepared record is durable.
+    VoteBeforeSync,
+    /// (b) `SyncDecision` is written lazily: the coordinator answers
+    /// Committed before its Commit record is durable.
+    CommitBeforeSync,
+    /// (c) `Apply` is written lazily: a participant acks (and releases its
+    /// locks) before the writes are durable.
+    ApplyBeforeSync,
+    /// (d) The coordinator's recovery drops its Commit records: it answers
+    /// Aborted for transactions it committed.
+    ForgetfulCoordinator,
+}
+
+impl Sabotage {
+    pub const ALL: [Sabotage; 4] =
+        [Sabotage::VoteBeforeSync, Sabotage::CommitBeforeSync, Sabotage::ApplyBeforeSync, Sabotage::ForgetfulCoordinator];
+}
+
+/// Which faults a run injects during its fault phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Name of the profile, for reports.
+    pub profile: &'static str,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Usual one-way delay, uniform in this range (ms): reorders messages.
+    pub delay_ms: (u64, u64),
+    /// Probability that a message takes up to `long_delay_ms_max` instead.
+    pub long_delay: f64,
+    pub long_delay_ms_max: u64,
+    /// Partitions during the fault phase (each isolates a set of servers).
+    pub partitions: u32,
+    /// Crash-and-restart of the coordinator during the fault phase.
+    pub coordinator_crashes: u32,
+    /// Crash-and-restart of participants during the fault phase.
+    pub participant_crashes: u32,
+    /// Time for a synced group to become durable (ms), uniform.
+    pub fsync_ms: (u64, u64),
+}
+
+/// The fault profiles, cycled through by seed.
+pub const PROFILES: [&str; 7] =
+    ["calm", "lossy", "partitions", "participant-crashes", "coordinator-crashes", "slow-disk", "everything"];
+
+impl Faults {
+    /// Profile `name` with its parameters drawn from `rng`.
+    pub fn profile(name: &'static str, rng: &mut SmallRng) -> Faults {
+        let mut f = Faults {
+            profile: name,
+            loss: 0.0,
+            duplicate: 0.0,
+            delay_ms: (1, rng.gen_range(2..=20)),
+            long_delay: 0.0,
+            long_delay_ms_max: 0,
+            partitions: 0,
+            coordinator_crashes: 0,
+            participant_crashes: 0,
+            fsync_ms: (1, rng.gen_range(2..=10)),
+        };
+        let lossy = |f: &mut Faults, rng: &mut SmallRng| {
+            f.loss = rng.gen_range(0.0..0.2);
+            f.duplicate = rng.gen_range(0.0..0.2);
+            f.long_delay = rng.gen_range(0.0..0.1);
+            f.long_delay_ms_max = rng.gen_range(100..=6_000);
+        };
+        match name {
+            "calm" => {}
+            "lossy" => lossy(&mut f, rng),
+            "partitions" => f.partitions = rng.gen_range(1..=3),
+            "participant-crashes" => f.participant_crashes = rng.gen_range(1..=4),
+            "coordinator-crashes" => f.coordinator_crashes = rng.gen_range(1..=3),
+            "slow-disk" => {
+                f.fsync_ms = (1, rng.gen_range(50..=400));
+                f.participant_crashes = rng.gen_range(0..=2);
+                f.coordinator_crashes = rng.gen_range(0..=1);
+            }
+            _ => {
+                lossy(&mut f, rng);
+                f.partitions = rng.gen_range(0..=2);
+                f.participant_crashes = rng.gen_range(0..=3);
+                f.coordinator_crashes = rng.gen_range(0..=2);
+                f.fsync_ms = (1, rng.gen_range(2..=100));
+            }
+        }
+        f
+    }
+}
+
+/// Everything one run needs; [`SimConfig::for_seed`] derives it from a seed.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub workload: Workload,
+    pub participants: usize,
+    pub clients: usize,
+    /// Transactions each client starts during the fault phase, at most.
+    pub txns_per_client: usize,
+    /// Faults are injected in `0..fault_phase_ms`; then everything heals.
+    pub fault_phase_ms: u64,
+    /// After healing, the run must be quiescent within this (simulated) time.
+    pub settle_ms_max: u64,
+    /// Events processed in one run, at most (a bound on every run).
+    pub events_max: u64,
+    pub faults: Faults,
+    pub sabotage: Sabotage,
+    /// Check invariants 1, 2 and 10 as each command is executed (white-box
+    /// ghost state). Off: only the end-of-run (black-box) checks run.
+    pub ghost_checks: bool,
+}
+
+impl SimConfig {
+    /// The configuration seed `seed` stands for: the workload alternates,
+    /// the fault profile cycles, the sizes are drawn from the seed.
+    pub fn for_seed(seed: u64) -> SimConfig {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0001);
+        let workload = if seed % 2 == 0 { Workload::Bank } else { Workload::AtomicSet };
+        let profile = PROFILES[((seed / 2) % PROFILES.len() as u64) as usize];
+        let faults = Faults::profile(profile, &mut rng);
+        SimConfig {
+            seed,
+            workload,
+            participants: rng.gen_range(2..=4),
+            clients: rng.gen_range(1..=4),
+            txns_per_client: rng.gen_range(2..=6),
+            fault_phase_ms: rng.gen_range(3_000..=12_000),
+            settle_ms_max: 180_000,
+            events_max: 400_000,
+            faults,
+            sabotage: Sabotage::None,
+            ghost_checks: true,
+        }
+    }
+
+    pub fn with_sabotage(mut self, sabotage: Sabotage) -> SimConfig {
+        self.sabotage = sabotage;
+        self
+    }
+
+    pub fn with_ghost_checks(mut self, on: bool) -> SimConfig {
+        self.ghost_checks = on;
+        self
+    }
+}

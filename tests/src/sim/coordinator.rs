@@ -1,0 +1,347 @@
+//! A simulated coordinator: the real [`Engine`] driven by an executor that
+//! mirrors `coordinator/src/runtime.rs` and `server.rs` — routing with the
+//! ring (`plan`), prepares with a deadline, one-phase and commit sends
+//! retried after `backoff(attempt)`, single-try aborts, probes of every
+//! participant, the decision log (Commit synced, End lazy), and recovery
+//! (replay, bump and sync the epoch, `Recovered` with a new epoch).
+
+use super::config::Sabotage;
+use super::disk::Disk;
+use super::env::{Env, Timer};
+use super::history::Ghost;
+use super::msg::{Addr, CallId, Request, Response};
+use super::participant::participant_id;
+use std::collections::{BTreeMap, BTreeSet};
+use twopc_common::limits::RPC_TIMEOUT;
+use twopc_common::ring::Ring;
+use twopc_common::txn::{PrepareRequest, ProbeAnswer};
+use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps};
+use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId};
+use twopc_coordinator::record::CoordinatorRecord;
+use twopc_coordinator::runtime::backoff;
+use twopc_participant::engine::Reply as PReply;
+use twopc_wal::{Durability, Wal, WalBatch};
+
+/// The coordinator runtime's tick period.
+pub const TICK_MS: u64 = 1_000;
+
+/// What a written batch completes.
+#[derive(Debug)]
+pub enum Done {
+    CommitLogged(TxnId),
+    EndLogged,
+}
+
+/// An RPC the coordinator is waiting on.
+#[derive(Debug)]
+enum Call {
+    Prepare { txid: TxnId, to: usize },
+    OnePhase { txid: TxnId, to: usize, attempt: u32 },
+    Commit { txid: TxnId, to: usize, attempt: u32 },
+    Abort,
+    Probe { probe: u64, slot: usize },
+}
+
+type ProbeAnswers = Vec<Option<Result<ProbeAnswer, String>>>;
+
+pub struct CoordinatorNode {
+    pub id: NodeId,
+    ring: Ring,
+    pub engine: Engine,
+    pub disk: Disk<CoordinatorRecord, Done, Ghost>,
+    /// Requests the engine has not answered: caller, call, txid.
+    pending: BTreeMap<RequestId, (Addr, CallId, Option<TxnId>)>,
+    next_req: RequestId,
+    calls: BTreeMap<CallId, Call>,
+    /// Probes collecting answers: txid and one slot per participant.
+    probes: BTreeMap<u64, (TxnId, ProbeAnswers)>,
+    next_probe: u64,
+}
+
+impl CoordinatorNode {
+    pub fn new(ring: Ring) -> Self {
+        let id = coordinator_id();
+        CoordinatorNode {
+            engine: Engine::new(id.clone()),
+            id,
+            ring,
+            disk: Disk::new(),
+            pending: BTreeMap::new(),
+            next_req: 0,
+            calls: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            next_probe: 0,
+        }
+    }
+
+    pub fn crash(&mut self) {
+        self.disk.crash();
+    }
+
+    /// Starts a new incarnation: replay, sync the next epoch, re-drive
+    /// every Commit without End (the runtime's `recover`).
+    pub fn recover(&mut self, env: &mut Env) {
+        self.engine = Engine::new(self.id.clone());
+        self.pending.clear();
+        self.calls.clear();
+        self.probes.clear();
+        let mut last_epoch = 0;
+        let mut epoch_lsns = Vec::new();
+        let mut commits = Vec::new();
+        let mut ends = BTreeSet::new();
+        let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("coordinator replay failed: {e}"));
+        for (lsn, record) in records {
+            match record {
+                CoordinatorRecord::Epoch(e) => {
+                    last_epoch = last_epoch.max(e);
+                    epoch_lsns.push(lsn);
+                }
+                CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants)),
+                CoordinatorRecord::End { txid } => {
+                    ends.insert(txid);
+                }
+            }
+        }
+        let epoch = last_epoch + 1;
+        let mut batch = WalBatch::new();
+        batch.append.push(CoordinatorRecord::Epoch(epoch));
+        batch.remove = epoch_lsns;
+        if let Err(e) = self.disk.wal.write(batch, Durability::Sync) {
+            panic!("coordinator epoch sync failed: {e}");
+        }
+        let mut commits: Vec<_> = commits.into_iter().map(|(txid, p)| (txid.clone(), p, ends.contains(&txid))).collect();
+        if env.sabotage == Sabotage::ForgetfulCoordinator {
+            commits.clear();
+        }
+        self.feed(env, Event::Recovered { epoch, commits });
+        env.timer(Addr::Coordinator, TICK_MS, Timer::Tick);
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.engine.active().next().is_none() && self.disk.is_idle() && self.pending.is_empty() && self.calls.is_empty()
+    }
+
+    pub fn request(&mut self, env: &mut Env, from: Addr, call: CallId, request: Request) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let (event, txid) = match request {
+            Request::Begin => (Event::Begin { req, now_ms: env.now_ms }, None),
+            Request::CommitTxn { txid, ops } => {
+                if let Err(e) = ops.validate() {
+                    let reply = Reply::Error(ServiceError::Invalid(e));
+                    return env.respond(Addr::Coordinator, from, call, Response::Coordinator(reply));
+                }
+                let plan = plan(&self.ring, &txid, ops);
+                (Event::Commit { req, txid: txid.clone(), plan }, Some(txid))
+            }
+            Request::ClientAbort(txid) => (Event::ClientAbort { req, txid }, None),
+            Request::Outcome(txid) => (Event::Outcome { req, txid: txid.clone() }, Some(txid)),
+            other => panic!("the coordinator was sent a participant request: {other:?}"),
+        };
+        self.pending.insert(req, (from, call, txid));
+        self.feed(env, event);
+    }
+
+    pub fn response(&mut self, env: &mut Env, call: CallId, response: Response) {
+        let Some(pending) = self.calls.remove(&call) else { return };
+        let Response::Participant(reply) = response else {
+            panic!("the coordinator got a non-participant response: {response:?}");
+        };
+        let event = match (pending, reply) {
+            (Call::Prepare { txid, to }, PReply::Vote(vote)) => Event::Vote { txid, from: participant_id(to), vote: Ok(vote) },
+            (Call::Prepare { txid, to }, PReply::Error(e)) => {
+                Event::Vote { txid, from: participant_id(to), vote: Err(format!("refused: {e}")) }
+            }
+            (Call::OnePhase { txid, attempt, .. }, PReply::Outcome(outcome)) => {
+                Event::OnePhaseResult { txid, result: Ok(outcome), attempt }
+            }
+            (Call::OnePhase { txid, to, attempt }, PReply::Error(e)) => {
+                let reason = AbortReason::Refused { participant: participant_id(to), detail: e.to_string() };
+                Event::OnePhaseResult { txid, result: Ok(Outcome::Aborted(reason)), attempt }
+            }
+            (Call::Commit { txid, to, .. }, PReply::Ack) => Event::CommitAcked { txid, from: participant_id(to) },
+            (Call::Commit { txid, to, attempt }, PReply::Error(_)) => {
+                Event::CommitFailed { txid, from: participant_id(to), attempt }
+            }
+            (Call::Abort, _) => return,
+            (Call::Probe { probe, slot }, PReply::Probe(answer)) => return self.probe_answer(env, probe, slot, Ok(answer)),
+            (Call::Probe { probe, slot }, PReply::Error(e)) => return self.probe_answer(env, probe, slot, Err(e.to_string())),
+            (call, reply) => panic!("engine answered {call:?} with the wrong reply kind: {reply:?}"),
+        };
+        self.feed(env, event);
+    }
+
+    fn probe_answer(&mut self, env: &mut Env, probe: u64, slot: usize, answer: Result<ProbeAnswer, String>) {
+        let Some((_, answers)) = self.probes.get_mut(&probe) else { return };
+        answers[slot] = Some(answer);
+        if answers.iter().all(Option::is_some) {
+            let (txid, answers) = self.probes.remove(&probe).expect("present above");
+            let answers = answers.into_iter().map(|a| a.expect("all answered")).collect();
+            self.feed(env, Event::ProbeResult { txid, answers });
+        }
+    }
+
+    pub fn timer(&mut self, env: &mut Env, timer: Timer) {
+        let timeout = RPC_TIMEOUT.as_millis() as u64;
+        match timer {
+            Timer::Tick => {
+                self.feed(env, Event::Tick { now_ms: env.now_ms });
+                env.timer(Addr::Coordinator, TICK_MS, Timer::Tick);
+            }
+            Timer::CallTimeout(call) => {
+                let event = match self.calls.remove(&call) {
+                    None | Some(Call::Abort) => return,
+                    Some(Call::Prepare { txid, to }) => {
+                        Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
+                    }
+                    Some(Call::OnePhase { txid, attempt, .. }) => {
+                        Event::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt }
+                    }
+                    Some(Call::Commit { txid, to, attempt }) => Event::CommitFailed { txid, from: participant_id(to), attempt },
+                    Some(Call::Probe { probe, slot }) => {
+                        return self.probe_answer(env, probe, slot, Err("deadline exceeded".into()));
+                    }
+                };
+                self.feed(env, event);
+            }
+            Timer::SendCommit { txid, to, attempt } => {
+                let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Commit(txid.clone()), timeout);
+                self.calls.insert(call, Call::Commit { txid, to, attempt });
+            }
+            Timer::SendOnePhase { to, prepare, attempt } => {
+                let txid = prepare.txid.clone();
+                let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::OnePhase(prepare), timeout);
+                self.calls.insert(call, Call::OnePhase { txid, to, attempt });
+            }
+            Timer::ClientStep => panic!("the coordinator got a client timer"),
+        }
+    }
+
+    pub fn flush(&mut self, env: &mut Env) {
+        let flushed = self.disk.flush();
+        for ghost in flushed.durable {
+            env.history.durable(env.now_ms, None, ghost);
+        }
+        for written in flushed.written {
+            if let Err(e) = written.lsns {
+                panic!("coordinator write failed: {e}");
+            }
+            if let Done::CommitLogged(txid) = written.tag {
+                self.feed(env, Event::DecisionSynced { txid });
+            }
+        }
+    }
+
+    fn feed(&mut self, env: &mut Env, event: Event) {
+        let commands = self.engine.handle(event);
+        self.execute(env, commands);
+    }
+
+    fn execute(&mut self, env: &mut Env, commands: Vec<Command>) {
+        let timeout = RPC_TIMEOUT.as_millis() as u64;
+        for command in commands {
+            match command {
+                Command::SendPrepare { to, prepare } => {
+                    let to = participant_index(&to);
+                    let txid = prepare.txid.clone();
+                    let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Prepare(prepare), timeout);
+                    self.calls.insert(call, Call::Prepare { txid, to });
+                }
+                Command::SendOnePhase { to, prepare, attempt } => {
+                    let to = participant_index(&to);
+                    env.timer(Addr::Coordinator, backoff_ms(attempt), Timer::SendOnePhase { to, prepare, attempt });
+                }
+                Command::SyncDecision { txid, participants } => {
+                    let mut batch = WalBatch::new();
+                    batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
+                    let lazy = env.sabotage == Sabotage::CommitBeforeSync;
+                    let durability = if lazy { Durability::Lazy } else { Durability::Sync };
+                    let ghost = Some(Ghost::Decision(txid.clone()));
+                    self.submit(env, batch, durability, Done::CommitLogged(txid), ghost);
+                }
+                Command::SendCommit { txid, to, attempt } => {
+                    let to = participant_index(&to);
+                    env.timer(Addr::Coordinator, backoff_ms(attempt), Timer::SendCommit { txid, to, attempt });
+                }
+                Command::SendAbort { txid, to } => {
+                    env.history.coordinator_said_aborted(env.now_ms, &txid);
+                    let to = participant_index(&to);
+                    let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Abort(txid), timeout);
+                    self.calls.insert(call, Call::Abort);
+                }
+                Command::LogEnd { txid } => {
+                    let mut batch = WalBatch::new();
+                    batch.append.push(CoordinatorRecord::End { txid });
+                    self.submit(env, batch, Durability::Lazy, Done::EndLogged, None);
+                }
+                Command::Probe { txid } => {
+                    let probe = self.next_probe;
+                    self.next_probe += 1;
+                    let n = self.ring.nodes().len();
+                    for slot in 0..n {
+                        let call = env.call(Addr::Coordinator, Addr::Participant(slot), Request::Probe(txid.clone()), timeout);
+                        self.calls.insert(call, Call::Probe { probe, slot });
+                    }
+                    self.probes.insert(probe, (txid, vec![None; n]));
+                }
+                Command::Reply { req, reply } => {
+                    let Some((to, call, txid)) = self.pending.remove(&req) else { continue };
+                    if let Some(txid) = &txid {
+                        match &reply {
+                            Reply::Outcome(Outcome::Committed) | Reply::Status(OutcomeStatus::Committed) => {
+                                env.history.coordinator_said_committed(env.now_ms, txid)
+                            }
+                            Reply::Outcome(Outcome::Aborted(_)) | Reply::Status(OutcomeStatus::Aborted) => {
+                                env.history.coordinator_said_aborted(env.now_ms, txid)
+                            }
+                            _ => {}
+                        }
+                    }
+                    env.respond(Addr::Coordinator, to, call, Response::Coordinator(reply));
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, env: &mut Env, batch: WalBatch<CoordinatorRecord>, durability: Durability, tag: Done, ghost: Option<Ghost>) {
+        if self.disk.submit(batch, durability, tag, ghost) {
+            env.schedule_flush(Addr::Coordinator, self.disk.wants_sync());
+        }
+    }
+}
+
+/// The server's `plan`: each participant's slice of the transaction.
+pub fn plan(ring: &Ring, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareRequest)> {
+    let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
+    for (key, version) in ops.reads {
+        slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
+    }
+    for condition in ops.conditions {
+        slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
+    }
+    for (key, value) in ops.writes {
+        slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
+    }
+    let participants: Vec<NodeId> = slices.keys().cloned().collect();
+    slices
+        .into_iter()
+        .map(|(node, ops)| {
+            let prepare = PrepareRequest { txid: txid.clone(), ring: ring.fingerprint(), ops, participants: participants.clone() };
+            (node, prepare)
+        })
+        .collect()
+}
+
+fn backoff_ms(attempt: u32) -> u64 {
+    backoff(attempt).as_millis() as u64
+}
+
+pub fn coordinator_id() -> NodeId {
+    NodeId::new("c1").expect("a valid node id")
+}
+
+/// The index of participant `p<i+1>`.
+pub fn participant_index(id: &NodeId) -> usize {
+    let n: usize = id.as_str().strip_prefix('p').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a participant id: {id}"));
+    n - 1
+}

@@ -1,0 +1,105 @@
+//! A simulated disk: the real in-memory WAL ([`MemWal`]) behind a group
+//! commit queue with latency.
+//!
+//! A submitted batch waits in the queue until the node's next flush (a
+//! scheduled event, after the fsync latency). A flush writes every queued
+//! batch in submission order as one group — synced if any batch of the
+//! group asked for `Sync`, as the real writer thread does — and returns
+//! the completions in order. A crash empties the queue and calls
+//! [`MemWal::crash`], which drops every batch not yet synced: exactly the
+//! state a power cut leaves.
+//!
+//! Each batch may carry a ghost tag; the disk tells the caller when a
+//! tagged batch becomes durable, so checks can ask "was this record durable
+//! when that message was sent?".
+
+use twopc_wal::{Durability, Lsn, MemWal, Wal, WalBatch, WalError};
+
+/// One batch that the last flush wrote.
+#[derive(Debug)]
+pub struct Written<T> {
+    pub tag: T,
+    pub lsns: Result<Vec<Lsn>, WalError>,
+}
+
+/// What a flush did.
+#[derive(Debug)]
+pub struct Flushed<T, G> {
+    /// Completions, in submission order.
+    pub written: Vec<Written<T>>,
+    /// Ghost tags whose batch became durable in this flush.
+    pub durable: Vec<G>,
+}
+
+/// A node's disk: the WAL plus the batches not yet written.
+pub struct Disk<R, T, G> {
+    pub wal: MemWal<R>,
+    queue: Vec<(WalBatch<R>, Durability, T, Option<G>)>,
+    /// Ghost tags of batches written lazily since the last sync.
+    lazy: Vec<G>,
+}
+
+impl<R, T, G> Disk<R, T, G>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    pub fn new() -> Self {
+        Disk { wal: MemWal::new(), queue: Vec::new(), lazy: Vec::new() }
+    }
+
+    /// Queues a batch; returns true if the queue was empty (the caller
+    /// schedules a flush).
+    pub fn submit(&mut self, batch: WalBatch<R>, durability: Durability, tag: T, ghost: Option<G>) -> bool {
+        self.queue.push((batch, durability, tag, ghost));
+        self.queue.len() == 1
+    }
+
+    /// True if any queued batch asks for `Sync` (flush after fsync latency).
+    pub fn wants_sync(&self) -> bool {
+        self.queue.iter().any(|(_, d, _, _)| *d == Durability::Sync)
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Writes every queued batch as one group.
+    pub fn flush(&mut self) -> Flushed<T, G> {
+        let sync = self.wants_sync();
+        let durability = if sync { Durability::Sync } else { Durability::Lazy };
+        let mut written = Vec::with_capacity(self.queue.len());
+        let mut ghosts = Vec::new();
+        for (batch, _, tag, ghost) in self.queue.drain(..) {
+            let lsns = self.wal.write(batch, durability);
+            if lsns.is_ok() {
+                ghosts.extend(ghost);
+            }
+            written.push(Written { tag, lsns });
+        }
+        let durable = if sync {
+            let mut durable = std::mem::take(&mut self.lazy);
+            durable.extend(ghosts);
+            durable
+        } else {
+            self.lazy.extend(ghosts);
+            Vec::new()
+        };
+        Flushed { written, durable }
+    }
+
+    /// A power cut: the queue and every unsynced batch are lost.
+    pub fn crash(&mut self) {
+        self.queue.clear();
+        self.lazy.clear();
+        self.wal.crash();
+    }
+}
+
+impl<R, T, G> Default for Disk<R, T, G>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,260 @@
+//! A simulated participant: the real [`Engine`] driven by an executor that
+//! mirrors `participant/src/runtime.rs` — the same WAL batches
+//! (`finish_batch`: Done record + removal of the Prepared record + data
+//! writes), the same durability per command, the same completions fed
+//! back, the same recovery (`Recovered` from a replay of the durable log).
+
+use super::config::Sabotage;
+use super::disk::Disk;
+use super::env::{Env, Timer};
+use super::history::Ghost;
+use super::msg::{Addr, CallId, Request, Response};
+use std::collections::BTreeMap;
+use twopc_common::limits::RPC_TIMEOUT;
+use twopc_common::txn::PrepareRequest;
+use twopc_common::{NodeId, ServiceError, TxnId, Versioned, Vote};
+use twopc_coordinator::engine::Reply as CReply;
+use twopc_participant::engine::{Command, Engine, Event, Reply, RequestId};
+use twopc_participant::record::{Decision, ParticipantRecord};
+use twopc_participant::store::{self, ParticipantWal};
+use twopc_wal::{Durability, Lsn, Wal, WalBatch};
+
+/// The participant runtime's tick period.
+pub const TICK_MS: u64 = 500;
+
+/// What a written batch completes.
+#[derive(Debug)]
+pub enum Done {
+    PrepareLogged(TxnId),
+    Applied(TxnId),
+    DoneLogged,
+}
+
+pub struct ParticipantNode {
+    pub index: usize,
+    pub id: NodeId,
+    ring: u64,
+    pub engine: Engine,
+    pub disk: Disk<ParticipantRecord, Done, Ghost>,
+    /// LSN of each live Prepared record (as the runtime keeps it).
+    prepared_lsn: BTreeMap<TxnId, Lsn>,
+    /// Requests the engine has not answered: caller, call, txid.
+    pending: BTreeMap<RequestId, (Addr, CallId, Option<TxnId>)>,
+    next_req: RequestId,
+    /// Outcome questions in flight.
+    asking: BTreeMap<CallId, TxnId>,
+}
+
+impl ParticipantNode {
+    pub fn new(index: usize, ring: u64) -> Self {
+        let id = participant_id(index);
+        ParticipantNode {
+            index,
+            engine: Engine::new(id.clone(), ring),
+            id,
+            ring,
+            disk: Disk::new(),
+            prepared_lsn: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_req: 0,
+            asking: BTreeMap::new(),
+        }
+    }
+
+    fn me(&self) -> Addr {
+        Addr::Participant(self.index)
+    }
+
+    /// A power cut: volatile state and unsynced writes are gone.
+    pub fn crash(&mut self) {
+        self.disk.crash();
+    }
+
+    /// Starts a new incarnation from the durable log.
+    pub fn recover(&mut self, env: &mut Env) {
+        self.engine = Engine::new(self.id.clone(), self.ring);
+        self.prepared_lsn.clear();
+        self.pending.clear();
+        self.asking.clear();
+        let mut prepared = Vec::new();
+        let mut decided = Vec::new();
+        let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("{}: replay failed: {e}", self.id));
+        for (lsn, record) in records {
+            match record {
+                ParticipantRecord::Prepared(record) => {
+                    self.prepared_lsn.insert(record.txid.clone(), lsn);
+                    prepared.push(record);
+                }
+                ParticipantRecord::Done { txid, decision } => decided.push((txid, decision)),
+            }
+        }
+        self.feed(env, Event::Recovered { prepared, decided, now_ms: env.now_ms });
+        env.timer(self.me(), TICK_MS, Timer::Tick);
+    }
+
+    /// True when nothing is in progress here.
+    pub fn is_quiet(&self) -> bool {
+        self.engine.in_doubt().next().is_none()
+            && self.engine.locks().is_empty()
+            && self.disk.is_idle()
+            && self.pending.is_empty()
+            && self.asking.is_empty()
+    }
+
+    pub fn request(&mut self, env: &mut Env, from: Addr, call: CallId, request: Request) {
+        let now_ms = env.now_ms;
+        let req = self.next_req;
+        self.next_req += 1;
+        let (event, txid) = match request {
+            Request::Read(keys) => {
+                let wal: &ParticipantWal = &self.disk.wal;
+                let values: Result<Vec<Versioned>, ServiceError> = keys.iter().map(|k| store::get(wal, k)).collect();
+                let values = values.map_err(|e| e.to_string());
+                return env.respond(self.me(), from, call, Response::Read(values));
+            }
+            Request::Prepare(prepare) => match self.current(&prepare) {
+                Ok(current) => {
+                    let txid = prepare.txid.clone();
+                    (Event::Prepare { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
+                }
+                Err(e) => return env.respond(self.me(), from, call, Response::Participant(Reply::Error(e))),
+            },
+            Request::OnePhase(prepare) => match self.current(&prepare) {
+                Ok(current) => {
+                    let txid = prepare.txid.clone();
+                    (Event::OnePhase { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
+                }
+                Err(e) => return env.respond(self.me(), from, call, Response::Participant(Reply::Error(e))),
+            },
+            Request::Commit(txid) => (Event::Commit { req: Some(req), txid: txid.clone() }, Some(txid)),
+            Request::Abort(txid) => (Event::Abort { req: Some(req), txid: txid.clone() }, Some(txid)),
+            Request::Probe(txid) => (Event::Probe { req, txid: txid.clone() }, Some(txid)),
+            other => panic!("{} was sent a coordinator request: {other:?}", self.id),
+        };
+        self.pending.insert(req, (from, call, txid));
+        self.feed(env, event);
+    }
+
+    /// Current committed state of every key the request touches, as the
+    /// runtime reads it (`EngineTask::current`).
+    fn current(&self, prepare: &PrepareRequest) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
+        prepare.ops.validate().map_err(ServiceError::Invalid)?;
+        let wal: &ParticipantWal = &self.disk.wal;
+        let mut current = BTreeMap::new();
+        for key in prepare.ops.keys() {
+            if !current.contains_key(key) {
+                current.insert(key.clone(), store::get(wal, key)?);
+            }
+        }
+        Ok(current)
+    }
+
+    pub fn response(&mut self, env: &mut Env, call: CallId, response: Response) {
+        let Some(txid) = self.asking.remove(&call) else { return };
+        if let Response::Coordinator(CReply::Status(status)) = response {
+            self.feed(env, Event::OutcomeAnswer { txid, status });
+        }
+    }
+
+    pub fn timer(&mut self, env: &mut Env, timer: Timer) {
+        match timer {
+            Timer::Tick => {
+                self.feed(env, Event::Tick { now_ms: env.now_ms });
+                env.timer(self.me(), TICK_MS, Timer::Tick);
+            }
+            Timer::CallTimeout(call) => {
+                self.asking.remove(&call);
+            }
+            other => panic!("{}: unexpected timer {other:?}", self.id),
+        }
+    }
+
+    /// Writes the queued batches and feeds their completions.
+    pub fn flush(&mut self, env: &mut Env) {
+        let flushed = self.disk.flush();
+        for ghost in flushed.durable {
+            env.history.durable(env.now_ms, Some(self.index), ghost);
+        }
+        for written in flushed.written {
+            let lsns = written.lsns.unwrap_or_else(|e| panic!("{}: write failed: {e}", self.id));
+            match written.tag {
+                Done::PrepareLogged(txid) => {
+                    self.prepared_lsn.insert(txid.clone(), lsns[0]);
+                    self.feed(env, Event::PrepareSynced { txid });
+                }
+                Done::Applied(txid) => self.feed(env, Event::Applied { txid }),
+                Done::DoneLogged => {}
+            }
+        }
+    }
+
+    fn feed(&mut self, env: &mut Env, event: Event) {
+        let commands = self.engine.handle(event);
+        self.execute(env, commands);
+    }
+
+    fn submit(&mut self, env: &mut Env, batch: WalBatch<ParticipantRecord>, durability: Durability, tag: Done, ghost: Option<Ghost>) {
+        if self.disk.submit(batch, durability, tag, ghost) {
+            env.schedule_flush(self.me(), self.disk.wants_sync());
+        }
+    }
+
+    fn execute(&mut self, env: &mut Env, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::SyncPrepared(record) => {
+                    let txid = record.txid.clone();
+                    let mut batch = WalBatch::new();
+                    batch.append.push(ParticipantRecord::Prepared(record));
+                    let durability = durability(env.sabotage == Sabotage::VoteBeforeSync);
+                    self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
+                }
+                Command::Apply { txid, writes } => {
+                    let mut batch = self.finish_batch(&txid, Decision::Committed);
+                    batch.data = store::data_writes(&writes);
+                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync);
+                    self.submit(env, batch, durability, Done::Applied(txid.clone()), Some(Ghost::Applied(txid, writes)));
+                }
+                Command::ForgetAborted { txid } => {
+                    env.history.participant_aborted(env.now_ms, self.index, &txid);
+                    let batch = self.finish_batch(&txid, Decision::Aborted);
+                    self.submit(env, batch, Durability::Lazy, Done::DoneLogged, None);
+                }
+                Command::Reply { req, reply } => {
+                    let Some((to, call, txid)) = self.pending.remove(&req) else { continue };
+                    if let (Reply::Vote(Vote::Yes), Some(txid)) = (&reply, &txid) {
+                        env.history.vote_yes(env.now_ms, self.index, txid);
+                    }
+                    env.respond(self.me(), to, call, Response::Participant(reply));
+                }
+                Command::AskOutcome { txid } => {
+                    let timeout = RPC_TIMEOUT.as_millis() as u64;
+                    let call = env.call(self.me(), Addr::Coordinator, Request::Outcome(txid.clone()), timeout);
+                    self.asking.insert(call, txid);
+                }
+            }
+        }
+    }
+
+    /// The runtime's `finish_batch`: log the decision and drop the
+    /// Prepared record, in one batch.
+    fn finish_batch(&mut self, txid: &TxnId, decision: Decision) -> WalBatch<ParticipantRecord> {
+        let mut batch = WalBatch::new();
+        batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
+        batch.remove.extend(self.prepared_lsn.remove(txid));
+        batch
+    }
+}
+
+fn durability(sabotaged: bool) -> Durability {
+    if sabotaged {
+        Durability::Lazy
+    } else {
+        Durability::Sync
+    }
+}
+
+/// `p1`, `p2`, ... for indexes 0, 1, ...
+pub fn participant_id(index: usize) -> NodeId {
+    NodeId::new(&format!("p{}", index + 1)).expect("a valid node id")
+}

@@ -1,0 +1,44 @@
+//! The WAL error type. All variants hold plain strings/integers so the
+//! error is `Clone`: a failed group commit hands the same error to every
+//! waiter of the group.
+
+/// Errors returned by [`crate::Wal`] implementations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalError {
+    /// A stored record or value is present but cannot be trusted.
+    #[error("corrupt WAL record at {location}: {reason}")]
+    Corrupt {
+        /// Where: database path plus key space and LSN / key.
+        location: String,
+        /// What is wrong (checksum mismatch, unknown version, ...).
+        reason: String,
+    },
+    /// The storage engine failed (message includes the database path).
+    #[error("WAL storage error: {0}")]
+    Storage(String),
+    /// The writer has stopped; the batch was not applied.
+    #[error("WAL is closed")]
+    Closed,
+    /// A batch or a single key/value exceeds the configured maximum; nothing
+    /// was written.
+    #[error("WAL batch too large: {size} bytes (max {max})")]
+    TooLarge {
+        /// Offending size in bytes.
+        size: usize,
+        /// The limit that was exceeded.
+        max: usize,
+    },
+    /// A record could not be serialized; nothing was written.
+    #[error("cannot encode WAL record: {0}")]
+    Encode(String),
+}
+
+impl WalError {
+    /// Shorthand for [`WalError::Corrupt`].
+    pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        WalError::Corrupt {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+}

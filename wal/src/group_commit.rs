@@ -1,0 +1,195 @@
+//! The RocksDB writer thread: group commit.
+//!
+//! Submitters push [`Request`]s into a bounded channel. The writer blocks
+//! for one request, drains up to [`MAX_GROUP_BATCHES`] more without
+//! blocking (stopping early if the group would exceed
+//! [`MAX_BATCH_BYTES`]), assigns LSNs, merges everything into ONE RocksDB
+//! `WriteBatch` and writes it with `sync = true` if any request of the group
+//! asked for [`Durability::Sync`]. Then it runs every completion, in order.
+//! If the write fails, every completion of the group gets the error.
+
+use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
+use crate::record::{encode_value, lsn_key};
+use crate::rocks::Db;
+use crate::rocks::{cf, DATA_CF, LOG_CF, META_CF, NEXT_LSN_KEY};
+use crate::{Completion, Durability, Lsn, WalError, WalStats};
+use rocksdb::{WriteBatch, WriteOptions};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Capacity of the bounded submission queue; `submit` blocks when full.
+pub const WAL_QUEUE_CAPACITY: usize = 4096;
+/// Maximum number of extra batches merged into one group after the first.
+pub const MAX_GROUP_BATCHES: usize = 1024;
+
+/// One submitted batch waiting for the writer.
+pub(crate) struct Request {
+    pub batch: EncodedBatch,
+    pub durability: Durability,
+    pub done: Completion,
+}
+
+/// Lock-free counters behind [`WalStats`].
+#[derive(Debug, Default)]
+pub(crate) struct AtomicStats {
+    syncs: AtomicU64,
+    batches: AtomicU64,
+    groups: AtomicU64,
+    records_appended: AtomicU64,
+}
+
+impl AtomicStats {
+    pub fn snapshot(&self) -> WalStats {
+        WalStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            groups: self.groups.load(Ordering::Relaxed),
+            records_appended: self.records_appended.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State owned by the writer thread.
+pub(crate) struct Writer {
+    pub db: Arc<Db>,
+    /// Human-readable database path, used in error messages.
+    pub location: String,
+    /// Next LSN to assign; never rolled back (even after a failed write,
+    /// whose records may have partly reached the storage engine).
+    pub next_lsn: Lsn,
+    pub stats: Arc<AtomicStats>,
+}
+
+/// Run a completion, containing a panic so the writer keeps serving others.
+fn complete(done: Completion, result: Result<Vec<Lsn>, WalError>) {
+    if catch_unwind(AssertUnwindSafe(move || done(result))).is_err() {
+        tracing::error!("WAL completion callback panicked; writer continues");
+    }
+}
+
+impl Writer {
+    /// Start the writer thread ("wal-writer").
+    pub fn spawn(self, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("wal-writer".to_string())
+            .spawn(move || self.run(rx))
+    }
+
+    /// Serve groups until every sender is gone and the queue is drained.
+    fn run(mut self, rx: Receiver<Request>) {
+        let mut carry: Option<Request> = None;
+        loop {
+            let first = match carry.take() {
+                Some(req) => req,
+                None => match rx.recv() {
+                    Ok(req) => req,
+                    Err(_) => return,
+                },
+            };
+            let mut bytes = first.batch.size;
+            let mut group = vec![first];
+            while group.len() <= MAX_GROUP_BATCHES {
+                let Ok(req) = rx.try_recv() else { break };
+                if bytes + req.batch.size > MAX_BATCH_BYTES {
+                    carry = Some(req);
+                    break;
+                }
+                bytes += req.batch.size;
+                group.push(req);
+            }
+            self.commit(group);
+        }
+    }
+
+    /// Write one group atomically and run its completions.
+    fn commit(&mut self, group: Vec<Request>) {
+        let sync = group.iter().any(|r| r.durability == Durability::Sync);
+        let mut lsns = Vec::with_capacity(group.len());
+        let result = self.write_group(&group, sync, &mut lsns);
+        match result {
+            Ok(wrote) => {
+                let appended: usize = lsns.iter().map(Vec::len).sum();
+                if wrote {
+                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                    if sync {
+                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.stats
+                    .batches
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .records_appended
+                    .fetch_add(appended as u64, Ordering::Relaxed);
+                for (req, lsns) in group.into_iter().zip(lsns) {
+                    complete(req.done, Ok(lsns));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, batches = group.len(), "WAL group commit failed");
+                for req in group {
+                    complete(req.done, Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Build and write the merged batch. Returns whether a storage write
+    /// (or WAL sync) was issued; fills `lsns` with one entry per request.
+    fn write_group(
+        &mut self,
+        group: &[Request],
+        sync: bool,
+        lsns: &mut Vec<Vec<Lsn>>,
+    ) -> Result<bool, WalError> {
+        let db = Arc::clone(&self.db);
+        let log = cf(&db, LOG_CF, &self.location)?;
+        let data = cf(&db, DATA_CF, &self.location)?;
+        let meta = cf(&db, META_CF, &self.location)?;
+        let start_lsn = self.next_lsn;
+        let mut next = start_lsn;
+        let mut wb = WriteBatch::default();
+        for req in group {
+            let b = &req.batch;
+            if let Some(below) = b.remove_below {
+                wb.delete_range_cf(log, lsn_key(0), lsn_key(below));
+            }
+            for &lsn in &b.remove {
+                wb.delete_cf(log, lsn_key(lsn));
+            }
+            let mut mine = Vec::with_capacity(b.append.len());
+            for rec in &b.append {
+                wb.put_cf(log, lsn_key(next), rec);
+                mine.push(next);
+                next += 1;
+            }
+            lsns.push(mine);
+            for (key, value) in &b.data {
+                match value {
+                    Some(v) => wb.put_cf(data, key, v),
+                    None => wb.delete_cf(data, key),
+                }
+            }
+        }
+        if next != start_lsn {
+            wb.put_cf(meta, NEXT_LSN_KEY, encode_value(&next.to_be_bytes()));
+        }
+        // Never hand out these LSNs again, whatever the outcome below.
+        self.next_lsn = next;
+        let res = if !wb.is_empty() {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(sync);
+            db.write_opt(wb, &opts).map(|()| true)
+        } else if sync {
+            // Nothing to write, but the caller wants everything before it
+            // durable: flush and fsync the RocksDB WAL buffer.
+            db.flush_wal(true).map(|()| true)
+        } else {
+            Ok(false)
+        };
+        res.map_err(|e| WalError::Storage(format!("{}: write failed: {e}", self.location)))
+    }
+}

@@ -1,0 +1,266 @@
+//! `RocksWal`: the shared behavioural suite plus group commit, crash (via a
+//! child process that aborts) and shutdown behaviour.
+
+mod common;
+
+use common::{appends, put, Harness, Rec};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use tempfile::TempDir;
+use twopc_wal::{testing, Durability, Lsn, RocksWal, Wal, WalBatch, WalError, MAX_GROUP_BATCHES};
+
+struct RocksHarness(TempDir);
+
+impl Harness for RocksHarness {
+    type W = RocksWal<Rec>;
+    fn new() -> Self {
+        RocksHarness(tempfile::tempdir().unwrap())
+    }
+    fn open(&self) -> RocksWal<Rec> {
+        RocksWal::open(self.0.path()).unwrap()
+    }
+    fn reopen(&self, wal: RocksWal<Rec>) -> RocksWal<Rec> {
+        drop(wal);
+        self.open()
+    }
+    fn corrupt(&self, wal: RocksWal<Rec>, lsn: Lsn) -> RocksWal<Rec> {
+        drop(wal);
+        assert!(testing::corrupt_log_record(self.0.path(), lsn).unwrap());
+        self.open()
+    }
+    fn put_raw(&self, wal: RocksWal<Rec>, lsn: Lsn, bytes: &[u8]) -> RocksWal<Rec> {
+        drop(wal);
+        testing::raw_log_put(self.0.path(), lsn, bytes).unwrap();
+        self.open()
+    }
+    fn location(&self) -> String {
+        self.0.path().display().to_string()
+    }
+}
+
+wal_suite!(RocksHarness);
+
+fn ids(wal: &RocksWal<Rec>) -> Vec<(Lsn, u64)> {
+    wal.replay()
+        .unwrap()
+        .into_iter()
+        .map(|(l, r)| (l, r.id))
+        .collect()
+}
+
+/// 64 threads submit Sync batches while the writer is held inside a
+/// completion, so every batch is queued before the writer can look: the
+/// queued batches must then be committed in ceil(n / (1 + MAX_GROUP_BATCHES))
+/// groups, i.e. fsyncs.
+#[test]
+fn group_commit_coalesces_concurrent_sync_batches() {
+    const THREADS: u64 = 64;
+    const PER_THREAD: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(RocksWal::<Rec>::open(dir.path()).unwrap());
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    wal.submit(
+        appends([0]),
+        Durability::Sync,
+        Box::new(move |res| {
+            assert_eq!(res.unwrap(), vec![1]);
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        }),
+    );
+    entered_rx.recv().unwrap();
+    let before = wal.stats();
+    assert_eq!(before.syncs, 1);
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let barrier = Arc::new(Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (wal, done_tx, barrier) = (Arc::clone(&wal), done_tx.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..PER_THREAD {
+                    let id = 1 + t * PER_THREAD + i;
+                    let done_tx = done_tx.clone();
+                    let mut b = appends([id]);
+                    b.data = vec![put(&format!("k{id:05}"), "v")];
+                    let done = Box::new(move |res| done_tx.send((id, res)).unwrap());
+                    wal.submit(b, Durability::Sync, done);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(done_tx);
+    // Nothing can have completed yet: the writer is still held.
+    assert!(done_rx.try_recv().is_err());
+    release_tx.send(()).unwrap();
+    let results: Vec<(u64, Result<Vec<Lsn>, WalError>)> = done_rx.iter().collect();
+    let total = THREADS * PER_THREAD;
+    assert_eq!(results.len() as u64, total);
+    assert!(results
+        .iter()
+        .all(|(_, r)| r.as_ref().is_ok_and(|l| l.len() == 1)));
+
+    let stats = wal.stats();
+    let syncs = stats.syncs - before.syncs;
+    let expected_groups = total.div_ceil(1 + MAX_GROUP_BATCHES as u64);
+    assert!(syncs < THREADS, "{stats:?}");
+    assert_eq!(syncs, expected_groups, "{stats:?}");
+    assert_eq!(stats.groups - before.groups, expected_groups);
+    assert_eq!(stats.batches, total + 1);
+
+    let wal = Arc::into_inner(wal).unwrap();
+    drop(wal);
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    let mut expected: Vec<(Lsn, u64)> = results
+        .iter()
+        .map(|(id, r)| (r.as_ref().unwrap()[0], *id))
+        .collect();
+    expected.insert(0, (1, 0));
+    expected.sort();
+    assert_eq!(ids(&wal), expected);
+    assert_eq!(wal.scan_data(b"k", usize::MAX).unwrap().len() as u64, total);
+}
+
+const CHILD_ENV: &str = "TWOPC_WAL_CRASH_CHILD_DIR";
+const SYNC_ROUNDS: u64 = 3;
+
+/// Runs only inside the child process spawned by
+/// `abort_keeps_acknowledged_sync_batches_and_loses_lazy_tail`.
+#[test]
+fn crash_child_entry() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let wal = RocksWal::<Rec>::open(Path::new(&dir)).unwrap();
+    for round in 0..SYNC_ROUNDS {
+        let mut b = appends((0..4).map(|i| round * 10 + i));
+        b.data = vec![put(&format!("sync/{round}"), "v")];
+        let lsns = wal.write(b, Durability::Sync).unwrap();
+        println!(
+            "ACK {}",
+            lsns.iter()
+                .map(Lsn::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let mut b = appends(100..105);
+    b.data = vec![put("lazy", "v"), put("sync/0", "overwritten")];
+    b.remove = vec![1];
+    wal.write(b, Durability::Lazy).unwrap();
+    println!("LAZY done");
+    // Die like a power cut: no destructors, no WAL flush.
+    std::process::abort();
+}
+
+#[test]
+fn abort_keeps_acknowledged_sync_batches_and_loses_lazy_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "child should have aborted: {stdout}");
+    assert!(
+        stdout.contains("LAZY done"),
+        "child did not reach the crash: {stdout}"
+    );
+    let acked: Vec<Lsn> = stdout
+        .lines()
+        // libtest may print "test crash_child_entry ... " on the same line.
+        .filter_map(|l| l.split_once("ACK ").map(|(_, rest)| rest))
+        .flat_map(|l| l.split(',').map(|n| n.parse::<Lsn>().unwrap()))
+        .collect();
+    assert_eq!(acked.len() as u64, SYNC_ROUNDS * 4);
+
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    let lsns: Vec<Lsn> = ids(&wal).into_iter().map(|(l, _)| l).collect();
+    // Every acknowledged Sync record survived; the Lazy batch (appends,
+    // removal and data writes) vanished as a whole.
+    assert_eq!(lsns, acked);
+    for round in 0..SYNC_ROUNDS {
+        assert!(wal
+            .get_data(format!("sync/{round}").as_bytes())
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(wal.get_data(b"sync/0").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(wal.get_data(b"lazy").unwrap(), None);
+    let next = wal.write(appends([7]), Durability::Sync).unwrap();
+    assert_eq!(next, vec![acked.last().unwrap() + 1]);
+}
+
+#[test]
+fn drop_completes_pending_requests_with_back_pressure() {
+    const N: usize = 3 * twopc_wal::WAL_QUEUE_CAPACITY;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    let completed = Arc::new(AtomicUsize::new(0));
+    for i in 0..N as u64 {
+        let completed = Arc::clone(&completed);
+        let done = Box::new(move |res: Result<Vec<Lsn>, WalError>| {
+            assert_eq!(res.unwrap(), vec![i + 1]);
+            completed.fetch_add(1, Ordering::SeqCst);
+        });
+        wal.submit(appends([i]), Durability::Lazy, done);
+    }
+    drop(wal);
+    assert_eq!(completed.load(Ordering::SeqCst), N);
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    assert_eq!(wal.replay().unwrap().len(), N);
+}
+
+#[test]
+fn panicking_completion_does_not_stop_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    wal.submit(appends([1]), Durability::Sync, Box::new(|_| panic!("boom")));
+    assert_eq!(wal.write(appends([2]), Durability::Sync).unwrap(), vec![2]);
+}
+
+#[test]
+fn dropping_last_handle_inside_a_completion_does_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(RocksWal::<Rec>::open(dir.path()).unwrap());
+    let last = Arc::clone(&wal);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    wal.submit(
+        WalBatch::new(),
+        Durability::Sync,
+        Box::new(move |res| {
+            res.unwrap();
+            go_rx.recv().unwrap();
+            drop(last); // the last handle: RocksWal::drop runs on the writer
+            done_tx
+                .send(std::thread::current().name().map(str::to_string))
+                .unwrap();
+        }),
+    );
+    drop(wal);
+    go_tx.send(()).unwrap();
+    assert_eq!(done_rx.recv().unwrap().as_deref(), Some("wal-writer"));
+}
+
+#[test]
+fn open_failure_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = RocksWal::<Rec>::open(&file).unwrap_err();
+    assert!(matches!(err, WalError::Storage(_)), "{err}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
