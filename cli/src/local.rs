@@ -123,23 +123,27 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
             u16::MAX
         ));
     }
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let path = args.dir.join("cluster.toml");
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
-    let (cluster, reused) = if path.exists() {
+    let reused = path.exists();
+    let cluster = if reused {
         let existing = ClusterConfig::load(&path).map_err(|e| e.to_string())?;
         if !same_nodes(&existing, &wanted) {
             return Err(mismatch(&path, &existing, args));
         }
         // The file as written (it may set vnodes or an admin token).
-        (existing, true)
+        existing
     } else {
-        write_config(&path, &wanted, args)?;
-        (wanted, false)
+        wanted
     };
+    // Before touching DIR: a busy port leaves nothing behind.
     for node in cluster.coordinator.iter().chain(&cluster.participant) {
         check_port_free(&node.addr)?;
+    }
+    if !reused {
+        std::fs::create_dir_all(&args.dir)
+            .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+        write_config(&path, &cluster, args)?;
     }
     Ok((cluster, path, reused))
 }

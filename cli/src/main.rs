@@ -221,8 +221,15 @@ async fn run_participant(args: ServerArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let _ = (cluster, args.data_dir); // TEMP STUB
-    EXIT_OK
+    let opts = twopc_participant::ParticipantOptions {
+        id: args.id,
+        cluster,
+        data_dir: args.data_dir,
+    };
+    match twopc_participant::run(opts).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 async fn run_coordinator(args: ServerArgs) -> u8 {
@@ -241,9 +248,20 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
     }
 }
 
+/// Prints `error: ...` on one line (a multi-line message, such as a TOML
+/// parse error, is joined with "; "); returns exit code 1.
 fn fail(message: &str) -> u8 {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", one_line_message(message));
     EXIT_FAILED
+}
+
+fn one_line_message(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
 }
 
 #[cfg(test)]
@@ -279,6 +297,15 @@ mod tests {
             }
         }
         check(&Cli::command(), "twopc");
+    }
+
+    #[test]
+    fn server_errors_are_one_line() {
+        assert_eq!(
+            one_line_message("bad file: invalid string\nexpected `\"`\n"),
+            "bad file: invalid string; expected `\"`"
+        );
+        assert_eq!(one_line_message("plain"), "plain");
     }
 
     #[test]

@@ -45,13 +45,15 @@ impl TxnReport {
             TxnOutcome::Aborted(reason) => ("aborted", Json::from(reason.as_str())),
             TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str())),
         };
-        json!({
-            "txid": self.txid,
-            "outcome": outcome,
-            "reason": reason,
-            "reads": reads_map(&self.reads),
-        })
-        .to_string()
+        // Written field by field to keep the documented order (serde_json's
+        // map would sort the keys).
+        format!(
+            "{{\"txid\":{},\"outcome\":{},\"reason\":{},\"reads\":{}}}",
+            Json::from(self.txid.as_str()),
+            Json::from(outcome),
+            reason,
+            reads_map(&self.reads)
+        )
     }
 }
 
@@ -130,6 +132,9 @@ mod tests {
             outcome: TxnOutcome::Committed,
             reads: reads(),
         };
+        assert!(report
+            .json()
+            .starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"reads":"#));
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(
             parsed,
@@ -149,7 +154,6 @@ mod tests {
     #[test]
     fn get_and_error_json() {
         let parsed: Json = serde_json::from_str(&reads_json(&reads())).unwrap();
-        assert!(!(reads().len() == 0));
         assert_eq!(parsed, json!({"reads": {"a": "1", "c": null}}));
         let parsed: Json = serde_json::from_str(&error_json("no \"quote\"")).unwrap();
         assert_eq!(parsed, json!({"error": "no \"quote\""}));

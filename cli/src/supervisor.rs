@@ -42,6 +42,8 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const LOG_TAIL_LINES: usize = 5;
 /// Bytes read from the end of a log to find those lines.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// Starts the line written to a server's log before each start of it.
+const START_MARKER: &str = "--- twopc local: starting";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -74,6 +76,8 @@ struct Proc {
     node: Node,
     /// `None` while dead and waiting for its restart.
     child: Option<Child>,
+    /// The current (or last) process id: `Child::id` forgets it once reaped.
+    pid: u32,
     /// When the current process started (to spot crash loops).
     started: Instant,
     /// When to restart it, once dead.
@@ -125,6 +129,7 @@ impl Supervisor {
             .map(|node| Proc {
                 node,
                 child: None,
+                pid: 0,
                 started: Instant::now(),
                 restart_at: None,
                 restart_delay: RESTART_DELAY,
@@ -154,6 +159,7 @@ impl Supervisor {
                     proc.node.id
                 )
             })?;
+            proc.pid = child.id().unwrap_or_default();
             proc.child = Some(child);
             proc.started = Instant::now();
         }
@@ -247,12 +253,7 @@ fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
         .create(true)
         .append(true)
         .open(&node.log)?;
-    writeln!(
-        log,
-        "--- twopc local: starting {} {} ---",
-        node.role.as_str(),
-        node.id
-    )?;
+    writeln!(log, "{START_MARKER} {} {} ---", node.role.as_str(), node.id)?;
     let stderr = log.try_clone()?;
     let mut command = Command::new(exe);
     command
@@ -293,7 +294,7 @@ async fn wait_ready(proc: &mut Proc, deadline: Instant) -> Result<(), String> {
         let Some(child) = proc.child.as_mut() else {
             return Err(format!("{role} {id} is not running"));
         };
-        let pid = child.id().unwrap_or_default();
+        let pid = proc.pid;
         match child.try_wait() {
             Ok(Some(status)) => {
                 return Err(format!(
@@ -331,11 +332,7 @@ async fn accepts(addr: &str) -> bool {
 /// Reports a death and schedules the restart (backing off on crash loops).
 fn on_death(proc: &mut Proc, status: ExitStatus) {
     let node = &proc.node;
-    let pid = proc
-        .child
-        .as_ref()
-        .and_then(Child::id)
-        .map_or_else(String::new, |p| format!(" (pid {p})"));
+    let pid = proc.pid;
     proc.child = None;
     if let Some(watch) = proc.ready_watch.take() {
         watch.abort();
@@ -357,7 +354,7 @@ fn on_death(proc: &mut Proc, status: ExitStatus) {
         String::new()
     };
     println!(
-        "{} {}{pid} died ({status}); restarting it in {} s{why}",
+        "{} {} (pid {pid}) died ({status}); restarting it in {} s{why}",
         node.role.as_str(),
         node.id,
         proc.restart_delay.as_secs()
@@ -382,6 +379,7 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
                 "{role} {id} restarted: pid {pid} (log {})",
                 proc.node.log.display()
             );
+            proc.pid = pid;
             proc.child = Some(child);
             proc.started = Instant::now();
             proc.restart_at = None;
@@ -435,7 +433,8 @@ fn tail_note(log: &Path) -> String {
     note
 }
 
-/// The last `n` non-empty lines of a log (empty if it cannot be read).
+/// The last `n` non-empty lines the latest process wrote to a log (empty if
+/// it cannot be read).
 fn log_tail(path: &Path, n: usize) -> Vec<String> {
     let read = || -> std::io::Result<Vec<u8>> {
         let mut file = File::open(path)?;
@@ -447,7 +446,11 @@ fn log_tail(path: &Path, n: usize) -> Vec<String> {
     };
     let Ok(bytes) = read() else { return Vec::new() };
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let latest = text.rfind(START_MARKER).map_or(&text[..], |at| {
+        let after = &text[at..];
+        after.find('\n').map_or("", |end| &after[end + 1..])
+    });
+    let lines: Vec<&str> = latest.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|l| l.to_string())
@@ -476,6 +479,14 @@ mod tests {
         assert_eq!(log_tail(&path, 3), ["five", "six", "seven"]);
         assert_eq!(log_tail(&path, 100).len(), 7);
         assert!(log_tail(&dir.join("missing.log"), 3).is_empty());
+        let marked =
+            format!("old\n{START_MARKER} p1 ---\nerror: a\n{START_MARKER} p1 ---\nerror: b\n");
+        std::fs::write(&path, marked).unwrap();
+        assert_eq!(
+            log_tail(&path, 3),
+            ["error: b"],
+            "only the latest process's lines"
+        );
         assert!(tail_note(&dir.join("missing.log")).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -45,6 +45,8 @@ pub enum Event {
     /// The Commit record is durable.
     DecisionSynced { txid: TxnId },
     CommitAcked { txid: TxnId, from: NodeId },
+    /// An abort was delivered (`true`) or could not be (`false`).
+    AbortSent { txid: TxnId, to: NodeId, delivered: bool },
     CommitFailed { txid: TxnId, from: NodeId, attempt: u32 },
     /// A one-phase participant's answer; `Err` means unknown (retry).
     OnePhaseResult { txid: TxnId, result: Result<Outcome, String>, attempt: u32 },
@@ -63,6 +65,7 @@ pub enum Command {
     SyncDecision { txid: TxnId, participants: Vec<NodeId> },
     /// Send (after a backoff that grows with `attempt`) until acked.
     SendCommit { txid: TxnId, to: NodeId, attempt: u32 },
+    /// Send once; feed `AbortSent`.
     SendAbort { txid: TxnId, to: NodeId },
     /// Append `End{txid}`, lazily.
     LogEnd { txid: TxnId },
@@ -87,6 +90,10 @@ enum Phase {
     Deciding,
     /// Decision durable; commits being delivered.
     Committing { unacked: BTreeSet<NodeId> },
+    /// Aborted (no log write); the client is answered once every
+    /// participant that may hold locks was told, so its retry finds the
+    /// locks released.
+    Aborting { unsent: BTreeSet<NodeId>, reason: AbortReason },
     OnePhase { prepare: PrepareRequest },
 }
 
@@ -146,6 +153,7 @@ impl Engine {
             Event::Vote { txid, from, vote } => self.vote(txid, from, vote, &mut out),
             Event::DecisionSynced { txid } => self.decision_synced(txid, &mut out),
             Event::CommitAcked { txid, from } => self.commit_acked(txid, from, &mut out),
+            Event::AbortSent { txid, to, delivered } => self.abort_sent(txid, to, delivered, &mut out),
             Event::CommitFailed { txid, from, attempt } => {
                 if self.active.contains_key(&txid) {
                     out.push(Command::SendCommit { txid, to: from, attempt: attempt.saturating_add(1) });
@@ -275,7 +283,7 @@ impl Engine {
     fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, String>, out: &mut Vec<Command>) {
         let Some(active) = self.active.get_mut(&txid) else { return };
         let Phase::Preparing { waiting_for } = &mut active.phase else { return };
-        let reason = match vote {
+        let (reason, holds_nothing) = match vote {
             Ok(Vote::Yes) => {
                 waiting_for.remove(&from);
                 if waiting_for.is_empty() {
@@ -285,15 +293,38 @@ impl Engine {
                 }
                 return;
             }
-            Ok(Vote::No(reason)) => reason,
-            Err(detail) => AbortReason::ParticipantUnavailable { participant: from, detail },
+            // A No vote leaves nothing behind at its participant.
+            Ok(Vote::No(reason)) => (reason, Some(from)),
+            Err(detail) => (AbortReason::ParticipantUnavailable { participant: from, detail }, None),
         };
-        // Presumed abort: no log write; tell everyone, answer the client.
-        let active = self.active.remove(&txid).expect("checked above");
-        for to in active.participants {
-            out.push(Command::SendAbort { txid: txid.clone(), to });
+        // Presumed abort: no log write. Tell the others, then answer.
+        self.known.insert(txid.clone(), Known::Aborted);
+        let unsent: BTreeSet<NodeId> =
+            active.participants.iter().filter(|p| Some(*p) != holds_nothing.as_ref()).cloned().collect();
+        for to in &unsent {
+            out.push(Command::SendAbort { txid: txid.clone(), to: to.clone() });
         }
-        self.known.insert(txid, Known::Aborted);
+        active.phase = Phase::Aborting { unsent, reason };
+        self.finish_abort_if_sent(txid, out);
+    }
+
+    fn abort_sent(&mut self, txid: TxnId, to: NodeId, delivered: bool, out: &mut Vec<Command>) {
+        let Some(active) = self.active.get_mut(&txid) else { return };
+        let Phase::Aborting { unsent, .. } = &mut active.phase else { return };
+        // Undelivered: that participant asks for the outcome later.
+        let _ = delivered;
+        unsent.remove(&to);
+        self.finish_abort_if_sent(txid, out);
+    }
+
+    fn finish_abort_if_sent(&mut self, txid: TxnId, out: &mut Vec<Command>) {
+        let Some(active) = self.active.get(&txid) else { return };
+        let Phase::Aborting { unsent, reason } = &active.phase else { return };
+        if !unsent.is_empty() {
+            return;
+        }
+        let reason = reason.clone();
+        let active = self.active.remove(&txid).expect("checked above");
         for req in active.waiters {
             out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Aborted(reason.clone())) });
         }
@@ -353,6 +384,7 @@ impl Engine {
         if let Some(active) = self.active.get(&txid) {
             let status = match active.phase {
                 Phase::Committing { .. } => OutcomeStatus::Committed,
+                Phase::Aborting { .. } => OutcomeStatus::Aborted,
                 _ => OutcomeStatus::Pending,
             };
             return out.push(reply(status));
@@ -409,6 +441,7 @@ impl Engine {
                 Phase::Preparing { .. } => "preparing",
                 Phase::Deciding => "deciding",
                 Phase::Committing { .. } => "committing",
+                Phase::Aborting { .. } => "aborting",
                 Phase::OnePhase { .. } => "one-phase",
             };
             (txid, a.participants.as_slice(), phase)

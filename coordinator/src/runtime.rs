@@ -30,6 +30,8 @@ pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// First retry delay of a commit or one-phase send; doubles per attempt.
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Deadline of an abort message (the client's answer waits for it).
+pub const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retry delays never exceed this (retries continue until acked: a logged
 /// decision must reach every participant).
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -322,12 +324,16 @@ impl EngineTask {
                 Command::SendCommit { txid, to, attempt } => self.send_commit(txid, to, attempt),
                 Command::SendAbort { txid, to } => {
                     let peer = self.peer(&to);
+                    let tx = self.done_tx.clone();
                     tokio::spawn(async move {
                         let sent = txid.clone();
                         // One try: a participant that misses it asks later.
-                        if let Err(e) = peer.call(|c| async move { c.abort(context_with_timeout(RPC_TIMEOUT), sent).await }).await {
+                        let result = peer.call(|c| async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await }).await;
+                        if let Err(e) = &result {
                             tracing::debug!(%txid, participant = %to, error = %e, "abort not delivered");
                         }
+                        let delivered = matches!(result, Ok(Ok(())));
+                        let _ = tx.send(Completion::Event(Event::AbortSent { txid, to, delivered }));
                     });
                 }
                 Command::LogEnd { txid } => self.log_end(txid),

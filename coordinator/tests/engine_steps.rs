@@ -105,16 +105,13 @@ fn a_no_vote_aborts_without_a_log_write() {
     e.handle(yes(&t, "p1"));
     let reason = AbortReason::StaleRead { participant: node("p2"), key: b"k".to_vec(), read: 1, current: 2 };
     let out = e.handle(Event::Vote { txid: t.clone(), from: node("p2"), vote: Ok(Vote::No(reason.clone())) });
-    assert_eq!(
-        out,
-        vec![
-            Command::SendAbort { txid: t.clone(), to: node("p1") },
-            Command::SendAbort { txid: t.clone(), to: node("p2") },
-            reply(10, Reply::Outcome(Outcome::Aborted(reason))),
-        ]
-    );
+    // p2 voted No and holds nothing; p1 must release its locks first.
+    assert_eq!(out, vec![Command::SendAbort { txid: t.clone(), to: node("p1") }]);
+    assert_eq!(e.handle(Event::Outcome { req: 1, txid: t.clone() }), vec![reply(1, Reply::Status(OutcomeStatus::Aborted))]);
     assert_eq!(e.handle(yes(&t, "p2")), vec![], "a vote after the decision is ignored");
-    assert_eq!(e.handle(Event::Outcome { req: 1, txid: t }), vec![reply(1, Reply::Status(OutcomeStatus::Aborted))]);
+    let sent = Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: true };
+    assert_eq!(e.handle(sent), vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
+    assert_eq!(e.handle(Event::Outcome { req: 2, txid: t }), vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]);
 }
 
 #[test]
@@ -123,8 +120,13 @@ fn an_unreachable_participant_aborts() {
     let t = begin(&mut e, 1);
     e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
     let out = e.handle(Event::Vote { txid: t.clone(), from: node("p1"), vote: Err("deadline".into()) });
+    // p1 may have prepared after all: it is told too.
+    let aborts = vec![Command::SendAbort { txid: t.clone(), to: node("p1") }, Command::SendAbort { txid: t.clone(), to: node("p2") }];
+    assert_eq!(out, aborts);
+    assert_eq!(e.handle(Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: false }), vec![]);
     let reason = AbortReason::ParticipantUnavailable { participant: node("p1"), detail: "deadline".into() };
-    assert_eq!(out.last(), Some(&reply(10, Reply::Outcome(Outcome::Aborted(reason)))));
+    let out = e.handle(Event::AbortSent { txid: t.clone(), to: node("p2"), delivered: true });
+    assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
 }
 
 #[test]

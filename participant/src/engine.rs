@@ -77,8 +77,10 @@ pub enum Reply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum TxnState {
-    /// Record being synced; `waiters` get the vote.
-    Preparing { record: PreparedRecord, waiters: Vec<RequestId>, abort_requested: bool },
+    /// Record being synced; `waiters` get the vote. `aborts` is set when
+    /// an abort overtook the sync; its requests are acked once the locks
+    /// are released (so the coordinator's "Aborted" means "unlocked").
+    Preparing { record: PreparedRecord, waiters: Vec<RequestId>, aborts: Option<Vec<RequestId>> },
     /// Voted Yes; waiting for the decision.
     Prepared { record: PreparedRecord, last_heard_ms: u64 },
     /// Writes being applied (second phase or one-phase).
@@ -210,7 +212,7 @@ impl Engine {
             prepared_at_ms: self.now_ms,
         };
         out.push(Command::SyncPrepared(record.clone()));
-        self.txns.insert(txid, TxnState::Preparing { record, waiters: vec![req], abort_requested: false });
+        self.txns.insert(txid, TxnState::Preparing { record, waiters: vec![req], aborts: None });
     }
 
     /// Lock conflicts first (naming the holder), then conditions, then reads.
@@ -235,14 +237,17 @@ impl Engine {
     }
 
     fn prepare_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(TxnState::Preparing { record, waiters, abort_requested }) = self.txns.remove(&txid) else {
+        let Some(TxnState::Preparing { record, waiters, aborts }) = self.txns.remove(&txid) else {
             panic!("PrepareSynced for {txid}, which is not preparing");
         };
-        if abort_requested {
+        if let Some(aborts) = aborts {
             // The abort overtook the sync: never vote Yes, drop the record.
             self.finish_abort(&txid, &record.locks, out);
             for req in waiters {
                 out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)) });
+            }
+            for req in aborts {
+                out.push(Command::Reply { req, reply: Reply::Ack });
             }
             return;
         }
@@ -287,7 +292,10 @@ impl Engine {
     fn abort(&mut self, req: Option<RequestId>, txid: TxnId, out: &mut Vec<Command>) {
         let mut reply = Reply::Ack;
         match self.txns.get_mut(&txid) {
-            Some(TxnState::Preparing { abort_requested, .. }) => *abort_requested = true,
+            Some(TxnState::Preparing { aborts, .. }) => {
+                aborts.get_or_insert_with(Vec::new).extend(req);
+                return;
+            }
             Some(TxnState::Prepared { .. }) => {
                 let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else { unreachable!() };
                 self.finish_abort(&txid, &record.locks, out);
@@ -363,6 +371,18 @@ impl Engine {
             TxnState::Prepared { record, .. } => Some(record),
             _ => None,
         })
+    }
+
+    /// The transaction, if any, that voted Yes (or is applying) with a
+    /// write to `key`: its outcome may already be Committed, so a read of
+    /// `key` should wait for it rather than return the older value.
+    pub fn pending_writer(&self, key: &[u8]) -> Option<&TxnId> {
+        let holder = self.locks.holder(key)?;
+        match self.txns.get(holder)? {
+            TxnState::Prepared { record, .. } => record.writes.iter().any(|(k, _)| k == key).then_some(holder),
+            TxnState::Applying { .. } => Some(holder),
+            TxnState::Preparing { .. } => None,
+        }
     }
 
     pub fn locks(&self) -> &LockTable {

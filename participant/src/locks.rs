@@ -38,6 +38,11 @@ impl LockTable {
         }
     }
 
+    /// The transaction holding `key`, if any.
+    pub fn holder(&self, key: &[u8]) -> Option<&TxnId> {
+        self.held.get(key).map(|(holder, _)| holder)
+    }
+
     pub fn len(&self) -> usize {
         self.held.len()
     }

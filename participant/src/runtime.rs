@@ -21,7 +21,7 @@ use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
 use twopc_common::txn::PrepareRequest;
-use twopc_common::{fault, NodeId, ServiceError, TxnId};
+use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
 use twopc_wal::{Durability, Lsn, RocksWal, WalBatch, WalError};
 
 /// Requests queued for the engine task, at most.
@@ -30,6 +30,12 @@ pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
 pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
 /// Outcome questions in flight at once, at most.
 pub const MAX_OUTCOME_QUERIES_IN_FLIGHT: usize = 256;
+/// Reads waiting for a prepared writer's outcome, at most.
+pub const MAX_PARKED_READS: usize = 10_000;
+/// A read waits this long for a prepared writer, then returns the last
+/// committed value (the writer is in doubt; a transaction that read the
+/// older value will fail validation, so serializability holds).
+pub const READ_WAIT_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParticipantError {
@@ -60,21 +66,42 @@ pub(crate) enum Request {
     Probe(TxnId),
 }
 
-type Input = (Request, oneshot::Sender<Reply>);
+type ReadReply = oneshot::Sender<Result<Vec<Versioned>, ServiceError>>;
 
-/// What the RPC layer holds: the engine's queue and the store for reads.
+enum Input {
+    Engine(Request, oneshot::Sender<Reply>),
+    Read(Vec<Key>, ReadReply),
+}
+
+/// A read waiting for a prepared writer of one of its keys.
+struct ParkedRead {
+    keys: Vec<Key>,
+    reply: ReadReply,
+    deadline: tokio::time::Instant,
+}
+
+/// What the RPC layer holds: the engine task's queue.
 #[derive(Clone)]
 pub(crate) struct Handle {
     tx: mpsc::Sender<Input>,
-    pub(crate) wal: Arc<ParticipantWal>,
 }
 
 impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send((request, reply_tx)).await.map_err(|_| stopped())?;
+        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())
+    }
+
+    /// Committed values of `keys`, after any prepared writer of them has
+    /// applied (or [`READ_WAIT_MAX`] passed): a client that heard
+    /// Committed then reads its own writes.
+    pub(crate) async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || ServiceError::Unavailable("participant is stopping".into());
+        self.tx.send(Input::Read(keys, reply_tx)).await.map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -123,7 +150,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     task.recover()?;
     tracing::info!(participant = %me, addr = %local, "participant serving");
     let stopped = tokio::spawn(task.run(rx));
-    let server = ParticipantServer { handle: Handle { tx, wal } };
+    let server = ParticipantServer { handle: Handle { tx } };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     Ok(RunningParticipant { addr: local, stopped, server })
 }
@@ -149,6 +176,9 @@ struct EngineTask {
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     queries_in_flight: Arc<tokio::sync::Semaphore>,
+    parked: Vec<ParkedRead>,
+    /// Set when a transaction finished: parked reads may proceed.
+    released: bool,
 }
 
 /// Sync before vote. Only the negative control (`vote-before-sync`, in
@@ -182,6 +212,8 @@ impl EngineTask {
             done_tx,
             done_rx,
             queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
+            parked: Vec::new(),
+            released: false,
         }
     }
 
@@ -224,20 +256,45 @@ impl EngineTask {
                     }
                 }
                 input = rx.recv() => match input {
-                    Some((request, reply)) => self.request(request, reply),
+                    Some(Input::Engine(request, reply)) => self.request(request, reply),
+                    Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
                     None => return ParticipantError::Fatal("request queue closed".into()),
                 },
                 _ = tick.tick() => {
                     let commands = self.engine.handle(Event::Tick { now_ms: now_ms() });
                     self.execute(commands);
+                    self.released = true;
+                }
+            }
+            if std::mem::take(&mut self.released) && !self.parked.is_empty() {
+                for parked in std::mem::take(&mut self.parked) {
+                    self.read(parked.keys, parked.reply, parked.deadline);
                 }
             }
         }
     }
 
+    /// Serves a read now, or parks it while a prepared writer of one of
+    /// its keys may already be committed.
+    fn read(&mut self, keys: Vec<Key>, reply: ReadReply, deadline: tokio::time::Instant) {
+        let waiting_for = keys.iter().find_map(|k| self.engine.pending_writer(k));
+        if waiting_for.is_some() && tokio::time::Instant::now() < deadline {
+            if self.parked.len() >= MAX_PARKED_READS {
+                let e = ServiceError::Overloaded(format!("{MAX_PARKED_READS} reads waiting for prepared writers"));
+                let _ = reply.send(Err(e));
+                return;
+            }
+            self.parked.push(ParkedRead { keys, reply, deadline });
+            return;
+        }
+        let values = keys.iter().map(|k| store::get(&*self.wal, k)).collect();
+        let _ = reply.send(values);
+    }
+
     fn complete(&mut self, done: Completion) -> Option<ParticipantError> {
         match done {
             Completion::Event(event) => {
+                self.released |= matches!(event, Event::Applied { .. } | Event::OutcomeAnswer { .. });
                 let commands = self.engine.handle(event);
                 self.execute(commands);
             }
@@ -323,6 +380,7 @@ impl EngineTask {
                     }));
                 }
                 Command::ForgetAborted { txid } => {
+                    self.released = true;
                     tracing::debug!(%txid, "forgetting aborted transaction");
                     let batch = self.finish_batch(&txid, Decision::Aborted);
                     let tx = self.done_tx.clone();

@@ -3,7 +3,6 @@
 
 use crate::engine::Reply;
 use crate::runtime::{Handle, Request};
-use crate::store;
 use tarpc::context::Context;
 use twopc_common::limits::MAX_KEYS_PER_READ;
 use twopc_common::service::ParticipantRpc;
@@ -28,7 +27,7 @@ impl ParticipantRpc for ParticipantServer {
             return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
         keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
-        keys.iter().map(|k| store::get(&*self.handle.wal, k)).collect()
+        self.handle.read(keys).await
     }
 
     async fn prepare(self, _: Context, req: PrepareRequest) -> Result<Vote, ServiceError> {

@@ -43,3 +43,15 @@ pub fn corrupt_log_record(path: &Path, lsn: Lsn) -> Result<bool, WalError> {
     raw_log_put(path, lsn, &bytes)?;
     Ok(true)
 }
+
+/// The lowest LSN in the log, if any record exists.
+pub fn first_log_lsn(path: &Path) -> Result<Option<Lsn>, WalError> {
+    let location = path.display().to_string();
+    let db = open_db(path)?;
+    let mut iter = db.iterator_cf(cf(&db, LOG_CF, &location)?, rocksdb::IteratorMode::Start);
+    match iter.next() {
+        None => Ok(None),
+        Some(Err(e)) => Err(WalError::Storage(format!("{location}: raw scan failed: {e}"))),
+        Some(Ok((key, _))) => crate::record::decode_lsn_key(&key, || location.clone()).map(Some),
+    }
+}

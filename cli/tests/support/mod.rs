@@ -193,9 +193,9 @@ impl Cluster {
     /// key's lock. The probe transaction is aborted right after.
     pub async fn lock_holder(&self, id: &str, key: &[u8]) -> Result<Option<TxnId>> {
         let p = self.participant(id).await?;
-        let txid = TxnId { coordinator: NodeId::new("c1")?, epoch: u64::MAX, seq: rand_seq() };
+        let txid = TxnId { coordinator: NodeId::new("c1").map_err(anyhow::Error::msg)?, epoch: u64::MAX, seq: rand_seq() };
         let ops = TxnOps { writes: vec![(key.to_vec(), Some(b"probe".to_vec()))], ..Default::default() };
-        let req = PrepareRequest { txid: txid.clone(), ring: self.config.ring().fingerprint(), ops, participants: vec![NodeId::new(id)?] };
+        let req = PrepareRequest { txid: txid.clone(), ring: self.config.ring().fingerprint(), ops, participants: vec![NodeId::new(id).map_err(anyhow::Error::msg)?] };
         let vote = p.prepare(context_with_timeout(Duration::from_secs(5)), req).await??;
         p.abort(context_with_timeout(Duration::from_secs(5)), txid).await??;
         Ok(match vote {

@@ -149,9 +149,7 @@ pub fn feed_coordinator(cfg: &ModelConfig, s: &mut State, event: CEvent) {
 fn send(s: &mut State, to: &NodeId, kind: PCall, txid: TxnId) {
     let to = participant_index(to);
     let inc = s.participants[to as usize].incarnation;
-    if kind != PCall::Abort {
-        s.coordinator.calls.insert(CallKey { kind, txid: txid.clone(), to });
-    }
+    s.coordinator.calls.insert(CallKey { kind, txid: txid.clone(), to });
     s.net.insert(Msg::ToParticipant { to, inc, from: s.coordinator.incarnation, kind, txid });
 }
 
@@ -221,7 +219,7 @@ fn said_aborted(cfg: &ModelConfig, s: &mut State, txid: &TxnId) {
 
 /// A participant's answer reaches the coordinator.
 pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PCall, txid: TxnId, answer: Answer) {
-    if kind == PCall::Abort || !s.coordinator.calls.remove(&CallKey { kind, txid: txid.clone(), to: from }) {
+    if !s.coordinator.calls.remove(&CallKey { kind, txid: txid.clone(), to: from }) {
         return;
     }
     let node = participant_id(from);
@@ -238,7 +236,7 @@ pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PC
         (PCall::Commit, _) => CEvent::CommitFailed { txid, from: node, attempt: 0 },
         (PCall::Probe, Answer::Probe(a)) => return probe_answer(cfg, s, txid, from, Ok(a)),
         (PCall::Probe, _) => return probe_answer(cfg, s, txid, from, Err(())),
-        (PCall::Abort, _) => return,
+        (PCall::Abort, answer) => CEvent::AbortSent { txid, to: node, delivered: answer == Answer::Ack },
     };
     feed_coordinator(cfg, s, event);
 }
@@ -255,7 +253,7 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
         PCall::OnePhase => CEvent::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt: 0 },
         PCall::Commit => CEvent::CommitFailed { txid, from, attempt: 0 },
         PCall::Probe => return probe_answer(cfg, s, txid, to, Err(())),
-        PCall::Abort => return,
+        PCall::Abort => CEvent::AbortSent { txid, to: from, delivered: false },
     };
     feed_coordinator(cfg, s, event);
 }

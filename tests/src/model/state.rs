@@ -80,11 +80,17 @@ impl CStore {
 /// A disk: durable tables, writes applied lazily since the last sync
 /// (visible, lost on a crash), and writes queued (not yet written; each
 /// with "synced?" — a queued write's completion is fed when it is written).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Disk<S, W> {
     pub durable: S,
     pub lazy: Vec<W>,
     pub queue: Vec<(W, bool)>,
+}
+
+impl<S: Default, W> Default for Disk<S, W> {
+    fn default() -> Self {
+        Disk { durable: S::default(), lazy: Vec::new(), queue: Vec::new() }
+    }
 }
 
 /// Who asked a participant, to route its reply.

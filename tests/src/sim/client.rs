@@ -9,6 +9,7 @@ use super::msg::{Addr, CallId, Request, Response};
 use super::workload::Keys;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use twopc_common::client::{OUTCOME_QUERY_ATTEMPTS, OUTCOME_QUERY_INTERVAL};
 use twopc_common::limits::{CLIENT_COMMIT_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::{Key, Outcome, OutcomeStatus, TxnId, Versioned};
 use twopc_coordinator::engine::Reply as CReply;
@@ -24,6 +25,9 @@ enum State {
     Beginning,
     Reading { txid: TxnId, read: BTreeMap<Key, Versioned>, waiting: usize },
     Committing { txid: TxnId },
+    /// The commit call failed: asking the outcome, as the client library
+    /// does (`OUTCOME_QUERY_ATTEMPTS` questions, `OUTCOME_QUERY_INTERVAL` apart).
+    Resolving { txid: TxnId, attempts_left: u32 },
     Done,
 }
 
@@ -42,6 +46,11 @@ impl Client {
 
     fn me(&self) -> Addr {
         Addr::Client(self.index)
+    }
+
+    /// The client's state, for failure messages.
+    pub fn describe(&self) -> String {
+        format!("client {}: {:?}, {} calls, {} txns left", self.index, self.state, self.calls.len(), self.txns_left)
     }
 
     pub fn is_done(&self) -> bool {
@@ -67,6 +76,10 @@ impl Client {
     }
 
     fn step(&mut self, env: &mut Env) {
+        if let State::Resolving { txid, .. } = &self.state {
+            let txid = txid.clone();
+            return self.call(env, Addr::Coordinator, Request::Outcome(txid), Vec::new(), RPC_TIMEOUT.as_millis() as u64);
+        }
         if self.txns_left == 0 || env.healed {
             self.state = State::Done;
             return;
@@ -84,14 +97,28 @@ impl Client {
     /// A call failed or timed out: the transaction is abandoned (told to
     /// the coordinator if it was still reading; Unknown if committing).
     fn failed(&mut self, env: &mut Env) {
-        let abandoned = match &self.state {
-            State::Reading { txid, .. } => Some(txid.clone()),
-            _ => None,
-        };
         self.calls.clear();
-        if let Some(txid) = abandoned {
-            // Fire and forget: the answer is not awaited.
-            env.call(self.me(), Addr::Coordinator, Request::ClientAbort(txid), RPC_TIMEOUT.as_millis() as u64);
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Reading { txid, .. } => {
+                // Fire and forget: the answer is not awaited.
+                env.call(self.me(), Addr::Coordinator, Request::ClientAbort(txid), RPC_TIMEOUT.as_millis() as u64);
+                self.next(env)
+            }
+            State::Committing { txid } => {
+                self.state = State::Resolving { txid, attempts_left: OUTCOME_QUERY_ATTEMPTS };
+                self.step(env);
+            }
+            State::Resolving { txid, attempts_left } if attempts_left > 1 => {
+                self.state = State::Resolving { txid, attempts_left: attempts_left - 1 };
+                env.timer(self.me(), OUTCOME_QUERY_INTERVAL.as_millis() as u64, Timer::ClientStep);
+            }
+            _ => self.next(env),
+        }
+    }
+
+    fn heard(&mut self, env: &mut Env, txid: &TxnId, view: ClientView) {
+        if let Some(s) = env.history.submitted.get_mut(txid) {
+            s.view = view;
         }
         self.next(env);
     }
@@ -120,10 +147,16 @@ impl Client {
                     CReply::Error(e) => ClientView::Refused(e.to_string()),
                     other => ClientView::Refused(format!("unexpected reply {other:?}")),
                 };
-                if let Some(s) = env.history.submitted.get_mut(txid) {
-                    s.view = view;
+                let txid = txid.clone();
+                self.heard(env, &txid, view);
+            }
+            (State::Resolving { txid, .. }, Response::Coordinator(CReply::Status(status))) => {
+                let txid = txid.clone();
+                match status {
+                    OutcomeStatus::Committed => self.heard(env, &txid, ClientView::Committed),
+                    OutcomeStatus::Aborted => self.heard(env, &txid, ClientView::Aborted("outcome: aborted".into())),
+                    OutcomeStatus::Pending => self.failed(env),
                 }
-                self.next(env);
             }
             _ => self.failed(env),
         }

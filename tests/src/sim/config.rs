@@ -61,11 +61,17 @@ pub struct Faults {
     pub participant_crashes: u32,
     /// Time for a synced group to become durable (ms), uniform.
     pub fsync_ms: (u64, u64),
+    /// Probability that a node crashes right at a protocol moment (a
+    /// record queued for sync, a vote sent, a decision made, a commit
+    /// sent), like the runtime's named fault points.
+    pub crash_point: f64,
+    /// Crashes at protocol moments in one run, at most.
+    pub crash_points_max: u32,
 }
 
 /// The fault profiles, cycled through by seed.
-pub const PROFILES: [&str; 7] =
-    ["calm", "lossy", "partitions", "participant-crashes", "coordinator-crashes", "slow-disk", "everything"];
+pub const PROFILES: [&str; 8] =
+    ["calm", "lossy", "partitions", "participant-crashes", "coordinator-crashes", "crash-points", "slow-disk", "everything"];
 
 impl Faults {
     /// Profile `name` with its parameters drawn from `rng`.
@@ -81,6 +87,12 @@ impl Faults {
             coordinator_crashes: 0,
             participant_crashes: 0,
             fsync_ms: (1, rng.gen_range(2..=10)),
+            crash_point: 0.0,
+            crash_points_max: 0,
+        };
+        let crash_points = |f: &mut Faults, rng: &mut SmallRng| {
+            f.crash_point = rng.gen_range(0.01..0.2);
+            f.crash_points_max = rng.gen_range(1..=4);
         };
         let lossy = |f: &mut Faults, rng: &mut SmallRng| {
             f.loss = rng.gen_range(0.0..0.2);
@@ -92,8 +104,15 @@ impl Faults {
             "calm" => {}
             "lossy" => lossy(&mut f, rng),
             "partitions" => f.partitions = rng.gen_range(1..=3),
-            "participant-crashes" => f.participant_crashes = rng.gen_range(1..=4),
-            "coordinator-crashes" => f.coordinator_crashes = rng.gen_range(1..=3),
+            "participant-crashes" => {
+                f.participant_crashes = rng.gen_range(1..=4);
+                crash_points(&mut f, rng);
+            }
+            "coordinator-crashes" => {
+                f.coordinator_crashes = rng.gen_range(1..=3);
+                crash_points(&mut f, rng);
+            }
+            "crash-points" => crash_points(&mut f, rng),
             "slow-disk" => {
                 f.fsync_ms = (1, rng.gen_range(50..=400));
                 f.participant_crashes = rng.gen_range(0..=2);
@@ -105,6 +124,7 @@ impl Faults {
                 f.participant_crashes = rng.gen_range(0..=3);
                 f.coordinator_crashes = rng.gen_range(0..=2);
                 f.fsync_ms = (1, rng.gen_range(2..=100));
+                crash_points(&mut f, rng);
             }
         }
         f
@@ -131,6 +151,8 @@ pub struct SimConfig {
     /// Check invariants 1, 2 and 10 as each command is executed (white-box
     /// ghost state). Off: only the end-of-run (black-box) checks run.
     pub ghost_checks: bool,
+    /// Print every event (for replaying a seed).
+    pub verbose: bool,
 }
 
 impl SimConfig {
@@ -145,14 +167,15 @@ impl SimConfig {
             seed,
             workload,
             participants: rng.gen_range(2..=4),
-            clients: rng.gen_range(1..=4),
-            txns_per_client: rng.gen_range(2..=6),
-            fault_phase_ms: rng.gen_range(3_000..=12_000),
+            clients: rng.gen_range(1..=5),
+            txns_per_client: rng.gen_range(2..=12),
+            fault_phase_ms: rng.gen_range(3_000..=15_000),
             settle_ms_max: 180_000,
             events_max: 400_000,
             faults,
             sabotage: Sabotage::None,
             ghost_checks: true,
+            verbose: false,
         }
     }
 

@@ -18,7 +18,7 @@ use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId};
 use twopc_coordinator::record::CoordinatorRecord;
-use twopc_coordinator::runtime::backoff;
+use twopc_coordinator::runtime::{backoff, ABORT_TIMEOUT};
 use twopc_participant::engine::Reply as PReply;
 use twopc_wal::{Durability, Wal, WalBatch};
 
@@ -38,7 +38,7 @@ enum Call {
     Prepare { txid: TxnId, to: usize },
     OnePhase { txid: TxnId, to: usize, attempt: u32 },
     Commit { txid: TxnId, to: usize, attempt: u32 },
-    Abort,
+    Abort { txid: TxnId, to: usize },
     Probe { probe: u64, slot: usize },
 }
 
@@ -50,8 +50,9 @@ pub struct CoordinatorNode {
     pub engine: Engine,
     pub disk: Disk<CoordinatorRecord, Done, Ghost>,
     /// Requests the engine has not answered: caller, call, txid.
-    pending: BTreeMap<RequestId, (Addr, CallId, Option<TxnId>)>,
+    pending: BTreeMap<RequestId, (Addr, CallId, &'static str, Option<TxnId>)>,
     next_req: RequestId,
+    /// RPCs this coordinator waits on.
     calls: BTreeMap<CallId, Call>,
     /// Probes collecting answers: txid and one slot per participant.
     probes: BTreeMap<u64, (TxnId, ProbeAnswers)>,
@@ -117,13 +118,25 @@ impl CoordinatorNode {
         env.timer(Addr::Coordinator, TICK_MS, Timer::Tick);
     }
 
+    /// What is in progress, for failure messages.
+    pub fn describe(&self) -> String {
+        format!("coordinator: pending {:?}, calls {:?}, disk idle {}", self.pending, self.calls, self.disk.is_idle())
+    }
+
     pub fn is_quiet(&self) -> bool {
-        self.engine.active().next().is_none() && self.disk.is_idle() && self.pending.is_empty() && self.calls.is_empty()
+        self.engine.active().next().is_none() && self.disk.is_idle() && self.calls.is_empty()
+    }
+
+    /// Requests the engine never answered (checked once the run is quiet).
+    pub fn unanswered(&self) -> Vec<String> {
+        let show = |t: &Option<TxnId>| t.as_ref().map(ToString::to_string).unwrap_or_default();
+        self.pending.values().map(|(from, call, kind, txid)| format!("{kind} {} (call {call} from {from:?})", show(txid))).collect()
     }
 
     pub fn request(&mut self, env: &mut Env, from: Addr, call: CallId, request: Request) {
         let req = self.next_req;
         self.next_req += 1;
+        let kind = request_kind(&request);
         let (event, txid) = match request {
             Request::Begin => (Event::Begin { req, now_ms: env.now_ms }, None),
             Request::CommitTxn { txid, ops } => {
@@ -138,7 +151,7 @@ impl CoordinatorNode {
             Request::Outcome(txid) => (Event::Outcome { req, txid: txid.clone() }, Some(txid)),
             other => panic!("the coordinator was sent a participant request: {other:?}"),
         };
-        self.pending.insert(req, (from, call, txid));
+        self.pending.insert(req, (from, call, kind, txid));
         self.feed(env, event);
     }
 
@@ -163,7 +176,9 @@ impl CoordinatorNode {
             (Call::Commit { txid, to, attempt }, PReply::Error(_)) => {
                 Event::CommitFailed { txid, from: participant_id(to), attempt }
             }
-            (Call::Abort, _) => return,
+            (Call::Abort { txid, to }, reply) => {
+                Event::AbortSent { txid, to: participant_id(to), delivered: reply == PReply::Ack }
+            }
             (Call::Probe { probe, slot }, PReply::Probe(answer)) => return self.probe_answer(env, probe, slot, Ok(answer)),
             (Call::Probe { probe, slot }, PReply::Error(e)) => return self.probe_answer(env, probe, slot, Err(e.to_string())),
             (call, reply) => panic!("engine answered {call:?} with the wrong reply kind: {reply:?}"),
@@ -190,7 +205,8 @@ impl CoordinatorNode {
             }
             Timer::CallTimeout(call) => {
                 let event = match self.calls.remove(&call) {
-                    None | Some(Call::Abort) => return,
+                    None => return,
+                    Some(Call::Abort { txid, to }) => Event::AbortSent { txid, to: participant_id(to), delivered: false },
                     Some(Call::Prepare { txid, to }) => {
                         Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
                     }
@@ -207,6 +223,7 @@ impl CoordinatorNode {
             Timer::SendCommit { txid, to, attempt } => {
                 let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Commit(txid.clone()), timeout);
                 self.calls.insert(call, Call::Commit { txid, to, attempt });
+                env.crash_point(Addr::Coordinator);
             }
             Timer::SendOnePhase { to, prepare, attempt } => {
                 let txid = prepare.txid.clone();
@@ -258,6 +275,7 @@ impl CoordinatorNode {
                     let durability = if lazy { Durability::Lazy } else { Durability::Sync };
                     let ghost = Some(Ghost::Decision(txid.clone()));
                     self.submit(env, batch, durability, Done::CommitLogged(txid), ghost);
+                    env.crash_point(Addr::Coordinator);
                 }
                 Command::SendCommit { txid, to, attempt } => {
                     let to = participant_index(&to);
@@ -266,8 +284,9 @@ impl CoordinatorNode {
                 Command::SendAbort { txid, to } => {
                     env.history.coordinator_said_aborted(env.now_ms, &txid);
                     let to = participant_index(&to);
-                    let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Abort(txid), timeout);
-                    self.calls.insert(call, Call::Abort);
+                    let abort_timeout = ABORT_TIMEOUT.as_millis() as u64;
+                    let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Abort(txid.clone()), abort_timeout);
+                    self.calls.insert(call, Call::Abort { txid, to });
                 }
                 Command::LogEnd { txid } => {
                     let mut batch = WalBatch::new();
@@ -285,11 +304,12 @@ impl CoordinatorNode {
                     self.probes.insert(probe, (txid, vec![None; n]));
                 }
                 Command::Reply { req, reply } => {
-                    let Some((to, call, txid)) = self.pending.remove(&req) else { continue };
+                    let Some((to, call, _, txid)) = self.pending.remove(&req) else { continue };
                     if let Some(txid) = &txid {
                         match &reply {
                             Reply::Outcome(Outcome::Committed) | Reply::Status(OutcomeStatus::Committed) => {
-                                env.history.coordinator_said_committed(env.now_ms, txid)
+                                env.history.coordinator_said_committed(env.now_ms, txid);
+                                env.crash_point(Addr::Coordinator);
                             }
                             Reply::Outcome(Outcome::Aborted(_)) | Reply::Status(OutcomeStatus::Aborted) => {
                                 env.history.coordinator_said_aborted(env.now_ms, txid)
@@ -330,6 +350,16 @@ pub fn plan(ring: &Ring, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareReque
             (node, prepare)
         })
         .collect()
+}
+
+fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Begin => "begin",
+        Request::CommitTxn { .. } => "commit",
+        Request::ClientAbort(_) => "abort",
+        Request::Outcome(_) => "outcome",
+        _ => "participant request",
+    }
 }
 
 fn backoff_ms(attempt: u32) -> u64 {

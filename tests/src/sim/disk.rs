@@ -41,7 +41,7 @@ pub struct Disk<R, T, G> {
 
 impl<R, T, G> Disk<R, T, G>
 where
-    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    MemWal<R>: Wal<R>,
 {
     pub fn new() -> Self {
         Disk { wal: MemWal::new(), queue: Vec::new(), lazy: Vec::new() }
@@ -97,7 +97,7 @@ where
 
 impl<R, T, G> Default for Disk<R, T, G>
 where
-    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    MemWal<R>: Wal<R>,
 {
     fn default() -> Self {
         Self::new()

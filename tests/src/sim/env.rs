@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::TxnId;
 
+/// Longest a node crashed at a protocol moment stays down.
+const CRASH_POINT_DOWNTIME_MS_MAX: u64 = 3_000;
+
 /// A node's timers (each tied to the incarnation that set it).
 #[derive(Debug, Clone)]
 pub enum Timer {
@@ -219,6 +222,18 @@ impl Env {
         let delay = if sync { self.rng.gen_range(self.faults.fsync_ms.0..=self.faults.fsync_ms.1) } else { self.rng.gen_range(0..=1) };
         let incarnation = self.life(node).incarnation;
         self.schedule(delay, Item::Flush { node, incarnation });
+    }
+
+    /// A protocol moment of `node`: with the profile's probability, the
+    /// node crashes right after the current event (and restarts later).
+    pub fn crash_point(&mut self, node: Addr) {
+        if self.healed || self.faults.crash_points_max == 0 || !self.rng.gen_bool(self.faults.crash_point) {
+            return;
+        }
+        self.faults.crash_points_max -= 1;
+        let down = self.rng.gen_range(0..=CRASH_POINT_DOWNTIME_MS_MAX);
+        self.schedule(0, Item::Fault(FaultAction::Crash(node)));
+        self.schedule(down, Item::Fault(FaultAction::Restart(node)));
     }
 
     pub fn heal(&mut self) {

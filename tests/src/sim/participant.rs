@@ -97,8 +97,17 @@ impl ParticipantNode {
         self.engine.in_doubt().next().is_none()
             && self.engine.locks().is_empty()
             && self.disk.is_idle()
-            && self.pending.is_empty()
             && self.asking.is_empty()
+    }
+
+    /// Requests the engine never answered (checked once the run is quiet).
+    pub fn unanswered(&self) -> Vec<String> {
+        self.pending.values().map(|(from, call, txid)| format!("call {call} from {from:?} about {txid:?}")).collect()
+    }
+
+    /// What is in progress, for failure messages.
+    pub fn describe(&self) -> String {
+        format!("{}: pending {:?}, asking {:?}, disk idle {}", self.id, self.pending, self.asking, self.disk.is_idle())
     }
 
     pub fn request(&mut self, env: &mut Env, from: Addr, call: CallId, request: Request) {
@@ -208,12 +217,14 @@ impl ParticipantNode {
                     batch.append.push(ParticipantRecord::Prepared(record));
                     let durability = durability(env.sabotage == Sabotage::VoteBeforeSync);
                     self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
+                    env.crash_point(self.me());
                 }
                 Command::Apply { txid, writes } => {
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
                     let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync);
                     self.submit(env, batch, durability, Done::Applied(txid.clone()), Some(Ghost::Applied(txid, writes)));
+                    env.crash_point(self.me());
                 }
                 Command::ForgetAborted { txid } => {
                     env.history.participant_aborted(env.now_ms, self.index, &txid);
@@ -222,10 +233,14 @@ impl ParticipantNode {
                 }
                 Command::Reply { req, reply } => {
                     let Some((to, call, txid)) = self.pending.remove(&req) else { continue };
-                    if let (Reply::Vote(Vote::Yes), Some(txid)) = (&reply, &txid) {
+                    let yes = reply == Reply::Vote(Vote::Yes);
+                    if let (true, Some(txid)) = (yes, &txid) {
                         env.history.vote_yes(env.now_ms, self.index, txid);
                     }
                     env.respond(self.me(), to, call, Response::Participant(reply));
+                    if yes {
+                        env.crash_point(self.me());
+                    }
                 }
                 Command::AskOutcome { txid } => {
                     let timeout = RPC_TIMEOUT.as_millis() as u64;

@@ -45,13 +45,13 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
         }
     }
     let mut edges: BTreeMap<&TxnId, BTreeSet<&TxnId>> = txns.keys().map(|t| (t, BTreeSet::new())).collect();
-    let mut edge = |from: &TxnId, to: &TxnId, edges: &mut BTreeMap<&TxnId, BTreeSet<&TxnId>>| {
+    fn edge<'a>(from: &'a TxnId, to: &'a TxnId, edges: &mut BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) {
         if from != to {
-            if let (Some((from, _)), Some((to, _))) = (txns.get_key_value(from), txns.get_key_value(to)) {
-                edges.entry(from).or_default().insert(to);
+            if let Some(out) = edges.get_mut(from) {
+                out.insert(to);
             }
         }
-    };
+    }
     for versions in writer.values() {
         for ((_, a), (_, b)) in versions.iter().zip(versions.iter().skip(1)) {
             edge(a, b, &mut edges);

@@ -27,6 +27,9 @@ enum Phase {
     Settling,
     /// Asking the outcome of every submitted transaction.
     Resolving,
+    /// Every server crashed and restarted once more: recovery from the
+    /// durable state alone must settle again.
+    Recovering,
 }
 
 pub struct World {
@@ -75,6 +78,9 @@ impl World {
         while let Some(item) = self.env.pop() {
             self.events += 1;
             self.trace.item(self.env.now_ms, &item);
+            if self.cfg.verbose {
+                println!("{:>7} {item:?}", self.env.now_ms);
+            }
             if let Item::Fault(FaultAction::Heal) = item {
                 healed_at = Some(self.env.now_ms);
             }
@@ -108,7 +114,17 @@ impl World {
                 false
             }
             Phase::Settling => false,
-            Phase::Resolving => quiet && self.resolver.is_done(&self.env.history.submitted),
+            Phase::Resolving if quiet && self.resolver.is_done(&self.env.history.submitted) => {
+                self.phase = Phase::Recovering;
+                check::unanswered(&self.coordinator, &self.participants, &mut self.env.history.violations);
+                for node in self.servers() {
+                    self.crash(node);
+                    self.restart(node);
+                }
+                false
+            }
+            Phase::Resolving => false,
+            Phase::Recovering => quiet,
         }
     }
 
@@ -130,6 +146,12 @@ impl World {
                 parts.push(format!("{}: lock {:?} held by {txid}", p.id, String::from_utf8_lossy(key)));
             }
         }
+        parts.extend(self.clients.iter().filter(|c| !c.is_done()).map(Client::describe));
+        parts.push(format!("phase {:?}", self.phase));
+        if !self.coordinator.is_quiet() {
+            parts.push(self.coordinator.describe());
+        }
+        parts.extend(self.participants.iter().filter(|p| !p.is_quiet()).map(ParticipantNode::describe));
         let unresolved = self.env.history.submitted.values().filter(|s| s.resolved.is_none()).count();
         parts.push(format!("{unresolved} outcomes unresolved, {} messages in flight", self.env.in_flight));
         parts.join("; ")
@@ -217,17 +239,16 @@ impl World {
 
     fn fault(&mut self, fault: FaultAction) {
         match fault {
-            FaultAction::Crash(node) => self.crash(node),
+            // After healing, nothing crashes (but the final restart).
+            FaultAction::Crash(node) if !self.env.healed => self.crash(node),
+            FaultAction::Crash(_) => {}
             FaultAction::Restart(node) => self.restart(node),
             FaultAction::PartitionStart { id, side } => self.env.partition(id, side),
             FaultAction::PartitionEnd { id } => self.env.end_partition(id),
             FaultAction::Heal => {
                 self.env.heal();
                 self.phase = Phase::Settling;
-                let down: Vec<Addr> = std::iter::once(Addr::Coordinator)
-                    .chain((0..self.cfg.participants).map(Addr::Participant))
-                    .filter(|n| !self.env.life(*n).up)
-                    .collect();
+                let down: Vec<Addr> = self.servers().into_iter().filter(|n| !self.env.life(*n).up).collect();
                 for node in down {
                     self.restart(node);
                 }
@@ -235,9 +256,13 @@ impl World {
         }
     }
 
+    fn servers(&self) -> Vec<Addr> {
+        std::iter::once(Addr::Coordinator).chain((0..self.cfg.participants).map(Addr::Participant)).collect()
+    }
+
     fn crash(&mut self, node: Addr) {
         let life = self.env.life(node);
-        if !life.up || self.env.healed {
+        if !life.up {
             return;
         }
         self.env.set_life(node, Life { up: false, ..life });

@@ -1,0 +1,206 @@
+//! Breadth-first search over every reachable state, with a visited set of
+//! 128-bit state hashes and parent links (so the shortest counterexample
+//! is rebuilt by replaying action indexes from the initial state).
+//!
+//! The liveness-ish property (`Resolves`) is checked from every reachable
+//! state: a fault-free completion (restart every process, deliver every
+//! message, write every queued record, let deadlines pass, let in-doubt
+//! participants ask) must leave every transaction resolved.
+
+use super::state::{Answer, Client, State};
+use super::step::{self, Action};
+use super::{ModelConfig, Property};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// Steps a fault-free completion may take, at most.
+pub const COMPLETION_STEPS_MAX: usize = 2_000;
+
+#[derive(Debug, Clone)]
+pub struct Counterexample {
+    pub violation: String,
+    /// The actions from the initial state to the violating state.
+    pub trace: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelReport {
+    pub name: &'static str,
+    pub states: usize,
+    pub transitions: u64,
+    pub depth: usize,
+    /// False if the search stopped at `states_max`.
+    pub exhaustive: bool,
+    pub elapsed: Duration,
+    pub counterexample: Option<Counterexample>,
+}
+
+impl ModelReport {
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "model {}: {} states, {} transitions, depth {}, {}, {:.1?}",
+            self.name,
+            self.states,
+            self.transitions,
+            self.depth,
+            if self.exhaustive { "exhaustive" } else { "TRUNCATED" },
+            self.elapsed
+        );
+        if let Some(c) = &self.counterexample {
+            s.push_str(&format!("\n  violation: {}\n  trace ({} steps):", c.violation, c.trace.len()));
+            for (i, a) in c.trace.iter().enumerate() {
+                s.push_str(&format!("\n    {i:3}. {a}"));
+            }
+        }
+        s
+    }
+}
+
+fn fingerprint(s: &State) -> u128 {
+    let mut a = DefaultHasher::new();
+    0u8.hash(&mut a);
+    s.hash(&mut a);
+    let mut b = DefaultHasher::new();
+    1u8.hash(&mut b);
+    s.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// Explores every state reachable under `cfg`'s faults.
+pub fn check(cfg: &ModelConfig) -> ModelReport {
+    let started = Instant::now();
+    let init = step::initial(cfg);
+    let root = fingerprint(&init);
+    // State hash → (parent hash, index of the action taken in the parent).
+    let mut parents: HashMap<u128, (u128, u32)> = HashMap::new();
+    parents.insert(root, (root, u32::MAX));
+    let mut queue: VecDeque<(State, u128, usize)> = VecDeque::from([(init, root, 0)]);
+    let mut report = ModelReport {
+        name: cfg.name,
+        states: 1,
+        transitions: 0,
+        depth: 0,
+        exhaustive: true,
+        elapsed: Duration::ZERO,
+        counterexample: None,
+    };
+    while let Some((state, id, depth)) = queue.pop_front() {
+        report.depth = report.depth.max(depth);
+        if cfg.checks(Property::Resolves) {
+            if let Err(what) = completion(cfg, &state) {
+                let mut trace = rebuild(cfg, &parents, id);
+                trace.push(format!("then, with no more faults: {what}"));
+                report.counterexample = Some(Counterexample { violation: format!("Resolves: {what}"), trace });
+                break;
+            }
+        }
+        for (index, action) in step::actions(cfg, &state, true).iter().enumerate() {
+            let next = step::apply(cfg, &state, action);
+            report.transitions += 1;
+            let next_id = fingerprint(&next);
+            if parents.contains_key(&next_id) {
+                continue;
+            }
+            parents.insert(next_id, (id, index as u32));
+            if let Some(violation) = &next.ghost.violation {
+                let trace = rebuild(cfg, &parents, next_id);
+                report.counterexample = Some(Counterexample { violation: violation.clone(), trace });
+                break;
+            }
+            queue.push_back((next, next_id, depth + 1));
+        }
+        report.states = parents.len();
+        if report.counterexample.is_some() {
+            break;
+        }
+        if report.states >= cfg.states_max {
+            report.exhaustive = false;
+            break;
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// The actions leading from the initial state to state `id`.
+fn rebuild(cfg: &ModelConfig, parents: &HashMap<u128, (u128, u32)>, id: u128) -> Vec<String> {
+    let mut indexes = Vec::new();
+    let mut at = id;
+    while let Some(&(parent, index)) = parents.get(&at) {
+        if index == u32::MAX {
+            break;
+        }
+        indexes.push(index as usize);
+        at = parent;
+    }
+    indexes.reverse();
+    let mut state = step::initial(cfg);
+    let mut trace = Vec::new();
+    for index in indexes {
+        let action = step::actions(cfg, &state, true).swap_remove(index);
+        trace.push(format!("{action:?}"));
+        state = step::apply(cfg, &state, &action);
+    }
+    trace
+}
+
+/// The next step of a fault-free completion, if any is left.
+fn next_fault_free(cfg: &ModelConfig, s: &State) -> Option<Action> {
+    let actions = step::actions(cfg, s, false);
+    let first = |f: fn(&Action) -> bool| actions.iter().find(|a| f(a)).cloned();
+    first(|a| matches!(a, Action::Restart(_)))
+        .or_else(|| first(|a| matches!(a, Action::Deliver { .. })))
+        .or_else(|| first(|a| matches!(a, Action::Flush(_))))
+        .or_else(|| first(|a| matches!(a, Action::Timeout(_))))
+        .or_else(|| first(|a| matches!(a, Action::Ask(..))))
+}
+
+/// Runs `s` to quiescence without faults; `Err` says what is unresolved.
+pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
+    let mut s = s.clone();
+    let mut steps = 0;
+    while let Some(action) = next_fault_free(cfg, &s) {
+        steps += 1;
+        if steps > COMPLETION_STEPS_MAX {
+            return Err(format!("still busy after {COMPLETION_STEPS_MAX} fault-free steps (last: {action:?})"));
+        }
+        s = step::apply(cfg, &s, &action);
+        if let Some(v) = &s.ghost.violation {
+            return Err(format!("during completion: {v}"));
+        }
+    }
+    for (p, part) in s.participants.iter().enumerate() {
+        if let Some(r) = part.engine.in_doubt().next() {
+            return Err(format!("p{} still in doubt about {}", p + 1, r.txid));
+        }
+        if !part.engine.locks().is_empty() {
+            return Err(format!("p{} still holds {} locks", p + 1, part.engine.locks().len()));
+        }
+    }
+    if let Some((txid, _, phase)) = s.coordinator.engine.active().next() {
+        return Err(format!("coordinator still has {txid} {phase}"));
+    }
+    for (t, client) in s.clients.iter().enumerate() {
+        let (txid, heard) = match client {
+            Client::Idle => continue,
+            Client::Committing(txid) => (txid, None),
+            Client::Heard(txid, answer) => (txid, Some(*answer)),
+        };
+        let spec = &cfg.txns[t];
+        let mut ps: Vec<u8> = spec.writes.iter().chain(&spec.reads).copied().collect();
+        ps.sort_unstable();
+        ps.dedup();
+        let applied: Vec<u8> = ps.iter().copied().filter(|p| s.ghost.applied.contains(&(*p, txid.clone()))).collect();
+        if !applied.is_empty() && applied.len() != ps.len() {
+            return Err(format!("atomicity: {txid} applied at {applied:?} of {ps:?}"));
+        }
+        match heard {
+            Some(Answer::Committed) if applied.is_empty() => return Err(format!("client heard Committed for {txid}, applied nowhere")),
+            Some(Answer::Aborted) if !applied.is_empty() => return Err(format!("client heard Aborted for {txid}, applied")),
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The actions enabled in a state, and what each does.
+
+use super::exec::{self, participant_id, violate, RING};
+use super::state::{Answer, Asker, CStore, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State};
+use super::{ModelConfig, ModelSabotage, Property};
+use std::collections::{BTreeMap, BTreeSet};
+use twopc_common::{NodeId, OutcomeStatus, TxnId};
+use twopc_coordinator::engine::{Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply};
+use twopc_participant::engine::{Engine as PEngine, Event as PEvent};
+
+/// A process that can crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Coordinator,
+    Participant(u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Client `i` begins its transaction and sends the commit.
+    Start(u8),
+    /// Deliver a message; `keep`: a duplicate stays in flight.
+    Deliver { msg: Msg, keep: bool },
+    Drop(Msg),
+    /// The node's oldest queued disk write completes.
+    Flush(Node),
+    /// An RPC deadline of the coordinator passes.
+    Timeout(super::state::CallKey),
+    /// A participant asks the outcome of an in-doubt transaction (its tick).
+    Ask(u8, TxnId),
+    Crash(Node),
+    Restart(Node),
+}
+
+/// The initial state: every process started on an empty disk.
+pub fn initial(cfg: &ModelConfig) -> State {
+    let coordinator = Coordinator {
+        up: false,
+        incarnation: 0,
+        engine: CEngine::new(coordinator_id()),
+        disk: Disk::default(),
+        pending: BTreeMap::new(),
+        calls: BTreeSet::new(),
+        probes: BTreeMap::new(),
+    };
+    let participants = (0..cfg.participants)
+        .map(|p| Participant {
+            up: false,
+            incarnation: 0,
+            engine: PEngine::new(participant_id(p), RING),
+            disk: Disk::default(),
+            pending: BTreeMap::new(),
+        })
+        .collect();
+    let mut s = State {
+        coordinator,
+        participants,
+        net: BTreeSet::new(),
+        clients: vec![Client::Idle; cfg.txns.len()],
+        crashes_left: cfg.crashes,
+        ghost: Ghost::default(),
+    };
+    restart(cfg, &mut s, Node::Coordinator);
+    for p in 0..cfg.participants {
+        restart(cfg, &mut s, Node::Participant(p));
+    }
+    s
+}
+
+pub fn coordinator_id() -> NodeId {
+    NodeId::new("c1").expect("a valid node id")
+}
+
+/// Every action enabled in `s` (faults included when `faults`).
+pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (i, c) in s.clients.iter().enumerate() {
+        if *c == Client::Idle && s.coordinator.up {
+            out.push(Action::Start(i as u8));
+        }
+    }
+    for msg in &s.net {
+        out.push(Action::Deliver { msg: msg.clone(), keep: false });
+        if faults && cfg.duplicate {
+            out.push(Action::Deliver { msg: msg.clone(), keep: true });
+        }
+        if faults && cfg.lose {
+            out.push(Action::Drop(msg.clone()));
+        }
+    }
+    let nodes = std::iter::once(Node::Coordinator).chain((0..cfg.participants).map(Node::Participant));
+    for node in nodes {
+        let (up, queued) = match node {
+            Node::Coordinator => (s.coordinator.up, !s.coordinator.disk.queue.is_empty()),
+            Node::Participant(p) => (s.participants[p as usize].up, !s.participants[p as usize].disk.queue.is_empty()),
+        };
+        if up && queued {
+            out.push(Action::Flush(node));
+        }
+        if up && faults && s.crashes_left > 0 {
+            out.push(Action::Crash(node));
+        }
+        if !up {
+            out.push(Action::Restart(node));
+        }
+    }
+    for call in &s.coordinator.calls {
+        out.push(Action::Timeout(call.clone()));
+    }
+    if cfg.sabotage != ModelSabotage::NoOutcomeQuestions {
+        for (p, part) in s.participants.iter().enumerate() {
+            for record in part.engine.in_doubt() {
+                let asker = Asker::Participant(p as u8, part.incarnation);
+                let msg = Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid: record.txid.clone() };
+                if part.up && !s.net.contains(&msg) {
+                    out.push(Action::Ask(p as u8, record.txid.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The state after `action`.
+pub fn apply(cfg: &ModelConfig, s: &State, action: &Action) -> State {
+    let mut s = s.clone();
+    match action {
+        Action::Start(i) => start(cfg, &mut s, *i as usize),
+        Action::Deliver { msg, keep } => {
+            if !keep {
+                s.net.remove(msg);
+            }
+            deliver(cfg, &mut s, msg.clone());
+        }
+        Action::Drop(msg) => {
+            s.net.remove(msg);
+        }
+        Action::Flush(node) => flush(cfg, &mut s, *node),
+        Action::Timeout(call) => exec::coordinator_timeout(cfg, &mut s, call.clone()),
+        Action::Ask(p, txid) => {
+            let asker = Asker::Participant(*p, s.participants[*p as usize].incarnation);
+            s.net.insert(Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid: txid.clone() });
+        }
+        Action::Crash(node) => crash(&mut s, *node),
+        Action::Restart(node) => restart(cfg, &mut s, *node),
+    }
+    s
+}
+
+fn start(cfg: &ModelConfig, s: &mut State, i: usize) {
+    let commands = s.coordinator.engine.handle(CEvent::Begin { req: u64::MAX, now_ms: 0 });
+    let txid = match commands.as_slice() {
+        [CCommand::Reply { reply: CReply::Begun(txid), .. }] => txid.clone(),
+        other => panic!("Begin answered {other:?}"),
+    };
+    let _ = cfg;
+    s.clients[i] = Client::Committing(txid.clone());
+    s.net.insert(Msg::ToCoordinator { asker: Asker::Client(i as u8), inc: s.coordinator.incarnation, commit: true, txid });
+}
+
+fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
+    match msg {
+        Msg::ToParticipant { to, inc, from, kind, txid } => {
+            let p = &s.participants[to as usize];
+            if p.up && p.incarnation == inc {
+                exec::participant_request(cfg, s, to, from, kind, txid);
+            }
+        }
+        Msg::FromParticipant { from, inc, kind, txid, answer } => {
+            if s.coordinator.up && s.coordinator.incarnation == inc {
+                exec::coordinator_response(cfg, s, from, kind, txid, answer);
+            }
+        }
+        Msg::ToCoordinator { asker, inc, commit, txid } => {
+            if s.coordinator.up && s.coordinator.incarnation == inc {
+                exec::coordinator_request(cfg, s, asker, commit, txid);
+            }
+        }
+        Msg::ToClient { client, answer } => {
+            if let Client::Committing(txid) = &s.clients[client as usize] {
+                s.clients[client as usize] = Client::Heard(txid.clone(), answer);
+            }
+        }
+        Msg::OutcomeAnswer { to, inc, txid, answer } => {
+            let p = &s.participants[to as usize];
+            let status = match answer {
+                Answer::Committed => OutcomeStatus::Committed,
+                Answer::Aborted => OutcomeStatus::Aborted,
+                _ => OutcomeStatus::Pending,
+            };
+            if p.up && p.incarnation == inc {
+                exec::feed_participant(cfg, s, to, PEvent::OutcomeAnswer { txid, status });
+            }
+        }
+    }
+}
+
+/// The oldest queued write of `node` is written (synced or lazily), then
+/// its completion is fed to the engine.
+fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
+    match node {
+        Node::Coordinator => {
+            let disk = &mut s.coordinator.disk;
+            let (write, synced) = disk.queue.remove(0);
+            if synced {
+                for w in disk.lazy.drain(..).chain(std::iter::once(write.clone())) {
+                    disk.durable.apply(&w);
+                }
+                let decided: Vec<TxnId> = disk.durable.commits.keys().cloned().collect();
+                for txid in decided {
+                    if s.ghost.said_aborted.contains(&txid) && !s.ghost.decided.contains(&txid) {
+                        violate(cfg, s, Property::DecisionStable, format!("Commit of {txid} durable after Aborted was said"));
+                    }
+                    s.ghost.decided.insert(txid);
+                }
+            } else {
+                disk.lazy.push(write.clone());
+            }
+            if let super::state::CWrite::Commit { txid, .. } = write {
+                exec::feed_coordinator(cfg, s, CEvent::DecisionSynced { txid });
+            }
+        }
+        Node::Participant(p) => {
+            let disk = &mut s.participants[p as usize].disk;
+            let (write, synced) = disk.queue.remove(0);
+            if synced {
+                for w in disk.lazy.drain(..).chain(std::iter::once(write.clone())) {
+                    disk.durable.apply(&w);
+                }
+            } else {
+                disk.lazy.push(write.clone());
+            }
+            match write {
+                PWrite::Prepared(record) => exec::feed_participant(cfg, s, p, PEvent::PrepareSynced { txid: record.txid }),
+                PWrite::Commit { txid, .. } => {
+                    if let Some((q, _)) = s.ghost.aborted.iter().find(|(_, t)| *t == txid) {
+                        let what = format!("p{} applied {txid}, p{} aborted it after prepare", p + 1, q + 1);
+                        violate(cfg, s, Property::TcConsistent, what);
+                    }
+                    s.ghost.applied.insert((p, txid.clone()));
+                    exec::feed_participant(cfg, s, p, PEvent::Applied { txid });
+                }
+                PWrite::Abort { .. } => unreachable!("aborts are written lazily, never queued"),
+            }
+        }
+    }
+}
+
+/// A power cut: the process stops; its queued and lazy writes, its
+/// volatile state and every message on its way to it are lost.
+fn crash(s: &mut State, node: Node) {
+    s.crashes_left -= 1;
+    match node {
+        Node::Coordinator => {
+            let c = &mut s.coordinator;
+            c.up = false;
+            c.disk.queue.clear();
+            c.disk.lazy.clear();
+            s.net.retain(|m| !matches!(m, Msg::FromParticipant { .. } | Msg::ToCoordinator { .. }));
+        }
+        Node::Participant(p) => {
+            let part = &mut s.participants[p as usize];
+            part.up = false;
+            part.disk.queue.clear();
+            part.disk.lazy.clear();
+            s.net.retain(|m| !matches!(m, Msg::ToParticipant { to, .. } | Msg::OutcomeAnswer { to, .. } if *to == p));
+        }
+    }
+}
+
+/// A new incarnation recovers from the durable tables.
+pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
+    match node {
+        Node::Coordinator => {
+            let c = &mut s.coordinator;
+            let CStore { epoch, commits, ends } = &mut c.disk.durable;
+            *epoch += 1;
+            let mut recovered: Vec<_> = commits.iter().map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t))).collect();
+            if cfg.sabotage == ModelSabotage::ForgetfulCoordinator {
+                recovered.clear();
+            }
+            let epoch = *epoch;
+            c.up = true;
+            c.incarnation += 1;
+            c.engine = CEngine::new(coordinator_id());
+            c.pending.clear();
+            c.calls.clear();
+            c.probes.clear();
+            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered });
+        }
+        Node::Participant(p) => {
+            let part = &mut s.participants[p as usize];
+            part.up = true;
+            part.incarnation += 1;
+            part.engine = PEngine::new(participant_id(p), RING);
+            part.pending.clear();
+            let prepared = part.disk.durable.prepared.values().cloned().collect();
+            let decided = part.disk.durable.done.iter().map(|(t, d)| (t.clone(), *d)).collect();
+            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, now_ms: 0 });
+        }
+    }
+}
