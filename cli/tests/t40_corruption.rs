@@ -26,11 +26,21 @@ async fn a_corrupted_record_refuses_to_start_naming_it() -> Result<()> {
     let lsn = twopc_wal::testing::first_log_lsn(&wal_dir)?.expect("p1's log holds a record");
     assert!(twopc_wal::testing::corrupt_log_record(&wal_dir, lsn)?);
 
-    let output = cluster.command("p1", &[]).output()?;
+    cluster.set_env("p1", &[]);
+    let output = cluster.command("p1")?.output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "p1 started on a corrupted log: {stderr}");
-    assert!(stderr.contains(&format!("lsn {lsn}")), "the error does not name the record: {stderr}");
+    assert!(
+        !output.status.success(),
+        "p1 started on a corrupted log: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("lsn {lsn}")),
+        "the error does not name the record: {stderr}"
+    );
     assert!(stderr.contains("corrupt"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "a corrupted log must be a clean error, not a panic: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a corrupted log must be a clean error, not a panic: {stderr}"
+    );
     Ok(())
 }

@@ -65,7 +65,11 @@ mod armed {
                         Some((a, n)) => (a, n.parse().ok()),
                         None => (action, None),
                     };
-                    let fault = Fault { action: action.to_string(), nth, hits: AtomicU64::new(0) };
+                    let fault = Fault {
+                        action: action.to_string(),
+                        nth,
+                        hits: AtomicU64::new(0),
+                    };
                     Some((point.to_string(), fault))
                 })
                 .collect()
@@ -73,7 +77,9 @@ mod armed {
     }
 
     pub fn hit(point: &str) -> bool {
-        let Some(fault) = faults().get(point) else { return false };
+        let Some(fault) = faults().get(point) else {
+            return false;
+        };
         let n = fault.hits.fetch_add(1, Ordering::SeqCst) + 1;
         if fault.nth.is_some_and(|nth| nth != n) {
             return false;

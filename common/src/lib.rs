@@ -25,4 +25,6 @@ pub mod txn;
 
 pub use error::ServiceError;
 pub use ids::{NodeId, TxnId};
-pub use txn::{AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned, Vote};
+pub use txn::{
+    AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned, Vote,
+};

@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
+pub type Transport<In, Out> =
+    tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
 
 /// Wraps a connected socket as a tarpc transport.
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
@@ -20,7 +21,9 @@ where
 {
     // Latency matters more than packet count: small RPCs go out at once.
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec();
     tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
 }
 
@@ -95,7 +98,11 @@ pub struct Peer<C> {
 
 impl<C: Clone> Peer<C> {
     pub fn new(addr: String, make: fn(TcpStream) -> C) -> Arc<Self> {
-        Arc::new(Peer { addr, make, client: tokio::sync::Mutex::new(None) })
+        Arc::new(Peer {
+            addr,
+            make,
+            client: tokio::sync::Mutex::new(None),
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -113,23 +120,34 @@ impl<C: Clone> Peer<C> {
         Ok(client)
     }
 
-    /// Runs `call` on the connection. A transport failure (other than a
-    /// deadline) drops the connection so the next call reconnects.
+    /// Runs `call` on the connection. A connection found dead (the peer
+    /// restarted) is replaced and the call made once more on a fresh one;
+    /// every twopc RPC is idempotent, so a repeat is harmless. A deadline
+    /// is returned as is (the peer is slow, not gone).
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, String>
     where
-        F: FnOnce(C) -> Fut,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
     {
-        let client = self.client().await?;
-        match call(client).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
-                    *self.client.lock().await = None;
+        let mut last = String::new();
+        for _ in 0..2 {
+            let client = self.client().await?;
+            match call(client).await {
+                Ok(v) => return Ok(v),
+                Err(tarpc::client::RpcError::DeadlineExceeded) => {
+                    return Err(format!(
+                        "{} ({})",
+                        tarpc::client::RpcError::DeadlineExceeded,
+                        self.addr
+                    ))
                 }
-                Err(format!("{e} ({})", self.addr))
+                Err(e) => {
+                    *self.client.lock().await = None;
+                    last = format!("{e} ({})", self.addr);
+                }
             }
         }
+        Err(last)
     }
 }
 

@@ -4,7 +4,9 @@
 
 use crate::error::ServiceError;
 use crate::ids::TxnId;
-use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
+use crate::txn::{
+    Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote,
+};
 
 #[tarpc::service]
 pub trait ParticipantRpc {

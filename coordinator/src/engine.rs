@@ -35,43 +35,109 @@ pub const MAX_ACTIVE_TXNS: usize = 50_000;
 pub enum Event {
     /// The log was replayed: `epoch` is this run's (already synced);
     /// `commits` are logged decisions, `ended` says which were finished.
-    Recovered { epoch: u64, commits: Vec<(TxnId, Vec<NodeId>, bool)> },
-    Begin { req: RequestId, now_ms: u64 },
+    Recovered {
+        epoch: u64,
+        commits: Vec<(TxnId, Vec<NodeId>, bool)>,
+    },
+    Begin {
+        req: RequestId,
+        now_ms: u64,
+    },
     /// The application commits; `plan` is each participant's slice.
-    Commit { req: RequestId, txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
-    ClientAbort { req: RequestId, txid: TxnId },
+    Commit {
+        req: RequestId,
+        txid: TxnId,
+        plan: Vec<(NodeId, PrepareRequest)>,
+    },
+    ClientAbort {
+        req: RequestId,
+        txid: TxnId,
+    },
     /// A participant's vote; `Err` when it failed, timed out or refused.
-    Vote { txid: TxnId, from: NodeId, vote: Result<Vote, String> },
+    Vote {
+        txid: TxnId,
+        from: NodeId,
+        vote: Result<Vote, String>,
+    },
     /// The Commit record is durable.
-    DecisionSynced { txid: TxnId },
-    CommitAcked { txid: TxnId, from: NodeId },
+    DecisionSynced {
+        txid: TxnId,
+    },
+    CommitAcked {
+        txid: TxnId,
+        from: NodeId,
+    },
     /// An abort was delivered (`true`) or could not be (`false`).
-    AbortSent { txid: TxnId, to: NodeId, delivered: bool },
-    CommitFailed { txid: TxnId, from: NodeId, attempt: u32 },
+    AbortSent {
+        txid: TxnId,
+        to: NodeId,
+        delivered: bool,
+    },
+    CommitFailed {
+        txid: TxnId,
+        from: NodeId,
+        attempt: u32,
+    },
     /// A one-phase participant's answer; `Err` means unknown (retry).
-    OnePhaseResult { txid: TxnId, result: Result<Outcome, String>, attempt: u32 },
-    Outcome { req: RequestId, txid: TxnId },
+    OnePhaseResult {
+        txid: TxnId,
+        result: Result<Outcome, String>,
+        attempt: u32,
+    },
+    Outcome {
+        req: RequestId,
+        txid: TxnId,
+    },
     /// Answers of every participant to a probe (`Err`: unreachable).
-    ProbeResult { txid: TxnId, answers: Vec<Result<ProbeAnswer, String>> },
-    Tick { now_ms: u64 },
+    ProbeResult {
+        txid: TxnId,
+        answers: Vec<Result<ProbeAnswer, String>>,
+    },
+    Tick {
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    SendPrepare { to: NodeId, prepare: PrepareRequest },
+    SendPrepare {
+        to: NodeId,
+        prepare: PrepareRequest,
+    },
     /// Send (after a backoff that grows with `attempt`).
-    SendOnePhase { to: NodeId, prepare: PrepareRequest, attempt: u32 },
+    SendOnePhase {
+        to: NodeId,
+        prepare: PrepareRequest,
+        attempt: u32,
+    },
     /// Append `Commit{txid, participants}`, synced; then `DecisionSynced`.
-    SyncDecision { txid: TxnId, participants: Vec<NodeId> },
+    SyncDecision {
+        txid: TxnId,
+        participants: Vec<NodeId>,
+    },
     /// Send (after a backoff that grows with `attempt`) until acked.
-    SendCommit { txid: TxnId, to: NodeId, attempt: u32 },
+    SendCommit {
+        txid: TxnId,
+        to: NodeId,
+        attempt: u32,
+    },
     /// Send once; feed `AbortSent`.
-    SendAbort { txid: TxnId, to: NodeId },
+    SendAbort {
+        txid: TxnId,
+        to: NodeId,
+    },
     /// Append `End{txid}`, lazily.
-    LogEnd { txid: TxnId },
+    LogEnd {
+        txid: TxnId,
+    },
     /// Ask every participant what it knows of `txid`.
-    Probe { txid: TxnId },
-    Reply { req: RequestId, reply: Reply },
+    Probe {
+        txid: TxnId,
+    },
+    Reply {
+        req: RequestId,
+        reply: Reply,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,16 +151,26 @@ pub enum Reply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Phase {
-    Preparing { waiting_for: BTreeSet<NodeId> },
+    Preparing {
+        waiting_for: BTreeSet<NodeId>,
+    },
     /// Commit record being synced.
     Deciding,
     /// Decision durable; commits being delivered.
-    Committing { unacked: BTreeSet<NodeId> },
+    Committing {
+        unacked: BTreeSet<NodeId>,
+    },
     /// Aborted (no log write); the client is answered once every
     /// participant that may hold locks was told, so its retry finds the
     /// locks released.
-    Aborting { unsent: BTreeSet<NodeId>, reason: AbortReason },
-    OnePhase { prepare: PrepareRequest },
+    Aborting {
+        unsent: BTreeSet<NodeId>,
+        reason: AbortReason,
+    },
+    /// One-phase commit at the only participant, in flight.
+    SingleParticipant {
+        prepare: PrepareRequest,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,13 +229,29 @@ impl Engine {
             Event::Vote { txid, from, vote } => self.vote(txid, from, vote, &mut out),
             Event::DecisionSynced { txid } => self.decision_synced(txid, &mut out),
             Event::CommitAcked { txid, from } => self.commit_acked(txid, from, &mut out),
-            Event::AbortSent { txid, to, delivered } => self.abort_sent(txid, to, delivered, &mut out),
-            Event::CommitFailed { txid, from, attempt } => {
+            Event::AbortSent {
+                txid,
+                to,
+                delivered,
+            } => self.abort_sent(txid, to, delivered, &mut out),
+            Event::CommitFailed {
+                txid,
+                from,
+                attempt,
+            } => {
                 if self.active.contains_key(&txid) {
-                    out.push(Command::SendCommit { txid, to: from, attempt: attempt.saturating_add(1) });
+                    out.push(Command::SendCommit {
+                        txid,
+                        to: from,
+                        attempt: attempt.saturating_add(1),
+                    });
                 }
             }
-            Event::OnePhaseResult { txid, result, attempt } => self.one_phase_result(txid, result, attempt, &mut out),
+            Event::OnePhaseResult {
+                txid,
+                result,
+                attempt,
+            } => self.one_phase_result(txid, result, attempt, &mut out),
             Event::Outcome { req, txid } => self.outcome(req, txid, &mut out),
             Event::ProbeResult { txid, answers } => self.probe_result(txid, answers, &mut out),
             Event::Tick { now_ms } => self.expire_open(now_ms),
@@ -167,7 +259,12 @@ impl Engine {
         out
     }
 
-    fn recovered(&mut self, epoch: u64, commits: Vec<(TxnId, Vec<NodeId>, bool)>, out: &mut Vec<Command>) {
+    fn recovered(
+        &mut self,
+        epoch: u64,
+        commits: Vec<(TxnId, Vec<NodeId>, bool)>,
+        out: &mut Vec<Command>,
+    ) {
         assert!(epoch > self.epoch, "epochs only grow");
         self.epoch = epoch;
         self.next_seq = 1;
@@ -177,17 +274,30 @@ impl Engine {
                 continue;
             }
             for to in &participants {
-                out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
+                out.push(Command::SendCommit {
+                    txid: txid.clone(),
+                    to: to.clone(),
+                    attempt: 0,
+                });
             }
             let unacked = participants.iter().cloned().collect();
-            self.active.insert(txid, Active { participants, phase: Phase::Committing { unacked }, waiters: vec![] });
+            self.active.insert(
+                txid,
+                Active {
+                    participants,
+                    phase: Phase::Committing { unacked },
+                    waiters: vec![],
+                },
+            );
         }
     }
 
     fn begin(&mut self, req: RequestId, now_ms: u64, out: &mut Vec<Command>) {
         self.expire_open(now_ms);
         let reply = if self.open.len() >= MAX_OPEN_TXNS {
-            Reply::Error(ServiceError::Overloaded(format!("{MAX_OPEN_TXNS} transactions already open")))
+            Reply::Error(ServiceError::Overloaded(format!(
+                "{MAX_OPEN_TXNS} transactions already open"
+            )))
         } else {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -198,7 +308,11 @@ impl Engine {
     }
 
     fn txid(&self, seq: u64) -> TxnId {
-        TxnId { coordinator: self.me.clone(), epoch: self.epoch, seq }
+        TxnId {
+            coordinator: self.me.clone(),
+            epoch: self.epoch,
+            seq,
+        }
     }
 
     fn expire_open(&mut self, now_ms: u64) {
@@ -214,11 +328,20 @@ impl Engine {
         }
     }
 
-    fn commit(&mut self, req: RequestId, txid: TxnId, plan: Vec<(NodeId, PrepareRequest)>, out: &mut Vec<Command>) {
+    fn commit(
+        &mut self,
+        req: RequestId,
+        txid: TxnId,
+        plan: Vec<(NodeId, PrepareRequest)>,
+        out: &mut Vec<Command>,
+    ) {
         let reply = |reply| Command::Reply { req, reply };
         if txid.coordinator != self.me {
             let owner = txid.coordinator.to_string();
-            out.push(reply(Reply::Error(ServiceError::WrongCoordinator { txid, owner })));
+            out.push(reply(Reply::Error(ServiceError::WrongCoordinator {
+                txid,
+                owner,
+            })));
             return;
         }
         if let Some(active) = self.active.get_mut(&txid) {
@@ -229,14 +352,18 @@ impl Engine {
         match self.known.get(&txid) {
             Some(Known::Committed) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
             Some(Known::Aborted) => {
-                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(
+                    AbortReason::CoordinatorRestarted,
+                ))))
             }
             None => {}
         }
         if txid.epoch != self.epoch || self.open.remove(&txid.seq).is_none() {
             if txid.epoch < self.epoch {
                 self.known.insert(txid, Known::Aborted);
-                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(
+                    AbortReason::CoordinatorRestarted,
+                ))));
             }
             return out.push(reply(Reply::Error(ServiceError::UnknownTxn(txid))));
         }
@@ -254,22 +381,39 @@ impl Engine {
             }
             1 => {
                 let (to, prepare) = plan.into_iter().next().expect("plan has one entry");
-                out.push(Command::SendOnePhase { to, prepare: prepare.clone(), attempt: 0 });
-                Phase::OnePhase { prepare }
+                out.push(Command::SendOnePhase {
+                    to,
+                    prepare: prepare.clone(),
+                    attempt: 0,
+                });
+                Phase::SingleParticipant { prepare }
             }
             _ => {
                 for (to, prepare) in plan {
                     out.push(Command::SendPrepare { to, prepare });
                 }
-                Phase::Preparing { waiting_for: participants.iter().cloned().collect() }
+                Phase::Preparing {
+                    waiting_for: participants.iter().cloned().collect(),
+                }
             }
         };
-        self.active.insert(txid, Active { participants, phase, waiters: vec![req] });
+        self.active.insert(
+            txid,
+            Active {
+                participants,
+                phase,
+                waiters: vec![req],
+            },
+        );
     }
 
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let reply = if self.active.contains_key(&txid) || self.known.get(&txid) == Some(&Known::Committed) {
-            Reply::Error(ServiceError::Invalid(format!("{txid} is already committing")))
+        let reply = if self.active.contains_key(&txid)
+            || self.known.get(&txid) == Some(&Known::Committed)
+        {
+            Reply::Error(ServiceError::Invalid(format!(
+                "{txid} is already committing"
+            )))
         } else {
             if txid.coordinator == self.me && txid.epoch == self.epoch {
                 self.open.remove(&txid.seq);
@@ -280,9 +424,19 @@ impl Engine {
         out.push(Command::Reply { req, reply });
     }
 
-    fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, String>, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get_mut(&txid) else { return };
-        let Phase::Preparing { waiting_for } = &mut active.phase else { return };
+    fn vote(
+        &mut self,
+        txid: TxnId,
+        from: NodeId,
+        vote: Result<Vote, String>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(active) = self.active.get_mut(&txid) else {
+            return;
+        };
+        let Phase::Preparing { waiting_for } = &mut active.phase else {
+            return;
+        };
         let (reason, holds_nothing) = match vote {
             Ok(Vote::Yes) => {
                 waiting_for.remove(&from);
@@ -295,22 +449,39 @@ impl Engine {
             }
             // A No vote leaves nothing behind at its participant.
             Ok(Vote::No(reason)) => (reason, Some(from)),
-            Err(detail) => (AbortReason::ParticipantUnavailable { participant: from, detail }, None),
+            Err(detail) => (
+                AbortReason::ParticipantUnavailable {
+                    participant: from,
+                    detail,
+                },
+                None,
+            ),
         };
         // Presumed abort: no log write. Tell the others, then answer.
         self.known.insert(txid.clone(), Known::Aborted);
-        let unsent: BTreeSet<NodeId> =
-            active.participants.iter().filter(|p| Some(*p) != holds_nothing.as_ref()).cloned().collect();
+        let unsent: BTreeSet<NodeId> = active
+            .participants
+            .iter()
+            .filter(|p| Some(*p) != holds_nothing.as_ref())
+            .cloned()
+            .collect();
         for to in &unsent {
-            out.push(Command::SendAbort { txid: txid.clone(), to: to.clone() });
+            out.push(Command::SendAbort {
+                txid: txid.clone(),
+                to: to.clone(),
+            });
         }
         active.phase = Phase::Aborting { unsent, reason };
         self.finish_abort_if_sent(txid, out);
     }
 
     fn abort_sent(&mut self, txid: TxnId, to: NodeId, delivered: bool, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get_mut(&txid) else { return };
-        let Phase::Aborting { unsent, .. } = &mut active.phase else { return };
+        let Some(active) = self.active.get_mut(&txid) else {
+            return;
+        };
+        let Phase::Aborting { unsent, .. } = &mut active.phase else {
+            return;
+        };
         // Undelivered: that participant asks for the outcome later.
         let _ = delivered;
         unsent.remove(&to);
@@ -318,34 +489,60 @@ impl Engine {
     }
 
     fn finish_abort_if_sent(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get(&txid) else { return };
-        let Phase::Aborting { unsent, reason } = &active.phase else { return };
+        let Some(active) = self.active.get(&txid) else {
+            return;
+        };
+        let Phase::Aborting { unsent, reason } = &active.phase else {
+            return;
+        };
         if !unsent.is_empty() {
             return;
         }
         let reason = reason.clone();
         let active = self.active.remove(&txid).expect("checked above");
         for req in active.waiters {
-            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Aborted(reason.clone())) });
+            out.push(Command::Reply {
+                req,
+                reply: Reply::Outcome(Outcome::Aborted(reason.clone())),
+            });
         }
     }
 
     fn decision_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let active = self.active.get_mut(&txid).expect("DecisionSynced for a transaction not deciding");
-        assert!(matches!(active.phase, Phase::Deciding), "DecisionSynced for {txid} outside Deciding");
-        active.phase = Phase::Committing { unacked: active.participants.iter().cloned().collect() };
+        let active = self
+            .active
+            .get_mut(&txid)
+            .expect("DecisionSynced for a transaction not deciding");
+        assert!(
+            matches!(active.phase, Phase::Deciding),
+            "DecisionSynced for {txid} outside Deciding"
+        );
+        active.phase = Phase::Committing {
+            unacked: active.participants.iter().cloned().collect(),
+        };
         for req in active.waiters.drain(..) {
-            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Committed) });
+            out.push(Command::Reply {
+                req,
+                reply: Reply::Outcome(Outcome::Committed),
+            });
         }
         for to in &active.participants {
-            out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
+            out.push(Command::SendCommit {
+                txid: txid.clone(),
+                to: to.clone(),
+                attempt: 0,
+            });
         }
         self.known.insert(txid, Known::Committed);
     }
 
     fn commit_acked(&mut self, txid: TxnId, from: NodeId, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get_mut(&txid) else { return };
-        let Phase::Committing { unacked } = &mut active.phase else { return };
+        let Some(active) = self.active.get_mut(&txid) else {
+            return;
+        };
+        let Phase::Committing { unacked } = &mut active.phase else {
+            return;
+        };
         unacked.remove(&from);
         if unacked.is_empty() {
             self.active.remove(&txid);
@@ -353,33 +550,60 @@ impl Engine {
         }
     }
 
-    fn one_phase_result(&mut self, txid: TxnId, result: Result<Outcome, String>, attempt: u32, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get(&txid) else { return };
-        let Phase::OnePhase { prepare } = &active.phase else { return };
+    fn one_phase_result(
+        &mut self,
+        txid: TxnId,
+        result: Result<Outcome, String>,
+        attempt: u32,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(active) = self.active.get(&txid) else {
+            return;
+        };
+        let Phase::SingleParticipant { prepare } = &active.phase else {
+            return;
+        };
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(_) => {
                 // Unknown whether it applied: ask again (it is idempotent).
                 let to = active.participants[0].clone();
                 let prepare = prepare.clone();
-                out.push(Command::SendOnePhase { to, prepare, attempt: attempt.saturating_add(1) });
+                out.push(Command::SendOnePhase {
+                    to,
+                    prepare,
+                    attempt: attempt.saturating_add(1),
+                });
                 return;
             }
         };
         let active = self.active.remove(&txid).expect("checked above");
-        let known = if outcome == Outcome::Committed { Known::Committed } else { Known::Aborted };
+        let known = if outcome == Outcome::Committed {
+            Known::Committed
+        } else {
+            Known::Aborted
+        };
         self.known.insert(txid, known);
         for req in active.waiters {
-            out.push(Command::Reply { req, reply: Reply::Outcome(outcome.clone()) });
+            out.push(Command::Reply {
+                req,
+                reply: Reply::Outcome(outcome.clone()),
+            });
         }
     }
 
     fn outcome(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let reply = |status| Command::Reply { req, reply: Reply::Status(status) };
+        let reply = |status| Command::Reply {
+            req,
+            reply: Reply::Status(status),
+        };
         if txid.coordinator != self.me {
             let owner = txid.coordinator.to_string();
             let e = ServiceError::WrongCoordinator { txid, owner };
-            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+            return out.push(Command::Reply {
+                req,
+                reply: Reply::Error(e),
+            });
         }
         if let Some(active) = self.active.get(&txid) {
             let status = match active.phase {
@@ -394,7 +618,9 @@ impl Engine {
             Some(Known::Aborted) => return out.push(reply(OutcomeStatus::Aborted)),
             None => {}
         }
-        if txid.epoch == self.epoch && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq) {
+        if txid.epoch == self.epoch
+            && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq)
+        {
             // Begun but not committing, or not even minted: abort it for good.
             self.next_seq = self.next_seq.max(txid.seq + 1);
             self.known.insert(txid, Known::Aborted);
@@ -402,7 +628,10 @@ impl Engine {
         }
         if txid.epoch > self.epoch {
             let e = ServiceError::UnknownTxn(txid);
-            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+            return out.push(Command::Reply {
+                req,
+                reply: Reply::Error(e),
+            });
         }
         // Finished and forgotten, or from an older run: a two-phase commit
         // would have a Commit record, but a one-phase commit is known only
@@ -414,10 +643,19 @@ impl Engine {
         }
     }
 
-    fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
-        let Some(waiters) = self.probing.remove(&txid) else { return };
+    fn probe_result(
+        &mut self,
+        txid: TxnId,
+        answers: Vec<Result<ProbeAnswer, String>>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(waiters) = self.probing.remove(&txid) else {
+            return;
+        };
         let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
-        let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
+        let unsure = answers
+            .iter()
+            .any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
         let status = if committed {
             self.known.insert(txid, Known::Committed);
             OutcomeStatus::Committed
@@ -430,7 +668,10 @@ impl Engine {
             OutcomeStatus::Aborted
         };
         for req in waiters {
-            out.push(Command::Reply { req, reply: Reply::Status(status.clone()) });
+            out.push(Command::Reply {
+                req,
+                reply: Reply::Status(status.clone()),
+            });
         }
     }
 
@@ -442,7 +683,7 @@ impl Engine {
                 Phase::Deciding => "deciding",
                 Phase::Committing { .. } => "committing",
                 Phase::Aborting { .. } => "aborting",
-                Phase::OnePhase { .. } => "one-phase",
+                Phase::SingleParticipant { .. } => "one-phase",
             };
             (txid, a.participants.as_slice(), phase)
         })

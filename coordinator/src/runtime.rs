@@ -44,9 +44,15 @@ pub enum CoordinatorError {
     #[error("coordinator {0:?} is not in the cluster file")]
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -61,7 +67,10 @@ pub struct CoordinatorOptions {
 
 pub(crate) enum Request {
     Begin,
-    Commit { txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
+    Commit {
+        txid: TxnId,
+        plan: Vec<(NodeId, PrepareRequest)>,
+    },
     Abort(TxnId),
     Outcome(TxnId),
 }
@@ -79,7 +88,10 @@ impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
-        self.tx.send((request, reply_tx)).await.map_err(|_| stopped())?;
+        self.tx
+            .send((request, reply_tx))
+            .await
+            .map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())
     }
 }
@@ -102,25 +114,45 @@ impl RunningCoordinator {
 
 pub async fn run(opts: CoordinatorOptions) -> Result<(), CoordinatorError> {
     let running = start(opts, None).await?;
-    let error = running.stopped.await.map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
+    let error = running
+        .stopped
+        .await
+        .map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
     Err(error)
 }
 
-pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
-    let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
+pub async fn start(
+    opts: CoordinatorOptions,
+    listen: Option<&str>,
+) -> Result<RunningCoordinator, CoordinatorError> {
+    let entry = opts
+        .cluster
+        .coordinator_entry(&opts.id)
+        .ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(&opts.data_dir.join("wal"))?);
-    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
+    std::fs::create_dir_all(&opts.data_dir).map_err(|source| CoordinatorError::DataDir {
+        path: opts.data_dir.display().to_string(),
+        source,
+    })?;
+    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(
+        &opts.data_dir.join("wal"),
+    )?);
+    let (listener, local) = net::bind(&addr)
+        .await
+        .map_err(|source| CoordinatorError::Bind { addr, source })?;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
         .iter()
         .map(|p| {
             let id = NodeId::new(&p.id).expect("validated config");
-            (id, Peer::new(p.addr.clone(), |s| ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()))
+            (
+                id,
+                Peer::new(p.addr.clone(), |s| {
+                    ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()
+                }),
+            )
         })
         .collect();
     let participants = Arc::new(participants);
@@ -129,15 +161,32 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let epoch = task.recover()?;
     tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
     let stopped = tokio::spawn(task.run(rx));
-    let server = CoordinatorServer { handle: Handle { tx, ring: Arc::new(opts.cluster.ring()), participants } };
+    let server = CoordinatorServer {
+        handle: Handle {
+            tx,
+            ring: Arc::new(opts.cluster.ring()),
+            participants,
+        },
+    };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningCoordinator { addr: local, epoch, stopped, server })
+    Ok(RunningCoordinator {
+        addr: local,
+        epoch,
+        stopped,
+        server,
+    })
 }
 
 enum Completion {
     Event(Event),
-    CommitLogged { txid: TxnId, lsn: Lsn },
-    EndLogged { commit_lsn: Option<Lsn>, end_lsn: Lsn },
+    CommitLogged {
+        txid: TxnId,
+        lsn: Lsn,
+    },
+    EndLogged {
+        commit_lsn: Option<Lsn>,
+        end_lsn: Lsn,
+    },
     Fatal(WalError),
 }
 
@@ -184,7 +233,11 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 impl EngineTask {
-    fn new(engine: Engine, wal: Arc<CoordinatorWal>, participants: Arc<HashMap<NodeId, ParticipantPeer>>) -> Self {
+    fn new(
+        engine: Engine,
+        wal: Arc<CoordinatorWal>,
+        participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+    ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         EngineTask {
             engine,
@@ -212,7 +265,9 @@ impl EngineTask {
                     last_epoch = last_epoch.max(e);
                     epoch_lsns.push(lsn);
                 }
-                CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants, lsn)),
+                CoordinatorRecord::Commit { txid, participants } => {
+                    commits.push((txid, participants, lsn))
+                }
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid, lsn);
                 }
@@ -237,7 +292,10 @@ impl EngineTask {
         }
         // End records whose Commit was already trimmed.
         self.ended.extend(ends.into_values().map(|end| (None, end)));
-        let commands = self.engine.handle(Event::Recovered { epoch, commits: recovered });
+        let commands = self.engine.handle(Event::Recovered {
+            epoch,
+            commits: recovered,
+        });
         self.execute(commands);
         Ok(epoch)
     }
@@ -276,7 +334,10 @@ impl EngineTask {
                 let commands = self.engine.handle(Event::DecisionSynced { txid });
                 self.execute(commands);
             }
-            Completion::EndLogged { commit_lsn, end_lsn } => self.ended.push_back((commit_lsn, end_lsn)),
+            Completion::EndLogged {
+                commit_lsn,
+                end_lsn,
+            } => self.ended.push_back((commit_lsn, end_lsn)),
             Completion::Fatal(e) => {
                 tracing::error!(error = %e, "decision log failed; stopping");
                 return Some(CoordinatorError::Wal(e));
@@ -289,7 +350,10 @@ impl EngineTask {
         let req = self.next_req;
         self.next_req += 1;
         let event = match request {
-            Request::Begin => Event::Begin { req, now_ms: now_ms() },
+            Request::Begin => Event::Begin {
+                req,
+                now_ms: now_ms(),
+            },
             Request::Commit { txid, plan } => Event::Commit { req, txid, plan },
             Request::Abort(txid) => Event::ClientAbort { req, txid },
             Request::Outcome(txid) => Event::Outcome { req, txid },
@@ -300,26 +364,40 @@ impl EngineTask {
     }
 
     fn peer(&self, node: &NodeId) -> ParticipantPeer {
-        self.participants.get(node).cloned().unwrap_or_else(|| panic!("routed to {node}, which is not in the cluster"))
+        self.participants
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| panic!("routed to {node}, which is not in the cluster"))
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
         for command in commands {
             match command {
                 Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
-                Command::SendOnePhase { to, prepare, attempt } => self.send_one_phase(to, prepare, attempt),
+                Command::SendOnePhase {
+                    to,
+                    prepare,
+                    attempt,
+                } => self.send_one_phase(to, prepare, attempt),
                 Command::SyncDecision { txid, participants } => {
                     fault::hit("coordinator.before-decision");
                     tracing::debug!(%txid, "syncing commit decision");
                     let mut batch = WalBatch::new();
-                    batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
+                    batch.append.push(CoordinatorRecord::Commit {
+                        txid: txid.clone(),
+                        participants,
+                    });
                     let tx = self.done_tx.clone();
-                    self.wal.submit(batch, decision_durability(), Box::new(move |result| {
-                        let _ = tx.send(match result {
-                            Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
-                            Err(e) => Completion::Fatal(e),
-                        });
-                    }));
+                    self.wal.submit(
+                        batch,
+                        decision_durability(),
+                        Box::new(move |result| {
+                            let _ = tx.send(match result {
+                                Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
+                                Err(e) => Completion::Fatal(e),
+                            });
+                        }),
+                    );
                 }
                 Command::SendCommit { txid, to, attempt } => self.send_commit(txid, to, attempt),
                 Command::SendAbort { txid, to } => {
@@ -328,12 +406,16 @@ impl EngineTask {
                     tokio::spawn(async move {
                         let sent = txid.clone();
                         // One try: a participant that misses it asks later.
-                        let result = peer.call(|c| async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await }).await;
+                        let result = peer.call(|c| { let sent = sent.clone(); async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await } }).await;
                         if let Err(e) = &result {
                             tracing::debug!(%txid, participant = %to, error = %e, "abort not delivered");
                         }
                         let delivered = matches!(result, Ok(Ok(())));
-                        let _ = tx.send(Completion::Event(Event::AbortSent { txid, to, delivered }));
+                        let _ = tx.send(Completion::Event(Event::AbortSent {
+                            txid,
+                            to,
+                            delivered,
+                        }));
                     });
                 }
                 Command::LogEnd { txid } => self.log_end(txid),
@@ -352,13 +434,23 @@ impl EngineTask {
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let txid = prepare.txid.clone();
-            let vote = match peer.call(|c| async move { c.prepare(context_with_timeout(RPC_TIMEOUT), prepare).await }).await {
+            let vote = match peer
+                .call(|c| {
+                    let prepare = prepare.clone();
+                    async move { c.prepare(context_with_timeout(RPC_TIMEOUT), prepare).await }
+                })
+                .await
+            {
                 Ok(Ok(vote)) => Ok(vote),
                 Ok(Err(e)) => Err(format!("refused: {e}")),
                 Err(e) => Err(e),
             };
             tracing::debug!(%txid, participant = %to, ?vote, "vote");
-            let _ = tx.send(Completion::Event(Event::Vote { txid, from: to, vote }));
+            let _ = tx.send(Completion::Event(Event::Vote {
+                txid,
+                from: to,
+                vote,
+            }));
         });
     }
 
@@ -368,16 +460,32 @@ impl EngineTask {
         tokio::spawn(async move {
             tokio::time::sleep(backoff(attempt)).await;
             let txid = prepare.txid.clone();
-            let result = match peer.call(|c| async move { c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare).await }).await {
+            let result = match peer
+                .call(|c| {
+                    let prepare = prepare.clone();
+                    async move {
+                        c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare)
+                            .await
+                    }
+                })
+                .await
+            {
                 Ok(Ok(outcome)) => Ok(outcome),
                 // Refused before doing anything: a definite abort.
-                Ok(Err(e)) => Ok(Outcome::Aborted(AbortReason::Refused { participant: to.clone(), detail: e.to_string() })),
+                Ok(Err(e)) => Ok(Outcome::Aborted(AbortReason::Refused {
+                    participant: to.clone(),
+                    detail: e.to_string(),
+                })),
                 Err(e) => {
                     tracing::warn!(%txid, participant = %to, attempt, error = %e, "one-phase commit unanswered; retrying");
                     Err(e)
                 }
             };
-            let _ = tx.send(Completion::Event(Event::OnePhaseResult { txid, result, attempt }));
+            let _ = tx.send(Completion::Event(Event::OnePhaseResult {
+                txid,
+                result,
+                attempt,
+            }));
         });
     }
 
@@ -390,7 +498,13 @@ impl EngineTask {
                 return;
             }
             let sent = txid.clone();
-            let event = match peer.call(|c| async move { c.commit(context_with_timeout(RPC_TIMEOUT), sent).await }).await {
+            let event = match peer
+                .call(|c| {
+                    let sent = sent.clone();
+                    async move { c.commit(context_with_timeout(RPC_TIMEOUT), sent).await }
+                })
+                .await
+            {
                 Ok(Ok(())) => {
                     fault::hit("coordinator.mid-commit-fanout");
                     Event::CommitAcked { txid, from: to }
@@ -402,7 +516,11 @@ impl EngineTask {
                         Ok(Ok(())) => unreachable!(),
                     };
                     tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
-                    Event::CommitFailed { txid, from: to, attempt }
+                    Event::CommitFailed {
+                        txid,
+                        from: to,
+                        attempt,
+                    }
                 }
             };
             let _ = tx.send(Completion::Event(event));
@@ -421,12 +539,19 @@ impl EngineTask {
             batch.remove.push(old_end);
         }
         let tx = self.done_tx.clone();
-        self.wal.submit(batch, Durability::Lazy, Box::new(move |result| {
-            let _ = tx.send(match result {
-                Ok(lsns) => Completion::EndLogged { commit_lsn, end_lsn: lsns[0] },
-                Err(e) => Completion::Fatal(e),
-            });
-        }));
+        self.wal.submit(
+            batch,
+            Durability::Lazy,
+            Box::new(move |result| {
+                let _ = tx.send(match result {
+                    Ok(lsns) => Completion::EndLogged {
+                        commit_lsn,
+                        end_lsn: lsns[0],
+                    },
+                    Err(e) => Completion::Fatal(e),
+                });
+            }),
+        );
     }
 
     fn probe(&self, txid: TxnId) {
@@ -436,7 +561,13 @@ impl EngineTask {
             let asks = peers.into_iter().map(|peer| {
                 let txid = txid.clone();
                 async move {
-                    match peer.call(|c| async move { c.probe(context_with_timeout(RPC_TIMEOUT), txid).await }).await {
+                    match peer
+                        .call(|c| {
+                            let txid = txid.clone();
+                            async move { c.probe(context_with_timeout(RPC_TIMEOUT), txid).await }
+                        })
+                        .await
+                    {
                         Ok(Ok(answer)) => Ok(answer),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(e) => Err(e),

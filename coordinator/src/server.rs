@@ -30,19 +30,36 @@ impl CoordinatorServer {
         let ring = &self.handle.ring;
         let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
         for (key, version) in ops.reads {
-            slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
+            slices
+                .entry(ring.owner(&key).clone())
+                .or_default()
+                .reads
+                .push((key, version));
         }
         for condition in ops.conditions {
-            slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
+            slices
+                .entry(ring.owner(condition.key()).clone())
+                .or_default()
+                .conditions
+                .push(condition);
         }
         for (key, value) in ops.writes {
-            slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
+            slices
+                .entry(ring.owner(&key).clone())
+                .or_default()
+                .writes
+                .push((key, value));
         }
         let participants: Vec<NodeId> = slices.keys().cloned().collect();
         slices
             .into_iter()
             .map(|(node, ops)| {
-                let prepare = PrepareRequest { txid: txid.clone(), ring: ring.fingerprint(), ops, participants: participants.clone() };
+                let prepare = PrepareRequest {
+                    txid: txid.clone(),
+                    ring: ring.fingerprint(),
+                    ops,
+                    participants: participants.clone(),
+                };
                 (node, prepare)
             })
             .collect()
@@ -59,21 +76,38 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+            return Err(ServiceError::Invalid(format!(
+                "{} keys exceed the limit of {MAX_KEYS_PER_READ}",
+                keys.len()
+            )));
         }
-        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        keys.iter()
+            .try_for_each(|k| check_key(k))
+            .map_err(ServiceError::Invalid)?;
         let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
-            by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);
+            by_owner
+                .entry(self.handle.ring.owner(key).clone())
+                .or_default()
+                .push(i);
         }
         let reads = by_owner.into_iter().map(|(owner, indexes)| {
             let peer = self.handle.participants[&owner].clone();
             let wanted: Vec<Key> = indexes.iter().map(|i| keys[*i].clone()).collect();
             async move {
-                let got = peer.call(|c| async move { c.read(context_with_timeout(RPC_TIMEOUT), wanted).await }).await;
-                let values = got.map_err(|e| ServiceError::Unavailable(format!("participant {owner}: {e}")))??;
+                let got = peer
+                    .call(|c| {
+                        let wanted = wanted.clone();
+                        async move { c.read(context_with_timeout(RPC_TIMEOUT), wanted).await }
+                    })
+                    .await;
+                let values = got.map_err(|e| {
+                    ServiceError::Unavailable(format!("participant {owner}: {e}"))
+                })??;
                 if values.len() != indexes.len() {
-                    return Err(ServiceError::Unavailable(format!("participant {owner} returned a short read")));
+                    return Err(ServiceError::Unavailable(format!(
+                        "participant {owner} returned a short read"
+                    )));
                 }
                 Ok(indexes.into_iter().zip(values).collect::<Vec<_>>())
             }

@@ -20,7 +20,9 @@ use crate::record::{Decision, PreparedRecord};
 use std::collections::{BTreeMap, HashMap};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
-use twopc_common::{AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote};
+use twopc_common::{
+    AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote,
+};
 
 /// The runtime's handle for a request awaiting a reply.
 pub type RequestId = u64;
@@ -36,20 +38,52 @@ pub const MAX_OUTCOME_QUERIES_PER_TICK: usize = 1_000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The log was replayed at start.
-    Recovered { prepared: Vec<PreparedRecord>, decided: Vec<(TxnId, Decision)>, now_ms: u64 },
-    Prepare { req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, now_ms: u64 },
-    OnePhase { req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, now_ms: u64 },
+    Recovered {
+        prepared: Vec<PreparedRecord>,
+        decided: Vec<(TxnId, Decision)>,
+        now_ms: u64,
+    },
+    Prepare {
+        req: RequestId,
+        prepare: PrepareRequest,
+        current: HashMap<Key, Versioned>,
+        now_ms: u64,
+    },
+    OnePhase {
+        req: RequestId,
+        prepare: PrepareRequest,
+        current: HashMap<Key, Versioned>,
+        now_ms: u64,
+    },
     /// The Prepared record is durable.
-    PrepareSynced { txid: TxnId },
+    PrepareSynced {
+        txid: TxnId,
+    },
     /// A commit from the coordinator (`req`), or learned by asking (`None`).
-    Commit { req: Option<RequestId>, txid: TxnId },
-    Abort { req: Option<RequestId>, txid: TxnId },
+    Commit {
+        req: Option<RequestId>,
+        txid: TxnId,
+    },
+    Abort {
+        req: Option<RequestId>,
+        txid: TxnId,
+    },
     /// The writes (and the Done record) are durable.
-    Applied { txid: TxnId },
-    Probe { req: RequestId, txid: TxnId },
+    Applied {
+        txid: TxnId,
+    },
+    Probe {
+        req: RequestId,
+        txid: TxnId,
+    },
     /// The coordinator answered an outcome question.
-    OutcomeAnswer { txid: TxnId, status: OutcomeStatus },
-    Tick { now_ms: u64 },
+    OutcomeAnswer {
+        txid: TxnId,
+        status: OutcomeStatus,
+    },
+    Tick {
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,12 +92,22 @@ pub enum Command {
     SyncPrepared(PreparedRecord),
     /// In one synced batch: write `writes`, remove the txid's Prepared
     /// record (if any), log `Done(Committed)`; then feed `Applied`.
-    Apply { txid: TxnId, writes: Vec<(Key, Versioned)> },
+    Apply {
+        txid: TxnId,
+        writes: Vec<(Key, Versioned)>,
+    },
     /// Remove the txid's Prepared record and log `Done(Aborted)`, lazily.
-    ForgetAborted { txid: TxnId },
-    Reply { req: RequestId, reply: Reply },
+    ForgetAborted {
+        txid: TxnId,
+    },
+    Reply {
+        req: RequestId,
+        reply: Reply,
+    },
     /// Ask the txid's coordinator for the outcome.
-    AskOutcome { txid: TxnId },
+    AskOutcome {
+        txid: TxnId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,11 +124,22 @@ enum TxnState {
     /// Record being synced; `waiters` get the vote. `aborts` is set when
     /// an abort overtook the sync; its requests are acked once the locks
     /// are released (so the coordinator's "Aborted" means "unlocked").
-    Preparing { record: PreparedRecord, waiters: Vec<RequestId>, aborts: Option<Vec<RequestId>> },
+    Preparing {
+        record: PreparedRecord,
+        waiters: Vec<RequestId>,
+        aborts: Option<Vec<RequestId>>,
+    },
     /// Voted Yes; waiting for the decision.
-    Prepared { record: PreparedRecord, last_heard_ms: u64 },
+    Prepared {
+        record: PreparedRecord,
+        last_heard_ms: u64,
+    },
     /// Writes being applied (second phase or one-phase).
-    Applying { locks: Vec<Key>, waiters: Vec<RequestId>, one_phase: bool },
+    Applying {
+        locks: Vec<Key>,
+        waiters: Vec<RequestId>,
+        one_phase: bool,
+    },
 }
 
 /// Cloneable and hashable so the model checker can explore its states;
@@ -114,12 +169,26 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Recovered { prepared, decided, now_ms } => self.recovered(prepared, decided, now_ms, &mut out),
-            Event::Prepare { req, prepare, current, now_ms } => {
+            Event::Recovered {
+                prepared,
+                decided,
+                now_ms,
+            } => self.recovered(prepared, decided, now_ms, &mut out),
+            Event::Prepare {
+                req,
+                prepare,
+                current,
+                now_ms,
+            } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.prepare(req, prepare, current, false, &mut out)
             }
-            Event::OnePhase { req, prepare, current, now_ms } => {
+            Event::OnePhase {
+                req,
+                prepare,
+                current,
+                now_ms,
+            } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.prepare(req, prepare, current, true, &mut out)
             }
@@ -138,7 +207,13 @@ impl Engine {
         out
     }
 
-    fn recovered(&mut self, prepared: Vec<PreparedRecord>, decided: Vec<(TxnId, Decision)>, now_ms: u64, out: &mut Vec<Command>) {
+    fn recovered(
+        &mut self,
+        prepared: Vec<PreparedRecord>,
+        decided: Vec<(TxnId, Decision)>,
+        now_ms: u64,
+        out: &mut Vec<Command>,
+    ) {
         self.now_ms = now_ms;
         for (txid, decision) in decided {
             self.decided.insert(txid, decision);
@@ -148,17 +223,36 @@ impl Engine {
                 self.locks.conflict(&record.txid, &record.locks).is_none(),
                 "two prepared records lock one key: the log is inconsistent"
             );
-            self.locks.acquire(&record.txid, &record.locks, record.prepared_at_ms);
-            out.push(Command::AskOutcome { txid: record.txid.clone() });
+            self.locks
+                .acquire(&record.txid, &record.locks, record.prepared_at_ms);
+            out.push(Command::AskOutcome {
+                txid: record.txid.clone(),
+            });
             let txid = record.txid.clone();
-            self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: now_ms });
+            self.txns.insert(
+                txid,
+                TxnState::Prepared {
+                    record,
+                    last_heard_ms: now_ms,
+                },
+            );
         }
     }
 
-    fn prepare(&mut self, req: RequestId, prepare: PrepareRequest, current: HashMap<Key, Versioned>, one_phase: bool, out: &mut Vec<Command>) {
+    fn prepare(
+        &mut self,
+        req: RequestId,
+        prepare: PrepareRequest,
+        current: HashMap<Key, Versioned>,
+        one_phase: bool,
+        out: &mut Vec<Command>,
+    ) {
         let reply = |reply| Command::Reply { req, reply };
         if prepare.ring != self.ring {
-            let msg = format!("request routed with ring {:#x}, this participant uses {:#x}", prepare.ring, self.ring);
+            let msg = format!(
+                "request routed with ring {:#x}, this participant uses {:#x}",
+                prepare.ring, self.ring
+            );
             out.push(reply(Reply::Error(ServiceError::ConfigMismatch(msg))));
             return;
         }
@@ -181,7 +275,11 @@ impl Engine {
                 out.push(reply(Reply::Vote(Vote::Yes)));
                 return;
             }
-            Some(TxnState::Applying { waiters, one_phase: true, .. }) if one_phase => {
+            Some(TxnState::Applying {
+                waiters,
+                one_phase: true,
+                ..
+            }) if one_phase => {
                 waiters.push(req);
                 return;
             }
@@ -194,14 +292,28 @@ impl Engine {
         let locks = dedup_keys(prepare.ops.keys());
         if let Err(reason) = self.check(&txid, &prepare, &locks, &current) {
             self.decided.insert(txid, Decision::Aborted);
-            out.push(reply(if one_phase { Reply::Outcome(Outcome::Aborted(reason)) } else { Reply::Vote(Vote::No(reason)) }));
+            out.push(reply(if one_phase {
+                Reply::Outcome(Outcome::Aborted(reason))
+            } else {
+                Reply::Vote(Vote::No(reason))
+            }));
             return;
         }
         self.locks.acquire(&txid, &locks, self.now_ms);
         let writes = new_versions(&prepare, &current);
         if one_phase {
-            out.push(Command::Apply { txid: txid.clone(), writes });
-            self.txns.insert(txid, TxnState::Applying { locks, waiters: vec![req], one_phase: true });
+            out.push(Command::Apply {
+                txid: txid.clone(),
+                writes,
+            });
+            self.txns.insert(
+                txid,
+                TxnState::Applying {
+                    locks,
+                    waiters: vec![req],
+                    one_phase: true,
+                },
+            );
             return;
         }
         let record = PreparedRecord {
@@ -212,49 +324,94 @@ impl Engine {
             prepared_at_ms: self.now_ms,
         };
         out.push(Command::SyncPrepared(record.clone()));
-        self.txns.insert(txid, TxnState::Preparing { record, waiters: vec![req], aborts: None });
+        self.txns.insert(
+            txid,
+            TxnState::Preparing {
+                record,
+                waiters: vec![req],
+                aborts: None,
+            },
+        );
     }
 
     /// Lock conflicts first (naming the holder), then conditions, then reads.
-    fn check(&self, txid: &TxnId, prepare: &PrepareRequest, locks: &[Key], current: &HashMap<Key, Versioned>) -> Result<(), AbortReason> {
+    fn check(
+        &self,
+        txid: &TxnId,
+        prepare: &PrepareRequest,
+        locks: &[Key],
+        current: &HashMap<Key, Versioned>,
+    ) -> Result<(), AbortReason> {
         let participant = self.me.clone();
         if let Some((key, holder)) = self.locks.conflict(txid, locks) {
-            return Err(AbortReason::LockConflict { participant, key, holder });
+            return Err(AbortReason::LockConflict {
+                participant,
+                key,
+                holder,
+            });
         }
         let now = |key: &Key| lookup(current, key);
         for condition in &prepare.ops.conditions {
             if !condition.holds(now(condition.key())) {
-                return Err(AbortReason::ConditionFailed { participant, key: condition.key().clone() });
+                return Err(AbortReason::ConditionFailed {
+                    participant,
+                    key: condition.key().clone(),
+                });
             }
         }
         for (key, read) in &prepare.ops.reads {
             let current = now(key).version;
             if current != *read {
-                return Err(AbortReason::StaleRead { participant, key: key.clone(), read: *read, current });
+                return Err(AbortReason::StaleRead {
+                    participant,
+                    key: key.clone(),
+                    read: *read,
+                    current,
+                });
             }
         }
         Ok(())
     }
 
     fn prepare_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(TxnState::Preparing { record, waiters, aborts }) = self.txns.remove(&txid) else {
+        let Some(TxnState::Preparing {
+            record,
+            waiters,
+            aborts,
+        }) = self.txns.remove(&txid)
+        else {
             panic!("PrepareSynced for {txid}, which is not preparing");
         };
         if let Some(aborts) = aborts {
             // The abort overtook the sync: never vote Yes, drop the record.
             self.finish_abort(&txid, &record.locks, out);
             for req in waiters {
-                out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)) });
+                out.push(Command::Reply {
+                    req,
+                    reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)),
+                });
             }
             for req in aborts {
-                out.push(Command::Reply { req, reply: Reply::Ack });
+                out.push(Command::Reply {
+                    req,
+                    reply: Reply::Ack,
+                });
             }
             return;
         }
         for req in waiters {
-            out.push(Command::Reply { req, reply: Reply::Vote(Vote::Yes) });
+            out.push(Command::Reply {
+                req,
+                reply: Reply::Vote(Vote::Yes),
+            });
         }
-        self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: self.now_ms });
+        self.txns.insert(
+            txid,
+            TxnState::Prepared {
+                record,
+                last_heard_ms: self.now_ms,
+            },
+        );
     }
 
     fn commit(&mut self, req: Option<RequestId>, txid: TxnId, out: &mut Vec<Command>) {
@@ -265,13 +422,34 @@ impl Engine {
         };
         match self.txns.remove(&txid) {
             Some(TxnState::Prepared { record, .. }) => {
-                out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
+                out.push(Command::Apply {
+                    txid: txid.clone(),
+                    writes: record.writes,
+                });
                 let waiters = req.into_iter().collect();
-                self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters, one_phase: false });
+                self.txns.insert(
+                    txid,
+                    TxnState::Applying {
+                        locks: record.locks,
+                        waiters,
+                        one_phase: false,
+                    },
+                );
             }
-            Some(TxnState::Applying { locks, mut waiters, one_phase: false }) => {
+            Some(TxnState::Applying {
+                locks,
+                mut waiters,
+                one_phase: false,
+            }) => {
                 waiters.extend(req);
-                self.txns.insert(txid, TxnState::Applying { locks, waiters, one_phase: false });
+                self.txns.insert(
+                    txid,
+                    TxnState::Applying {
+                        locks,
+                        waiters,
+                        one_phase: false,
+                    },
+                );
             }
             Some(other) => {
                 self.txns.insert(txid.clone(), other);
@@ -297,15 +475,21 @@ impl Engine {
                 return;
             }
             Some(TxnState::Prepared { .. }) => {
-                let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else { unreachable!() };
+                let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else {
+                    unreachable!()
+                };
                 self.finish_abort(&txid, &record.locks, out);
             }
             Some(TxnState::Applying { .. }) => {
-                reply = Reply::Error(ServiceError::Invalid(format!("{txid} is committing here; it cannot abort")));
+                reply = Reply::Error(ServiceError::Invalid(format!(
+                    "{txid} is committing here; it cannot abort"
+                )));
             }
             None => match self.decided.get(&txid) {
                 Some(Decision::Committed) => {
-                    reply = Reply::Error(ServiceError::Invalid(format!("{txid} was committed here; it cannot abort")));
+                    reply = Reply::Error(ServiceError::Invalid(format!(
+                        "{txid} was committed here; it cannot abort"
+                    )));
                 }
                 Some(Decision::Aborted) => {}
                 // Abort before prepare: remember it so a late prepare votes No.
@@ -326,14 +510,26 @@ impl Engine {
     }
 
     fn applied(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(TxnState::Applying { locks, waiters, one_phase }) = self.txns.remove(&txid) else {
+        let Some(TxnState::Applying {
+            locks,
+            waiters,
+            one_phase,
+        }) = self.txns.remove(&txid)
+        else {
             panic!("Applied for {txid}, which is not applying");
         };
         self.locks.release(&txid, &locks);
         self.decided.insert(txid, Decision::Committed);
-        let reply = if one_phase { Reply::Outcome(Outcome::Committed) } else { Reply::Ack };
+        let reply = if one_phase {
+            Reply::Outcome(Outcome::Committed)
+        } else {
+            Reply::Ack
+        };
         for req in waiters {
-            out.push(Command::Reply { req, reply: reply.clone() });
+            out.push(Command::Reply {
+                req,
+                reply: reply.clone(),
+            });
         }
     }
 
@@ -349,20 +545,31 @@ impl Engine {
                 ProbeAnswer::Aborted
             }
         };
-        out.push(Command::Reply { req, reply: Reply::Probe(answer) });
+        out.push(Command::Reply {
+            req,
+            reply: Reply::Probe(answer),
+        });
     }
 
     fn tick(&mut self, now_ms: u64, out: &mut Vec<Command>) {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
-        let due = self.txns.iter_mut().filter_map(|(txid, state)| match state {
-            TxnState::Prepared { last_heard_ms, .. } if now.saturating_sub(*last_heard_ms) >= IN_DOUBT_AFTER_MS => {
-                *last_heard_ms = now;
-                Some(txid.clone())
-            }
-            _ => None,
-        });
-        out.extend(due.take(MAX_OUTCOME_QUERIES_PER_TICK).map(|txid| Command::AskOutcome { txid }));
+        let due = self
+            .txns
+            .iter_mut()
+            .filter_map(|(txid, state)| match state {
+                TxnState::Prepared { last_heard_ms, .. }
+                    if now.saturating_sub(*last_heard_ms) >= IN_DOUBT_AFTER_MS =>
+                {
+                    *last_heard_ms = now;
+                    Some(txid.clone())
+                }
+                _ => None,
+            });
+        out.extend(
+            due.take(MAX_OUTCOME_QUERIES_PER_TICK)
+                .map(|txid| Command::AskOutcome { txid }),
+        );
     }
 
     /// Prepared transactions waiting for their outcome.
@@ -379,7 +586,11 @@ impl Engine {
     pub fn pending_writer(&self, key: &[u8]) -> Option<&TxnId> {
         let holder = self.locks.holder(key)?;
         match self.txns.get(holder)? {
-            TxnState::Prepared { record, .. } => record.writes.iter().any(|(k, _)| k == key).then_some(holder),
+            TxnState::Prepared { record, .. } => record
+                .writes
+                .iter()
+                .any(|(k, _)| k == key)
+                .then_some(holder),
             TxnState::Applying { .. } => Some(holder),
             TxnState::Preparing { .. } => None,
         }
@@ -414,13 +625,22 @@ fn dedup_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<Key> {
 
 /// Each written key's state after the commit: version bumped by one. A
 /// key written twice keeps the last value (one version bump).
-fn new_versions(prepare: &PrepareRequest, current: &HashMap<Key, Versioned>) -> Vec<(Key, Versioned)> {
+fn new_versions(
+    prepare: &PrepareRequest,
+    current: &HashMap<Key, Versioned>,
+) -> Vec<(Key, Versioned)> {
     let last: std::collections::BTreeMap<&Key, &Option<twopc_common::Value>> =
         prepare.ops.writes.iter().map(|(k, v)| (k, v)).collect();
     last.into_iter()
         .map(|(key, value)| {
             let version = lookup(current, key).version + 1;
-            (key.clone(), Versioned { version, value: value.clone() })
+            (
+                key.clone(),
+                Versioned {
+                    version,
+                    value: value.clone(),
+                },
+            )
         })
         .collect()
 }

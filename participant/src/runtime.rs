@@ -42,9 +42,15 @@ pub enum ParticipantError {
     #[error("participant {0:?} is not in the cluster file")]
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -90,7 +96,10 @@ impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
+        self.tx
+            .send(Input::Engine(request, reply_tx))
+            .await
+            .map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())
     }
 
@@ -100,7 +109,10 @@ impl Handle {
     pub(crate) async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send(Input::Read(keys, reply_tx)).await.map_err(|_| stopped())?;
+        self.tx
+            .send(Input::Read(keys, reply_tx))
+            .await
+            .map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())?
     }
 }
@@ -124,25 +136,47 @@ impl RunningParticipant {
 /// Runs until a fatal error.
 pub async fn run(opts: ParticipantOptions) -> Result<(), ParticipantError> {
     let running = start(opts, None).await?;
-    let error = running.stopped.await.map_err(|e| ParticipantError::Fatal(e.to_string()))?;
+    let error = running
+        .stopped
+        .await
+        .map_err(|e| ParticipantError::Fatal(e.to_string()))?;
     Err(error)
 }
 
 /// Opens the log, recovers, and starts serving on the cluster file's
 /// address (or `listen`, e.g. `127.0.0.1:0` in tests).
-pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<RunningParticipant, ParticipantError> {
-    let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
+pub async fn start(
+    opts: ParticipantOptions,
+    listen: Option<&str>,
+) -> Result<RunningParticipant, ParticipantError> {
+    let entry = opts
+        .cluster
+        .participant_entry(&opts.id)
+        .ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(&opts.data_dir.join("wal"))?);
-    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
+    std::fs::create_dir_all(&opts.data_dir).map_err(|source| ParticipantError::DataDir {
+        path: opts.data_dir.display().to_string(),
+        source,
+    })?;
+    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(
+        &opts.data_dir.join("wal"),
+    )?);
+    let (listener, local) = net::bind(&addr)
+        .await
+        .map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
         .cluster
         .coordinator
         .iter()
-        .map(|c| (c.id.clone(), Peer::new(c.addr.clone(), |s| CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn())))
+        .map(|c| {
+            (
+                c.id.clone(),
+                Peer::new(c.addr.clone(), |s| {
+                    CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn()
+                }),
+            )
+        })
         .collect();
     let engine = Engine::new(me.clone(), opts.cluster.ring().fingerprint());
     let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
@@ -150,9 +184,15 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     task.recover()?;
     tracing::info!(participant = %me, addr = %local, "participant serving");
     let stopped = tokio::spawn(task.run(rx));
-    let server = ParticipantServer { handle: Handle { tx } };
+    let server = ParticipantServer {
+        handle: Handle { tx },
+    };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningParticipant { addr: local, stopped, server })
+    Ok(RunningParticipant {
+        addr: local,
+        stopped,
+        server,
+    })
 }
 
 /// Completions fed back into the engine task.
@@ -199,7 +239,11 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl EngineTask {
-    fn new(engine: Engine, wal: Arc<ParticipantWal>, coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>) -> Self {
+    fn new(
+        engine: Engine,
+        wal: Arc<ParticipantWal>,
+        coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>,
+    ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         EngineTask {
             engine,
@@ -235,12 +279,19 @@ impl EngineTask {
             }
         }
         if !prepared.is_empty() {
-            tracing::info!(count = prepared.len(), "recovered in-doubt transactions; asking their coordinators");
+            tracing::info!(
+                count = prepared.len(),
+                "recovered in-doubt transactions; asking their coordinators"
+            );
         }
         for record in &prepared {
             tracing::info!(txid = %record.txid, locks = record.locks.len(), "re-took locks of prepared transaction");
         }
-        let commands = self.engine.handle(Event::Recovered { prepared, decided, now_ms: now_ms() });
+        let commands = self.engine.handle(Event::Recovered {
+            prepared,
+            decided,
+            now_ms: now_ms(),
+        });
         self.execute(commands);
         Ok(())
     }
@@ -280,11 +331,17 @@ impl EngineTask {
         let waiting_for = keys.iter().find_map(|k| self.engine.pending_writer(k));
         if waiting_for.is_some() && tokio::time::Instant::now() < deadline {
             if self.parked.len() >= MAX_PARKED_READS {
-                let e = ServiceError::Overloaded(format!("{MAX_PARKED_READS} reads waiting for prepared writers"));
+                let e = ServiceError::Overloaded(format!(
+                    "{MAX_PARKED_READS} reads waiting for prepared writers"
+                ));
                 let _ = reply.send(Err(e));
                 return;
             }
-            self.parked.push(ParkedRead { keys, reply, deadline });
+            self.parked.push(ParkedRead {
+                keys,
+                reply,
+                deadline,
+            });
             return;
         }
         let values = keys.iter().map(|k| store::get(&*self.wal, k)).collect();
@@ -294,7 +351,8 @@ impl EngineTask {
     fn complete(&mut self, done: Completion) -> Option<ParticipantError> {
         match done {
             Completion::Event(event) => {
-                self.released |= matches!(event, Event::Applied { .. } | Event::OutcomeAnswer { .. });
+                self.released |=
+                    matches!(event, Event::Applied { .. } | Event::OutcomeAnswer { .. });
                 let commands = self.engine.handle(event);
                 self.execute(commands);
             }
@@ -318,15 +376,31 @@ impl EngineTask {
         self.next_req += 1;
         let event = match request {
             Request::Prepare(prepare) => match self.current(&prepare) {
-                Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
+                Ok(current) => Event::Prepare {
+                    req,
+                    prepare,
+                    current,
+                    now_ms: now_ms(),
+                },
                 Err(e) => return drop(reply.send(Reply::Error(e))),
             },
             Request::OnePhase(prepare) => match self.current(&prepare) {
-                Ok(current) => Event::OnePhase { req, prepare, current, now_ms: now_ms() },
+                Ok(current) => Event::OnePhase {
+                    req,
+                    prepare,
+                    current,
+                    now_ms: now_ms(),
+                },
                 Err(e) => return drop(reply.send(Reply::Error(e))),
             },
-            Request::Commit(txid) => Event::Commit { req: Some(req), txid },
-            Request::Abort(txid) => Event::Abort { req: Some(req), txid },
+            Request::Commit(txid) => Event::Commit {
+                req: Some(req),
+                txid,
+            },
+            Request::Abort(txid) => Event::Abort {
+                req: Some(req),
+                txid,
+            },
             Request::Probe(txid) => Event::Probe { req, txid },
         };
         self.pending.insert(req, reply);
@@ -336,7 +410,10 @@ impl EngineTask {
 
     /// Current committed state of every key the request touches. Read in
     /// the engine task: any commit that changed them has already applied.
-    fn current(&self, prepare: &PrepareRequest) -> Result<HashMap<Vec<u8>, twopc_common::Versioned>, ServiceError> {
+    fn current(
+        &self,
+        prepare: &PrepareRequest,
+    ) -> Result<HashMap<Vec<u8>, twopc_common::Versioned>, ServiceError> {
         prepare.ops.validate().map_err(ServiceError::Invalid)?;
         let mut current = HashMap::new();
         for key in prepare.ops.keys() {
@@ -356,12 +433,16 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Prepared(record));
                     let tx = self.done_tx.clone();
-                    self.wal.submit(batch, prepare_durability(), Box::new(move |result| {
-                        let _ = tx.send(match result {
-                            Ok(lsns) => Completion::PrepareLogged { txid, lsn: lsns[0] },
-                            Err(e) => Completion::Fatal(e),
-                        });
-                    }));
+                    self.wal.submit(
+                        batch,
+                        prepare_durability(),
+                        Box::new(move |result| {
+                            let _ = tx.send(match result {
+                                Ok(lsns) => Completion::PrepareLogged { txid, lsn: lsns[0] },
+                                Err(e) => Completion::Fatal(e),
+                            });
+                        }),
+                    );
                 }
                 Command::Apply { txid, writes } => {
                     fault::hit("participant.before-apply");
@@ -369,15 +450,17 @@ impl EngineTask {
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
                     let tx = self.done_tx.clone();
-                    self.wal.submit(batch, Durability::Sync, Box::new(move |result| {
-                        match result {
+                    self.wal.submit(
+                        batch,
+                        Durability::Sync,
+                        Box::new(move |result| match result {
                             Ok(lsns) => {
                                 let _ = tx.send(Completion::DoneLogged { lsn: lsns[0] });
                                 let _ = tx.send(Completion::Event(Event::Applied { txid }));
                             }
                             Err(e) => drop(tx.send(Completion::Fatal(e))),
-                        }
-                    }));
+                        }),
+                    );
                 }
                 Command::ForgetAborted { txid } => {
                     self.released = true;
@@ -385,12 +468,16 @@ impl EngineTask {
                     let batch = self.finish_batch(&txid, Decision::Aborted);
                     let tx = self.done_tx.clone();
                     // No sync: losing this only means the abort is re-learned.
-                    self.wal.submit(batch, Durability::Lazy, Box::new(move |result| {
-                        let _ = tx.send(match result {
-                            Ok(lsns) => Completion::DoneLogged { lsn: lsns[0] },
-                            Err(e) => Completion::Fatal(e),
-                        });
-                    }));
+                    self.wal.submit(
+                        batch,
+                        Durability::Lazy,
+                        Box::new(move |result| {
+                            let _ = tx.send(match result {
+                                Ok(lsns) => Completion::DoneLogged { lsn: lsns[0] },
+                                Err(e) => Completion::Fatal(e),
+                            });
+                        }),
+                    );
                 }
                 Command::Reply { req, reply } => {
                     if let Some(sender) = self.pending.remove(&req) {
@@ -406,7 +493,10 @@ impl EngineTask {
     /// the oldest Done records beyond what the engine remembers.
     fn finish_batch(&mut self, txid: &TxnId, decision: Decision) -> WalBatch<ParticipantRecord> {
         let mut batch = WalBatch::new();
-        batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
+        batch.append.push(ParticipantRecord::Done {
+            txid: txid.clone(),
+            decision,
+        });
         batch.remove.extend(self.prepared_lsn.remove(txid));
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
             batch.remove.extend(self.done_lsns.pop_front());
@@ -419,19 +509,30 @@ impl EngineTask {
             tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
             return;
         };
-        let Ok(permit) = self.queries_in_flight.clone().try_acquire_owned() else { return };
+        let Ok(permit) = self.queries_in_flight.clone().try_acquire_owned() else {
+            return;
+        };
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let asked = txid.clone();
-            let answer = peer.call(|c| async move { c.outcome(context_with_timeout(RPC_TIMEOUT), asked).await }).await;
+            let answer = peer
+                .call(|c| {
+                    let asked = asked.clone();
+                    async move { c.outcome(context_with_timeout(RPC_TIMEOUT), asked).await }
+                })
+                .await;
             match answer {
                 Ok(Ok(status)) => {
                     tracing::info!(%txid, ?status, "coordinator answered outcome question");
                     let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
                 }
-                Ok(Err(e)) => tracing::warn!(%txid, error = %e, "coordinator refused outcome question"),
-                Err(e) => tracing::warn!(%txid, error = %e, "coordinator unreachable; still in doubt, will ask again"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%txid, error = %e, "coordinator refused outcome question")
+                }
+                Err(e) => {
+                    tracing::warn!(%txid, error = %e, "coordinator unreachable; still in doubt, will ask again")
+                }
             }
         });
     }

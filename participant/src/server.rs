@@ -24,9 +24,14 @@ fn unexpected(reply: Reply) -> ServiceError {
 impl ParticipantRpc for ParticipantServer {
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+            return Err(ServiceError::Invalid(format!(
+                "{} keys exceed the limit of {MAX_KEYS_PER_READ}",
+                keys.len()
+            )));
         }
-        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        keys.iter()
+            .try_for_each(|k| check_key(k))
+            .map_err(ServiceError::Invalid)?;
         self.handle.read(keys).await
     }
 
@@ -51,7 +56,11 @@ impl ParticipantRpc for ParticipantServer {
         }
     }
 
-    async fn commit_one_phase(self, _: Context, req: PrepareRequest) -> Result<Outcome, ServiceError> {
+    async fn commit_one_phase(
+        self,
+        _: Context,
+        req: PrepareRequest,
+    ) -> Result<Outcome, ServiceError> {
         match self.handle.call(Request::OnePhase(req)).await? {
             Reply::Outcome(outcome) => Ok(outcome),
             other => Err(unexpected(other)),

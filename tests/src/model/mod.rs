@@ -68,8 +68,13 @@ pub enum Property {
 }
 
 impl Property {
-    pub const ALL: [Property; 5] =
-        [Property::TcConsistent, Property::DecisionStable, Property::CommittedDurable, Property::VoteDurable, Property::Resolves];
+    pub const ALL: [Property; 5] = [
+        Property::TcConsistent,
+        Property::DecisionStable,
+        Property::CommittedDurable,
+        Property::VoteDurable,
+        Property::Resolves,
+    ];
 }
 
 /// One model checking run.

@@ -45,11 +45,19 @@ impl ModelReport {
             self.states,
             self.transitions,
             self.depth,
-            if self.exhaustive { "exhaustive" } else { "TRUNCATED" },
+            if self.exhaustive {
+                "exhaustive"
+            } else {
+                "TRUNCATED"
+            },
             self.elapsed
         );
         if let Some(c) = &self.counterexample {
-            s.push_str(&format!("\n  violation: {}\n  trace ({} steps):", c.violation, c.trace.len()));
+            s.push_str(&format!(
+                "\n  violation: {}\n  trace ({} steps):",
+                c.violation,
+                c.trace.len()
+            ));
             for (i, a) in c.trace.iter().enumerate() {
                 s.push_str(&format!("\n    {i:3}. {a}"));
             }
@@ -92,7 +100,10 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
             if let Err(what) = completion(cfg, &state) {
                 let mut trace = rebuild(cfg, &parents, id);
                 trace.push(format!("then, with no more faults: {what}"));
-                report.counterexample = Some(Counterexample { violation: format!("Resolves: {what}"), trace });
+                report.counterexample = Some(Counterexample {
+                    violation: format!("Resolves: {what}"),
+                    trace,
+                });
                 break;
             }
         }
@@ -106,7 +117,10 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
             parents.insert(next_id, (id, index as u32));
             if let Some(violation) = &next.ghost.violation {
                 let trace = rebuild(cfg, &parents, next_id);
-                report.counterexample = Some(Counterexample { violation: violation.clone(), trace });
+                report.counterexample = Some(Counterexample {
+                    violation: violation.clone(),
+                    trace,
+                });
                 break;
             }
             queue.push_back((next, next_id, depth + 1));
@@ -164,7 +178,9 @@ pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
     while let Some(action) = next_fault_free(cfg, &s) {
         steps += 1;
         if steps > COMPLETION_STEPS_MAX {
-            return Err(format!("still busy after {COMPLETION_STEPS_MAX} fault-free steps (last: {action:?})"));
+            return Err(format!(
+                "still busy after {COMPLETION_STEPS_MAX} fault-free steps (last: {action:?})"
+            ));
         }
         s = step::apply(cfg, &s, &action);
         if let Some(v) = &s.ghost.violation {
@@ -176,7 +192,11 @@ pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
             return Err(format!("p{} still in doubt about {}", p + 1, r.txid));
         }
         if !part.engine.locks().is_empty() {
-            return Err(format!("p{} still holds {} locks", p + 1, part.engine.locks().len()));
+            return Err(format!(
+                "p{} still holds {} locks",
+                p + 1,
+                part.engine.locks().len()
+            ));
         }
     }
     if let Some((txid, _, phase)) = s.coordinator.engine.active().next() {
@@ -192,13 +212,25 @@ pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
         let mut ps: Vec<u8> = spec.writes.iter().chain(&spec.reads).copied().collect();
         ps.sort_unstable();
         ps.dedup();
-        let applied: Vec<u8> = ps.iter().copied().filter(|p| s.ghost.applied.contains(&(*p, txid.clone()))).collect();
+        let applied: Vec<u8> = ps
+            .iter()
+            .copied()
+            .filter(|p| s.ghost.applied.contains(&(*p, txid.clone())))
+            .collect();
         if !applied.is_empty() && applied.len() != ps.len() {
-            return Err(format!("atomicity: {txid} applied at {applied:?} of {ps:?}"));
+            return Err(format!(
+                "atomicity: {txid} applied at {applied:?} of {ps:?}"
+            ));
         }
         match heard {
-            Some(Answer::Committed) if applied.is_empty() => return Err(format!("client heard Committed for {txid}, applied nowhere")),
-            Some(Answer::Aborted) if !applied.is_empty() => return Err(format!("client heard Aborted for {txid}, applied")),
+            Some(Answer::Committed) if applied.is_empty() => {
+                return Err(format!(
+                    "client heard Committed for {txid}, applied nowhere"
+                ))
+            }
+            Some(Answer::Aborted) if !applied.is_empty() => {
+                return Err(format!("client heard Aborted for {txid}, applied"))
+            }
             _ => {}
         }
     }

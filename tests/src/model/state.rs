@@ -15,9 +15,14 @@ use twopc_participant::record::{Decision, PreparedRecord};
 pub enum PWrite {
     Prepared(PreparedRecord),
     /// Writes + drop the Prepared record + Done(Committed).
-    Commit { txid: TxnId, writes: Vec<(Key, Versioned)> },
+    Commit {
+        txid: TxnId,
+        writes: Vec<(Key, Versioned)>,
+    },
     /// Drop the Prepared record + Done(Aborted).
-    Abort { txid: TxnId },
+    Abort {
+        txid: TxnId,
+    },
 }
 
 /// A participant's durable (or visible) tables.
@@ -52,8 +57,13 @@ impl PStore {
 /// A coordinator's write.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CWrite {
-    Commit { txid: TxnId, participants: Vec<NodeId> },
-    End { txid: TxnId },
+    Commit {
+        txid: TxnId,
+        participants: Vec<NodeId>,
+    },
+    End {
+        txid: TxnId,
+    },
 }
 
 /// A coordinator's durable (or visible) tables.
@@ -89,7 +99,11 @@ pub struct Disk<S, W> {
 
 impl<S: Default, W> Default for Disk<S, W> {
     fn default() -> Self {
-        Disk { durable: S::default(), lazy: Vec::new(), queue: Vec::new() }
+        Disk {
+            durable: S::default(),
+            lazy: Vec::new(),
+            queue: Vec::new(),
+        }
     }
 }
 
@@ -161,16 +175,38 @@ pub enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Msg {
     /// Coordinator (incarnation `from`) → participant `to` (incarnation `inc`).
-    ToParticipant { to: u8, inc: u8, from: u8, kind: PCall, txid: TxnId },
+    ToParticipant {
+        to: u8,
+        inc: u8,
+        from: u8,
+        kind: PCall,
+        txid: TxnId,
+    },
     /// Participant `from` → coordinator incarnation `inc`, answering `kind`.
-    FromParticipant { from: u8, inc: u8, kind: PCall, txid: TxnId, answer: Answer },
+    FromParticipant {
+        from: u8,
+        inc: u8,
+        kind: PCall,
+        txid: TxnId,
+        answer: Answer,
+    },
     /// Client or participant → coordinator incarnation `inc`: commit
     /// (`commit` true, clients only) or outcome question.
-    ToCoordinator { asker: Asker, inc: u8, commit: bool, txid: TxnId },
+    ToCoordinator {
+        asker: Asker,
+        inc: u8,
+        commit: bool,
+        txid: TxnId,
+    },
     /// Coordinator → client: the commit's outcome.
     ToClient { client: u8, answer: Answer },
     /// Coordinator → participant `to` (incarnation `inc`): outcome answer.
-    OutcomeAnswer { to: u8, inc: u8, txid: TxnId, answer: Answer },
+    OutcomeAnswer {
+        to: u8,
+        inc: u8,
+        txid: TxnId,
+        answer: Answer,
+    },
 }
 
 /// A client's transaction.

@@ -1,11 +1,15 @@
 //! The actions enabled in a state, and what each does.
 
 use super::exec::{self, participant_id, violate, RING};
-use super::state::{Answer, Asker, CStore, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State};
+use super::state::{
+    Answer, Asker, CStore, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State,
+};
 use super::{ModelConfig, ModelSabotage, Property};
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_common::{NodeId, OutcomeStatus, TxnId};
-use twopc_coordinator::engine::{Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply};
+use twopc_coordinator::engine::{
+    Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply,
+};
 use twopc_participant::engine::{Engine as PEngine, Event as PEvent};
 
 /// A process that can crash.
@@ -20,7 +24,10 @@ pub enum Action {
     /// Client `i` begins its transaction and sends the commit.
     Start(u8),
     /// Deliver a message; `keep`: a duplicate stays in flight.
-    Deliver { msg: Msg, keep: bool },
+    Deliver {
+        msg: Msg,
+        keep: bool,
+    },
     Drop(Msg),
     /// The node's oldest queued disk write completes.
     Flush(Node),
@@ -80,19 +87,29 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
         }
     }
     for msg in &s.net {
-        out.push(Action::Deliver { msg: msg.clone(), keep: false });
+        out.push(Action::Deliver {
+            msg: msg.clone(),
+            keep: false,
+        });
         if faults && cfg.duplicate {
-            out.push(Action::Deliver { msg: msg.clone(), keep: true });
+            out.push(Action::Deliver {
+                msg: msg.clone(),
+                keep: true,
+            });
         }
         if faults && cfg.lose {
             out.push(Action::Drop(msg.clone()));
         }
     }
-    let nodes = std::iter::once(Node::Coordinator).chain((0..cfg.participants).map(Node::Participant));
+    let nodes =
+        std::iter::once(Node::Coordinator).chain((0..cfg.participants).map(Node::Participant));
     for node in nodes {
         let (up, queued) = match node {
             Node::Coordinator => (s.coordinator.up, !s.coordinator.disk.queue.is_empty()),
-            Node::Participant(p) => (s.participants[p as usize].up, !s.participants[p as usize].disk.queue.is_empty()),
+            Node::Participant(p) => (
+                s.participants[p as usize].up,
+                !s.participants[p as usize].disk.queue.is_empty(),
+            ),
         };
         if up && queued {
             out.push(Action::Flush(node));
@@ -111,7 +128,12 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
         for (p, part) in s.participants.iter().enumerate() {
             for record in part.engine.in_doubt() {
                 let asker = Asker::Participant(p as u8, part.incarnation);
-                let msg = Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid: record.txid.clone() };
+                let msg = Msg::ToCoordinator {
+                    asker,
+                    inc: s.coordinator.incarnation,
+                    commit: false,
+                    txid: record.txid.clone(),
+                };
                 if part.up && !s.net.contains(&msg) {
                     out.push(Action::Ask(p as u8, record.txid.clone()));
                 }
@@ -139,7 +161,12 @@ pub fn apply(cfg: &ModelConfig, s: &State, action: &Action) -> State {
         Action::Timeout(call) => exec::coordinator_timeout(cfg, &mut s, call.clone()),
         Action::Ask(p, txid) => {
             let asker = Asker::Participant(*p, s.participants[*p as usize].incarnation);
-            s.net.insert(Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid: txid.clone() });
+            s.net.insert(Msg::ToCoordinator {
+                asker,
+                inc: s.coordinator.incarnation,
+                commit: false,
+                txid: txid.clone(),
+            });
         }
         Action::Crash(node) => crash(&mut s, *node),
         Action::Restart(node) => restart(cfg, &mut s, *node),
@@ -148,30 +175,58 @@ pub fn apply(cfg: &ModelConfig, s: &State, action: &Action) -> State {
 }
 
 fn start(cfg: &ModelConfig, s: &mut State, i: usize) {
-    let commands = s.coordinator.engine.handle(CEvent::Begin { req: u64::MAX, now_ms: 0 });
+    let commands = s.coordinator.engine.handle(CEvent::Begin {
+        req: u64::MAX,
+        now_ms: 0,
+    });
     let txid = match commands.as_slice() {
-        [CCommand::Reply { reply: CReply::Begun(txid), .. }] => txid.clone(),
+        [CCommand::Reply {
+            reply: CReply::Begun(txid),
+            ..
+        }] => txid.clone(),
         other => panic!("Begin answered {other:?}"),
     };
     let _ = cfg;
     s.clients[i] = Client::Committing(txid.clone());
-    s.net.insert(Msg::ToCoordinator { asker: Asker::Client(i as u8), inc: s.coordinator.incarnation, commit: true, txid });
+    s.net.insert(Msg::ToCoordinator {
+        asker: Asker::Client(i as u8),
+        inc: s.coordinator.incarnation,
+        commit: true,
+        txid,
+    });
 }
 
 fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
     match msg {
-        Msg::ToParticipant { to, inc, from, kind, txid } => {
+        Msg::ToParticipant {
+            to,
+            inc,
+            from,
+            kind,
+            txid,
+        } => {
             let p = &s.participants[to as usize];
             if p.up && p.incarnation == inc {
                 exec::participant_request(cfg, s, to, from, kind, txid);
             }
         }
-        Msg::FromParticipant { from, inc, kind, txid, answer } => {
+        Msg::FromParticipant {
+            from,
+            inc,
+            kind,
+            txid,
+            answer,
+        } => {
             if s.coordinator.up && s.coordinator.incarnation == inc {
                 exec::coordinator_response(cfg, s, from, kind, txid, answer);
             }
         }
-        Msg::ToCoordinator { asker, inc, commit, txid } => {
+        Msg::ToCoordinator {
+            asker,
+            inc,
+            commit,
+            txid,
+        } => {
             if s.coordinator.up && s.coordinator.incarnation == inc {
                 exec::coordinator_request(cfg, s, asker, commit, txid);
             }
@@ -181,7 +236,12 @@ fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
                 s.clients[client as usize] = Client::Heard(txid.clone(), answer);
             }
         }
-        Msg::OutcomeAnswer { to, inc, txid, answer } => {
+        Msg::OutcomeAnswer {
+            to,
+            inc,
+            txid,
+            answer,
+        } => {
             let p = &s.participants[to as usize];
             let status = match answer {
                 Answer::Committed => OutcomeStatus::Committed,
@@ -209,7 +269,12 @@ fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
                 let decided: Vec<TxnId> = disk.durable.commits.keys().cloned().collect();
                 for txid in decided {
                     if s.ghost.said_aborted.contains(&txid) && !s.ghost.decided.contains(&txid) {
-                        violate(cfg, s, Property::DecisionStable, format!("Commit of {txid} durable after Aborted was said"));
+                        violate(
+                            cfg,
+                            s,
+                            Property::DecisionStable,
+                            format!("Commit of {txid} durable after Aborted was said"),
+                        );
                     }
                     s.ghost.decided.insert(txid);
                 }
@@ -231,10 +296,16 @@ fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
                 disk.lazy.push(write.clone());
             }
             match write {
-                PWrite::Prepared(record) => exec::feed_participant(cfg, s, p, PEvent::PrepareSynced { txid: record.txid }),
+                PWrite::Prepared(record) => {
+                    exec::feed_participant(cfg, s, p, PEvent::PrepareSynced { txid: record.txid })
+                }
                 PWrite::Commit { txid, .. } => {
                     if let Some((q, _)) = s.ghost.aborted.iter().find(|(_, t)| *t == txid) {
-                        let what = format!("p{} applied {txid}, p{} aborted it after prepare", p + 1, q + 1);
+                        let what = format!(
+                            "p{} applied {txid}, p{} aborted it after prepare",
+                            p + 1,
+                            q + 1
+                        );
                         violate(cfg, s, Property::TcConsistent, what);
                     }
                     s.ghost.applied.insert((p, txid.clone()));
@@ -256,7 +327,8 @@ fn crash(s: &mut State, node: Node) {
             c.up = false;
             c.disk.queue.clear();
             c.disk.lazy.clear();
-            s.net.retain(|m| !matches!(m, Msg::FromParticipant { .. } | Msg::ToCoordinator { .. }));
+            s.net
+                .retain(|m| !matches!(m, Msg::FromParticipant { .. } | Msg::ToCoordinator { .. }));
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];
@@ -273,9 +345,16 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
     match node {
         Node::Coordinator => {
             let c = &mut s.coordinator;
-            let CStore { epoch, commits, ends } = &mut c.disk.durable;
+            let CStore {
+                epoch,
+                commits,
+                ends,
+            } = &mut c.disk.durable;
             *epoch += 1;
-            let mut recovered: Vec<_> = commits.iter().map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t))).collect();
+            let mut recovered: Vec<_> = commits
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t)))
+                .collect();
             if cfg.sabotage == ModelSabotage::ForgetfulCoordinator {
                 recovered.clear();
             }
@@ -286,7 +365,14 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             c.pending.clear();
             c.calls.clear();
             c.probes.clear();
-            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered });
+            exec::feed_coordinator(
+                cfg,
+                s,
+                CEvent::Recovered {
+                    epoch,
+                    commits: recovered,
+                },
+            );
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];
@@ -295,8 +381,23 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             part.engine = PEngine::new(participant_id(p), RING);
             part.pending.clear();
             let prepared = part.disk.durable.prepared.values().cloned().collect();
-            let decided = part.disk.durable.done.iter().map(|(t, d)| (t.clone(), *d)).collect();
-            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, now_ms: 0 });
+            let decided = part
+                .disk
+                .durable
+                .done
+                .iter()
+                .map(|(t, d)| (t.clone(), *d))
+                .collect();
+            exec::feed_participant(
+                cfg,
+                s,
+                p,
+                PEvent::Recovered {
+                    prepared,
+                    decided,
+                    now_ms: 0,
+                },
+            );
         }
     }
 }

@@ -35,8 +35,12 @@ pub enum Sabotage {
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 4] =
-        [Sabotage::VoteBeforeSync, Sabotage::CommitBeforeSync, Sabotage::ApplyBeforeSync, Sabotage::ForgetfulCoordinator];
+    pub const ALL: [Sabotage; 4] = [
+        Sabotage::VoteBeforeSync,
+        Sabotage::CommitBeforeSync,
+        Sabotage::ApplyBeforeSync,
+        Sabotage::ForgetfulCoordinator,
+    ];
 }
 
 /// Which faults a run injects during its fault phase.
@@ -70,8 +74,16 @@ pub struct Faults {
 }
 
 /// The fault profiles, cycled through by seed.
-pub const PROFILES: [&str; 8] =
-    ["calm", "lossy", "partitions", "participant-crashes", "coordinator-crashes", "crash-points", "slow-disk", "everything"];
+pub const PROFILES: [&str; 8] = [
+    "calm",
+    "lossy",
+    "partitions",
+    "participant-crashes",
+    "coordinator-crashes",
+    "crash-points",
+    "slow-disk",
+    "everything",
+];
 
 impl Faults {
     /// Profile `name` with its parameters drawn from `rng`.
@@ -160,16 +172,20 @@ impl SimConfig {
     /// the fault profile cycles, the sizes are drawn from the seed.
     pub fn for_seed(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0001);
-        let workload = if seed % 2 == 0 { Workload::Bank } else { Workload::AtomicSet };
+        let workload = if seed % 2 == 0 {
+            Workload::Bank
+        } else {
+            Workload::AtomicSet
+        };
         let profile = PROFILES[((seed / 2) % PROFILES.len() as u64) as usize];
         let faults = Faults::profile(profile, &mut rng);
         SimConfig {
             seed,
             workload,
             participants: rng.gen_range(2..=4),
-            clients: rng.gen_range(1..=5),
-            txns_per_client: rng.gen_range(2..=12),
-            fault_phase_ms: rng.gen_range(3_000..=15_000),
+            clients: rng.gen_range(1..=6),
+            txns_per_client: rng.gen_range(2..=20),
+            fault_phase_ms: rng.gen_range(3_000..=30_000),
             settle_ms_max: 180_000,
             events_max: 400_000,
             faults,

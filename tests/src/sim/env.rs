@@ -26,9 +26,17 @@ pub enum Timer {
     /// An RPC's deadline.
     CallTimeout(CallId),
     /// Coordinator: a commit to send after its backoff.
-    SendCommit { txid: TxnId, to: usize, attempt: u32 },
+    SendCommit {
+        txid: TxnId,
+        to: usize,
+        attempt: u32,
+    },
     /// Coordinator: a one-phase commit to send after its backoff.
-    SendOnePhase { to: usize, prepare: PrepareRequest, attempt: u32 },
+    SendOnePhase {
+        to: usize,
+        prepare: PrepareRequest,
+        attempt: u32,
+    },
     /// Client: think time is over, take the next step.
     ClientStep,
 }
@@ -39,8 +47,13 @@ pub enum FaultAction {
     Crash(Addr),
     Restart(Addr),
     /// Cut these servers off from everyone else until `PartitionEnd(id)`.
-    PartitionStart { id: u32, side: Vec<Addr> },
-    PartitionEnd { id: u32 },
+    PartitionStart {
+        id: u32,
+        side: Vec<Addr>,
+    },
+    PartitionEnd {
+        id: u32,
+    },
     /// End of the fault phase: heal everything.
     Heal,
 }
@@ -50,8 +63,15 @@ pub enum FaultAction {
 pub enum Item {
     Deliver(Message),
     /// Write a node's queued disk batches.
-    Flush { node: Addr, incarnation: u32 },
-    Timer { node: Addr, incarnation: u32, timer: Timer },
+    Flush {
+        node: Addr,
+        incarnation: u32,
+    },
+    Timer {
+        node: Addr,
+        incarnation: u32,
+        timer: Timer,
+    },
     Fault(FaultAction),
 }
 
@@ -127,7 +147,11 @@ impl Env {
             self.in_flight += 1;
         }
         self.seq += 1;
-        self.queue.push(Scheduled { at_ms: self.now_ms + delay_ms, seq: self.seq, item });
+        self.queue.push(Scheduled {
+            at_ms: self.now_ms + delay_ms,
+            seq: self.seq,
+            item,
+        });
     }
 
     /// The next item, advancing the clock to its time.
@@ -141,7 +165,10 @@ impl Env {
     }
 
     pub fn life(&self, node: Addr) -> Life {
-        self.lives.get(&node).copied().unwrap_or(Life { up: true, incarnation: 0 })
+        self.lives.get(&node).copied().unwrap_or(Life {
+            up: true,
+            incarnation: 0,
+        })
     }
 
     pub fn set_life(&mut self, node: Addr, life: Life) {
@@ -150,7 +177,14 @@ impl Env {
 
     pub fn timer(&mut self, node: Addr, delay_ms: u64, timer: Timer) {
         let incarnation = self.life(node).incarnation;
-        self.schedule(delay_ms, Item::Timer { node, incarnation, timer });
+        self.schedule(
+            delay_ms,
+            Item::Timer {
+                node,
+                incarnation,
+                timer,
+            },
+        );
     }
 
     /// Starts an RPC: sends the request and arms its deadline.
@@ -179,7 +213,13 @@ impl Env {
         };
         for _ in 0..copies {
             let delay = self.delay_ms();
-            let message = Message { from, to, to_incarnation, call, body: body.clone() };
+            let message = Message {
+                from,
+                to,
+                to_incarnation,
+                call,
+                body: body.clone(),
+            };
             self.schedule(delay, Item::Deliver(message));
         }
     }
@@ -190,7 +230,9 @@ impl Env {
             return self.rng.gen_range(lo..=hi.min(5).max(lo));
         }
         if self.faults.long_delay > 0.0 && self.rng.gen_bool(self.faults.long_delay) {
-            return self.rng.gen_range(hi..=self.faults.long_delay_ms_max.max(hi));
+            return self
+                .rng
+                .gen_range(hi..=self.faults.long_delay_ms_max.max(hi));
         }
         self.rng.gen_range(lo..=hi)
     }
@@ -199,11 +241,15 @@ impl Env {
     /// incarnation it was sent to, and no partition separates the two.
     pub fn deliverable(&self, message: &Message) -> bool {
         let life = self.life(message.to);
-        life.up && life.incarnation == message.to_incarnation && !self.partitioned(message.from, message.to)
+        life.up
+            && life.incarnation == message.to_incarnation
+            && !self.partitioned(message.from, message.to)
     }
 
     fn partitioned(&self, a: Addr, b: Addr) -> bool {
-        self.partitions.values().any(|side| side.contains(&a) != side.contains(&b))
+        self.partitions
+            .values()
+            .any(|side| side.contains(&a) != side.contains(&b))
     }
 
     pub fn partition(&mut self, id: u32, side: Vec<Addr>) {
@@ -219,7 +265,12 @@ impl Env {
     /// Schedules a flush of `node`'s disk: after the fsync latency if the
     /// group must be synced, at once (next millisecond at most) if lazy.
     pub fn schedule_flush(&mut self, node: Addr, sync: bool) {
-        let delay = if sync { self.rng.gen_range(self.faults.fsync_ms.0..=self.faults.fsync_ms.1) } else { self.rng.gen_range(0..=1) };
+        let delay = if sync {
+            self.rng
+                .gen_range(self.faults.fsync_ms.0..=self.faults.fsync_ms.1)
+        } else {
+            self.rng.gen_range(0..=1)
+        };
         let incarnation = self.life(node).incarnation;
         self.schedule(delay, Item::Flush { node, incarnation });
     }
@@ -227,7 +278,10 @@ impl Env {
     /// A protocol moment of `node`: with the profile's probability, the
     /// node crashes right after the current event (and restarts later).
     pub fn crash_point(&mut self, node: Addr) {
-        if self.healed || self.faults.crash_points_max == 0 || !self.rng.gen_bool(self.faults.crash_point) {
+        if self.healed
+            || self.faults.crash_points_max == 0
+            || !self.rng.gen_bool(self.faults.crash_point)
+        {
             return;
         }
         self.faults.crash_points_max -= 1;

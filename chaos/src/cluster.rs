@@ -1,0 +1,339 @@
+//! Process-level cluster launcher: every server is a separate OS process
+//! of the built `twopc` binary, on a free loopback port, with its own data
+//! directory. Used by the chaos harness, the benchmark and the
+//! multi-process tests. Dropping a [`Cluster`] kills its processes (and
+//! removes its directory when it owns a temp dir).
+//!
+//! Each process gets its own cluster file (`<id>.cluster.toml`): its own
+//! entry is where it listens, the other entries are where it reaches its
+//! peers. Normally they are the same everywhere; a harness may point a
+//! process's view of a peer at a proxy (see [`Cluster::set_view`]) to
+//! fault one link. Routing never depends on addresses (the ring hashes
+//! ids), so views may differ.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use twopc_common::config::ClusterConfig;
+
+/// How long a process may take to start listening.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port nobody listens on right now (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub struct Cluster {
+    binary: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    /// The cluster as the processes listen.
+    pub config: ClusterConfig,
+    /// Per-process views (what each process's cluster file says).
+    views: BTreeMap<String, ClusterConfig>,
+    procs: BTreeMap<String, Child>,
+    /// Environment given to each process at every (re)start.
+    env: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Cluster {
+    /// Plans a cluster of `coordinators` + `participants` on free loopback
+    /// ports under a new temp dir; starts nothing.
+    pub fn new(binary: &Path, coordinators: usize, participants: usize) -> Result<Cluster> {
+        let temp = tempfile::tempdir().context("temp dir")?;
+        let dir = temp.path().to_path_buf();
+        let mut cluster = Cluster::in_dir(binary, &dir, coordinators, participants)?;
+        cluster._temp = Some(temp);
+        Ok(cluster)
+    }
+
+    /// Same, under `dir` (kept after the cluster is dropped).
+    pub fn in_dir(
+        binary: &Path,
+        dir: &Path,
+        coordinators: usize,
+        participants: usize,
+    ) -> Result<Cluster> {
+        std::fs::create_dir_all(dir)?;
+        let mut config = ClusterConfig::loopback(coordinators, participants, 0);
+        for entry in config
+            .coordinator
+            .iter_mut()
+            .chain(config.participant.iter_mut())
+        {
+            entry.addr = format!("127.0.0.1:{}", free_port()?);
+        }
+        let views = config
+            .coordinator
+            .iter()
+            .chain(&config.participant)
+            .map(|e| (e.id.clone(), config.clone()))
+            .collect();
+        Ok(Cluster {
+            binary: binary.to_path_buf(),
+            _temp: None,
+            dir: dir.to_path_buf(),
+            config,
+            views,
+            procs: BTreeMap::new(),
+            env: BTreeMap::new(),
+        })
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.config
+            .coordinator
+            .iter()
+            .chain(&self.config.participant)
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
+    pub fn participant_ids(&self) -> Vec<String> {
+        self.config
+            .participant
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    pub fn coordinator_ids(&self) -> Vec<String> {
+        self.config
+            .coordinator
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    fn config_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.cluster.toml"))
+    }
+
+    /// Where process `id` listens.
+    pub fn addr(&self, id: &str) -> String {
+        let entry = self
+            .config
+            .coordinator
+            .iter()
+            .chain(&self.config.participant)
+            .find(|e| e.id == id);
+        entry
+            .unwrap_or_else(|| panic!("no process {id}"))
+            .addr
+            .clone()
+    }
+
+    pub fn coordinator_addr(&self) -> String {
+        self.addr(&self.config.coordinator[0].id)
+    }
+
+    /// Makes process `viewer` reach `peer` at `addr` (e.g. a proxy) from
+    /// its next (re)start on.
+    pub fn set_view(&mut self, viewer: &str, peer: &str, addr: &str) {
+        let view = self
+            .views
+            .get_mut(viewer)
+            .unwrap_or_else(|| panic!("no process {viewer}"));
+        for entry in view
+            .coordinator
+            .iter_mut()
+            .chain(view.participant.iter_mut())
+        {
+            if entry.id == peer {
+                entry.addr = addr.to_string();
+            }
+        }
+    }
+
+    /// Environment for process `id` at every later (re)start.
+    pub fn set_env(&mut self, id: &str, env: &[(&str, &str)]) {
+        self.env.insert(
+            id.to_string(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+
+    /// The command that runs process `id` (not started).
+    pub fn command(&self, id: &str) -> Result<Command> {
+        let role = if self.config.coordinator_entry(id).is_some() {
+            "coordinator"
+        } else {
+            "participant"
+        };
+        std::fs::write(self.config_path(id), self.views[id].to_toml())?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg(role)
+            .arg("--config")
+            .arg(self.config_path(id))
+            .arg("--id")
+            .arg(id)
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null());
+        for (k, v) in self.env.get(id).into_iter().flatten() {
+            cmd.env(k, v);
+        }
+        Ok(cmd)
+    }
+
+    /// Starts every process and waits until all listen.
+    pub fn start_all(&mut self) -> Result<()> {
+        for id in self
+            .participant_ids()
+            .into_iter()
+            .chain(self.coordinator_ids())
+        {
+            self.start(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts process `id` (logs appended to `<id>.log`) and waits until
+    /// it accepts connections.
+    pub fn start(&mut self, id: &str) -> Result<()> {
+        self.spawn(id)?;
+        self.wait_ready(id)
+    }
+
+    /// Starts process `id` without waiting.
+    pub fn spawn(&mut self, id: &str) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))?;
+        let mut cmd = self.command(id)?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {id} ({})", self.binary.display()))?;
+        self.procs.insert(id.to_string(), child);
+        Ok(())
+    }
+
+    pub fn wait_ready(&mut self, id: &str) -> Result<()> {
+        let addr = self.addr(id);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .procs
+                .get_mut(id)
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.procs.remove(id);
+                bail!(
+                    "{id} exited with {status} before listening; log tail:\n{}",
+                    self.log_tail(id, 20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{id} did not listen on {addr} within {READY_TIMEOUT:?}; log tail:\n{}",
+                    self.log_tail(id, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.procs.get(id).map(Child::id)
+    }
+
+    pub fn is_running(&mut self, id: &str) -> bool {
+        match self.procs.get_mut(id) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILLs process `id` and reaps it.
+    pub fn kill(&mut self, id: &str) {
+        if let Some(mut child) = self.procs.remove(id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to process `id`.
+    pub fn signal(&self, id: &str, signal: i32) -> Result<()> {
+        let pid = self
+            .pid(id)
+            .with_context(|| format!("{id} is not running"))?;
+        // SAFETY: kill has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        if rc != 0 {
+            bail!(
+                "kill({pid}, {signal}) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for process `id` to exit by itself (e.g. at a crash fault).
+    pub fn wait_exit(&mut self, id: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self
+                .procs
+                .get_mut(id)
+                .with_context(|| format!("{id} not running"))?;
+            if let Some(status) = child.try_wait()? {
+                self.procs.remove(id);
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{id} still running after {timeout:?}; log tail:\n{}",
+                    self.log_tail(id, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last `lines` lines of process `id`'s log.
+    pub fn log_tail(&self, id: &str, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.procs) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
