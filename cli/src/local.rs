@@ -62,11 +62,7 @@ pub async fn run(args: LocalArgs) -> u8 {
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
-        Err(e) => {
-            return fail(&format!(
-                "cannot find this program's path to start the servers: {e}"
-            ))
-        }
+        Err(e) => return fail(&format!("cannot find this program's path to start the servers: {e}")),
     };
     let mut supervisor = Supervisor::new(exe, config_path.clone(), nodes(&cluster, &args.dir));
 
@@ -100,10 +96,7 @@ pub async fn run(args: LocalArgs) -> u8 {
         println!("{name}: stopping the cluster");
     }
     supervisor.stop().await;
-    println!(
-        "twopc local stopped; `twopc local --dir {}` resumes it with its data",
-        args.dir.display()
-    );
+    println!("twopc local stopped; `twopc local --dir {}` resumes it with its data", args.dir.display());
     EXIT_OK
 }
 
@@ -141,8 +134,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         check_port_free(&node.addr)?;
     }
     if !reused {
-        std::fs::create_dir_all(&args.dir)
-            .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+        std::fs::create_dir_all(&args.dir).map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
         write_config(&path, &cluster, args)?;
     }
     Ok((cluster, path, reused))
@@ -155,13 +147,7 @@ fn same_nodes(a: &ClusterConfig, b: &ClusterConfig) -> bool {
 /// Why an existing cluster file cannot be used with these flags.
 fn mismatch(path: &Path, existing: &ClusterConfig, args: &LocalArgs) -> String {
     let found = loopback_settings(existing).map_or_else(
-        || {
-            format!(
-                "{} coordinators and {} participants",
-                existing.coordinator.len(),
-                existing.participant.len()
-            )
-        },
+        || format!("{} coordinators and {} participants", existing.coordinator.len(), existing.participant.len()),
         |(n, port)| format!("--participants {n} --base-port {port}"),
     );
     format!(
@@ -198,9 +184,9 @@ fn write_config(path: &Path, config: &ClusterConfig, args: &LocalArgs) -> Result
 fn check_port_free(addr: &str) -> Result<(), String> {
     match std::net::TcpListener::bind(addr) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "{addr} is already in use: is another twopc local running? use --base-port"
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(format!("{addr} is already in use: is another twopc local running? use --base-port"))
+        }
         Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
 }
@@ -234,16 +220,10 @@ fn table(supervisor: &Supervisor) -> String {
             node.log.display().to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -252,9 +232,7 @@ fn table(supervisor: &Supervisor) -> String {
 
 /// The commands to try against this cluster.
 fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
-    let twopc = std::env::args_os()
-        .next()
-        .map_or_else(|| "twopc".to_string(), |a| a.to_string_lossy().into_owned());
+    let twopc = std::env::args_os().next().map_or_else(|| "twopc".to_string(), |a| a.to_string_lossy().into_owned());
     let c = format!("--coordinator {coordinator}");
     let mut lines = vec![
         format!("{twopc} txn {c} put alice 100 put bob 50"),
@@ -264,9 +242,7 @@ fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
     ];
     // EXTENSION POINT: once `twopc admin` exists, add its commands here
     // (e.g. listing in-doubt transactions of this cluster's cluster file).
-    let participant = supervisor
-        .servers()
-        .find(|(node, _)| node.role == Role::Participant);
+    let participant = supervisor.servers().find(|(node, _)| node.role == Role::Participant);
     if let Some((node, Some(pid))) = participant {
         lines.push(format!(
             "kill -9 {pid}    # {}: restarted after 1 s, recovers from {}",
@@ -280,10 +256,7 @@ fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str(&format!(
-        "Ctrl-C stops the cluster; the same command again resumes it from {}.\n\n",
-        dir.display()
-    ));
+    out.push_str(&format!("Ctrl-C stops the cluster; the same command again resumes it from {}.\n\n", dir.display()));
     out
 }
 
@@ -297,15 +270,9 @@ fn smoke_keys(cluster: &ClusterConfig) -> Vec<(String, String)> {
             break;
         }
         let key = format!("twopc-local-smoke-{i}");
-        found
-            .entry(ring.owner(key.as_bytes()).to_string())
-            .or_insert(key);
+        found.entry(ring.owner(key.as_bytes()).to_string()).or_insert(key);
     }
-    cluster
-        .participant
-        .iter()
-        .filter_map(|p| found.remove(&p.id).map(|key| (p.id.clone(), key)))
-        .collect()
+    cluster.participant.iter().filter_map(|p| found.remove(&p.id).map(|key| (p.id.clone(), key))).collect()
 }
 
 /// Writes one key on every participant in one transaction; returns the line
@@ -314,18 +281,14 @@ async fn smoke_test(cluster: &ClusterConfig, coordinator: &str) -> String {
     let keys = smoke_keys(cluster);
     let across: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
     let across = across.join(",");
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut attempt = 1;
     loop {
         let started = Instant::now();
         let result = smoke_transaction(coordinator, &keys, &stamp.to_string()).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let retryable = matches!(
-            result,
-            Err(ClientError::Aborted { .. } | ClientError::Connection(_) | ClientError::Service(_))
-        );
+        let retryable =
+            matches!(result, Err(ClientError::Aborted { .. } | ClientError::Connection(_) | ClientError::Service(_)));
         match result {
             Ok(txid) => return format!("smoke test: committed {txid} across {across} in {ms:.1} ms"),
             Err(_) if retryable && attempt < SMOKE_ATTEMPTS => {
@@ -357,11 +320,7 @@ mod tests {
     use super::*;
 
     fn args(participants: u16, base_port: u16) -> LocalArgs {
-        LocalArgs {
-            dir: PathBuf::from("d"),
-            participants,
-            base_port,
-        }
+        LocalArgs { dir: PathBuf::from("d"), participants, base_port }
     }
 
     #[test]
@@ -381,10 +340,7 @@ mod tests {
 
     #[test]
     fn settings_are_recovered_from_a_loopback_file() {
-        assert_eq!(
-            loopback_settings(&ClusterConfig::loopback(1, 5, 9000)),
-            Some((5, 9000))
-        );
+        assert_eq!(loopback_settings(&ClusterConfig::loopback(1, 5, 9000)), Some((5, 9000)));
         let mut odd = ClusterConfig::loopback(1, 2, 9000);
         odd.participant[1].addr = "10.0.0.1:1".into();
         assert_eq!(loopback_settings(&odd), None);
@@ -394,10 +350,7 @@ mod tests {
     fn a_different_cluster_file_is_explained() {
         let existing = ClusterConfig::loopback(1, 3, 7000);
         let message = mismatch(Path::new("d/cluster.toml"), &existing, &args(4, 7000));
-        assert!(
-            message.contains("--participants 3 --base-port 7000"),
-            "{message}"
-        );
+        assert!(message.contains("--participants 3 --base-port 7000"), "{message}");
         assert!(message.contains("--participants 4"), "{message}");
         assert!(!same_nodes(&existing, &ClusterConfig::loopback(1, 3, 7100)));
         assert!(same_nodes(&existing, &ClusterConfig::loopback(1, 3, 7000)));
@@ -414,10 +367,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let err = check_port_free(&addr).unwrap_err();
-        assert!(
-            err.contains(&addr) && err.contains("already in use") && err.contains("--base-port"),
-            "{err}"
-        );
+        assert!(err.contains(&addr) && err.contains("already in use") && err.contains("--base-port"), "{err}");
     }
 
     #[test]

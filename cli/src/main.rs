@@ -177,10 +177,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// one line.
 fn one_line(rendered: &str) -> String {
     let message = rendered.split("\n\nUsage:").next().unwrap_or_default();
-    let message = message
-        .trim()
-        .strip_prefix("error: ")
-        .unwrap_or(message.trim());
+    let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim());
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -199,11 +196,7 @@ fn init_logging(default: &str) {
 /// Loads the cluster file and checks that `id` is a `role` in it.
 fn load_server_config(args: &ServerArgs, role: &str) -> Result<ClusterConfig, String> {
     let cluster = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
-    let entries = if role == "participant" {
-        &cluster.participant
-    } else {
-        &cluster.coordinator
-    };
+    let entries = if role == "participant" { &cluster.participant } else { &cluster.coordinator };
     if !entries.iter().any(|e| e.id == args.id) {
         let known: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         return Err(format!(
@@ -221,11 +214,7 @@ async fn run_participant(args: ServerArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let opts = twopc_participant::ParticipantOptions {
-        id: args.id,
-        cluster,
-        data_dir: args.data_dir,
-    };
+    let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir };
     match twopc_participant::run(opts).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),
@@ -237,11 +226,7 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let opts = twopc_coordinator::CoordinatorOptions {
-        id: args.id,
-        cluster,
-        data_dir: args.data_dir,
-    };
+    let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir };
     match twopc_coordinator::run(opts).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),
@@ -256,11 +241,7 @@ fn fail(message: &str) -> u8 {
 }
 
 fn one_line_message(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines.join("; ")
 }
 
@@ -281,18 +262,10 @@ mod tests {
                 if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
                     continue;
                 }
-                assert!(
-                    arg.get_help().is_some(),
-                    "{path} --{} has no help",
-                    arg.get_id()
-                );
+                assert!(arg.get_help().is_some(), "{path} --{} has no help", arg.get_id());
             }
             for sub in cmd.get_subcommands() {
-                assert!(
-                    sub.get_about().is_some(),
-                    "{path} {} has no help",
-                    sub.get_name()
-                );
+                assert!(sub.get_about().is_some(), "{path} {} has no help", sub.get_name());
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }
@@ -310,11 +283,8 @@ mod tests {
 
     #[test]
     fn flags_after_the_first_op_are_taken_literally() {
-        let cli = Cli::try_parse_from(["twopc", "txn", "--coordinator", "h:1", "put", "k", "-1"])
-            .unwrap();
-        let Command::Txn(args) = cli.command else {
-            panic!("not txn")
-        };
+        let cli = Cli::try_parse_from(["twopc", "txn", "--coordinator", "h:1", "put", "k", "-1"]).unwrap();
+        let Command::Txn(args) = cli.command else { panic!("not txn") };
         assert_eq!(args.ops, ["put", "k", "-1"]);
     }
 }

@@ -81,12 +81,7 @@ pub fn error_json(message: &str) -> String {
 fn reads_map(reads: &[Read]) -> Json {
     let mut map = Map::new();
     for (key, value) in reads {
-        map.insert(
-            lossy(key),
-            value
-                .as_deref()
-                .map_or(Json::Null, |v| Json::from(lossy(v))),
-        );
+        map.insert(lossy(key), value.as_deref().map_or(Json::Null, |v| Json::from(lossy(v))));
     }
     Json::Object(map)
 }
@@ -105,46 +100,24 @@ mod tests {
 
     #[test]
     fn human_output_names_the_outcome_and_every_read() {
-        let report = TxnReport {
-            txid: "c1.1.5".into(),
-            outcome: TxnOutcome::Committed,
-            reads: reads(),
-        };
+        let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
         assert_eq!(report.human(), "committed c1.1.5\na = 1\nc = (absent)\n");
-        let report = TxnReport {
-            txid: "c1.1.6".into(),
-            outcome: TxnOutcome::Aborted("stale".into()),
-            reads: vec![],
-        };
+        let report = TxnReport { txid: "c1.1.6".into(), outcome: TxnOutcome::Aborted("stale".into()), reads: vec![] };
         assert_eq!(report.human(), "aborted c1.1.6: stale\n");
-        let report = TxnReport {
-            txid: "c1.1.7".into(),
-            outcome: TxnOutcome::Unknown("timeout".into()),
-            reads: vec![],
-        };
+        let report = TxnReport { txid: "c1.1.7".into(), outcome: TxnOutcome::Unknown("timeout".into()), reads: vec![] };
         assert_eq!(report.human(), "outcome unknown c1.1.7: timeout\n");
     }
 
     #[test]
     fn json_output_is_one_object_with_fixed_fields() {
-        let report = TxnReport {
-            txid: "c1.1.5".into(),
-            outcome: TxnOutcome::Committed,
-            reads: reads(),
-        };
-        assert!(report
-            .json()
-            .starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"reads":"#));
+        let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
+        assert!(report.json().starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"reads":"#));
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(
             parsed,
             json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "reads": {"a": "1", "c": null}})
         );
-        let report = TxnReport {
-            txid: "c1.1.6".into(),
-            outcome: TxnOutcome::Unknown("x".into()),
-            reads: vec![],
-        };
+        let report = TxnReport { txid: "c1.1.6".into(), outcome: TxnOutcome::Unknown("x".into()), reads: vec![] };
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(parsed["outcome"], "unknown");
         assert_eq!(parsed["reason"], "x");

@@ -107,10 +107,7 @@ pub struct StopSignals {
 
 impl StopSignals {
     pub fn new() -> std::io::Result<Self> {
-        Ok(StopSignals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
+        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
     }
 
     /// Waits for either signal; returns its name.
@@ -142,9 +139,7 @@ impl Supervisor {
 
     /// Each server's node and current pid.
     pub fn servers(&self) -> impl Iterator<Item = (&Node, Option<u32>)> {
-        self.procs
-            .iter()
-            .map(|p| (&p.node, p.child.as_ref().and_then(Child::id)))
+        self.procs.iter().map(|p| (&p.node, p.child.as_ref().and_then(Child::id)))
     }
 
     /// Spawns every server, then waits until each accepts TCP connections
@@ -152,13 +147,8 @@ impl Supervisor {
     /// running: call [`Supervisor::stop`].
     pub async fn start(&mut self) -> Result<(), String> {
         for proc in &mut self.procs {
-            let child = spawn(&self.exe, &self.config, &proc.node).map_err(|e| {
-                format!(
-                    "cannot start {} {}: {e}",
-                    proc.node.role.as_str(),
-                    proc.node.id
-                )
-            })?;
+            let child = spawn(&self.exe, &self.config, &proc.node)
+                .map_err(|e| format!("cannot start {} {}: {e}", proc.node.role.as_str(), proc.node.id))?;
             proc.pid = child.id().unwrap_or_default();
             proc.child = Some(child);
             proc.started = Instant::now();
@@ -182,11 +172,7 @@ impl Supervisor {
                 match proc.child.as_mut().map(Child::try_wait) {
                     Some(Ok(Some(status))) => on_death(proc, status),
                     Some(Ok(None)) => {}
-                    Some(Err(e)) => println!(
-                        "cannot check on {} {}: {e}",
-                        proc.node.role.as_str(),
-                        proc.node.id
-                    ),
+                    Some(Err(e)) => println!("cannot check on {} {}: {e}", proc.node.role.as_str(), proc.node.id),
                     None if proc.restart_at.is_some_and(|at| Instant::now() >= at) => {
                         restart(proc, &self.exe, &self.config)
                     }
@@ -212,11 +198,7 @@ impl Supervisor {
         loop {
             for proc in &mut self.procs {
                 if let Some(Ok(Some(status))) = proc.child.as_mut().map(Child::try_wait) {
-                    println!(
-                        "{} {} stopped ({status})",
-                        proc.node.role.as_str(),
-                        proc.node.id
-                    );
+                    println!("{} {} stopped ({status})", proc.node.role.as_str(), proc.node.id);
                     proc.child = None;
                 }
             }
@@ -230,18 +212,12 @@ impl Supervisor {
                 continue;
             };
             let (role, id) = (proc.node.role.as_str(), &proc.node.id);
-            println!(
-                "{role} {id} did not stop within {} s: killing it",
-                STOP_GRACE.as_secs()
-            );
+            println!("{role} {id} did not stop within {} s: killing it", STOP_GRACE.as_secs());
             let _ = child.start_kill();
             match tokio::time::timeout(KILL_WAIT, child.wait()).await {
                 Ok(Ok(status)) => println!("{role} {id} stopped ({status})"),
                 Ok(Err(e)) => println!("cannot wait for {role} {id}: {e}"),
-                Err(_) => println!(
-                    "{role} {id} was not reaped within {} s",
-                    KILL_WAIT.as_secs()
-                ),
+                Err(_) => println!("{role} {id} was not reaped within {} s", KILL_WAIT.as_secs()),
             }
         }
     }
@@ -249,10 +225,7 @@ impl Supervisor {
 
 /// Starts one server with its output appended to its log file.
 fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)?;
+    let mut log = OpenOptions::new().create(true).append(true).open(&node.log)?;
     writeln!(log, "{START_MARKER} {} {} ---", node.role.as_str(), node.id)?;
     let stderr = log.try_clone()?;
     let mut command = Command::new(exe);
@@ -323,10 +296,7 @@ async fn wait_ready(proc: &mut Proc, deadline: Instant) -> Result<(), String> {
 }
 
 async fn accepts(addr: &str) -> bool {
-    matches!(
-        tokio::time::timeout(READY_CONNECT_TIMEOUT, TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(READY_CONNECT_TIMEOUT, TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
 
 /// Reports a death and schedules the restart (backing off on crash loops).
@@ -341,18 +311,10 @@ fn on_death(proc: &mut Proc, status: ExitStatus) {
     // looping (say, on a corrupt log): back off. A server killed by a signal
     // (say, `kill -9` in a test) is restarted after the usual pause.
     let crash_looping = status.code().is_some() && proc.started.elapsed() < QUICK_CRASH;
-    proc.quick_exits = if crash_looping {
-        proc.quick_exits.saturating_add(1)
-    } else {
-        0
-    };
+    proc.quick_exits = if crash_looping { proc.quick_exits.saturating_add(1) } else { 0 };
     proc.restart_delay = backoff(proc.quick_exits);
     // A server that exited on its own (not by a signal) says why in its log.
-    let why = if status.code().is_some() {
-        tail_note(&node.log)
-    } else {
-        String::new()
-    };
+    let why = if status.code().is_some() { tail_note(&node.log) } else { String::new() };
     println!(
         "{} {} (pid {pid}) died ({status}); restarting it in {} s{why}",
         node.role.as_str(),
@@ -375,10 +337,7 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
     match spawn(exe, config, &proc.node) {
         Ok(child) => {
             let pid = child.id().unwrap_or_default();
-            println!(
-                "{role} {id} restarted: pid {pid} (log {})",
-                proc.node.log.display()
-            );
+            println!("{role} {id} restarted: pid {pid} (log {})", proc.node.log.display());
             proc.pid = pid;
             proc.child = Some(child);
             proc.started = Instant::now();
@@ -398,10 +357,7 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
         }
         Err(e) => {
             proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
-            println!(
-                "cannot restart {role} {id}: {e}; retrying in {} s",
-                proc.restart_delay.as_secs()
-            );
+            println!("cannot restart {role} {id}: {e}; retrying in {} s", proc.restart_delay.as_secs());
             proc.restart_at = Some(Instant::now() + proc.restart_delay);
         }
     }
@@ -451,10 +407,7 @@ fn log_tail(path: &Path, n: usize) -> Vec<String> {
         after.find('\n').map_or("", |end| &after[end + 1..])
     });
     let lines: Vec<&str> = latest.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
 }
 
 #[cfg(test)]
@@ -479,14 +432,9 @@ mod tests {
         assert_eq!(log_tail(&path, 3), ["five", "six", "seven"]);
         assert_eq!(log_tail(&path, 100).len(), 7);
         assert!(log_tail(&dir.join("missing.log"), 3).is_empty());
-        let marked =
-            format!("old\n{START_MARKER} p1 ---\nerror: a\n{START_MARKER} p1 ---\nerror: b\n");
+        let marked = format!("old\n{START_MARKER} p1 ---\nerror: a\n{START_MARKER} p1 ---\nerror: b\n");
         std::fs::write(&path, marked).unwrap();
-        assert_eq!(
-            log_tail(&path, 3),
-            ["error: b"],
-            "only the latest process's lines"
-        );
+        assert_eq!(log_tail(&path, 3), ["error: b"], "only the latest process's lines");
         assert!(tail_note(&dir.join("missing.log")).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

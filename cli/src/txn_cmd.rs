@@ -80,39 +80,23 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
         let op = match word.as_str() {
             "put" => {
                 let key = key_arg(&mut words, "put", "put K V")?;
-                Op::Put {
-                    key,
-                    value: value_arg(&mut words, "put", "put K V")?,
-                }
+                Op::Put { key, value: value_arg(&mut words, "put", "put K V")? }
             }
-            "del" => Op::Del {
-                key: key_arg(&mut words, "del", "del K")?,
-            },
-            "get" => Op::Get {
-                key: key_arg(&mut words, "get", "get K")?,
-            },
+            "del" => Op::Del { key: key_arg(&mut words, "del", "del K")? },
+            "get" => Op::Get { key: key_arg(&mut words, "get", "get K")? },
             "expect" => {
                 let key = key_arg(&mut words, "expect", "expect K V")?;
-                Op::Expect {
-                    key,
-                    value: value_arg(&mut words, "expect", "expect K V")?,
-                }
+                Op::Expect { key, value: value_arg(&mut words, "expect", "expect K V")? }
             }
-            "expect-absent" => Op::ExpectAbsent {
-                key: key_arg(&mut words, "expect-absent", "expect-absent K")?,
-            },
+            "expect-absent" => Op::ExpectAbsent { key: key_arg(&mut words, "expect-absent", "expect-absent K")? },
             flag if flag.starts_with('-') => {
-                return Err(format!(
-                    "unexpected {flag:?} where an OP should be: flags must come before the first OP"
-                ))
+                return Err(format!("unexpected {flag:?} where an OP should be: flags must come before the first OP"))
             }
             other => return Err(format!("unknown op {other:?}: expected {OP_USAGE}")),
         };
         ops.push(op);
         if ops.len() > MAX_OPS_PER_TXN {
-            return Err(format!(
-                "more than {MAX_OPS_PER_TXN} OPs in one transaction"
-            ));
+            return Err(format!("more than {MAX_OPS_PER_TXN} OPs in one transaction"));
         }
     }
     if ops.is_empty() {
@@ -121,26 +105,14 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
     Ok(ops)
 }
 
-fn key_arg<'a>(
-    words: &mut impl Iterator<Item = &'a String>,
-    op: &str,
-    usage: &str,
-) -> Result<Vec<u8>, String> {
-    let key = words
-        .next()
-        .ok_or_else(|| format!("{op}: missing K (usage: {usage})"))?;
+fn key_arg<'a>(words: &mut impl Iterator<Item = &'a String>, op: &str, usage: &str) -> Result<Vec<u8>, String> {
+    let key = words.next().ok_or_else(|| format!("{op}: missing K (usage: {usage})"))?;
     check_key(key.as_bytes()).map_err(|e| format!("{op} {key:?}: {e}"))?;
     Ok(key.as_bytes().to_vec())
 }
 
-fn value_arg<'a>(
-    words: &mut impl Iterator<Item = &'a String>,
-    op: &str,
-    usage: &str,
-) -> Result<Vec<u8>, String> {
-    let value = words
-        .next()
-        .ok_or_else(|| format!("{op}: missing V (usage: {usage})"))?;
+fn value_arg<'a>(words: &mut impl Iterator<Item = &'a String>, op: &str, usage: &str) -> Result<Vec<u8>, String> {
+    let value = words.next().ok_or_else(|| format!("{op}: missing V (usage: {usage})"))?;
     check_value(value.as_bytes()).map_err(|e| format!("{op}: {e}"))?;
     Ok(value.as_bytes().to_vec())
 }
@@ -171,9 +143,7 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
 /// Runs `ops` in one transaction. `Err` is a usage or connection error (the
 /// transaction did not commit); aborts and unknown outcomes are reports.
 async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
-    let client = Client::connect(coordinator)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = Client::connect(coordinator).await.map_err(|e| e.to_string())?;
     let mut txn = client.begin().await.map_err(|e| e.to_string())?;
     let mut reads: Vec<Read> = Vec::new();
     for op in ops {
@@ -196,11 +166,7 @@ async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
         }
     }
     match txn.commit().await {
-        Ok(txid) => Ok(TxnReport {
-            txid: txid.to_string(),
-            outcome: TxnOutcome::Committed,
-            reads,
-        }),
+        Ok(txid) => Ok(TxnReport { txid: txid.to_string(), outcome: TxnOutcome::Committed, reads }),
         Err(e) => {
             let shown = e.to_string();
             report_or_error(e, reads).ok_or(shown)
@@ -212,21 +178,11 @@ async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
 /// an error (`None`).
 fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
     let (txid, outcome) = match e {
-        ClientError::Aborted { txid, reason } => {
-            (txid.to_string(), TxnOutcome::Aborted(reason.to_string()))
-        }
-        ClientError::OutcomeUnknown { txid, detail } => {
-            (txid.to_string(), TxnOutcome::Unknown(detail))
-        }
-        ClientError::Connection(_) | ClientError::Service(_) | ClientError::Invalid(_) => {
-            return None
-        }
+        ClientError::Aborted { txid, reason } => (txid.to_string(), TxnOutcome::Aborted(reason.to_string())),
+        ClientError::OutcomeUnknown { txid, detail } => (txid.to_string(), TxnOutcome::Unknown(detail)),
+        ClientError::Connection(_) | ClientError::Service(_) | ClientError::Invalid(_) => return None,
     };
-    Some(TxnReport {
-        txid,
-        outcome,
-        reads,
-    })
+    Some(TxnReport { txid, outcome, reads })
 }
 
 /// `twopc get`: returns the exit code.
@@ -246,22 +202,12 @@ pub async fn run_get(args: GetArgs) -> u8 {
 }
 
 async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, String> {
-    let client = Client::connect(coordinator)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = Client::connect(coordinator).await.map_err(|e| e.to_string())?;
     let got = client.read(keys.clone()).await.map_err(|e| e.to_string())?;
     if got.len() != keys.len() {
-        return Err(format!(
-            "coordinator {coordinator} returned {} values for {} keys",
-            got.len(),
-            keys.len()
-        ));
+        return Err(format!("coordinator {coordinator} returned {} values for {} keys", got.len(), keys.len()));
     }
-    Ok(keys
-        .into_iter()
-        .zip(got)
-        .map(|(k, v)| (k, v.value))
-        .collect())
+    Ok(keys.into_iter().zip(got).map(|(k, v)| (k, v.value)).collect())
 }
 
 /// Reports a usage or connection error; returns exit code 3.
@@ -292,16 +238,10 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Put {
-                    key: b("a"),
-                    value: b("1")
-                },
+                Op::Put { key: b("a"), value: b("1") },
                 Op::Del { key: b("b") },
                 Op::Get { key: b("c") },
-                Op::Expect {
-                    key: b("d"),
-                    value: b("4")
-                },
+                Op::Expect { key: b("d"), value: b("4") },
                 Op::ExpectAbsent { key: b("e") },
             ]
         );
@@ -310,31 +250,13 @@ mod tests {
     #[test]
     fn values_are_taken_literally() {
         let ops = parse_ops(&words("put -k -1 put get put")).unwrap();
-        assert_eq!(
-            ops,
-            vec![
-                Op::Put {
-                    key: b("-k"),
-                    value: b("-1")
-                },
-                Op::Put {
-                    key: b("get"),
-                    value: b("put")
-                }
-            ]
-        );
+        assert_eq!(ops, vec![Op::Put { key: b("-k"), value: b("-1") }, Op::Put { key: b("get"), value: b("put") }]);
     }
 
     #[test]
     fn empty_values_are_allowed_but_empty_keys_are_not() {
         let ops = parse_ops(&["put".to_string(), "k".to_string(), String::new()]).unwrap();
-        assert_eq!(
-            ops,
-            vec![Op::Put {
-                key: b("k"),
-                value: Vec::new()
-            }]
-        );
+        assert_eq!(ops, vec![Op::Put { key: b("k"), value: Vec::new() }]);
         let err = parse_ops(&["get".to_string(), String::new()]).unwrap_err();
         assert!(err.contains("empty key"), "{err}");
     }
@@ -344,10 +266,7 @@ mod tests {
         let err = parse_ops(&words("put a 1 frob b")).unwrap_err();
         assert!(err.contains("unknown op \"frob\""), "{err}");
         assert!(err.contains(OP_USAGE), "{err}");
-        assert!(
-            parse_ops(&words("PUT a 1")).is_err(),
-            "ops are case-sensitive"
-        );
+        assert!(parse_ops(&words("PUT a 1")).is_err(), "ops are case-sensitive");
         assert!(parse_ops(&words("delete a")).is_err());
     }
 
@@ -386,19 +305,14 @@ mod tests {
         let big_value = "v".repeat(twopc_common::limits::MAX_VALUE_BYTES + 1);
         let err = parse_ops(&["put".to_string(), "k".to_string(), big_value]).unwrap_err();
         assert!(err.contains("exceeds the limit"), "{err}");
-        let many: Vec<String> = (0..=MAX_OPS_PER_TXN)
-            .flat_map(|i| ["get".to_string(), format!("k{i}")])
-            .collect();
+        let many: Vec<String> = (0..=MAX_OPS_PER_TXN).flat_map(|i| ["get".to_string(), format!("k{i}")]).collect();
         assert!(parse_ops(&many).unwrap_err().contains("more than"));
     }
 
     #[test]
     fn errors_are_one_line() {
         for line in ["frob", "put", "put a", "put a 1 --json"] {
-            assert!(
-                !parse_ops(&words(line)).unwrap_err().contains('\n'),
-                "{line:?}"
-            );
+            assert!(!parse_ops(&words(line)).unwrap_err().contains('\n'), "{line:?}");
         }
     }
 }

@@ -21,11 +21,7 @@ async fn a_transaction_across_three_participants_commits_everywhere() -> Result<
     let txid = txn.commit().await?;
     for (i, (key, id)) in keys.iter().zip(cluster.participant_ids()).enumerate() {
         let got = cluster.read_at(&id, key).await?;
-        assert_eq!(
-            got.value,
-            Some(format!("v{i}").into_bytes()),
-            "{id} lacks the write of {txid}"
-        );
+        assert_eq!(got.value, Some(format!("v{i}").into_bytes()), "{id} lacks the write of {txid}");
         assert_eq!(got.version, 1);
     }
     // Commits reach every participant asynchronously after the reply: wait
@@ -55,31 +51,14 @@ async fn a_stale_read_aborts_and_leaves_nothing() -> Result<()> {
     reader.put(&keys[1], b"from-stale".to_vec());
     reader.put(&keys[2], b"from-stale".to_vec());
     match reader.commit().await {
-        Err(ClientError::Aborted {
-            reason:
-                AbortReason::StaleRead {
-                    key,
-                    read: 0,
-                    current: 1,
-                    ..
-                },
-            ..
-        }) => {
+        Err(ClientError::Aborted { reason: AbortReason::StaleRead { key, read: 0, current: 1, .. }, .. }) => {
             assert_eq!(key, keys[0])
         }
         other => panic!("expected a stale-read abort, got {other:?}"),
     }
     for (key, id) in keys.iter().zip(cluster.participant_ids()).skip(1) {
-        assert_eq!(
-            cluster.read_at(&id, key).await?.value,
-            None,
-            "{id} kept a write of an aborted transaction"
-        );
-        assert_eq!(
-            cluster.lock_holder(&id, key).await?,
-            None,
-            "{id} kept a lock of an aborted transaction"
-        );
+        assert_eq!(cluster.read_at(&id, key).await?.value, None, "{id} kept a write of an aborted transaction");
+        assert_eq!(cluster.lock_holder(&id, key).await?, None, "{id} kept a lock of an aborted transaction");
     }
     Ok(())
 }
@@ -94,10 +73,7 @@ async fn a_failed_expectation_aborts() -> Result<()> {
     txn.put(&keys[1], b"x".to_vec());
     assert!(matches!(
         txn.commit().await,
-        Err(ClientError::Aborted {
-            reason: AbortReason::ConditionFailed { .. },
-            ..
-        })
+        Err(ClientError::Aborted { reason: AbortReason::ConditionFailed { .. }, .. })
     ));
     let mut txn = client.begin().await?;
     txn.expect_absent(&keys[0]);
@@ -126,25 +102,14 @@ async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
     second.put(&keys[0], b"second".to_vec());
     second.put(&keys[2], b"second".to_vec());
     match second.commit().await {
-        Err(ClientError::Aborted {
-            reason: AbortReason::LockConflict { holder: h, key, .. },
-            ..
-        }) => {
+        Err(ClientError::Aborted { reason: AbortReason::LockConflict { holder: h, key, .. }, .. }) => {
             assert_eq!(h, holder);
             assert_eq!(key, keys[0]);
         }
         other => panic!("expected a lock conflict, got {other:?}"),
     }
     let p3 = &cluster.participant_ids()[2];
-    assert_eq!(
-        cluster.read_at(p3, &keys[2]).await?.value,
-        None,
-        "the aborted transaction left a write"
-    );
-    assert_eq!(
-        cluster.lock_holder(p3, &keys[2]).await?,
-        None,
-        "the aborted transaction left a lock"
-    );
+    assert_eq!(cluster.read_at(p3, &keys[2]).await?.value, None, "the aborted transaction left a write");
+    assert_eq!(cluster.lock_holder(p3, &keys[2]).await?, None, "the aborted transaction left a lock");
     Ok(())
 }

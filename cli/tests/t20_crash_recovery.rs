@@ -23,10 +23,7 @@ fn cluster_with_coordinator_faults(faults: &str, sabotage: Option<&str>) -> Resu
     Ok(cluster)
 }
 
-async fn write_everywhere(
-    cluster: &Cluster,
-    keys: &[Vec<u8>],
-) -> Result<(TxnId, Result<TxnId, ClientError>)> {
+async fn write_everywhere(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<(TxnId, Result<TxnId, ClientError>)> {
     let client = cluster.client().await?;
     let mut txn = client.begin().await?;
     let txid = txn.txid().clone();
@@ -39,21 +36,14 @@ async fn write_everywhere(
 async fn wait_all_committed(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<()> {
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
         cluster
-            .eventually(
-                &format!("{id} applies the commit"),
-                RESOLVE_TIMEOUT,
-                || async {
-                    Ok(cluster.read_at(&id, key).await?.value.as_deref()
-                        == Some(b"written".as_slice()))
-                },
-            )
+            .eventually(&format!("{id} applies the commit"), RESOLVE_TIMEOUT, || async {
+                Ok(cluster.read_at(&id, key).await?.value.as_deref() == Some(b"written".as_slice()))
+            })
             .await?;
         cluster
-            .eventually(
-                &format!("{id} releases its lock"),
-                RESOLVE_TIMEOUT,
-                || async { Ok(cluster.lock_holder(&id, key).await?.is_none()) },
-            )
+            .eventually(&format!("{id} releases its lock"), RESOLVE_TIMEOUT, || async {
+                Ok(cluster.lock_holder(&id, key).await?.is_none())
+            })
             .await?;
     }
     Ok(())
@@ -62,47 +52,29 @@ async fn wait_all_committed(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<()> {
 async fn wait_all_aborted(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<()> {
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
         cluster
-            .eventually(
-                &format!("{id} releases its lock"),
-                RESOLVE_TIMEOUT,
-                || async { Ok(cluster.lock_holder(&id, key).await?.is_none()) },
-            )
+            .eventually(&format!("{id} releases its lock"), RESOLVE_TIMEOUT, || async {
+                Ok(cluster.lock_holder(&id, key).await?.is_none())
+            })
             .await?;
-        assert_eq!(
-            cluster.read_at(&id, key).await?.value,
-            None,
-            "{id} applied an aborted transaction"
-        );
+        assert_eq!(cluster.read_at(&id, key).await?.value, None, "{id} applied an aborted transaction");
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_participant_killed_after_voting_yes_holds_its_locks_again_and_learns_the_decision(
-) -> Result<()> {
+async fn a_participant_killed_after_voting_yes_holds_its_locks_again_and_learns_the_decision() -> Result<()> {
     // Commit messages are withheld: participants stay prepared.
     let mut cluster = cluster_with_coordinator_faults("coordinator.commit-send=drop", None)?;
     let keys = cluster.key_per_participant("kill-p");
     let (txid, result) = write_everywhere(&cluster, &keys).await?;
-    assert_eq!(
-        result?, txid,
-        "the decision is logged, so the client hears Committed"
-    );
+    assert_eq!(result?, txid, "the decision is logged, so the client hears Committed");
 
     // Coordinator down (so nobody can resolve), p1 killed and restarted.
     cluster.kill("c1");
     cluster.kill("p1");
     cluster.spawn("p1", &[])?;
-    assert_eq!(
-        cluster.lock_holder("p1", &keys[0]).await?,
-        Some(txid.clone()),
-        "p1 lost its locks across the restart"
-    );
-    assert_eq!(
-        cluster.read_at("p1", &keys[0]).await?.value,
-        None,
-        "p1 applied before learning the outcome"
-    );
+    assert_eq!(cluster.lock_holder("p1", &keys[0]).await?, Some(txid.clone()), "p1 lost its locks across the restart");
+    assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 applied before learning the outcome");
 
     // The coordinator comes back (no faults) and re-drives its decision.
     cluster.spawn("c1", &[])?;
@@ -113,30 +85,18 @@ async fn a_participant_killed_after_voting_yes_holds_its_locks_again_and_learns_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_coordinator_killed_after_syncing_commit_recommits_everywhere_after_restart() -> Result<()>
-{
-    let mut cluster =
-        cluster_with_coordinator_faults("coordinator.after-decision-synced=crash", None)?;
+async fn a_coordinator_killed_after_syncing_commit_recommits_everywhere_after_restart() -> Result<()> {
+    let mut cluster = cluster_with_coordinator_faults("coordinator.after-decision-synced=crash", None)?;
     let keys = cluster.key_per_participant("kill-c-commit");
     let (txid, result) = write_everywhere(&cluster, &keys).await?;
-    assert!(
-        matches!(result, Err(ClientError::OutcomeUnknown { .. })),
-        "the client cannot know: {result:?}"
-    );
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "the client cannot know: {result:?}");
     cluster.wait_exit("c1", Duration::from_secs(10))?;
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
-        assert_eq!(
-            cluster.lock_holder(&id, key).await?,
-            Some(txid.clone()),
-            "{id} is not holding its prepared lock"
-        );
+        assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} is not holding its prepared lock");
     }
     cluster.spawn("c1", &[])?;
     wait_all_committed(&cluster, &keys).await?;
-    assert_eq!(
-        cluster.client().await?.outcome(&txid).await?,
-        OutcomeStatus::Committed
-    );
+    assert_eq!(cluster.client().await?.outcome(&txid).await?, OutcomeStatus::Committed);
     Ok(())
 }
 
@@ -145,24 +105,14 @@ async fn a_coordinator_killed_before_deciding_aborts_everywhere_after_restart() 
     let mut cluster = cluster_with_coordinator_faults("coordinator.before-decision=crash", None)?;
     let keys = cluster.key_per_participant("kill-c-undecided");
     let (txid, result) = write_everywhere(&cluster, &keys).await?;
-    assert!(
-        matches!(result, Err(ClientError::OutcomeUnknown { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "{result:?}");
     cluster.wait_exit("c1", Duration::from_secs(10))?;
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
-        assert_eq!(
-            cluster.lock_holder(&id, key).await?,
-            Some(txid.clone()),
-            "{id} voted Yes, so it holds the lock"
-        );
+        assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} voted Yes, so it holds the lock");
     }
     cluster.spawn("c1", &[])?;
     wait_all_aborted(&cluster, &keys).await?;
-    assert_eq!(
-        cluster.client().await?.outcome(&txid).await?,
-        OutcomeStatus::Aborted
-    );
+    assert_eq!(cluster.client().await?.outcome(&txid).await?, OutcomeStatus::Aborted);
     // The keys are free again.
     let (_, again) = write_everywhere(&cluster, &keys).await?;
     again?;

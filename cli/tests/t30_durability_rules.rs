@@ -32,10 +32,7 @@ async fn crash_participant_at_vote(sabotage: Option<&str>) -> Result<(TxnId, Opt
         txn.put(key, b"v".to_vec());
     }
     let result = txn.commit().await;
-    assert!(
-        matches!(result, Err(ClientError::Aborted { .. })),
-        "p1 never voted, so the commit aborts: {result:?}"
-    );
+    assert!(matches!(result, Err(ClientError::Aborted { .. })), "p1 never voted, so the commit aborts: {result:?}");
     cluster.wait_exit("p1", Duration::from_secs(10))?;
     // Keep the coordinator away so p1 cannot resolve before we look.
     cluster.kill("c1");
@@ -47,21 +44,14 @@ async fn crash_participant_at_vote(sabotage: Option<&str>) -> Result<(TxnId, Opt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_before_vote_the_prepared_record_survives_a_crash_at_the_vote() -> Result<()> {
     let (txid, holder) = crash_participant_at_vote(None).await?;
-    assert_eq!(
-        holder,
-        Some(txid),
-        "the Prepared record was not durable when the vote was due"
-    );
+    assert_eq!(holder, Some(txid), "the Prepared record was not durable when the vote was due");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_voting_before_the_sync_loses_the_prepared_record() -> Result<()> {
     let (_, holder) = crash_participant_at_vote(Some("vote-before-sync")).await?;
-    assert_eq!(
-        holder, None,
-        "sabotage did not lose the record: the positive test above proves nothing"
-    );
+    assert_eq!(holder, None, "sabotage did not lose the record: the positive test above proves nothing");
     Ok(())
 }
 
@@ -95,19 +85,13 @@ async fn crash_coordinator_at_decision(sabotage: Option<&str>) -> Result<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_before_committed_the_decision_survives_a_crash_at_the_reply() -> Result<()> {
-    assert!(
-        crash_coordinator_at_decision(None).await?,
-        "the Commit record was not durable when Committed was due"
-    );
+    assert!(crash_coordinator_at_decision(None).await?, "the Commit record was not durable when Committed was due");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_answering_before_the_sync_loses_the_decision() -> Result<()> {
     let committed = crash_coordinator_at_decision(Some("commit-before-sync")).await?;
-    assert!(
-        !committed,
-        "sabotage did not lose the decision: the positive test above proves nothing"
-    );
+    assert!(!committed, "sabotage did not lose the decision: the positive test above proves nothing");
     Ok(())
 }

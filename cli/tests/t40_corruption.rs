@@ -29,18 +29,9 @@ async fn a_corrupted_record_refuses_to_start_naming_it() -> Result<()> {
     cluster.set_env("p1", &[]);
     let output = cluster.command("p1")?.output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "p1 started on a corrupted log: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("lsn {lsn}")),
-        "the error does not name the record: {stderr}"
-    );
+    assert!(!output.status.success(), "p1 started on a corrupted log: {stderr}");
+    assert!(stderr.contains(&format!("lsn {lsn}")), "the error does not name the record: {stderr}");
     assert!(stderr.contains("corrupt"), "{stderr}");
-    assert!(
-        !stderr.contains("panicked"),
-        "a corrupted log must be a clean error, not a panic: {stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "a corrupted log must be a clean error, not a panic: {stderr}");
     Ok(())
 }

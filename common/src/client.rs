@@ -25,10 +25,7 @@ use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use crate::net::{client_config, connect, context_with_timeout, transport};
 use crate::service::CoordinatorRpcClient;
-use crate::txn::{
-    check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version,
-    Versioned,
-};
+use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -69,10 +66,7 @@ impl Client {
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         let stream = connect(addr).await.map_err(ClientError::Connection)?;
         let rpc = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
-        Ok(Client {
-            rpc,
-            addr: addr.to_string(),
-        })
+        Ok(Client { rpc, addr: addr.to_string() })
     }
 
     pub fn addr(&self) -> &str {
@@ -81,11 +75,7 @@ impl Client {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Transaction, ClientError> {
-        let txid = self
-            .rpc
-            .begin(context_with_timeout(RPC_TIMEOUT))
-            .await
-            .map_err(|e| self.connection_error(e))??;
+        let txid = self.rpc.begin(context_with_timeout(RPC_TIMEOUT)).await.map_err(|e| self.connection_error(e))??;
         Ok(Transaction {
             client: self.clone(),
             txid,
@@ -98,19 +88,12 @@ impl Client {
     /// Committed values and versions, outside any transaction (no locks).
     pub async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ClientError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ClientError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ}",
-                keys.len()
-            )));
+            return Err(ClientError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
         for key in &keys {
             check_key(key).map_err(ClientError::Invalid)?;
         }
-        Ok(self
-            .rpc
-            .read(context_with_timeout(RPC_TIMEOUT), keys)
-            .await
-            .map_err(|e| self.connection_error(e))??)
+        Ok(self.rpc.read(context_with_timeout(RPC_TIMEOUT), keys).await.map_err(|e| self.connection_error(e))??)
     }
 
     /// What happened to `txid`.
@@ -134,10 +117,7 @@ impl Client {
             match self.outcome(&txid).await {
                 Ok(OutcomeStatus::Committed) => return Ok(txid),
                 Ok(OutcomeStatus::Aborted) => {
-                    return Err(ClientError::Aborted {
-                        txid,
-                        reason: AbortReason::NoDecisionLogged,
-                    })
+                    return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
                 }
                 Ok(OutcomeStatus::Pending) => last = "still pending".into(),
                 Err(e) => last = e.to_string(),
@@ -174,17 +154,9 @@ impl Transaction {
 
     /// Reads several keys in one round trip.
     pub async fn get_many(&mut self, keys: Vec<Key>) -> Result<Vec<Option<Value>>, ClientError> {
-        let remote: Vec<Key> = keys
-            .iter()
-            .filter(|k| !self.writes.contains_key(*k))
-            .cloned()
-            .collect();
-        let mut fetched = if remote.is_empty() {
-            Vec::new()
-        } else {
-            self.client.read(remote.clone()).await?
-        }
-        .into_iter();
+        let remote: Vec<Key> = keys.iter().filter(|k| !self.writes.contains_key(*k)).cloned().collect();
+        let mut fetched =
+            if remote.is_empty() { Vec::new() } else { self.client.read(remote.clone()).await? }.into_iter();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(own) = self.writes.get(&key) {
@@ -192,9 +164,7 @@ impl Transaction {
                 continue;
             }
             let Some(v) = fetched.next() else {
-                return Err(ClientError::Connection(
-                    "coordinator returned too few read results".into(),
-                ));
+                return Err(ClientError::Connection("coordinator returned too few read results".into()));
             };
             // The first version seen is the one the transaction depends on.
             self.reads.entry(key).or_insert(v.version);
@@ -213,16 +183,12 @@ impl Transaction {
 
     /// Commit only if `key`'s committed value equals `value` at commit time.
     pub fn expect(&mut self, key: &[u8], value: Value) {
-        self.conditions.push(Condition::Equals {
-            key: key.to_vec(),
-            value,
-        });
+        self.conditions.push(Condition::Equals { key: key.to_vec(), value });
     }
 
     /// Commit only if `key` is absent at commit time.
     pub fn expect_absent(&mut self, key: &[u8]) {
-        self.conditions
-            .push(Condition::Absent { key: key.to_vec() });
+        self.conditions.push(Condition::Absent { key: key.to_vec() });
     }
 
     /// The operations the commit will send.
@@ -230,11 +196,7 @@ impl Transaction {
         TxnOps {
             reads: self.reads.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             conditions: self.conditions.clone(),
-            writes: self
-                .writes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            writes: self.writes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 
@@ -245,15 +207,7 @@ impl Transaction {
         ops.validate().map_err(ClientError::Invalid)?;
         let client = self.client;
         let txid = self.txid;
-        match client
-            .rpc
-            .commit(
-                context_with_timeout(CLIENT_COMMIT_TIMEOUT),
-                txid.clone(),
-                ops,
-            )
-            .await
-        {
+        match client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops).await {
             Ok(Ok(Outcome::Committed)) => Ok(txid),
             Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
             Ok(Err(e)) => Err(ClientError::Service(e)),

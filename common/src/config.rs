@@ -44,10 +44,7 @@ fn default_vnodes() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read cluster file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("malformed cluster file {path}: {detail}")]
     Malformed { path: String, detail: String },
     #[error("invalid cluster file {path}: {detail}")]
@@ -58,18 +55,10 @@ impl ClusterConfig {
     /// Reads and validates a cluster file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let config: ClusterConfig = toml::from_str(&text).map_err(|e| ConfigError::Malformed {
-            path: shown.clone(),
-            detail: e.message().to_string(),
-        })?;
-        config.validate().map_err(|detail| ConfigError::Invalid {
-            path: shown,
-            detail,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config: ClusterConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Malformed { path: shown.clone(), detail: e.message().to_string() })?;
+        config.validate().map_err(|detail| ConfigError::Invalid { path: shown, detail })?;
         Ok(config)
     }
 
@@ -82,10 +71,7 @@ impl ClusterConfig {
             return Err("no [[participant]] entries".into());
         }
         if !(1..=MAX_VNODES).contains(&self.vnodes) {
-            return Err(format!(
-                "vnodes = {} is outside 1..={MAX_VNODES}",
-                self.vnodes
-            ));
+            return Err(format!("vnodes = {} is outside 1..={MAX_VNODES}", self.vnodes));
         }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
@@ -129,12 +115,8 @@ impl ClusterConfig {
         ClusterConfig {
             admin_token: None,
             vnodes: DEFAULT_VNODES,
-            coordinator: (1..=coordinators)
-                .map(|i| entry("c", i, base + i - 1))
-                .collect(),
-            participant: (1..=participants)
-                .map(|i| entry("p", i, base + coordinators + i - 1))
-                .collect(),
+            coordinator: (1..=coordinators).map(|i| entry("c", i, base + i - 1)).collect(),
+            participant: (1..=participants).map(|i| entry("p", i, base + coordinators + i - 1)).collect(),
         }
     }
 
@@ -148,14 +130,11 @@ fn node_id(id: &str) -> NodeId {
 }
 
 fn check_addr(addr: &str) -> Result<(), String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| format!("address {addr:?} must be HOST:PORT"))?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("address {addr:?} must be HOST:PORT"))?;
     if host.is_empty() {
         return Err(format!("address {addr:?} has no host"));
     }
-    port.parse::<u16>()
-        .map_err(|_| format!("address {addr:?} has an invalid port"))?;
+    port.parse::<u16>().map_err(|_| format!("address {addr:?} has an invalid port"))?;
     Ok(())
 }
 
@@ -180,9 +159,6 @@ mod tests {
         let mut c = ClusterConfig::loopback(1, 2, 7000);
         c.participant[0].addr = "nowhere".into();
         assert!(c.validate().unwrap_err().contains("HOST:PORT"));
-        assert!(
-            toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1")
-                .is_err()
-        );
+        assert!(toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1").is_err());
     }
 }

@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// Too much in flight; retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A participant had been forced (heuristically) to the other outcome.
+    #[error("heuristic mismatch: {txid} was forced to {forced} at {participant}")]
+    HeuristicMixed { txid: TxnId, participant: String, forced: String },
     /// The admin token was missing or wrong.
     #[error("unauthorised: {0}")]
     Unauthorised(String),

@@ -65,11 +65,7 @@ mod armed {
                         Some((a, n)) => (a, n.parse().ok()),
                         None => (action, None),
                     };
-                    let fault = Fault {
-                        action: action.to_string(),
-                        nth,
-                        hits: AtomicU64::new(0),
-                    };
+                    let fault = Fault { action: action.to_string(), nth, hits: AtomicU64::new(0) };
                     Some((point.to_string(), fault))
                 })
                 .collect()

@@ -16,17 +16,10 @@ impl NodeId {
     /// Validates and wraps an id.
     pub fn new(id: &str) -> Result<Self, String> {
         if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
-            return Err(format!(
-                "node id {id:?} must be 1..={MAX_NODE_ID_LEN} characters"
-            ));
+            return Err(format!("node id {id:?} must be 1..={MAX_NODE_ID_LEN} characters"));
         }
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!(
-                "node id {id:?} may only contain letters, digits, '_' and '-'"
-            ));
+        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("node id {id:?} may only contain letters, digits, '_' and '-'"));
         }
         Ok(Self(id.to_string()))
     }
@@ -62,24 +55,13 @@ impl FromStr for TxnId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed =
-            || format!("malformed txid {s:?}: expected COORDINATOR.EPOCH.SEQ, e.g. c1.3.17");
+        let malformed = || format!("malformed txid {s:?}: expected COORDINATOR.EPOCH.SEQ, e.g. c1.3.17");
         let mut parts = s.rsplitn(3, '.');
-        let seq = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(malformed)?;
-        let epoch = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(malformed)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(malformed)?;
+        let epoch = parts.next().and_then(|p| p.parse().ok()).ok_or_else(malformed)?;
         let coordinator = parts.next().ok_or_else(malformed)?;
         let coordinator = NodeId::new(coordinator).map_err(|e| format!("{}: {e}", malformed()))?;
-        Ok(TxnId {
-            coordinator,
-            epoch,
-            seq,
-        })
+        Ok(TxnId { coordinator, epoch, seq })
     }
 }
 
@@ -89,11 +71,7 @@ mod tests {
 
     #[test]
     fn txid_round_trips_through_text() {
-        let id = TxnId {
-            coordinator: NodeId::new("c-1").unwrap(),
-            epoch: 3,
-            seq: 17,
-        };
+        let id = TxnId { coordinator: NodeId::new("c-1").unwrap(), epoch: 3, seq: 17 };
         assert_eq!(id.to_string(), "c-1.3.17");
         assert_eq!(id.to_string().parse::<TxnId>().unwrap(), id);
     }

@@ -11,6 +11,7 @@
 //! - [`client`]: the application client library (begin / get / put / commit).
 //! - [`error`]: the errors that cross the wire.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -25,6 +26,4 @@ pub mod txn;
 
 pub use error::ServiceError;
 pub use ids::{NodeId, TxnId};
-pub use txn::{
-    AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned, Vote,
-};
+pub use txn::{AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned, Vote};

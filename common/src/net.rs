@@ -10,8 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-pub type Transport<In, Out> =
-    tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
+pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
 
 /// Wraps a connected socket as a tarpc transport.
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
@@ -21,9 +20,7 @@ where
 {
     // Latency matters more than packet count: small RPCs go out at once.
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec();
+    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
     tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
 }
 
@@ -98,11 +95,7 @@ pub struct Peer<C> {
 
 impl<C: Clone> Peer<C> {
     pub fn new(addr: String, make: fn(TcpStream) -> C) -> Arc<Self> {
-        Arc::new(Peer {
-            addr,
-            make,
-            client: tokio::sync::Mutex::new(None),
-        })
+        Arc::new(Peer { addr, make, client: tokio::sync::Mutex::new(None) })
     }
 
     pub fn addr(&self) -> &str {
@@ -135,11 +128,7 @@ impl<C: Clone> Peer<C> {
             match call(client).await {
                 Ok(v) => return Ok(v),
                 Err(tarpc::client::RpcError::DeadlineExceeded) => {
-                    return Err(format!(
-                        "{} ({})",
-                        tarpc::client::RpcError::DeadlineExceeded,
-                        self.addr
-                    ))
+                    return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr))
                 }
                 Err(e) => {
                     *self.client.lock().await = None;

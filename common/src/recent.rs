@@ -14,11 +14,7 @@ pub struct Recent<K, V> {
 impl<K: Ord + Clone, V> Recent<K, V> {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "a Recent map needs room for one entry");
-        Recent {
-            capacity,
-            map: BTreeMap::new(),
-            order: VecDeque::new(),
-        }
+        Recent { capacity, map: BTreeMap::new(), order: VecDeque::new() }
     }
 
     /// Inserts or replaces; returns the entry evicted to make room, if any.
@@ -30,14 +26,8 @@ impl<K: Ord + Clone, V> Recent<K, V> {
         if self.order.len() <= self.capacity {
             return None;
         }
-        let oldest = self
-            .order
-            .pop_front()
-            .expect("order is longer than capacity");
-        let value = self
-            .map
-            .remove(&oldest)
-            .expect("order and map hold the same keys");
+        let oldest = self.order.pop_front().expect("order is longer than capacity");
+        let value = self.map.remove(&oldest).expect("order and map hold the same keys");
         Some((oldest, value))
     }
 

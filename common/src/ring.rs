@@ -41,10 +41,7 @@ impl Ring {
     /// Builds the ring. Panics on an empty participant list or a zero vnode
     /// count: the cluster config validates both first.
     pub fn new(participants: &[NodeId], vnodes: u32) -> Self {
-        assert!(
-            !participants.is_empty(),
-            "a ring needs at least one participant"
-        );
+        assert!(!participants.is_empty(), "a ring needs at least one participant");
         assert!((1..=MAX_VNODES).contains(&vnodes), "vnodes out of range");
         let mut points = BTreeMap::new();
         for (index, node) in participants.iter().enumerate() {
@@ -90,9 +87,7 @@ mod tests {
     use super::*;
 
     fn nodes(n: usize) -> Vec<NodeId> {
-        (1..=n)
-            .map(|i| NodeId::new(&format!("p{i}")).unwrap())
-            .collect()
+        (1..=n).map(|i| NodeId::new(&format!("p{i}")).unwrap()).collect()
     }
 
     #[test]

@@ -2,11 +2,10 @@
 //! coordinator talks to [`ParticipantRpc`]; participants ask
 //! [`CoordinatorRpc::outcome`] while in doubt.
 
+use crate::admin::{AdminReply, AdminRequest, NodeStats};
 use crate::error::ServiceError;
 use crate::ids::TxnId;
-use crate::txn::{
-    Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote,
-};
+use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
 
 #[tarpc::service]
 pub trait ParticipantRpc {
@@ -26,6 +25,10 @@ pub trait ParticipantRpc {
     /// own memory cannot answer (an older epoch's one-phase commit). A txid
     /// the participant never saw is fenced: later requests for it abort.
     async fn probe(txid: TxnId) -> Result<ProbeAnswer, ServiceError>;
+    /// Counters (no token needed).
+    async fn stats() -> NodeStats;
+    /// An operator's request; refused without the right token.
+    async fn admin(token: String, req: AdminRequest) -> Result<AdminReply, ServiceError>;
 }
 
 #[tarpc::service]
@@ -41,4 +44,8 @@ pub trait CoordinatorRpc {
     /// What happened to `txid`. Presumed abort: a txid with no logged
     /// commit that is not in progress is Aborted, for good.
     async fn outcome(txid: TxnId) -> Result<OutcomeStatus, ServiceError>;
+    /// Counters (no token needed).
+    async fn stats() -> NodeStats;
+    /// An operator's request; refused without the right token.
+    async fn admin(token: String, req: AdminRequest) -> Result<AdminReply, ServiceError>;
 }

@@ -75,10 +75,7 @@ impl TxnOps {
     /// Checks the shared limits; the error names the first violation.
     pub fn validate(&self) -> Result<(), String> {
         if self.len() > MAX_OPS_PER_TXN {
-            return Err(format!(
-                "{} operations exceed the limit of {MAX_OPS_PER_TXN}",
-                self.len()
-            ));
+            return Err(format!("{} operations exceed the limit of {MAX_OPS_PER_TXN}", self.len()));
         }
         for key in self.keys() {
             check_key(key)?;
@@ -99,20 +96,14 @@ pub fn check_key(key: &[u8]) -> Result<(), String> {
         return Err("empty key".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "key of {} bytes exceeds the limit of {MAX_KEY_BYTES}",
-            key.len()
-        ));
+        return Err(format!("key of {} bytes exceeds the limit of {MAX_KEY_BYTES}", key.len()));
     }
     Ok(())
 }
 
 pub fn check_value(value: &[u8]) -> Result<(), String> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(format!(
-            "value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}",
-            value.len()
-        ));
+        return Err(format!("value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}", value.len()));
     }
     Ok(())
 }
@@ -134,18 +125,9 @@ pub struct PrepareRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AbortReason {
     /// Another transaction holds a lock on the key.
-    LockConflict {
-        participant: NodeId,
-        key: Key,
-        holder: TxnId,
-    },
+    LockConflict { participant: NodeId, key: Key, holder: TxnId },
     /// The key changed since the transaction read it.
-    StaleRead {
-        participant: NodeId,
-        key: Key,
-        read: Version,
-        current: Version,
-    },
+    StaleRead { participant: NodeId, key: Key, read: Version, current: Version },
     /// A condition (`expect`) did not hold.
     ConditionFailed { participant: NodeId, key: Key },
     /// A participant could not be reached or did not answer in time.
@@ -167,43 +149,19 @@ impl fmt::Display for AbortReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
         match self {
-            AbortReason::LockConflict {
-                participant,
-                key: k,
-                holder,
-            } => {
-                write!(
-                    f,
-                    "lock conflict on {:?} at {participant}: held by {holder}",
-                    key(k)
-                )
+            AbortReason::LockConflict { participant, key: k, holder } => {
+                write!(f, "lock conflict on {:?} at {participant}: held by {holder}", key(k))
             }
-            AbortReason::StaleRead {
-                participant,
-                key: k,
-                read,
-                current,
-            } => write!(
-                f,
-                "stale read of {:?} at {participant}: read version {read}, now {current}",
-                key(k)
-            ),
-            AbortReason::ConditionFailed {
-                participant,
-                key: k,
-            } => {
+            AbortReason::StaleRead { participant, key: k, read, current } => {
+                write!(f, "stale read of {:?} at {participant}: read version {read}, now {current}", key(k))
+            }
+            AbortReason::ConditionFailed { participant, key: k } => {
                 write!(f, "condition on {:?} failed at {participant}", key(k))
             }
-            AbortReason::ParticipantUnavailable {
-                participant,
-                detail,
-            } => {
+            AbortReason::ParticipantUnavailable { participant, detail } => {
                 write!(f, "participant {participant} unavailable: {detail}")
             }
-            AbortReason::Refused {
-                participant,
-                detail,
-            } => write!(f, "refused by {participant}: {detail}"),
+            AbortReason::Refused { participant, detail } => write!(f, "refused by {participant}: {detail}"),
             AbortReason::AbortedEarlier => write!(f, "aborted before prepare"),
             AbortReason::ClientAborted => write!(f, "aborted by the application"),
             AbortReason::CoordinatorRestarted => {

@@ -16,6 +16,7 @@
 //!   (a later commit is refused) and remembered as aborted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use twopc_common::admin::TxnView;
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Vote};
@@ -38,6 +39,17 @@ pub enum Event {
     Recovered {
         epoch: u64,
         commits: Vec<(TxnId, Vec<NodeId>, bool)>,
+        /// Heuristic mismatches logged earlier.
+        mixed: Vec<(TxnId, NodeId)>,
+    },
+    /// A participant refused the commit: an operator forced it to abort.
+    HeuristicMixed {
+        txid: TxnId,
+        from: NodeId,
+    },
+    /// An operator asks for a recovery pass: re-send undelivered commits now.
+    RecoverNow {
+        req: RequestId,
     },
     Begin {
         req: RequestId,
@@ -134,6 +146,11 @@ pub enum Command {
     Probe {
         txid: TxnId,
     },
+    /// Append `Mixed{txid, participant}`, synced, before what follows.
+    LogMixed {
+        txid: TxnId,
+        participant: NodeId,
+    },
     Reply {
         req: RequestId,
         reply: Reply,
@@ -146,6 +163,7 @@ pub enum Reply {
     Outcome(Outcome),
     Status(OutcomeStatus),
     Ack,
+    Recovered { asked: usize },
     Error(ServiceError),
 }
 
@@ -198,6 +216,8 @@ pub struct Engine {
     open: BTreeMap<u64, u64>,
     active: BTreeMap<TxnId, Active>,
     known: Recent<TxnId, Known>,
+    /// Participants that refused a commit decision (heuristic-mixed).
+    mixed: BTreeMap<TxnId, BTreeSet<NodeId>>,
     /// Outcome questions waiting for a probe: txid → requests.
     probing: BTreeMap<TxnId, Vec<RequestId>>,
 }
@@ -212,7 +232,12 @@ impl Engine {
             active: BTreeMap::new(),
             known: Recent::new(MAX_REMEMBERED_OUTCOMES),
             probing: BTreeMap::new(),
+            mixed: BTreeMap::new(),
         }
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
     }
 
     pub fn epoch(&self) -> u64 {
@@ -222,36 +247,38 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Recovered { epoch, commits } => self.recovered(epoch, commits, &mut out),
+            Event::Recovered { epoch, commits, mixed } => {
+                for (txid, participant) in mixed {
+                    self.mixed.entry(txid).or_default().insert(participant);
+                }
+                self.recovered(epoch, commits, &mut out)
+            }
+            Event::HeuristicMixed { txid, from } => self.heuristic_mixed(txid, from, &mut out),
+            Event::RecoverNow { req } => {
+                let mut asked = 0;
+                for (txid, active) in &self.active {
+                    if let Phase::Committing { unacked } = &active.phase {
+                        for to in unacked {
+                            asked += 1;
+                            out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
+                        }
+                    }
+                }
+                out.push(Command::Reply { req, reply: Reply::Recovered { asked } });
+            }
             Event::Begin { req, now_ms } => self.begin(req, now_ms, &mut out),
             Event::Commit { req, txid, plan } => self.commit(req, txid, plan, &mut out),
             Event::ClientAbort { req, txid } => self.client_abort(req, txid, &mut out),
             Event::Vote { txid, from, vote } => self.vote(txid, from, vote, &mut out),
             Event::DecisionSynced { txid } => self.decision_synced(txid, &mut out),
             Event::CommitAcked { txid, from } => self.commit_acked(txid, from, &mut out),
-            Event::AbortSent {
-                txid,
-                to,
-                delivered,
-            } => self.abort_sent(txid, to, delivered, &mut out),
-            Event::CommitFailed {
-                txid,
-                from,
-                attempt,
-            } => {
+            Event::AbortSent { txid, to, delivered } => self.abort_sent(txid, to, delivered, &mut out),
+            Event::CommitFailed { txid, from, attempt } => {
                 if self.active.contains_key(&txid) {
-                    out.push(Command::SendCommit {
-                        txid,
-                        to: from,
-                        attempt: attempt.saturating_add(1),
-                    });
+                    out.push(Command::SendCommit { txid, to: from, attempt: attempt.saturating_add(1) });
                 }
             }
-            Event::OnePhaseResult {
-                txid,
-                result,
-                attempt,
-            } => self.one_phase_result(txid, result, attempt, &mut out),
+            Event::OnePhaseResult { txid, result, attempt } => self.one_phase_result(txid, result, attempt, &mut out),
             Event::Outcome { req, txid } => self.outcome(req, txid, &mut out),
             Event::ProbeResult { txid, answers } => self.probe_result(txid, answers, &mut out),
             Event::Tick { now_ms } => self.expire_open(now_ms),
@@ -259,12 +286,7 @@ impl Engine {
         out
     }
 
-    fn recovered(
-        &mut self,
-        epoch: u64,
-        commits: Vec<(TxnId, Vec<NodeId>, bool)>,
-        out: &mut Vec<Command>,
-    ) {
+    fn recovered(&mut self, epoch: u64, commits: Vec<(TxnId, Vec<NodeId>, bool)>, out: &mut Vec<Command>) {
         assert!(epoch > self.epoch, "epochs only grow");
         self.epoch = epoch;
         self.next_seq = 1;
@@ -274,30 +296,17 @@ impl Engine {
                 continue;
             }
             for to in &participants {
-                out.push(Command::SendCommit {
-                    txid: txid.clone(),
-                    to: to.clone(),
-                    attempt: 0,
-                });
+                out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
             }
             let unacked = participants.iter().cloned().collect();
-            self.active.insert(
-                txid,
-                Active {
-                    participants,
-                    phase: Phase::Committing { unacked },
-                    waiters: vec![],
-                },
-            );
+            self.active.insert(txid, Active { participants, phase: Phase::Committing { unacked }, waiters: vec![] });
         }
     }
 
     fn begin(&mut self, req: RequestId, now_ms: u64, out: &mut Vec<Command>) {
         self.expire_open(now_ms);
         let reply = if self.open.len() >= MAX_OPEN_TXNS {
-            Reply::Error(ServiceError::Overloaded(format!(
-                "{MAX_OPEN_TXNS} transactions already open"
-            )))
+            Reply::Error(ServiceError::Overloaded(format!("{MAX_OPEN_TXNS} transactions already open")))
         } else {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -308,11 +317,7 @@ impl Engine {
     }
 
     fn txid(&self, seq: u64) -> TxnId {
-        TxnId {
-            coordinator: self.me.clone(),
-            epoch: self.epoch,
-            seq,
-        }
+        TxnId { coordinator: self.me.clone(), epoch: self.epoch, seq }
     }
 
     fn expire_open(&mut self, now_ms: u64) {
@@ -328,20 +333,11 @@ impl Engine {
         }
     }
 
-    fn commit(
-        &mut self,
-        req: RequestId,
-        txid: TxnId,
-        plan: Vec<(NodeId, PrepareRequest)>,
-        out: &mut Vec<Command>,
-    ) {
+    fn commit(&mut self, req: RequestId, txid: TxnId, plan: Vec<(NodeId, PrepareRequest)>, out: &mut Vec<Command>) {
         let reply = |reply| Command::Reply { req, reply };
         if txid.coordinator != self.me {
             let owner = txid.coordinator.to_string();
-            out.push(reply(Reply::Error(ServiceError::WrongCoordinator {
-                txid,
-                owner,
-            })));
+            out.push(reply(Reply::Error(ServiceError::WrongCoordinator { txid, owner })));
             return;
         }
         if let Some(active) = self.active.get_mut(&txid) {
@@ -352,18 +348,14 @@ impl Engine {
         match self.known.get(&txid) {
             Some(Known::Committed) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
             Some(Known::Aborted) => {
-                return out.push(reply(Reply::Outcome(Outcome::Aborted(
-                    AbortReason::CoordinatorRestarted,
-                ))))
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
             }
             None => {}
         }
         if txid.epoch != self.epoch || self.open.remove(&txid.seq).is_none() {
             if txid.epoch < self.epoch {
                 self.known.insert(txid, Known::Aborted);
-                return out.push(reply(Reply::Outcome(Outcome::Aborted(
-                    AbortReason::CoordinatorRestarted,
-                ))));
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
             }
             return out.push(reply(Reply::Error(ServiceError::UnknownTxn(txid))));
         }
@@ -381,39 +373,22 @@ impl Engine {
             }
             1 => {
                 let (to, prepare) = plan.into_iter().next().expect("plan has one entry");
-                out.push(Command::SendOnePhase {
-                    to,
-                    prepare: prepare.clone(),
-                    attempt: 0,
-                });
+                out.push(Command::SendOnePhase { to, prepare: prepare.clone(), attempt: 0 });
                 Phase::SingleParticipant { prepare }
             }
             _ => {
                 for (to, prepare) in plan {
                     out.push(Command::SendPrepare { to, prepare });
                 }
-                Phase::Preparing {
-                    waiting_for: participants.iter().cloned().collect(),
-                }
+                Phase::Preparing { waiting_for: participants.iter().cloned().collect() }
             }
         };
-        self.active.insert(
-            txid,
-            Active {
-                participants,
-                phase,
-                waiters: vec![req],
-            },
-        );
+        self.active.insert(txid, Active { participants, phase, waiters: vec![req] });
     }
 
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let reply = if self.active.contains_key(&txid)
-            || self.known.get(&txid) == Some(&Known::Committed)
-        {
-            Reply::Error(ServiceError::Invalid(format!(
-                "{txid} is already committing"
-            )))
+        let reply = if self.active.contains_key(&txid) || self.known.get(&txid) == Some(&Known::Committed) {
+            Reply::Error(ServiceError::Invalid(format!("{txid} is already committing")))
         } else {
             if txid.coordinator == self.me && txid.epoch == self.epoch {
                 self.open.remove(&txid.seq);
@@ -424,13 +399,7 @@ impl Engine {
         out.push(Command::Reply { req, reply });
     }
 
-    fn vote(
-        &mut self,
-        txid: TxnId,
-        from: NodeId,
-        vote: Result<Vote, String>,
-        out: &mut Vec<Command>,
-    ) {
+    fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, String>, out: &mut Vec<Command>) {
         let Some(active) = self.active.get_mut(&txid) else {
             return;
         };
@@ -449,27 +418,14 @@ impl Engine {
             }
             // A No vote leaves nothing behind at its participant.
             Ok(Vote::No(reason)) => (reason, Some(from)),
-            Err(detail) => (
-                AbortReason::ParticipantUnavailable {
-                    participant: from,
-                    detail,
-                },
-                None,
-            ),
+            Err(detail) => (AbortReason::ParticipantUnavailable { participant: from, detail }, None),
         };
         // Presumed abort: no log write. Tell the others, then answer.
         self.known.insert(txid.clone(), Known::Aborted);
-        let unsent: BTreeSet<NodeId> = active
-            .participants
-            .iter()
-            .filter(|p| Some(*p) != holds_nothing.as_ref())
-            .cloned()
-            .collect();
+        let unsent: BTreeSet<NodeId> =
+            active.participants.iter().filter(|p| Some(*p) != holds_nothing.as_ref()).cloned().collect();
         for to in &unsent {
-            out.push(Command::SendAbort {
-                txid: txid.clone(),
-                to: to.clone(),
-            });
+            out.push(Command::SendAbort { txid: txid.clone(), to: to.clone() });
         }
         active.phase = Phase::Aborting { unsent, reason };
         self.finish_abort_if_sent(txid, out);
@@ -501,37 +457,19 @@ impl Engine {
         let reason = reason.clone();
         let active = self.active.remove(&txid).expect("checked above");
         for req in active.waiters {
-            out.push(Command::Reply {
-                req,
-                reply: Reply::Outcome(Outcome::Aborted(reason.clone())),
-            });
+            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Aborted(reason.clone())) });
         }
     }
 
     fn decision_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let active = self
-            .active
-            .get_mut(&txid)
-            .expect("DecisionSynced for a transaction not deciding");
-        assert!(
-            matches!(active.phase, Phase::Deciding),
-            "DecisionSynced for {txid} outside Deciding"
-        );
-        active.phase = Phase::Committing {
-            unacked: active.participants.iter().cloned().collect(),
-        };
+        let active = self.active.get_mut(&txid).expect("DecisionSynced for a transaction not deciding");
+        assert!(matches!(active.phase, Phase::Deciding), "DecisionSynced for {txid} outside Deciding");
+        active.phase = Phase::Committing { unacked: active.participants.iter().cloned().collect() };
         for req in active.waiters.drain(..) {
-            out.push(Command::Reply {
-                req,
-                reply: Reply::Outcome(Outcome::Committed),
-            });
+            out.push(Command::Reply { req, reply: Reply::Outcome(Outcome::Committed) });
         }
         for to in &active.participants {
-            out.push(Command::SendCommit {
-                txid: txid.clone(),
-                to: to.clone(),
-                attempt: 0,
-            });
+            out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
         }
         self.known.insert(txid, Known::Committed);
     }
@@ -550,13 +488,7 @@ impl Engine {
         }
     }
 
-    fn one_phase_result(
-        &mut self,
-        txid: TxnId,
-        result: Result<Outcome, String>,
-        attempt: u32,
-        out: &mut Vec<Command>,
-    ) {
+    fn one_phase_result(&mut self, txid: TxnId, result: Result<Outcome, String>, attempt: u32, out: &mut Vec<Command>) {
         let Some(active) = self.active.get(&txid) else {
             return;
         };
@@ -569,41 +501,24 @@ impl Engine {
                 // Unknown whether it applied: ask again (it is idempotent).
                 let to = active.participants[0].clone();
                 let prepare = prepare.clone();
-                out.push(Command::SendOnePhase {
-                    to,
-                    prepare,
-                    attempt: attempt.saturating_add(1),
-                });
+                out.push(Command::SendOnePhase { to, prepare, attempt: attempt.saturating_add(1) });
                 return;
             }
         };
         let active = self.active.remove(&txid).expect("checked above");
-        let known = if outcome == Outcome::Committed {
-            Known::Committed
-        } else {
-            Known::Aborted
-        };
+        let known = if outcome == Outcome::Committed { Known::Committed } else { Known::Aborted };
         self.known.insert(txid, known);
         for req in active.waiters {
-            out.push(Command::Reply {
-                req,
-                reply: Reply::Outcome(outcome.clone()),
-            });
+            out.push(Command::Reply { req, reply: Reply::Outcome(outcome.clone()) });
         }
     }
 
     fn outcome(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let reply = |status| Command::Reply {
-            req,
-            reply: Reply::Status(status),
-        };
+        let reply = |status| Command::Reply { req, reply: Reply::Status(status) };
         if txid.coordinator != self.me {
             let owner = txid.coordinator.to_string();
             let e = ServiceError::WrongCoordinator { txid, owner };
-            return out.push(Command::Reply {
-                req,
-                reply: Reply::Error(e),
-            });
+            return out.push(Command::Reply { req, reply: Reply::Error(e) });
         }
         if let Some(active) = self.active.get(&txid) {
             let status = match active.phase {
@@ -618,9 +533,7 @@ impl Engine {
             Some(Known::Aborted) => return out.push(reply(OutcomeStatus::Aborted)),
             None => {}
         }
-        if txid.epoch == self.epoch
-            && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq)
-        {
+        if txid.epoch == self.epoch && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq) {
             // Begun but not committing, or not even minted: abort it for good.
             self.next_seq = self.next_seq.max(txid.seq + 1);
             self.known.insert(txid, Known::Aborted);
@@ -628,10 +541,7 @@ impl Engine {
         }
         if txid.epoch > self.epoch {
             let e = ServiceError::UnknownTxn(txid);
-            return out.push(Command::Reply {
-                req,
-                reply: Reply::Error(e),
-            });
+            return out.push(Command::Reply { req, reply: Reply::Error(e) });
         }
         // Finished and forgotten, or from an older run: a two-phase commit
         // would have a Commit record, but a one-phase commit is known only
@@ -643,19 +553,12 @@ impl Engine {
         }
     }
 
-    fn probe_result(
-        &mut self,
-        txid: TxnId,
-        answers: Vec<Result<ProbeAnswer, String>>,
-        out: &mut Vec<Command>,
-    ) {
+    fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
         let Some(waiters) = self.probing.remove(&txid) else {
             return;
         };
         let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
-        let unsure = answers
-            .iter()
-            .any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
+        let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
         let status = if committed {
             self.known.insert(txid, Known::Committed);
             OutcomeStatus::Committed
@@ -668,24 +571,62 @@ impl Engine {
             OutcomeStatus::Aborted
         };
         for req in waiters {
-            out.push(Command::Reply {
-                req,
-                reply: Reply::Status(status.clone()),
-            });
+            out.push(Command::Reply { req, reply: Reply::Status(status.clone()) });
         }
+    }
+
+    fn heuristic_mixed(&mut self, txid: TxnId, from: NodeId, out: &mut Vec<Command>) {
+        if !self.mixed.entry(txid.clone()).or_default().insert(from.clone()) {
+            return;
+        }
+        out.push(Command::LogMixed { txid: txid.clone(), participant: from.clone() });
+        // That participant will never take this decision: stop retrying.
+        self.commit_acked(txid, from, out);
+    }
+
+    /// What this coordinator knows of `txid`, for operators (no side
+    /// effects: unlike `outcome`, it never presumes or probes).
+    pub fn view(&self, txid: &TxnId) -> TxnView {
+        let mut view = TxnView { txid: Some(txid.clone()), node: self.me.to_string(), ..Default::default() };
+        view.state = match (self.active.get(txid), self.known.get(txid)) {
+            (Some(active), _) => {
+                view.participants = active.participants.clone();
+                if let Phase::Committing { unacked } = &active.phase {
+                    view.unacked = unacked.iter().cloned().collect();
+                }
+                phase_name(&active.phase).into()
+            }
+            (None, Some(Known::Committed)) => "committed".into(),
+            (None, Some(Known::Aborted)) => "aborted".into(),
+            (None, None) => "unknown".into(),
+        };
+        view.mixed = self.mixed.get(txid).map(|m| m.iter().cloned().collect()).unwrap_or_default();
+        view
+    }
+
+    /// Every transaction in commit, for operators.
+    pub fn active_views(&self) -> Vec<TxnView> {
+        self.active.keys().map(|txid| self.view(txid)).collect()
+    }
+
+    /// (transactions in commit, committed but not acked by all, mixed).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let undelivered = self.active.values().filter(|a| matches!(a.phase, Phase::Committing { .. })).count();
+        (self.active.len(), undelivered, self.mixed.len())
     }
 
     /// Transactions in commit: txid, participants, phase name.
     pub fn active(&self) -> impl Iterator<Item = (&TxnId, &[NodeId], &'static str)> {
-        self.active.iter().map(|(txid, a)| {
-            let phase = match a.phase {
-                Phase::Preparing { .. } => "preparing",
-                Phase::Deciding => "deciding",
-                Phase::Committing { .. } => "committing",
-                Phase::Aborting { .. } => "aborting",
-                Phase::SingleParticipant { .. } => "one-phase",
-            };
-            (txid, a.participants.as_slice(), phase)
-        })
+        self.active.iter().map(|(txid, a)| (txid, a.participants.as_slice(), phase_name(&a.phase)))
+    }
+}
+
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Preparing { .. } => "preparing",
+        Phase::Deciding => "deciding",
+        Phase::Committing { .. } => "committing",
+        Phase::Aborting { .. } => "aborting",
+        Phase::SingleParticipant { .. } => "one-phase",
     }
 }

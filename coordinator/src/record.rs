@@ -9,11 +9,11 @@ pub enum CoordinatorRecord {
     /// Synced once per start: txids minted in this epoch are new.
     Epoch(u64),
     /// The commit decision, synced before anyone hears "Committed".
-    Commit {
-        txid: TxnId,
-        participants: Vec<NodeId>,
-    },
+    Commit { txid: TxnId, participants: Vec<NodeId> },
     /// Every participant acked the commit (written lazily; losing it only
     /// means the commit is re-driven).
     End { txid: TxnId },
+    /// A participant refused the commit because an operator had forced it
+    /// to abort (heuristic-mixed). Synced; kept for operators.
+    Mixed { txid: TxnId, participant: NodeId },
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
@@ -44,15 +45,9 @@ pub enum CoordinatorError {
     #[error("coordinator {0:?} is not in the cluster file")]
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -67,15 +62,18 @@ pub struct CoordinatorOptions {
 
 pub(crate) enum Request {
     Begin,
-    Commit {
-        txid: TxnId,
-        plan: Vec<(NodeId, PrepareRequest)>,
-    },
+    Commit { txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
     Abort(TxnId),
     Outcome(TxnId),
 }
 
-type Input = (Request, oneshot::Sender<Reply>);
+type AdminResult = oneshot::Sender<Result<AdminReply, ServiceError>>;
+
+enum Input {
+    Engine(Request, oneshot::Sender<Reply>),
+    Stats(oneshot::Sender<NodeStats>),
+    Admin(AdminRequest, AdminResult),
+}
 
 #[derive(Clone)]
 pub(crate) struct Handle {
@@ -88,11 +86,24 @@ impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
-        self.tx
-            .send((request, reply_tx))
-            .await
-            .map_err(|_| stopped())?;
+        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())
+    }
+
+    pub(crate) async fn stats(&self) -> NodeStats {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self.tx.send(Input::Stats(reply_tx)).await.is_err() {
+            return NodeStats::default();
+        }
+        reply_rx.await.unwrap_or_default()
+    }
+
+    /// An authorised operator's request.
+    pub(crate) async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ServiceError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
+        self.tx.send(Input::Admin(request, reply_tx)).await.map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -114,83 +125,52 @@ impl RunningCoordinator {
 
 pub async fn run(opts: CoordinatorOptions) -> Result<(), CoordinatorError> {
     let running = start(opts, None).await?;
-    let error = running
-        .stopped
-        .await
-        .map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
+    let error = running.stopped.await.map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
     Err(error)
 }
 
-pub async fn start(
-    opts: CoordinatorOptions,
-    listen: Option<&str>,
-) -> Result<RunningCoordinator, CoordinatorError> {
-    let entry = opts
-        .cluster
-        .coordinator_entry(&opts.id)
-        .ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
+pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
+    let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir).map_err(|source| CoordinatorError::DataDir {
-        path: opts.data_dir.display().to_string(),
-        source,
-    })?;
-    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(
-        &opts.data_dir.join("wal"),
-    )?);
-    let (listener, local) = net::bind(&addr)
-        .await
-        .map_err(|source| CoordinatorError::Bind { addr, source })?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(&opts.data_dir.join("wal"))?);
+    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
         .iter()
         .map(|p| {
             let id = NodeId::new(&p.id).expect("validated config");
-            (
-                id,
-                Peer::new(p.addr.clone(), |s| {
-                    ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()
-                }),
-            )
+            (id, Peer::new(p.addr.clone(), |s| ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()))
         })
         .collect();
     let participants = Arc::new(participants);
     let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
-    let mut task = EngineTask::new(Engine::new(me.clone()), wal, participants.clone());
+    let mut public_cluster = opts.cluster.clone();
+    public_cluster.admin_token = None;
+    let mut task = EngineTask::new(Engine::new(me.clone()), wal, participants.clone(), public_cluster);
     let epoch = task.recover()?;
     tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
     let stopped = tokio::spawn(task.run(rx));
-    let server = CoordinatorServer {
-        handle: Handle {
-            tx,
-            ring: Arc::new(opts.cluster.ring()),
-            participants,
-        },
-    };
+    let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
+    let handle = Handle { tx, ring: Arc::new(opts.cluster.ring()), participants };
+    let server = CoordinatorServer { handle, admin_token };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningCoordinator {
-        addr: local,
-        epoch,
-        stopped,
-        server,
-    })
+    Ok(RunningCoordinator { addr: local, epoch, stopped, server })
 }
 
 enum Completion {
     Event(Event),
-    CommitLogged {
-        txid: TxnId,
-        lsn: Lsn,
-    },
-    EndLogged {
-        commit_lsn: Option<Lsn>,
-        end_lsn: Lsn,
-    },
+    CommitLogged { txid: TxnId, lsn: Lsn },
+    EndLogged { commit_lsn: Option<Lsn>, end_lsn: Lsn },
     Fatal(WalError),
 }
 
 struct EngineTask {
+    /// The cluster file without its admin token (served to `twopc admin`).
+    cluster: ClusterConfig,
     engine: Engine,
     wal: Arc<CoordinatorWal>,
     participants: Arc<HashMap<NodeId, ParticipantPeer>>,
@@ -206,10 +186,7 @@ struct EngineTask {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Sync before Committed. Only the negative control
@@ -237,9 +214,11 @@ impl EngineTask {
         engine: Engine,
         wal: Arc<CoordinatorWal>,
         participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+        cluster: ClusterConfig,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         EngineTask {
+            cluster,
             engine,
             wal,
             participants,
@@ -259,17 +238,20 @@ impl EngineTask {
         let mut epoch_lsns = Vec::new();
         let mut commits: Vec<(TxnId, Vec<NodeId>, Lsn)> = Vec::new();
         let mut ends: HashMap<TxnId, Lsn> = HashMap::new();
+        let mut mixed = Vec::new();
         for (lsn, record) in self.wal.replay()? {
             match record {
                 CoordinatorRecord::Epoch(e) => {
                     last_epoch = last_epoch.max(e);
                     epoch_lsns.push(lsn);
                 }
-                CoordinatorRecord::Commit { txid, participants } => {
-                    commits.push((txid, participants, lsn))
-                }
+                CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants, lsn)),
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid, lsn);
+                }
+                CoordinatorRecord::Mixed { txid, participant } => {
+                    tracing::error!(%txid, %participant, "heuristic-mixed: a participant was forced against the logged decision");
+                    mixed.push((txid, participant));
                 }
             }
         }
@@ -292,10 +274,7 @@ impl EngineTask {
         }
         // End records whose Commit was already trimmed.
         self.ended.extend(ends.into_values().map(|end| (None, end)));
-        let commands = self.engine.handle(Event::Recovered {
-            epoch,
-            commits: recovered,
-        });
+        let commands = self.engine.handle(Event::Recovered { epoch, commits: recovered, mixed });
         self.execute(commands);
         Ok(epoch)
     }
@@ -311,7 +290,9 @@ impl EngineTask {
                     }
                 }
                 input = rx.recv() => match input {
-                    Some((request, reply)) => self.request(request, reply),
+                                        Some(Input::Engine(request, reply)) => self.request(request, reply),
+                    Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
+                    Some(Input::Admin(request, reply)) => self.admin(request, reply),
                     None => return CoordinatorError::Fatal("request queue closed".into()),
                 },
                 _ = tick.tick() => {
@@ -334,10 +315,7 @@ impl EngineTask {
                 let commands = self.engine.handle(Event::DecisionSynced { txid });
                 self.execute(commands);
             }
-            Completion::EndLogged {
-                commit_lsn,
-                end_lsn,
-            } => self.ended.push_back((commit_lsn, end_lsn)),
+            Completion::EndLogged { commit_lsn, end_lsn } => self.ended.push_back((commit_lsn, end_lsn)),
             Completion::Fatal(e) => {
                 tracing::error!(error = %e, "decision log failed; stopping");
                 return Some(CoordinatorError::Wal(e));
@@ -346,14 +324,62 @@ impl EngineTask {
         None
     }
 
+    fn stats(&self) -> NodeStats {
+        let wal = self.wal.stats();
+        let (active, undelivered_commits, heuristic_mixed) = self.engine.counts();
+        NodeStats {
+            id: self.cluster_id(),
+            role: "coordinator".into(),
+            epoch: Some(self.engine.epoch()),
+            now_ms: now_ms(),
+            active,
+            undelivered_commits,
+            heuristic_mixed,
+            wal_syncs: wal.syncs,
+            wal_batches: wal.batches,
+            wal_groups: wal.groups,
+            wal_records: wal.records_appended,
+            ..NodeStats::default()
+        }
+    }
+
+    fn cluster_id(&self) -> String {
+        self.engine.me().to_string()
+    }
+
+    fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
+        let answer = match request {
+            AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
+            AdminRequest::Show(txid) => Ok(AdminReply::Txn(self.engine.view(&txid))),
+            AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.clone())),
+            AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } => {
+                Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
+            }
+            AdminRequest::Recover => {
+                let req = self.next_req;
+                self.next_req += 1;
+                let (engine_tx, engine_rx) = oneshot::channel();
+                self.pending.insert(req, engine_tx);
+                tokio::spawn(async move {
+                    let answer = match engine_rx.await {
+                        Ok(Reply::Recovered { asked }) => Ok(AdminReply::Recovered { asked }),
+                        Ok(other) => Err(ServiceError::Invalid(format!("unexpected engine reply {other:?}"))),
+                        Err(_) => Err(ServiceError::Unavailable("coordinator is stopping".into())),
+                    };
+                    let _ = reply.send(answer);
+                });
+                let commands = self.engine.handle(Event::RecoverNow { req });
+                return self.execute(commands);
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
     fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
         let req = self.next_req;
         self.next_req += 1;
         let event = match request {
-            Request::Begin => Event::Begin {
-                req,
-                now_ms: now_ms(),
-            },
+            Request::Begin => Event::Begin { req, now_ms: now_ms() },
             Request::Commit { txid, plan } => Event::Commit { req, txid, plan },
             Request::Abort(txid) => Event::ClientAbort { req, txid },
             Request::Outcome(txid) => Event::Outcome { req, txid },
@@ -364,29 +390,19 @@ impl EngineTask {
     }
 
     fn peer(&self, node: &NodeId) -> ParticipantPeer {
-        self.participants
-            .get(node)
-            .cloned()
-            .unwrap_or_else(|| panic!("routed to {node}, which is not in the cluster"))
+        self.participants.get(node).cloned().unwrap_or_else(|| panic!("routed to {node}, which is not in the cluster"))
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
         for command in commands {
             match command {
                 Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
-                Command::SendOnePhase {
-                    to,
-                    prepare,
-                    attempt,
-                } => self.send_one_phase(to, prepare, attempt),
+                Command::SendOnePhase { to, prepare, attempt } => self.send_one_phase(to, prepare, attempt),
                 Command::SyncDecision { txid, participants } => {
                     fault::hit("coordinator.before-decision");
                     tracing::debug!(%txid, "syncing commit decision");
                     let mut batch = WalBatch::new();
-                    batch.append.push(CoordinatorRecord::Commit {
-                        txid: txid.clone(),
-                        participants,
-                    });
+                    batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
                     let tx = self.done_tx.clone();
                     self.wal.submit(
                         batch,
@@ -406,20 +422,30 @@ impl EngineTask {
                     tokio::spawn(async move {
                         let sent = txid.clone();
                         // One try: a participant that misses it asks later.
-                        let result = peer.call(|c| { let sent = sent.clone(); async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await } }).await;
+                        let result = peer
+                            .call(|c| {
+                                let sent = sent.clone();
+                                async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await }
+                            })
+                            .await;
                         if let Err(e) = &result {
                             tracing::debug!(%txid, participant = %to, error = %e, "abort not delivered");
                         }
                         let delivered = matches!(result, Ok(Ok(())));
-                        let _ = tx.send(Completion::Event(Event::AbortSent {
-                            txid,
-                            to,
-                            delivered,
-                        }));
+                        let _ = tx.send(Completion::Event(Event::AbortSent { txid, to, delivered }));
                     });
                 }
                 Command::LogEnd { txid } => self.log_end(txid),
                 Command::Probe { txid } => self.probe(txid),
+                Command::LogMixed { txid, participant } => {
+                    tracing::error!(%txid, %participant, "heuristic-mixed: participant was forced to abort a committed transaction");
+                    let mut batch = WalBatch::new();
+                    batch.append.push(CoordinatorRecord::Mixed { txid, participant });
+                    // Rare (after an operator's forced abort): written inline.
+                    if let Err(e) = self.wal.write(batch, Durability::Sync) {
+                        let _ = self.done_tx.send(Completion::Fatal(e));
+                    }
+                }
                 Command::Reply { req, reply } => {
                     if let Some(sender) = self.pending.remove(&req) {
                         let _ = sender.send(reply);
@@ -446,11 +472,7 @@ impl EngineTask {
                 Err(e) => Err(e),
             };
             tracing::debug!(%txid, participant = %to, ?vote, "vote");
-            let _ = tx.send(Completion::Event(Event::Vote {
-                txid,
-                from: to,
-                vote,
-            }));
+            let _ = tx.send(Completion::Event(Event::Vote { txid, from: to, vote }));
         });
     }
 
@@ -463,29 +485,21 @@ impl EngineTask {
             let result = match peer
                 .call(|c| {
                     let prepare = prepare.clone();
-                    async move {
-                        c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare)
-                            .await
-                    }
+                    async move { c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare).await }
                 })
                 .await
             {
                 Ok(Ok(outcome)) => Ok(outcome),
                 // Refused before doing anything: a definite abort.
-                Ok(Err(e)) => Ok(Outcome::Aborted(AbortReason::Refused {
-                    participant: to.clone(),
-                    detail: e.to_string(),
-                })),
+                Ok(Err(e)) => {
+                    Ok(Outcome::Aborted(AbortReason::Refused { participant: to.clone(), detail: e.to_string() }))
+                }
                 Err(e) => {
                     tracing::warn!(%txid, participant = %to, attempt, error = %e, "one-phase commit unanswered; retrying");
                     Err(e)
                 }
             };
-            let _ = tx.send(Completion::Event(Event::OnePhaseResult {
-                txid,
-                result,
-                attempt,
-            }));
+            let _ = tx.send(Completion::Event(Event::OnePhaseResult { txid, result, attempt }));
         });
     }
 
@@ -509,6 +523,7 @@ impl EngineTask {
                     fault::hit("coordinator.mid-commit-fanout");
                     Event::CommitAcked { txid, from: to }
                 }
+                Ok(Err(ServiceError::HeuristicMixed { .. })) => Event::HeuristicMixed { txid, from: to },
                 failed => {
                     let error = match failed {
                         Ok(Err(e)) => e.to_string(),
@@ -516,11 +531,7 @@ impl EngineTask {
                         Ok(Ok(())) => unreachable!(),
                     };
                     tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
-                    Event::CommitFailed {
-                        txid,
-                        from: to,
-                        attempt,
-                    }
+                    Event::CommitFailed { txid, from: to, attempt }
                 }
             };
             let _ = tx.send(Completion::Event(event));
@@ -544,10 +555,7 @@ impl EngineTask {
             Durability::Lazy,
             Box::new(move |result| {
                 let _ = tx.send(match result {
-                    Ok(lsns) => Completion::EndLogged {
-                        commit_lsn,
-                        end_lsn: lsns[0],
-                    },
+                    Ok(lsns) => Completion::EndLogged { commit_lsn, end_lsn: lsns[0] },
                     Err(e) => Completion::Fatal(e),
                 });
             }),

@@ -6,6 +6,7 @@ use crate::runtime::{Handle, Request};
 use futures::future::join_all;
 use std::collections::BTreeMap;
 use tarpc::context::Context;
+use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::service::CoordinatorRpc;
@@ -15,6 +16,8 @@ use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Txn
 #[derive(Clone)]
 pub struct CoordinatorServer {
     pub(crate) handle: Handle,
+    /// The admin token this process enforces (`None`: admin disabled).
+    pub(crate) admin_token: Option<std::sync::Arc<str>>,
 }
 
 fn unexpected(reply: Reply) -> ServiceError {
@@ -30,25 +33,13 @@ impl CoordinatorServer {
         let ring = &self.handle.ring;
         let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
         for (key, version) in ops.reads {
-            slices
-                .entry(ring.owner(&key).clone())
-                .or_default()
-                .reads
-                .push((key, version));
+            slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
         }
         for condition in ops.conditions {
-            slices
-                .entry(ring.owner(condition.key()).clone())
-                .or_default()
-                .conditions
-                .push(condition);
+            slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
         }
         for (key, value) in ops.writes {
-            slices
-                .entry(ring.owner(&key).clone())
-                .or_default()
-                .writes
-                .push((key, value));
+            slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
         }
         let participants: Vec<NodeId> = slices.keys().cloned().collect();
         slices
@@ -76,20 +67,12 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ}",
-                keys.len()
-            )));
+            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
-        keys.iter()
-            .try_for_each(|k| check_key(k))
-            .map_err(ServiceError::Invalid)?;
+        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
         let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
-            by_owner
-                .entry(self.handle.ring.owner(key).clone())
-                .or_default()
-                .push(i);
+            by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);
         }
         let reads = by_owner.into_iter().map(|(owner, indexes)| {
             let peer = self.handle.participants[&owner].clone();
@@ -101,13 +84,9 @@ impl CoordinatorRpc for CoordinatorServer {
                         async move { c.read(context_with_timeout(RPC_TIMEOUT), wanted).await }
                     })
                     .await;
-                let values = got.map_err(|e| {
-                    ServiceError::Unavailable(format!("participant {owner}: {e}"))
-                })??;
+                let values = got.map_err(|e| ServiceError::Unavailable(format!("participant {owner}: {e}")))??;
                 if values.len() != indexes.len() {
-                    return Err(ServiceError::Unavailable(format!(
-                        "participant {owner} returned a short read"
-                    )));
+                    return Err(ServiceError::Unavailable(format!("participant {owner} returned a short read")));
                 }
                 Ok(indexes.into_iter().zip(values).collect::<Vec<_>>())
             }
@@ -135,6 +114,15 @@ impl CoordinatorRpc for CoordinatorServer {
             Reply::Ack => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn stats(self, _: Context) -> NodeStats {
+        self.handle.stats().await
+    }
+
+    async fn admin(self, _: Context, token: String, req: AdminRequest) -> Result<AdminReply, ServiceError> {
+        authorise(&token, self.admin_token.as_deref())?;
+        self.handle.admin(req).await
     }
 
     async fn outcome(self, _: Context, txid: TxnId) -> Result<OutcomeStatus, ServiceError> {

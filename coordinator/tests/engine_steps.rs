@@ -2,9 +2,7 @@
 //! events and compares the exact commands emitted.
 
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
-use twopc_common::{
-    AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote,
-};
+use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply, OPEN_TXN_TIMEOUT_MS};
 
 fn node(s: &str) -> NodeId {
@@ -12,32 +10,19 @@ fn node(s: &str) -> NodeId {
 }
 
 fn txid(epoch: u64, seq: u64) -> TxnId {
-    TxnId {
-        coordinator: node("c1"),
-        epoch,
-        seq,
-    }
+    TxnId { coordinator: node("c1"), epoch, seq }
 }
 
 /// An engine recovered into epoch 2 with nothing to re-drive.
 fn engine() -> Engine {
     let mut e = Engine::new(node("c1"));
-    assert_eq!(
-        e.handle(Event::Recovered {
-            epoch: 2,
-            commits: vec![]
-        }),
-        vec![]
-    );
+    assert_eq!(e.handle(Event::Recovered { epoch: 2, commits: vec![], mixed: vec![] }), vec![]);
     e
 }
 
 fn begin(e: &mut Engine, req: u64) -> TxnId {
     match &e.handle(Event::Begin { req, now_ms: 0 })[..] {
-        [Command::Reply {
-            reply: Reply::Begun(txid),
-            ..
-        }] => txid.clone(),
+        [Command::Reply { reply: Reply::Begun(txid), .. }] => txid.clone(),
         other => panic!("{other:?}"),
     }
 }
@@ -47,19 +32,9 @@ fn plan(txid: &TxnId, nodes: &[&str]) -> Vec<(NodeId, PrepareRequest)> {
     participants
         .iter()
         .map(|p| {
-            let ops = TxnOps {
-                writes: vec![(p.as_str().as_bytes().to_vec(), Some(b"v".to_vec()))],
-                ..Default::default()
-            };
-            (
-                p.clone(),
-                PrepareRequest {
-                    txid: txid.clone(),
-                    ring: 1,
-                    ops,
-                    participants: participants.clone(),
-                },
-            )
+            let ops =
+                TxnOps { writes: vec![(p.as_str().as_bytes().to_vec(), Some(b"v".to_vec()))], ..Default::default() };
+            (p.clone(), PrepareRequest { txid: txid.clone(), ring: 1, ops, participants: participants.clone() })
         })
         .collect()
 }
@@ -69,11 +44,7 @@ fn reply(req: u64, reply: Reply) -> Command {
 }
 
 fn yes(txid: &TxnId, from: &str) -> Event {
-    Event::Vote {
-        txid: txid.clone(),
-        from: node(from),
-        vote: Ok(Vote::Yes),
-    }
+    Event::Vote { txid: txid.clone(), from: node(from), vote: Ok(Vote::Yes) }
 }
 
 #[test]
@@ -88,59 +59,28 @@ fn all_yes_syncs_the_decision_before_answering_committed() {
     let mut e = engine();
     let t = begin(&mut e, 1);
     let p = plan(&t, &["p1", "p2"]);
-    let out = e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: p.clone(),
-    });
+    let out = e.handle(Event::Commit { req: 10, txid: t.clone(), plan: p.clone() });
     assert_eq!(
         out,
         vec![
-            Command::SendPrepare {
-                to: node("p1"),
-                prepare: p[0].1.clone()
-            },
-            Command::SendPrepare {
-                to: node("p2"),
-                prepare: p[1].1.clone()
-            },
+            Command::SendPrepare { to: node("p1"), prepare: p[0].1.clone() },
+            Command::SendPrepare { to: node("p2"), prepare: p[1].1.clone() },
         ]
     );
     assert_eq!(e.handle(yes(&t, "p1")), vec![]);
-    assert_eq!(
-        e.handle(yes(&t, "p1")),
-        vec![],
-        "a duplicate vote changes nothing"
-    );
+    assert_eq!(e.handle(yes(&t, "p1")), vec![], "a duplicate vote changes nothing");
     let participants = vec![node("p1"), node("p2")];
+    assert_eq!(e.handle(yes(&t, "p2")), vec![Command::SyncDecision { txid: t.clone(), participants }]);
     assert_eq!(
-        e.handle(yes(&t, "p2")),
-        vec![Command::SyncDecision {
-            txid: t.clone(),
-            participants
-        }]
-    );
-    assert_eq!(
-        e.handle(Event::Outcome {
-            req: 11,
-            txid: t.clone()
-        }),
+        e.handle(Event::Outcome { req: 11, txid: t.clone() }),
         vec![reply(11, Reply::Status(OutcomeStatus::Pending))]
     );
     assert_eq!(
         e.handle(Event::DecisionSynced { txid: t.clone() }),
         vec![
             reply(10, Reply::Outcome(Outcome::Committed)),
-            Command::SendCommit {
-                txid: t.clone(),
-                to: node("p1"),
-                attempt: 0
-            },
-            Command::SendCommit {
-                txid: t.clone(),
-                to: node("p2"),
-                attempt: 0
-            },
+            Command::SendCommit { txid: t.clone(), to: node("p1"), attempt: 0 },
+            Command::SendCommit { txid: t.clone(), to: node("p2"), attempt: 0 },
         ]
     );
 }
@@ -149,158 +89,57 @@ fn all_yes_syncs_the_decision_before_answering_committed() {
 fn commits_are_retried_until_every_participant_acks_then_end_is_logged() {
     let mut e = engine();
     let t = begin(&mut e, 1);
-    e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
     e.handle(yes(&t, "p1"));
     e.handle(yes(&t, "p2"));
     e.handle(Event::DecisionSynced { txid: t.clone() });
-    let failed = Event::CommitFailed {
-        txid: t.clone(),
-        from: node("p2"),
-        attempt: 3,
-    };
+    let failed = Event::CommitFailed { txid: t.clone(), from: node("p2"), attempt: 3 };
+    assert_eq!(e.handle(failed), vec![Command::SendCommit { txid: t.clone(), to: node("p2"), attempt: 4 }]);
+    assert_eq!(e.handle(Event::CommitAcked { txid: t.clone(), from: node("p1") }), vec![]);
     assert_eq!(
-        e.handle(failed),
-        vec![Command::SendCommit {
-            txid: t.clone(),
-            to: node("p2"),
-            attempt: 4
-        }]
-    );
-    assert_eq!(
-        e.handle(Event::CommitAcked {
-            txid: t.clone(),
-            from: node("p1")
-        }),
-        vec![]
-    );
-    assert_eq!(
-        e.handle(Event::CommitAcked {
-            txid: t.clone(),
-            from: node("p2")
-        }),
+        e.handle(Event::CommitAcked { txid: t.clone(), from: node("p2") }),
         vec![Command::LogEnd { txid: t.clone() }]
     );
-    assert_eq!(
-        e.handle(Event::CommitAcked {
-            txid: t.clone(),
-            from: node("p2")
-        }),
-        vec![],
-        "late duplicate ack"
-    );
-    assert_eq!(
-        e.handle(Event::Outcome { req: 1, txid: t }),
-        vec![reply(1, Reply::Status(OutcomeStatus::Committed))]
-    );
+    assert_eq!(e.handle(Event::CommitAcked { txid: t.clone(), from: node("p2") }), vec![], "late duplicate ack");
+    assert_eq!(e.handle(Event::Outcome { req: 1, txid: t }), vec![reply(1, Reply::Status(OutcomeStatus::Committed))]);
 }
 
 #[test]
 fn a_no_vote_aborts_without_a_log_write() {
     let mut e = engine();
     let t = begin(&mut e, 1);
-    e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
     e.handle(yes(&t, "p1"));
-    let reason = AbortReason::StaleRead {
-        participant: node("p2"),
-        key: b"k".to_vec(),
-        read: 1,
-        current: 2,
-    };
-    let out = e.handle(Event::Vote {
-        txid: t.clone(),
-        from: node("p2"),
-        vote: Ok(Vote::No(reason.clone())),
-    });
+    let reason = AbortReason::StaleRead { participant: node("p2"), key: b"k".to_vec(), read: 1, current: 2 };
+    let out = e.handle(Event::Vote { txid: t.clone(), from: node("p2"), vote: Ok(Vote::No(reason.clone())) });
     // p2 voted No and holds nothing; p1 must release its locks first.
+    assert_eq!(out, vec![Command::SendAbort { txid: t.clone(), to: node("p1") }]);
     assert_eq!(
-        out,
-        vec![Command::SendAbort {
-            txid: t.clone(),
-            to: node("p1")
-        }]
-    );
-    assert_eq!(
-        e.handle(Event::Outcome {
-            req: 1,
-            txid: t.clone()
-        }),
+        e.handle(Event::Outcome { req: 1, txid: t.clone() }),
         vec![reply(1, Reply::Status(OutcomeStatus::Aborted))]
     );
-    assert_eq!(
-        e.handle(yes(&t, "p2")),
-        vec![],
-        "a vote after the decision is ignored"
-    );
-    let sent = Event::AbortSent {
-        txid: t.clone(),
-        to: node("p1"),
-        delivered: true,
-    };
-    assert_eq!(
-        e.handle(sent),
-        vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]
-    );
-    assert_eq!(
-        e.handle(Event::Outcome { req: 2, txid: t }),
-        vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]
-    );
+    assert_eq!(e.handle(yes(&t, "p2")), vec![], "a vote after the decision is ignored");
+    let sent = Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: true };
+    assert_eq!(e.handle(sent), vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
+    assert_eq!(e.handle(Event::Outcome { req: 2, txid: t }), vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]);
 }
 
 #[test]
 fn an_unreachable_participant_aborts() {
     let mut e = engine();
     let t = begin(&mut e, 1);
-    e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
-    let out = e.handle(Event::Vote {
-        txid: t.clone(),
-        from: node("p1"),
-        vote: Err("deadline".into()),
-    });
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    let out = e.handle(Event::Vote { txid: t.clone(), from: node("p1"), vote: Err("deadline".into()) });
     // p1 may have prepared after all: it is told too.
     let aborts = vec![
-        Command::SendAbort {
-            txid: t.clone(),
-            to: node("p1"),
-        },
-        Command::SendAbort {
-            txid: t.clone(),
-            to: node("p2"),
-        },
+        Command::SendAbort { txid: t.clone(), to: node("p1") },
+        Command::SendAbort { txid: t.clone(), to: node("p2") },
     ];
     assert_eq!(out, aborts);
-    assert_eq!(
-        e.handle(Event::AbortSent {
-            txid: t.clone(),
-            to: node("p1"),
-            delivered: false
-        }),
-        vec![]
-    );
-    let reason = AbortReason::ParticipantUnavailable {
-        participant: node("p1"),
-        detail: "deadline".into(),
-    };
-    let out = e.handle(Event::AbortSent {
-        txid: t.clone(),
-        to: node("p2"),
-        delivered: true,
-    });
-    assert_eq!(
-        out,
-        vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]
-    );
+    assert_eq!(e.handle(Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: false }), vec![]);
+    let reason = AbortReason::ParticipantUnavailable { participant: node("p1"), detail: "deadline".into() };
+    let out = e.handle(Event::AbortSent { txid: t.clone(), to: node("p2"), delivered: true });
+    assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
 }
 
 #[test]
@@ -308,44 +147,15 @@ fn one_participant_means_one_phase_retried_until_definite() {
     let mut e = engine();
     let t = begin(&mut e, 1);
     let p = plan(&t, &["p1"]);
-    let out = e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: p.clone(),
-    });
+    let out = e.handle(Event::Commit { req: 10, txid: t.clone(), plan: p.clone() });
+    assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 0 }]);
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err("reset".into()), attempt: 0 });
+    assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 1 }]);
     assert_eq!(
-        out,
-        vec![Command::SendOnePhase {
-            to: node("p1"),
-            prepare: p[0].1.clone(),
-            attempt: 0
-        }]
-    );
-    let out = e.handle(Event::OnePhaseResult {
-        txid: t.clone(),
-        result: Err("reset".into()),
-        attempt: 0,
-    });
-    assert_eq!(
-        out,
-        vec![Command::SendOnePhase {
-            to: node("p1"),
-            prepare: p[0].1.clone(),
-            attempt: 1
-        }]
-    );
-    assert_eq!(
-        e.handle(Event::Outcome {
-            req: 11,
-            txid: t.clone()
-        }),
+        e.handle(Event::Outcome { req: 11, txid: t.clone() }),
         vec![reply(11, Reply::Status(OutcomeStatus::Pending))]
     );
-    let out = e.handle(Event::OnePhaseResult {
-        txid: t.clone(),
-        result: Ok(Outcome::Committed),
-        attempt: 1,
-    });
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Ok(Outcome::Committed), attempt: 1 });
     assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Committed))]);
 }
 
@@ -356,31 +166,18 @@ fn recovery_redrives_logged_commits_and_remembers_ended_ones() {
     let out = e.handle(Event::Recovered {
         epoch: 3,
         commits: vec![(txid(2, 5), ps.clone(), false), (txid(2, 6), ps, true)],
+        mixed: vec![],
     });
     assert_eq!(
         out,
         vec![
-            Command::SendCommit {
-                txid: txid(2, 5),
-                to: node("p1"),
-                attempt: 0
-            },
-            Command::SendCommit {
-                txid: txid(2, 5),
-                to: node("p2"),
-                attempt: 0
-            },
+            Command::SendCommit { txid: txid(2, 5), to: node("p1"), attempt: 0 },
+            Command::SendCommit { txid: txid(2, 5), to: node("p2"), attempt: 0 },
         ]
     );
     for seq in [5, 6] {
-        let out = e.handle(Event::Outcome {
-            req: seq,
-            txid: txid(2, seq),
-        });
-        assert_eq!(
-            out,
-            vec![reply(seq, Reply::Status(OutcomeStatus::Committed))]
-        );
+        let out = e.handle(Event::Outcome { req: seq, txid: txid(2, seq) });
+        assert_eq!(out, vec![reply(seq, Reply::Status(OutcomeStatus::Committed))]);
     }
 }
 
@@ -388,38 +185,16 @@ fn recovery_redrives_logged_commits_and_remembers_ended_ones() {
 fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     let mut e = engine();
     let t = txid(1, 9);
-    assert_eq!(
-        e.handle(Event::Outcome {
-            req: 1,
-            txid: t.clone()
-        }),
-        vec![Command::Probe { txid: t.clone() }]
-    );
-    assert_eq!(
-        e.handle(Event::Outcome {
-            req: 2,
-            txid: t.clone()
-        }),
-        vec![],
-        "one probe at a time"
-    );
+    assert_eq!(e.handle(Event::Outcome { req: 1, txid: t.clone() }), vec![Command::Probe { txid: t.clone() }]);
+    assert_eq!(e.handle(Event::Outcome { req: 2, txid: t.clone() }), vec![], "one probe at a time");
     let answers = vec![Ok(ProbeAnswer::Prepared), Ok(ProbeAnswer::Aborted)];
     assert_eq!(
-        e.handle(Event::ProbeResult {
-            txid: t.clone(),
-            answers
-        }),
-        vec![
-            reply(1, Reply::Status(OutcomeStatus::Aborted)),
-            reply(2, Reply::Status(OutcomeStatus::Aborted))
-        ]
+        e.handle(Event::ProbeResult { txid: t.clone(), answers }),
+        vec![reply(1, Reply::Status(OutcomeStatus::Aborted)), reply(2, Reply::Status(OutcomeStatus::Aborted))]
     );
     // A one-phase commit of an older run is found at its participant.
     let u = txid(1, 10);
-    e.handle(Event::Outcome {
-        req: 3,
-        txid: u.clone(),
-    });
+    e.handle(Event::Outcome { req: 3, txid: u.clone() });
     let answers = vec![Ok(ProbeAnswer::Committed), Ok(ProbeAnswer::Aborted)];
     assert_eq!(
         e.handle(Event::ProbeResult { txid: u, answers }),
@@ -427,10 +202,7 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     );
     // Unreachable participants leave it pending.
     let w = txid(1, 11);
-    e.handle(Event::Outcome {
-        req: 4,
-        txid: w.clone(),
-    });
+    e.handle(Event::Outcome { req: 4, txid: w.clone() });
     let answers = vec![Err("down".into()), Ok(ProbeAnswer::Aborted)];
     assert_eq!(
         e.handle(Event::ProbeResult { txid: w, answers }),
@@ -443,31 +215,15 @@ fn an_answered_abort_is_final() {
     let mut e = engine();
     let t = begin(&mut e, 1);
     assert_eq!(
-        e.handle(Event::Outcome {
-            req: 2,
-            txid: t.clone()
-        }),
+        e.handle(Event::Outcome { req: 2, txid: t.clone() }),
         vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]
     );
-    let out = e.handle(Event::Commit {
-        req: 3,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
-    assert_eq!(
-        out,
-        vec![reply(
-            3,
-            Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))
-        )]
-    );
+    let out = e.handle(Event::Commit { req: 3, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    assert_eq!(out, vec![reply(3, Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted)))]);
     // A txid not minted yet is aborted too, and is never minted later.
     let future = txid(2, 50);
     assert_eq!(
-        e.handle(Event::Outcome {
-            req: 4,
-            txid: future
-        }),
+        e.handle(Event::Outcome { req: 4, txid: future }),
         vec![reply(4, Reply::Status(OutcomeStatus::Aborted))]
     );
     assert_eq!(begin(&mut e, 5), txid(2, 51));
@@ -477,79 +233,67 @@ fn an_answered_abort_is_final() {
 fn commit_of_an_older_epoch_or_unknown_txid_is_refused() {
     let mut e = engine();
     let old = txid(1, 1);
-    let out = e.handle(Event::Commit {
-        req: 1,
-        txid: old.clone(),
-        plan: plan(&old, &["p1", "p2"]),
-    });
-    assert_eq!(
-        out,
-        vec![reply(
-            1,
-            Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))
-        )]
-    );
+    let out = e.handle(Event::Commit { req: 1, txid: old.clone(), plan: plan(&old, &["p1", "p2"]) });
+    assert_eq!(out, vec![reply(1, Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted)))]);
     let unknown = txid(2, 99);
-    let out = e.handle(Event::Commit {
-        req: 2,
-        txid: unknown.clone(),
-        plan: plan(&unknown, &["p1", "p2"]),
-    });
-    assert_eq!(
-        out,
-        vec![reply(2, Reply::Error(ServiceError::UnknownTxn(unknown)))]
-    );
+    let out = e.handle(Event::Commit { req: 2, txid: unknown.clone(), plan: plan(&unknown, &["p1", "p2"]) });
+    assert_eq!(out, vec![reply(2, Reply::Error(ServiceError::UnknownTxn(unknown)))]);
 }
 
 #[test]
 fn abandoned_transactions_expire() {
     let mut e = engine();
     let t = begin(&mut e, 1);
-    assert_eq!(
-        e.handle(Event::Tick {
-            now_ms: OPEN_TXN_TIMEOUT_MS
-        }),
-        vec![]
-    );
-    let out = e.handle(Event::Commit {
-        req: 2,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
-    assert_eq!(
-        out,
-        vec![reply(
-            2,
-            Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))
-        )]
-    );
+    assert_eq!(e.handle(Event::Tick { now_ms: OPEN_TXN_TIMEOUT_MS }), vec![]);
+    let out = e.handle(Event::Commit { req: 2, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted)))]);
 }
 
 #[test]
 fn a_retried_commit_joins_the_one_in_progress() {
     let mut e = engine();
     let t = begin(&mut e, 1);
-    e.handle(Event::Commit {
-        req: 10,
-        txid: t.clone(),
-        plan: plan(&t, &["p1", "p2"]),
-    });
-    assert_eq!(
-        e.handle(Event::Commit {
-            req: 11,
-            txid: t.clone(),
-            plan: plan(&t, &["p1", "p2"])
-        }),
-        vec![]
-    );
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    assert_eq!(e.handle(Event::Commit { req: 11, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) }), vec![]);
     e.handle(yes(&t, "p1"));
     e.handle(yes(&t, "p2"));
     let out = e.handle(Event::DecisionSynced { txid: t });
     assert_eq!(
         out[..2],
-        [
-            reply(10, Reply::Outcome(Outcome::Committed)),
-            reply(11, Reply::Outcome(Outcome::Committed))
+        [reply(10, Reply::Outcome(Outcome::Committed)), reply(11, Reply::Outcome(Outcome::Committed))]
+    );
+}
+
+#[test]
+fn a_heuristic_mismatch_stops_retries_and_is_logged_once() {
+    let mut e = engine();
+    let t = begin(&mut e, 1);
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    e.handle(yes(&t, "p1"));
+    e.handle(yes(&t, "p2"));
+    e.handle(Event::DecisionSynced { txid: t.clone() });
+    e.handle(Event::CommitAcked { txid: t.clone(), from: node("p1") });
+    let out = e.handle(Event::HeuristicMixed { txid: t.clone(), from: node("p2") });
+    assert_eq!(
+        out,
+        vec![Command::LogMixed { txid: t.clone(), participant: node("p2") }, Command::LogEnd { txid: t.clone() }]
+    );
+    assert_eq!(e.handle(Event::HeuristicMixed { txid: t.clone(), from: node("p2") }), vec![]);
+    let view = e.view(&t);
+    assert_eq!((view.state.as_str(), view.mixed), ("committed", vec![node("p2")]));
+}
+
+#[test]
+fn recover_now_resends_every_undelivered_commit() {
+    let mut e = Engine::new(node("c1"));
+    let ps = vec![node("p1"), node("p2")];
+    e.handle(Event::Recovered { epoch: 3, commits: vec![(txid(2, 5), ps, false)], mixed: vec![] });
+    e.handle(Event::CommitAcked { txid: txid(2, 5), from: node("p1") });
+    assert_eq!(
+        e.handle(Event::RecoverNow { req: 7 }),
+        vec![
+            Command::SendCommit { txid: txid(2, 5), to: node("p2"), attempt: 0 },
+            reply(7, Reply::Recovered { asked: 1 })
         ]
     );
 }

@@ -16,13 +16,12 @@
 //!   applied, so they survive restarts through the Prepared record.
 
 use crate::locks::LockTable;
-use crate::record::{Decision, PreparedRecord};
+use crate::record::{Decision, HeuristicRecord, PreparedRecord};
 use std::collections::{BTreeMap, HashMap};
+use twopc_common::admin::{HeuristicView, TxnView};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
-use twopc_common::{
-    AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote,
-};
+use twopc_common::{AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote};
 
 /// The runtime's handle for a request awaiting a reply.
 pub type RequestId = u64;
@@ -41,7 +40,20 @@ pub enum Event {
     Recovered {
         prepared: Vec<PreparedRecord>,
         decided: Vec<(TxnId, Decision)>,
+        heuristics: Vec<HeuristicRecord>,
         now_ms: u64,
+    },
+    /// An operator forces the outcome of an in-doubt transaction.
+    Heuristic {
+        req: RequestId,
+        txid: TxnId,
+        commit: bool,
+        reason: String,
+        now_ms: u64,
+    },
+    /// An operator asks for a recovery pass: ask every outcome now.
+    RecoverNow {
+        req: RequestId,
     },
     Prepare {
         req: RequestId,
@@ -108,6 +120,8 @@ pub enum Command {
     AskOutcome {
         txid: TxnId,
     },
+    /// Append the record, synced, before the commands after it.
+    LogHeuristic(HeuristicRecord),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +130,7 @@ pub enum Reply {
     Outcome(Outcome),
     Ack,
     Probe(ProbeAnswer),
+    Recovered { asked: usize },
     Error(ServiceError),
 }
 
@@ -124,22 +139,11 @@ enum TxnState {
     /// Record being synced; `waiters` get the vote. `aborts` is set when
     /// an abort overtook the sync; its requests are acked once the locks
     /// are released (so the coordinator's "Aborted" means "unlocked").
-    Preparing {
-        record: PreparedRecord,
-        waiters: Vec<RequestId>,
-        aborts: Option<Vec<RequestId>>,
-    },
+    Preparing { record: PreparedRecord, waiters: Vec<RequestId>, aborts: Option<Vec<RequestId>> },
     /// Voted Yes; waiting for the decision.
-    Prepared {
-        record: PreparedRecord,
-        last_heard_ms: u64,
-    },
+    Prepared { record: PreparedRecord, last_heard_ms: u64 },
     /// Writes being applied (second phase or one-phase).
-    Applying {
-        locks: Vec<Key>,
-        waiters: Vec<RequestId>,
-        one_phase: bool,
-    },
+    Applying { locks: Vec<Key>, waiters: Vec<RequestId>, one_phase: bool },
 }
 
 /// Cloneable and hashable so the model checker can explore its states;
@@ -151,6 +155,7 @@ pub struct Engine {
     locks: LockTable,
     txns: BTreeMap<TxnId, TxnState>,
     decided: Recent<TxnId, Decision>,
+    heuristics: BTreeMap<TxnId, HeuristicRecord>,
     now_ms: u64,
 }
 
@@ -162,6 +167,7 @@ impl Engine {
             locks: LockTable::default(),
             txns: BTreeMap::new(),
             decided: Recent::new(MAX_REMEMBERED_DECISIONS),
+            heuristics: BTreeMap::new(),
             now_ms: 0,
         }
     }
@@ -169,26 +175,25 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Recovered {
-                prepared,
-                decided,
-                now_ms,
-            } => self.recovered(prepared, decided, now_ms, &mut out),
-            Event::Prepare {
-                req,
-                prepare,
-                current,
-                now_ms,
-            } => {
+            Event::Recovered { prepared, decided, heuristics, now_ms } => {
+                self.heuristics = heuristics.into_iter().map(|h| (h.txid.clone(), h)).collect();
+                self.recovered(prepared, decided, now_ms, &mut out)
+            }
+            Event::Heuristic { req, txid, commit, reason, now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.heuristic(req, txid, commit, reason, &mut out)
+            }
+            Event::RecoverNow { req } => {
+                let due: Vec<TxnId> = self.in_doubt().map(|r| r.txid.clone()).collect();
+                let asked = due.len();
+                out.extend(due.into_iter().map(|txid| Command::AskOutcome { txid }));
+                out.push(Command::Reply { req, reply: Reply::Recovered { asked } });
+            }
+            Event::Prepare { req, prepare, current, now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.prepare(req, prepare, current, false, &mut out)
             }
-            Event::OnePhase {
-                req,
-                prepare,
-                current,
-                now_ms,
-            } => {
+            Event::OnePhase { req, prepare, current, now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.prepare(req, prepare, current, true, &mut out)
             }
@@ -223,19 +228,10 @@ impl Engine {
                 self.locks.conflict(&record.txid, &record.locks).is_none(),
                 "two prepared records lock one key: the log is inconsistent"
             );
-            self.locks
-                .acquire(&record.txid, &record.locks, record.prepared_at_ms);
-            out.push(Command::AskOutcome {
-                txid: record.txid.clone(),
-            });
+            self.locks.acquire(&record.txid, &record.locks, record.prepared_at_ms);
+            out.push(Command::AskOutcome { txid: record.txid.clone() });
             let txid = record.txid.clone();
-            self.txns.insert(
-                txid,
-                TxnState::Prepared {
-                    record,
-                    last_heard_ms: now_ms,
-                },
-            );
+            self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: now_ms });
         }
     }
 
@@ -249,10 +245,7 @@ impl Engine {
     ) {
         let reply = |reply| Command::Reply { req, reply };
         if prepare.ring != self.ring {
-            let msg = format!(
-                "request routed with ring {:#x}, this participant uses {:#x}",
-                prepare.ring, self.ring
-            );
+            let msg = format!("request routed with ring {:#x}, this participant uses {:#x}", prepare.ring, self.ring);
             out.push(reply(Reply::Error(ServiceError::ConfigMismatch(msg))));
             return;
         }
@@ -275,11 +268,7 @@ impl Engine {
                 out.push(reply(Reply::Vote(Vote::Yes)));
                 return;
             }
-            Some(TxnState::Applying {
-                waiters,
-                one_phase: true,
-                ..
-            }) if one_phase => {
+            Some(TxnState::Applying { waiters, one_phase: true, .. }) if one_phase => {
                 waiters.push(req);
                 return;
             }
@@ -302,18 +291,8 @@ impl Engine {
         self.locks.acquire(&txid, &locks, self.now_ms);
         let writes = new_versions(&prepare, &current);
         if one_phase {
-            out.push(Command::Apply {
-                txid: txid.clone(),
-                writes,
-            });
-            self.txns.insert(
-                txid,
-                TxnState::Applying {
-                    locks,
-                    waiters: vec![req],
-                    one_phase: true,
-                },
-            );
+            out.push(Command::Apply { txid: txid.clone(), writes });
+            self.txns.insert(txid, TxnState::Applying { locks, waiters: vec![req], one_phase: true });
             return;
         }
         let record = PreparedRecord {
@@ -324,14 +303,7 @@ impl Engine {
             prepared_at_ms: self.now_ms,
         };
         out.push(Command::SyncPrepared(record.clone()));
-        self.txns.insert(
-            txid,
-            TxnState::Preparing {
-                record,
-                waiters: vec![req],
-                aborts: None,
-            },
-        );
+        self.txns.insert(txid, TxnState::Preparing { record, waiters: vec![req], aborts: None });
     }
 
     /// Lock conflicts first (naming the holder), then conditions, then reads.
@@ -344,74 +316,42 @@ impl Engine {
     ) -> Result<(), AbortReason> {
         let participant = self.me.clone();
         if let Some((key, holder)) = self.locks.conflict(txid, locks) {
-            return Err(AbortReason::LockConflict {
-                participant,
-                key,
-                holder,
-            });
+            return Err(AbortReason::LockConflict { participant, key, holder });
         }
         let now = |key: &Key| lookup(current, key);
         for condition in &prepare.ops.conditions {
             if !condition.holds(now(condition.key())) {
-                return Err(AbortReason::ConditionFailed {
-                    participant,
-                    key: condition.key().clone(),
-                });
+                return Err(AbortReason::ConditionFailed { participant, key: condition.key().clone() });
             }
         }
         for (key, read) in &prepare.ops.reads {
             let current = now(key).version;
             if current != *read {
-                return Err(AbortReason::StaleRead {
-                    participant,
-                    key: key.clone(),
-                    read: *read,
-                    current,
-                });
+                return Err(AbortReason::StaleRead { participant, key: key.clone(), read: *read, current });
             }
         }
         Ok(())
     }
 
     fn prepare_synced(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(TxnState::Preparing {
-            record,
-            waiters,
-            aborts,
-        }) = self.txns.remove(&txid)
-        else {
+        let Some(TxnState::Preparing { record, waiters, aborts }) = self.txns.remove(&txid) else {
             panic!("PrepareSynced for {txid}, which is not preparing");
         };
         if let Some(aborts) = aborts {
             // The abort overtook the sync: never vote Yes, drop the record.
             self.finish_abort(&txid, &record.locks, out);
             for req in waiters {
-                out.push(Command::Reply {
-                    req,
-                    reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)),
-                });
+                out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)) });
             }
             for req in aborts {
-                out.push(Command::Reply {
-                    req,
-                    reply: Reply::Ack,
-                });
+                out.push(Command::Reply { req, reply: Reply::Ack });
             }
             return;
         }
         for req in waiters {
-            out.push(Command::Reply {
-                req,
-                reply: Reply::Vote(Vote::Yes),
-            });
+            out.push(Command::Reply { req, reply: Reply::Vote(Vote::Yes) });
         }
-        self.txns.insert(
-            txid,
-            TxnState::Prepared {
-                record,
-                last_heard_ms: self.now_ms,
-            },
-        );
+        self.txns.insert(txid, TxnState::Prepared { record, last_heard_ms: self.now_ms });
     }
 
     fn commit(&mut self, req: Option<RequestId>, txid: TxnId, out: &mut Vec<Command>) {
@@ -422,39 +362,22 @@ impl Engine {
         };
         match self.txns.remove(&txid) {
             Some(TxnState::Prepared { record, .. }) => {
-                out.push(Command::Apply {
-                    txid: txid.clone(),
-                    writes: record.writes,
-                });
+                out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
                 let waiters = req.into_iter().collect();
-                self.txns.insert(
-                    txid,
-                    TxnState::Applying {
-                        locks: record.locks,
-                        waiters,
-                        one_phase: false,
-                    },
-                );
+                self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters, one_phase: false });
             }
-            Some(TxnState::Applying {
-                locks,
-                mut waiters,
-                one_phase: false,
-            }) => {
+            Some(TxnState::Applying { locks, mut waiters, one_phase: false }) => {
                 waiters.extend(req);
-                self.txns.insert(
-                    txid,
-                    TxnState::Applying {
-                        locks,
-                        waiters,
-                        one_phase: false,
-                    },
-                );
+                self.txns.insert(txid, TxnState::Applying { locks, waiters, one_phase: false });
             }
             Some(other) => {
                 self.txns.insert(txid.clone(), other);
                 let msg = format!("commit of {txid} before its prepare completed");
                 ack(out, Reply::Error(ServiceError::Invalid(msg)));
+            }
+            None if self.heuristics.contains_key(&txid) => {
+                let reply = self.against_heuristic(&txid, Decision::Committed, out);
+                ack(out, reply);
             }
             None => match self.decided.get(&txid) {
                 Some(Decision::Aborted) => {
@@ -475,21 +398,18 @@ impl Engine {
                 return;
             }
             Some(TxnState::Prepared { .. }) => {
-                let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else {
-                    unreachable!()
-                };
+                let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else { unreachable!() };
                 self.finish_abort(&txid, &record.locks, out);
             }
             Some(TxnState::Applying { .. }) => {
-                reply = Reply::Error(ServiceError::Invalid(format!(
-                    "{txid} is committing here; it cannot abort"
-                )));
+                reply = Reply::Error(ServiceError::Invalid(format!("{txid} is committing here; it cannot abort")));
+            }
+            None if self.heuristics.contains_key(&txid) => {
+                reply = self.against_heuristic(&txid, Decision::Aborted, out)
             }
             None => match self.decided.get(&txid) {
                 Some(Decision::Committed) => {
-                    reply = Reply::Error(ServiceError::Invalid(format!(
-                        "{txid} was committed here; it cannot abort"
-                    )));
+                    reply = Reply::Error(ServiceError::Invalid(format!("{txid} was committed here; it cannot abort")));
                 }
                 Some(Decision::Aborted) => {}
                 // Abort before prepare: remember it so a late prepare votes No.
@@ -503,6 +423,45 @@ impl Engine {
         }
     }
 
+    /// The coordinator's decision reaches a transaction an operator forced.
+    /// Agreement is acked; a conflict is recorded (once, durably) and
+    /// refused with `HeuristicMixed`, so both sides report it.
+    fn against_heuristic(&mut self, txid: &TxnId, coordinator: Decision, out: &mut Vec<Command>) -> Reply {
+        let heuristic = self.heuristics.get_mut(txid).expect("caller checked");
+        if heuristic.decision == coordinator {
+            return Reply::Ack;
+        }
+        if heuristic.conflict.is_none() {
+            heuristic.conflict = Some(coordinator);
+            out.push(Command::LogHeuristic(heuristic.clone()));
+        }
+        Reply::Error(ServiceError::HeuristicMixed {
+            txid: txid.clone(),
+            participant: self.me.to_string(),
+            forced: heuristic.decision.name().to_string(),
+        })
+    }
+
+    fn heuristic(&mut self, req: RequestId, txid: TxnId, commit: bool, reason: String, out: &mut Vec<Command>) {
+        let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else {
+            let state = self.view(&txid).state;
+            let msg = format!("{txid} is not in doubt here (it is {state}); nothing to resolve");
+            out.push(Command::Reply { req, reply: Reply::Error(ServiceError::Invalid(msg)) });
+            return;
+        };
+        let decision = if commit { Decision::Committed } else { Decision::Aborted };
+        let heuristic = HeuristicRecord { txid: txid.clone(), decision, at_ms: self.now_ms, reason, conflict: None };
+        self.heuristics.insert(txid.clone(), heuristic.clone());
+        out.push(Command::LogHeuristic(heuristic));
+        if commit {
+            out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
+            self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters: vec![req], one_phase: false });
+        } else {
+            self.finish_abort(&txid, &record.locks, out);
+            out.push(Command::Reply { req, reply: Reply::Ack });
+        }
+    }
+
     fn finish_abort(&mut self, txid: &TxnId, locks: &[Key], out: &mut Vec<Command>) {
         self.locks.release(txid, locks);
         self.decided.insert(txid.clone(), Decision::Aborted);
@@ -510,26 +469,14 @@ impl Engine {
     }
 
     fn applied(&mut self, txid: TxnId, out: &mut Vec<Command>) {
-        let Some(TxnState::Applying {
-            locks,
-            waiters,
-            one_phase,
-        }) = self.txns.remove(&txid)
-        else {
+        let Some(TxnState::Applying { locks, waiters, one_phase }) = self.txns.remove(&txid) else {
             panic!("Applied for {txid}, which is not applying");
         };
         self.locks.release(&txid, &locks);
         self.decided.insert(txid, Decision::Committed);
-        let reply = if one_phase {
-            Reply::Outcome(Outcome::Committed)
-        } else {
-            Reply::Ack
-        };
+        let reply = if one_phase { Reply::Outcome(Outcome::Committed) } else { Reply::Ack };
         for req in waiters {
-            out.push(Command::Reply {
-                req,
-                reply: reply.clone(),
-            });
+            out.push(Command::Reply { req, reply: reply.clone() });
         }
     }
 
@@ -545,31 +492,20 @@ impl Engine {
                 ProbeAnswer::Aborted
             }
         };
-        out.push(Command::Reply {
-            req,
-            reply: Reply::Probe(answer),
-        });
+        out.push(Command::Reply { req, reply: Reply::Probe(answer) });
     }
 
     fn tick(&mut self, now_ms: u64, out: &mut Vec<Command>) {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
-        let due = self
-            .txns
-            .iter_mut()
-            .filter_map(|(txid, state)| match state {
-                TxnState::Prepared { last_heard_ms, .. }
-                    if now.saturating_sub(*last_heard_ms) >= IN_DOUBT_AFTER_MS =>
-                {
-                    *last_heard_ms = now;
-                    Some(txid.clone())
-                }
-                _ => None,
-            });
-        out.extend(
-            due.take(MAX_OUTCOME_QUERIES_PER_TICK)
-                .map(|txid| Command::AskOutcome { txid }),
-        );
+        let due = self.txns.iter_mut().filter_map(|(txid, state)| match state {
+            TxnState::Prepared { last_heard_ms, .. } if now.saturating_sub(*last_heard_ms) >= IN_DOUBT_AFTER_MS => {
+                *last_heard_ms = now;
+                Some(txid.clone())
+            }
+            _ => None,
+        });
+        out.extend(due.take(MAX_OUTCOME_QUERIES_PER_TICK).map(|txid| Command::AskOutcome { txid }));
     }
 
     /// Prepared transactions waiting for their outcome.
@@ -586,14 +522,52 @@ impl Engine {
     pub fn pending_writer(&self, key: &[u8]) -> Option<&TxnId> {
         let holder = self.locks.holder(key)?;
         match self.txns.get(holder)? {
-            TxnState::Prepared { record, .. } => record
-                .writes
-                .iter()
-                .any(|(k, _)| k == key)
-                .then_some(holder),
+            TxnState::Prepared { record, .. } => record.writes.iter().any(|(k, _)| k == key).then_some(holder),
             TxnState::Applying { .. } => Some(holder),
             TxnState::Preparing { .. } => None,
         }
+    }
+
+    /// What this participant knows of `txid`, for operators.
+    pub fn view(&self, txid: &TxnId) -> TxnView {
+        let mut view = TxnView { txid: Some(txid.clone()), node: self.me.to_string(), ..Default::default() };
+        let (state, record) = match self.txns.get(txid) {
+            Some(TxnState::Preparing { record, .. }) => ("preparing", Some(record)),
+            Some(TxnState::Prepared { record, .. }) => ("prepared", Some(record)),
+            Some(TxnState::Applying { locks, .. }) => {
+                view.locks = locks.clone();
+                ("applying", None)
+            }
+            None => match (self.decided.get(txid), self.heuristics.get(txid).map(|h| h.decision)) {
+                (Some(Decision::Committed), _) | (None, Some(Decision::Committed)) => ("committed", None),
+                (Some(Decision::Aborted), _) | (None, Some(Decision::Aborted)) => ("aborted", None),
+                (None, None) => ("unknown", None),
+            },
+        };
+        view.state = state.into();
+        if let Some(record) = record {
+            view.participants = record.participants.clone();
+            view.since_ms = Some(record.prepared_at_ms);
+            view.locks = record.locks.clone();
+            view.writes = record.writes.len();
+        }
+        view.heuristic = self.heuristics.get(txid).map(|h| HeuristicView {
+            decision: h.decision.name().into(),
+            at_ms: h.at_ms,
+            reason: h.reason.clone(),
+            conflict: h.conflict.map(|c| c.name().to_string()),
+        });
+        view
+    }
+
+    /// Forced outcomes recorded here, and how many conflict with the
+    /// coordinator's decision.
+    pub fn heuristic_counts(&self) -> (usize, usize) {
+        (self.heuristics.len(), self.heuristics.values().filter(|h| h.conflict.is_some()).count())
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
     }
 
     pub fn locks(&self) -> &LockTable {
@@ -611,9 +585,7 @@ fn answer_for_decided(decision: Decision, one_phase: bool) -> Reply {
 }
 
 fn lookup<'a>(current: &'a HashMap<Key, Versioned>, key: &Key) -> &'a Versioned {
-    current
-        .get(key)
-        .unwrap_or_else(|| panic!("the runtime did not supply the current version of key {key:?}"))
+    current.get(key).unwrap_or_else(|| panic!("the runtime did not supply the current version of key {key:?}"))
 }
 
 fn dedup_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<Key> {
@@ -625,22 +597,13 @@ fn dedup_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<Key> {
 
 /// Each written key's state after the commit: version bumped by one. A
 /// key written twice keeps the last value (one version bump).
-fn new_versions(
-    prepare: &PrepareRequest,
-    current: &HashMap<Key, Versioned>,
-) -> Vec<(Key, Versioned)> {
+fn new_versions(prepare: &PrepareRequest, current: &HashMap<Key, Versioned>) -> Vec<(Key, Versioned)> {
     let last: std::collections::BTreeMap<&Key, &Option<twopc_common::Value>> =
         prepare.ops.writes.iter().map(|(k, v)| (k, v)).collect();
     last.into_iter()
         .map(|(key, value)| {
             let version = lookup(current, key).version + 1;
-            (
-                key.clone(),
-                Versioned {
-                    version,
-                    value: value.clone(),
-                },
-            )
+            (key.clone(), Versioned { version, value: value.clone() })
         })
         .collect()
 }

@@ -11,11 +11,7 @@ pub struct LockTable {
 
 impl LockTable {
     /// The first key of `keys` held by a transaction other than `txid`.
-    pub fn conflict<'a>(
-        &self,
-        txid: &TxnId,
-        keys: impl IntoIterator<Item = &'a Key>,
-    ) -> Option<(Key, TxnId)> {
+    pub fn conflict<'a>(&self, txid: &TxnId, keys: impl IntoIterator<Item = &'a Key>) -> Option<(Key, TxnId)> {
         keys.into_iter().find_map(|k| match self.held.get(k) {
             Some((holder, _)) if holder != txid => Some((k.clone(), holder.clone())),
             _ => None,
@@ -23,19 +19,11 @@ impl LockTable {
     }
 
     /// Takes every key for `txid`. The caller checked [`Self::conflict`].
-    pub fn acquire<'a>(
-        &mut self,
-        txid: &TxnId,
-        keys: impl IntoIterator<Item = &'a Key>,
-        now_ms: u64,
-    ) {
+    pub fn acquire<'a>(&mut self, txid: &TxnId, keys: impl IntoIterator<Item = &'a Key>, now_ms: u64) {
         for key in keys {
             let previous = self.held.insert(key.clone(), (txid.clone(), now_ms));
             if let Some((holder, since)) = previous {
-                assert_eq!(
-                    &holder, txid,
-                    "lock on a held key taken without a conflict check"
-                );
+                assert_eq!(&holder, txid, "lock on a held key taken without a conflict check");
                 self.held.insert(key.clone(), (holder, since));
             }
         }

@@ -25,9 +25,33 @@ pub enum Decision {
     Aborted,
 }
 
+/// An outcome an operator forced on an in-doubt transaction (`twopc
+/// admin resolve`). Synced, never trimmed: it must outlive every restart
+/// so a later conflicting decision is reported, never hidden. The latest
+/// record of a txid wins at replay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeuristicRecord {
+    pub txid: TxnId,
+    pub decision: Decision,
+    pub at_ms: u64,
+    pub reason: String,
+    /// The coordinator's decision, when it turned out to be the other one.
+    pub conflict: Option<Decision>,
+}
+
 /// A participant log record. Append-only enum: never reorder variants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParticipantRecord {
     Prepared(PreparedRecord),
     Done { txid: TxnId, decision: Decision },
+    Heuristic(HeuristicRecord),
+}
+
+impl Decision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Committed => "commit",
+            Decision::Aborted => "abort",
+        }
+    }
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use twopc_common::admin::{AdminReply, AdminRequest, LockView, NodeStats, MAX_ADMIN_LIST};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
@@ -42,15 +43,9 @@ pub enum ParticipantError {
     #[error("participant {0:?} is not in the cluster file")]
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -74,9 +69,13 @@ pub(crate) enum Request {
 
 type ReadReply = oneshot::Sender<Result<Vec<Versioned>, ServiceError>>;
 
+type AdminResult = oneshot::Sender<Result<AdminReply, ServiceError>>;
+
 enum Input {
     Engine(Request, oneshot::Sender<Reply>),
     Read(Vec<Key>, ReadReply),
+    Stats(oneshot::Sender<NodeStats>),
+    Admin(AdminRequest, AdminResult),
 }
 
 /// A read waiting for a prepared writer of one of its keys.
@@ -96,10 +95,7 @@ impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx
-            .send(Input::Engine(request, reply_tx))
-            .await
-            .map_err(|_| stopped())?;
+        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())
     }
 
@@ -109,10 +105,23 @@ impl Handle {
     pub(crate) async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx
-            .send(Input::Read(keys, reply_tx))
-            .await
-            .map_err(|_| stopped())?;
+        self.tx.send(Input::Read(keys, reply_tx)).await.map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn stats(&self) -> NodeStats {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self.tx.send(Input::Stats(reply_tx)).await.is_err() {
+            return NodeStats::default();
+        }
+        reply_rx.await.unwrap_or_default()
+    }
+
+    /// An authorised operator's request.
+    pub(crate) async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ServiceError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || ServiceError::Unavailable("participant is stopping".into());
+        self.tx.send(Input::Admin(request, reply_tx)).await.map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())?
     }
 }
@@ -136,35 +145,20 @@ impl RunningParticipant {
 /// Runs until a fatal error.
 pub async fn run(opts: ParticipantOptions) -> Result<(), ParticipantError> {
     let running = start(opts, None).await?;
-    let error = running
-        .stopped
-        .await
-        .map_err(|e| ParticipantError::Fatal(e.to_string()))?;
+    let error = running.stopped.await.map_err(|e| ParticipantError::Fatal(e.to_string()))?;
     Err(error)
 }
 
 /// Opens the log, recovers, and starts serving on the cluster file's
 /// address (or `listen`, e.g. `127.0.0.1:0` in tests).
-pub async fn start(
-    opts: ParticipantOptions,
-    listen: Option<&str>,
-) -> Result<RunningParticipant, ParticipantError> {
-    let entry = opts
-        .cluster
-        .participant_entry(&opts.id)
-        .ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
+pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<RunningParticipant, ParticipantError> {
+    let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir).map_err(|source| ParticipantError::DataDir {
-        path: opts.data_dir.display().to_string(),
-        source,
-    })?;
-    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(
-        &opts.data_dir.join("wal"),
-    )?);
-    let (listener, local) = net::bind(&addr)
-        .await
-        .map_err(|source| ParticipantError::Bind { addr, source })?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(&opts.data_dir.join("wal"))?);
+    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
         .cluster
         .coordinator
@@ -172,9 +166,7 @@ pub async fn start(
         .map(|c| {
             (
                 c.id.clone(),
-                Peer::new(c.addr.clone(), |s| {
-                    CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn()
-                }),
+                Peer::new(c.addr.clone(), |s| CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn()),
             )
         })
         .collect();
@@ -184,15 +176,10 @@ pub async fn start(
     task.recover()?;
     tracing::info!(participant = %me, addr = %local, "participant serving");
     let stopped = tokio::spawn(task.run(rx));
-    let server = ParticipantServer {
-        handle: Handle { tx },
-    };
+    let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
+    let server = ParticipantServer { handle: Handle { tx }, admin_token };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningParticipant {
-        addr: local,
-        stopped,
-        server,
-    })
+    Ok(RunningParticipant { addr: local, stopped, server })
 }
 
 /// Completions fed back into the engine task.
@@ -232,10 +219,7 @@ fn prepare_durability() -> Durability {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl EngineTask {
@@ -266,6 +250,7 @@ impl EngineTask {
     fn recover(&mut self) -> Result<(), ParticipantError> {
         let mut prepared = Vec::new();
         let mut decided = Vec::new();
+        let mut heuristics = std::collections::BTreeMap::new();
         for (lsn, record) in self.wal.replay()? {
             match record {
                 ParticipantRecord::Prepared(record) => {
@@ -276,22 +261,23 @@ impl EngineTask {
                     self.done_lsns.push_back(lsn);
                     decided.push((txid, decision));
                 }
+                // The latest record of a txid wins.
+                ParticipantRecord::Heuristic(h) => {
+                    heuristics.insert(h.txid.clone(), h);
+                }
             }
         }
         if !prepared.is_empty() {
-            tracing::info!(
-                count = prepared.len(),
-                "recovered in-doubt transactions; asking their coordinators"
-            );
+            tracing::info!(count = prepared.len(), "recovered in-doubt transactions; asking their coordinators");
         }
         for record in &prepared {
             tracing::info!(txid = %record.txid, locks = record.locks.len(), "re-took locks of prepared transaction");
         }
-        let commands = self.engine.handle(Event::Recovered {
-            prepared,
-            decided,
-            now_ms: now_ms(),
-        });
+        for h in heuristics.values().filter(|h| h.conflict.is_some()) {
+            tracing::error!(txid = %h.txid, forced = h.decision.name(), "heuristic-mixed: an operator forced this transaction against the coordinator's decision");
+        }
+        let heuristics = heuristics.into_values().collect();
+        let commands = self.engine.handle(Event::Recovered { prepared, decided, heuristics, now_ms: now_ms() });
         self.execute(commands);
         Ok(())
     }
@@ -308,7 +294,9 @@ impl EngineTask {
                 }
                 input = rx.recv() => match input {
                     Some(Input::Engine(request, reply)) => self.request(request, reply),
-                    Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
+                                        Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
+                    Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
+                    Some(Input::Admin(request, reply)) => self.admin(request, reply),
                     None => return ParticipantError::Fatal("request queue closed".into()),
                 },
                 _ = tick.tick() => {
@@ -325,23 +313,83 @@ impl EngineTask {
         }
     }
 
+    fn stats(&self) -> NodeStats {
+        let wal = self.wal.stats();
+        let (heuristics, heuristic_mixed) = self.engine.heuristic_counts();
+        NodeStats {
+            id: self.engine.me().to_string(),
+            role: "participant".into(),
+            now_ms: now_ms(),
+            in_doubt: self.engine.in_doubt().count(),
+            oldest_prepared_ms: self.engine.in_doubt().map(|r| r.prepared_at_ms).min(),
+            locks: self.engine.locks().len(),
+            heuristics,
+            heuristic_mixed,
+            wal_syncs: wal.syncs,
+            wal_batches: wal.batches,
+            wal_groups: wal.groups,
+            wal_records: wal.records_appended,
+            ..NodeStats::default()
+        }
+    }
+
+    /// An operator's request: views are answered here; recovery and
+    /// heuristic resolution go through the engine.
+    fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
+        let event = match request {
+            AdminRequest::InDoubt => {
+                let views = self.engine.in_doubt().take(MAX_ADMIN_LIST).map(|r| self.engine.view(&r.txid)).collect();
+                return drop(reply.send(Ok(AdminReply::Txns(views))));
+            }
+            AdminRequest::Show(txid) => return drop(reply.send(Ok(AdminReply::Txn(self.engine.view(&txid))))),
+            AdminRequest::Locks { key } => {
+                let locks = self
+                    .engine
+                    .locks()
+                    .iter()
+                    .filter(|(k, _, _)| key.as_ref().is_none_or(|want| want == *k))
+                    .take(MAX_ADMIN_LIST)
+                    .map(|(k, holder, since_ms)| LockView { key: k.clone(), holder: holder.clone(), since_ms })
+                    .collect();
+                return drop(reply.send(Ok(AdminReply::Locks(locks))));
+            }
+            AdminRequest::Cluster => {
+                let e = ServiceError::Invalid("ask a coordinator for the cluster".into());
+                return drop(reply.send(Err(e)));
+            }
+            AdminRequest::Recover => Event::RecoverNow { req: self.next_req },
+            AdminRequest::Resolve { txid, commit, reason } => {
+                Event::Heuristic { req: self.next_req, txid, commit, reason, now_ms: now_ms() }
+            }
+        };
+        let (engine_tx, engine_rx) = oneshot::channel();
+        self.pending.insert(self.next_req, engine_tx);
+        self.next_req += 1;
+        tokio::spawn(async move {
+            let answer = match engine_rx.await {
+                Ok(Reply::Recovered { asked }) => Ok(AdminReply::Recovered { asked }),
+                Ok(Reply::Ack) => Ok(AdminReply::Recovered { asked: 0 }),
+                Ok(Reply::Error(e)) => Err(e),
+                Ok(other) => Err(ServiceError::Invalid(format!("unexpected engine reply {other:?}"))),
+                Err(_) => Err(ServiceError::Unavailable("participant is stopping".into())),
+            };
+            let _ = reply.send(answer);
+        });
+        let commands = self.engine.handle(event);
+        self.execute(commands);
+    }
+
     /// Serves a read now, or parks it while a prepared writer of one of
     /// its keys may already be committed.
     fn read(&mut self, keys: Vec<Key>, reply: ReadReply, deadline: tokio::time::Instant) {
         let waiting_for = keys.iter().find_map(|k| self.engine.pending_writer(k));
         if waiting_for.is_some() && tokio::time::Instant::now() < deadline {
             if self.parked.len() >= MAX_PARKED_READS {
-                let e = ServiceError::Overloaded(format!(
-                    "{MAX_PARKED_READS} reads waiting for prepared writers"
-                ));
+                let e = ServiceError::Overloaded(format!("{MAX_PARKED_READS} reads waiting for prepared writers"));
                 let _ = reply.send(Err(e));
                 return;
             }
-            self.parked.push(ParkedRead {
-                keys,
-                reply,
-                deadline,
-            });
+            self.parked.push(ParkedRead { keys, reply, deadline });
             return;
         }
         let values = keys.iter().map(|k| store::get(&*self.wal, k)).collect();
@@ -351,8 +399,7 @@ impl EngineTask {
     fn complete(&mut self, done: Completion) -> Option<ParticipantError> {
         match done {
             Completion::Event(event) => {
-                self.released |=
-                    matches!(event, Event::Applied { .. } | Event::OutcomeAnswer { .. });
+                self.released |= matches!(event, Event::Applied { .. } | Event::OutcomeAnswer { .. });
                 let commands = self.engine.handle(event);
                 self.execute(commands);
             }
@@ -376,31 +423,15 @@ impl EngineTask {
         self.next_req += 1;
         let event = match request {
             Request::Prepare(prepare) => match self.current(&prepare) {
-                Ok(current) => Event::Prepare {
-                    req,
-                    prepare,
-                    current,
-                    now_ms: now_ms(),
-                },
+                Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
                 Err(e) => return drop(reply.send(Reply::Error(e))),
             },
             Request::OnePhase(prepare) => match self.current(&prepare) {
-                Ok(current) => Event::OnePhase {
-                    req,
-                    prepare,
-                    current,
-                    now_ms: now_ms(),
-                },
+                Ok(current) => Event::OnePhase { req, prepare, current, now_ms: now_ms() },
                 Err(e) => return drop(reply.send(Reply::Error(e))),
             },
-            Request::Commit(txid) => Event::Commit {
-                req: Some(req),
-                txid,
-            },
-            Request::Abort(txid) => Event::Abort {
-                req: Some(req),
-                txid,
-            },
+            Request::Commit(txid) => Event::Commit { req: Some(req), txid },
+            Request::Abort(txid) => Event::Abort { req: Some(req), txid },
             Request::Probe(txid) => Event::Probe { req, txid },
         };
         self.pending.insert(req, reply);
@@ -410,10 +441,7 @@ impl EngineTask {
 
     /// Current committed state of every key the request touches. Read in
     /// the engine task: any commit that changed them has already applied.
-    fn current(
-        &self,
-        prepare: &PrepareRequest,
-    ) -> Result<HashMap<Vec<u8>, twopc_common::Versioned>, ServiceError> {
+    fn current(&self, prepare: &PrepareRequest) -> Result<HashMap<Vec<u8>, twopc_common::Versioned>, ServiceError> {
         prepare.ops.validate().map_err(ServiceError::Invalid)?;
         let mut current = HashMap::new();
         for key in prepare.ops.keys() {
@@ -485,6 +513,20 @@ impl EngineTask {
                     }
                 }
                 Command::AskOutcome { txid } => self.ask_outcome(txid),
+                Command::LogHeuristic(record) => {
+                    // Rare (operators only): written inline, before the
+                    // commands that follow it.
+                    if record.conflict.is_some() {
+                        tracing::error!(txid = %record.txid, forced = record.decision.name(), "heuristic-mixed: the coordinator decided the other way");
+                    } else {
+                        tracing::warn!(txid = %record.txid, forced = record.decision.name(), reason = %record.reason, "heuristic decision forced by an operator");
+                    }
+                    let mut batch = WalBatch::new();
+                    batch.append.push(ParticipantRecord::Heuristic(record));
+                    if let Err(e) = self.wal.write(batch, Durability::Sync) {
+                        let _ = self.done_tx.send(Completion::Fatal(e));
+                    }
+                }
             }
         }
     }
@@ -493,10 +535,7 @@ impl EngineTask {
     /// the oldest Done records beyond what the engine remembers.
     fn finish_batch(&mut self, txid: &TxnId, decision: Decision) -> WalBatch<ParticipantRecord> {
         let mut batch = WalBatch::new();
-        batch.append.push(ParticipantRecord::Done {
-            txid: txid.clone(),
-            decision,
-        });
+        batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
         batch.remove.extend(self.prepared_lsn.remove(txid));
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
             batch.remove.extend(self.done_lsns.pop_front());

@@ -4,6 +4,7 @@
 use crate::engine::Reply;
 use crate::runtime::{Handle, Request};
 use tarpc::context::Context;
+use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::MAX_KEYS_PER_READ;
 use twopc_common::service::ParticipantRpc;
 use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
@@ -12,6 +13,8 @@ use twopc_common::{Key, Outcome, ServiceError, TxnId, Versioned, Vote};
 #[derive(Clone)]
 pub struct ParticipantServer {
     pub(crate) handle: Handle,
+    /// The admin token this process enforces (`None`: admin disabled).
+    pub(crate) admin_token: Option<std::sync::Arc<str>>,
 }
 
 fn unexpected(reply: Reply) -> ServiceError {
@@ -24,14 +27,9 @@ fn unexpected(reply: Reply) -> ServiceError {
 impl ParticipantRpc for ParticipantServer {
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ}",
-                keys.len()
-            )));
+            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
-        keys.iter()
-            .try_for_each(|k| check_key(k))
-            .map_err(ServiceError::Invalid)?;
+        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
         self.handle.read(keys).await
     }
 
@@ -56,15 +54,20 @@ impl ParticipantRpc for ParticipantServer {
         }
     }
 
-    async fn commit_one_phase(
-        self,
-        _: Context,
-        req: PrepareRequest,
-    ) -> Result<Outcome, ServiceError> {
+    async fn commit_one_phase(self, _: Context, req: PrepareRequest) -> Result<Outcome, ServiceError> {
         match self.handle.call(Request::OnePhase(req)).await? {
             Reply::Outcome(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn stats(self, _: Context) -> NodeStats {
+        self.handle.stats().await
+    }
+
+    async fn admin(self, _: Context, token: String, req: AdminRequest) -> Result<AdminReply, ServiceError> {
+        authorise(&token, self.admin_token.as_deref())?;
+        self.handle.admin(req).await
     }
 
     async fn probe(self, _: Context, txid: TxnId) -> Result<ProbeAnswer, ServiceError> {

@@ -9,14 +9,10 @@ pub type ParticipantWal = dyn Wal<ParticipantRecord>;
 
 /// The committed state of `key` (version 0, absent, if never written).
 pub fn get(wal: &ParticipantWal, key: &[u8]) -> Result<Versioned, ServiceError> {
-    let Some(bytes) = wal
-        .get_data(key)
-        .map_err(|e| ServiceError::Storage(e.to_string()))?
-    else {
+    let Some(bytes) = wal.get_data(key).map_err(|e| ServiceError::Storage(e.to_string()))? else {
         return Ok(Versioned::default());
     };
-    bincode::deserialize(&bytes)
-        .map_err(|e| ServiceError::Storage(format!("undecodable value of key {key:?}: {e}")))
+    bincode::deserialize(&bytes).map_err(|e| ServiceError::Storage(format!("undecodable value of key {key:?}: {e}")))
 }
 
 pub fn encode(value: &Versioned) -> Vec<u8> {
@@ -25,8 +21,5 @@ pub fn encode(value: &Versioned) -> Vec<u8> {
 
 /// Data-space writes for a commit.
 pub fn data_writes(writes: &[(Key, Versioned)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    writes
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(encode(v))))
-        .collect()
+    writes.iter().map(|(k, v)| (k.clone(), Some(encode(v)))).collect()
 }

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{
-    AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned,
-    Vote,
+    AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned, Vote,
 };
 use twopc_participant::engine::{Command, Engine, Event, Reply, IN_DOUBT_AFTER_MS};
-use twopc_participant::record::{Decision, PreparedRecord};
+use twopc_participant::record::{Decision, HeuristicRecord, PreparedRecord};
 
 const RING: u64 = 42;
 
@@ -17,11 +16,7 @@ fn node(s: &str) -> NodeId {
 }
 
 fn txid(seq: u64) -> TxnId {
-    TxnId {
-        coordinator: node("c1"),
-        epoch: 1,
-        seq,
-    }
+    TxnId { coordinator: node("c1"), epoch: 1, seq }
 }
 
 fn k(s: &str) -> Vec<u8> {
@@ -33,59 +28,31 @@ fn engine() -> Engine {
 }
 
 fn prepare_req(seq: u64, ops: TxnOps) -> PrepareRequest {
-    PrepareRequest {
-        txid: txid(seq),
-        ring: RING,
-        ops,
-        participants: vec![node("p1"), node("p2")],
-    }
+    PrepareRequest { txid: txid(seq), ring: RING, ops, participants: vec![node("p1"), node("p2")] }
 }
 
 fn write(key: &str, value: &str) -> TxnOps {
-    TxnOps {
-        writes: vec![(k(key), Some(k(value)))],
-        ..Default::default()
-    }
+    TxnOps { writes: vec![(k(key), Some(k(value)))], ..Default::default() }
 }
 
 /// Current state: every key absent except those given.
 fn current(ops: &TxnOps, known: &[(&str, u64, Option<&str>)]) -> HashMap<Vec<u8>, Versioned> {
-    let mut map: HashMap<_, _> = ops
-        .keys()
-        .map(|key| (key.clone(), Versioned::default()))
-        .collect();
+    let mut map: HashMap<_, _> = ops.keys().map(|key| (key.clone(), Versioned::default())).collect();
     for (key, version, value) in known {
-        map.insert(
-            k(key),
-            Versioned {
-                version: *version,
-                value: value.map(k),
-            },
-        );
+        map.insert(k(key), Versioned { version: *version, value: value.map(k) });
     }
     map
 }
 
 fn prepare(e: &mut Engine, req: u64, seq: u64, ops: TxnOps) -> Vec<Command> {
     let current = current(&ops, &[]);
-    e.handle(Event::Prepare {
-        req,
-        prepare: prepare_req(seq, ops),
-        current,
-        now_ms: 1_000,
-    })
+    e.handle(Event::Prepare { req, prepare: prepare_req(seq, ops), current, now_ms: 1_000 })
 }
 
 fn record(seq: u64, key: &str, value: &str) -> PreparedRecord {
     PreparedRecord {
         txid: txid(seq),
-        writes: vec![(
-            k(key),
-            Versioned {
-                version: 1,
-                value: Some(k(value)),
-            },
-        )],
+        writes: vec![(k(key), Versioned { version: 1, value: Some(k(value)) })],
         locks: vec![k(key)],
         participants: vec![node("p1"), node("p2")],
         prepared_at_ms: 1_000,
@@ -99,14 +66,8 @@ fn reply(req: u64, reply: Reply) -> Command {
 #[test]
 fn prepare_syncs_before_voting_yes() {
     let mut e = engine();
-    assert_eq!(
-        prepare(&mut e, 7, 1, write("a", "1")),
-        vec![Command::SyncPrepared(record(1, "a", "1"))]
-    );
-    assert_eq!(
-        e.handle(Event::PrepareSynced { txid: txid(1) }),
-        vec![reply(7, Reply::Vote(Vote::Yes))]
-    );
+    assert_eq!(prepare(&mut e, 7, 1, write("a", "1")), vec![Command::SyncPrepared(record(1, "a", "1"))]);
+    assert_eq!(e.handle(Event::PrepareSynced { txid: txid(1) }), vec![reply(7, Reply::Vote(Vote::Yes))]);
 }
 
 #[test]
@@ -116,10 +77,7 @@ fn duplicate_prepare_while_syncing_waits_for_the_same_sync() {
     assert_eq!(prepare(&mut e, 2, 1, write("a", "1")), vec![]);
     assert_eq!(
         e.handle(Event::PrepareSynced { txid: txid(1) }),
-        vec![
-            reply(1, Reply::Vote(Vote::Yes)),
-            reply(2, Reply::Vote(Vote::Yes))
-        ]
+        vec![reply(1, Reply::Vote(Vote::Yes)), reply(2, Reply::Vote(Vote::Yes))]
     );
     assert_eq!(
         prepare(&mut e, 3, 1, write("a", "1")),
@@ -132,54 +90,23 @@ fn duplicate_prepare_while_syncing_waits_for_the_same_sync() {
 fn lock_conflict_votes_no_naming_the_holder_without_waiting() {
     let mut e = engine();
     prepare(&mut e, 1, 1, write("a", "1"));
-    let reason = AbortReason::LockConflict {
-        participant: node("p1"),
-        key: k("a"),
-        holder: txid(1),
-    };
-    assert_eq!(
-        prepare(&mut e, 2, 2, write("a", "2")),
-        vec![reply(2, Reply::Vote(Vote::No(reason)))]
-    );
+    let reason = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
+    assert_eq!(prepare(&mut e, 2, 2, write("a", "2")), vec![reply(2, Reply::Vote(Vote::No(reason)))]);
 }
 
 #[test]
 fn stale_read_and_failed_condition_vote_no() {
     let mut e = engine();
-    let ops = TxnOps {
-        reads: vec![(k("a"), 3)],
-        ..Default::default()
-    };
+    let ops = TxnOps { reads: vec![(k("a"), 3)], ..Default::default() };
     let cur = current(&ops, &[("a", 4, Some("x"))]);
-    let out = e.handle(Event::Prepare {
-        req: 1,
-        prepare: prepare_req(1, ops),
-        current: cur,
-        now_ms: 0,
-    });
-    let reason = AbortReason::StaleRead {
-        participant: node("p1"),
-        key: k("a"),
-        read: 3,
-        current: 4,
-    };
+    let out = e.handle(Event::Prepare { req: 1, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
+    let reason = AbortReason::StaleRead { participant: node("p1"), key: k("a"), read: 3, current: 4 };
     assert_eq!(out, vec![reply(1, Reply::Vote(Vote::No(reason)))]);
 
-    let ops = TxnOps {
-        conditions: vec![Condition::Absent { key: k("b") }],
-        ..Default::default()
-    };
+    let ops = TxnOps { conditions: vec![Condition::Absent { key: k("b") }], ..Default::default() };
     let cur = current(&ops, &[("b", 1, Some("y"))]);
-    let out = e.handle(Event::Prepare {
-        req: 2,
-        prepare: prepare_req(2, ops),
-        current: cur,
-        now_ms: 0,
-    });
-    let reason = AbortReason::ConditionFailed {
-        participant: node("p1"),
-        key: k("b"),
-    };
+    let out = e.handle(Event::Prepare { req: 2, prepare: prepare_req(2, ops), current: cur, now_ms: 0 });
+    let reason = AbortReason::ConditionFailed { participant: node("p1"), key: k("b") };
     assert_eq!(out, vec![reply(2, Reply::Vote(Vote::No(reason)))]);
     assert!(e.locks().is_empty(), "a No vote holds no locks");
 }
@@ -189,25 +116,9 @@ fn versions_are_bumped_from_the_current_state() {
     let mut e = engine();
     let ops = write("a", "new");
     let cur = current(&ops, &[("a", 9, Some("old"))]);
-    let out = e.handle(Event::Prepare {
-        req: 1,
-        prepare: prepare_req(1, ops),
-        current: cur,
-        now_ms: 5,
-    });
-    let Command::SyncPrepared(rec) = &out[0] else {
-        panic!("{out:?}")
-    };
-    assert_eq!(
-        rec.writes,
-        vec![(
-            k("a"),
-            Versioned {
-                version: 10,
-                value: Some(k("new"))
-            }
-        )]
-    );
+    let out = e.handle(Event::Prepare { req: 1, prepare: prepare_req(1, ops), current: cur, now_ms: 5 });
+    let Command::SyncPrepared(rec) = &out[0] else { panic!("{out:?}") };
+    assert_eq!(rec.writes, vec![(k("a"), Versioned { version: 10, value: Some(k("new")) })]);
 }
 
 #[test]
@@ -216,38 +127,12 @@ fn commit_applies_then_acks_and_releases_locks() {
     prepare(&mut e, 1, 1, write("a", "1"));
     e.handle(Event::PrepareSynced { txid: txid(1) });
     let writes = record(1, "a", "1").writes;
-    assert_eq!(
-        e.handle(Event::Commit {
-            req: Some(2),
-            txid: txid(1)
-        }),
-        vec![Command::Apply {
-            txid: txid(1),
-            writes
-        }]
-    );
+    assert_eq!(e.handle(Event::Commit { req: Some(2), txid: txid(1) }), vec![Command::Apply { txid: txid(1), writes }]);
     assert_eq!(e.locks().len(), 1, "locks held until the apply is durable");
-    assert_eq!(
-        e.handle(Event::Commit {
-            req: Some(3),
-            txid: txid(1)
-        }),
-        vec![],
-        "duplicate joins"
-    );
-    assert_eq!(
-        e.handle(Event::Applied { txid: txid(1) }),
-        vec![reply(2, Reply::Ack), reply(3, Reply::Ack)]
-    );
+    assert_eq!(e.handle(Event::Commit { req: Some(3), txid: txid(1) }), vec![], "duplicate joins");
+    assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![reply(2, Reply::Ack), reply(3, Reply::Ack)]);
     assert!(e.locks().is_empty());
-    assert_eq!(
-        e.handle(Event::Commit {
-            req: Some(4),
-            txid: txid(1)
-        }),
-        vec![reply(4, Reply::Ack)],
-        "idempotent"
-    );
+    assert_eq!(e.handle(Event::Commit { req: Some(4), txid: txid(1) }), vec![reply(4, Reply::Ack)], "idempotent");
     assert_eq!(
         prepare(&mut e, 5, 1, write("a", "1")),
         vec![reply(5, Reply::Vote(Vote::Yes))],
@@ -261,36 +146,17 @@ fn abort_releases_locks_without_a_sync() {
     prepare(&mut e, 1, 1, write("a", "1"));
     e.handle(Event::PrepareSynced { txid: txid(1) });
     assert_eq!(
-        e.handle(Event::Abort {
-            req: Some(2),
-            txid: txid(1)
-        }),
-        vec![
-            Command::ForgetAborted { txid: txid(1) },
-            reply(2, Reply::Ack)
-        ]
+        e.handle(Event::Abort { req: Some(2), txid: txid(1) }),
+        vec![Command::ForgetAborted { txid: txid(1) }, reply(2, Reply::Ack)]
     );
     assert!(e.locks().is_empty());
-    assert_eq!(
-        e.handle(Event::Abort {
-            req: Some(3),
-            txid: txid(1)
-        }),
-        vec![reply(3, Reply::Ack)],
-        "idempotent"
-    );
+    assert_eq!(e.handle(Event::Abort { req: Some(3), txid: txid(1) }), vec![reply(3, Reply::Ack)], "idempotent");
 }
 
 #[test]
 fn abort_before_prepare_makes_the_late_prepare_vote_no() {
     let mut e = engine();
-    assert_eq!(
-        e.handle(Event::Abort {
-            req: Some(1),
-            txid: txid(1)
-        }),
-        vec![reply(1, Reply::Ack)]
-    );
+    assert_eq!(e.handle(Event::Abort { req: Some(1), txid: txid(1) }), vec![reply(1, Reply::Ack)]);
     let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier));
     assert_eq!(prepare(&mut e, 2, 1, write("a", "1")), vec![reply(2, no)]);
     assert!(e.locks().is_empty());
@@ -300,22 +166,11 @@ fn abort_before_prepare_makes_the_late_prepare_vote_no() {
 fn abort_during_the_prepare_sync_never_votes_yes() {
     let mut e = engine();
     prepare(&mut e, 1, 1, write("a", "1"));
-    assert_eq!(
-        e.handle(Event::Abort {
-            req: Some(2),
-            txid: txid(1)
-        }),
-        vec![],
-        "acked once the locks are released"
-    );
+    assert_eq!(e.handle(Event::Abort { req: Some(2), txid: txid(1) }), vec![], "acked once the locks are released");
     let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier));
     assert_eq!(
         e.handle(Event::PrepareSynced { txid: txid(1) }),
-        vec![
-            Command::ForgetAborted { txid: txid(1) },
-            reply(1, no),
-            reply(2, Reply::Ack)
-        ]
+        vec![Command::ForgetAborted { txid: txid(1) }, reply(1, no), reply(2, Reply::Ack)]
     );
     assert!(e.locks().is_empty());
 }
@@ -325,26 +180,11 @@ fn one_phase_commit_replies_only_after_the_apply_is_durable() {
     let mut e = engine();
     let ops = write("a", "1");
     let cur = current(&ops, &[]);
-    let out = e.handle(Event::OnePhase {
-        req: 1,
-        prepare: prepare_req(1, ops.clone()),
-        current: cur.clone(),
-        now_ms: 0,
-    });
+    let out =
+        e.handle(Event::OnePhase { req: 1, prepare: prepare_req(1, ops.clone()), current: cur.clone(), now_ms: 0 });
+    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes }]);
     assert_eq!(
-        out,
-        vec![Command::Apply {
-            txid: txid(1),
-            writes: record(1, "a", "1").writes
-        }]
-    );
-    assert_eq!(
-        e.handle(Event::OnePhase {
-            req: 2,
-            prepare: prepare_req(1, ops.clone()),
-            current: cur.clone(),
-            now_ms: 0
-        }),
+        e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops.clone()), current: cur.clone(), now_ms: 0 }),
         vec![]
     );
     let committed = Reply::Outcome(Outcome::Committed);
@@ -352,17 +192,8 @@ fn one_phase_commit_replies_only_after_the_apply_is_durable() {
         e.handle(Event::Applied { txid: txid(1) }),
         vec![reply(1, committed.clone()), reply(2, committed.clone())]
     );
-    let again = e.handle(Event::OnePhase {
-        req: 3,
-        prepare: prepare_req(1, ops),
-        current: cur,
-        now_ms: 0,
-    });
-    assert_eq!(
-        again,
-        vec![reply(3, committed)],
-        "a retried one-phase commit is not applied twice"
-    );
+    let again = e.handle(Event::OnePhase { req: 3, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
+    assert_eq!(again, vec![reply(3, committed)], "a retried one-phase commit is not applied twice");
 }
 
 #[test]
@@ -371,30 +202,15 @@ fn recovery_retakes_locks_and_asks_the_coordinator() {
     let out = e.handle(Event::Recovered {
         prepared: vec![record(1, "a", "1")],
         decided: vec![(txid(9), Decision::Committed)],
+        heuristics: vec![],
         now_ms: 0,
     });
     assert_eq!(out, vec![Command::AskOutcome { txid: txid(1) }]);
-    let reason = AbortReason::LockConflict {
-        participant: node("p1"),
-        key: k("a"),
-        holder: txid(1),
-    };
-    assert_eq!(
-        prepare(&mut e, 1, 2, write("a", "2")),
-        vec![reply(1, Reply::Vote(Vote::No(reason)))]
-    );
+    let reason = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
+    assert_eq!(prepare(&mut e, 1, 2, write("a", "2")), vec![reply(1, Reply::Vote(Vote::No(reason)))]);
     // The coordinator answers: apply.
-    let out = e.handle(Event::OutcomeAnswer {
-        txid: txid(1),
-        status: OutcomeStatus::Committed,
-    });
-    assert_eq!(
-        out,
-        vec![Command::Apply {
-            txid: txid(1),
-            writes: record(1, "a", "1").writes
-        }]
-    );
+    let out = e.handle(Event::OutcomeAnswer { txid: txid(1), status: OutcomeStatus::Committed });
+    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes }]);
     assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![]);
     assert!(e.locks().is_empty());
 }
@@ -404,30 +220,14 @@ fn in_doubt_transactions_ask_again_after_a_quiet_period() {
     let mut e = engine();
     prepare(&mut e, 1, 1, write("a", "1"));
     e.handle(Event::PrepareSynced { txid: txid(1) });
+    assert_eq!(e.handle(Event::Tick { now_ms: 1_000 + IN_DOUBT_AFTER_MS - 1 }), vec![]);
     assert_eq!(
-        e.handle(Event::Tick {
-            now_ms: 1_000 + IN_DOUBT_AFTER_MS - 1
-        }),
-        vec![]
-    );
-    assert_eq!(
-        e.handle(Event::Tick {
-            now_ms: 1_000 + IN_DOUBT_AFTER_MS
-        }),
+        e.handle(Event::Tick { now_ms: 1_000 + IN_DOUBT_AFTER_MS }),
         vec![Command::AskOutcome { txid: txid(1) }]
     );
+    assert_eq!(e.handle(Event::OutcomeAnswer { txid: txid(1), status: OutcomeStatus::Pending }), vec![]);
     assert_eq!(
-        e.handle(Event::OutcomeAnswer {
-            txid: txid(1),
-            status: OutcomeStatus::Pending
-        }),
-        vec![]
-    );
-    assert_eq!(
-        e.handle(Event::OutcomeAnswer {
-            txid: txid(1),
-            status: OutcomeStatus::Aborted
-        }),
+        e.handle(Event::OutcomeAnswer { txid: txid(1), status: OutcomeStatus::Aborted }),
         vec![Command::ForgetAborted { txid: txid(1) }]
     );
 }
@@ -435,28 +235,11 @@ fn in_doubt_transactions_ask_again_after_a_quiet_period() {
 #[test]
 fn probe_fences_unknown_txids() {
     let mut e = engine();
-    assert_eq!(
-        e.handle(Event::Probe {
-            req: 1,
-            txid: txid(1)
-        }),
-        vec![reply(1, Reply::Probe(ProbeAnswer::Aborted))]
-    );
+    assert_eq!(e.handle(Event::Probe { req: 1, txid: txid(1) }), vec![reply(1, Reply::Probe(ProbeAnswer::Aborted))]);
     let ops = write("a", "1");
     let cur = current(&ops, &[]);
-    let out = e.handle(Event::OnePhase {
-        req: 2,
-        prepare: prepare_req(1, ops),
-        current: cur,
-        now_ms: 0,
-    });
-    assert_eq!(
-        out,
-        vec![reply(
-            2,
-            Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier))
-        )]
-    );
+    let out = e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
+    assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier)))]);
 }
 
 #[test]
@@ -464,41 +247,87 @@ fn bad_input_is_refused_without_state_change() {
     let mut e = engine();
     let mut req = prepare_req(1, write("a", "1"));
     req.ring = 7;
-    let out = e.handle(Event::Prepare {
-        req: 1,
-        prepare: req,
-        current: HashMap::new(),
-        now_ms: 0,
-    });
+    let out = e.handle(Event::Prepare { req: 1, prepare: req, current: HashMap::new(), now_ms: 0 });
     assert!(
-        matches!(
-            &out[..],
-            [Command::Reply {
-                reply: Reply::Error(ServiceError::ConfigMismatch(_)),
-                ..
-            }]
-        ),
+        matches!(&out[..], [Command::Reply { reply: Reply::Error(ServiceError::ConfigMismatch(_)), .. }]),
         "{out:?}"
     );
     let out = prepare(&mut e, 2, 2, write("", "1"));
-    assert!(
-        matches!(
-            &out[..],
-            [Command::Reply {
-                reply: Reply::Error(ServiceError::Invalid(_)),
-                ..
-            }]
-        ),
-        "{out:?}"
-    );
-    let out = e.handle(Event::Commit {
-        req: Some(3),
-        txid: txid(5),
-    });
+    assert!(matches!(&out[..], [Command::Reply { reply: Reply::Error(ServiceError::Invalid(_)), .. }]), "{out:?}");
+    let out = e.handle(Event::Commit { req: Some(3), txid: txid(5) });
+    assert_eq!(out, vec![reply(3, Reply::Ack)], "commit of an unknown txid: already applied and forgotten");
+    assert!(e.locks().is_empty());
+}
+
+fn prepared_engine() -> Engine {
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    e
+}
+
+fn heuristic(txid: TxnId, decision: Decision) -> HeuristicRecord {
+    HeuristicRecord { txid, decision, at_ms: 1_000, reason: "operator".into(), conflict: None }
+}
+
+#[test]
+fn a_forced_abort_is_logged_before_the_locks_are_released() {
+    let mut e = prepared_engine();
+    let out =
+        e.handle(Event::Heuristic { req: 9, txid: txid(1), commit: false, reason: "operator".into(), now_ms: 1_000 });
     assert_eq!(
         out,
-        vec![reply(3, Reply::Ack)],
-        "commit of an unknown txid: already applied and forgotten"
+        vec![
+            Command::LogHeuristic(heuristic(txid(1), Decision::Aborted)),
+            Command::ForgetAborted { txid: txid(1) },
+            reply(9, Reply::Ack),
+        ]
     );
     assert!(e.locks().is_empty());
+    // The coordinator later delivers Committed: the mismatch is recorded
+    // once and refused, never applied.
+    let out = e.handle(Event::Commit { req: Some(10), txid: txid(1) });
+    let mut conflict = heuristic(txid(1), Decision::Aborted);
+    conflict.conflict = Some(Decision::Committed);
+    let mixed = ServiceError::HeuristicMixed { txid: txid(1), participant: "p1".into(), forced: "abort".into() };
+    assert_eq!(out, vec![Command::LogHeuristic(conflict), reply(10, Reply::Error(mixed.clone()))]);
+    assert_eq!(e.handle(Event::Commit { req: Some(11), txid: txid(1) }), vec![reply(11, Reply::Error(mixed))]);
+    assert_eq!(e.heuristic_counts(), (1, 1));
+}
+
+#[test]
+fn a_forced_commit_applies_and_agrees_with_a_later_commit() {
+    let mut e = prepared_engine();
+    let out =
+        e.handle(Event::Heuristic { req: 9, txid: txid(1), commit: true, reason: "operator".into(), now_ms: 1_000 });
+    assert_eq!(
+        out,
+        vec![
+            Command::LogHeuristic(heuristic(txid(1), Decision::Committed)),
+            Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes },
+        ]
+    );
+    assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![reply(9, Reply::Ack)]);
+    assert_eq!(e.handle(Event::Commit { req: Some(10), txid: txid(1) }), vec![reply(10, Reply::Ack)]);
+    assert_eq!(e.heuristic_counts(), (1, 0));
+}
+
+#[test]
+fn only_in_doubt_transactions_can_be_forced() {
+    let mut e = engine();
+    let out = e.handle(Event::Heuristic { req: 1, txid: txid(1), commit: false, reason: "x".into(), now_ms: 0 });
+    assert!(
+        matches!(&out[..], [Command::Reply { reply: Reply::Error(ServiceError::Invalid(m)), .. }] if m.contains("not in doubt"))
+    );
+}
+
+#[test]
+fn heuristics_survive_recovery() {
+    let mut e = engine();
+    let mut h = heuristic(txid(1), Decision::Aborted);
+    h.conflict = Some(Decision::Committed);
+    e.handle(Event::Recovered { prepared: vec![], decided: vec![], heuristics: vec![h], now_ms: 0 });
+    assert_eq!(e.heuristic_counts(), (1, 1));
+    assert_eq!(e.view(&txid(1)).state, "aborted");
+    assert_eq!(e.view(&txid(1)).heuristic.unwrap().conflict.as_deref(), Some("commit"));
 }

@@ -2,13 +2,23 @@ use twopc_tests::model::{self, ModelConfig, TxnSpec};
 
 #[test]
 fn m() {
-    let configs = vec![
-        ModelConfig::new("2p-1txn", 2, vec![TxnSpec { writes: vec![0, 1], reads: vec![] }]),
-        ModelConfig::new("1p-1txn", 1, vec![TxnSpec { writes: vec![0], reads: vec![] }]),
-    ];
-    for mut cfg in configs {
-        cfg.states_max = 300_000;
+    for (lose, dup, crash, early) in [
+        (false, 0, 0, 0),
+        (true, 0, 0, 0),
+        (false, 1, 0, 0),
+        (false, 0, 0, 1),
+        (false, 0, 1, 0),
+        (true, 1, 0, 0),
+        (true, 0, 1, 0),
+        (true, 1, 1, 1),
+    ] {
+        let mut cfg = ModelConfig::new("2p-1txn", 2, vec![TxnSpec { writes: vec![0, 1], reads: vec![] }]);
+        cfg.lose = lose;
+        cfg.duplicates = dup;
+        cfg.crashes = crash;
+        cfg.early_timeouts = early;
+        cfg.states_max = 2_000_000;
         let r = model::check(&cfg);
-        println!("{}", r.describe());
+        println!("lose={lose} dup={dup} crash={crash} early={early}: {}", r.describe());
     }
 }

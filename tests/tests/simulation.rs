@@ -19,9 +19,7 @@ const CI_SEEDS: u64 = 4_000;
 const CONTROL_SEEDS: u64 = 500;
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|e| panic!("{name}={v:?}: {e}")))
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|e| panic!("{name}={v:?}: {e}")))
 }
 
 #[test]
@@ -29,16 +27,8 @@ fn seeds_pass_under_every_fault_profile() {
     let summary = run_seeds(0..CI_SEEDS, Sabotage::None, true);
     println!("{}", summary.describe());
     assert_eq!(summary.failed, 0, "{}", summary.describe());
-    assert!(
-        summary.committed > 2 * CI_SEEDS,
-        "too few commits to mean anything: {}",
-        summary.describe()
-    );
-    assert!(
-        summary.aborted > 0 && summary.unknown > 0,
-        "outcomes should vary: {}",
-        summary.describe()
-    );
+    assert!(summary.committed > 2 * CI_SEEDS, "too few commits to mean anything: {}", summary.describe());
+    assert!(summary.aborted > 0 && summary.unknown > 0, "outcomes should vary: {}", summary.describe());
 }
 
 #[test]
@@ -46,22 +36,10 @@ fn a_seed_replays_the_same_trace() {
     for seed in [0, 1, 7, 12, 23, 40, 77, 1_001] {
         let a = sim::run_seed(seed, Sabotage::None);
         let b = sim::run_seed(seed, Sabotage::None);
-        assert_eq!(
-            a.trace_hash, b.trace_hash,
-            "seed {seed} is not deterministic"
-        );
-        assert_eq!(
-            (a.events, a.sim_ms, a.committed),
-            (b.events, b.sim_ms, b.committed),
-            "seed {seed}"
-        );
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed} is not deterministic");
+        assert_eq!((a.events, a.sim_ms, a.committed), (b.events, b.sim_ms, b.committed), "seed {seed}");
         let c = sim::run_seed(seed + 1, Sabotage::None);
-        assert_ne!(
-            a.trace_hash,
-            c.trace_hash,
-            "seeds {seed} and {} ran the same trace",
-            seed + 1
-        );
+        assert_ne!(a.trace_hash, c.trace_hash, "seeds {seed} and {} ran the same trace", seed + 1);
     }
 }
 
@@ -105,11 +83,7 @@ fn control_is_caught(sabotage: Sabotage) {
         let Some(report) = found else {
             panic!("{sabotage:?} (ghost checks {ghost}) passed {CONTROL_SEEDS} seeds: the checkers are blind to it");
         };
-        println!(
-            "{sabotage:?}, ghost checks {ghost}: caught by seed {}\n{}",
-            report.seed,
-            report.describe()
-        );
+        println!("{sabotage:?}, ghost checks {ghost}: caught by seed {}\n{}", report.seed, report.describe());
     }
 }
 

@@ -26,20 +26,12 @@ pub struct WalBatch<R> {
 impl<R> WalBatch<R> {
     /// An empty batch.
     pub fn new() -> Self {
-        WalBatch {
-            append: Vec::new(),
-            remove: Vec::new(),
-            remove_below: None,
-            data: Vec::new(),
-        }
+        WalBatch { append: Vec::new(), remove: Vec::new(), remove_below: None, data: Vec::new() }
     }
 
     /// True if the batch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.append.is_empty()
-            && self.remove.is_empty()
-            && self.remove_below.is_none()
-            && self.data.is_empty()
+        self.append.is_empty() && self.remove.is_empty() && self.remove_below.is_none() && self.data.is_empty()
     }
 }
 
@@ -63,10 +55,7 @@ pub(crate) struct EncodedBatch {
 
 fn check_item(len: usize) -> Result<(), WalError> {
     if len > MAX_VALUE_BYTES {
-        return Err(WalError::TooLarge {
-            size: len,
-            max: MAX_VALUE_BYTES,
-        });
+        return Err(WalError::TooLarge { size: len, max: MAX_VALUE_BYTES });
     }
     Ok(())
 }
@@ -91,29 +80,13 @@ impl EncodedBatch {
             append.push(sealed);
         }
         for (key, value) in &batch.data {
-            size += key.len()
-                + value
-                    .as_ref()
-                    .map_or(0, |v| v.len() + crate::record::HEADER_LEN);
+            size += key.len() + value.as_ref().map_or(0, |v| v.len() + crate::record::HEADER_LEN);
         }
         if size > MAX_BATCH_BYTES {
-            return Err(WalError::TooLarge {
-                size,
-                max: MAX_BATCH_BYTES,
-            });
+            return Err(WalError::TooLarge { size, max: MAX_BATCH_BYTES });
         }
-        let data = batch
-            .data
-            .into_iter()
-            .map(|(key, value)| (key, value.map(|v| encode_value(&v))))
-            .collect();
-        Ok(EncodedBatch {
-            append,
-            remove: batch.remove,
-            remove_below: batch.remove_below,
-            data,
-            size,
-        })
+        let data = batch.data.into_iter().map(|(key, value)| (key, value.map(|v| encode_value(&v)))).collect();
+        Ok(EncodedBatch { append, remove: batch.remove, remove_below: batch.remove_below, data, size })
     }
 }
 
@@ -133,16 +106,9 @@ mod tests {
     #[test]
     fn oversized_value_rejected() {
         let mut b = WalBatch::<u32>::new();
-        b.data
-            .push((b"k".to_vec(), Some(vec![0; MAX_VALUE_BYTES + 1])));
+        b.data.push((b"k".to_vec(), Some(vec![0; MAX_VALUE_BYTES + 1])));
         let err = EncodedBatch::encode(b).unwrap_err();
-        assert_eq!(
-            err,
-            WalError::TooLarge {
-                size: MAX_VALUE_BYTES + 1,
-                max: MAX_VALUE_BYTES
-            }
-        );
+        assert_eq!(err, WalError::TooLarge { size: MAX_VALUE_BYTES + 1, max: MAX_VALUE_BYTES });
     }
 
     #[test]
@@ -152,9 +118,6 @@ mod tests {
             b.data.push((vec![i], Some(vec![0; MAX_VALUE_BYTES])));
         }
         let err = EncodedBatch::encode(b).unwrap_err();
-        assert!(
-            matches!(err, WalError::TooLarge { max, .. } if max == MAX_BATCH_BYTES),
-            "{err}"
-        );
+        assert!(matches!(err, WalError::TooLarge { max, .. } if max == MAX_BATCH_BYTES), "{err}");
     }
 }

@@ -36,9 +36,6 @@ pub enum WalError {
 impl WalError {
     /// Shorthand for [`WalError::Corrupt`].
     pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
-        WalError::Corrupt {
-            location: location.into(),
-            reason: reason.into(),
-        }
+        WalError::Corrupt { location: location.into(), reason: reason.into() }
     }
 }

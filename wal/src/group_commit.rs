@@ -73,9 +73,7 @@ fn complete(done: Completion, result: Result<Vec<Lsn>, WalError>) {
 impl Writer {
     /// Start the writer thread ("wal-writer").
     pub fn spawn(self, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("wal-writer".to_string())
-            .spawn(move || self.run(rx))
+        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || self.run(rx))
     }
 
     /// Serve groups until every sender is gone and the queue is drained.
@@ -118,12 +116,8 @@ impl Writer {
                         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                self.stats
-                    .batches
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                self.stats
-                    .records_appended
-                    .fetch_add(appended as u64, Ordering::Relaxed);
+                self.stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.stats.records_appended.fetch_add(appended as u64, Ordering::Relaxed);
                 for (req, lsns) in group.into_iter().zip(lsns) {
                     complete(req.done, Ok(lsns));
                 }
@@ -139,12 +133,7 @@ impl Writer {
 
     /// Build and write the merged batch. Returns whether a storage write
     /// (or WAL sync) was issued; fills `lsns` with one entry per request.
-    fn write_group(
-        &mut self,
-        group: &[Request],
-        sync: bool,
-        lsns: &mut Vec<Vec<Lsn>>,
-    ) -> Result<bool, WalError> {
+    fn write_group(&mut self, group: &[Request], sync: bool, lsns: &mut Vec<Vec<Lsn>>) -> Result<bool, WalError> {
         let db = Arc::clone(&self.db);
         let log = cf(&db, LOG_CF, &self.location)?;
         let data = cf(&db, DATA_CF, &self.location)?;

@@ -37,11 +37,7 @@ struct Tables {
 
 impl Default for Tables {
     fn default() -> Self {
-        Tables {
-            records: BTreeMap::new(),
-            data: BTreeMap::new(),
-            next_lsn: 1,
-        }
+        Tables { records: BTreeMap::new(), data: BTreeMap::new(), next_lsn: 1 }
     }
 }
 
@@ -87,19 +83,13 @@ pub struct MemWal<R> {
 
 impl<R> Clone for MemWal<R> {
     fn clone(&self) -> Self {
-        MemWal {
-            state: Arc::clone(&self.state),
-            _records: PhantomData,
-        }
+        MemWal { state: Arc::clone(&self.state), _records: PhantomData }
     }
 }
 
 impl<R> Default for MemWal<R> {
     fn default() -> Self {
-        MemWal {
-            state: Arc::default(),
-            _records: PhantomData,
-        }
+        MemWal { state: Arc::default(), _records: PhantomData }
     }
 }
 
@@ -142,9 +132,7 @@ impl<R> MemWal<R> {
     pub fn corrupt_record(&self, lsn: Lsn) -> bool {
         let mut s = self.lock();
         let mut found = false;
-        let State {
-            durable, visible, ..
-        } = &mut *s;
+        let State { durable, visible, .. } = &mut *s;
         for tables in [durable, visible] {
             if let Some(last) = tables.records.get_mut(&lsn).and_then(|b| b.last_mut()) {
                 *last ^= 0xff;
@@ -158,9 +146,7 @@ impl<R> MemWal<R> {
     /// encoding: lets tests inject undecodable records.
     pub fn put_raw_record(&self, lsn: Lsn, bytes: Vec<u8>) {
         let mut s = self.lock();
-        let State {
-            durable, visible, ..
-        } = &mut *s;
+        let State { durable, visible, .. } = &mut *s;
         for tables in [durable, visible] {
             tables.records.insert(lsn, bytes.clone());
             tables.next_lsn = tables.next_lsn.max(lsn.saturating_add(1));
@@ -210,11 +196,7 @@ where
 
     fn get_data(&self, key: &[u8]) -> Result<Option<Vec<u8>>, WalError> {
         let s = self.lock();
-        s.visible
-            .data
-            .get(key)
-            .map(|v| decode_value(v, || format!("{LOCATION} data key {}", hex(key))))
-            .transpose()
+        s.visible.data.get(key).map(|v| decode_value(v, || format!("{LOCATION} data key {}", hex(key)))).transpose()
     }
 
     fn scan_data(&self, from: &[u8], limit: usize) -> Result<Vec<DataEntry>, WalError> {

@@ -32,15 +32,10 @@ pub fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
         return Err("empty value".to_string());
     };
     if version != FORMAT_VERSION {
-        return Err(format!(
-            "unknown format version {version} (expected {FORMAT_VERSION})"
-        ));
+        return Err(format!("unknown format version {version} (expected {FORMAT_VERSION})"));
     }
     if bytes.len() < HEADER_LEN {
-        return Err(format!(
-            "truncated envelope: {} bytes, header needs {HEADER_LEN}",
-            bytes.len()
-        ));
+        return Err(format!("truncated envelope: {} bytes, header needs {HEADER_LEN}", bytes.len()));
     }
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&bytes[1..HEADER_LEN]);
@@ -48,9 +43,7 @@ pub fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     let payload = &bytes[HEADER_LEN..];
     let computed = crc32c::crc32c(payload);
     if stored != computed {
-        return Err(format!(
-            "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-        ));
+        return Err(format!("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"));
     }
     Ok(payload)
 }
@@ -62,13 +55,11 @@ pub fn encode_record<R: Serialize>(record: &R) -> Result<Vec<u8>, WalError> {
 }
 
 /// Check and deserialize a log record; `location` names it in errors.
-pub fn decode_record<R: DeserializeOwned>(
-    bytes: &[u8],
-    location: impl FnOnce() -> String,
-) -> Result<R, WalError> {
+pub fn decode_record<R: DeserializeOwned>(bytes: &[u8], location: impl FnOnce() -> String) -> Result<R, WalError> {
     match unseal(bytes) {
-        Ok(payload) => bincode::deserialize(payload)
-            .map_err(|e| WalError::corrupt(location(), format!("undecodable record: {e}"))),
+        Ok(payload) => {
+            bincode::deserialize(payload).map_err(|e| WalError::corrupt(location(), format!("undecodable record: {e}")))
+        }
         Err(reason) => Err(WalError::corrupt(location(), reason)),
     }
 }
@@ -80,9 +71,7 @@ pub fn encode_value(value: &[u8]) -> Vec<u8> {
 
 /// Check a data value envelope and return the raw value.
 pub fn decode_value(bytes: &[u8], location: impl FnOnce() -> String) -> Result<Vec<u8>, WalError> {
-    unseal(bytes)
-        .map(<[u8]>::to_vec)
-        .map_err(|reason| WalError::corrupt(location(), reason))
+    unseal(bytes).map(<[u8]>::to_vec).map_err(|reason| WalError::corrupt(location(), reason))
 }
 
 /// The log key of `lsn`.
@@ -95,11 +84,7 @@ pub fn decode_lsn_key(key: &[u8], location: impl FnOnce() -> String) -> Result<L
     let arr: [u8; LSN_KEY_LEN] = key.try_into().map_err(|_| {
         WalError::corrupt(
             location(),
-            format!(
-                "log key has {} bytes, expected {LSN_KEY_LEN} (key {})",
-                key.len(),
-                hex(key)
-            ),
+            format!("log key has {} bytes, expected {LSN_KEY_LEN} (key {})", key.len(), hex(key)),
         )
     })?;
     Ok(Lsn::from_be_bytes(arr))
@@ -152,10 +137,7 @@ mod tests {
         bytes[last] ^= 0xff;
         let err = decode_record::<u32>(&bytes, loc).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("lsn 7") && msg.contains("checksum mismatch"),
-            "{msg}"
-        );
+        assert!(msg.contains("lsn 7") && msg.contains("checksum mismatch"), "{msg}");
     }
 
     #[test]
@@ -168,14 +150,8 @@ mod tests {
 
     #[test]
     fn truncated_and_empty_are_corrupt() {
-        assert!(matches!(
-            decode_value(&[], loc),
-            Err(WalError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            decode_value(&[FORMAT_VERSION, 0, 0], loc),
-            Err(WalError::Corrupt { .. })
-        ));
+        assert!(matches!(decode_value(&[], loc), Err(WalError::Corrupt { .. })));
+        assert!(matches!(decode_value(&[FORMAT_VERSION, 0, 0], loc), Err(WalError::Corrupt { .. })));
     }
 
     #[test]

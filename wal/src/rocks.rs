@@ -16,8 +16,8 @@ use crate::group_commit::{AtomicStats, Request, Writer, WAL_QUEUE_CAPACITY};
 use crate::record::{decode_lsn_key, decode_record, decode_value, hex};
 use crate::{Completion, DataEntry, Durability, Lsn, Wal, WalBatch, WalError, WalStats};
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, DBWithThreadMode, Direction,
-    IteratorMode, Options, SingleThreaded,
+    ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, DBWithThreadMode, Direction, IteratorMode, Options,
+    SingleThreaded,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
@@ -38,8 +38,7 @@ pub(crate) const NEXT_LSN_KEY: &[u8] = b"next_lsn";
 
 /// Look up a column family handle.
 pub(crate) fn cf<'a>(db: &'a Db, name: &str, location: &str) -> Result<&'a ColumnFamily, WalError> {
-    db.cf_handle(name)
-        .ok_or_else(|| WalError::Storage(format!("{location}: missing column family {name:?}")))
+    db.cf_handle(name).ok_or_else(|| WalError::Storage(format!("{location}: missing column family {name:?}")))
 }
 
 fn storage(location: &str, what: &str, err: rocksdb::Error) -> WalError {
@@ -54,10 +53,8 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     opts.set_manual_wal_flush(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
-    let cfs = [LOG_CF, DATA_CF, META_CF]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    Db::open_cf_descriptors(&opts, path, cfs)
-        .map_err(|e| storage(&path.display().to_string(), "open failed", e))
+    let cfs = [LOG_CF, DATA_CF, META_CF].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    Db::open_cf_descriptors(&opts, path, cfs).map_err(|e| storage(&path.display().to_string(), "open failed", e))
 }
 
 /// The first LSN to hand out: after both the last live record and the
@@ -71,15 +68,14 @@ fn recover_next_lsn(db: &Db, location: &str) -> Result<Lsn, WalError> {
         next = next.max(last.saturating_add(1));
     }
     let meta = cf(db, META_CF, location)?;
-    let stored = db
-        .get_pinned_cf(meta, NEXT_LSN_KEY)
-        .map_err(|e| storage(location, "reading next_lsn", e))?;
+    let stored = db.get_pinned_cf(meta, NEXT_LSN_KEY).map_err(|e| storage(location, "reading next_lsn", e))?;
     if let Some(bytes) = stored {
         let meta_loc = || format!("{location} meta next_lsn");
         let raw = decode_value(&bytes, meta_loc)?;
-        let arr: [u8; 8] = raw.as_slice().try_into().map_err(|_| {
-            WalError::corrupt(meta_loc(), format!("expected 8 bytes, found {}", raw.len()))
-        })?;
+        let arr: [u8; 8] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| WalError::corrupt(meta_loc(), format!("expected 8 bytes, found {}", raw.len())))?;
         next = next.max(Lsn::from_be_bytes(arr));
     }
     Ok(next)
@@ -102,10 +98,7 @@ pub struct RocksWal<R> {
 
 impl<R> std::fmt::Debug for RocksWal<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksWal")
-            .field("path", &self.path)
-            .field("stats", &self.stats.snapshot())
-            .finish()
+        f.debug_struct("RocksWal").field("path", &self.path).field("stats", &self.stats.snapshot()).finish()
     }
 }
 
@@ -117,14 +110,9 @@ impl<R> RocksWal<R> {
         let next_lsn = recover_next_lsn(&db, &location)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);
-        let writer = Writer {
-            db: Arc::clone(&db),
-            location: location.clone(),
-            next_lsn,
-            stats: Arc::clone(&stats),
-        }
-        .spawn(rx)
-        .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
+        let writer = Writer { db: Arc::clone(&db), location: location.clone(), next_lsn, stats: Arc::clone(&stats) }
+            .spawn(rx)
+            .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
         tracing::debug!(path = %location, next_lsn, "opened RocksDB WAL");
         Ok(RocksWal {
             db,
@@ -159,11 +147,7 @@ where
         let Some(tx) = &self.tx else {
             return done(Err(WalError::Closed));
         };
-        let req = Request {
-            batch,
-            durability,
-            done,
-        };
+        let req = Request { batch, durability, done };
         if let Err(std::sync::mpsc::SendError(req)) = tx.send(req) {
             (req.done)(Err(WalError::Closed));
         }
@@ -183,13 +167,8 @@ where
 
     fn get_data(&self, key: &[u8]) -> Result<Option<Vec<u8>>, WalError> {
         let loc = &self.location;
-        let value = self
-            .db
-            .get_pinned_cf(self.cf(DATA_CF)?, key)
-            .map_err(|e| storage(loc, "reading data", e))?;
-        value
-            .map(|v| decode_value(&v, || format!("{loc} data key {}", hex(key))))
-            .transpose()
+        let value = self.db.get_pinned_cf(self.cf(DATA_CF)?, key).map_err(|e| storage(loc, "reading data", e))?;
+        value.map(|v| decode_value(&v, || format!("{loc} data key {}", hex(key)))).transpose()
     }
 
     fn scan_data(&self, from: &[u8], limit: usize) -> Result<Vec<DataEntry>, WalError> {

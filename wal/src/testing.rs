@@ -51,9 +51,7 @@ pub fn first_log_lsn(path: &Path) -> Result<Option<Lsn>, WalError> {
     let mut iter = db.iterator_cf(cf(&db, LOG_CF, &location)?, rocksdb::IteratorMode::Start);
     match iter.next() {
         None => Ok(None),
-        Some(Err(e)) => Err(WalError::Storage(format!(
-            "{location}: raw scan failed: {e}"
-        ))),
+        Some(Err(e)) => Err(WalError::Storage(format!("{location}: raw scan failed: {e}"))),
         Some(Ok((key, _))) => crate::record::decode_lsn_key(&key, || location.clone()).map(Some),
     }
 }

@@ -37,11 +37,7 @@ impl Harness for MemHarness {
 wal_suite!(MemHarness);
 
 fn ids(wal: &MemWal<Rec>) -> Vec<(Lsn, u64)> {
-    wal.replay()
-        .unwrap()
-        .into_iter()
-        .map(|(l, r)| (l, r.id))
-        .collect()
+    wal.replay().unwrap().into_iter().map(|(l, r)| (l, r.id)).collect()
 }
 
 #[test]
@@ -69,10 +65,7 @@ fn completion_may_call_back_into_the_wal() {
         Durability::Sync,
         Box::new(move |res| {
             assert_eq!(res.unwrap(), vec![1]);
-            assert_eq!(
-                inner.write(appends([2]), Durability::Sync).unwrap(),
-                vec![2]
-            );
+            assert_eq!(inner.write(appends([2]), Durability::Sync).unwrap(), vec![2]);
         }),
     );
     assert_eq!(ids(&wal), vec![(1, 1), (2, 2)]);
@@ -143,8 +136,5 @@ fn stats_count_one_sync_per_sync_batch() {
     wal.write(appends([1, 2]), Durability::Sync).unwrap();
     wal.write(appends([3]), Durability::Lazy).unwrap();
     let s = wal.stats();
-    assert_eq!(
-        (s.syncs, s.batches, s.groups, s.records_appended),
-        (1, 2, 2, 3)
-    );
+    assert_eq!((s.syncs, s.batches, s.groups, s.records_appended), (1, 2, 2, 3));
 }

@@ -42,11 +42,7 @@ impl Harness for RocksHarness {
 wal_suite!(RocksHarness);
 
 fn ids(wal: &RocksWal<Rec>) -> Vec<(Lsn, u64)> {
-    wal.replay()
-        .unwrap()
-        .into_iter()
-        .map(|(l, r)| (l, r.id))
-        .collect()
+    wal.replay().unwrap().into_iter().map(|(l, r)| (l, r.id)).collect()
 }
 
 /// 64 threads submit Sync batches while the writer is held inside a
@@ -102,9 +98,7 @@ fn group_commit_coalesces_concurrent_sync_batches() {
     let results: Vec<(u64, Result<Vec<Lsn>, WalError>)> = done_rx.iter().collect();
     let total = THREADS * PER_THREAD;
     assert_eq!(results.len() as u64, total);
-    assert!(results
-        .iter()
-        .all(|(_, r)| r.as_ref().is_ok_and(|l| l.len() == 1)));
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|l| l.len() == 1)));
 
     let stats = wal.stats();
     let syncs = stats.syncs - before.syncs;
@@ -117,10 +111,7 @@ fn group_commit_coalesces_concurrent_sync_batches() {
     let wal = Arc::into_inner(wal).unwrap();
     drop(wal);
     let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
-    let mut expected: Vec<(Lsn, u64)> = results
-        .iter()
-        .map(|(id, r)| (r.as_ref().unwrap()[0], *id))
-        .collect();
+    let mut expected: Vec<(Lsn, u64)> = results.iter().map(|(id, r)| (r.as_ref().unwrap()[0], *id)).collect();
     expected.insert(0, (1, 0));
     expected.sort();
     assert_eq!(ids(&wal), expected);
@@ -142,13 +133,7 @@ fn crash_child_entry() {
         let mut b = appends((0..4).map(|i| round * 10 + i));
         b.data = vec![put(&format!("sync/{round}"), "v")];
         let lsns = wal.write(b, Durability::Sync).unwrap();
-        println!(
-            "ACK {}",
-            lsns.iter()
-                .map(Lsn::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        println!("ACK {}", lsns.iter().map(Lsn::to_string).collect::<Vec<_>>().join(","));
     }
     let mut b = appends(100..105);
     b.data = vec![put("lazy", "v"), put("sync/0", "overwritten")];
@@ -163,21 +148,13 @@ fn crash_child_entry() {
 fn abort_keeps_acknowledged_sync_batches_and_loses_lazy_tail() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["crash_child_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "child should have aborted: {stdout}");
-    assert!(
-        stdout.contains("LAZY done"),
-        "child did not reach the crash: {stdout}"
-    );
+    assert!(stdout.contains("LAZY done"), "child did not reach the crash: {stdout}");
     let acked: Vec<Lsn> = stdout
         .lines()
         // libtest may print "test crash_child_entry ... " on the same line.
@@ -192,10 +169,7 @@ fn abort_keeps_acknowledged_sync_batches_and_loses_lazy_tail() {
     // removal and data writes) vanished as a whole.
     assert_eq!(lsns, acked);
     for round in 0..SYNC_ROUNDS {
-        assert!(wal
-            .get_data(format!("sync/{round}").as_bytes())
-            .unwrap()
-            .is_some());
+        assert!(wal.get_data(format!("sync/{round}").as_bytes()).unwrap().is_some());
     }
     assert_eq!(wal.get_data(b"sync/0").unwrap(), Some(b"v".to_vec()));
     assert_eq!(wal.get_data(b"lazy").unwrap(), None);
@@ -245,9 +219,7 @@ fn dropping_last_handle_inside_a_completion_does_not_deadlock() {
             res.unwrap();
             go_rx.recv().unwrap();
             drop(last); // the last handle: RocksWal::drop runs on the writer
-            done_tx
-                .send(std::thread::current().name().map(str::to_string))
-                .unwrap();
+            done_tx.send(std::thread::current().name().map(str::to_string)).unwrap();
         }),
     );
     drop(wal);

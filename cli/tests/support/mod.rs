@@ -39,8 +39,8 @@ impl std::ops::DerefMut for Cluster {
 impl Cluster {
     /// Plans 1 coordinator and `participants` participants; starts nothing.
     pub fn new(participants: usize) -> Cluster {
-        let inner = twopc_chaos::cluster::Cluster::new(Path::new(twopc_bin()), 1, participants)
-            .expect("plan a cluster");
+        let inner =
+            twopc_chaos::cluster::Cluster::new(Path::new(twopc_bin()), 1, participants).expect("plan a cluster");
         Cluster { inner }
     }
 
@@ -85,12 +85,7 @@ impl Cluster {
     /// Reads `key` straight from participant `id`.
     pub async fn read_at(&self, id: &str, key: &[u8]) -> Result<Versioned> {
         let p = self.participant(id).await?;
-        let mut got = p
-            .read(
-                context_with_timeout(Duration::from_secs(5)),
-                vec![key.to_vec()],
-            )
-            .await??;
+        let mut got = p.read(context_with_timeout(Duration::from_secs(5)), vec![key.to_vec()]).await??;
         Ok(got.remove(0))
     }
 
@@ -99,26 +94,17 @@ impl Cluster {
     /// key's lock. The probe transaction is aborted right after.
     pub async fn lock_holder(&self, id: &str, key: &[u8]) -> Result<Option<TxnId>> {
         let p = self.participant(id).await?;
-        let txid = TxnId {
-            coordinator: NodeId::new("c1").map_err(anyhow::Error::msg)?,
-            epoch: u64::MAX,
-            seq: rand_seq(),
-        };
-        let ops = TxnOps {
-            writes: vec![(key.to_vec(), Some(b"probe".to_vec()))],
-            ..Default::default()
-        };
+        let txid =
+            TxnId { coordinator: NodeId::new("c1").map_err(anyhow::Error::msg)?, epoch: u64::MAX, seq: rand_seq() };
+        let ops = TxnOps { writes: vec![(key.to_vec(), Some(b"probe".to_vec()))], ..Default::default() };
         let req = PrepareRequest {
             txid: txid.clone(),
             ring: self.config.ring().fingerprint(),
             ops,
             participants: vec![NodeId::new(id).map_err(anyhow::Error::msg)?],
         };
-        let vote = p
-            .prepare(context_with_timeout(Duration::from_secs(5)), req)
-            .await??;
-        p.abort(context_with_timeout(Duration::from_secs(5)), txid)
-            .await??;
+        let vote = p.prepare(context_with_timeout(Duration::from_secs(5)), req).await??;
+        p.abort(context_with_timeout(Duration::from_secs(5)), txid).await??;
         Ok(match vote {
             Vote::Yes => None,
             Vote::No(twopc_common::AbortReason::LockConflict { holder, .. }) => Some(holder),
@@ -127,12 +113,7 @@ impl Cluster {
     }
 
     /// Polls `check` until it holds or `timeout` passes.
-    pub async fn eventually<F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<()>
+    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool>>,
@@ -141,9 +122,7 @@ impl Cluster {
         loop {
             match check().await {
                 Ok(true) => return Ok(()),
-                Ok(false) | Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+                Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
                 Ok(false) => bail!("{what}: not true after {timeout:?}"),
                 Err(e) => bail!("{what}: {e:#}"),
             }
@@ -153,8 +132,5 @@ impl Cluster {
 
 fn rand_seq() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
 }

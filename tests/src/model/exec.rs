@@ -22,9 +22,7 @@ pub fn participant_id(p: u8) -> NodeId {
 }
 
 pub fn participant_index(id: &NodeId) -> u8 {
-    let n: u8 = id.as_str()[1..]
-        .parse()
-        .unwrap_or_else(|_| panic!("not a participant id: {id}"));
+    let n: u8 = id.as_str()[1..].parse().unwrap_or_else(|_| panic!("not a participant id: {id}"));
     n - 1
 }
 
@@ -50,15 +48,9 @@ pub fn plan(cfg: &ModelConfig, t: usize, txid: &TxnId) -> Vec<(NodeId, PrepareRe
                 ops.reads.push((key(p), 0));
             }
             if spec.writes.contains(&p) {
-                ops.writes
-                    .push((key(p), Some(format!("t{t}").into_bytes())));
+                ops.writes.push((key(p), Some(format!("t{t}").into_bytes())));
             }
-            let prepare = PrepareRequest {
-                txid: txid.clone(),
-                ring: RING,
-                ops,
-                participants: participants.clone(),
-            };
+            let prepare = PrepareRequest { txid: txid.clone(), ring: RING, ops, participants: participants.clone() };
             (participant_id(p), prepare)
         })
         .collect()
@@ -72,60 +64,30 @@ pub fn violate(cfg: &ModelConfig, s: &mut State, property: Property, what: Strin
 }
 
 fn free_id<V>(pending: &std::collections::BTreeMap<u64, V>) -> u64 {
-    (0..)
-        .find(|id| !pending.contains_key(id))
-        .expect("an unused id")
+    (0..).find(|id| !pending.contains_key(id)).expect("an unused id")
 }
 
 /// A request reaches participant `p`.
-pub fn participant_request(
-    cfg: &ModelConfig,
-    s: &mut State,
-    p: u8,
-    from: u8,
-    kind: PCall,
-    txid: TxnId,
-) {
+pub fn participant_request(cfg: &ModelConfig, s: &mut State, p: u8, from: u8, kind: PCall, txid: TxnId) {
     let part = &mut s.participants[p as usize];
     let req = free_id(&part.pending);
     part.pending.insert(req, (kind, txid.clone(), from));
     let event = match kind {
         PCall::Prepare | PCall::OnePhase => {
             let t = txn_index(s, &txid);
-            let (_, prepare) = plan(cfg, t, &txid)
-                .into_iter()
-                .find(|(n, _)| participant_index(n) == p)
-                .expect("p is in the plan");
+            let (_, prepare) =
+                plan(cfg, t, &txid).into_iter().find(|(n, _)| participant_index(n) == p).expect("p is in the plan");
             let visible = State::visible(&s.participants[p as usize]);
-            let current = prepare
-                .ops
-                .keys()
-                .map(|k| (k.clone(), visible.data.get(k).cloned().unwrap_or_default()))
-                .collect();
+            let current =
+                prepare.ops.keys().map(|k| (k.clone(), visible.data.get(k).cloned().unwrap_or_default())).collect();
             if kind == PCall::Prepare {
-                PEvent::Prepare {
-                    req,
-                    prepare,
-                    current,
-                    now_ms: 0,
-                }
+                PEvent::Prepare { req, prepare, current, now_ms: 0 }
             } else {
-                PEvent::OnePhase {
-                    req,
-                    prepare,
-                    current,
-                    now_ms: 0,
-                }
+                PEvent::OnePhase { req, prepare, current, now_ms: 0 }
             }
         }
-        PCall::Commit => PEvent::Commit {
-            req: Some(req),
-            txid,
-        },
-        PCall::Abort => PEvent::Abort {
-            req: Some(req),
-            txid,
-        },
+        PCall::Commit => PEvent::Commit { req: Some(req), txid },
+        PCall::Abort => PEvent::Abort { req: Some(req), txid },
         PCall::Probe => PEvent::Probe { req, txid },
     };
     feed_participant(cfg, s, p, event);
@@ -141,22 +103,14 @@ pub fn feed_participant(cfg: &ModelConfig, s: &mut State, p: u8, event: PEvent) 
 fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PCommand) {
     let part = &mut s.participants[p as usize];
     match command {
-        PCommand::SyncPrepared(record) => part.disk.queue.push((
-            PWrite::Prepared(record),
-            cfg.sabotage != ModelSabotage::VoteBeforeSync,
-        )),
-        PCommand::Apply { txid, writes } => part
-            .disk
-            .queue
-            .push((PWrite::Commit { txid, writes }, true)),
+        PCommand::SyncPrepared(record) => {
+            part.disk.queue.push((PWrite::Prepared(record), cfg.sabotage != ModelSabotage::VoteBeforeSync))
+        }
+        PCommand::Apply { txid, writes } => part.disk.queue.push((PWrite::Commit { txid, writes }, true)),
         PCommand::ForgetAborted { txid } => {
             part.disk.lazy.push(PWrite::Abort { txid: txid.clone() });
             if let Some((q, _)) = s.ghost.applied.iter().find(|(_, t)| *t == txid) {
-                let what = format!(
-                    "p{} aborted {txid} after prepare, p{} applied it",
-                    p + 1,
-                    q + 1
-                );
+                let what = format!("p{} aborted {txid} after prepare, p{} applied it", p + 1, q + 1);
                 violate(cfg, s, Property::TcConsistent, what);
             }
             s.ghost.aborted.insert((p, txid));
@@ -167,17 +121,12 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
             };
             if reply == PReply::Vote(Vote::Yes) {
                 let durable = &part.disk.durable;
-                if !durable.prepared.contains_key(&txid)
-                    && durable.done.get(&txid) != Some(&Decision::Committed)
-                {
+                if !durable.prepared.contains_key(&txid) && durable.done.get(&txid) != Some(&Decision::Committed) {
                     violate(
                         cfg,
                         s,
                         Property::VoteDurable,
-                        format!(
-                            "p{} voted Yes on {txid} with no durable Prepared record",
-                            p + 1
-                        ),
+                        format!("p{} voted Yes on {txid} with no durable Prepared record", p + 1),
                     );
                 }
             }
@@ -190,23 +139,12 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 PReply::Probe(a) => Answer::Probe(a as u8),
                 PReply::Error(_) => Answer::Error,
             };
-            s.net.insert(Msg::FromParticipant {
-                from: p,
-                inc,
-                kind,
-                txid,
-                answer,
-            });
+            s.net.insert(Msg::FromParticipant { from: p, inc, kind, txid, answer });
         }
         PCommand::AskOutcome { txid } => {
             if cfg.sabotage != ModelSabotage::NoOutcomeQuestions {
                 let asker = Asker::Participant(p, part.incarnation);
-                s.net.insert(Msg::ToCoordinator {
-                    asker,
-                    inc: s.coordinator.incarnation,
-                    commit: false,
-                    txid,
-                });
+                s.net.insert(Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid });
             }
         }
     }
@@ -222,18 +160,8 @@ pub fn feed_coordinator(cfg: &ModelConfig, s: &mut State, event: CEvent) {
 fn send(s: &mut State, to: &NodeId, kind: PCall, txid: TxnId) {
     let to = participant_index(to);
     let inc = s.participants[to as usize].incarnation;
-    s.coordinator.calls.insert(CallKey {
-        kind,
-        txid: txid.clone(),
-        to,
-    });
-    s.net.insert(Msg::ToParticipant {
-        to,
-        inc,
-        from: s.coordinator.incarnation,
-        kind,
-        txid,
-    });
+    s.coordinator.calls.insert(CallKey { kind, txid: txid.clone(), to });
+    s.net.insert(Msg::ToParticipant { to, inc, from: s.coordinator.incarnation, kind, txid });
 }
 
 fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
@@ -242,18 +170,10 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
         CCommand::SendOnePhase { to, prepare, .. } => send(s, &to, PCall::OnePhase, prepare.txid),
         CCommand::SyncDecision { txid, participants } => {
             if s.ghost.said_aborted.contains(&txid) {
-                violate(
-                    cfg,
-                    s,
-                    Property::DecisionStable,
-                    format!("Commit of {txid} logged after Aborted was said"),
-                );
+                violate(cfg, s, Property::DecisionStable, format!("Commit of {txid} logged after Aborted was said"));
             }
             let synced = cfg.sabotage != ModelSabotage::CommitBeforeSync;
-            s.coordinator
-                .disk
-                .queue
-                .push((CWrite::Commit { txid, participants }, synced));
+            s.coordinator.disk.queue.push((CWrite::Commit { txid, participants }, synced));
         }
         CCommand::SendCommit { txid, to, .. } => send(s, &to, PCall::Commit, txid),
         CCommand::SendAbort { txid, to } => {
@@ -262,9 +182,7 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
         }
         CCommand::LogEnd { txid } => s.coordinator.disk.lazy.push(CWrite::End { txid }),
         CCommand::Probe { txid } => {
-            s.coordinator
-                .probes
-                .insert(txid.clone(), vec![None; cfg.participants as usize]);
+            s.coordinator.probes.insert(txid.clone(), vec![None; cfg.participants as usize]);
             for p in 0..cfg.participants {
                 send(s, &participant_id(p), PCall::Probe, txid.clone());
             }
@@ -273,15 +191,12 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
             let Some((asker, txid)) = s.coordinator.pending.remove(&req) else {
                 return;
             };
-            let answer =
-                match reply {
-                    CReply::Outcome(Outcome::Committed)
-                    | CReply::Status(OutcomeStatus::Committed) => Answer::Committed,
-                    CReply::Outcome(Outcome::Aborted(_))
-                    | CReply::Status(OutcomeStatus::Aborted) => Answer::Aborted,
-                    CReply::Status(OutcomeStatus::Pending) => Answer::Pending,
-                    _ => Answer::Error,
-                };
+            let answer = match reply {
+                CReply::Outcome(Outcome::Committed) | CReply::Status(OutcomeStatus::Committed) => Answer::Committed,
+                CReply::Outcome(Outcome::Aborted(_)) | CReply::Status(OutcomeStatus::Aborted) => Answer::Aborted,
+                CReply::Status(OutcomeStatus::Pending) => Answer::Pending,
+                _ => Answer::Error,
+            };
             match answer {
                 Answer::Committed => said_committed(cfg, s, &txid),
                 Answer::Aborted => said_aborted(cfg, s, &txid),
@@ -292,12 +207,7 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
                     s.net.insert(Msg::ToClient { client, answer });
                 }
                 Asker::Participant(to, inc) if answer != Answer::Error => {
-                    s.net.insert(Msg::OutcomeAnswer {
-                        to,
-                        inc,
-                        txid,
-                        answer,
-                    });
+                    s.net.insert(Msg::OutcomeAnswer { to, inc, txid, answer });
                 }
                 Asker::Participant(..) => {}
             }
@@ -307,91 +217,43 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
 
 fn said_committed(cfg: &ModelConfig, s: &mut State, txid: &TxnId) {
     let logged = s.coordinator.disk.durable.commits.contains_key(txid);
-    let applied = s
-        .participants
-        .iter()
-        .any(|p| p.disk.durable.done.get(txid) == Some(&Decision::Committed));
+    let applied = s.participants.iter().any(|p| p.disk.durable.done.get(txid) == Some(&Decision::Committed));
     if !logged && !applied {
-        violate(
-            cfg,
-            s,
-            Property::CommittedDurable,
-            format!("Committed answered for {txid} with no durable decision"),
-        );
+        violate(cfg, s, Property::CommittedDurable, format!("Committed answered for {txid} with no durable decision"));
     }
 }
 
 fn said_aborted(cfg: &ModelConfig, s: &mut State, txid: &TxnId) {
     if s.ghost.decided.contains(txid) {
-        violate(
-            cfg,
-            s,
-            Property::DecisionStable,
-            format!("Aborted said for {txid}, whose Commit record was durable"),
-        );
+        violate(cfg, s, Property::DecisionStable, format!("Aborted said for {txid}, whose Commit record was durable"));
     }
     s.ghost.said_aborted.insert(txid.clone());
 }
 
 /// A participant's answer reaches the coordinator.
-pub fn coordinator_response(
-    cfg: &ModelConfig,
-    s: &mut State,
-    from: u8,
-    kind: PCall,
-    txid: TxnId,
-    answer: Answer,
-) {
-    if !s.coordinator.calls.remove(&CallKey {
-        kind,
-        txid: txid.clone(),
-        to: from,
-    }) {
+pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PCall, txid: TxnId, answer: Answer) {
+    if !s.coordinator.calls.remove(&CallKey { kind, txid: txid.clone(), to: from }) {
         return;
     }
     let node = participant_id(from);
     let event = match (kind, answer) {
-        (PCall::Prepare, Answer::Yes) => CEvent::Vote {
-            txid,
-            from: node,
-            vote: Ok(Vote::Yes),
-        },
-        (PCall::Prepare, Answer::No) => CEvent::Vote {
-            txid,
-            from: node,
-            vote: Ok(Vote::No(twopc_common::AbortReason::AbortedEarlier)),
-        },
-        (PCall::Prepare, _) => CEvent::Vote {
-            txid,
-            from: node,
-            vote: Err("refused".into()),
-        },
-        (PCall::OnePhase, Answer::Committed) => CEvent::OnePhaseResult {
-            txid,
-            result: Ok(Outcome::Committed),
-            attempt: 0,
-        },
+        (PCall::Prepare, Answer::Yes) => CEvent::Vote { txid, from: node, vote: Ok(Vote::Yes) },
+        (PCall::Prepare, Answer::No) => {
+            CEvent::Vote { txid, from: node, vote: Ok(Vote::No(twopc_common::AbortReason::AbortedEarlier)) }
+        }
+        (PCall::Prepare, _) => CEvent::Vote { txid, from: node, vote: Err("refused".into()) },
+        (PCall::OnePhase, Answer::Committed) => {
+            CEvent::OnePhaseResult { txid, result: Ok(Outcome::Committed), attempt: 0 }
+        }
         (PCall::OnePhase, _) => {
             let reason = twopc_common::AbortReason::AbortedEarlier;
-            CEvent::OnePhaseResult {
-                txid,
-                result: Ok(Outcome::Aborted(reason)),
-                attempt: 0,
-            }
+            CEvent::OnePhaseResult { txid, result: Ok(Outcome::Aborted(reason)), attempt: 0 }
         }
         (PCall::Commit, Answer::Ack) => CEvent::CommitAcked { txid, from: node },
-        (PCall::Commit, _) => CEvent::CommitFailed {
-            txid,
-            from: node,
-            attempt: 0,
-        },
+        (PCall::Commit, _) => CEvent::CommitFailed { txid, from: node, attempt: 0 },
         (PCall::Probe, Answer::Probe(a)) => return probe_answer(cfg, s, txid, from, Ok(a)),
         (PCall::Probe, _) => return probe_answer(cfg, s, txid, from, Err(())),
-        (PCall::Abort, answer) => CEvent::AbortSent {
-            txid,
-            to: node,
-            delivered: answer == Answer::Ack,
-        },
+        (PCall::Abort, answer) => CEvent::AbortSent { txid, to: node, delivered: answer == Answer::Ack },
     };
     feed_coordinator(cfg, s, event);
 }
@@ -404,27 +266,11 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
     let CallKey { kind, txid, to } = call;
     let from = participant_id(to);
     let event = match kind {
-        PCall::Prepare => CEvent::Vote {
-            txid,
-            from,
-            vote: Err("deadline exceeded".into()),
-        },
-        PCall::OnePhase => CEvent::OnePhaseResult {
-            txid,
-            result: Err("deadline exceeded".into()),
-            attempt: 0,
-        },
-        PCall::Commit => CEvent::CommitFailed {
-            txid,
-            from,
-            attempt: 0,
-        },
+        PCall::Prepare => CEvent::Vote { txid, from, vote: Err("deadline exceeded".into()) },
+        PCall::OnePhase => CEvent::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt: 0 },
+        PCall::Commit => CEvent::CommitFailed { txid, from, attempt: 0 },
         PCall::Probe => return probe_answer(cfg, s, txid, to, Err(())),
-        PCall::Abort => CEvent::AbortSent {
-            txid,
-            to: from,
-            delivered: false,
-        },
+        PCall::Abort => CEvent::AbortSent { txid, to: from, delivered: false },
     };
     feed_coordinator(cfg, s, event);
 }
@@ -449,31 +295,16 @@ fn probe_answer(cfg: &ModelConfig, s: &mut State, txid: TxnId, from: u8, answer:
 }
 
 fn probe_from_index(a: u8) -> ProbeAnswer {
-    [
-        ProbeAnswer::Committed,
-        ProbeAnswer::Aborted,
-        ProbeAnswer::Prepared,
-        ProbeAnswer::InFlight,
-    ][a as usize]
+    [ProbeAnswer::Committed, ProbeAnswer::Aborted, ProbeAnswer::Prepared, ProbeAnswer::InFlight][a as usize]
 }
 
 /// A commit or outcome question reaches the coordinator.
-pub fn coordinator_request(
-    cfg: &ModelConfig,
-    s: &mut State,
-    asker: Asker,
-    commit: bool,
-    txid: TxnId,
-) {
+pub fn coordinator_request(cfg: &ModelConfig, s: &mut State, asker: Asker, commit: bool, txid: TxnId) {
     let req = free_id(&s.coordinator.pending);
     s.coordinator.pending.insert(req, (asker, txid.clone()));
     let event = if commit {
         let t = txn_index(s, &txid);
-        CEvent::Commit {
-            req,
-            plan: plan(cfg, t, &txid),
-            txid,
-        }
+        CEvent::Commit { req, plan: plan(cfg, t, &txid), txid }
     } else {
         CEvent::Outcome { req, txid }
     };
@@ -482,8 +313,5 @@ pub fn coordinator_request(
 
 /// The value `t` writes (to recognise it in the participants' data).
 pub fn value_of(t: usize) -> Versioned {
-    Versioned {
-        version: 1,
-        value: Some(format!("t{t}").into_bytes()),
-    }
+    Versioned { version: 1, value: Some(format!("t{t}").into_bytes()) }
 }

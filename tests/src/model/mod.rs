@@ -85,10 +85,13 @@ pub struct ModelConfig {
     pub txns: Vec<TxnSpec>,
     /// Crashes (of any process) along one path, at most.
     pub crashes: u8,
+    /// Duplicate deliveries along one path, at most.
+    pub duplicates: u8,
+    /// RPC deadlines passing early (an answer may still come), at most.
+    /// Deadlines of calls that can no longer be answered always pass.
+    pub early_timeouts: u8,
     /// Messages may be lost.
     pub lose: bool,
-    /// Messages may be delivered more than once.
-    pub duplicate: bool,
     pub sabotage: ModelSabotage,
     pub properties: Vec<Property>,
     /// Stop (and report incomplete) beyond this many states.
@@ -102,8 +105,9 @@ impl ModelConfig {
             participants,
             txns,
             crashes: 1,
+            duplicates: 1,
+            early_timeouts: 1,
             lose: true,
-            duplicate: true,
             sabotage: ModelSabotage::None,
             properties: Property::ALL.to_vec(),
             states_max: 5_000_000,

@@ -1,5 +1,5 @@
 //! Breadth-first search over every reachable state, with a visited set of
-//! 128-bit state hashes and parent links (so the shortest counterexample
+//! 64-bit state hashes and parent links (so the shortest counterexample
 //! is rebuilt by replaying action indexes from the initial state).
 //!
 //! The liveness-ish property (`Resolves`) is checked from every reachable
@@ -8,10 +8,10 @@
 //! participants ask) must leave every transaction resolved.
 
 use super::state::{Answer, Client, State};
-use super::step::{self, Action};
+use super::step;
 use super::{ModelConfig, Property};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -45,19 +45,11 @@ impl ModelReport {
             self.states,
             self.transitions,
             self.depth,
-            if self.exhaustive {
-                "exhaustive"
-            } else {
-                "TRUNCATED"
-            },
+            if self.exhaustive { "exhaustive" } else { "TRUNCATED" },
             self.elapsed
         );
         if let Some(c) = &self.counterexample {
-            s.push_str(&format!(
-                "\n  violation: {}\n  trace ({} steps):",
-                c.violation,
-                c.trace.len()
-            ));
+            s.push_str(&format!("\n  violation: {}\n  trace ({} steps):", c.violation, c.trace.len()));
             for (i, a) in c.trace.iter().enumerate() {
                 s.push_str(&format!("\n    {i:3}. {a}"));
             }
@@ -66,14 +58,12 @@ impl ModelReport {
     }
 }
 
-fn fingerprint(s: &State) -> u128 {
-    let mut a = DefaultHasher::new();
-    0u8.hash(&mut a);
-    s.hash(&mut a);
-    let mut b = DefaultHasher::new();
-    1u8.hash(&mut b);
-    s.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+/// A 64-bit state hash: a collision among a few million states is
+/// unlikely (about n²/2⁶⁵), and would only prune a path.
+fn fingerprint(s: &State) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 /// Explores every state reachable under `cfg`'s faults.
@@ -82,9 +72,10 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
     let init = step::initial(cfg);
     let root = fingerprint(&init);
     // State hash → (parent hash, index of the action taken in the parent).
-    let mut parents: HashMap<u128, (u128, u32)> = HashMap::new();
+    let mut parents: HashMap<u64, (u64, u32)> = HashMap::new();
     parents.insert(root, (root, u32::MAX));
-    let mut queue: VecDeque<(State, u128, usize)> = VecDeque::from([(init, root, 0)]);
+    let mut queue: VecDeque<(State, u64, usize)> = VecDeque::from([(init, root, 0)]);
+    let mut resolved = HashSet::new();
     let mut report = ModelReport {
         name: cfg.name,
         states: 1,
@@ -97,13 +88,10 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
     while let Some((state, id, depth)) = queue.pop_front() {
         report.depth = report.depth.max(depth);
         if cfg.checks(Property::Resolves) {
-            if let Err(what) = completion(cfg, &state) {
+            if let Err(what) = completion(cfg, &state, &mut resolved) {
                 let mut trace = rebuild(cfg, &parents, id);
                 trace.push(format!("then, with no more faults: {what}"));
-                report.counterexample = Some(Counterexample {
-                    violation: format!("Resolves: {what}"),
-                    trace,
-                });
+                report.counterexample = Some(Counterexample { violation: format!("Resolves: {what}"), trace });
                 break;
             }
         }
@@ -117,10 +105,7 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
             parents.insert(next_id, (id, index as u32));
             if let Some(violation) = &next.ghost.violation {
                 let trace = rebuild(cfg, &parents, next_id);
-                report.counterexample = Some(Counterexample {
-                    violation: violation.clone(),
-                    trace,
-                });
+                report.counterexample = Some(Counterexample { violation: violation.clone(), trace });
                 break;
             }
             queue.push_back((next, next_id, depth + 1));
@@ -139,7 +124,7 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
 }
 
 /// The actions leading from the initial state to state `id`.
-fn rebuild(cfg: &ModelConfig, parents: &HashMap<u128, (u128, u32)>, id: u128) -> Vec<String> {
+fn rebuild(cfg: &ModelConfig, parents: &HashMap<u64, (u64, u32)>, id: u64) -> Vec<String> {
     let mut indexes = Vec::new();
     let mut at = id;
     while let Some(&(parent, index)) = parents.get(&at) {
@@ -160,43 +145,49 @@ fn rebuild(cfg: &ModelConfig, parents: &HashMap<u128, (u128, u32)>, id: u128) ->
     trace
 }
 
-/// The next step of a fault-free completion, if any is left.
-fn next_fault_free(cfg: &ModelConfig, s: &State) -> Option<Action> {
-    let actions = step::actions(cfg, s, false);
-    let first = |f: fn(&Action) -> bool| actions.iter().find(|a| f(a)).cloned();
-    first(|a| matches!(a, Action::Restart(_)))
-        .or_else(|| first(|a| matches!(a, Action::Deliver { .. })))
-        .or_else(|| first(|a| matches!(a, Action::Flush(_))))
-        .or_else(|| first(|a| matches!(a, Action::Timeout(_))))
-        .or_else(|| first(|a| matches!(a, Action::Ask(..))))
+/// Runs `s` to quiescence without faults; `Err` says what is unresolved.
+/// `resolved` holds states already known to complete well: a completion
+/// is deterministic, so reaching one of them settles the question, and
+/// every state of a good completion is added to it.
+pub fn completion(cfg: &ModelConfig, s: &State, resolved: &mut HashSet<u64>) -> Result<(), String> {
+    let mut path = Vec::new();
+    let result = complete(cfg, s, resolved, &mut path);
+    if result.is_ok() {
+        resolved.extend(path);
+    }
+    result
 }
 
-/// Runs `s` to quiescence without faults; `Err` says what is unresolved.
-pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
+fn complete(cfg: &ModelConfig, s: &State, resolved: &HashSet<u64>, path: &mut Vec<u64>) -> Result<(), String> {
     let mut s = s.clone();
     let mut steps = 0;
-    while let Some(action) = next_fault_free(cfg, &s) {
+    loop {
+        let id = fingerprint(&s);
+        if resolved.contains(&id) {
+            return Ok(());
+        }
+        path.push(id);
+        let Some(action) = step::next_fault_free(cfg, &s) else { break };
         steps += 1;
         if steps > COMPLETION_STEPS_MAX {
-            return Err(format!(
-                "still busy after {COMPLETION_STEPS_MAX} fault-free steps (last: {action:?})"
-            ));
+            return Err(format!("still busy after {COMPLETION_STEPS_MAX} fault-free steps (last: {action:?})"));
         }
-        s = step::apply(cfg, &s, &action);
+        step::apply_in_place(cfg, &mut s, &action);
         if let Some(v) = &s.ghost.violation {
             return Err(format!("during completion: {v}"));
         }
     }
+    resolved_state(cfg, &s)
+}
+
+/// Whether a quiescent state has every transaction resolved.
+fn resolved_state(cfg: &ModelConfig, s: &State) -> Result<(), String> {
     for (p, part) in s.participants.iter().enumerate() {
         if let Some(r) = part.engine.in_doubt().next() {
             return Err(format!("p{} still in doubt about {}", p + 1, r.txid));
         }
         if !part.engine.locks().is_empty() {
-            return Err(format!(
-                "p{} still holds {} locks",
-                p + 1,
-                part.engine.locks().len()
-            ));
+            return Err(format!("p{} still holds {} locks", p + 1, part.engine.locks().len()));
         }
     }
     if let Some((txid, _, phase)) = s.coordinator.engine.active().next() {
@@ -212,21 +203,13 @@ pub fn completion(cfg: &ModelConfig, s: &State) -> Result<(), String> {
         let mut ps: Vec<u8> = spec.writes.iter().chain(&spec.reads).copied().collect();
         ps.sort_unstable();
         ps.dedup();
-        let applied: Vec<u8> = ps
-            .iter()
-            .copied()
-            .filter(|p| s.ghost.applied.contains(&(*p, txid.clone())))
-            .collect();
+        let applied: Vec<u8> = ps.iter().copied().filter(|p| s.ghost.applied.contains(&(*p, txid.clone()))).collect();
         if !applied.is_empty() && applied.len() != ps.len() {
-            return Err(format!(
-                "atomicity: {txid} applied at {applied:?} of {ps:?}"
-            ));
+            return Err(format!("atomicity: {txid} applied at {applied:?} of {ps:?}"));
         }
         match heard {
             Some(Answer::Committed) if applied.is_empty() => {
-                return Err(format!(
-                    "client heard Committed for {txid}, applied nowhere"
-                ))
+                return Err(format!("client heard Committed for {txid}, applied nowhere"))
             }
             Some(Answer::Aborted) if !applied.is_empty() => {
                 return Err(format!("client heard Aborted for {txid}, applied"))

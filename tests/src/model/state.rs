@@ -57,13 +57,8 @@ impl PStore {
 /// A coordinator's write.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CWrite {
-    Commit {
-        txid: TxnId,
-        participants: Vec<NodeId>,
-    },
-    End {
-        txid: TxnId,
-    },
+    Commit { txid: TxnId, participants: Vec<NodeId> },
+    End { txid: TxnId },
 }
 
 /// A coordinator's durable (or visible) tables.
@@ -99,11 +94,7 @@ pub struct Disk<S, W> {
 
 impl<S: Default, W> Default for Disk<S, W> {
     fn default() -> Self {
-        Disk {
-            durable: S::default(),
-            lazy: Vec::new(),
-            queue: Vec::new(),
-        }
+        Disk { durable: S::default(), lazy: Vec::new(), queue: Vec::new() }
     }
 }
 
@@ -175,38 +166,16 @@ pub enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Msg {
     /// Coordinator (incarnation `from`) → participant `to` (incarnation `inc`).
-    ToParticipant {
-        to: u8,
-        inc: u8,
-        from: u8,
-        kind: PCall,
-        txid: TxnId,
-    },
+    ToParticipant { to: u8, inc: u8, from: u8, kind: PCall, txid: TxnId },
     /// Participant `from` → coordinator incarnation `inc`, answering `kind`.
-    FromParticipant {
-        from: u8,
-        inc: u8,
-        kind: PCall,
-        txid: TxnId,
-        answer: Answer,
-    },
+    FromParticipant { from: u8, inc: u8, kind: PCall, txid: TxnId, answer: Answer },
     /// Client or participant → coordinator incarnation `inc`: commit
     /// (`commit` true, clients only) or outcome question.
-    ToCoordinator {
-        asker: Asker,
-        inc: u8,
-        commit: bool,
-        txid: TxnId,
-    },
+    ToCoordinator { asker: Asker, inc: u8, commit: bool, txid: TxnId },
     /// Coordinator → client: the commit's outcome.
     ToClient { client: u8, answer: Answer },
     /// Coordinator → participant `to` (incarnation `inc`): outcome answer.
-    OutcomeAnswer {
-        to: u8,
-        inc: u8,
-        txid: TxnId,
-        answer: Answer,
-    },
+    OutcomeAnswer { to: u8, inc: u8, txid: TxnId, answer: Answer },
 }
 
 /// A client's transaction.
@@ -238,11 +207,45 @@ pub struct State {
     pub participants: Vec<Participant>,
     pub net: BTreeSet<Msg>,
     pub clients: Vec<Client>,
+    /// Fault budgets left on this path (they bound the state space).
     pub crashes_left: u8,
+    /// Deliveries that leave a copy in flight.
+    pub duplicates_left: u8,
+    /// RPC deadlines passing while an answer may still come.
+    pub early_timeouts_left: u8,
     pub ghost: Ghost,
 }
 
 impl State {
+    /// True if coordinator call `key` can never be answered: its request
+    /// and answer are not in flight and its callee does not hold it.
+    pub fn call_is_dead(&self, key: &CallKey) -> bool {
+        let c_inc = self.coordinator.incarnation;
+        let p = &self.participants[key.to as usize];
+        let request_live = self.net.iter().any(|m| {
+            matches!(m, Msg::ToParticipant { to, inc, from, kind, txid }
+                if *to == key.to && *inc == p.incarnation && *from == c_inc && *kind == key.kind && *txid == key.txid)
+        });
+        let answer_live = self.net.iter().any(|m| {
+            matches!(m, Msg::FromParticipant { from, inc, kind, txid, .. }
+                if *from == key.to && *inc == c_inc && *kind == key.kind && *txid == key.txid)
+        });
+        let held = p.up
+            && p.pending.values().any(|(kind, txid, from)| *kind == key.kind && *txid == key.txid && *from == c_inc);
+        !request_live && !answer_live && !held
+    }
+
+    /// True if participant `p` has an outcome question about `txid` open.
+    pub fn asking(&self, p: u8, txid: &TxnId) -> bool {
+        let inc = self.participants[p as usize].incarnation;
+        let me = Asker::Participant(p, inc);
+        self.net.iter().any(|m| match m {
+            Msg::ToCoordinator { asker, txid: t, .. } => *asker == me && t == txid,
+            Msg::OutcomeAnswer { to, inc: i, txid: t, .. } => *to == p && *i == inc && t == txid,
+            _ => false,
+        }) || self.coordinator.pending.values().any(|(asker, t)| *asker == me && t == txid)
+    }
+
     /// The visible participant tables: durable, then the lazy writes.
     pub fn visible(p: &Participant) -> PStore {
         let mut s = p.disk.durable.clone();

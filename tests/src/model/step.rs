@@ -1,15 +1,11 @@
 //! The actions enabled in a state, and what each does.
 
 use super::exec::{self, participant_id, violate, RING};
-use super::state::{
-    Answer, Asker, CStore, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State,
-};
+use super::state::{Answer, Asker, CStore, CallKey, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State};
 use super::{ModelConfig, ModelSabotage, Property};
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_common::{NodeId, OutcomeStatus, TxnId};
-use twopc_coordinator::engine::{
-    Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply,
-};
+use twopc_coordinator::engine::{Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply};
 use twopc_participant::engine::{Engine as PEngine, Event as PEvent};
 
 /// A process that can crash.
@@ -31,8 +27,12 @@ pub enum Action {
     Drop(Msg),
     /// The node's oldest queued disk write completes.
     Flush(Node),
-    /// An RPC deadline of the coordinator passes.
-    Timeout(super::state::CallKey),
+    /// An RPC deadline of the coordinator passes (`early`: an answer
+    /// may still come; costs from the budget).
+    Timeout {
+        call: CallKey,
+        early: bool,
+    },
     /// A participant asks the outcome of an in-doubt transaction (its tick).
     Ask(u8, TxnId),
     Crash(Node),
@@ -65,6 +65,8 @@ pub fn initial(cfg: &ModelConfig) -> State {
         net: BTreeSet::new(),
         clients: vec![Client::Idle; cfg.txns.len()],
         crashes_left: cfg.crashes,
+        duplicates_left: cfg.duplicates,
+        early_timeouts_left: cfg.early_timeouts,
         ghost: Ghost::default(),
     };
     restart(cfg, &mut s, Node::Coordinator);
@@ -87,29 +89,19 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
         }
     }
     for msg in &s.net {
-        out.push(Action::Deliver {
-            msg: msg.clone(),
-            keep: false,
-        });
-        if faults && cfg.duplicate {
-            out.push(Action::Deliver {
-                msg: msg.clone(),
-                keep: true,
-            });
+        out.push(Action::Deliver { msg: msg.clone(), keep: false });
+        if faults && s.duplicates_left > 0 {
+            out.push(Action::Deliver { msg: msg.clone(), keep: true });
         }
         if faults && cfg.lose {
             out.push(Action::Drop(msg.clone()));
         }
     }
-    let nodes =
-        std::iter::once(Node::Coordinator).chain((0..cfg.participants).map(Node::Participant));
+    let nodes = std::iter::once(Node::Coordinator).chain((0..cfg.participants).map(Node::Participant));
     for node in nodes {
         let (up, queued) = match node {
             Node::Coordinator => (s.coordinator.up, !s.coordinator.disk.queue.is_empty()),
-            Node::Participant(p) => (
-                s.participants[p as usize].up,
-                !s.participants[p as usize].disk.queue.is_empty(),
-            ),
+            Node::Participant(p) => (s.participants[p as usize].up, !s.participants[p as usize].disk.queue.is_empty()),
         };
         if up && queued {
             out.push(Action::Flush(node));
@@ -122,71 +114,104 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
         }
     }
     for call in &s.coordinator.calls {
-        out.push(Action::Timeout(call.clone()));
+        if s.call_is_dead(call) {
+            out.push(Action::Timeout { call: call.clone(), early: false });
+        } else if faults && s.early_timeouts_left > 0 {
+            out.push(Action::Timeout { call: call.clone(), early: true });
+        }
     }
-    if cfg.sabotage != ModelSabotage::NoOutcomeQuestions {
-        for (p, part) in s.participants.iter().enumerate() {
-            for record in part.engine.in_doubt() {
-                let asker = Asker::Participant(p as u8, part.incarnation);
-                let msg = Msg::ToCoordinator {
-                    asker,
-                    inc: s.coordinator.incarnation,
-                    commit: false,
-                    txid: record.txid.clone(),
-                };
-                if part.up && !s.net.contains(&msg) {
-                    out.push(Action::Ask(p as u8, record.txid.clone()));
-                }
+    out.extend(asks(cfg, s));
+    out
+}
+
+/// Outcome questions participants may ask now: one at a time per
+/// in-doubt transaction (the runtime asks on a timer).
+fn asks(cfg: &ModelConfig, s: &State) -> Vec<Action> {
+    let mut out = Vec::new();
+    if cfg.sabotage == ModelSabotage::NoOutcomeQuestions {
+        return out;
+    }
+    for (p, part) in s.participants.iter().enumerate() {
+        if !part.up {
+            continue;
+        }
+        for record in part.engine.in_doubt() {
+            if !s.asking(p as u8, &record.txid) {
+                out.push(Action::Ask(p as u8, record.txid.clone()));
             }
         }
     }
     out
 }
 
+/// The next step of a fault-free completion: restart, deliver, write,
+/// let dead calls time out, ask — in that order of preference.
+pub fn next_fault_free(cfg: &ModelConfig, s: &State) -> Option<Action> {
+    if !s.coordinator.up {
+        return Some(Action::Restart(Node::Coordinator));
+    }
+    if let Some(p) = s.participants.iter().position(|p| !p.up) {
+        return Some(Action::Restart(Node::Participant(p as u8)));
+    }
+    if let Some(msg) = s.net.iter().next() {
+        return Some(Action::Deliver { msg: msg.clone(), keep: false });
+    }
+    if !s.coordinator.disk.queue.is_empty() {
+        return Some(Action::Flush(Node::Coordinator));
+    }
+    if let Some(p) = s.participants.iter().position(|p| !p.disk.queue.is_empty()) {
+        return Some(Action::Flush(Node::Participant(p as u8)));
+    }
+    if let Some(call) = s.coordinator.calls.iter().next() {
+        return Some(Action::Timeout { call: call.clone(), early: false });
+    }
+    asks(cfg, s).into_iter().next()
+}
+
 /// The state after `action`.
 pub fn apply(cfg: &ModelConfig, s: &State, action: &Action) -> State {
     let mut s = s.clone();
+    apply_in_place(cfg, &mut s, action);
+    s
+}
+
+pub fn apply_in_place(cfg: &ModelConfig, s: &mut State, action: &Action) {
     match action {
-        Action::Start(i) => start(cfg, &mut s, *i as usize),
+        Action::Start(i) => start(s, *i as usize),
         Action::Deliver { msg, keep } => {
-            if !keep {
+            if *keep {
+                s.duplicates_left -= 1;
+            } else {
                 s.net.remove(msg);
             }
-            deliver(cfg, &mut s, msg.clone());
+            deliver(cfg, s, msg.clone());
         }
         Action::Drop(msg) => {
             s.net.remove(msg);
         }
-        Action::Flush(node) => flush(cfg, &mut s, *node),
-        Action::Timeout(call) => exec::coordinator_timeout(cfg, &mut s, call.clone()),
+        Action::Flush(node) => flush(cfg, s, *node),
+        Action::Timeout { call, early } => {
+            if *early {
+                s.early_timeouts_left -= 1;
+            }
+            exec::coordinator_timeout(cfg, s, call.clone());
+        }
         Action::Ask(p, txid) => {
             let asker = Asker::Participant(*p, s.participants[*p as usize].incarnation);
-            s.net.insert(Msg::ToCoordinator {
-                asker,
-                inc: s.coordinator.incarnation,
-                commit: false,
-                txid: txid.clone(),
-            });
+            let inc = s.coordinator.incarnation;
+            s.net.insert(Msg::ToCoordinator { asker, inc, commit: false, txid: txid.clone() });
         }
-        Action::Crash(node) => crash(&mut s, *node),
-        Action::Restart(node) => restart(cfg, &mut s, *node),
+        Action::Crash(node) => crash(s, *node),
+        Action::Restart(node) => restart(cfg, s, *node),
     }
-    s
 }
 
-fn start(cfg: &ModelConfig, s: &mut State, i: usize) {
-    let commands = s.coordinator.engine.handle(CEvent::Begin {
-        req: u64::MAX,
-        now_ms: 0,
-    });
+fn start(s: &mut State, i: usize) {
+    let commands = s.coordinator.engine.handle(CEvent::Begin { req: u64::MAX, now_ms: 0 });
     let txid = match commands.as_slice() {
-        [CCommand::Reply {
-            reply: CReply::Begun(txid),
-            ..
-        }] => txid.clone(),
+        [CCommand::Reply { reply: CReply::Begun(txid), .. }] => txid.clone(),
         other => panic!("Begin answered {other:?}"),
     };
-    let _ = cfg;
     s.clients[i] = Client::Committing(txid.clone());
     s.net.insert(Msg::ToCoordinator {
         asker: Asker::Client(i as u8),
@@ -198,35 +223,18 @@ fn start(cfg: &ModelConfig, s: &mut State, i: usize) {
 
 fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
     match msg {
-        Msg::ToParticipant {
-            to,
-            inc,
-            from,
-            kind,
-            txid,
-        } => {
+        Msg::ToParticipant { to, inc, from, kind, txid } => {
             let p = &s.participants[to as usize];
             if p.up && p.incarnation == inc {
                 exec::participant_request(cfg, s, to, from, kind, txid);
             }
         }
-        Msg::FromParticipant {
-            from,
-            inc,
-            kind,
-            txid,
-            answer,
-        } => {
+        Msg::FromParticipant { from, inc, kind, txid, answer } => {
             if s.coordinator.up && s.coordinator.incarnation == inc {
                 exec::coordinator_response(cfg, s, from, kind, txid, answer);
             }
         }
-        Msg::ToCoordinator {
-            asker,
-            inc,
-            commit,
-            txid,
-        } => {
+        Msg::ToCoordinator { asker, inc, commit, txid } => {
             if s.coordinator.up && s.coordinator.incarnation == inc {
                 exec::coordinator_request(cfg, s, asker, commit, txid);
             }
@@ -236,12 +244,7 @@ fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
                 s.clients[client as usize] = Client::Heard(txid.clone(), answer);
             }
         }
-        Msg::OutcomeAnswer {
-            to,
-            inc,
-            txid,
-            answer,
-        } => {
+        Msg::OutcomeAnswer { to, inc, txid, answer } => {
             let p = &s.participants[to as usize];
             let status = match answer {
                 Answer::Committed => OutcomeStatus::Committed,
@@ -301,11 +304,7 @@ fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
                 }
                 PWrite::Commit { txid, .. } => {
                     if let Some((q, _)) = s.ghost.aborted.iter().find(|(_, t)| *t == txid) {
-                        let what = format!(
-                            "p{} applied {txid}, p{} aborted it after prepare",
-                            p + 1,
-                            q + 1
-                        );
+                        let what = format!("p{} applied {txid}, p{} aborted it after prepare", p + 1, q + 1);
                         violate(cfg, s, Property::TcConsistent, what);
                     }
                     s.ghost.applied.insert((p, txid.clone()));
@@ -327,8 +326,7 @@ fn crash(s: &mut State, node: Node) {
             c.up = false;
             c.disk.queue.clear();
             c.disk.lazy.clear();
-            s.net
-                .retain(|m| !matches!(m, Msg::FromParticipant { .. } | Msg::ToCoordinator { .. }));
+            s.net.retain(|m| !matches!(m, Msg::FromParticipant { .. } | Msg::ToCoordinator { .. }));
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];
@@ -345,16 +343,10 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
     match node {
         Node::Coordinator => {
             let c = &mut s.coordinator;
-            let CStore {
-                epoch,
-                commits,
-                ends,
-            } = &mut c.disk.durable;
+            let CStore { epoch, commits, ends } = &mut c.disk.durable;
             *epoch += 1;
-            let mut recovered: Vec<_> = commits
-                .iter()
-                .map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t)))
-                .collect();
+            let mut recovered: Vec<_> =
+                commits.iter().map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t))).collect();
             if cfg.sabotage == ModelSabotage::ForgetfulCoordinator {
                 recovered.clear();
             }
@@ -365,14 +357,7 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             c.pending.clear();
             c.calls.clear();
             c.probes.clear();
-            exec::feed_coordinator(
-                cfg,
-                s,
-                CEvent::Recovered {
-                    epoch,
-                    commits: recovered,
-                },
-            );
+            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered });
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];
@@ -381,23 +366,8 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             part.engine = PEngine::new(participant_id(p), RING);
             part.pending.clear();
             let prepared = part.disk.durable.prepared.values().cloned().collect();
-            let decided = part
-                .disk
-                .durable
-                .done
-                .iter()
-                .map(|(t, d)| (t.clone(), *d))
-                .collect();
-            exec::feed_participant(
-                cfg,
-                s,
-                p,
-                PEvent::Recovered {
-                    prepared,
-                    decided,
-                    now_ms: 0,
-                },
-            );
+            let decided = part.disk.durable.done.iter().map(|(t, d)| (t.clone(), *d)).collect();
+            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, now_ms: 0 });
         }
     }
 }

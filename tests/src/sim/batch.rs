@@ -85,9 +85,7 @@ pub fn run_seeds(seeds: std::ops::Range<u64>, sabotage: Sabotage, ghost_checks: 
     let started = Instant::now();
     let next = AtomicU64::new(seeds.start);
     let summary = Mutex::new(Summary::default());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -95,14 +93,9 @@ pub fn run_seeds(seeds: std::ops::Range<u64>, sabotage: Sabotage, ghost_checks: 
                 if seed >= seeds.end {
                     break;
                 }
-                let cfg = SimConfig::for_seed(seed)
-                    .with_sabotage(sabotage)
-                    .with_ghost_checks(ghost_checks);
+                let cfg = SimConfig::for_seed(seed).with_sabotage(sabotage).with_ghost_checks(ghost_checks);
                 let report = run_caught(&cfg);
-                summary
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add(report);
+                summary.lock().unwrap_or_else(|e| e.into_inner()).add(report);
             });
         }
     });
@@ -112,18 +105,8 @@ pub fn run_seeds(seeds: std::ops::Range<u64>, sabotage: Sabotage, ghost_checks: 
 }
 
 /// The first seed of `seeds` whose run finds a violation.
-pub fn first_failing(
-    seeds: std::ops::Range<u64>,
-    sabotage: Sabotage,
-    ghost_checks: bool,
-) -> Option<SimReport> {
+pub fn first_failing(seeds: std::ops::Range<u64>, sabotage: Sabotage, ghost_checks: bool) -> Option<SimReport> {
     seeds
-        .map(|seed| {
-            run_caught(
-                &SimConfig::for_seed(seed)
-                    .with_sabotage(sabotage)
-                    .with_ghost_checks(ghost_checks),
-            )
-        })
+        .map(|seed| run_caught(&SimConfig::for_seed(seed).with_sabotage(sabotage).with_ghost_checks(ghost_checks)))
         .find(|r| !r.passed())
 }

@@ -33,23 +33,11 @@ pub fn check(
     // Atomicity (4) and TCConsistent.
     for (txid, at) in &applied {
         match submitted.get(txid) {
-            None => v.push(format!(
-                "{txid} applied at {} but never submitted",
-                names(at)
-            )),
+            None => v.push(format!("{txid} applied at {} but never submitted", names(at))),
             Some(s) => {
-                let missing: BTreeSet<usize> = s
-                    .participants
-                    .iter()
-                    .copied()
-                    .filter(|p| !at.contains(p))
-                    .collect();
+                let missing: BTreeSet<usize> = s.participants.iter().copied().filter(|p| !at.contains(p)).collect();
                 if !missing.is_empty() {
-                    v.push(format!(
-                        "atomicity: {txid} applied at {} but not at {}",
-                        names(at),
-                        names(&missing)
-                    ));
+                    v.push(format!("atomicity: {txid} applied at {} but not at {}", names(at), names(&missing)));
                 }
             }
         }
@@ -68,27 +56,25 @@ pub fn check(
     for (txid, s) in submitted {
         let at = applied.get(txid).map(BTreeSet::len).unwrap_or(0);
         match &s.view {
-            ClientView::Committed if at == 0 => v.push(format!(
-                "lost commit: client heard Committed for {txid}, applied nowhere"
-            )),
-            ClientView::Aborted(r) | ClientView::Refused(r) if at > 0 => v.push(format!(
-                "client heard Aborted/refused ({r}) for {txid}, applied at {at} participants"
-            )),
+            ClientView::Committed if at == 0 => {
+                v.push(format!("lost commit: client heard Committed for {txid}, applied nowhere"))
+            }
+            ClientView::Aborted(r) | ClientView::Refused(r) if at > 0 => {
+                v.push(format!("client heard Aborted/refused ({r}) for {txid}, applied at {at} participants"))
+            }
             _ => {}
         }
         match &s.resolved {
-            None => v.push(format!(
-                "{txid}: no final outcome from the coordinator after healing"
-            )),
+            None => v.push(format!("{txid}: no final outcome from the coordinator after healing")),
             Some(OutcomeStatus::Committed) if at == 0 => {
                 v.push(format!("outcome({txid}) = Committed, applied nowhere"))
             }
-            Some(OutcomeStatus::Aborted) if at > 0 => v.push(format!(
-                "outcome({txid}) = Aborted, applied at {at} participants"
-            )),
-            Some(OutcomeStatus::Aborted) if s.view == ClientView::Committed => v.push(format!(
-                "decision changed: client heard Committed for {txid}, outcome now Aborted"
-            )),
+            Some(OutcomeStatus::Aborted) if at > 0 => {
+                v.push(format!("outcome({txid}) = Aborted, applied at {at} participants"))
+            }
+            Some(OutcomeStatus::Aborted) if s.view == ClientView::Committed => {
+                v.push(format!("decision changed: client heard Committed for {txid}, outcome now Aborted"))
+            }
             _ => {}
         }
     }
@@ -97,18 +83,10 @@ pub fn check(
     for p in participants {
         let doubt: Vec<String> = p.engine.in_doubt().map(|r| r.txid.to_string()).collect();
         if !doubt.is_empty() {
-            v.push(format!(
-                "{} still in doubt after healing: {}",
-                p.id,
-                doubt.join(", ")
-            ));
+            v.push(format!("{} still in doubt after healing: {}", p.id, doubt.join(", ")));
         }
         if !p.engine.locks().is_empty() {
-            v.push(format!(
-                "{} still holds {} locks after healing",
-                p.id,
-                p.engine.locks().len()
-            ));
+            v.push(format!("{} still holds {} locks after healing", p.id, p.engine.locks().len()));
         }
     }
 
@@ -118,8 +96,7 @@ pub fn check(
         let _ = p;
         for (txid, w) in writes {
             let c = committed.entry(txid.clone()).or_default();
-            c.writes
-                .extend(w.iter().map(|(k, v)| (k.clone(), v.version)));
+            c.writes.extend(w.iter().map(|(k, v)| (k.clone(), v.version)));
         }
     }
     for (txid, c) in &mut committed {
@@ -135,11 +112,7 @@ pub fn check(
 
 /// Every request was answered (a caller could otherwise only time out,
 /// and the runtime would keep the request forever). Checked when quiet.
-pub fn unanswered(
-    coordinator: &CoordinatorNode,
-    participants: &[ParticipantNode],
-    v: &mut Vec<String>,
-) {
+pub fn unanswered(coordinator: &CoordinatorNode, participants: &[ParticipantNode], v: &mut Vec<String>) {
     for u in coordinator.unanswered() {
         v.push(format!("coordinator never answered {u}"));
     }
@@ -172,10 +145,7 @@ fn durable_state(
         let mut logged = BTreeSet::new();
         for (_, record) in records {
             match record {
-                ParticipantRecord::Done {
-                    txid,
-                    decision: Decision::Committed,
-                } => {
+                ParticipantRecord::Done { txid, decision: Decision::Committed } => {
                     logged.insert(txid);
                 }
                 // A Prepared record whose lazy abort was lost is re-resolved
@@ -185,10 +155,7 @@ fn durable_state(
         }
         let ghost: BTreeSet<TxnId> = history.applied[p.index].keys().cloned().collect();
         if logged != ghost {
-            v.push(format!(
-                "{}: durable commits {logged:?} differ from those observed {ghost:?}",
-                p.id
-            ));
+            v.push(format!("{}: durable commits {logged:?} differ from those observed {ghost:?}", p.id));
         }
         for txid in logged {
             applied.entry(txid).or_default().insert(p.index);
@@ -204,11 +171,7 @@ fn durable_state(
             let wal: &ParticipantWal = &p.disk.wal;
             match store::get(wal, key) {
                 Ok(got) if got == expected => {}
-                Ok(got) => v.push(format!(
-                    "{}: {} is {got:?}, the last commit wrote {expected:?}",
-                    p.id,
-                    show(key)
-                )),
+                Ok(got) => v.push(format!("{}: {} is {got:?}, the last commit wrote {expected:?}", p.id, show(key))),
                 Err(e) => v.push(format!("{}: {} unreadable: {e}", p.id, show(key))),
             }
         }
@@ -218,12 +181,7 @@ fn durable_state(
 
 /// Bank: total conserved, balances decodable. Atomic-set: every key holds
 /// the same transaction's value.
-fn workload_property(
-    workload: Workload,
-    keys: &Keys,
-    participants: &[ParticipantNode],
-    v: &mut Vec<String>,
-) {
+fn workload_property(workload: Workload, keys: &Keys, participants: &[ParticipantNode], v: &mut Vec<String>) {
     let mut values: Vec<(Key, Versioned)> = Vec::new();
     for key in &keys.keys {
         let p = &participants[keys.owner[key]];
@@ -244,15 +202,11 @@ fn workload_property(
             }
             let expected = INITIAL_BALANCE * keys.keys.len() as u64;
             if total != expected {
-                v.push(format!(
-                    "bank: total is {total}, expected {expected}: {}",
-                    describe(&values)
-                ));
+                v.push(format!("bank: total is {total}, expected {expected}: {}", describe(&values)));
             }
         }
         Workload::AtomicSet => {
-            let distinct: BTreeSet<&Option<Vec<u8>>> =
-                values.iter().map(|(_, v)| &v.value).collect();
+            let distinct: BTreeSet<&Option<Vec<u8>>> = values.iter().map(|(_, v)| &v.value).collect();
             if distinct.len() > 1 {
                 v.push(format!("atomic-set: keys disagree: {}", describe(&values)));
             }
@@ -264,15 +218,7 @@ fn describe(values: &[(Key, Versioned)]) -> String {
     let parts: Vec<String> = values
         .iter()
         .map(|(k, v)| {
-            format!(
-                "{}@{}={}",
-                show(k),
-                v.version,
-                v.value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-            )
+            format!("{}@{}={}", show(k), v.version, v.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default())
         })
         .collect();
     parts.join(", ")

@@ -55,13 +55,7 @@ pub struct Client {
 impl Client {
     pub fn new(index: usize, txns: usize, resolves: bool) -> Client {
         let resolve_attempts = if resolves { OUTCOME_QUERY_ATTEMPTS } else { 0 };
-        Client {
-            index,
-            txns_left: txns,
-            resolve_attempts,
-            state: State::Idle,
-            calls: BTreeMap::new(),
-        }
+        Client { index, txns_left: txns, resolve_attempts, state: State::Idle, calls: BTreeMap::new() }
     }
 
     fn me(&self) -> Addr {
@@ -70,13 +64,7 @@ impl Client {
 
     /// The client's state, for failure messages.
     pub fn describe(&self) -> String {
-        format!(
-            "client {}: {:?}, {} calls, {} txns left",
-            self.index,
-            self.state,
-            self.calls.len(),
-            self.txns_left
-        )
+        format!("client {}: {:?}, {} calls, {} txns left", self.index, self.state, self.calls.len(), self.txns_left)
     }
 
     pub fn is_done(&self) -> bool {
@@ -118,13 +106,7 @@ impl Client {
         }
         self.txns_left -= 1;
         self.state = State::Beginning;
-        self.call(
-            env,
-            Addr::Coordinator,
-            Request::Begin,
-            Vec::new(),
-            RPC_TIMEOUT.as_millis() as u64,
-        );
+        self.call(env, Addr::Coordinator, Request::Begin, Vec::new(), RPC_TIMEOUT.as_millis() as u64);
     }
 
     fn call(&mut self, env: &mut Env, to: Addr, request: Request, keys: Vec<Key>, timeout_ms: u64) {
@@ -139,34 +121,16 @@ impl Client {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Reading { txid, .. } => {
                 // Fire and forget: the answer is not awaited.
-                env.call(
-                    self.me(),
-                    Addr::Coordinator,
-                    Request::ClientAbort(txid),
-                    RPC_TIMEOUT.as_millis() as u64,
-                );
+                env.call(self.me(), Addr::Coordinator, Request::ClientAbort(txid), RPC_TIMEOUT.as_millis() as u64);
                 self.next(env)
             }
             State::Committing { txid } if self.resolve_attempts > 0 => {
-                self.state = State::Resolving {
-                    txid,
-                    attempts_left: self.resolve_attempts,
-                };
+                self.state = State::Resolving { txid, attempts_left: self.resolve_attempts };
                 self.step(env);
             }
-            State::Resolving {
-                txid,
-                attempts_left,
-            } if attempts_left > 1 => {
-                self.state = State::Resolving {
-                    txid,
-                    attempts_left: attempts_left - 1,
-                };
-                env.timer(
-                    self.me(),
-                    OUTCOME_QUERY_INTERVAL.as_millis() as u64,
-                    Timer::ClientStep,
-                );
+            State::Resolving { txid, attempts_left } if attempts_left > 1 => {
+                self.state = State::Resolving { txid, attempts_left: attempts_left - 1 };
+                env.timer(self.me(), OUTCOME_QUERY_INTERVAL.as_millis() as u64, Timer::ClientStep);
             }
             _ => self.next(env),
         }
@@ -190,12 +154,8 @@ impl Client {
             return;
         };
         match (&mut self.state, response) {
-            (State::Beginning, Response::Coordinator(CReply::Begun(txid))) => {
-                self.read(env, keys, txid)
-            }
-            (State::Reading { read, waiting, .. }, Response::Read(Ok(values)))
-                if values.len() == asked.len() =>
-            {
+            (State::Beginning, Response::Coordinator(CReply::Begun(txid))) => self.read(env, keys, txid),
+            (State::Reading { read, waiting, .. }, Response::Read(Ok(values))) if values.len() == asked.len() => {
                 read.extend(asked.into_iter().zip(values));
                 *waiting -= 1;
                 if *waiting == 0 {
@@ -205,9 +165,7 @@ impl Client {
             (State::Committing { txid }, Response::Coordinator(reply)) => {
                 let view = match reply {
                     CReply::Outcome(Outcome::Committed) => ClientView::Committed,
-                    CReply::Outcome(Outcome::Aborted(reason)) => {
-                        ClientView::Aborted(reason.to_string())
-                    }
+                    CReply::Outcome(Outcome::Aborted(reason)) => ClientView::Aborted(reason.to_string()),
                     CReply::Error(e) => ClientView::Refused(e.to_string()),
                     other => ClientView::Refused(format!("unexpected reply {other:?}")),
                 };
@@ -218,9 +176,7 @@ impl Client {
                 let txid = txid.clone();
                 match status {
                     OutcomeStatus::Committed => self.heard(env, &txid, ClientView::Committed),
-                    OutcomeStatus::Aborted => {
-                        self.heard(env, &txid, ClientView::Aborted("outcome: aborted".into()))
-                    }
+                    OutcomeStatus::Aborted => self.heard(env, &txid, ClientView::Aborted("outcome: aborted".into())),
                     OutcomeStatus::Pending => self.failed(env),
                 }
             }
@@ -234,75 +190,39 @@ impl Client {
         for key in keys.pick_reads(&mut env.rng) {
             by_owner.entry(keys.owner[&key]).or_default().push(key);
         }
-        self.state = State::Reading {
-            txid,
-            read: BTreeMap::new(),
-            waiting: by_owner.len(),
-        };
+        self.state = State::Reading { txid, read: BTreeMap::new(), waiting: by_owner.len() };
         if by_owner.is_empty() {
             return self.commit(env, keys);
         }
         for (owner, asked) in by_owner {
             let timeout = RPC_TIMEOUT.as_millis() as u64;
-            self.call(
-                env,
-                Addr::Participant(owner),
-                Request::Read(asked.clone()),
-                asked,
-                timeout,
-            );
+            self.call(env, Addr::Participant(owner), Request::Read(asked.clone()), asked, timeout);
         }
     }
 
     fn commit(&mut self, env: &mut Env, keys: &Keys) {
-        let State::Reading { txid, read, .. } = std::mem::replace(&mut self.state, State::Idle)
-        else {
+        let State::Reading { txid, read, .. } = std::mem::replace(&mut self.state, State::Idle) else {
             unreachable!("commit only after reading")
         };
         let read: Vec<(Key, Versioned)> = read.into_iter().collect();
         let ops = match keys.build(&mut env.rng, &txid, &read) {
             Ok(Some(ops)) => ops,
             Ok(None) => {
-                self.state = State::Reading {
-                    txid,
-                    read: BTreeMap::new(),
-                    waiting: 0,
-                };
+                self.state = State::Reading { txid, read: BTreeMap::new(), waiting: 0 };
                 return self.failed(env);
             }
             Err(e) => {
-                env.history.violation(
-                    env.now_ms,
-                    format!("client {} read an impossible state: {e}", self.index),
-                );
-                self.state = State::Reading {
-                    txid,
-                    read: BTreeMap::new(),
-                    waiting: 0,
-                };
+                env.history.violation(env.now_ms, format!("client {} read an impossible state: {e}", self.index));
+                self.state = State::Reading { txid, read: BTreeMap::new(), waiting: 0 };
                 return self.failed(env);
             }
         };
         let participants = keys.participants(&ops);
-        let submitted = Submitted {
-            ops: ops.clone(),
-            participants,
-            view: ClientView::Unknown,
-            resolved: None,
-        };
+        let submitted = Submitted { ops: ops.clone(), participants, view: ClientView::Unknown, resolved: None };
         env.history.submitted.insert(txid.clone(), submitted);
-        let request = Request::CommitTxn {
-            txid: txid.clone(),
-            ops,
-        };
+        let request = Request::CommitTxn { txid: txid.clone(), ops };
         self.state = State::Committing { txid };
-        self.call(
-            env,
-            Addr::Coordinator,
-            request,
-            Vec::new(),
-            CLIENT_COMMIT_TIMEOUT.as_millis() as u64,
-        );
+        self.call(env, Addr::Coordinator, request, Vec::new(), CLIENT_COMMIT_TIMEOUT.as_millis() as u64);
     }
 }
 
@@ -316,11 +236,7 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(addr: Addr) -> Resolver {
-        Resolver {
-            addr,
-            asking: BTreeMap::new(),
-            started: false,
-        }
+        Resolver { addr, asking: BTreeMap::new(), started: false }
     }
 
     pub fn is_done(&self, submitted: &BTreeMap<TxnId, Submitted>) -> bool {
@@ -339,12 +255,8 @@ impl Resolver {
             .map(|(t, _)| t.clone())
             .collect();
         for txid in todo {
-            let call = env.call(
-                self.addr,
-                Addr::Coordinator,
-                Request::Outcome(txid.clone()),
-                RPC_TIMEOUT.as_millis() as u64,
-            );
+            let call =
+                env.call(self.addr, Addr::Coordinator, Request::Outcome(txid.clone()), RPC_TIMEOUT.as_millis() as u64);
             self.asking.insert(call, txid);
         }
         if !env.history.submitted.values().all(|s| s.resolved.is_some()) {

@@ -172,11 +172,7 @@ impl SimConfig {
     /// the fault profile cycles, the sizes are drawn from the seed.
     pub fn for_seed(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0001);
-        let workload = if seed % 2 == 0 {
-            Workload::Bank
-        } else {
-            Workload::AtomicSet
-        };
+        let workload = if seed % 2 == 0 { Workload::Bank } else { Workload::AtomicSet };
         let profile = PROFILES[((seed / 2) % PROFILES.len() as u64) as usize];
         let faults = Faults::profile(profile, &mut rng);
         SimConfig {

@@ -35,28 +35,11 @@ pub enum Done {
 /// An RPC the coordinator is waiting on.
 #[derive(Debug)]
 enum Call {
-    Prepare {
-        txid: TxnId,
-        to: usize,
-    },
-    OnePhase {
-        txid: TxnId,
-        to: usize,
-        attempt: u32,
-    },
-    Commit {
-        txid: TxnId,
-        to: usize,
-        attempt: u32,
-    },
-    Abort {
-        txid: TxnId,
-        to: usize,
-    },
-    Probe {
-        probe: u64,
-        slot: usize,
-    },
+    Prepare { txid: TxnId, to: usize },
+    OnePhase { txid: TxnId, to: usize, attempt: u32 },
+    Commit { txid: TxnId, to: usize, attempt: u32 },
+    Abort { txid: TxnId, to: usize },
+    Probe { probe: u64, slot: usize },
 }
 
 type ProbeAnswers = Vec<Option<Result<ProbeAnswer, String>>>;
@@ -107,20 +90,14 @@ impl CoordinatorNode {
         let mut epoch_lsns = Vec::new();
         let mut commits = Vec::new();
         let mut ends = BTreeSet::new();
-        let records = self
-            .disk
-            .wal
-            .replay()
-            .unwrap_or_else(|e| panic!("coordinator replay failed: {e}"));
+        let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("coordinator replay failed: {e}"));
         for (lsn, record) in records {
             match record {
                 CoordinatorRecord::Epoch(e) => {
                     last_epoch = last_epoch.max(e);
                     epoch_lsns.push(lsn);
                 }
-                CoordinatorRecord::Commit { txid, participants } => {
-                    commits.push((txid, participants))
-                }
+                CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants)),
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid);
                 }
@@ -133,10 +110,8 @@ impl CoordinatorNode {
         if let Err(e) = self.disk.wal.write(batch, Durability::Sync) {
             panic!("coordinator epoch sync failed: {e}");
         }
-        let mut commits: Vec<_> = commits
-            .into_iter()
-            .map(|(txid, p)| (txid.clone(), p, ends.contains(&txid)))
-            .collect();
+        let mut commits: Vec<_> =
+            commits.into_iter().map(|(txid, p)| (txid.clone(), p, ends.contains(&txid))).collect();
         if env.sabotage == Sabotage::ForgetfulCoordinator {
             commits.clear();
         }
@@ -146,12 +121,7 @@ impl CoordinatorNode {
 
     /// What is in progress, for failure messages.
     pub fn describe(&self) -> String {
-        format!(
-            "coordinator: pending {:?}, calls {:?}, disk idle {}",
-            self.pending,
-            self.calls,
-            self.disk.is_idle()
-        )
+        format!("coordinator: pending {:?}, calls {:?}, disk idle {}", self.pending, self.calls, self.disk.is_idle())
     }
 
     pub fn is_quiet(&self) -> bool {
@@ -163,9 +133,7 @@ impl CoordinatorNode {
         let show = |t: &Option<TxnId>| t.as_ref().map(ToString::to_string).unwrap_or_default();
         self.pending
             .values()
-            .map(|(from, call, kind, txid)| {
-                format!("{kind} {} (call {call} from {from:?})", show(txid))
-            })
+            .map(|(from, call, kind, txid)| format!("{kind} {} (call {call} from {from:?})", show(txid)))
             .collect()
     }
 
@@ -174,41 +142,17 @@ impl CoordinatorNode {
         self.next_req += 1;
         let kind = request_kind(&request);
         let (event, txid) = match request {
-            Request::Begin => (
-                Event::Begin {
-                    req,
-                    now_ms: env.now_ms,
-                },
-                None,
-            ),
+            Request::Begin => (Event::Begin { req, now_ms: env.now_ms }, None),
             Request::CommitTxn { txid, ops } => {
                 if let Err(e) = ops.validate() {
                     let reply = Reply::Error(ServiceError::Invalid(e));
-                    return env.respond(
-                        Addr::Coordinator,
-                        from,
-                        call,
-                        Response::Coordinator(reply),
-                    );
+                    return env.respond(Addr::Coordinator, from, call, Response::Coordinator(reply));
                 }
                 let plan = plan(&self.ring, &txid, ops);
-                (
-                    Event::Commit {
-                        req,
-                        txid: txid.clone(),
-                        plan,
-                    },
-                    Some(txid),
-                )
+                (Event::Commit { req, txid: txid.clone(), plan }, Some(txid))
             }
             Request::ClientAbort(txid) => (Event::ClientAbort { req, txid }, None),
-            Request::Outcome(txid) => (
-                Event::Outcome {
-                    req,
-                    txid: txid.clone(),
-                },
-                Some(txid),
-            ),
+            Request::Outcome(txid) => (Event::Outcome { req, txid: txid.clone() }, Some(txid)),
             other => panic!("the coordinator was sent a participant request: {other:?}"),
         };
         self.pending.insert(req, (from, call, kind, txid));
@@ -223,48 +167,26 @@ impl CoordinatorNode {
             panic!("the coordinator got a non-participant response: {response:?}");
         };
         let event = match (pending, reply) {
-            (Call::Prepare { txid, to }, PReply::Vote(vote)) => Event::Vote {
-                txid,
-                from: participant_id(to),
-                vote: Ok(vote),
-            },
-            (Call::Prepare { txid, to }, PReply::Error(e)) => Event::Vote {
-                txid,
-                from: participant_id(to),
-                vote: Err(format!("refused: {e}")),
-            },
+            (Call::Prepare { txid, to }, PReply::Vote(vote)) => {
+                Event::Vote { txid, from: participant_id(to), vote: Ok(vote) }
+            }
+            (Call::Prepare { txid, to }, PReply::Error(e)) => {
+                Event::Vote { txid, from: participant_id(to), vote: Err(format!("refused: {e}")) }
+            }
             (Call::OnePhase { txid, attempt, .. }, PReply::Outcome(outcome)) => {
-                Event::OnePhaseResult {
-                    txid,
-                    result: Ok(outcome),
-                    attempt,
-                }
+                Event::OnePhaseResult { txid, result: Ok(outcome), attempt }
             }
             (Call::OnePhase { txid, to, attempt }, PReply::Error(e)) => {
-                let reason = AbortReason::Refused {
-                    participant: participant_id(to),
-                    detail: e.to_string(),
-                };
-                Event::OnePhaseResult {
-                    txid,
-                    result: Ok(Outcome::Aborted(reason)),
-                    attempt,
-                }
+                let reason = AbortReason::Refused { participant: participant_id(to), detail: e.to_string() };
+                Event::OnePhaseResult { txid, result: Ok(Outcome::Aborted(reason)), attempt }
             }
-            (Call::Commit { txid, to, .. }, PReply::Ack) => Event::CommitAcked {
-                txid,
-                from: participant_id(to),
-            },
-            (Call::Commit { txid, to, attempt }, PReply::Error(_)) => Event::CommitFailed {
-                txid,
-                from: participant_id(to),
-                attempt,
-            },
-            (Call::Abort { txid, to }, reply) => Event::AbortSent {
-                txid,
-                to: participant_id(to),
-                delivered: reply == PReply::Ack,
-            },
+            (Call::Commit { txid, to, .. }, PReply::Ack) => Event::CommitAcked { txid, from: participant_id(to) },
+            (Call::Commit { txid, to, attempt }, PReply::Error(_)) => {
+                Event::CommitFailed { txid, from: participant_id(to), attempt }
+            }
+            (Call::Abort { txid, to }, reply) => {
+                Event::AbortSent { txid, to: participant_id(to), delivered: reply == PReply::Ack }
+            }
             (Call::Probe { probe, slot }, PReply::Probe(answer)) => {
                 return self.probe_answer(env, probe, slot, Ok(answer))
             }
@@ -278,23 +200,14 @@ impl CoordinatorNode {
         self.feed(env, event);
     }
 
-    fn probe_answer(
-        &mut self,
-        env: &mut Env,
-        probe: u64,
-        slot: usize,
-        answer: Result<ProbeAnswer, String>,
-    ) {
+    fn probe_answer(&mut self, env: &mut Env, probe: u64, slot: usize, answer: Result<ProbeAnswer, String>) {
         let Some((_, answers)) = self.probes.get_mut(&probe) else {
             return;
         };
         answers[slot] = Some(answer);
         if answers.iter().all(Option::is_some) {
             let (txid, answers) = self.probes.remove(&probe).expect("present above");
-            let answers = answers
-                .into_iter()
-                .map(|a| a.expect("all answered"))
-                .collect();
+            let answers = answers.into_iter().map(|a| a.expect("all answered")).collect();
             self.feed(env, Event::ProbeResult { txid, answers });
         }
     }
@@ -309,61 +222,33 @@ impl CoordinatorNode {
             Timer::CallTimeout(call) => {
                 let event = match self.calls.remove(&call) {
                     None => return,
-                    Some(Call::Abort { txid, to }) => Event::AbortSent {
-                        txid,
-                        to: participant_id(to),
-                        delivered: false,
-                    },
-                    Some(Call::Prepare { txid, to }) => Event::Vote {
-                        txid,
-                        from: participant_id(to),
-                        vote: Err("deadline exceeded".into()),
-                    },
-                    Some(Call::OnePhase { txid, attempt, .. }) => Event::OnePhaseResult {
-                        txid,
-                        result: Err("deadline exceeded".into()),
-                        attempt,
-                    },
-                    Some(Call::Commit { txid, to, attempt }) => Event::CommitFailed {
-                        txid,
-                        from: participant_id(to),
-                        attempt,
-                    },
+                    Some(Call::Abort { txid, to }) => {
+                        Event::AbortSent { txid, to: participant_id(to), delivered: false }
+                    }
+                    Some(Call::Prepare { txid, to }) => {
+                        Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
+                    }
+                    Some(Call::OnePhase { txid, attempt, .. }) => {
+                        Event::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt }
+                    }
+                    Some(Call::Commit { txid, to, attempt }) => {
+                        Event::CommitFailed { txid, from: participant_id(to), attempt }
+                    }
                     Some(Call::Probe { probe, slot }) => {
-                        return self.probe_answer(
-                            env,
-                            probe,
-                            slot,
-                            Err("deadline exceeded".into()),
-                        );
+                        return self.probe_answer(env, probe, slot, Err("deadline exceeded".into()));
                     }
                 };
                 self.feed(env, event);
             }
             Timer::SendCommit { txid, to, attempt } => {
-                let call = env.call(
-                    Addr::Coordinator,
-                    Addr::Participant(to),
-                    Request::Commit(txid.clone()),
-                    timeout,
-                );
+                let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Commit(txid.clone()), timeout);
                 self.calls.insert(call, Call::Commit { txid, to, attempt });
                 env.crash_point(Addr::Coordinator);
             }
-            Timer::SendOnePhase {
-                to,
-                prepare,
-                attempt,
-            } => {
+            Timer::SendOnePhase { to, prepare, attempt } => {
                 let txid = prepare.txid.clone();
-                let call = env.call(
-                    Addr::Coordinator,
-                    Addr::Participant(to),
-                    Request::OnePhase(prepare),
-                    timeout,
-                );
-                self.calls
-                    .insert(call, Call::OnePhase { txid, to, attempt });
+                let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::OnePhase(prepare), timeout);
+                self.calls.insert(call, Call::OnePhase { txid, to, attempt });
             }
             Timer::ClientStep => panic!("the coordinator got a client timer"),
         }
@@ -396,64 +281,32 @@ impl CoordinatorNode {
                 Command::SendPrepare { to, prepare } => {
                     let to = participant_index(&to);
                     let txid = prepare.txid.clone();
-                    let call = env.call(
-                        Addr::Coordinator,
-                        Addr::Participant(to),
-                        Request::Prepare(prepare),
-                        timeout,
-                    );
+                    let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::Prepare(prepare), timeout);
                     self.calls.insert(call, Call::Prepare { txid, to });
                 }
-                Command::SendOnePhase {
-                    to,
-                    prepare,
-                    attempt,
-                } => {
+                Command::SendOnePhase { to, prepare, attempt } => {
                     let to = participant_index(&to);
-                    env.timer(
-                        Addr::Coordinator,
-                        backoff_ms(attempt),
-                        Timer::SendOnePhase {
-                            to,
-                            prepare,
-                            attempt,
-                        },
-                    );
+                    env.timer(Addr::Coordinator, backoff_ms(attempt), Timer::SendOnePhase { to, prepare, attempt });
                 }
                 Command::SyncDecision { txid, participants } => {
                     let mut batch = WalBatch::new();
-                    batch.append.push(CoordinatorRecord::Commit {
-                        txid: txid.clone(),
-                        participants,
-                    });
+                    batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
                     let lazy = env.sabotage == Sabotage::CommitBeforeSync;
-                    let durability = if lazy {
-                        Durability::Lazy
-                    } else {
-                        Durability::Sync
-                    };
+                    let durability = if lazy { Durability::Lazy } else { Durability::Sync };
                     let ghost = Some(Ghost::Decision(txid.clone()));
                     self.submit(env, batch, durability, Done::CommitLogged(txid), ghost);
                     env.crash_point(Addr::Coordinator);
                 }
                 Command::SendCommit { txid, to, attempt } => {
                     let to = participant_index(&to);
-                    env.timer(
-                        Addr::Coordinator,
-                        backoff_ms(attempt),
-                        Timer::SendCommit { txid, to, attempt },
-                    );
+                    env.timer(Addr::Coordinator, backoff_ms(attempt), Timer::SendCommit { txid, to, attempt });
                 }
                 Command::SendAbort { txid, to } => {
                     env.history.coordinator_said_aborted(env.now_ms, &txid);
                     let to = participant_index(&to);
                     let abort_timeout = ABORT_TIMEOUT.as_millis() as u64;
-                    let call = env.call(
-                        Addr::Coordinator,
-                        Addr::Participant(to),
-                        Request::Abort(txid.clone()),
-                        abort_timeout,
-                    );
+                    let call =
+                        env.call(Addr::Coordinator, Addr::Participant(to), Request::Abort(txid.clone()), abort_timeout);
                     self.calls.insert(call, Call::Abort { txid, to });
                 }
                 Command::LogEnd { txid } => {
@@ -466,12 +319,8 @@ impl CoordinatorNode {
                     self.next_probe += 1;
                     let n = self.ring.nodes().len();
                     for slot in 0..n {
-                        let call = env.call(
-                            Addr::Coordinator,
-                            Addr::Participant(slot),
-                            Request::Probe(txid.clone()),
-                            timeout,
-                        );
+                        let call =
+                            env.call(Addr::Coordinator, Addr::Participant(slot), Request::Probe(txid.clone()), timeout);
                         self.calls.insert(call, Call::Probe { probe, slot });
                     }
                     self.probes.insert(probe, (txid, vec![None; n]));
@@ -482,13 +331,11 @@ impl CoordinatorNode {
                     };
                     if let Some(txid) = &txid {
                         match &reply {
-                            Reply::Outcome(Outcome::Committed)
-                            | Reply::Status(OutcomeStatus::Committed) => {
+                            Reply::Outcome(Outcome::Committed) | Reply::Status(OutcomeStatus::Committed) => {
                                 env.history.coordinator_said_committed(env.now_ms, txid);
                                 env.crash_point(Addr::Coordinator);
                             }
-                            Reply::Outcome(Outcome::Aborted(_))
-                            | Reply::Status(OutcomeStatus::Aborted) => {
+                            Reply::Outcome(Outcome::Aborted(_)) | Reply::Status(OutcomeStatus::Aborted) => {
                                 env.history.coordinator_said_aborted(env.now_ms, txid)
                             }
                             _ => {}
@@ -518,25 +365,13 @@ impl CoordinatorNode {
 pub fn plan(ring: &Ring, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareRequest)> {
     let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
     for (key, version) in ops.reads {
-        slices
-            .entry(ring.owner(&key).clone())
-            .or_default()
-            .reads
-            .push((key, version));
+        slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
     }
     for condition in ops.conditions {
-        slices
-            .entry(ring.owner(condition.key()).clone())
-            .or_default()
-            .conditions
-            .push(condition);
+        slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
     }
     for (key, value) in ops.writes {
-        slices
-            .entry(ring.owner(&key).clone())
-            .or_default()
-            .writes
-            .push((key, value));
+        slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
     }
     let participants: Vec<NodeId> = slices.keys().cloned().collect();
     slices

@@ -44,22 +44,12 @@ where
     MemWal<R>: Wal<R>,
 {
     pub fn new() -> Self {
-        Disk {
-            wal: MemWal::new(),
-            queue: Vec::new(),
-            lazy: Vec::new(),
-        }
+        Disk { wal: MemWal::new(), queue: Vec::new(), lazy: Vec::new() }
     }
 
     /// Queues a batch; returns true if the queue was empty (the caller
     /// schedules a flush).
-    pub fn submit(
-        &mut self,
-        batch: WalBatch<R>,
-        durability: Durability,
-        tag: T,
-        ghost: Option<G>,
-    ) -> bool {
+    pub fn submit(&mut self, batch: WalBatch<R>, durability: Durability, tag: T, ghost: Option<G>) -> bool {
         self.queue.push((batch, durability, tag, ghost));
         self.queue.len() == 1
     }
@@ -76,11 +66,7 @@ where
     /// Writes every queued batch as one group.
     pub fn flush(&mut self) -> Flushed<T, G> {
         let sync = self.wants_sync();
-        let durability = if sync {
-            Durability::Sync
-        } else {
-            Durability::Lazy
-        };
+        let durability = if sync { Durability::Sync } else { Durability::Lazy };
         let mut written = Vec::with_capacity(self.queue.len());
         let mut ghosts = Vec::new();
         for (batch, _, tag, ghost) in self.queue.drain(..) {

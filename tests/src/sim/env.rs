@@ -26,17 +26,9 @@ pub enum Timer {
     /// An RPC's deadline.
     CallTimeout(CallId),
     /// Coordinator: a commit to send after its backoff.
-    SendCommit {
-        txid: TxnId,
-        to: usize,
-        attempt: u32,
-    },
+    SendCommit { txid: TxnId, to: usize, attempt: u32 },
     /// Coordinator: a one-phase commit to send after its backoff.
-    SendOnePhase {
-        to: usize,
-        prepare: PrepareRequest,
-        attempt: u32,
-    },
+    SendOnePhase { to: usize, prepare: PrepareRequest, attempt: u32 },
     /// Client: think time is over, take the next step.
     ClientStep,
 }
@@ -147,11 +139,7 @@ impl Env {
             self.in_flight += 1;
         }
         self.seq += 1;
-        self.queue.push(Scheduled {
-            at_ms: self.now_ms + delay_ms,
-            seq: self.seq,
-            item,
-        });
+        self.queue.push(Scheduled { at_ms: self.now_ms + delay_ms, seq: self.seq, item });
     }
 
     /// The next item, advancing the clock to its time.
@@ -165,10 +153,7 @@ impl Env {
     }
 
     pub fn life(&self, node: Addr) -> Life {
-        self.lives.get(&node).copied().unwrap_or(Life {
-            up: true,
-            incarnation: 0,
-        })
+        self.lives.get(&node).copied().unwrap_or(Life { up: true, incarnation: 0 })
     }
 
     pub fn set_life(&mut self, node: Addr, life: Life) {
@@ -177,14 +162,7 @@ impl Env {
 
     pub fn timer(&mut self, node: Addr, delay_ms: u64, timer: Timer) {
         let incarnation = self.life(node).incarnation;
-        self.schedule(
-            delay_ms,
-            Item::Timer {
-                node,
-                incarnation,
-                timer,
-            },
-        );
+        self.schedule(delay_ms, Item::Timer { node, incarnation, timer });
     }
 
     /// Starts an RPC: sends the request and arms its deadline.
@@ -213,13 +191,7 @@ impl Env {
         };
         for _ in 0..copies {
             let delay = self.delay_ms();
-            let message = Message {
-                from,
-                to,
-                to_incarnation,
-                call,
-                body: body.clone(),
-            };
+            let message = Message { from, to, to_incarnation, call, body: body.clone() };
             self.schedule(delay, Item::Deliver(message));
         }
     }
@@ -230,9 +202,7 @@ impl Env {
             return self.rng.gen_range(lo..=hi.min(5).max(lo));
         }
         if self.faults.long_delay > 0.0 && self.rng.gen_bool(self.faults.long_delay) {
-            return self
-                .rng
-                .gen_range(hi..=self.faults.long_delay_ms_max.max(hi));
+            return self.rng.gen_range(hi..=self.faults.long_delay_ms_max.max(hi));
         }
         self.rng.gen_range(lo..=hi)
     }
@@ -241,15 +211,11 @@ impl Env {
     /// incarnation it was sent to, and no partition separates the two.
     pub fn deliverable(&self, message: &Message) -> bool {
         let life = self.life(message.to);
-        life.up
-            && life.incarnation == message.to_incarnation
-            && !self.partitioned(message.from, message.to)
+        life.up && life.incarnation == message.to_incarnation && !self.partitioned(message.from, message.to)
     }
 
     fn partitioned(&self, a: Addr, b: Addr) -> bool {
-        self.partitions
-            .values()
-            .any(|side| side.contains(&a) != side.contains(&b))
+        self.partitions.values().any(|side| side.contains(&a) != side.contains(&b))
     }
 
     pub fn partition(&mut self, id: u32, side: Vec<Addr>) {
@@ -266,8 +232,7 @@ impl Env {
     /// group must be synced, at once (next millisecond at most) if lazy.
     pub fn schedule_flush(&mut self, node: Addr, sync: bool) {
         let delay = if sync {
-            self.rng
-                .gen_range(self.faults.fsync_ms.0..=self.faults.fsync_ms.1)
+            self.rng.gen_range(self.faults.fsync_ms.0..=self.faults.fsync_ms.1)
         } else {
             self.rng.gen_range(0..=1)
         };
@@ -278,10 +243,7 @@ impl Env {
     /// A protocol moment of `node`: with the profile's probability, the
     /// node crashes right after the current event (and restarts later).
     pub fn crash_point(&mut self, node: Addr) {
-        if self.healed
-            || self.faults.crash_points_max == 0
-            || !self.rng.gen_bool(self.faults.crash_point)
-        {
+        if self.healed || self.faults.crash_points_max == 0 || !self.rng.gen_bool(self.faults.crash_point) {
             return;
         }
         self.faults.crash_points_max -= 1;

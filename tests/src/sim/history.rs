@@ -92,21 +92,14 @@ impl History {
                 if let (true, Some(q)) = (self.ghost_checks, aborted) {
                     self.violation(
                         now_ms,
-                        format!(
-                            "TCConsistent: {txid} applied at p{} but aborted at p{}",
-                            p + 1,
-                            q + 1
-                        ),
+                        format!("TCConsistent: {txid} applied at p{} but aborted at p{}", p + 1, q + 1),
                     );
                 }
                 self.applied[p].insert(txid, writes);
             }
             (Ghost::Decision(txid), None) => {
                 if self.ghost_checks && self.said_aborted.contains(&txid) {
-                    self.violation(
-                        now_ms,
-                        format!("I10: Commit of {txid} logged after the coordinator said Aborted"),
-                    );
+                    self.violation(now_ms, format!("I10: Commit of {txid} logged after the coordinator said Aborted"));
                 }
                 self.decision_durable.insert(txid);
             }
@@ -117,16 +110,10 @@ impl History {
     /// Invariant 1: a Yes vote only with a durable Prepared record (or a
     /// durable commit of it: the vote of an already committed txid).
     pub fn vote_yes(&mut self, now_ms: u64, p: usize, txid: &TxnId) {
-        if self.ghost_checks
-            && !self.prepared_durable[p].contains(txid)
-            && !self.applied[p].contains_key(txid)
-        {
+        if self.ghost_checks && !self.prepared_durable[p].contains(txid) && !self.applied[p].contains_key(txid) {
             self.violation(
                 now_ms,
-                format!(
-                    "I1: p{} voted Yes on {txid} before its Prepared record was durable",
-                    p + 1
-                ),
+                format!("I1: p{} voted Yes on {txid} before its Prepared record was durable", p + 1),
             );
         }
     }
@@ -134,24 +121,15 @@ impl History {
     /// Invariant 2: Committed only once a decision is durable (the
     /// coordinator's Commit record, or a one-phase participant's apply).
     pub fn coordinator_said_committed(&mut self, now_ms: u64, txid: &TxnId) {
-        if self.ghost_checks
-            && !self.decision_durable.contains(txid)
-            && self.applied_anywhere(txid).is_none()
-        {
-            self.violation(
-                now_ms,
-                format!("I2: coordinator said Committed for {txid} with no durable decision"),
-            );
+        if self.ghost_checks && !self.decision_durable.contains(txid) && self.applied_anywhere(txid).is_none() {
+            self.violation(now_ms, format!("I2: coordinator said Committed for {txid} with no durable decision"));
         }
     }
 
     /// Invariant 10: a logged decision never changes.
     pub fn coordinator_said_aborted(&mut self, now_ms: u64, txid: &TxnId) {
         if self.ghost_checks && self.decision_durable.contains(txid) {
-            self.violation(
-                now_ms,
-                format!("I10: coordinator said Aborted for {txid}, whose Commit is logged"),
-            );
+            self.violation(now_ms, format!("I10: coordinator said Aborted for {txid}, whose Commit is logged"));
         }
         self.said_aborted.insert(txid.clone());
     }
@@ -160,14 +138,7 @@ impl History {
     /// another applied.
     pub fn participant_aborted(&mut self, now_ms: u64, p: usize, txid: &TxnId) {
         if let (true, Some(q)) = (self.ghost_checks, self.applied_anywhere(txid)) {
-            self.violation(
-                now_ms,
-                format!(
-                    "TCConsistent: p{} aborted {txid}, which p{} applied",
-                    p + 1,
-                    q + 1
-                ),
-            );
+            self.violation(now_ms, format!("TCConsistent: p{} aborted {txid}, which p{} applied", p + 1, q + 1));
         }
         self.aborted_prepared[p].insert(txid.clone());
     }

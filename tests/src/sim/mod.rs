@@ -67,8 +67,7 @@ impl SimReport {
         events: u64,
         sim_ms: u64,
     ) -> Self {
-        let count =
-            |f: fn(&ClientView) -> bool| history.submitted.values().filter(|s| f(&s.view)).count();
+        let count = |f: fn(&ClientView) -> bool| history.submitted.values().filter(|s| f(&s.view)).count();
         SimReport {
             seed: cfg.seed,
             workload: cfg.workload,
@@ -97,11 +96,7 @@ impl SimReport {
     /// `violations`; returns how many.
     pub fn set_aside_known_bugs(&mut self) -> usize {
         let before = self.violations.len();
-        self.violations.retain(|v| {
-            !KNOWN_ENGINE_BUGS
-                .iter()
-                .any(|(pattern, _)| v.contains(pattern))
-        });
+        self.violations.retain(|v| !KNOWN_ENGINE_BUGS.iter().any(|(pattern, _)| v.contains(pattern)));
         before - self.violations.len()
     }
 
@@ -150,12 +145,12 @@ pub fn replay_command(seed: u64, sabotage: Sabotage) -> String {
         Sabotage::None => String::new(),
         s => format!("TWOPC_SIM_SABOTAGE={s:?} "),
     };
-    format!("{sabotage}TWOPC_SIM_SEED={seed} cargo test -p twopc-tests --test simulation replay_one_seed -- --nocapture")
+    format!(
+        "{sabotage}TWOPC_SIM_SEED={seed} cargo test -p twopc-tests --test simulation replay_one_seed -- --nocapture"
+    )
 }
 
 /// Parses a sabotage name as printed by [`replay_command`].
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
-    std::iter::once(Sabotage::None)
-        .chain(Sabotage::ALL)
-        .find(|s| format!("{s:?}") == name)
+    std::iter::once(Sabotage::None).chain(Sabotage::ALL).find(|s| format!("{s:?}") == name)
 }

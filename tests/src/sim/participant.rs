@@ -78,11 +78,7 @@ impl ParticipantNode {
         self.asking.clear();
         let mut prepared = Vec::new();
         let mut decided = Vec::new();
-        let records = self
-            .disk
-            .wal
-            .replay()
-            .unwrap_or_else(|e| panic!("{}: replay failed: {e}", self.id));
+        let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("{}: replay failed: {e}", self.id));
         for (lsn, record) in records {
             match record {
                 ParticipantRecord::Prepared(record) => {
@@ -92,14 +88,7 @@ impl ParticipantNode {
                 ParticipantRecord::Done { txid, decision } => decided.push((txid, decision)),
             }
         }
-        self.feed(
-            env,
-            Event::Recovered {
-                prepared,
-                decided,
-                now_ms: env.now_ms,
-            },
-        );
+        self.feed(env, Event::Recovered { prepared, decided, now_ms: env.now_ms });
         env.timer(self.me(), TICK_MS, Timer::Tick);
     }
 
@@ -113,21 +102,12 @@ impl ParticipantNode {
 
     /// Requests the engine never answered (checked once the run is quiet).
     pub fn unanswered(&self) -> Vec<String> {
-        self.pending
-            .values()
-            .map(|(from, call, txid)| format!("call {call} from {from:?} about {txid:?}"))
-            .collect()
+        self.pending.values().map(|(from, call, txid)| format!("call {call} from {from:?} about {txid:?}")).collect()
     }
 
     /// What is in progress, for failure messages.
     pub fn describe(&self) -> String {
-        format!(
-            "{}: pending {:?}, asking {:?}, disk idle {}",
-            self.id,
-            self.pending,
-            self.asking,
-            self.disk.is_idle()
-        )
+        format!("{}: pending {:?}, asking {:?}, disk idle {}", self.id, self.pending, self.asking, self.disk.is_idle())
     }
 
     pub fn request(&mut self, env: &mut Env, from: Addr, call: CallId, request: Request) {
@@ -137,76 +117,27 @@ impl ParticipantNode {
         let (event, txid) = match request {
             Request::Read(keys) => {
                 let wal: &ParticipantWal = &self.disk.wal;
-                let values: Result<Vec<Versioned>, ServiceError> =
-                    keys.iter().map(|k| store::get(wal, k)).collect();
+                let values: Result<Vec<Versioned>, ServiceError> = keys.iter().map(|k| store::get(wal, k)).collect();
                 let values = values.map_err(|e| e.to_string());
                 return env.respond(self.me(), from, call, Response::Read(values));
             }
             Request::Prepare(prepare) => match self.current(&prepare) {
                 Ok(current) => {
                     let txid = prepare.txid.clone();
-                    (
-                        Event::Prepare {
-                            req,
-                            prepare,
-                            current: current.into_iter().collect(),
-                            now_ms,
-                        },
-                        Some(txid),
-                    )
+                    (Event::Prepare { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
                 }
-                Err(e) => {
-                    return env.respond(
-                        self.me(),
-                        from,
-                        call,
-                        Response::Participant(Reply::Error(e)),
-                    )
-                }
+                Err(e) => return env.respond(self.me(), from, call, Response::Participant(Reply::Error(e))),
             },
             Request::OnePhase(prepare) => match self.current(&prepare) {
                 Ok(current) => {
                     let txid = prepare.txid.clone();
-                    (
-                        Event::OnePhase {
-                            req,
-                            prepare,
-                            current: current.into_iter().collect(),
-                            now_ms,
-                        },
-                        Some(txid),
-                    )
+                    (Event::OnePhase { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
                 }
-                Err(e) => {
-                    return env.respond(
-                        self.me(),
-                        from,
-                        call,
-                        Response::Participant(Reply::Error(e)),
-                    )
-                }
+                Err(e) => return env.respond(self.me(), from, call, Response::Participant(Reply::Error(e))),
             },
-            Request::Commit(txid) => (
-                Event::Commit {
-                    req: Some(req),
-                    txid: txid.clone(),
-                },
-                Some(txid),
-            ),
-            Request::Abort(txid) => (
-                Event::Abort {
-                    req: Some(req),
-                    txid: txid.clone(),
-                },
-                Some(txid),
-            ),
-            Request::Probe(txid) => (
-                Event::Probe {
-                    req,
-                    txid: txid.clone(),
-                },
-                Some(txid),
-            ),
+            Request::Commit(txid) => (Event::Commit { req: Some(req), txid: txid.clone() }, Some(txid)),
+            Request::Abort(txid) => (Event::Abort { req: Some(req), txid: txid.clone() }, Some(txid)),
+            Request::Probe(txid) => (Event::Probe { req, txid: txid.clone() }, Some(txid)),
             other => panic!("{} was sent a coordinator request: {other:?}", self.id),
         };
         self.pending.insert(req, (from, call, txid));
@@ -215,10 +146,7 @@ impl ParticipantNode {
 
     /// Current committed state of every key the request touches, as the
     /// runtime reads it (`EngineTask::current`).
-    fn current(
-        &self,
-        prepare: &PrepareRequest,
-    ) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
+    fn current(&self, prepare: &PrepareRequest) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
         prepare.ops.validate().map_err(ServiceError::Invalid)?;
         let wal: &ParticipantWal = &self.disk.wal;
         let mut current = BTreeMap::new();
@@ -259,9 +187,7 @@ impl ParticipantNode {
             env.history.durable(env.now_ms, Some(self.index), ghost);
         }
         for written in flushed.written {
-            let lsns = written
-                .lsns
-                .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.id));
+            let lsns = written.lsns.unwrap_or_else(|e| panic!("{}: write failed: {e}", self.id));
             match written.tag {
                 Done::PrepareLogged(txid) => {
                     self.prepared_lsn.insert(txid.clone(), lsns[0]);
@@ -299,13 +225,7 @@ impl ParticipantNode {
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Prepared(record));
                     let durability = durability(env.sabotage == Sabotage::VoteBeforeSync);
-                    self.submit(
-                        env,
-                        batch,
-                        durability,
-                        Done::PrepareLogged(txid.clone()),
-                        Some(Ghost::Prepared(txid)),
-                    );
+                    self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
                     env.crash_point(self.me());
                 }
                 Command::Apply { txid, writes } => {
@@ -322,8 +242,7 @@ impl ParticipantNode {
                     env.crash_point(self.me());
                 }
                 Command::ForgetAborted { txid } => {
-                    env.history
-                        .participant_aborted(env.now_ms, self.index, &txid);
+                    env.history.participant_aborted(env.now_ms, self.index, &txid);
                     let batch = self.finish_batch(&txid, Decision::Aborted);
                     self.submit(env, batch, Durability::Lazy, Done::DoneLogged, None);
                 }
@@ -342,12 +261,7 @@ impl ParticipantNode {
                 }
                 Command::AskOutcome { txid } => {
                     let timeout = RPC_TIMEOUT.as_millis() as u64;
-                    let call = env.call(
-                        self.me(),
-                        Addr::Coordinator,
-                        Request::Outcome(txid.clone()),
-                        timeout,
-                    );
+                    let call = env.call(self.me(), Addr::Coordinator, Request::Outcome(txid.clone()), timeout);
                     self.asking.insert(call, txid);
                 }
             }
@@ -358,10 +272,7 @@ impl ParticipantNode {
     /// Prepared record, in one batch.
     fn finish_batch(&mut self, txid: &TxnId, decision: Decision) -> WalBatch<ParticipantRecord> {
         let mut batch = WalBatch::new();
-        batch.append.push(ParticipantRecord::Done {
-            txid: txid.clone(),
-            decision,
-        });
+        batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
         batch.remove.extend(self.prepared_lsn.remove(txid));
         batch
     }

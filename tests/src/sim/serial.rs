@@ -31,10 +31,8 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
         for (key, version) in &t.writes {
             if let Some(other) = writer.entry(key).or_default().insert(*version, txid) {
                 if other != txid {
-                    violations.push(format!(
-                        "lost update: {other} and {txid} both wrote version {version} of {}",
-                        show(key)
-                    ));
+                    violations
+                        .push(format!("lost update: {other} and {txid} both wrote version {version} of {}", show(key)));
                 }
             }
         }
@@ -50,13 +48,8 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
             }
         }
     }
-    let mut edges: BTreeMap<&TxnId, BTreeSet<&TxnId>> =
-        txns.keys().map(|t| (t, BTreeSet::new())).collect();
-    fn edge<'a>(
-        from: &'a TxnId,
-        to: &'a TxnId,
-        edges: &mut BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>,
-    ) {
+    let mut edges: BTreeMap<&TxnId, BTreeSet<&TxnId>> = txns.keys().map(|t| (t, BTreeSet::new())).collect();
+    fn edge<'a>(from: &'a TxnId, to: &'a TxnId, edges: &mut BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) {
         if from != to {
             if let Some(out) = edges.get_mut(from) {
                 out.insert(to);
@@ -83,10 +76,7 @@ pub fn check(txns: &BTreeMap<TxnId, Committed>) -> Vec<String> {
     }
     if let Some(cycle) = find_cycle(&edges) {
         let cycle: Vec<String> = cycle.iter().map(|t| t.to_string()).collect();
-        violations.push(format!(
-            "not serializable: dependency cycle {}",
-            cycle.join(" → ")
-        ));
+        violations.push(format!("not serializable: dependency cycle {}", cycle.join(" → ")));
     }
     violations
 }
@@ -104,8 +94,7 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) -> Option<Ve
         if mark[start] != Mark::New {
             continue;
         }
-        let mut stack: Vec<(&TxnId, Vec<&TxnId>)> =
-            vec![(start, edges[start].iter().copied().collect())];
+        let mut stack: Vec<(&TxnId, Vec<&TxnId>)> = vec![(start, edges[start].iter().copied().collect())];
         mark.insert(start, Mark::OnStack);
         while let Some((node, next)) = stack.last_mut() {
             let node = *node;
@@ -117,8 +106,7 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a TxnId, BTreeSet<&'a TxnId>>) -> Option<Ve
                 Some(to) => match mark.get(to).copied().unwrap_or(Mark::Done) {
                     Mark::OnStack => {
                         let from = stack.iter().position(|(t, _)| *t == to).unwrap_or(0);
-                        let mut cycle: Vec<&TxnId> =
-                            stack[from..].iter().map(|(t, _)| *t).collect();
+                        let mut cycle: Vec<&TxnId> = stack[from..].iter().map(|(t, _)| *t).collect();
                         cycle.push(to);
                         return Some(cycle);
                     }
@@ -144,11 +132,7 @@ mod tests {
     use twopc_common::NodeId;
 
     fn t(seq: u64) -> TxnId {
-        TxnId {
-            coordinator: NodeId::new("c1").unwrap(),
-            epoch: 1,
-            seq,
-        }
+        TxnId { coordinator: NodeId::new("c1").unwrap(), epoch: 1, seq }
     }
 
     fn k(s: &str) -> Key {
@@ -158,20 +142,8 @@ mod tests {
     #[test]
     fn a_serial_history_passes() {
         let mut txns = BTreeMap::new();
-        txns.insert(
-            t(1),
-            Committed {
-                reads: vec![(k("x"), 0)],
-                writes: vec![(k("x"), 1)],
-            },
-        );
-        txns.insert(
-            t(2),
-            Committed {
-                reads: vec![(k("x"), 1)],
-                writes: vec![(k("x"), 2), (k("y"), 1)],
-            },
-        );
+        txns.insert(t(1), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
+        txns.insert(t(2), Committed { reads: vec![(k("x"), 1)], writes: vec![(k("x"), 2), (k("y"), 1)] });
         assert!(check(&txns).is_empty());
     }
 
@@ -179,20 +151,8 @@ mod tests {
     fn write_skew_is_a_cycle() {
         // T1 reads x@0, y@0, writes x; T2 reads x@0, y@0, writes y.
         let mut txns = BTreeMap::new();
-        txns.insert(
-            t(1),
-            Committed {
-                reads: vec![(k("x"), 0), (k("y"), 0)],
-                writes: vec![(k("x"), 1)],
-            },
-        );
-        txns.insert(
-            t(2),
-            Committed {
-                reads: vec![(k("x"), 0), (k("y"), 0)],
-                writes: vec![(k("y"), 1)],
-            },
-        );
+        txns.insert(t(1), Committed { reads: vec![(k("x"), 0), (k("y"), 0)], writes: vec![(k("x"), 1)] });
+        txns.insert(t(2), Committed { reads: vec![(k("x"), 0), (k("y"), 0)], writes: vec![(k("y"), 1)] });
         let v = check(&txns);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("cycle"), "{v:?}");
@@ -201,27 +161,9 @@ mod tests {
     #[test]
     fn lost_update_and_gap_are_reported() {
         let mut txns = BTreeMap::new();
-        txns.insert(
-            t(1),
-            Committed {
-                reads: vec![(k("x"), 0)],
-                writes: vec![(k("x"), 1)],
-            },
-        );
-        txns.insert(
-            t(2),
-            Committed {
-                reads: vec![(k("x"), 0)],
-                writes: vec![(k("x"), 1)],
-            },
-        );
-        txns.insert(
-            t(3),
-            Committed {
-                reads: vec![],
-                writes: vec![(k("y"), 2)],
-            },
-        );
+        txns.insert(t(1), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
+        txns.insert(t(2), Committed { reads: vec![(k("x"), 0)], writes: vec![(k("x"), 1)] });
+        txns.insert(t(3), Committed { reads: vec![], writes: vec![(k("y"), 2)] });
         let v = check(&txns);
         assert!(v.iter().any(|s| s.contains("lost update")), "{v:?}");
         assert!(v.iter().any(|s| s.contains("version gap")), "{v:?}");

@@ -35,12 +35,7 @@ impl Keys {
             Workload::Bank => "account",
             Workload::AtomicSet => "set",
         };
-        let index: BTreeMap<&str, usize> = ring
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+        let index: BTreeMap<&str, usize> = ring.nodes().iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         let mut count = vec![0; ring.nodes().len()];
         let mut keys = Vec::new();
         let mut owner = BTreeMap::new();
@@ -56,15 +51,8 @@ impl Keys {
                 break;
             }
         }
-        assert!(
-            count.iter().all(|c| *c == per),
-            "the ring left a participant without keys"
-        );
-        Keys {
-            workload,
-            keys,
-            owner,
-        }
+        assert!(count.iter().all(|c| *c == per), "the ring left a participant without keys");
+        Keys { workload, keys, owner }
     }
 
     /// The keys a new transaction reads.
@@ -85,12 +73,7 @@ impl Keys {
 
     /// The transaction to commit, given what it read; `Ok(None)`: nothing
     /// to do (abandon it); `Err`: the read state is impossible.
-    pub fn build(
-        &self,
-        rng: &mut SmallRng,
-        txid: &TxnId,
-        read: &[(Key, Versioned)],
-    ) -> Result<Option<TxnOps>, String> {
+    pub fn build(&self, rng: &mut SmallRng, txid: &TxnId, read: &[(Key, Versioned)]) -> Result<Option<TxnOps>, String> {
         let reads = read.iter().map(|(k, v)| (k.clone(), v.version)).collect();
         match self.workload {
             Workload::Bank => {
@@ -102,38 +85,20 @@ impl Keys {
                 if amount == 0 {
                     return Ok(None);
                 }
-                let writes = vec![
-                    (from.clone(), Some(encode(a - amount))),
-                    (to.clone(), Some(encode(b + amount))),
-                ];
-                Ok(Some(TxnOps {
-                    reads,
-                    conditions: Vec::new(),
-                    writes,
-                }))
+                let writes = vec![(from.clone(), Some(encode(a - amount))), (to.clone(), Some(encode(b + amount)))];
+                Ok(Some(TxnOps { reads, conditions: Vec::new(), writes }))
             }
             Workload::AtomicSet => {
                 let value = txid.to_string().into_bytes();
-                let writes = self
-                    .keys
-                    .iter()
-                    .map(|k| (k.clone(), Some(value.clone())))
-                    .collect();
-                Ok(Some(TxnOps {
-                    reads,
-                    conditions: Vec::new(),
-                    writes,
-                }))
+                let writes = self.keys.iter().map(|k| (k.clone(), Some(value.clone()))).collect();
+                Ok(Some(TxnOps { reads, conditions: Vec::new(), writes }))
             }
         }
     }
 
     /// The participants a transaction's keys route to.
     pub fn participants(&self, ops: &TxnOps) -> Vec<usize> {
-        let mut ps: Vec<usize> = ops
-            .keys()
-            .filter_map(|k| self.owner.get(k).copied())
-            .collect();
+        let mut ps: Vec<usize> = ops.keys().filter_map(|k| self.owner.get(k).copied()).collect();
         ps.sort_unstable();
         ps.dedup();
         ps

@@ -51,14 +51,10 @@ impl World {
         let ring = Ring::new(&ids, DEFAULT_VNODES);
         let history = History::new(cfg.participants, cfg.ghost_checks);
         let mut env = Env::new(cfg.seed, cfg.faults.clone(), history, cfg.sabotage);
-        let clients = (0..cfg.clients)
-            .map(|i| Client::new(i, cfg.txns_per_client, env.rng.gen_bool(0.5)))
-            .collect();
+        let clients = (0..cfg.clients).map(|i| Client::new(i, cfg.txns_per_client, env.rng.gen_bool(0.5))).collect();
         World {
             keys: Keys::new(cfg.workload, &ring),
-            participants: (0..cfg.participants)
-                .map(|i| ParticipantNode::new(i, ring.fingerprint()))
-                .collect(),
+            participants: (0..cfg.participants).map(|i| ParticipantNode::new(i, ring.fingerprint())).collect(),
             coordinator: CoordinatorNode::new(ring),
             clients,
             resolver: Resolver::new(Addr::Client(cfg.clients)),
@@ -94,38 +90,19 @@ impl World {
                 break;
             }
             if self.events >= self.cfg.events_max {
-                let what = format!(
-                    "event budget of {} exhausted (livelock?)",
-                    self.cfg.events_max
-                );
+                let what = format!("event budget of {} exhausted (livelock?)", self.cfg.events_max);
                 self.env.history.violation(self.env.now_ms, what);
                 break;
             }
             if healed_at.is_some_and(|t| self.env.now_ms > t + self.cfg.settle_ms_max) {
-                let what = format!(
-                    "not quiescent {} ms after healing: {}",
-                    self.cfg.settle_ms_max,
-                    self.busy()
-                );
+                let what = format!("not quiescent {} ms after healing: {}", self.cfg.settle_ms_max, self.busy());
                 self.env.history.violation(self.env.now_ms, what);
                 break;
             }
         }
-        let violations = check::check(
-            &self.cfg,
-            &mut self.env.history,
-            &self.keys,
-            &self.participants,
-            &self.coordinator,
-        );
-        SimReport::new(
-            &self.cfg,
-            &self.env.history,
-            violations,
-            self.trace.finish(),
-            self.events,
-            self.env.now_ms,
-        )
+        let violations =
+            check::check(&self.cfg, &mut self.env.history, &self.keys, &self.participants, &self.coordinator);
+        SimReport::new(&self.cfg, &self.env.history, violations, self.trace.finish(), self.events, self.env.now_ms)
     }
 
     /// Moves to the next phase when this one is done; true when the run is.
@@ -141,11 +118,7 @@ impl World {
             Phase::Settling => false,
             Phase::Resolving if quiet && self.resolver.is_done(&self.env.history.submitted) => {
                 self.phase = Phase::Recovering;
-                check::unanswered(
-                    &self.coordinator,
-                    &self.participants,
-                    &mut self.env.history.violations,
-                );
+                check::unanswered(&self.coordinator, &self.participants, &mut self.env.history.violations);
                 for node in self.servers() {
                     self.crash(node);
                     self.restart(node);
@@ -174,40 +147,17 @@ impl World {
                 parts.push(format!("{}: {} in doubt", p.id, r.txid));
             }
             for (key, txid, _) in p.engine.locks().iter() {
-                parts.push(format!(
-                    "{}: lock {:?} held by {txid}",
-                    p.id,
-                    String::from_utf8_lossy(key)
-                ));
+                parts.push(format!("{}: lock {:?} held by {txid}", p.id, String::from_utf8_lossy(key)));
             }
         }
-        parts.extend(
-            self.clients
-                .iter()
-                .filter(|c| !c.is_done())
-                .map(Client::describe),
-        );
+        parts.extend(self.clients.iter().filter(|c| !c.is_done()).map(Client::describe));
         parts.push(format!("phase {:?}", self.phase));
         if !self.coordinator.is_quiet() {
             parts.push(self.coordinator.describe());
         }
-        parts.extend(
-            self.participants
-                .iter()
-                .filter(|p| !p.is_quiet())
-                .map(ParticipantNode::describe),
-        );
-        let unresolved = self
-            .env
-            .history
-            .submitted
-            .values()
-            .filter(|s| s.resolved.is_none())
-            .count();
-        parts.push(format!(
-            "{unresolved} outcomes unresolved, {} messages in flight",
-            self.env.in_flight
-        ));
+        parts.extend(self.participants.iter().filter(|p| !p.is_quiet()).map(ParticipantNode::describe));
+        let unresolved = self.env.history.submitted.values().filter(|s| s.resolved.is_none()).count();
+        parts.push(format!("{unresolved} outcomes unresolved, {} messages in flight", self.env.in_flight));
         parts.join("; ")
     }
 
@@ -220,27 +170,18 @@ impl World {
             .chain((0..env.faults.participant_crashes).map(|_| Addr::Participant(usize::MAX)))
             .collect::<Vec<_>>();
         for node in crashes {
-            let node = if node == Addr::Coordinator {
-                node
-            } else {
-                Addr::Participant(env.rng.gen_range(0..n))
-            };
+            let node = if node == Addr::Coordinator { node } else { Addr::Participant(env.rng.gen_range(0..n)) };
             let at = env.rng.gen_range(0..phase_ms);
             let down = env.rng.gen_range(0..=DOWNTIME_MS_MAX);
             env.schedule(at, Item::Fault(FaultAction::Crash(node)));
             env.schedule(at + down, Item::Fault(FaultAction::Restart(node)));
         }
         for id in 0..env.faults.partitions {
-            let servers: Vec<Addr> = std::iter::once(Addr::Coordinator)
-                .chain((0..n).map(Addr::Participant))
-                .collect();
+            let servers: Vec<Addr> = std::iter::once(Addr::Coordinator).chain((0..n).map(Addr::Participant)).collect();
             let side: Vec<Addr> = if env.rng.gen_bool(0.6) {
                 vec![servers[env.rng.gen_range(0..servers.len())]]
             } else {
-                servers
-                    .into_iter()
-                    .filter(|_| env.rng.gen_bool(0.5))
-                    .collect()
+                servers.into_iter().filter(|_| env.rng.gen_bool(0.5)).collect()
             };
             let at = env.rng.gen_range(0..phase_ms);
             let lasts = env.rng.gen_range(100..=PARTITION_MS_MAX);
@@ -263,20 +204,14 @@ impl World {
                     Addr::Client(_) => unreachable!("clients have no disk"),
                 }
             }
-            Item::Timer {
-                node,
-                incarnation,
-                timer,
-            } => {
+            Item::Timer { node, incarnation, timer } => {
                 if !self.current(node, incarnation) {
                     return;
                 }
                 match node {
                     Addr::Coordinator => self.coordinator.timer(&mut self.env, timer),
                     Addr::Participant(p) => self.participants[p].timer(&mut self.env, timer),
-                    Addr::Client(c) if c == self.cfg.clients => {
-                        self.resolver.timer(&mut self.env, timer)
-                    }
+                    Addr::Client(c) if c == self.cfg.clients => self.resolver.timer(&mut self.env, timer),
                     Addr::Client(c) => self.clients[c].timer(&mut self.env, timer),
                 }
             }
@@ -293,29 +228,15 @@ impl World {
         if !self.env.deliverable(&message) {
             return;
         }
-        let Message {
-            from,
-            to,
-            call,
-            body,
-            ..
-        } = message;
+        let Message { from, to, call, body, .. } = message;
         let env = &mut self.env;
         match (to, body) {
             (Addr::Coordinator, Body::Request(r)) => self.coordinator.request(env, from, call, r),
             (Addr::Coordinator, Body::Response(r)) => self.coordinator.response(env, call, r),
-            (Addr::Participant(p), Body::Request(r)) => {
-                self.participants[p].request(env, from, call, r)
-            }
-            (Addr::Participant(p), Body::Response(r)) => {
-                self.participants[p].response(env, call, r)
-            }
-            (Addr::Client(c), Body::Response(r)) if c == self.cfg.clients => {
-                self.resolver.response(env, call, r)
-            }
-            (Addr::Client(c), Body::Response(r)) => {
-                self.clients[c].response(env, &self.keys, call, r)
-            }
+            (Addr::Participant(p), Body::Request(r)) => self.participants[p].request(env, from, call, r),
+            (Addr::Participant(p), Body::Response(r)) => self.participants[p].response(env, call, r),
+            (Addr::Client(c), Body::Response(r)) if c == self.cfg.clients => self.resolver.response(env, call, r),
+            (Addr::Client(c), Body::Response(r)) => self.clients[c].response(env, &self.keys, call, r),
             (Addr::Client(_), Body::Request(r)) => panic!("a client was sent a request: {r:?}"),
         }
     }
@@ -331,11 +252,7 @@ impl World {
             FaultAction::Heal => {
                 self.env.heal();
                 self.phase = Phase::Settling;
-                let down: Vec<Addr> = self
-                    .servers()
-                    .into_iter()
-                    .filter(|n| !self.env.life(*n).up)
-                    .collect();
+                let down: Vec<Addr> = self.servers().into_iter().filter(|n| !self.env.life(*n).up).collect();
                 for node in down {
                     self.restart(node);
                 }
@@ -344,9 +261,7 @@ impl World {
     }
 
     fn servers(&self) -> Vec<Addr> {
-        std::iter::once(Addr::Coordinator)
-            .chain((0..self.cfg.participants).map(Addr::Participant))
-            .collect()
+        std::iter::once(Addr::Coordinator).chain((0..self.cfg.participants).map(Addr::Participant)).collect()
     }
 
     fn crash(&mut self, node: Addr) {
@@ -367,13 +282,7 @@ impl World {
         if life.up {
             return;
         }
-        self.env.set_life(
-            node,
-            Life {
-                up: true,
-                incarnation: life.incarnation + 1,
-            },
-        );
+        self.env.set_life(node, Life { up: true, incarnation: life.incarnation + 1 });
         match node {
             Addr::Coordinator => self.coordinator.recover(&mut self.env),
             Addr::Participant(p) => self.participants[p].recover(&mut self.env),

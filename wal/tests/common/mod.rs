@@ -17,10 +17,7 @@ pub struct Rec {
 }
 
 pub fn rec(id: u64) -> Rec {
-    Rec {
-        id,
-        name: format!("record-{id}"),
-    }
+    Rec { id, name: format!("record-{id}") }
 }
 
 /// Storage-specific operations the suite needs.
@@ -69,14 +66,8 @@ fn data_of<W: Wal<Rec>>(wal: &W) -> Vec<(String, String)> {
 pub fn append_replay_order_and_lsns_across_reopen<H: Harness>() {
     let h = H::new();
     let wal = h.open();
-    assert_eq!(
-        wal.write(appends([10, 11, 12]), Durability::Sync).unwrap(),
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        wal.write(appends([13, 14]), Durability::Sync).unwrap(),
-        vec![4, 5]
-    );
+    assert_eq!(wal.write(appends([10, 11, 12]), Durability::Sync).unwrap(), vec![1, 2, 3]);
+    assert_eq!(wal.write(appends([13, 14]), Durability::Sync).unwrap(), vec![4, 5]);
     let expected: Vec<(Lsn, Rec)> = (1..=5).map(|l| (l, rec(l + 9))).collect();
     assert_eq!(wal.replay().unwrap(), expected);
     let wal = h.reopen(wal);
@@ -90,14 +81,8 @@ pub fn empty_batch_completes<H: Harness>() {
     let h = H::new();
     let wal = h.open();
     assert!(WalBatch::<Rec>::new().is_empty());
-    assert_eq!(
-        wal.write(WalBatch::new(), Durability::Sync).unwrap(),
-        Vec::<Lsn>::new()
-    );
-    assert_eq!(
-        wal.write(WalBatch::new(), Durability::Lazy).unwrap(),
-        Vec::<Lsn>::new()
-    );
+    assert_eq!(wal.write(WalBatch::new(), Durability::Sync).unwrap(), Vec::<Lsn>::new());
+    assert_eq!(wal.write(WalBatch::new(), Durability::Lazy).unwrap(), Vec::<Lsn>::new());
     assert!(wal.replay().unwrap().is_empty());
 }
 
@@ -159,20 +144,12 @@ pub fn data_put_delete_get_scan<H: Harness>() {
     b.data = vec![del("b"), put("c", "33"), del("missing")];
     wal.write(b, Durability::Sync).unwrap();
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
     assert_eq!(data_of(&wal), pairs(&[("a", "1"), ("c", "33"), ("e", "")]));
     let scan = wal.scan_data(b"b", 10).unwrap();
-    assert_eq!(
-        scan,
-        vec![(b"c".to_vec(), b"33".to_vec()), (b"e".to_vec(), vec![])]
-    );
-    assert_eq!(
-        wal.scan_data(b"a", 1).unwrap(),
-        vec![(b"a".to_vec(), b"1".to_vec())]
-    );
+    assert_eq!(scan, vec![(b"c".to_vec(), b"33".to_vec()), (b"e".to_vec(), vec![])]);
+    assert_eq!(wal.scan_data(b"a", 1).unwrap(), vec![(b"a".to_vec(), b"1".to_vec())]);
     assert!(wal.scan_data(b"a", 0).unwrap().is_empty());
     assert!(wal.scan_data(b"f", 10).unwrap().is_empty());
     let wal = h.reopen(wal);
@@ -199,10 +176,7 @@ pub fn data_atomic_with_log_changes<H: Harness>() {
 
 fn assert_corrupt(err: WalError, needles: &[&str]) {
     let msg = err.to_string();
-    assert!(
-        matches!(err, WalError::Corrupt { .. }),
-        "not Corrupt: {msg}"
-    );
+    assert!(matches!(err, WalError::Corrupt { .. }), "not Corrupt: {msg}");
     for n in needles {
         assert!(msg.contains(n), "message {msg:?} lacks {n:?}");
     }
@@ -240,18 +214,9 @@ pub fn oversized_value_rejected_nothing_written<H: Harness>() {
     let h = H::new();
     let wal = h.open();
     let mut b = appends([1]);
-    b.data = vec![
-        put("small", "x"),
-        (b"big".to_vec(), Some(vec![7; MAX_VALUE_BYTES + 1])),
-    ];
+    b.data = vec![put("small", "x"), (b"big".to_vec(), Some(vec![7; MAX_VALUE_BYTES + 1]))];
     let err = wal.write(b, Durability::Sync).unwrap_err();
-    assert_eq!(
-        err,
-        WalError::TooLarge {
-            size: MAX_VALUE_BYTES + 1,
-            max: MAX_VALUE_BYTES
-        }
-    );
+    assert_eq!(err, WalError::TooLarge { size: MAX_VALUE_BYTES + 1, max: MAX_VALUE_BYTES });
     assert!(wal.replay().unwrap().is_empty());
     assert_eq!(wal.get_data(b"small").unwrap(), None);
     assert_eq!(wal.stats().batches, 0);
@@ -278,16 +243,8 @@ pub fn completions_run_in_submission_order<H: Harness>() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     for i in 0..200u64 {
         let seen = Arc::clone(&seen);
-        let durability = if i % 10 == 9 {
-            Durability::Sync
-        } else {
-            Durability::Lazy
-        };
-        wal.submit(
-            appends([i, i]),
-            durability,
-            Box::new(move |res| seen.lock().unwrap().push(res.unwrap())),
-        );
+        let durability = if i % 10 == 9 { Durability::Sync } else { Durability::Lazy };
+        wal.submit(appends([i, i]), durability, Box::new(move |res| seen.lock().unwrap().push(res.unwrap())));
     }
     // A blocking write completes after everything submitted before it.
     wal.write(WalBatch::new(), Durability::Sync).unwrap();
@@ -324,28 +281,16 @@ pub fn concurrent_sync_writers_all_complete<H: Harness>() {
             })
         })
         .collect();
-    let mut acked: Vec<(Lsn, u64)> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut acked: Vec<(Lsn, u64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     acked.sort();
     let total = THREADS * PER_THREAD;
     let lsns: Vec<Lsn> = acked.iter().map(|(l, _)| *l).collect();
-    assert_eq!(
-        lsns,
-        (1..=total).collect::<Vec<_>>(),
-        "LSNs unique and dense"
-    );
+    assert_eq!(lsns, (1..=total).collect::<Vec<_>>(), "LSNs unique and dense");
     let stats = wal.stats();
     assert_eq!(stats.batches, total);
     assert!(stats.syncs >= 1 && stats.syncs <= total, "{stats:?}");
     let wal = h.reopen(Arc::into_inner(wal).expect("all writer threads joined"));
-    let replayed: Vec<(Lsn, u64)> = wal
-        .replay()
-        .unwrap()
-        .into_iter()
-        .map(|(l, r)| (l, r.id))
-        .collect();
+    let replayed: Vec<(Lsn, u64)> = wal.replay().unwrap().into_iter().map(|(l, r)| (l, r.id)).collect();
     assert_eq!(replayed, acked);
     assert_eq!(wal.scan_data(b"k", usize::MAX).unwrap().len() as u64, total);
 }
