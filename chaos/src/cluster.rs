@@ -161,6 +161,23 @@ impl Cluster {
         }
     }
 
+    /// Sets the admin token in every process's cluster file (from the next
+    /// (re)start on) and in [`Self::write_cluster_file`]'s.
+    pub fn set_admin_token(&mut self, token: &str) {
+        self.config.admin_token = Some(token.to_string());
+        for view in self.views.values_mut() {
+            view.admin_token = Some(token.to_string());
+        }
+    }
+
+    /// Writes the cluster as the processes listen to `<dir>/cluster.toml`
+    /// (for `twopc admin --config`) and returns its path.
+    pub fn write_cluster_file(&self) -> Result<PathBuf> {
+        let path = self.dir.join("cluster.toml");
+        std::fs::write(&path, self.config.to_toml())?;
+        Ok(path)
+    }
+
     /// Environment for process `id` at every later (re)start.
     pub fn set_env(&mut self, id: &str, env: &[(&str, &str)]) {
         self.env.insert(
@@ -219,6 +236,8 @@ impl Cluster {
 
     /// Starts process `id` without waiting.
     pub fn spawn(&mut self, id: &str) -> Result<()> {
+        // A process started twice would fight over its data dir and port.
+        self.kill(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -268,6 +287,19 @@ impl Cluster {
         match self.procs.get_mut(id) {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// How process `id` exited, if it was started and has exited by itself
+    /// (it stays known until restarted or [`Cluster::forget`]).
+    pub fn exit_status(&mut self, id: &str) -> Option<std::process::ExitStatus> {
+        self.procs.get_mut(id).and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Forgets an exited process (after reading its status).
+    pub fn forget(&mut self, id: &str) {
+        if let Some(mut child) = self.procs.remove(id) {
+            let _ = child.wait();
         }
     }
 

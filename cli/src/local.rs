@@ -127,7 +127,8 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         // The file as written (it may set vnodes or an admin token).
         existing
     } else {
-        wanted
+        // Operators' `twopc admin --config DIR/cluster.toml` works at once.
+        ClusterConfig { admin_token: Some(random_token()), ..wanted }
     };
     // Before touching DIR: a busy port leaves nothing behind.
     for node in cluster.coordinator.iter().chain(&cluster.participant) {
@@ -138,6 +139,13 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         write_config(&path, &cluster, args)?;
     }
     Ok((cluster, path, reused))
+}
+
+/// 128 random bits, hex.
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn same_nodes(a: &ClusterConfig, b: &ClusterConfig) -> bool {
@@ -240,8 +248,9 @@ fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
         format!("{twopc} txn {c} --json expect-absent carol put carol 1"),
         format!("{twopc} get {c} alice bob carol"),
     ];
-    // EXTENSION POINT: once `twopc admin` exists, add its commands here
-    // (e.g. listing in-doubt transactions of this cluster's cluster file).
+    let config = dir.join("cluster.toml");
+    lines.push(format!("{twopc} admin --config {} status", config.display()));
+    lines.push(format!("{twopc} admin --config {} in-doubt", config.display()));
     let participant = supervisor.servers().find(|(node, _)| node.role == Role::Participant);
     if let Some((node, Some(pid))) = participant {
         lines.push(format!(

@@ -20,6 +20,8 @@
 //! 0 success (committed); 1 aborted, or a server / `local` failed;
 //! 2 outcome unknown; 3 usage or connection error.
 
+mod admin;
+mod bench_cmd;
 mod local;
 mod output;
 mod supervisor;
@@ -115,6 +117,39 @@ enum Command {
     /// usage or connection error. Default log level: warn.
     #[command(after_help = AFTER_HELP)]
     Get(txn_cmd::GetArgs),
+
+    /// Operate a cluster: see and resolve every in-doubt transaction.
+    ///
+    /// `status`, `in-doubt`, `show TXID` and `locks` only look; `recover`
+    /// re-drives every logged decision now; `resolve TXID --commit|--abort`
+    /// forces an outcome when the coordinator is lost (checked against the
+    /// coordinator's decision first). Every subcommand is idempotent and
+    /// safe while the cluster serves traffic. Needs the admin token.
+    #[command(after_help = admin::ADMIN_AFTER_HELP)]
+    Admin(admin::AdminArgs),
+
+    /// Measure throughput and latency against the fsync floor, optionally
+    /// side by side with two-phase commit over PostgreSQL.
+    ///
+    /// Measures the floor (raw fsync on the data directory's filesystem, a
+    /// loopback round trip), launches its own cluster of this binary (1
+    /// coordinator + N participants on free loopback ports, data in a temp
+    /// dir), and runs closed-loop clients at each concurrency level: a
+    /// warm-up, then a measured window. Prints a table per level:
+    /// commits/s, abort rate, p50/p99/p99.9 latency (HDR histogram), fsyncs
+    /// per commit, commits per fsync at each participant, CPU, the ratio of
+    /// p50 to the floor and to the peer; then peak memory and issue 6's
+    /// targets. `--peer postgres` starts N PostgreSQL clusters (fsync on,
+    /// synchronous_commit on; found on PATH or in /usr/lib/postgresql/*/bin;
+    /// run as the `postgres` user when root) and drives the same workload
+    /// with PREPARE TRANSACTION / COMMIT PREPARED and a synced decision log.
+    /// Everything started is stopped and removed at the end or on Ctrl-C.
+    /// Exit code 0 after a run (whatever the numbers), 1 if it failed, 3 on
+    /// a usage error. Default log level: warn.
+    ///
+    /// Example: twopc bench --peer postgres --plot bench.svg
+    #[command(after_help = AFTER_HELP)]
+    Bench(bench_cmd::BenchArgs),
     //
     // EXTENSION POINT: the `admin`, `chaos` and `bench` subcommands are added
     // here by their owners (one variant each, with its own module and its own
@@ -146,7 +181,8 @@ async fn main() -> ExitCode {
     };
     init_logging(match cli.command {
         Command::Local(_) | Command::Participant(_) | Command::Coordinator(_) => "info",
-        Command::Txn(_) | Command::Get(_) => "warn",
+        Command::Txn(_) | Command::Get(_) | Command::Admin(_) => "warn",
+        Command::Bench(_) => "warn",
     });
     let code = match cli.command {
         Command::Local(args) => local::run(args).await,
@@ -154,6 +190,8 @@ async fn main() -> ExitCode {
         Command::Coordinator(args) => run_coordinator(args).await,
         Command::Txn(args) => txn_cmd::run_txn(args).await,
         Command::Get(args) => txn_cmd::run_get(args).await,
+        Command::Admin(args) => admin::run(args).await,
+        Command::Bench(args) => bench_cmd::run(args).await,
     };
     ExitCode::from(code)
 }

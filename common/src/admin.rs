@@ -44,6 +44,8 @@ pub struct NodeStats {
 /// An admin operation, sent with the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
+    /// Checks the token; changes nothing.
+    Ping,
     /// Participant: prepared transactions; coordinator: transactions in commit.
     InDoubt,
     /// What this process knows of one transaction.
@@ -62,6 +64,7 @@ pub enum AdminRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminReply {
+    Pong,
     Txns(Vec<TxnView>),
     Txn(TxnView),
     Locks(Vec<LockView>),

@@ -349,6 +349,7 @@ impl EngineTask {
 
     fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
         let answer = match request {
+            AdminRequest::Ping => Ok(AdminReply::Pong),
             AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
             AdminRequest::Show(txid) => Ok(AdminReply::Txn(self.engine.view(&txid))),
             AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.clone())),

@@ -337,6 +337,7 @@ impl EngineTask {
     /// heuristic resolution go through the engine.
     fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
         let event = match request {
+            AdminRequest::Ping => return drop(reply.send(Ok(AdminReply::Pong))),
             AdminRequest::InDoubt => {
                 let views = self.engine.in_doubt().take(MAX_ADMIN_LIST).map(|r| self.engine.view(&r.txid)).collect();
                 return drop(reply.send(Ok(AdminReply::Txns(views))));

@@ -22,6 +22,8 @@ pub struct ProcStat {
     pub ppid: u32,
     /// User + system CPU time, in clock ticks.
     pub cpu_ticks: u64,
+    /// Same, of the children it waited for (cutime + cstime).
+    pub children_ticks: u64,
 }
 
 /// Parses one `/proc/<pid>/stat` line (the command name may hold spaces
@@ -33,7 +35,9 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(ProcStat { ppid, cpu_ticks: utime + stime })
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(ProcStat { ppid, cpu_ticks: utime + stime, children_ticks: cutime + cstime })
 }
 
 pub fn stat(pid: u32) -> Option<ProcStat> {
@@ -53,6 +57,22 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Proportional set size (shared pages split among their users), KiB.
 pub fn pss_kib(pid: u32) -> Option<u64> {
     kib_field(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?, "Pss:")
+}
+
+/// CPU time of a process tree that reaps its children (a PostgreSQL
+/// postmaster): its own, its reaped children's, and its live children's.
+/// Continuous as children come and go.
+pub fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let root = stat(pid)?;
+    let live: u64 = with_children(pid).into_iter().skip(1).filter_map(stat).map(|s| s.cpu_ticks).sum();
+    Some(root.cpu_ticks + root.children_ticks + live)
+}
+
+/// Proportional resident memory of `pid` and its children, KiB.
+pub fn tree_pss_kib(pid: u32) -> Option<u64> {
+    let pids = with_children(pid);
+    let total: u64 = pids.iter().filter_map(|p| pss_kib(*p)).sum();
+    (total > 0).then_some(total)
 }
 
 /// `pid` and every live process whose parent is `pid`.
@@ -127,7 +147,7 @@ mod tests {
     #[test]
     fn stat_lines_with_odd_names_parse() {
         let line = "1234 (twopc (p1) x) S 99 1234 1234 0 -1 4194560 500 0 0 0 150 25 0 0 20 0 9 0 100 0 0";
-        assert_eq!(parse_stat(line), Some(ProcStat { ppid: 99, cpu_ticks: 175 }));
+        assert_eq!(parse_stat(line), Some(ProcStat { ppid: 99, cpu_ticks: 175, children_ticks: 0 }));
         assert_eq!(parse_stat("garbage"), None);
     }
 

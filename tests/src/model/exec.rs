@@ -137,7 +137,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 PReply::Outcome(Outcome::Aborted(_)) => Answer::Aborted,
                 PReply::Ack => Answer::Ack,
                 PReply::Probe(a) => Answer::Probe(a as u8),
-                PReply::Error(_) => Answer::Error,
+                PReply::Error(_) | PReply::Recovered { .. } => Answer::Error,
             };
             s.net.insert(Msg::FromParticipant { from: p, inc, kind, txid, answer });
         }
@@ -147,6 +147,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 s.net.insert(Msg::ToCoordinator { asker, inc: s.coordinator.incarnation, commit: false, txid });
             }
         }
+        PCommand::LogHeuristic(record) => panic!("no operator in the model, yet a heuristic decision: {record:?}"),
     }
 }
 
@@ -180,6 +181,7 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
             said_aborted(cfg, s, &txid);
             send(s, &to, PCall::Abort, txid);
         }
+        CCommand::LogMixed { txid, .. } => panic!("no operator in the model, yet heuristic-mixed {txid}"),
         CCommand::LogEnd { txid } => s.coordinator.disk.lazy.push(CWrite::End { txid }),
         CCommand::Probe { txid } => {
             s.coordinator.probes.insert(txid.clone(), vec![None; cfg.participants as usize]);
@@ -203,8 +205,14 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
                 _ => {}
             }
             match asker {
+                // Clients hear at once and always: hearing more only
+                // strengthens the checks, and spares interleavings.
                 Asker::Client(client) => {
-                    s.net.insert(Msg::ToClient { client, answer });
+                    if let Client::Committing(t) = &s.clients[client as usize] {
+                        if *t == txid {
+                            s.clients[client as usize] = Client::Heard(txid, answer);
+                        }
+                    }
                 }
                 Asker::Participant(to, inc) if answer != Answer::Error => {
                     s.net.insert(Msg::OutcomeAnswer { to, inc, txid, answer });

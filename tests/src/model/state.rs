@@ -172,8 +172,6 @@ pub enum Msg {
     /// Client or participant → coordinator incarnation `inc`: commit
     /// (`commit` true, clients only) or outcome question.
     ToCoordinator { asker: Asker, inc: u8, commit: bool, txid: TxnId },
-    /// Coordinator → client: the commit's outcome.
-    ToClient { client: u8, answer: Answer },
     /// Coordinator → participant `to` (incarnation `inc`): outcome answer.
     OutcomeAnswer { to: u8, inc: u8, txid: TxnId, answer: Answer },
 }

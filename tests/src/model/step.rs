@@ -239,11 +239,6 @@ fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
                 exec::coordinator_request(cfg, s, asker, commit, txid);
             }
         }
-        Msg::ToClient { client, answer } => {
-            if let Client::Committing(txid) = &s.clients[client as usize] {
-                s.clients[client as usize] = Client::Heard(txid.clone(), answer);
-            }
-        }
         Msg::OutcomeAnswer { to, inc, txid, answer } => {
             let p = &s.participants[to as usize];
             let status = match answer {
@@ -357,7 +352,7 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             c.pending.clear();
             c.calls.clear();
             c.probes.clear();
-            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered });
+            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered, mixed: Vec::new() });
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];
@@ -367,7 +362,7 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             part.pending.clear();
             let prepared = part.disk.durable.prepared.values().cloned().collect();
             let decided = part.disk.durable.done.iter().map(|(t, d)| (t.clone(), *d)).collect();
-            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, now_ms: 0 });
+            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, heuristics: Vec::new(), now_ms: 0 });
         }
     }
 }

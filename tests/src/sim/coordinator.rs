@@ -90,6 +90,7 @@ impl CoordinatorNode {
         let mut epoch_lsns = Vec::new();
         let mut commits = Vec::new();
         let mut ends = BTreeSet::new();
+        let mut mixed = Vec::new();
         let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("coordinator replay failed: {e}"));
         for (lsn, record) in records {
             match record {
@@ -101,6 +102,7 @@ impl CoordinatorNode {
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid);
                 }
+                CoordinatorRecord::Mixed { txid, participant } => mixed.push((txid, participant)),
             }
         }
         let epoch = last_epoch + 1;
@@ -115,7 +117,7 @@ impl CoordinatorNode {
         if env.sabotage == Sabotage::ForgetfulCoordinator {
             commits.clear();
         }
-        self.feed(env, Event::Recovered { epoch, commits });
+        self.feed(env, Event::Recovered { epoch, commits, mixed });
         env.timer(Addr::Coordinator, TICK_MS, Timer::Tick);
     }
 
@@ -181,6 +183,9 @@ impl CoordinatorNode {
                 Event::OnePhaseResult { txid, result: Ok(Outcome::Aborted(reason)), attempt }
             }
             (Call::Commit { txid, to, .. }, PReply::Ack) => Event::CommitAcked { txid, from: participant_id(to) },
+            (Call::Commit { txid, to, .. }, PReply::Error(ServiceError::HeuristicMixed { .. })) => {
+                Event::HeuristicMixed { txid, from: participant_id(to) }
+            }
             (Call::Commit { txid, to, attempt }, PReply::Error(_)) => {
                 Event::CommitFailed { txid, from: participant_id(to), attempt }
             }
@@ -308,6 +313,15 @@ impl CoordinatorNode {
                     let call =
                         env.call(Addr::Coordinator, Addr::Participant(to), Request::Abort(txid.clone()), abort_timeout);
                     self.calls.insert(call, Call::Abort { txid, to });
+                }
+                Command::LogMixed { txid, participant } => {
+                    // After an operator's forced abort only (never in the
+                    // simulation): written inline, synced.
+                    let mut batch = WalBatch::new();
+                    batch.append.push(CoordinatorRecord::Mixed { txid, participant });
+                    if let Err(e) = self.disk.wal.write(batch, Durability::Sync) {
+                        panic!("coordinator Mixed write failed: {e}");
+                    }
                 }
                 Command::LogEnd { txid } => {
                     let mut batch = WalBatch::new();

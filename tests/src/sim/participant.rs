@@ -12,15 +12,18 @@ use super::msg::{Addr, CallId, Request, Response};
 use std::collections::BTreeMap;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::txn::PrepareRequest;
-use twopc_common::{NodeId, ServiceError, TxnId, Versioned, Vote};
+use twopc_common::{Key, NodeId, ServiceError, TxnId, Versioned, Vote};
 use twopc_coordinator::engine::Reply as CReply;
 use twopc_participant::engine::{Command, Engine, Event, Reply, RequestId};
+use twopc_participant::runtime::{MAX_PARKED_READS, READ_WAIT_MAX};
 use twopc_participant::record::{Decision, ParticipantRecord};
 use twopc_participant::store::{self, ParticipantWal};
 use twopc_wal::{Durability, Lsn, Wal, WalBatch};
 
 /// The participant runtime's tick period.
 pub const TICK_MS: u64 = 500;
+/// How long a read waits for a prepared writer (the runtime's `READ_WAIT_MAX`).
+const READ_WAIT_MS: u64 = READ_WAIT_MAX.as_millis() as u64;
 
 /// What a written batch completes.
 #[derive(Debug)]
@@ -43,6 +46,9 @@ pub struct ParticipantNode {
     next_req: RequestId,
     /// Outcome questions in flight.
     asking: BTreeMap<CallId, TxnId>,
+    /// Reads waiting for a prepared writer of one of their keys (the
+    /// runtime's parked reads): caller, call, keys, deadline.
+    parked: Vec<(Addr, CallId, Vec<Key>, u64)>,
 }
 
 impl ParticipantNode {
@@ -58,6 +64,7 @@ impl ParticipantNode {
             pending: BTreeMap::new(),
             next_req: 0,
             asking: BTreeMap::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -76,8 +83,11 @@ impl ParticipantNode {
         self.prepared_lsn.clear();
         self.pending.clear();
         self.asking.clear();
+        self.parked.clear();
         let mut prepared = Vec::new();
         let mut decided = Vec::new();
+        // The latest Heuristic record of a txid wins (as in the runtime).
+        let mut heuristics = BTreeMap::new();
         let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("{}: replay failed: {e}", self.id));
         for (lsn, record) in records {
             match record {
@@ -86,9 +96,13 @@ impl ParticipantNode {
                     prepared.push(record);
                 }
                 ParticipantRecord::Done { txid, decision } => decided.push((txid, decision)),
+                ParticipantRecord::Heuristic(h) => {
+                    heuristics.insert(h.txid.clone(), h);
+                }
             }
         }
-        self.feed(env, Event::Recovered { prepared, decided, now_ms: env.now_ms });
+        let heuristics = heuristics.into_values().collect();
+        self.feed(env, Event::Recovered { prepared, decided, heuristics, now_ms: env.now_ms });
         env.timer(self.me(), TICK_MS, Timer::Tick);
     }
 
@@ -98,6 +112,7 @@ impl ParticipantNode {
             && self.engine.locks().is_empty()
             && self.disk.is_idle()
             && self.asking.is_empty()
+            && self.parked.is_empty()
     }
 
     /// Requests the engine never answered (checked once the run is quiet).
@@ -115,12 +130,7 @@ impl ParticipantNode {
         let req = self.next_req;
         self.next_req += 1;
         let (event, txid) = match request {
-            Request::Read(keys) => {
-                let wal: &ParticipantWal = &self.disk.wal;
-                let values: Result<Vec<Versioned>, ServiceError> = keys.iter().map(|k| store::get(wal, k)).collect();
-                let values = values.map_err(|e| e.to_string());
-                return env.respond(self.me(), from, call, Response::Read(values));
-            }
+            Request::Read(keys) => return self.read(env, from, call, keys, now_ms + READ_WAIT_MS),
             Request::Prepare(prepare) => match self.current(&prepare) {
                 Ok(current) => {
                     let txid = prepare.txid.clone();
@@ -144,6 +154,30 @@ impl ParticipantNode {
         self.feed(env, event);
     }
 
+    /// Serves a read now, or parks it while a prepared writer of one of
+    /// its keys may already be committed (the runtime's `read`).
+    fn read(&mut self, env: &mut Env, from: Addr, call: CallId, keys: Vec<Key>, deadline_ms: u64) {
+        let waiting = keys.iter().any(|k| self.engine.pending_writer(k).is_some());
+        if waiting && env.now_ms < deadline_ms && self.parked.len() < MAX_PARKED_READS {
+            self.parked.push((from, call, keys, deadline_ms));
+            return;
+        }
+        let values = if waiting && env.now_ms < deadline_ms {
+            Err(format!("overloaded: {MAX_PARKED_READS} reads waiting for prepared writers"))
+        } else {
+            let wal: &ParticipantWal = &self.disk.wal;
+            keys.iter().map(|k| store::get(wal, k)).collect::<Result<Vec<Versioned>, ServiceError>>().map_err(|e| e.to_string())
+        };
+        env.respond(self.me(), from, call, Response::Read(values));
+    }
+
+    /// Retries every parked read (after an outcome applied, or a tick).
+    fn release_parked(&mut self, env: &mut Env) {
+        for (from, call, keys, deadline_ms) in std::mem::take(&mut self.parked) {
+            self.read(env, from, call, keys, deadline_ms);
+        }
+    }
+
     /// Current committed state of every key the request touches, as the
     /// runtime reads it (`EngineTask::current`).
     fn current(&self, prepare: &PrepareRequest) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
@@ -164,6 +198,7 @@ impl ParticipantNode {
         };
         if let Response::Coordinator(CReply::Status(status)) = response {
             self.feed(env, Event::OutcomeAnswer { txid, status });
+            self.release_parked(env);
         }
     }
 
@@ -171,6 +206,7 @@ impl ParticipantNode {
         match timer {
             Timer::Tick => {
                 self.feed(env, Event::Tick { now_ms: env.now_ms });
+                self.release_parked(env);
                 env.timer(self.me(), TICK_MS, Timer::Tick);
             }
             Timer::CallTimeout(call) => {
@@ -193,7 +229,10 @@ impl ParticipantNode {
                     self.prepared_lsn.insert(txid.clone(), lsns[0]);
                     self.feed(env, Event::PrepareSynced { txid });
                 }
-                Done::Applied(txid) => self.feed(env, Event::Applied { txid }),
+                Done::Applied(txid) => {
+                    self.feed(env, Event::Applied { txid });
+                    self.release_parked(env);
+                }
                 Done::DoneLogged => {}
             }
         }
@@ -263,6 +302,15 @@ impl ParticipantNode {
                     let timeout = RPC_TIMEOUT.as_millis() as u64;
                     let call = env.call(self.me(), Addr::Coordinator, Request::Outcome(txid.clone()), timeout);
                     self.asking.insert(call, txid);
+                }
+                Command::LogHeuristic(record) => {
+                    // Operators only (never in the simulation): written
+                    // inline, synced, as the runtime does.
+                    let mut batch = WalBatch::new();
+                    batch.append.push(ParticipantRecord::Heuristic(record));
+                    if let Err(e) = self.disk.wal.write(batch, Durability::Sync) {
+                        panic!("{}: heuristic write failed: {e}", self.id);
+                    }
                 }
             }
         }

@@ -1,0 +1,145 @@
+//! The system under test: a twopc cluster launched with the chaos crate's
+//! [`Cluster`] (1 coordinator + N participants, separate processes),
+//! driven through the client library, its fsyncs read from each
+//! process's `stats()` RPC and its CPU and memory from `/proc`.
+
+use super::driver::{TxnResult, Worker};
+use super::procstat;
+use super::workload::{TxnPlan, INITIAL_BALANCE};
+use super::{NodeSample, Sample};
+use crate::cluster::Cluster;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use twopc_common::admin::NodeStats;
+use twopc_common::client::{Client, ClientError};
+use twopc_common::net::{client_config, connect, context_with_timeout, transport};
+use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
+
+/// Client connections to the coordinator (workers share them round-robin;
+/// each multiplexes many transactions).
+pub const CLIENT_CONNECTIONS: usize = 4;
+/// Deadline of a `stats()` call.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Launches the cluster (processes log at `warn`: the benchmark measures
+/// the protocol, not the logger).
+pub fn launch(binary: &Path, dir: &Path, participants: usize) -> Result<Cluster> {
+    let mut cluster = Cluster::in_dir(binary, dir, 1, participants)?;
+    for id in cluster.ids() {
+        cluster.set_env(&id, &[("RUST_LOG", "warn")]);
+    }
+    cluster.start_all().context("starting the twopc cluster")?;
+    Ok(cluster)
+}
+
+pub struct TwopcWorker {
+    client: Client,
+}
+
+/// Workers sharing [`CLIENT_CONNECTIONS`] connections.
+pub async fn workers(coordinator: &str, count: usize, connections: &[Client]) -> Result<Vec<TwopcWorker>> {
+    let mut conns = connections.to_vec();
+    if conns.is_empty() {
+        for _ in 0..CLIENT_CONNECTIONS {
+            conns.push(Client::connect(coordinator).await.with_context(|| format!("connecting to {coordinator}"))?);
+        }
+    }
+    Ok((0..count).map(|i| TwopcWorker { client: conns[i % conns.len()].clone() }).collect())
+}
+
+fn balance(value: Option<Vec<u8>>) -> u64 {
+    value.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(INITIAL_BALANCE)
+}
+
+impl TwopcWorker {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn run(&mut self, plan: TxnPlan) -> Result<TxnResult, ClientError> {
+        let mut txn = self.client.begin().await?;
+        match plan {
+            TxnPlan::Write { keys, value } => {
+                for k in keys {
+                    txn.put(k.key.as_bytes(), value.to_string().into_bytes());
+                }
+            }
+            TxnPlan::Transfer { from, to, amount } => {
+                let got = txn.get_many(vec![from.key.clone().into_bytes(), to.key.clone().into_bytes()]).await?;
+                let mut got = got.into_iter();
+                let (have, other) = (balance(got.next().flatten()), balance(got.next().flatten()));
+                if have < amount {
+                    txn.abort().await?;
+                    return Ok(TxnResult::Aborted);
+                }
+                txn.put(from.key.as_bytes(), (have - amount).to_string().into_bytes());
+                txn.put(to.key.as_bytes(), (other + amount).to_string().into_bytes());
+            }
+        }
+        txn.commit().await?;
+        Ok(TxnResult::Committed)
+    }
+}
+
+impl Worker for TwopcWorker {
+    async fn execute(&mut self, plan: TxnPlan) -> TxnResult {
+        match self.run(plan).await {
+            Ok(r) => r,
+            Err(ClientError::Aborted { .. }) => TxnResult::Aborted,
+            Err(e) => TxnResult::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Reads the cluster's counters and its processes' CPU and memory.
+pub struct Probe {
+    coordinator: (String, CoordinatorRpcClient, Option<u32>),
+    participants: Vec<(String, ParticipantRpcClient, Option<u32>)>,
+}
+
+impl Probe {
+    pub async fn connect(cluster: &Cluster) -> Result<Probe> {
+        let cid = cluster.coordinator_ids()[0].clone();
+        let stream = connect(&cluster.addr(&cid)).await.map_err(anyhow::Error::msg)?;
+        let coordinator = (cid.clone(), CoordinatorRpcClient::new(client_config(), transport(stream)).spawn(), cluster.pid(&cid));
+        let mut participants = Vec::new();
+        for id in cluster.participant_ids() {
+            let stream = connect(&cluster.addr(&id)).await.map_err(anyhow::Error::msg)?;
+            let client = ParticipantRpcClient::new(client_config(), transport(stream)).spawn();
+            participants.push((id.clone(), client, cluster.pid(&id)));
+        }
+        Ok(Probe { coordinator, participants })
+    }
+
+    pub async fn sample(&self) -> Result<Sample> {
+        let mut nodes = BTreeMap::new();
+        let (cid, coord, cpid) = &self.coordinator;
+        let stats = coord.stats(context_with_timeout(STATS_TIMEOUT)).await.context("coordinator stats()")?;
+        nodes.insert(cid.clone(), node_sample("coordinator", &stats, *cpid));
+        let asked = self.participants.iter().map(|(_, p, _)| p.stats(context_with_timeout(STATS_TIMEOUT)));
+        let answers = futures::future::join_all(asked).await;
+        for ((id, _, pid), stats) in self.participants.iter().zip(answers) {
+            let stats = stats.with_context(|| format!("{id} stats()"))?;
+            nodes.insert(id.clone(), node_sample("participant", &stats, *pid));
+        }
+        Ok(Sample { at: Instant::now(), nodes, bench_ticks: procstat::stat(std::process::id()).map_or(0, |s| s.cpu_ticks) })
+    }
+
+    /// The participants' ids, in shard order.
+    pub fn shard_ids(&self) -> Vec<String> {
+        self.participants.iter().map(|(id, _, _)| id.clone()).collect()
+    }
+}
+
+fn node_sample(role: &str, stats: &NodeStats, pid: Option<u32>) -> NodeSample {
+    let proc_stat = pid.and_then(procstat::stat);
+    NodeSample {
+        role: role.to_string(),
+        syncs: Some(stats.wal_syncs),
+        batches: Some(stats.wal_batches),
+        cpu_ticks: proc_stat.map(|s| s.cpu_ticks),
+        rss_kib: pid.and_then(procstat::peak_rss_kib),
+    }
+}

@@ -1,0 +1,560 @@
+//! One chaos run: start a cluster behind link proxies, run the workload
+//! while the nemesis injects faults, heal everything, wait (bounded) for
+//! recovery, read the final state and check the history against it.
+
+use crate::checker::{self, Violation};
+use crate::cluster::Cluster;
+use crate::history::{History, Resolved, Told};
+use crate::nemesis::{FaultEvent, FaultKind, Nemesis, Sabotage};
+use crate::proxy::Network;
+use crate::report::{Recovery, Report, TxnCounts};
+use crate::workload::{self, Workload, WorkloadKind, INITIAL_BALANCE};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use twopc_common::admin::NodeStats;
+use twopc_common::client::Client;
+use twopc_common::net::{client_config, connect, context_with_timeout, transport};
+use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
+use twopc_common::OutcomeStatus;
+
+/// Default bound on recovery after heal.
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often recovery is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Deadline of one stats or outcome question while polling.
+const POLL_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// The `twopc` binary to run the servers with.
+    pub binary: PathBuf,
+    pub seed: u64,
+    /// How long faults and workload run (then heal and check).
+    pub duration: Duration,
+    pub workload: WorkloadKind,
+    pub participants: usize,
+    pub coordinators: usize,
+    /// Concurrent clients (each with its own connection).
+    pub clients: usize,
+    pub faults: BTreeSet<FaultKind>,
+    pub sabotage: Option<Sabotage>,
+    /// Whether `binary` has fault points (aimed crashes, sabotage).
+    pub fault_points: bool,
+    /// Bound on recovery after heal.
+    pub recovery_timeout: Duration,
+    /// Keep data dirs and logs here (else a temp dir, removed).
+    pub dir: Option<PathBuf>,
+    /// Write the history (one JSON object per transaction) here.
+    pub history_file: Option<PathBuf>,
+    /// Show a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl ChaosOptions {
+    /// Sensible defaults for `binary`.
+    pub fn new(binary: PathBuf, seed: u64) -> ChaosOptions {
+        ChaosOptions {
+            binary,
+            seed,
+            duration: Duration::from_secs(60),
+            workload: WorkloadKind::Bank,
+            participants: 3,
+            coordinators: 1,
+            clients: 8,
+            faults: FaultKind::ALL.into_iter().collect(),
+            sabotage: None,
+            fault_points: true,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            dir: None,
+            history_file: None,
+            progress: false,
+        }
+    }
+
+    /// Faults this run injects (aimed crashes need fault points).
+    pub fn active_faults(&self) -> BTreeSet<FaultKind> {
+        self.faults.iter().copied().filter(|k| self.fault_points || !k.needs_fault_points()).collect()
+    }
+
+    /// The command line that replays this run's seed.
+    pub fn replay_command(&self) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
+        let mut cmd = format!(
+            "{} chaos --seed {} --duration {} --workload {} --participants {} --coordinators {} --clients {} --faults {}",
+            self.binary.display(),
+            self.seed,
+            format_duration(self.duration),
+            self.workload,
+            self.participants,
+            self.coordinators,
+            self.clients,
+            if faults.is_empty() { "none".to_string() } else { faults.join(",") },
+        );
+        if let Some(s) = self.sabotage {
+            cmd.push_str(&format!(" --sabotage {}", s.name()));
+        }
+        if self.recovery_timeout != DEFAULT_RECOVERY_TIMEOUT {
+            cmd.push_str(&format!(" --recovery-timeout {}", format_duration(self.recovery_timeout)));
+        }
+        cmd
+    }
+}
+
+/// `8s`, `1500ms`, `2m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses `60s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 60s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs one chaos run. `Err` means the harness itself could not run (e.g.
+/// the cluster never started); invariant violations are in the report.
+pub async fn run(opts: &ChaosOptions) -> Result<Report> {
+    let started = Instant::now();
+    let mut cluster = match &opts.dir {
+        Some(dir) => Cluster::in_dir(&opts.binary, dir, opts.coordinators, opts.participants)?,
+        None => Cluster::new(&opts.binary, opts.coordinators, opts.participants)?,
+    };
+    let network = Arc::new(Network::start(&mut cluster).await?);
+    let coordinator_addrs: BTreeMap<String, String> =
+        cluster.coordinator_ids().into_iter().map(|id| (id.clone(), cluster.addr(&id))).collect();
+    let participant_addrs: BTreeMap<String, String> =
+        cluster.participant_ids().into_iter().map(|id| (id.clone(), cluster.addr(&id))).collect();
+    let workload = Arc::new(Workload::plan(opts.workload, cluster.config.ring(), &cluster.participant_ids()));
+    let cluster = Arc::new(Mutex::new(cluster));
+    let kinds = opts.active_faults();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = History::new(Instant::now());
+    let mut nemesis = Nemesis::new(
+        cluster.clone(),
+        network.clone(),
+        opts.seed,
+        &kinds,
+        opts.sabotage,
+        history.start(),
+        stop.clone(),
+    );
+    let status = nemesis.status.clone();
+
+    // Set-up, before any fault.
+    let mut nemesis = tokio::task::spawn_blocking(move || nemesis.start_all().map(|()| nemesis))
+        .await
+        .context("starting the cluster")??;
+    let first_coordinator = coordinator_addrs.values().next().expect("at least one coordinator").clone();
+    workload.set_up(&first_coordinator, &history).await.context("setting up the workload")?;
+
+    // Workload and faults.
+    let run_start = Instant::now();
+    let deadline = run_start + opts.duration;
+    let workers_stop = Arc::new(AtomicBool::new(false));
+    let coordinators: Vec<String> = coordinator_addrs.keys().cloned().collect();
+    let mut workers = Vec::new();
+    for w in 0..opts.clients {
+        let addr = network.client_addr(&coordinators[w % coordinators.len()]);
+        let task = workload.clone().worker(w, addr, opts.seed, history.clone(), workers_stop.clone());
+        workers.push(tokio::spawn(task));
+    }
+    let nemesis_task = tokio::task::spawn_blocking(move || {
+        nemesis.run(deadline);
+        nemesis
+    });
+    let bar = progress_bar(opts, status.clone(), history.clone(), run_start);
+    tokio::time::sleep_until(deadline.into()).await;
+    workers_stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut nemesis = nemesis_task.await.context("nemesis thread")?;
+
+    // Heal, let in-flight transactions finish, wait for recovery.
+    bar.set("healing");
+    let (nemesis, _) = tokio::task::spawn_blocking(move || {
+        let restarted = nemesis.heal();
+        (nemesis, restarted)
+    })
+    .await
+    .context("healing")?;
+    let healed = Instant::now();
+    let recovery_deadline = healed + opts.recovery_timeout;
+    bar.set("waiting for clients' last transactions");
+    for worker in workers {
+        let left = recovery_deadline.saturating_duration_since(Instant::now());
+        let abort = worker.abort_handle();
+        if tokio::time::timeout(left, worker).await.is_err() {
+            abort.abort();
+        }
+    }
+    bar.set("recovering");
+    let (mut recovery, mut violations) =
+        wait_for_recovery(&history, &coordinator_addrs, &participant_addrs, healed, recovery_deadline).await;
+
+    // Final state and checks.
+    bar.set("checking");
+    let ops = history.ops();
+    let check = match workload.kind() {
+        WorkloadKind::Bank => {
+            let accounts = workload.accounts();
+            let state = workload::read_all(&first_coordinator, &accounts).await?;
+            let total = INITIAL_BALANCE * accounts.len() as i64;
+            recovery.bank_total = Some((total, bank_sum(&state)));
+            checker::check_bank(&ops, &accounts, &state, total)
+        }
+        WorkloadKind::AtomicSet => {
+            let keys: Vec<String> = ops.iter().flat_map(|op| op.body.written_keys()).collect();
+            let state = workload::read_all(&first_coordinator, &keys).await?;
+            checker::check_set(&ops, &state)
+        }
+    };
+    violations.extend(check);
+    let status = std::mem::take(&mut *status.lock().expect("status lock"));
+    for (id, exit, tail) in &status.unexpected_exits {
+        violations.push(Violation::new(
+            "process-died",
+            None,
+            format!("{id} exited by itself ({exit}) without an armed fault point; log tail:\n{tail}"),
+        ));
+    }
+    for (id, error) in &status.restart_failures {
+        violations.push(Violation::new("restart-failed", None, format!("{id} could not be restarted: {error}")));
+    }
+    bar.finish();
+    drop(nemesis);
+    if let Some(path) = &opts.history_file {
+        write_history(path, &ops).with_context(|| format!("writing the history to {}", path.display()))?;
+    }
+    let report = build_report(opts, &kinds, status.events, &history, recovery, violations, started);
+    // Processes stop (and the temp dir goes) when the last handle drops.
+    drop(cluster);
+    Ok(report)
+}
+
+fn bank_sum(state: &BTreeMap<String, twopc_common::Versioned>) -> i64 {
+    state
+        .values()
+        .filter_map(|v| v.value.as_ref().and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok()))
+        .sum()
+}
+
+fn write_history(path: &std::path::Path, ops: &[crate::history::Op]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for op in ops {
+        serde_json::to_writer(&mut out, op)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A stats connection to one process, re-opened on failure.
+enum StatsClient {
+    Participant(ParticipantRpcClient),
+    Coordinator(CoordinatorRpcClient),
+}
+
+async fn stats(addr: &str, coordinator: bool, slot: &mut Option<StatsClient>) -> Result<NodeStats, String> {
+    if slot.is_none() {
+        let stream = connect(addr).await?;
+        *slot = Some(if coordinator {
+            StatsClient::Coordinator(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
+        } else {
+            StatsClient::Participant(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
+        });
+    }
+    let ctx = context_with_timeout(POLL_RPC_TIMEOUT);
+    let result = match slot.as_ref().expect("connected") {
+        StatsClient::Participant(c) => c.stats(ctx).await,
+        StatsClient::Coordinator(c) => c.stats(ctx).await,
+    };
+    result.map_err(|e| {
+        *slot = None;
+        format!("stats of {addr}: {e}")
+    })
+}
+
+/// Polls until no participant holds a prepared transaction or a lock, no
+/// coordinator has an undelivered commit, and every unknown outcome is
+/// settled — or `deadline`. Sets each unknown op's resolution.
+async fn wait_for_recovery(
+    history: &History,
+    coordinators: &BTreeMap<String, String>,
+    participants: &BTreeMap<String, String>,
+    healed: Instant,
+    deadline: Instant,
+) -> (Recovery, Vec<Violation>) {
+    let mut recovery = Recovery { bound_ms: (deadline - healed).as_millis() as u64, ..Recovery::default() };
+    let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+    let mut stat_slots: BTreeMap<String, Option<StatsClient>> = BTreeMap::new();
+    let mut first = true;
+    loop {
+        let ops = history.ops();
+        let unknown: Vec<_> = ops
+            .iter()
+            .filter(|op| matches!(op.told, Told::Unknown { .. }))
+            .filter(|op| !matches!(op.resolved, Some(Resolved::Committed) | Some(Resolved::Aborted)))
+            .collect();
+        let mut pending = Vec::new();
+        for op in &unknown {
+            let coordinator = op.txid.coordinator.as_str().to_string();
+            let Some(addr) = coordinators.get(&coordinator) else {
+                history.resolve(op.index, Resolved::Unresolved(format!("unknown coordinator {coordinator}")));
+                continue;
+            };
+            if !clients.contains_key(&coordinator) {
+                if let Ok(c) = Client::connect(addr).await {
+                    clients.insert(coordinator.clone(), c);
+                }
+            }
+            let answer = match clients.get(&coordinator) {
+                Some(c) => match tokio::time::timeout(POLL_RPC_TIMEOUT, c.outcome(&op.txid)).await {
+                    Ok(Ok(OutcomeStatus::Committed)) => Ok(Resolved::Committed),
+                    Ok(Ok(OutcomeStatus::Aborted)) => Ok(Resolved::Aborted),
+                    Ok(Ok(OutcomeStatus::Pending)) => Err("still pending".to_string()),
+                    Ok(Err(e)) => {
+                        clients.remove(&coordinator);
+                        Err(e.to_string())
+                    }
+                    Err(_) => Err("outcome question timed out".to_string()),
+                },
+                None => Err(format!("cannot connect to {coordinator}")),
+            };
+            match answer {
+                Ok(resolved) => history.resolve(op.index, resolved),
+                Err(why) => {
+                    history.resolve(op.index, Resolved::Unresolved(why.clone()));
+                    pending.push(why);
+                }
+            }
+        }
+        let mut busy = Vec::new();
+        let (mut in_doubt, mut locks) = (0, 0);
+        for (id, addr, coordinator) in coordinators
+            .iter()
+            .map(|(id, a)| (id, a, true))
+            .chain(participants.iter().map(|(id, a)| (id, a, false)))
+        {
+            let slot = stat_slots.entry(id.clone()).or_default();
+            match stats(addr, coordinator, slot).await {
+                Ok(s) => {
+                    in_doubt += s.in_doubt;
+                    locks += s.locks;
+                    if s.in_doubt > 0 || s.locks > 0 || s.undelivered_commits > 0 {
+                        busy.push(format!(
+                            "{id}: {} in doubt, {} keys locked, {} undelivered commits",
+                            s.in_doubt, s.locks, s.undelivered_commits
+                        ));
+                    }
+                }
+                Err(e) => busy.push(e),
+            }
+        }
+        if first {
+            first = false;
+            recovery.in_doubt_at_heal = in_doubt;
+            recovery.locks_at_heal = locks;
+            recovery.unknown_at_heal = unknown.len();
+        }
+        if busy.is_empty() && pending.is_empty() {
+            recovery.resolved_after_ms = Some(healed.elapsed().as_millis() as u64);
+            return (recovery, Vec::new());
+        }
+        if Instant::now() >= deadline {
+            let mut violations = Vec::new();
+            if !busy.is_empty() {
+                violations.push(Violation::new(
+                    "in-doubt-left",
+                    None,
+                    format!(
+                        "{} ms after heal, not every prepared transaction or lock was resolved: {}",
+                        healed.elapsed().as_millis(),
+                        busy.join("; ")
+                    ),
+                ));
+            }
+            // Unsettled unknown outcomes are reported by the checker.
+            return (recovery, violations);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn build_report(
+    opts: &ChaosOptions,
+    kinds: &BTreeSet<FaultKind>,
+    events: Vec<FaultEvent>,
+    history: &History,
+    recovery: Recovery,
+    violations: Vec<Violation>,
+    started: Instant,
+) -> Report {
+    let ops = history.ops();
+    let mut txns = TxnCounts::default();
+    let mut aborts: BTreeMap<String, usize> = BTreeMap::new();
+    for op in &ops {
+        match &op.told {
+            Told::Committed => txns.committed += 1,
+            Told::Aborted { category, .. } => {
+                txns.aborted += 1;
+                *aborts.entry(category.clone()).or_default() += 1;
+            }
+            Told::Unknown { .. } => {
+                txns.unknown += 1;
+                match op.resolved {
+                    Some(Resolved::Committed) => txns.unknown_then_committed += 1,
+                    Some(Resolved::Aborted) => txns.unknown_then_aborted += 1,
+                    _ => txns.unresolved += 1,
+                }
+            }
+        }
+    }
+    let not_sent = history.not_sent_counts();
+    txns.not_sent = not_sent.values().sum();
+    let mut injected: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &events {
+        *injected.entry(e.kind.name().to_string()).or_default() += 1;
+    }
+    Report {
+        seed: opts.seed,
+        workload: opts.workload,
+        duration_ms: opts.duration.as_millis() as u64,
+        participants: opts.participants,
+        coordinators: opts.coordinators,
+        clients: opts.clients,
+        faults_enabled: kinds.iter().copied().collect(),
+        faults_skipped: opts.faults.difference(kinds).copied().collect(),
+        fault_points: opts.fault_points,
+        sabotage: opts.sabotage,
+        faults_injected: injected,
+        fault_events: events,
+        txns,
+        aborts_by_reason: aborts,
+        not_sent,
+        max_resolve_ms: recovery.resolved_after_ms,
+        recovery,
+        violations,
+        replay: opts.replay_command(),
+        dir: opts.dir.as_ref().map(|d| d.display().to_string()),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The progress bar (a no-op when hidden).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn set(&self, phase: &str) {
+        if let Some(ticker) = &self.ticker {
+            ticker.abort();
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(phase.to_string());
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(ticker) = &self.ticker {
+            ticker.abort();
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn progress_bar(
+    opts: &ChaosOptions,
+    status: Arc<Mutex<crate::nemesis::NemesisStatus>>,
+    history: History,
+    run_start: Instant,
+) -> Progress {
+    use std::io::IsTerminal;
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return Progress { bar: None, ticker: None };
+    }
+    let total = opts.duration.as_secs().max(1);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos:>3}/{len}s [{bar:25}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let ticking = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let (c, a, u, f) = history.counts();
+            let (faults, current) = {
+                let s = status.lock().expect("status lock");
+                (s.events.len(), s.current.clone())
+            };
+            ticking.set_position(run_start.elapsed().as_secs().min(total));
+            ticking.set_message(format!(
+                "committed {c}, aborted {a}, unknown {u}, in flight {f} | faults {faults}{}",
+                if current.is_empty() { String::new() } else { format!(": {current}") }
+            ));
+            ticking.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Progress { bar: Some(bar), ticker: Some(ticker) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(format_duration(Duration::from_secs(8)), "8s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn the_replay_command_repeats_every_option() {
+        let mut opts = ChaosOptions::new(PathBuf::from("/bin/twopc"), 42);
+        opts.duration = Duration::from_secs(8);
+        opts.faults = crate::nemesis::parse_faults("kill,delay").unwrap();
+        opts.sabotage = Some(Sabotage::VoteBeforeSync);
+        assert_eq!(
+            opts.replay_command(),
+            "/bin/twopc chaos --seed 42 --duration 8s --workload bank --participants 3 --coordinators 1 \
+             --clients 8 --faults kill,delay --sabotage vote-before-sync"
+        );
+    }
+}

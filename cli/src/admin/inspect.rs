@@ -1,0 +1,341 @@
+//! The read-only admin commands: `status`, `in-doubt`, `show`, `locks`.
+
+use super::nodes::{Cluster, Node};
+use super::render::{age, key, now_ms, table};
+use super::{Failure, ADMIN_OK, ADMIN_UNKNOWN_TXN};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView};
+use twopc_common::TxnId;
+
+pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
+    let mut rows = Vec::new();
+    let mut nodes = Vec::new();
+    for node in &cluster.nodes {
+        let stats = cluster.stats(node).await;
+        let dash = || "-".to_string();
+        rows.push(match &stats {
+            Ok(s) => vec![
+                node.id.clone(),
+                node.role.into(),
+                node.addr.clone(),
+                "up".into(),
+                s.epoch.map_or_else(dash, |e| e.to_string()),
+                if node.role == "participant" { s.in_doubt.to_string() } else { s.undelivered_commits.to_string() },
+                s.oldest_prepared_ms.map_or_else(dash, |t| age(s.now_ms.saturating_sub(t))),
+                if node.role == "participant" { s.locks.to_string() } else { dash() },
+                s.heuristics.to_string(),
+                s.heuristic_mixed.to_string(),
+                s.wal_syncs.to_string(),
+            ],
+            Err(e) => {
+                let mut row = vec![node.id.clone(), node.role.into(), node.addr.clone(), "UNREACHABLE".into()];
+                row.extend(std::iter::repeat_n("-".to_string(), 7));
+                row.push(e.clone());
+                row
+            }
+        });
+        nodes.push(serde_json::json!({
+            "id": node.id, "role": node.role, "addr": node.addr,
+            "reachable": stats.is_ok(),
+            "error": stats.as_ref().err(),
+            "stats": stats.as_ref().ok(),
+        }));
+    }
+    if json {
+        println!("{}", serde_json::json!({ "nodes": nodes }));
+    } else {
+        let header = [
+            "ID",
+            "ROLE",
+            "ADDR",
+            "STATE",
+            "EPOCH",
+            "IN-DOUBT*",
+            "OLDEST",
+            "LOCKS",
+            "HEURISTIC",
+            "MIXED",
+            "FSYNCS",
+            "",
+        ];
+        print!("{}", table(&header, &rows));
+        println!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
+        let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
+        if mixed > 0 {
+            println!("HEURISTIC-MIXED: {mixed} forced outcome(s) disagree with the coordinator; see `twopc admin in-doubt` and `show`");
+        }
+    }
+    Ok(ADMIN_OK)
+}
+
+/// One unresolved transaction, as every process sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InDoubt {
+    pub txid: String,
+    /// Oldest prepare time among its participants (ms since the epoch).
+    pub since_ms: Option<u64>,
+    pub age_ms: Option<u64>,
+    /// participant → "prepared" | "not in doubt" | "unreachable" | coordinator's view.
+    pub participants: BTreeMap<String, String>,
+    /// participant → keys it locks.
+    pub locks: BTreeMap<String, Vec<String>>,
+    /// The coordinator's logged decision: "commit", "abort (presumed)",
+    /// "abort", "deciding", "unknown (coordinator unreachable)".
+    pub decision: String,
+}
+
+/// Every transaction prepared somewhere (or committed and not acked), with
+/// the coordinator's decision. Also returns the processes that could not be
+/// asked.
+pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<String>), Failure> {
+    let mut found: BTreeMap<TxnId, InDoubt> = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    let mut reached = Vec::new();
+    for node in &cluster.nodes {
+        let views = match cluster.admin(node, AdminRequest::InDoubt).await? {
+            Ok(AdminReply::Txns(views)) => views,
+            Ok(_) => continue,
+            Err(e) => {
+                unreachable.push(format!("{} ({e})", node.id));
+                continue;
+            }
+        };
+        if node.role == "participant" {
+            reached.push(node.id.clone());
+        }
+        for view in views {
+            let Some(txid) = view.txid.clone() else { continue };
+            if node.role == "coordinator" && view.state != "committing" {
+                continue; // still deciding: not in doubt anywhere yet
+            }
+            let entry = found.entry(txid.clone()).or_insert_with(|| InDoubt {
+                txid: txid.to_string(),
+                since_ms: None,
+                age_ms: None,
+                participants: BTreeMap::new(),
+                locks: BTreeMap::new(),
+                decision: String::new(),
+            });
+            for p in &view.participants {
+                entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
+            }
+            if node.role == "participant" {
+                entry.participants.insert(node.id.clone(), view.state.clone());
+                entry.locks.insert(node.id.clone(), view.locks.iter().map(|k| key(k)).collect());
+                entry.since_ms = Some(entry.since_ms.unwrap_or(u64::MAX).min(view.since_ms.unwrap_or(u64::MAX)));
+            } else {
+                for p in &view.unacked {
+                    entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
+                }
+            }
+        }
+    }
+    let now = now_ms();
+    for (txid, entry) in found.iter_mut() {
+        for (p, state) in entry.participants.iter_mut() {
+            if state == "?" {
+                *state = if reached.contains(p) { "not in doubt".into() } else { "unreachable".into() };
+            }
+        }
+        entry.age_ms = entry.since_ms.filter(|s| *s != u64::MAX).map(|s| now.saturating_sub(s));
+        entry.decision = coordinator_decision(cluster, txid).await?.0;
+    }
+    Ok((found.into_values().collect(), unreachable))
+}
+
+/// The owning coordinator's decision for `txid`, in words, and its view.
+pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(String, Option<TxnView>), Failure> {
+    let Some(node) = cluster.node(txid.coordinator.as_str()) else {
+        return Ok((format!("unknown (coordinator {} is not in the cluster file)", txid.coordinator), None));
+    };
+    let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
+        Ok(AdminReply::Txn(view)) => view,
+        Ok(_) | Err(_) => return Ok(("unknown (coordinator unreachable)".into(), None)),
+    };
+    let words = match view.state.as_str() {
+        "committed" | "committing" => "commit (logged)",
+        "aborted" | "aborting" => "abort",
+        "unknown" => "abort (presumed: no commit logged)",
+        _ => "deciding",
+    };
+    Ok((words.into(), Some(view)))
+}
+
+pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
+    let (entries, unreachable) = collect_in_doubt(cluster).await?;
+    if json {
+        println!("{}", serde_json::json!({ "in_doubt": entries, "unreachable": unreachable }));
+        return Ok(ADMIN_OK);
+    }
+    if entries.is_empty() {
+        println!("no transaction is in doubt");
+    } else {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                let states: Vec<String> = e.participants.iter().map(|(p, s)| format!("{p}={s}")).collect();
+                let locks: Vec<String> = e.locks.iter().map(|(p, ks)| format!("{p}:{}", ks.join(","))).collect();
+                vec![
+                    e.txid.clone(),
+                    e.age_ms.map_or_else(|| "-".into(), age),
+                    states.join(" "),
+                    e.decision.clone(),
+                    locks.join(" "),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["TXID", "AGE", "PARTICIPANTS", "COORDINATOR DECISION", "LOCKS"], &rows));
+        println!(
+            "resolve: `twopc admin recover` (coordinator reachable) or `twopc admin resolve TXID --commit|--abort`"
+        );
+    }
+    for u in unreachable {
+        println!("warning: could not ask {u}");
+    }
+    Ok(ADMIN_OK)
+}
+
+pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Failure> {
+    let (decision, coordinator) = coordinator_decision(cluster, txid).await?;
+    let mut views: Vec<(String, Result<TxnView, String>)> = Vec::new();
+    for node in cluster.participants() {
+        let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
+            Ok(AdminReply::Txn(view)) => Ok(view),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e),
+        };
+        views.push((node.id.clone(), view));
+    }
+    let known = coordinator.as_ref().is_some_and(|v| v.state != "unknown")
+        || views.iter().any(|(_, v)| v.as_ref().is_ok_and(|v| v.state != "unknown"));
+    let mixed = mixed_findings(&decision, coordinator.as_ref(), &views);
+    if json {
+        let participants: BTreeMap<&str, serde_json::Value> = views
+            .iter()
+            .map(|(id, v)| {
+                (id.as_str(), v.as_ref().map_or_else(|e| serde_json::json!({ "error": e }), |v| serde_json::json!(v)))
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "txid": txid.to_string(), "known": known, "decision": decision,
+                "coordinator": coordinator, "participants": participants, "heuristic_mixed": mixed,
+            })
+        );
+    } else {
+        println!("transaction {txid}");
+        match &coordinator {
+            Some(v) => {
+                println!("  coordinator {}: {} -> decision: {decision}", v.node, v.state);
+                if !v.participants.is_empty() {
+                    println!("    participants: {}", join(&v.participants));
+                }
+                if !v.unacked.is_empty() {
+                    println!("    commit not yet acked by: {}", join(&v.unacked));
+                }
+            }
+            None => println!("  coordinator {}: {decision}", txid.coordinator),
+        }
+        for (id, view) in &views {
+            match view {
+                Err(e) => println!("  participant {id}: UNREACHABLE ({e})"),
+                Ok(v) => {
+                    let mut line = format!("  participant {id}: {}", v.state);
+                    if let Some(since) = v.since_ms {
+                        line.push_str(&format!(", prepared {} ago", age(now_ms().saturating_sub(since))));
+                    }
+                    if !v.locks.is_empty() {
+                        let keys: Vec<String> = v.locks.iter().map(|k| key(k)).collect();
+                        line.push_str(&format!(", locks {}", keys.join(",")));
+                    }
+                    if v.writes > 0 {
+                        line.push_str(&format!(", {} write(s)", v.writes));
+                    }
+                    println!("{line}");
+                    if let Some(h) = &v.heuristic {
+                        println!(
+                            "    heuristic {} forced {} ago: {}{}",
+                            h.decision,
+                            age(now_ms().saturating_sub(h.at_ms)),
+                            h.reason,
+                            h.conflict.as_ref().map_or_else(String::new, |c| format!(" (coordinator decided {c})"))
+                        );
+                    }
+                }
+            }
+        }
+        for m in &mixed {
+            println!("  HEURISTIC-MIXED: {m}");
+        }
+    }
+    Ok(if known { ADMIN_OK } else { ADMIN_UNKNOWN_TXN })
+}
+
+/// Every disagreement between a forced outcome and the coordinator.
+pub fn mixed_findings(
+    decision: &str,
+    coordinator: Option<&TxnView>,
+    views: &[(String, Result<TxnView, String>)],
+) -> Vec<String> {
+    let mut found: Vec<String> = coordinator
+        .map(|c| c.mixed.iter().map(|p| format!("{p} refused the coordinator's commit (forced to abort)")).collect())
+        .unwrap_or_default();
+    for (id, view) in views {
+        let Ok(view) = view else { continue };
+        let Some(h) = &view.heuristic else { continue };
+        let coordinator_commits = decision.starts_with("commit");
+        let coordinator_aborts = decision.starts_with("abort");
+        let disagrees =
+            (h.decision == "commit" && coordinator_aborts) || (h.decision == "abort" && coordinator_commits);
+        if (disagrees || h.conflict.is_some()) && !found.iter().any(|f| f.starts_with(id.as_str())) {
+            found.push(format!("{id} was forced to {} but the coordinator's decision is {decision}", h.decision));
+        }
+    }
+    found
+}
+
+fn join(ids: &[twopc_common::NodeId]) -> String {
+    ids.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) -> Result<u8, Failure> {
+    let want = key_filter.map(String::into_bytes);
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    let mut unreachable = Vec::new();
+    for node in cluster.participants() {
+        match cluster.admin(node, AdminRequest::Locks { key: want.clone() }).await? {
+            Ok(AdminReply::Locks(locks)) => {
+                for l in locks {
+                    let held = now_ms().saturating_sub(l.since_ms);
+                    rows.push(vec![key(&l.key), l.holder.to_string(), node.id.clone(), age(held)]);
+                    all.push(serde_json::json!({
+                        "key": key(&l.key), "holder": l.holder.to_string(), "participant": node.id,
+                        "since_ms": l.since_ms, "held_ms": held,
+                    }));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => unreachable.push(unreachable_note(node, &e)),
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
+    } else {
+        if rows.is_empty() {
+            println!("no locks held");
+        } else {
+            print!("{}", table(&["KEY", "HOLDER", "PARTICIPANT", "HELD FOR"], &rows));
+        }
+        for u in unreachable {
+            println!("warning: could not ask {u}");
+        }
+    }
+    Ok(ADMIN_OK)
+}
+
+fn unreachable_note(node: &Node, e: &str) -> String {
+    format!("{} ({e})", node.id)
+}

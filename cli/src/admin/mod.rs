@@ -1,0 +1,171 @@
+//! `twopc admin`: the operator's tool for in-doubt transactions.
+//!
+//! # Layout
+//! - `mod.rs`: arguments, dispatch, exit codes.
+//! - `nodes.rs`: reaching every process of the cluster with the token.
+//! - `inspect.rs`: `status`, `in-doubt`, `show`, `locks` (read-only).
+//! - `act.rs`: `recover` and `resolve` (they change state).
+//! - `render.rs`: tables and durations for humans.
+
+mod act;
+mod inspect;
+mod nodes;
+mod render;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// Exit code: done (nothing refused, nothing left).
+pub const ADMIN_OK: u8 = 0;
+/// Exit code: refused for safety, or something is left unresolved.
+pub const ADMIN_REFUSED: u8 = 1;
+/// Exit code: no process knows the transaction (or it is not in doubt).
+pub const ADMIN_UNKNOWN_TXN: u8 = 2;
+/// Exit code: usage error, malformed txid, or a process could not be used.
+pub const ADMIN_USAGE: u8 = 3;
+/// Exit code: the admin token was missing or wrong.
+pub const ADMIN_UNAUTHORISED: u8 = 4;
+
+pub const ADMIN_AFTER_HELP: &str = "\
+The admin token comes from TWOPC_ADMIN_TOKEN, else from `admin_token` in the
+cluster file (`twopc local` writes one). Every process compares it in
+constant time; a wrong or missing token is refused and changes nothing.
+
+Exit codes:
+  0  done (nothing refused, nothing left in doubt)
+  1  refused for safety (resolve), or transactions are still in doubt (recover)
+  2  unknown transaction (no process knows it, or it is not in doubt)
+  3  usage error, malformed txid, or a process could not be reached
+  4  the admin token was missing or wrong";
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// How to find the cluster.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The cluster file (also the source of the admin token if
+    /// TWOPC_ADMIN_TOKEN is unset). `twopc local` writes DIR/cluster.toml.
+    #[arg(long, value_name = "CLUSTER.toml", global = true)]
+    pub config: Option<PathBuf>,
+    /// A coordinator's address; the rest of the cluster is asked from it
+    /// (the token must then come from TWOPC_ADMIN_TOKEN).
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub coordinator: Option<String>,
+    /// Print one JSON object instead of tables (stable field names,
+    /// documented in the README).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Every process, reachable or not: role, epoch, in-doubt count, age of
+    /// the oldest prepared transaction, locks held, heuristic decisions and
+    /// mismatches.
+    Status,
+    /// Every transaction prepared anywhere and not yet resolved: its
+    /// participants and their states, the coordinator's logged decision if
+    /// any, age, and locks held.
+    InDoubt,
+    /// The full story of one transaction as every process's log knows it.
+    Show {
+        /// Transaction id, e.g. c1.3.17 (as printed by `twopc txn`).
+        txid: String,
+    },
+    /// Run a recovery pass now (coordinators re-send undelivered commits,
+    /// participants ask for every in-doubt outcome) and report what changed.
+    Recover {
+        /// How long to wait for transactions to resolve.
+        #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+        wait: std::time::Duration,
+    },
+    /// Force the outcome of an in-doubt transaction at its participants
+    /// (heuristic resolution, for when the coordinator is lost).
+    ///
+    /// First asks the coordinator: if it logged a decision, that decision
+    /// is applied and the opposite is refused unless --force; if it cannot
+    /// be reached, resolve refuses unless --force (you take responsibility).
+    /// A forced outcome is recorded in the participant's log as heuristic,
+    /// with time and reason, and survives restarts. If the coordinator later
+    /// holds the other decision, both sides report heuristic-mixed.
+    Resolve {
+        /// Transaction id, e.g. c1.3.17.
+        txid: String,
+        /// Commit it.
+        #[arg(long, conflicts_with = "abort", required_unless_present = "abort")]
+        commit: bool,
+        /// Abort it.
+        #[arg(long)]
+        abort: bool,
+        /// Apply even against the coordinator's decision or without it.
+        #[arg(long)]
+        force: bool,
+        /// Why (recorded in the participants' logs).
+        #[arg(long, default_value = "forced by twopc admin resolve")]
+        reason: String,
+    },
+    /// The lock table: which transaction holds which key, since when.
+    Locks {
+        /// Only this key.
+        #[arg(long, value_name = "K")]
+        key: Option<String>,
+    },
+}
+
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    match unit {
+        "" | "s" => Ok(std::time::Duration::from_secs(n)),
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 10s or 500ms")),
+    }
+}
+
+/// An admin failure: the message and the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+}
+
+pub async fn run(args: AdminArgs) -> u8 {
+    let json = args.target.json;
+    let result = async {
+        let cluster = nodes::Cluster::connect(&args.target).await?;
+        match args.command {
+            AdminCommand::Status => inspect::status(&cluster, json).await,
+            AdminCommand::InDoubt => inspect::in_doubt(&cluster, json).await,
+            AdminCommand::Show { txid } => inspect::show(&cluster, &nodes::parse_txid(&txid)?, json).await,
+            AdminCommand::Locks { key } => inspect::locks(&cluster, key, json).await,
+            AdminCommand::Recover { wait } => act::recover(&cluster, wait, json).await,
+            AdminCommand::Resolve { txid, commit, abort: _, force, reason } => {
+                act::resolve(&cluster, &nodes::parse_txid(&txid)?, commit, force, &reason, json).await
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": f.message }));
+            }
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}

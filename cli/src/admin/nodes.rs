@@ -1,0 +1,151 @@
+//! Reaching every process of a cluster for `twopc admin`.
+
+use super::{Failure, Target, ADMIN_UNAUTHORISED, ADMIN_USAGE};
+use std::time::Duration;
+use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
+use twopc_common::config::ClusterConfig;
+use twopc_common::net::{client_config, connect, context_with_timeout, transport};
+use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
+use twopc_common::{ServiceError, TxnId};
+
+/// Deadline of one admin call.
+pub const ADMIN_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn parse_txid(text: &str) -> Result<TxnId, Failure> {
+    text.parse().map_err(|e: String| Failure::new(ADMIN_USAGE, e))
+}
+
+pub enum Client {
+    Coordinator(CoordinatorRpcClient),
+    Participant(ParticipantRpcClient),
+}
+
+/// One process: where it is and, if reachable, a connection.
+pub struct Node {
+    pub id: String,
+    pub role: &'static str,
+    pub addr: String,
+    pub client: Result<Client, String>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    token: String,
+}
+
+impl Cluster {
+    /// Loads the cluster (file, or asked from a coordinator) and connects
+    /// to every process; unreachable ones are kept with their error.
+    pub async fn connect(target: &Target) -> Result<Cluster, Failure> {
+        let env_token = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        let (config, token) = match (&target.config, &target.coordinator) {
+            (Some(path), _) => {
+                let config = ClusterConfig::load(path).map_err(|e| Failure::new(ADMIN_USAGE, e.to_string()))?;
+                let token = env_token.or_else(|| config.admin_token.clone());
+                (config, token)
+            }
+            (None, Some(addr)) => {
+                let token = env_token.ok_or_else(|| {
+                    Failure::new(
+                        ADMIN_UNAUTHORISED,
+                        format!("set {ADMIN_TOKEN_ENV} (or use --config with a cluster file that has admin_token)"),
+                    )
+                })?;
+                let client = coordinator(addr).await.map_err(|e| Failure::new(ADMIN_USAGE, e))?;
+                let reply = client
+                    .admin(context_with_timeout(ADMIN_RPC_TIMEOUT), token.clone(), AdminRequest::Cluster)
+                    .await
+                    .map_err(|e| Failure::new(ADMIN_USAGE, format!("coordinator {addr}: {e}")))?;
+                match reply.map_err(service_failure)? {
+                    AdminReply::Cluster(config) => (config, Some(token)),
+                    other => return Err(Failure::new(ADMIN_USAGE, format!("unexpected reply {other:?}"))),
+                }
+            }
+            (None, None) => {
+                return Err(Failure::new(ADMIN_USAGE, "give --config CLUSTER.toml or --coordinator HOST:PORT"))
+            }
+        };
+        let token = token.ok_or_else(|| {
+            Failure::new(
+                ADMIN_UNAUTHORISED,
+                format!("no admin token: set {ADMIN_TOKEN_ENV} or admin_token in the cluster file"),
+            )
+        })?;
+        let mut nodes = Vec::new();
+        for entry in &config.coordinator {
+            let client = coordinator(&entry.addr).await.map(Client::Coordinator);
+            nodes.push(Node { id: entry.id.clone(), role: "coordinator", addr: entry.addr.clone(), client });
+        }
+        for entry in &config.participant {
+            let client = participant(&entry.addr).await.map(Client::Participant);
+            nodes.push(Node { id: entry.id.clone(), role: "participant", addr: entry.addr.clone(), client });
+        }
+        let cluster = Cluster { nodes, token };
+        // A wrong token is refused before anything is shown.
+        for node in cluster.nodes.iter().filter(|n| n.client.is_ok()) {
+            if cluster.admin(node, AdminRequest::Ping).await?.is_ok() {
+                break;
+            }
+        }
+        Ok(cluster)
+    }
+
+    pub fn participants(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == "participant")
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Sends an admin request to `node`. `Err` carries a message; a
+    /// refused token becomes a [`Failure`] at once (it would be refused
+    /// everywhere).
+    pub async fn admin(&self, node: &Node, request: AdminRequest) -> Result<Result<AdminReply, String>, Failure> {
+        let client = match &node.client {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e.clone())),
+        };
+        let ctx = context_with_timeout(ADMIN_RPC_TIMEOUT);
+        let token = self.token.clone();
+        let answer = match client {
+            Client::Coordinator(c) => c.admin(ctx, token, request).await,
+            Client::Participant(c) => c.admin(ctx, token, request).await,
+        };
+        match answer {
+            Err(e) => Ok(Err(format!("{}: {e}", node.id))),
+            Ok(Err(ServiceError::Unauthorised(m))) => {
+                Err(Failure::new(ADMIN_UNAUTHORISED, format!("{}: {m}", node.id)))
+            }
+            Ok(Err(e)) => Ok(Err(e.to_string())),
+            Ok(Ok(reply)) => Ok(Ok(reply)),
+        }
+    }
+
+    pub async fn stats(&self, node: &Node) -> Result<NodeStats, String> {
+        let client = node.client.as_ref().map_err(Clone::clone)?;
+        let ctx = context_with_timeout(ADMIN_RPC_TIMEOUT);
+        let answer = match client {
+            Client::Coordinator(c) => c.stats(ctx).await,
+            Client::Participant(c) => c.stats(ctx).await,
+        };
+        answer.map_err(|e| format!("{}: {e}", node.id))
+    }
+}
+
+fn service_failure(e: ServiceError) -> Failure {
+    match e {
+        ServiceError::Unauthorised(m) => Failure::new(ADMIN_UNAUTHORISED, m),
+        other => Failure::new(ADMIN_USAGE, other.to_string()),
+    }
+}
+
+async fn coordinator(addr: &str) -> Result<CoordinatorRpcClient, String> {
+    let stream = connect(addr).await?;
+    Ok(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
+}
+
+async fn participant(addr: &str) -> Result<ParticipantRpcClient, String> {
+    let stream = connect(addr).await?;
+    Ok(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
+}

@@ -1,0 +1,180 @@
+//! `twopc bench`: a thin shell over `twopc_chaos::bench`: parses the
+//! command line, runs the benchmark (a twopc cluster of this very binary,
+//! and optionally PostgreSQL), prints the table or the JSON report, and
+//! writes the SVG plot.
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+use twopc_chaos::bench::{self, workload::Workload, BenchOptions, Peer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// Blind write of one key on every participant (full 2PC).
+    MultiShard,
+    /// Read two accounts, move 1..=10 between them (read round trip, then
+    /// a commit on one or two participants).
+    Bank,
+    /// Blind write of one key on one participant (one-phase commit).
+    SingleShard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerArg {
+    /// N local PostgreSQL clusters driven with PREPARE TRANSACTION /
+    /// COMMIT PREPARED by an application-side coordinator.
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Participants (shards) of the benchmark cluster (plus one coordinator).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    participants: usize,
+    /// Concurrency levels to sweep: closed-loop clients, each running one
+    /// transaction after another.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256", value_name = "C,C,..")]
+    concurrency: Vec<usize>,
+    /// Measured time per level (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    duration: Duration,
+    /// Unmeasured load before each level's window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    warmup: Duration,
+    /// What each transaction does.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::MultiShard)]
+    workload: WorkloadArg,
+    /// Zipfian key choice with exponent S (contention; e.g. 0.99); uniform
+    /// when absent.
+    #[arg(long, value_name = "S")]
+    zipf: Option<f64>,
+    /// Keys per participant (the key space; bank accounts start at 1000).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    keys: usize,
+    /// Also run the same workload against this system, side by side.
+    #[arg(long, value_enum)]
+    peer: Option<PeerArg>,
+    /// Print the report as one JSON object on stdout (no table).
+    #[arg(long)]
+    json: bool,
+    /// Write a plot of throughput and latency against concurrency (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Keep the clusters' data under DIR (default: a temp dir, removed at
+    /// the end). Must be on the filesystem you want measured.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// `10s`, `500ms`, `1.5s`, `2m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "sec" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
+    let binary = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut opts = BenchOptions::new(binary);
+    opts.participants = args.participants;
+    opts.concurrency = args.concurrency.clone();
+    opts.duration = args.duration;
+    opts.warmup = args.warmup;
+    opts.workload = match args.workload {
+        WorkloadArg::MultiShard => Workload::MultiShard,
+        WorkloadArg::Bank => Workload::Bank,
+        WorkloadArg::SingleShard => Workload::SingleShard,
+    };
+    opts.zipf = args.zipf;
+    opts.keys_per_participant = args.keys;
+    opts.peer = args.peer.map(|PeerArg::Postgres| Peer::Postgres);
+    opts.data_dir = args.data_dir.clone();
+    // indicatif draws only when stderr is a terminal.
+    opts.progress = true;
+    opts.validate().map_err(|e| e.to_string())?;
+    Ok(opts)
+}
+
+pub async fn run(args: BenchArgs) -> u8 {
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let result = tokio::select! {
+        r = bench::run(&opts) => r,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the run stops its processes and removes its dirs.
+            eprintln!("interrupted");
+            return EXIT_FAILED;
+        }
+    };
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_FAILED;
+        }
+    };
+    report.notes.push(format!(
+        "built with the {} profile",
+        if cfg!(debug_assertions) {
+            "dev (debug assertions; twopc crates at opt-level 1, dependencies incl. RocksDB at 3)"
+        } else {
+            "release"
+        }
+    ));
+    if let Some(path) = &args.plot {
+        if let Err(e) = std::fs::write(path, bench::plot::svg(&report)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        print!("{}", report.table());
+        if let Some(path) = &args.plot {
+            println!("plot: {}", path.display());
+        }
+    }
+    EXIT_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

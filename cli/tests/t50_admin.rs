@@ -1,0 +1,161 @@
+//! `twopc admin` against a real cluster: find a stuck transaction, resolve
+//! it safely, and report heuristic mismatches.
+
+mod support;
+
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+use support::{twopc_bin, Cluster};
+use twopc_common::TxnId;
+
+const TOKEN: &str = "test-admin-token";
+
+fn admin(config: &Path, args: &[&str], token: Option<&str>) -> Result<Output> {
+    let mut cmd = std::process::Command::new(twopc_bin());
+    cmd.arg("admin").arg("--config").arg(config).args(args).env_remove("TWOPC_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("TWOPC_ADMIN_TOKEN", t);
+    }
+    Ok(cmd.output()?)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// A cluster with an admin token whose coordinator runs with `faults`.
+fn cluster(faults: &str) -> Result<(Cluster, PathBuf)> {
+    let mut cluster = Cluster::new(3);
+    cluster.set_admin_token(TOKEN);
+    for id in cluster.participant_ids() {
+        cluster.spawn(&id, &[])?;
+    }
+    cluster.spawn("c1", &[("TWOPC_FAULTS", faults)])?;
+    let path = cluster.write_cluster_file()?;
+    Ok((cluster, path))
+}
+
+async fn commit_everywhere(cluster: &Cluster, prefix: &str) -> Result<(TxnId, Vec<Vec<u8>>)> {
+    let keys = cluster.key_per_participant(prefix);
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().clone();
+    for key in &keys {
+        txn.put(key, b"v".to_vec());
+    }
+    let _ = txn.commit().await;
+    Ok((txid, keys))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecided_transaction_is_listed_and_a_forced_abort_releases_it() -> Result<()> {
+    let (mut cluster, config) = cluster("coordinator.before-decision=crash")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-undecided").await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+
+    let out = admin(&config, &["in-doubt", "--json"], None)?;
+    let listed = json(&out);
+    let entry = &listed["in_doubt"][0];
+    assert_eq!(entry["txid"], txid.to_string(), "{listed}");
+    assert_eq!(entry["participants"]["p1"], "prepared");
+    assert_eq!(entry["locks"]["p1"][0], String::from_utf8_lossy(&keys[0]).as_ref());
+    assert!(entry["decision"].as_str().unwrap().contains("unreachable"), "{listed}");
+
+    // The coordinator is gone: refused without --force, applied with it.
+    let out = admin(&config, &["resolve", &txid.to_string(), "--abort"], None)?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cannot be reached"), "{}", text(&out));
+    let out =
+        admin(&config, &["resolve", &txid.to_string(), "--abort", "--force", "--reason", "coordinator lost"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        assert_eq!(cluster.lock_holder(&id, key).await?, None, "{id} still holds its lock");
+    }
+    let out = admin(&config, &["in-doubt", "--json"], None)?;
+    assert_eq!(json(&out)["in_doubt"], serde_json::json!([]));
+
+    // The coordinator comes back with no Commit record: it agrees.
+    cluster.spawn("c1", &[])?;
+    let out = admin(&config, &["status", "--json"], None)?;
+    let nodes = json(&out)["nodes"].clone();
+    for node in nodes.as_array().unwrap() {
+        assert_eq!(node["stats"]["heuristic_mixed"], 0, "{node}");
+    }
+    let out = admin(&config, &["show", &txid.to_string()], None)?;
+    assert!(!text(&out).contains("HEURISTIC-MIXED"), "{}", text(&out));
+    assert!(text(&out).contains("coordinator lost"), "the reason is recorded: {}", text(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> Result<()> {
+    // Commit messages are withheld, so participants stay prepared.
+    let (mut cluster, config) = cluster("coordinator.commit-send=drop")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-mixed").await?;
+    let out = admin(&config, &["resolve", &txid.to_string(), "--abort"], None)?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("commit (logged)"), "the refusal names the decision: {}", text(&out));
+
+    cluster.kill("c1");
+    let out = admin(&config, &["resolve", &txid.to_string(), "--abort", "--force"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None);
+
+    // Back, the coordinator re-drives its commit: the participants refuse
+    // it and both sides report the mismatch.
+    cluster.spawn("c1", &[])?;
+    cluster
+        .eventually("the mismatch is reported", Duration::from_secs(30), || async {
+            let out = admin(&config, &["status", "--json"], None)?;
+            let nodes = json(&out)["nodes"].clone();
+            let mixed = |id: &str| {
+                nodes.as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["stats"]["heuristic_mixed"].clone()
+            };
+            Ok(mixed("c1") == 1 && mixed("p1") == 1)
+        })
+        .await?;
+    let out = admin(&config, &["show", &txid.to_string()], None)?;
+    assert!(text(&out).contains("HEURISTIC-MIXED"), "{}", text(&out));
+    assert!(cluster.log("c1").contains("heuristic-mixed"), "the coordinator's log says it");
+    assert!(cluster.log("p1").contains("heuristic-mixed"), "the participant's log says it");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<()> {
+    let (mut cluster, config) = cluster("coordinator.after-decision-synced=crash")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-recover").await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    let out = admin(&config, &["in-doubt", "--json"], None)?;
+    assert_eq!(json(&out)["in_doubt"][0]["txid"], txid.to_string());
+    cluster.spawn("c1", &[])?;
+    let out = admin(&config, &["recover", "--wait", "20s", "--json"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["still_in_doubt"], serde_json::json!([]));
+    let out = admin(&config, &["in-doubt", "--json"], None)?;
+    assert_eq!(json(&out)["in_doubt"], serde_json::json!([]));
+    assert_eq!(cluster.read_at("p3", &keys[2]).await?.value.as_deref(), Some(b"v".as_slice()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_and_changes_nothing() -> Result<()> {
+    let (mut cluster, config) = cluster("coordinator.before-decision=crash")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-token").await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    for args in [vec!["status"], vec!["in-doubt"], vec!["resolve", &txid.to_string(), "--abort", "--force"]] {
+        let out = admin(&config, &args, Some("not-the-token"))?;
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("wrong admin token"), "{}", text(&out));
+    }
+    assert_eq!(cluster.lock_holder("p1", &keys[0]).await?, Some(txid), "a refused resolve changed nothing");
+    let out = admin(&config, &["show", "not-a-txid"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    Ok(())
+}
