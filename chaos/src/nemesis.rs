@@ -284,7 +284,11 @@ impl Nemesis {
         };
         self.down.remove(id);
         if let Err(e) = result {
-            self.status.lock().expect("status lock").restart_failures.push((id.to_string(), format!("{e:#}")));
+            // An armed point may fire right after start: the watchdog
+            // records that crash and restarts the process again.
+            if !self.crashed_since_seen(id) {
+                self.status.lock().expect("status lock").restart_failures.push((id.to_string(), format!("{e:#}")));
+            }
         }
     }
 
@@ -356,6 +360,14 @@ impl Nemesis {
         }
     }
 
+    /// Whether `id` crashed at a fault point since its log was last looked
+    /// at (without marking the lines seen).
+    fn crashed_since_seen(&self, id: &str) -> bool {
+        let log = self.cluster().log(id);
+        let seen = self.seen_points.get(id).copied().unwrap_or(0);
+        log.lines().filter(|l| l.contains(POINT_LINE)).skip(seen).any(|l| l.contains("crashing"))
+    }
+
     /// New fault-point lines in `id`'s log since last looked.
     fn new_point_lines(&mut self, id: &str) -> Vec<String> {
         let log = self.cluster().log(id);
@@ -385,8 +397,8 @@ impl Nemesis {
             let Some(status) = status else { continue };
             let points = self.new_point_lines(&id);
             let armed = self.armed.remove(&id);
-            match (status, points.iter().find(|l| l.contains("crashing"))) {
-                (Some(_), Some(line)) => {
+            match (points.iter().find(|l| l.contains("crashing")), status) {
+                (Some(line), _) => {
                     let point = line.split("point=").nth(1).unwrap_or(line).trim().trim_matches('"').to_string();
                     self.record(
                         FaultKind::Crash,
@@ -395,7 +407,7 @@ impl Nemesis {
                         None,
                     );
                 }
-                (Some(status), None) => {
+                (None, Some(status)) => {
                     let tail = self.cluster().log_tail(&id, 30);
                     self.status.lock().expect("status lock").unexpected_exits.push((
                         id.clone(),
@@ -403,7 +415,8 @@ impl Nemesis {
                         tail,
                     ));
                 }
-                (None, _) => {}
+                // A failed restart, already recorded.
+                (None, None) => {}
             }
             self.cluster().forget(&id);
             let pause = Duration::from_millis(self.rng.gen_range(100..800));

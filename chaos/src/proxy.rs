@@ -164,39 +164,43 @@ enum Dir {
     Down,
 }
 
-async fn connection(client: TcpStream, target: String, mut state: watch::Receiver<LinkState>) {
+async fn connection(mut client: TcpStream, target: String, mut state: watch::Receiver<LinkState>) {
     let born = state.borrow().generation;
-    let Ok(Ok(server)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target)).await else {
+    let Ok(Ok(mut server)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target)).await else {
         // The peer is down: the viewer sees its connection closed.
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let fds = [client.as_raw_fd(), server.as_raw_fd()];
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, Dir::Up, state.clone());
-    let down = pump(server_read, client_write, Dir::Down, state.clone());
-    let cut = state.wait_for(|s| s.generation != born);
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-        cut = cut => {
-            if cut.map(|s| s.reset).unwrap_or(false) {
-                for fd in fds {
-                    set_reset_on_close(fd);
+    {
+        // Borrowed halves: dropping them does not send FIN (owned write
+        // halves would, spoiling a reset).
+        let (client_read, client_write) = client.split();
+        let (server_read, server_write) = server.split();
+        let up = pump(client_read, server_write, Dir::Up, state.clone());
+        let down = pump(server_read, client_write, Dir::Down, state.clone());
+        let cut = state.wait_for(|s| s.generation != born);
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+            cut = cut => {
+                if cut.map(|s| s.reset).unwrap_or(false) {
+                    for fd in fds {
+                        set_reset_on_close(fd);
+                    }
                 }
             }
         }
     }
-    // Dropping the halves closes both sockets (RST if linger was zeroed).
+    // Both sockets close here (RST if linger was zeroed).
 }
 
 /// Copies one direction, holding bytes while blocked or delayed. Ends at
 /// EOF or on an error.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
     dir: Dir,
     state: watch::Receiver<LinkState>,
 ) {

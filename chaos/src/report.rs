@@ -28,6 +28,8 @@ pub struct Recovery {
     pub in_doubt_at_heal: usize,
     /// Keys locked when polling began.
     pub locks_at_heal: usize,
+    /// Commits the coordinators had not yet delivered to every participant.
+    pub undelivered_at_heal: usize,
     /// Transactions whose outcome the client did not know.
     pub unknown_at_heal: usize,
     /// Time from heal until nothing was in doubt, locked, undelivered or
@@ -129,13 +131,14 @@ impl Report {
         let r = &self.recovery;
         let _ = writeln!(
             s,
-            "recovery after heal: {} (at heal: {} in doubt, {} keys locked, {} unknown outcomes; bound {})",
+            "recovery after heal: {} (at heal: {} in doubt, {} keys locked, {} undelivered commits; {} outcomes unknown to clients; bound {})",
             match r.resolved_after_ms {
                 Some(ms) => format!("everything resolved in {}", secs(ms)),
                 None => "NOT resolved within the bound".into(),
             },
             r.in_doubt_at_heal,
             r.locks_at_heal,
+            r.undelivered_at_heal,
             r.unknown_at_heal,
             secs(r.bound_ms)
         );

@@ -202,17 +202,24 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     .context("healing")?;
     let healed = Instant::now();
     let recovery_deadline = healed + opts.recovery_timeout;
-    bar.set("waiting for clients' last transactions");
-    for worker in workers {
-        let left = recovery_deadline.saturating_duration_since(Instant::now());
-        let abort = worker.abort_handle();
-        if tokio::time::timeout(left, worker).await.is_err() {
-            abort.abort();
-        }
-    }
+    let at_heal = snapshot(&coordinator_addrs, &participant_addrs).await;
     bar.set("recovering");
+    // Clients finish their last transactions while recovery is polled.
+    let clients = tokio::spawn(async move {
+        for worker in workers {
+            let left = recovery_deadline.saturating_duration_since(Instant::now());
+            let abort = worker.abort_handle();
+            if tokio::time::timeout(left, worker).await.is_err() {
+                abort.abort();
+            }
+        }
+    });
     let (mut recovery, mut violations) =
-        wait_for_recovery(&history, &coordinator_addrs, &participant_addrs, healed, recovery_deadline).await;
+        wait_for_recovery(&history, &coordinator_addrs, &participant_addrs, &clients, healed, recovery_deadline)
+            .await;
+    clients.abort();
+    (recovery.in_doubt_at_heal, recovery.locks_at_heal, recovery.undelivered_at_heal) = at_heal;
+    recovery.unknown_at_heal = history.ops().iter().filter(|op| matches!(op.told, Told::Unknown { .. })).count();
 
     // Final state and checks.
     bar.set("checking");
@@ -298,25 +305,48 @@ async fn stats(addr: &str, coordinator: bool, slot: &mut Option<StatsClient>) ->
     })
 }
 
-/// Polls until no participant holds a prepared transaction or a lock, no
-/// coordinator has an undelivered commit, and every unknown outcome is
-/// settled — or `deadline`. Sets each unknown op's resolution.
+/// Prepared transactions, locked keys and undelivered commits right now
+/// (processes that do not answer count for nothing).
+async fn snapshot(
+    coordinators: &BTreeMap<String, String>,
+    participants: &BTreeMap<String, String>,
+) -> (usize, usize, usize) {
+    let mut total = (0, 0, 0);
+    for (addr, coordinator) in
+        coordinators.values().map(|a| (a, true)).chain(participants.values().map(|a| (a, false)))
+    {
+        if let Ok(s) = stats(addr, coordinator, &mut None).await {
+            total.0 += s.in_doubt;
+            total.1 += s.locks;
+            total.2 += s.undelivered_commits;
+        }
+    }
+    total
+}
+
+/// Polls until every client has its last answer, no participant holds a
+/// prepared transaction or a lock, no coordinator has an undelivered
+/// commit, and every unknown outcome is settled — or `deadline`. Sets each
+/// unknown op's resolution.
 async fn wait_for_recovery(
     history: &History,
     coordinators: &BTreeMap<String, String>,
     participants: &BTreeMap<String, String>,
+    clients_task: &tokio::task::JoinHandle<()>,
     healed: Instant,
     deadline: Instant,
 ) -> (Recovery, Vec<Violation>) {
     let mut recovery = Recovery { bound_ms: (deadline - healed).as_millis() as u64, ..Recovery::default() };
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
     let mut stat_slots: BTreeMap<String, Option<StatsClient>> = BTreeMap::new();
-    let mut first = true;
     loop {
+        let clients_done = clients_task.is_finished();
         let ops = history.ops();
         let unknown: Vec<_> = ops
             .iter()
             .filter(|op| matches!(op.told, Told::Unknown { .. }))
+            // A client still waiting for its answer gets it first.
+            .filter(|op| op.answered_ms.is_some() || clients_done)
             .filter(|op| !matches!(op.resolved, Some(Resolved::Committed) | Some(Resolved::Aborted)))
             .collect();
         let mut pending = Vec::new();
@@ -353,7 +383,6 @@ async fn wait_for_recovery(
             }
         }
         let mut busy = Vec::new();
-        let (mut in_doubt, mut locks) = (0, 0);
         for (id, addr, coordinator) in coordinators
             .iter()
             .map(|(id, a)| (id, a, true))
@@ -362,8 +391,6 @@ async fn wait_for_recovery(
             let slot = stat_slots.entry(id.clone()).or_default();
             match stats(addr, coordinator, slot).await {
                 Ok(s) => {
-                    in_doubt += s.in_doubt;
-                    locks += s.locks;
                     if s.in_doubt > 0 || s.locks > 0 || s.undelivered_commits > 0 {
                         busy.push(format!(
                             "{id}: {} in doubt, {} keys locked, {} undelivered commits",
@@ -374,11 +401,8 @@ async fn wait_for_recovery(
                 Err(e) => busy.push(e),
             }
         }
-        if first {
-            first = false;
-            recovery.in_doubt_at_heal = in_doubt;
-            recovery.locks_at_heal = locks;
-            recovery.unknown_at_heal = unknown.len();
+        if !clients_done {
+            busy.push("clients still waiting for answers".into());
         }
         if busy.is_empty() && pending.is_empty() {
             recovery.resolved_after_ms = Some(healed.elapsed().as_millis() as u64);

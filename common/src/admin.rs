@@ -66,10 +66,10 @@ pub enum AdminRequest {
 pub enum AdminReply {
     Pong,
     Txns(Vec<TxnView>),
-    Txn(TxnView),
+    Txn(Box<TxnView>),
     Locks(Vec<LockView>),
     Recovered { asked: usize },
-    Cluster(ClusterConfig),
+    Cluster(Box<ClusterConfig>),
 }
 
 /// One process's view of one transaction.

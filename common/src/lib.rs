@@ -19,6 +19,7 @@ pub mod fault;
 pub mod ids;
 pub mod limits;
 pub mod net;
+pub mod node;
 pub mod recent;
 pub mod ring;
 pub mod service;

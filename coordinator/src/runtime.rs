@@ -19,6 +19,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::ring::Ring;
 use twopc_common::service::{CoordinatorRpc, ParticipantRpcClient};
 use twopc_common::txn::PrepareRequest;
@@ -77,56 +78,32 @@ enum Input {
 
 #[derive(Clone)]
 pub(crate) struct Handle {
-    tx: mpsc::Sender<Input>,
+    mailbox: Mailbox<Input>,
     pub(crate) ring: Arc<Ring>,
     pub(crate) participants: Arc<HashMap<NodeId, ParticipantPeer>>,
 }
 
 impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
-        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())
+        self.mailbox.ask(|reply| Input::Engine(request, reply)).await
     }
 
     pub(crate) async fn stats(&self) -> NodeStats {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        if self.tx.send(Input::Stats(reply_tx)).await.is_err() {
-            return NodeStats::default();
-        }
-        reply_rx.await.unwrap_or_default()
+        self.mailbox.ask(Input::Stats).await.unwrap_or_default()
     }
 
     /// An authorised operator's request.
     pub(crate) async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ServiceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || ServiceError::Unavailable("coordinator is stopping".into());
-        self.tx.send(Input::Admin(request, reply_tx)).await.map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())?
+        self.mailbox.ask(|reply| Input::Admin(request, reply)).await?
     }
 }
 
-pub struct RunningCoordinator {
-    pub addr: std::net::SocketAddr,
-    pub epoch: u64,
-    /// Ends with the reason the coordinator stopped (a fatal WAL error).
-    pub stopped: tokio::task::JoinHandle<CoordinatorError>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl RunningCoordinator {
-    /// Stops serving (as a crash would: nothing is flushed).
-    pub fn kill(self) {
-        self.server.abort();
-        self.stopped.abort();
-    }
-}
+/// A coordinator serving in this process.
+pub type RunningCoordinator = Running<CoordinatorError>;
 
 pub async fn run(opts: CoordinatorOptions) -> Result<(), CoordinatorError> {
     let running = start(opts, None).await?;
-    let error = running.stopped.await.map_err(|e| CoordinatorError::Fatal(e.to_string()))?;
-    Err(error)
+    Err(running.stopped().await.map_err(CoordinatorError::Fatal)?)
 }
 
 pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
@@ -147,7 +124,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         })
         .collect();
     let participants = Arc::new(participants);
-    let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
+    let (mailbox, rx) = Mailbox::new(ENGINE_QUEUE_CAPACITY, "coordinator");
     let mut public_cluster = opts.cluster.clone();
     public_cluster.admin_token = None;
     let mut task = EngineTask::new(Engine::new(me.clone()), wal, participants.clone(), public_cluster);
@@ -155,10 +132,11 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
-    let handle = Handle { tx, ring: Arc::new(opts.cluster.ring()), participants };
+    let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants };
     let server = CoordinatorServer { handle, admin_token };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningCoordinator { addr: local, epoch, stopped, server })
+    tracing::debug!(epoch, "started");
+    Ok(Running::new(local, stopped, server))
 }
 
 enum Completion {
@@ -183,10 +161,6 @@ struct EngineTask {
     ended: VecDeque<(Option<Lsn>, Lsn)>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Sync before Committed. Only the negative control
@@ -351,8 +325,8 @@ impl EngineTask {
         let answer = match request {
             AdminRequest::Ping => Ok(AdminReply::Pong),
             AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
-            AdminRequest::Show(txid) => Ok(AdminReply::Txn(self.engine.view(&txid))),
-            AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.clone())),
+            AdminRequest::Show(txid) => Ok(AdminReply::Txn(Box::new(self.engine.view(&txid)))),
+            AdminRequest::Cluster => Ok(AdminReply::Cluster(Box::new(self.cluster.clone()))),
             AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } => {
                 Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
             }

@@ -20,6 +20,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, LockView, NodeStats, MAX_ADM
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
@@ -88,65 +89,38 @@ struct ParkedRead {
 /// What the RPC layer holds: the engine task's queue.
 #[derive(Clone)]
 pub(crate) struct Handle {
-    tx: mpsc::Sender<Input>,
+    mailbox: Mailbox<Input>,
 }
 
 impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send(Input::Engine(request, reply_tx)).await.map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())
+        self.mailbox.ask(|reply| Input::Engine(request, reply)).await
     }
 
     /// Committed values of `keys`, after any prepared writer of them has
     /// applied (or [`READ_WAIT_MAX`] passed): a client that heard
     /// Committed then reads its own writes.
     pub(crate) async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send(Input::Read(keys, reply_tx)).await.map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())?
+        self.mailbox.ask(|reply| Input::Read(keys, reply)).await?
     }
 
     pub(crate) async fn stats(&self) -> NodeStats {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        if self.tx.send(Input::Stats(reply_tx)).await.is_err() {
-            return NodeStats::default();
-        }
-        reply_rx.await.unwrap_or_default()
+        self.mailbox.ask(Input::Stats).await.unwrap_or_default()
     }
 
     /// An authorised operator's request.
     pub(crate) async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ServiceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || ServiceError::Unavailable("participant is stopping".into());
-        self.tx.send(Input::Admin(request, reply_tx)).await.map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())?
+        self.mailbox.ask(|reply| Input::Admin(request, reply)).await?
     }
 }
 
 /// A participant serving in this process.
-pub struct RunningParticipant {
-    pub addr: std::net::SocketAddr,
-    /// Ends with the reason the participant stopped (a fatal WAL error).
-    pub stopped: tokio::task::JoinHandle<ParticipantError>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl RunningParticipant {
-    /// Stops serving (as a crash would: nothing is flushed).
-    pub fn kill(self) {
-        self.server.abort();
-        self.stopped.abort();
-    }
-}
+pub type RunningParticipant = Running<ParticipantError>;
 
 /// Runs until a fatal error.
 pub async fn run(opts: ParticipantOptions) -> Result<(), ParticipantError> {
     let running = start(opts, None).await?;
-    let error = running.stopped.await.map_err(|e| ParticipantError::Fatal(e.to_string()))?;
-    Err(error)
+    Err(running.stopped().await.map_err(ParticipantError::Fatal)?)
 }
 
 /// Opens the log, recovers, and starts serving on the cluster file's
@@ -171,15 +145,15 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         })
         .collect();
     let engine = Engine::new(me.clone(), opts.cluster.ring().fingerprint());
-    let (tx, rx) = mpsc::channel(ENGINE_QUEUE_CAPACITY);
+    let (mailbox, rx) = Mailbox::new(ENGINE_QUEUE_CAPACITY, "participant");
     let mut task = EngineTask::new(engine, wal.clone(), coordinators);
     task.recover()?;
     tracing::info!(participant = %me, addr = %local, "participant serving");
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
-    let server = ParticipantServer { handle: Handle { tx }, admin_token };
+    let server = ParticipantServer { handle: Handle { mailbox }, admin_token };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(RunningParticipant { addr: local, stopped, server })
+    Ok(Running::new(local, stopped, server))
 }
 
 /// Completions fed back into the engine task.
@@ -216,10 +190,6 @@ fn prepare_durability() -> Durability {
     } else {
         Durability::Sync
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl EngineTask {
@@ -342,7 +312,9 @@ impl EngineTask {
                 let views = self.engine.in_doubt().take(MAX_ADMIN_LIST).map(|r| self.engine.view(&r.txid)).collect();
                 return drop(reply.send(Ok(AdminReply::Txns(views))));
             }
-            AdminRequest::Show(txid) => return drop(reply.send(Ok(AdminReply::Txn(self.engine.view(&txid))))),
+            AdminRequest::Show(txid) => {
+                return drop(reply.send(Ok(AdminReply::Txn(Box::new(self.engine.view(&txid))))))
+            }
             AdminRequest::Locks { key } => {
                 let locks = self
                     .engine

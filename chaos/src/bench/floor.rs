@@ -42,6 +42,11 @@ pub struct Floor {
     pub rtt_p99_us: f64,
     /// 2 × single-writer fsync p50 + 2 × round trip p50.
     pub floor_us: f64,
+    /// Same with the concurrent writers' fsync p50 (the processes of a
+    /// cluster sync at once; on some virtual disks that is much faster
+    /// than one writer syncing back to back).
+    #[serde(default)]
+    pub floor_concurrent_us: f64,
 }
 
 impl Floor {
@@ -54,7 +59,8 @@ impl Floor {
         }
         let (rtt_p50_us, rtt_p99_us) = rtt_probe()?;
         let floor_us = 2.0 * fsync[0].p50_us + 2.0 * rtt_p50_us;
-        Ok(Floor { fsync, rtt_p50_us, rtt_p99_us, floor_us })
+        let floor_concurrent_us = 2.0 * fsync.last().map_or(0.0, |p| p.p50_us) + 2.0 * rtt_p50_us;
+        Ok(Floor { fsync, rtt_p50_us, rtt_p99_us, floor_us, floor_concurrent_us })
     }
 
     pub fn single(&self) -> &FsyncProbe {
@@ -76,6 +82,9 @@ impl Floor {
             ms(self.rtt_p50_us),
             ms(self.floor_us)
         );
+        if self.fsync.len() > 1 {
+            s += &format!(" (with the concurrent fsync p50: {})", ms(self.floor_concurrent_us));
+        }
         s
     }
 }

@@ -150,7 +150,7 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
         return Ok((format!("unknown (coordinator {} is not in the cluster file)", txid.coordinator), None));
     };
     let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
-        Ok(AdminReply::Txn(view)) => view,
+        Ok(AdminReply::Txn(view)) => *view,
         Ok(_) | Err(_) => return Ok(("unknown (coordinator unreachable)".into(), None)),
     };
     let words = match view.state.as_str() {
@@ -201,7 +201,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
     let mut views: Vec<(String, Result<TxnView, String>)> = Vec::new();
     for node in cluster.participants() {
         let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
-            Ok(AdminReply::Txn(view)) => Ok(view),
+            Ok(AdminReply::Txn(view)) => Ok(*view),
             Ok(other) => Err(format!("unexpected reply {other:?}")),
             Err(e) => Err(e),
         };

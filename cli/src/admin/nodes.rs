@@ -57,7 +57,7 @@ impl Cluster {
                     .await
                     .map_err(|e| Failure::new(ADMIN_USAGE, format!("coordinator {addr}: {e}")))?;
                 match reply.map_err(service_failure)? {
-                    AdminReply::Cluster(config) => (config, Some(token)),
+                    AdminReply::Cluster(config) => (*config, Some(token)),
                     other => return Err(Failure::new(ADMIN_USAGE, format!("unexpected reply {other:?}"))),
                 }
             }

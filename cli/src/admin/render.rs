@@ -34,9 +34,7 @@ pub fn key(k: &[u8]) -> String {
     String::from_utf8_lossy(k).into_owned()
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use twopc_common::node::now_ms;
 
 #[cfg(test)]
 mod tests {

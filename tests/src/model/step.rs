@@ -204,6 +204,24 @@ pub fn apply_in_place(cfg: &ModelConfig, s: &mut State, action: &Action) {
         Action::Crash(node) => crash(s, *node),
         Action::Restart(node) => restart(cfg, s, *node),
     }
+    collect_garbage(s);
+}
+
+/// Removes messages whose delivery can only be a no-op (their receiver
+/// restarted or is down, or no call waits for the answer): a state with
+/// them behaves exactly like one without, so this merges equal states.
+fn collect_garbage(s: &mut State) {
+    let c = &s.coordinator;
+    let ps = &s.participants;
+    s.net.retain(|m| match m {
+        Msg::ToParticipant { to, inc, .. } | Msg::OutcomeAnswer { to, inc, .. } => {
+            ps[*to as usize].up && ps[*to as usize].incarnation == *inc
+        }
+        Msg::ToCoordinator { inc, .. } => c.up && c.incarnation == *inc,
+        Msg::FromParticipant { from, inc, kind, txid, .. } => {
+            c.up && c.incarnation == *inc && c.calls.contains(&CallKey { kind: *kind, txid: txid.clone(), to: *from })
+        }
+    });
 }
 
 fn start(s: &mut State, i: usize) {

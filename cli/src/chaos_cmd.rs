@@ -1,0 +1,203 @@
+//! `twopc chaos`: a real cluster of this binary's servers on loopback,
+//! faults from a seed while a workload runs, then heal, recovery and a
+//! check of the history against the final state (the `twopc-chaos`
+//! crate does the work).
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+use twopc_chaos::nemesis::{parse_faults, FaultKind, Sabotage};
+use twopc_chaos::runner::{parse_duration, ChaosOptions};
+use twopc_chaos::workload::WorkloadKind;
+
+pub const CHAOS_AFTER_HELP: &str = "\
+Faults (--faults, comma-separated, or all / none):
+  kill       SIGKILL one or two processes, restart them on their data dirs 0-2 s later
+  pause      SIGSTOP a process for 1-8 s (often past the 5 s RPC deadline), then SIGCONT
+  partition  through a TCP proxy on every link: isolate a process (or the clients),
+             cut one direction between two nodes, or split the cluster in two; 1-8 s
+  delay      slow links: 5-300 ms each way on random links, 2-8 s
+  drop       close (FIN) or reset (RST) open connections of random links, for 1-5 s
+  crash      kills aimed at protocol moments via named fault points: right after a
+             participant's prepare is synced, before it applies a commit, before or
+             right after the coordinator's decision is synced, mid commit fan-out
+             (and withholding one commit message)
+
+`crash` and --sabotage need a binary with fault points:
+  cargo build -p twopc-cli --features fault-points
+(a `cargo test` build of target/debug/twopc has them too); without them
+`crash` is skipped and said so.
+
+Workloads:
+  bank        transfers between accounts on every participant (read both, write
+              both); checked: each account's committed writes form one chain of
+              versions ending at the final balance, the total never changes, no
+              balance is negative
+  atomic-set  each transaction writes its txid under one fresh key on every
+              participant; checked: all present or all absent
+
+Checked after heal, for every transaction: atomicity; acknowledged commits fully
+visible; acknowledged aborts left nothing; unknown outcomes settled by the
+coordinator and matching the data; no prepared transaction, lock or undelivered
+commit left within --recovery-timeout (the time it took is reported).
+
+The seed fixes the fault schedule and the workload's choices, not the exact
+interleaving: a replay repeats the schedule. A failed run prints the command
+that replays its seed.
+
+Exit codes:
+  0  no invariant violated
+  1  an invariant was violated (the report says which, with the evidence)
+  3  usage error, or the harness could not run (e.g. the cluster did not start)";
+
+/// `twopc chaos` options.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// Seed of the fault schedule and the clients' choices (default: random;
+    /// printed, with the command that replays it).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// How long the workload runs under faults, e.g. 60s, 500ms, 2m (then
+    /// everything is healed, recovery awaited, and the history checked).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The workload: bank or atomic-set.
+    #[arg(long, value_name = "NAME", default_value = "bank", value_parser = ["bank", "atomic-set"])]
+    workload: String,
+    /// Participant processes (shards).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    participants: u16,
+    /// Coordinator processes (clients are spread over them).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
+    coordinators: u16,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    clients: u16,
+    /// Fault kinds to inject: kill,pause,partition,delay,drop,crash, or all,
+    /// or none (see below).
+    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_fault_list)]
+    faults: FaultList,
+    /// Negative control: break one durability rule on purpose, to see the
+    /// checker catch it: vote-before-sync (participants vote Yes before
+    /// their Prepared record is synced) or commit-before-sync (the
+    /// coordinator answers Committed before its Commit record is synced).
+    /// Aimed crashes then target the sabotaged role. Needs fault points.
+    #[arg(long, value_name = "RULE", value_parser = ["vote-before-sync", "commit-before-sync"])]
+    sabotage: Option<String>,
+    /// Bound on recovery after heal: every prepared transaction, lock and
+    /// unknown outcome must be resolved within it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    recovery_timeout: Duration,
+    /// Keep every process's data and log under DIR (default: a temp dir,
+    /// removed at the end).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Write the history (one JSON object per transaction) to FILE.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Print the report as one JSON object on stdout (seed, faults
+    /// injected, transactions by outcome, violations, recovery time).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultList(std::collections::BTreeSet<FaultKind>);
+
+fn parse_fault_list(s: &str) -> Result<FaultList, String> {
+    parse_faults(s).map(FaultList)
+}
+
+/// Whether the servers this binary runs have fault points. A build with
+/// this crate's `fault-points` feature does; so does a `cargo test` build
+/// (the servers' feature comes through dev-dependencies, not this crate's
+/// feature), so the shared library is asked directly: with fault points
+/// compiled in, it honours `TWOPC_SABOTAGE`.
+fn fault_points_compiled_in() -> bool {
+    if cfg!(feature = "fault-points") {
+        return true;
+    }
+    const PROBE: &str = "chaos-probe-for-fault-points";
+    let env = twopc_common::fault::SABOTAGE_ENV;
+    let saved = std::env::var_os(env);
+    std::env::set_var(env, PROBE);
+    let compiled_in = twopc_common::fault::sabotaged(PROBE);
+    match saved {
+        Some(v) => std::env::set_var(env, v),
+        None => std::env::remove_var(env),
+    }
+    compiled_in
+}
+
+fn random_seed() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    // Short enough to type when replaying.
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
+}
+
+fn usage(json: bool, message: &str) -> u8 {
+    if json {
+        println!("{}", crate::output::error_json(message));
+    }
+    eprintln!("error: {message}");
+    EXIT_USAGE
+}
+
+pub async fn run(args: ChaosArgs) -> u8 {
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return usage(args.json, &format!("cannot find this binary: {e}")),
+    };
+    let fault_points = fault_points_compiled_in();
+    let sabotage: Option<Sabotage> = args.sabotage.as_deref().map(|s| s.parse().expect("clap checked it"));
+    if sabotage.is_some() && !fault_points {
+        return usage(
+            args.json,
+            "--sabotage needs a twopc binary with fault points: cargo build -p twopc-cli --features fault-points",
+        );
+    }
+    let workload: WorkloadKind = args.workload.parse().expect("clap checked it");
+    let mut opts = ChaosOptions::new(binary, args.seed.unwrap_or_else(random_seed));
+    opts.duration = args.duration;
+    opts.workload = workload;
+    opts.participants = usize::from(args.participants);
+    opts.coordinators = usize::from(args.coordinators);
+    opts.clients = usize::from(args.clients);
+    opts.faults = args.faults.0;
+    opts.sabotage = sabotage;
+    opts.fault_points = fault_points;
+    opts.recovery_timeout = args.recovery_timeout;
+    opts.dir = args.dir;
+    opts.history_file = args.history;
+    opts.progress = !args.json;
+    if !args.json {
+        eprintln!("twopc chaos: seed {} (replay: {})", opts.seed, opts.replay_command());
+        let skipped: Vec<&str> = opts.faults.difference(&opts.active_faults()).map(|k| k.name()).collect();
+        if !skipped.is_empty() {
+            eprintln!(
+                "note: skipping {}: aimed kills need a build with fault points (cargo build -p twopc-cli --features fault-points)",
+                skipped.join(",")
+            );
+        }
+    }
+    match twopc_chaos::run(&opts).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.summary());
+            }
+            if report.ok() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            }
+        }
+        Err(e) => {
+            let message = format!("chaos run could not complete: {e:#} (replay: {})", opts.replay_command());
+            usage(args.json, &message)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `twopc bench`: a short run produces a well-formed report (commits,
+//! fsyncs counted, plot written) and cleans up after itself; the bank
+//! workload conserves money on a real cluster; the PostgreSQL peer runs
+//! when PostgreSQL is installed. Correctness only: no timing assertions.
+
+mod support;
+
+use anyhow::Result;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{twopc_bin, Cluster};
+use twopc_chaos::bench::driver::LevelRun;
+use twopc_chaos::bench::workload::{KeySpace, PlanGenerator, Workload, INITIAL_BALANCE};
+use twopc_chaos::bench::{postgres, twopc};
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let plot = dir.path().join("bench.svg");
+    let out = Command::new(twopc_bin())
+        .args(["bench", "--participants", "2", "--concurrency", "1,4", "--duration", "1s", "--warmup", "200ms"])
+        .args(["--keys", "500", "--json", "--plot"])
+        .arg(&plot)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["settings"]["participants"], 2);
+    assert_eq!(report["settings"]["workload"], "multi-shard");
+    assert!(report["floor"]["floor_us"].as_f64().unwrap() > 0.0);
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    let levels = report["twopc"]["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for level in levels {
+        assert!(level["commits"].as_u64().unwrap() > 0, "no commits: {level}");
+        assert!(level["throughput"].as_f64().unwrap() > 0.0);
+        let (p50, p99, p999) =
+            (level["p50_us"].as_f64().unwrap(), level["p99_us"].as_f64().unwrap(), level["p999_us"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{level}");
+        assert!(level["fsyncs_per_commit"].as_f64().unwrap() > 0.0, "fsyncs not counted: {level}");
+        assert!(level["p50_to_floor"].as_f64().unwrap() > 0.0);
+        assert!(level["server_cpu_pct"].as_f64().is_some());
+        let nodes = level["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "coordinator + 2 participants: {level}");
+        for node in nodes.iter().filter(|n| n["role"] == "participant") {
+            assert!(node["fsyncs"].as_u64().unwrap() > 0, "{node}");
+            assert!(node["commits_per_fsync"].as_f64().unwrap() > 0.0, "{node}");
+            assert!(node["rss_kib"].as_u64().unwrap() > 0, "{node}");
+        }
+    }
+    assert!(report["twopc"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 5);
+    let svg = std::fs::read_to_string(&plot)?;
+    assert!(svg.starts_with("<svg") && svg.contains("twopc"));
+    // Every server the run started is gone.
+    let left = processes_mentioning(&data.display().to_string());
+    assert!(left.is_empty(), "processes left running: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() -> Result<()> {
+    for args in [&["bench", "--concurrency", "0"][..], &["bench", "--duration", "5h"], &["bench", "--zipf", "-1"]] {
+        let out = Command::new(twopc_bin()).args(args).output()?;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_through_the_bench_workers_conserve_money() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let keys = Arc::new(KeySpace::new(&cluster.config.ring(), 10));
+    // Zipfian over 20 accounts: conflicts and one-phase commits both happen.
+    let plans = Arc::new(PlanGenerator::new(Workload::Bank, keys.clone(), Some(1.0)));
+    let workers = twopc::workers(&cluster.coordinator_addr(), 6, &[]).await?;
+    let run = LevelRun::start(workers, plans, 2, Duration::from_millis(100), Duration::from_millis(1500), 9);
+    let (_, measured) = run.finish().await;
+    assert!(measured.commits > 0, "no commits: {:?}", measured.first_error);
+    assert_eq!(measured.errors, 0, "{:?}", measured.first_error);
+    let client = cluster.client().await?;
+    let all: Vec<Vec<u8>> = keys.shards.iter().flatten().map(|k| k.clone().into_bytes()).collect();
+    cluster
+        .eventually("balances add up", Duration::from_secs(10), || async {
+            let total: u64 = client
+                .read(all.clone())
+                .await?
+                .into_iter()
+                .map(|v| v.value.map_or(INITIAL_BALANCE, |b| String::from_utf8(b).unwrap().parse::<u64>().unwrap()))
+                .sum();
+            Ok(total == 20 * INITIAL_BALANCE)
+        })
+        .await
+}
+
+#[test]
+fn the_postgres_peer_runs_side_by_side_when_installed() -> Result<()> {
+    if postgres::find_binaries().is_none() {
+        eprintln!("SKIPPED: {}", postgres::INSTALL_HINT);
+        return Ok(());
+    }
+    let out = Command::new(twopc_bin())
+        .args(["bench", "--participants", "2", "--concurrency", "1,2", "--duration", "1s", "--warmup", "200ms"])
+        .args(["--keys", "200", "--workload", "bank", "--peer", "postgres", "--json"])
+        .output()?;
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let peer = &report["peer"];
+    assert_eq!(peer["system"], "postgres");
+    for (t, p) in report["twopc"]["levels"].as_array().unwrap().iter().zip(peer["levels"].as_array().unwrap()) {
+        assert!(p["commits"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["fsyncs_per_commit"].as_f64().is_some(), "{p}");
+        assert!(t["throughput_to_peer"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Plumbing shared by the participant and coordinator runtimes: the
+//! bounded queue into a runtime's engine task, the handle of a server
+//! running in this process, and the wall clock the engines are fed.
+
+use crate::error::ServiceError;
+use tokio::sync::{mpsc, oneshot};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The RPC layer's way into an engine task: a bounded queue of inputs,
+/// each carrying the sender its answer comes back on.
+pub struct Mailbox<I> {
+    tx: mpsc::Sender<I>,
+    role: &'static str,
+}
+
+impl<I> Clone for Mailbox<I> {
+    fn clone(&self) -> Self {
+        Mailbox { tx: self.tx.clone(), role: self.role }
+    }
+}
+
+impl<I: Send> Mailbox<I> {
+    /// A mailbox holding at most `capacity` inputs (senders wait when it
+    /// is full), and the receiver the engine task reads.
+    pub fn new(capacity: usize, role: &'static str) -> (Self, mpsc::Receiver<I>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Mailbox { tx, role }, rx)
+    }
+
+    /// Sends the input `make` builds around a reply sender and waits for
+    /// the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> I) -> Result<T, ServiceError> {
+        let stopping = || ServiceError::Unavailable(format!("{} is stopping", self.role));
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx.send(make(reply_tx)).await.map_err(|_| stopping())?;
+        reply_rx.await.map_err(|_| stopping())
+    }
+}
+
+/// A server running in this process.
+pub struct Running<E> {
+    pub addr: std::net::SocketAddr,
+    /// Ends with the reason the server stopped (a fatal WAL error).
+    pub stopped: tokio::task::JoinHandle<E>,
+    pub(crate) server: tokio::task::JoinHandle<()>,
+}
+
+impl<E> Running<E> {
+    pub fn new(
+        addr: std::net::SocketAddr,
+        stopped: tokio::task::JoinHandle<E>,
+        server: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Running { addr, stopped, server }
+    }
+
+    /// Stops serving at once (as a crash would: nothing is flushed).
+    pub fn kill(self) {
+        self.server.abort();
+        self.stopped.abort();
+    }
+
+    /// Waits until the server stops and returns why.
+    pub async fn stopped(self) -> Result<E, String> {
+        self.stopped.await.map_err(|e| e.to_string())
+    }
+}
