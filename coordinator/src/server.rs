@@ -27,36 +27,6 @@ fn unexpected(reply: Reply) -> ServiceError {
     }
 }
 
-impl CoordinatorServer {
-    /// Splits a transaction's operations by owning participant.
-    fn plan(&self, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareRequest)> {
-        let ring = &self.handle.ring;
-        let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
-        for (key, version) in ops.reads {
-            slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
-        }
-        for condition in ops.conditions {
-            slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
-        }
-        for (key, value) in ops.writes {
-            slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
-        }
-        let participants: Vec<NodeId> = slices.keys().cloned().collect();
-        slices
-            .into_iter()
-            .map(|(node, ops)| {
-                let prepare = PrepareRequest {
-                    txid: txid.clone(),
-                    ring: ring.fingerprint(),
-                    ops,
-                    participants: participants.clone(),
-                };
-                (node, prepare)
-            })
-            .collect()
-    }
-}
-
 impl CoordinatorRpc for CoordinatorServer {
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
         match self.handle.call(Request::Begin).await? {
@@ -102,7 +72,7 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn commit(self, _: Context, txid: TxnId, ops: TxnOps) -> Result<Outcome, ServiceError> {
         ops.validate().map_err(ServiceError::Invalid)?;
-        let plan = self.plan(&txid, ops);
+        let plan = crate::routing::plan(&self.handle.ring, &txid, ops);
         match self.handle.call(Request::Commit { txid, plan }).await? {
             Reply::Outcome(outcome) => Ok(outcome),
             other => Err(unexpected(other)),

@@ -141,6 +141,19 @@ pub struct Sample {
     pub nodes: BTreeMap<String, NodeSample>,
     /// CPU ticks of this process.
     pub bench_ticks: u64,
+    /// Busy ticks of the whole machine (all cores).
+    pub machine_busy_ticks: u64,
+}
+
+impl Sample {
+    pub fn new(nodes: BTreeMap<String, NodeSample>) -> Sample {
+        Sample {
+            at: Instant::now(),
+            nodes,
+            bench_ticks: procstat::stat(std::process::id()).map_or(0, |s| s.cpu_ticks),
+            machine_busy_ticks: procstat::machine_ticks().map_or(0, |(busy, _)| busy),
+        }
+    }
 }
 
 /// Turns a window's measurements and its two samples into a [`Level`].
@@ -223,6 +236,9 @@ pub fn level_from(concurrency: usize, m: &Measured, s0: &Sample, s1: &Sample, sh
         nodes,
         server_cpu_pct: cpu_total,
         bench_cpu_pct: pct(s0.bench_ticks, s1.bench_ticks),
+        other_cpu_pct: cpu_total.map(|servers| {
+            (pct(s0.machine_busy_ticks, s1.machine_busy_ticks) - servers - pct(s0.bench_ticks, s1.bench_ticks)).max(0.0)
+        }),
         rss_kib: (!rss.is_empty()).then(|| rss.iter().sum()),
         p50_to_floor: None,
         throughput_to_peer: None,
@@ -437,7 +453,8 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
          postgres: prepare round trips + decision sync)"
             .to_string(),
         "CPU is % of one core over the window; bench CPU is this process (the clients, and for postgres also \
-         the application's 2PC coordinator)"
+         the application's 2PC coordinator); other CPU is the rest of the machine (kernel threads, and anything \
+         else running: on a shared machine, numbers are only comparable when it is near 0)"
             .to_string(),
     ];
     if peer.is_some() {

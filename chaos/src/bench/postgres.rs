@@ -435,7 +435,7 @@ impl PgPeer {
             "log".into(),
             NodeSample { role: "decision log".into(), syncs: Some(self.log.syncs()), batches: None, cpu_ticks: None, rss_kib: None },
         );
-        Ok(Sample { at: Instant::now(), nodes, bench_ticks: procstat::stat(std::process::id()).map_or(0, |s| s.cpu_ticks) })
+        Ok(Sample::new(nodes))
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Level {
     /// CPU use of the benchmark process (clients; for the peer also the
     /// application's coordinator), % of one core.
     pub bench_cpu_pct: f64,
+    /// CPU use of everything else on the machine, % of one core.
+    #[serde(default)]
+    pub other_cpu_pct: Option<f64>,
     /// Servers' memory at the end of the level, KiB (see
     /// [`SystemRun::peak_rss_kib`]).
     pub rss_kib: Option<u64>,
@@ -250,7 +253,7 @@ impl Report {
         let _ = writeln!(o);
         let header = [
             "conc", "system", "commits/s", "abort%", "p50", "p99", "p99.9", "fsync/commit", "commits/fsync", "srv CPU%",
-            "bench CPU%", "×floor", "tput×peer", "p99×peer",
+            "bench CPU%", "other CPU%", "×floor", "tput×peer", "p99×peer",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for c in &s.concurrency {
@@ -274,6 +277,7 @@ impl Report {
                     per_participant.join("/"),
                     opt(l.server_cpu_pct, 0),
                     format!("{:.0}", l.bench_cpu_pct),
+                    opt(l.other_cpu_pct, 0),
                     opt(l.p50_to_floor, 2),
                     opt(l.throughput_to_peer, 2),
                     opt(l.p99_to_peer, 2),
@@ -384,6 +388,7 @@ pub(crate) mod tests {
                 .collect(),
             server_cpu_pct: Some(90.0),
             bench_cpu_pct: 30.0,
+            other_cpu_pct: Some(5.0),
             rss_kib: Some(120_000),
             p50_to_floor: None,
             throughput_to_peer: None,

@@ -124,7 +124,7 @@ impl Probe {
             let stats = stats.with_context(|| format!("{id} stats()"))?;
             nodes.insert(id.clone(), node_sample("participant", &stats, *pid));
         }
-        Ok(Sample { at: Instant::now(), nodes, bench_ticks: procstat::stat(std::process::id()).map_or(0, |s| s.cpu_ticks) })
+        Ok(Sample::new(nodes))
     }
 
     /// The participants' ids, in shard order.
