@@ -23,8 +23,12 @@ pub fn plan(ring: &Ring, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareReque
     slices
         .into_iter()
         .map(|(node, ops)| {
-            let prepare =
-                PrepareRequest { txid: txid.clone(), ring: ring.fingerprint(), ops, participants: participants.clone() };
+            let prepare = PrepareRequest {
+                txid: txid.clone(),
+                ring: ring.fingerprint(),
+                ops,
+                participants: participants.clone(),
+            };
             (node, prepare)
         })
         .collect()

@@ -10,7 +10,7 @@ use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::service::CoordinatorRpc;
-use twopc_common::txn::{check_key, PrepareRequest};
+use twopc_common::txn::check_key;
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
 
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use crate::cluster::Cluster;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use twopc_common::admin::NodeStats;
 use twopc_common::client::{Client, ClientError};
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
