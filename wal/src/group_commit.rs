@@ -16,7 +16,7 @@ use crate::{Completion, Durability, Lsn, WalError, WalStats};
 use rocksdb::{WriteBatch, WriteOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -24,6 +24,9 @@ use std::thread::JoinHandle;
 pub const WAL_QUEUE_CAPACITY: usize = 4096;
 /// Maximum number of extra batches merged into one group after the first.
 pub const MAX_GROUP_BATCHES: usize = 1024;
+/// Lazy writes are synced at the latest this long after the writer goes
+/// quiet (sooner if a synced write comes along and covers them).
+pub const LAZY_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One submitted batch waiting for the writer.
 pub(crate) struct Request {
@@ -61,6 +64,8 @@ pub(crate) struct Writer {
     /// whose records may have partly reached the storage engine).
     pub next_lsn: Lsn,
     pub stats: Arc<AtomicStats>,
+    /// Lazy writes reached RocksDB since the last sync.
+    pub unsynced: bool,
 }
 
 /// Run a completion, containing a panic so the writer keeps serving others.
@@ -77,11 +82,21 @@ impl Writer {
     }
 
     /// Serve groups until every sender is gone and the queue is drained.
+    /// Lazy writes left unsynced are synced after [`LAZY_SYNC_INTERVAL`]
+    /// of quiet, so "lazy" means "durable soon", never "maybe never".
     fn run(mut self, rx: Receiver<Request>) {
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
                 Some(req) => req,
+                None if self.unsynced => match rx.recv_timeout(LAZY_SYNC_INTERVAL) {
+                    Ok(req) => req,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_lazy_writes();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
                 None => match rx.recv() {
                     Ok(req) => req,
                     Err(_) => return,
@@ -102,6 +117,19 @@ impl Writer {
         }
     }
 
+    /// Makes every lazy write so far durable (one fsync of the WAL).
+    fn sync_lazy_writes(&mut self) {
+        match self.db.flush_wal(true) {
+            Ok(()) => {
+                self.unsynced = false;
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            // Retried after the next interval; a lasting failure will also
+            // fail the next synced write, which stops the process.
+            Err(e) => tracing::error!(error = %e, location = %self.location, "background WAL sync failed"),
+        }
+    }
+
     /// Write one group atomically and run its completions.
     fn commit(&mut self, group: Vec<Request>) {
         let sync = group.iter().any(|r| r.durability == Durability::Sync);
@@ -109,6 +137,9 @@ impl Writer {
         let result = self.write_group(&group, sync, &mut lsns);
         match result {
             Ok(wrote) => {
+                if wrote {
+                    self.unsynced = !sync;
+                }
                 let appended: usize = lsns.iter().map(Vec::len).sum();
                 if wrote {
                     self.stats.groups.fetch_add(1, Ordering::Relaxed);

@@ -34,7 +34,7 @@ pub mod testing;
 
 pub use batch::{WalBatch, MAX_BATCH_BYTES, MAX_VALUE_BYTES};
 pub use error::WalError;
-pub use group_commit::{MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY};
+pub use group_commit::{LAZY_SYNC_INTERVAL, MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY};
 pub use mem::MemWal;
 pub use rocks::RocksWal;
 
@@ -47,7 +47,9 @@ pub type Lsn = u64;
 pub enum Durability {
     /// Completion only after the batch (and everything before it) is fsynced.
     Sync,
-    /// Completion once applied; may be lost in a crash.
+    /// Completion once applied; may be lost in a crash until a later
+    /// synced write covers it (the RocksDB WAL syncs lazy writes within
+    /// [`LAZY_SYNC_INTERVAL`] of going quiet).
     Lazy,
 }
 

@@ -110,9 +110,15 @@ impl<R> RocksWal<R> {
         let next_lsn = recover_next_lsn(&db, &location)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);
-        let writer = Writer { db: Arc::clone(&db), location: location.clone(), next_lsn, stats: Arc::clone(&stats) }
-            .spawn(rx)
-            .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
+        let writer = Writer {
+            db: Arc::clone(&db),
+            location: location.clone(),
+            next_lsn,
+            stats: Arc::clone(&stats),
+            unsynced: false,
+        }
+        .spawn(rx)
+        .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
         tracing::debug!(path = %location, next_lsn, "opened RocksDB WAL");
         Ok(RocksWal {
             db,

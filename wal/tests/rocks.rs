@@ -144,6 +144,44 @@ fn crash_child_entry() {
     std::process::abort();
 }
 
+const LAZY_CHILD_ENV: &str = "TWOPC_WAL_LAZY_CHILD_DIR";
+
+/// Runs only inside the child of `a_quiet_writer_syncs_lazy_writes_soon`:
+/// one lazy write, then no more writes; waits for the background sync.
+#[test]
+fn lazy_child_entry() {
+    let Ok(dir) = std::env::var(LAZY_CHILD_ENV) else {
+        return;
+    };
+    let wal = RocksWal::<Rec>::open(Path::new(&dir)).unwrap();
+    let syncs_before = wal.stats().syncs;
+    let mut b = appends([42]);
+    b.data = vec![put("lazy", "v")];
+    wal.write(b, Durability::Lazy).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wal.stats().syncs == syncs_before {
+        assert!(std::time::Instant::now() < deadline, "no background sync within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    println!("LAZY synced");
+    std::process::abort();
+}
+
+#[test]
+fn a_quiet_writer_syncs_lazy_writes_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["lazy_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(LAZY_CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("LAZY synced"), "child did not see the background sync: {stdout}");
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    assert_eq!(ids(&wal).len(), 1, "the lazy record was not made durable by the background sync");
+    assert_eq!(wal.get_data(b"lazy").unwrap(), Some(b"v".to_vec()));
+}
+
 #[test]
 fn abort_keeps_acknowledged_sync_batches_and_loses_lazy_tail() {
     let dir = tempfile::tempdir().unwrap();
