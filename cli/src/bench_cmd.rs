@@ -81,7 +81,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s or m)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -135,7 +135,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     report.notes.push(format!(
         "built with the {} profile",
         if cfg!(debug_assertions) {
-            "dev (debug assertions; twopc crates at opt-level 1, dependencies incl. RocksDB at 3)"
+            "dev (debug assertions; twopc crates at opt-level 2, dependencies incl. RocksDB at 3)"
         } else {
             "release"
         }
