@@ -26,8 +26,9 @@ use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use crate::net::{client_config, connect, context_with_timeout, transport};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Times the client asks for the outcome after a commit call failed.
 pub const OUTCOME_QUERY_ATTEMPTS: u32 = 10;
@@ -60,13 +61,26 @@ pub enum ClientError {
 pub struct Client {
     rpc: CoordinatorRpcClient,
     addr: String,
+    /// Transaction ids minted ahead of need, with when they were minted:
+    /// `begin` takes one and asks for a replacement in the background, so
+    /// the `begin` round trip leaves the transaction's critical path.
+    /// Spares are minted only for a client that began before, so a
+    /// one-shot client (the CLI) leaves no unused id behind.
+    spare_txids: Arc<Mutex<VecDeque<(TxnId, Instant)>>>,
+    begun: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Spare transaction ids a client keeps, at most.
+pub const SPARE_TXIDS: usize = 4;
+/// A spare id older than this is dropped (the coordinator aborts ids that
+/// stay unused for a minute).
+pub const SPARE_TXID_MAX_AGE: Duration = Duration::from_secs(20);
 
 impl Client {
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         let stream = connect(addr).await.map_err(ClientError::Connection)?;
         let rpc = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
-        Ok(Client { rpc, addr: addr.to_string() })
+        Ok(Client { rpc, addr: addr.to_string(), spare_txids: Arc::default(), begun: Arc::default() })
     }
 
     pub fn addr(&self) -> &str {
@@ -75,7 +89,14 @@ impl Client {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Transaction, ClientError> {
-        let txid = self.rpc.begin(context_with_timeout(RPC_TIMEOUT)).await.map_err(|e| self.connection_error(e))??;
+        let spare = self.take_spare_txid();
+        if self.begun.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.mint_spare_txid();
+        }
+        let txid = match spare {
+            Some(txid) => txid,
+            None => self.mint_txid().await?,
+        };
         Ok(Transaction {
             client: self.clone(),
             txid,
@@ -83,6 +104,36 @@ impl Client {
             writes: BTreeMap::new(),
             conditions: Vec::new(),
         })
+    }
+
+    async fn mint_txid(&self) -> Result<TxnId, ClientError> {
+        Ok(self.rpc.begin(context_with_timeout(RPC_TIMEOUT)).await.map_err(|e| self.connection_error(e))??)
+    }
+
+    fn take_spare_txid(&self) -> Option<TxnId> {
+        let mut spare = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((txid, minted)) = spare.pop_front() {
+            if minted.elapsed() < SPARE_TXID_MAX_AGE {
+                return Some(txid);
+            }
+        }
+        None
+    }
+
+    /// Asks for one more spare id in the background (if there is room).
+    fn mint_spare_txid(&self) {
+        if self.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).len() >= SPARE_TXIDS {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            if let Ok(txid) = client.mint_txid().await {
+                let mut spare = client.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
+                if spare.len() < SPARE_TXIDS {
+                    spare.push_back((txid, Instant::now()));
+                }
+            }
+        });
     }
 
     /// Committed values and versions, outside any transaction (no locks).
