@@ -341,7 +341,12 @@ impl Engine {
             return;
         }
         if let Some(active) = self.active.get_mut(&txid) {
-            // A retried commit joins the one in progress.
+            // A retried commit joins the one in progress; once the decision
+            // is durable it is answered at once (nobody answers waiters
+            // while the commits are being delivered).
+            if let Phase::Committing { .. } = active.phase {
+                return out.push(reply(Reply::Outcome(Outcome::Committed)));
+            }
             active.waiters.push(req);
             return;
         }
