@@ -14,7 +14,7 @@ use twopc_tests::sim::batch::{first_failing, run_caught, run_seeds};
 use twopc_tests::sim::{self, parse_sabotage, Sabotage, SimConfig};
 
 /// Seeds every CI run checks (half bank, half atomic-set; every profile).
-const CI_SEEDS: u64 = 4_000;
+const CI_SEEDS: u64 = 10_000;
 /// A negative control must be caught within this many seeds.
 const CONTROL_SEEDS: u64 = 500;
 
@@ -105,4 +105,14 @@ fn control_apply_before_sync_is_caught() {
 #[test]
 fn control_forgetful_coordinator_is_caught() {
     control_is_caught(Sabotage::ForgetfulCoordinator);
+}
+
+#[test]
+fn control_timeout_is_yes_is_caught() {
+    control_is_caught(Sabotage::TimeoutIsYes);
+}
+
+#[test]
+fn control_skip_read_validation_is_caught() {
+    control_is_caught(Sabotage::SkipReadValidation);
 }

@@ -5,7 +5,7 @@
 use super::state::{Answer, Asker, CWrite, CallKey, Client, Msg, PCall, PWrite, State};
 use super::{ModelConfig, ModelSabotage, Property};
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
-use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, TxnId, TxnOps, Versioned, Vote};
+use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{Command as CCommand, Event as CEvent, Reply as CReply};
 use twopc_participant::engine::{Command as PCommand, Event as PEvent, Reply as PReply};
 use twopc_participant::record::Decision;
@@ -106,7 +106,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
         PCommand::SyncPrepared(record) => {
             part.disk.queue.push((PWrite::Prepared(record), cfg.sabotage != ModelSabotage::VoteBeforeSync))
         }
-        PCommand::Apply { txid, writes } => part.disk.queue.push((PWrite::Commit { txid, writes }, true)),
+        PCommand::Apply { txid, writes, sync } => part.disk.queue.push((PWrite::Commit { txid, writes }, sync)),
         PCommand::ForgetAborted { txid } => {
             part.disk.lazy.push(PWrite::Abort { txid: txid.clone() });
             if let Some((q, _)) = s.ghost.applied.iter().find(|(_, t)| *t == txid) {
@@ -170,6 +170,14 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
         CCommand::SendPrepare { to, prepare } => send(s, &to, PCall::Prepare, prepare.txid),
         CCommand::SendOnePhase { to, prepare, .. } => send(s, &to, PCall::OnePhase, prepare.txid),
         CCommand::SyncDecision { txid, participants } => {
+            let unprepared: Vec<&NodeId> = participants
+                .iter()
+                .filter(|p| !s.participants[participant_index(p) as usize].disk.durable.prepared.contains_key(&txid))
+                .collect();
+            if !unprepared.is_empty() {
+                let what = format!("commit of {txid} decided, not prepared at {unprepared:?}");
+                violate(cfg, s, Property::DecideAllPrepared, what);
+            }
             if s.ghost.said_aborted.contains(&txid) {
                 violate(cfg, s, Property::DecisionStable, format!("Commit of {txid} logged after Aborted was said"));
             }
@@ -274,6 +282,9 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
     let CallKey { kind, txid, to } = call;
     let from = participant_id(to);
     let event = match kind {
+        PCall::Prepare if cfg.sabotage == ModelSabotage::TimeoutIsYes => {
+            CEvent::Vote { txid, from, vote: Ok(Vote::Yes) }
+        }
         PCall::Prepare => CEvent::Vote { txid, from, vote: Err("deadline exceeded".into()) },
         PCall::OnePhase => CEvent::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt: 0 },
         PCall::Commit => CEvent::CommitFailed { txid, from, attempt: 0 },
@@ -317,9 +328,4 @@ pub fn coordinator_request(cfg: &ModelConfig, s: &mut State, asker: Asker, commi
         CEvent::Outcome { req, txid }
     };
     feed_coordinator(cfg, s, event);
-}
-
-/// The value `t` writes (to recognise it in the participants' data).
-pub fn value_of(t: usize) -> Versioned {
-    Versioned { version: 1, value: Some(format!("t{t}").into_bytes()) }
 }

@@ -47,6 +47,8 @@ pub enum ModelSabotage {
     /// Participants never ask the outcome of in-doubt transactions (no
     /// tick, no recovery question): a lost abort leaves them blocked.
     NoOutcomeQuestions,
+    /// The coordinator takes a prepare that timed out for a Yes vote.
+    TimeoutIsYes,
 }
 
 /// The properties the checker can check.
@@ -61,6 +63,9 @@ pub enum Property {
     CommittedDurable,
     /// Yes is never voted without a durable Prepared record.
     VoteDurable,
+    /// Commit is decided only when every participant holds a durable
+    /// Prepared record (every vote was Yes).
+    DecideAllPrepared,
     /// From every reachable state, once crashes and losses stop, every
     /// transaction resolves: atomically applied or not at all, no
     /// participant in doubt or holding locks, and what clients heard holds.
@@ -68,7 +73,8 @@ pub enum Property {
 }
 
 impl Property {
-    pub const ALL: [Property; 5] = [
+    pub const ALL: [Property; 6] = [
+        Property::DecideAllPrepared,
         Property::TcConsistent,
         Property::DecisionStable,
         Property::CommittedDurable,
@@ -96,6 +102,10 @@ pub struct ModelConfig {
     pub properties: Vec<Property>,
     /// Stop (and report incomplete) beyond this many states.
     pub states_max: usize,
+    /// Explore depth-first: memory stays proportional to the depth (the
+    /// visited set aside), for big configurations. Breadth-first (the
+    /// default) finds the shortest counterexample.
+    pub depth_first: bool,
 }
 
 impl ModelConfig {
@@ -111,6 +121,7 @@ impl ModelConfig {
             sabotage: ModelSabotage::None,
             properties: Property::ALL.to_vec(),
             states_max: 5_000_000,
+            depth_first: false,
         }
     }
 

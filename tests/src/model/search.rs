@@ -1,4 +1,4 @@
-//! Breadth-first search over every reachable state, with a visited set of
+//! Breadth-first (or depth-first) search over every reachable state, with a visited set of
 //! 64-bit state hashes and parent links (so the shortest counterexample
 //! is rebuilt by replaying action indexes from the initial state).
 //!
@@ -136,7 +136,9 @@ pub fn check(cfg: &ModelConfig) -> ModelReport {
         elapsed: Duration::ZERO,
         counterexample: None,
     };
-    while let Some((state, id, depth)) = queue.pop_front() {
+    loop {
+        let next = if cfg.depth_first { queue.pop_back() } else { queue.pop_front() };
+        let Some((state, id, depth)) = next else { break };
         report.depth = report.depth.max(depth);
         if cfg.checks(Property::Resolves) {
             if let Err(what) = completion(cfg, &state, &mut resolved) {
@@ -190,7 +192,7 @@ fn rebuild(cfg: &ModelConfig, parents: &HashMap<u64, (u64, u32)>, id: u64) -> Ve
     let mut trace = Vec::new();
     for index in indexes {
         let action = step::actions(cfg, &state, true).swap_remove(index);
-        trace.push(format!("{action:?}"));
+        trace.push(compact_txids(&format!("{action:?}")));
         state = step::apply(cfg, &state, &action);
     }
     trace
@@ -269,4 +271,42 @@ fn resolved_state(cfg: &ModelConfig, s: &State) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Shortens `TxnId { coordinator: NodeId("c1"), epoch: 1, seq: 2 }` to
+/// `c1.1.2` in a trace line.
+fn compact_txids(line: &str) -> String {
+    const OPEN: &str = "TxnId { coordinator: NodeId(\"";
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let parsed = after.split_once("\"), epoch: ").and_then(|(node, after)| {
+            let (epoch, after) = after.split_once(", seq: ")?;
+            let (seq, after) = after.split_once(" }")?;
+            Some((format!("{node}.{epoch}.{seq}"), after))
+        });
+        match parsed {
+            Some((txid, after)) => {
+                out.push_str(&txid);
+                rest = after;
+            }
+            None => {
+                out.push_str(OPEN);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn txids_are_compacted() {
+        let line = r#"Ask(0, TxnId { coordinator: NodeId("c1"), epoch: 1, seq: 2 })"#;
+        assert_eq!(super::compact_txids(line), "Ask(0, c1.1.2)");
+    }
 }

@@ -1,7 +1,9 @@
 //! The actions enabled in a state, and what each does.
 
 use super::exec::{self, participant_id, violate, RING};
-use super::state::{Answer, Asker, CStore, CallKey, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State};
+use super::state::{
+    Answer, Asker, CStore, CWrite, CallKey, Client, Coordinator, Disk, Ghost, Msg, PWrite, Participant, State,
+};
 use super::{ModelConfig, ModelSabotage, Property};
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_common::{NodeId, OutcomeStatus, TxnId};
@@ -17,8 +19,14 @@ pub enum Node {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Client `i` begins its transaction and sends the commit.
-    Start(u8),
+    /// Client `i` begins its transaction and its commit reaches the
+    /// coordinator (a commit lost on the way is a transaction never
+    /// started; a late one, a later start); `duplicate`: a copy of the
+    /// commit request stays in flight (costs from the duplicate budget).
+    Start {
+        client: u8,
+        duplicate: bool,
+    },
     /// Deliver a message; `keep`: a duplicate stays in flight.
     Deliver {
         msg: Msg,
@@ -35,7 +43,13 @@ pub enum Action {
     },
     /// A participant asks the outcome of an in-doubt transaction (its tick).
     Ask(u8, TxnId),
-    Crash(Node),
+    /// A power cut: the first `keep` lazy writes had become durable (the
+    /// WAL is durable as a prefix: a later sync, or the WAL's background
+    /// sync, covered them), the rest and every queued write are lost.
+    Crash {
+        node: Node,
+        keep: u8,
+    },
     Restart(Node),
 }
 
@@ -85,7 +99,10 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
     let mut out = Vec::new();
     for (i, c) in s.clients.iter().enumerate() {
         if *c == Client::Idle && s.coordinator.up {
-            out.push(Action::Start(i as u8));
+            out.push(Action::Start { client: i as u8, duplicate: false });
+            if faults && s.duplicates_left > 0 {
+                out.push(Action::Start { client: i as u8, duplicate: true });
+            }
         }
     }
     for msg in &s.net {
@@ -107,7 +124,11 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
             out.push(Action::Flush(node));
         }
         if up && faults && s.crashes_left > 0 {
-            out.push(Action::Crash(node));
+            let lazy = match node {
+                Node::Coordinator => s.coordinator.disk.lazy.len(),
+                Node::Participant(p) => s.participants[p as usize].disk.lazy.len(),
+            };
+            out.extend((0..=lazy as u8).map(|keep| Action::Crash { node, keep }));
         }
         if !up {
             out.push(Action::Restart(node));
@@ -177,7 +198,7 @@ pub fn apply(cfg: &ModelConfig, s: &State, action: &Action) -> State {
 
 pub fn apply_in_place(cfg: &ModelConfig, s: &mut State, action: &Action) {
     match action {
-        Action::Start(i) => start(s, *i as usize),
+        Action::Start { client, duplicate } => start(cfg, s, *client, *duplicate),
         Action::Deliver { msg, keep } => {
             if *keep {
                 s.duplicates_left -= 1;
@@ -201,7 +222,7 @@ pub fn apply_in_place(cfg: &ModelConfig, s: &mut State, action: &Action) {
             let inc = s.coordinator.incarnation;
             s.net.insert(Msg::ToCoordinator { asker, inc, commit: false, txid: txid.clone() });
         }
-        Action::Crash(node) => crash(s, *node),
+        Action::Crash { node, keep } => crash(cfg, s, *node, *keep as usize),
         Action::Restart(node) => restart(cfg, s, *node),
     }
     collect_garbage(s);
@@ -224,19 +245,19 @@ fn collect_garbage(s: &mut State) {
     });
 }
 
-fn start(s: &mut State, i: usize) {
+fn start(cfg: &ModelConfig, s: &mut State, client: u8, duplicate: bool) {
     let commands = s.coordinator.engine.handle(CEvent::Begin { req: u64::MAX, now_ms: 0 });
     let txid = match commands.as_slice() {
         [CCommand::Reply { reply: CReply::Begun(txid), .. }] => txid.clone(),
         other => panic!("Begin answered {other:?}"),
     };
-    s.clients[i] = Client::Committing(txid.clone());
-    s.net.insert(Msg::ToCoordinator {
-        asker: Asker::Client(i as u8),
-        inc: s.coordinator.incarnation,
-        commit: true,
-        txid,
-    });
+    s.clients[client as usize] = Client::Committing(txid.clone());
+    if duplicate {
+        s.duplicates_left -= 1;
+        let inc = s.coordinator.incarnation;
+        s.net.insert(Msg::ToCoordinator { asker: Asker::Client(client), inc, commit: true, txid: txid.clone() });
+    }
+    exec::coordinator_request(cfg, s, Asker::Client(client), true, txid);
 }
 
 fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
@@ -271,45 +292,26 @@ fn deliver(cfg: &ModelConfig, s: &mut State, msg: Msg) {
     }
 }
 
-/// The oldest queued write of `node` is written (synced or lazily), then
-/// its completion is fed to the engine.
+/// The oldest queued write of `node` is written (synced, or lazily:
+/// visible, durable only once a sync covers it), then its completion is
+/// fed to the engine.
 fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
     match node {
         Node::Coordinator => {
-            let disk = &mut s.coordinator.disk;
-            let (write, synced) = disk.queue.remove(0);
+            let (write, synced) = s.coordinator.disk.queue.remove(0);
+            s.coordinator.disk.lazy.push(write.clone());
             if synced {
-                for w in disk.lazy.drain(..).chain(std::iter::once(write.clone())) {
-                    disk.durable.apply(&w);
-                }
-                let decided: Vec<TxnId> = disk.durable.commits.keys().cloned().collect();
-                for txid in decided {
-                    if s.ghost.said_aborted.contains(&txid) && !s.ghost.decided.contains(&txid) {
-                        violate(
-                            cfg,
-                            s,
-                            Property::DecisionStable,
-                            format!("Commit of {txid} durable after Aborted was said"),
-                        );
-                    }
-                    s.ghost.decided.insert(txid);
-                }
-            } else {
-                disk.lazy.push(write.clone());
+                sync_lazy(cfg, s, node);
             }
-            if let super::state::CWrite::Commit { txid, .. } = write {
+            if let CWrite::Commit { txid, .. } = write {
                 exec::feed_coordinator(cfg, s, CEvent::DecisionSynced { txid });
             }
         }
         Node::Participant(p) => {
-            let disk = &mut s.participants[p as usize].disk;
-            let (write, synced) = disk.queue.remove(0);
+            let (write, synced) = s.participants[p as usize].disk.queue.remove(0);
+            s.participants[p as usize].disk.lazy.push(write.clone());
             if synced {
-                for w in disk.lazy.drain(..).chain(std::iter::once(write.clone())) {
-                    disk.durable.apply(&w);
-                }
-            } else {
-                disk.lazy.push(write.clone());
+                sync_lazy(cfg, s, node);
             }
             match write {
                 PWrite::Prepared(record) => {
@@ -329,10 +331,42 @@ fn flush(cfg: &ModelConfig, s: &mut State, node: Node) {
     }
 }
 
-/// A power cut: the process stops; its queued and lazy writes, its
-/// volatile state and every message on its way to it are lost.
-fn crash(s: &mut State, node: Node) {
+/// Every lazy write of `node` becomes durable (a synced write covers them).
+fn sync_lazy(cfg: &ModelConfig, s: &mut State, node: Node) {
+    match node {
+        Node::Coordinator => {
+            let disk = &mut s.coordinator.disk;
+            for w in disk.lazy.drain(..) {
+                disk.durable.apply(&w);
+            }
+            let decided: Vec<TxnId> = disk.durable.commits.keys().cloned().collect();
+            for txid in decided {
+                if s.ghost.said_aborted.contains(&txid) && !s.ghost.decided.contains(&txid) {
+                    let what = format!("Commit of {txid} durable after Aborted was said");
+                    violate(cfg, s, Property::DecisionStable, what);
+                }
+                s.ghost.decided.insert(txid);
+            }
+        }
+        Node::Participant(p) => {
+            let disk = &mut s.participants[p as usize].disk;
+            for w in disk.lazy.drain(..) {
+                disk.durable.apply(&w);
+            }
+        }
+    }
+}
+
+/// A power cut: the process stops; its queued writes, its lazy writes
+/// but the first `keep`, its volatile state and every message on its way
+/// to it are lost.
+fn crash(cfg: &ModelConfig, s: &mut State, node: Node, keep: usize) {
     s.crashes_left -= 1;
+    match node {
+        Node::Coordinator => s.coordinator.disk.lazy.truncate(keep),
+        Node::Participant(p) => s.participants[p as usize].disk.lazy.truncate(keep),
+    }
+    sync_lazy(cfg, s, node);
     match node {
         Node::Coordinator => {
             let c = &mut s.coordinator;
@@ -380,7 +414,12 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             part.pending.clear();
             let prepared = part.disk.durable.prepared.values().cloned().collect();
             let decided = part.disk.durable.done.iter().map(|(t, d)| (t.clone(), *d)).collect();
-            exec::feed_participant(cfg, s, p, PEvent::Recovered { prepared, decided, heuristics: Vec::new(), now_ms: 0 });
+            exec::feed_participant(
+                cfg,
+                s,
+                p,
+                PEvent::Recovered { prepared, decided, heuristics: Vec::new(), now_ms: 0 },
+            );
         }
     }
 }

@@ -26,20 +26,31 @@ pub enum Sabotage {
     /// (b) `SyncDecision` is written lazily: the coordinator answers
     /// Committed before its Commit record is durable.
     CommitBeforeSync,
-    /// (c) `Apply` is written lazily: a participant acks (and releases its
-    /// locks) before the writes are durable.
+    /// (c) The one-phase `Apply` is written lazily: the participant
+    /// answers Committed (and releases its locks) before the commit is
+    /// durable. (A second-phase apply is lazy by design: its Prepared
+    /// record and the coordinator's Commit record let recovery redo it.)
     ApplyBeforeSync,
     /// (d) The coordinator's recovery drops its Commit records: it answers
     /// Aborted for transactions it committed.
     ForgetfulCoordinator,
+    /// (e) The coordinator takes a prepare that timed out for a Yes vote:
+    /// it decides commit without every participant prepared.
+    TimeoutIsYes,
+    /// (f) Participants skip read validation (the runtime reports each
+    /// read key's version as the one the transaction read): stale reads
+    /// commit, serializability breaks.
+    SkipReadValidation,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 4] = [
+    pub const ALL: [Sabotage; 6] = [
         Sabotage::VoteBeforeSync,
         Sabotage::CommitBeforeSync,
         Sabotage::ApplyBeforeSync,
         Sabotage::ForgetfulCoordinator,
+        Sabotage::TimeoutIsYes,
+        Sabotage::SkipReadValidation,
     ];
 }
 
@@ -172,7 +183,7 @@ impl SimConfig {
     /// the fault profile cycles, the sizes are drawn from the seed.
     pub fn for_seed(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0001);
-        let workload = if seed % 2 == 0 { Workload::Bank } else { Workload::AtomicSet };
+        let workload = if seed & 1 == 0 { Workload::Bank } else { Workload::AtomicSet };
         let profile = PROFILES[((seed / 2) % PROFILES.len() as u64) as usize];
         let faults = Faults::profile(profile, &mut rng);
         SimConfig {

@@ -1,23 +1,24 @@
 //! A simulated coordinator: the real [`Engine`] driven by an executor that
 //! mirrors `coordinator/src/runtime.rs` and `server.rs` — routing with the
-//! ring (`plan`), prepares with a deadline, one-phase and commit sends
+//! ring (the real `routing::plan`), prepares with a deadline, one-phase and commit sends
 //! retried after `backoff(attempt)`, single-try aborts, probes of every
 //! participant, the decision log (Commit synced, End lazy), and recovery
 //! (replay, bump and sync the epoch, `Recovered` with a new epoch).
 
 use super::config::Sabotage;
-use super::disk::Disk;
-use super::env::{Env, Timer};
+use super::disk::{Disk, LazySync};
+use super::env::{Env, Timer, LAZY_SYNC_MS};
 use super::history::Ghost;
 use super::msg::{Addr, CallId, Request, Response};
 use super::participant::participant_id;
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::ring::Ring;
-use twopc_common::txn::{PrepareRequest, ProbeAnswer};
-use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps};
+use twopc_common::txn::ProbeAnswer;
+use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId};
 use twopc_coordinator::record::CoordinatorRecord;
+use twopc_coordinator::routing;
 use twopc_coordinator::runtime::{backoff, ABORT_TIMEOUT};
 use twopc_participant::engine::Reply as PReply;
 use twopc_wal::{Durability, Wal, WalBatch};
@@ -150,7 +151,7 @@ impl CoordinatorNode {
                     let reply = Reply::Error(ServiceError::Invalid(e));
                     return env.respond(Addr::Coordinator, from, call, Response::Coordinator(reply));
                 }
-                let plan = plan(&self.ring, &txid, ops);
+                let plan = routing::plan(&self.ring, &txid, ops);
                 (Event::Commit { req, txid: txid.clone(), plan }, Some(txid))
             }
             Request::ClientAbort(txid) => (Event::ClientAbort { req, txid }, None),
@@ -230,6 +231,9 @@ impl CoordinatorNode {
                     Some(Call::Abort { txid, to }) => {
                         Event::AbortSent { txid, to: participant_id(to), delivered: false }
                     }
+                    Some(Call::Prepare { txid, to }) if env.sabotage == Sabotage::TimeoutIsYes => {
+                        Event::Vote { txid, from: participant_id(to), vote: Ok(twopc_common::Vote::Yes) }
+                    }
                     Some(Call::Prepare { txid, to }) => {
                         Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
                     }
@@ -260,9 +264,12 @@ impl CoordinatorNode {
     }
 
     pub fn flush(&mut self, env: &mut Env) {
-        let flushed = self.disk.flush();
+        let flushed = self.disk.flush(env.now_ms);
         for ghost in flushed.durable {
             env.history.durable(env.now_ms, None, ghost);
+        }
+        if flushed.lazy {
+            env.schedule_lazy_sync(Addr::Coordinator, env.now_ms + LAZY_SYNC_MS);
         }
         for written in flushed.written {
             if let Err(e) = written.lsns {
@@ -271,6 +278,19 @@ impl CoordinatorNode {
             if let Done::CommitLogged(txid) = written.tag {
                 self.feed(env, Event::DecisionSynced { txid });
             }
+        }
+    }
+
+    /// The WAL's background sync of lazy writes.
+    pub fn lazy_sync(&mut self, env: &mut Env) {
+        match self.disk.lazy_sync(env.now_ms, LAZY_SYNC_MS) {
+            LazySync::Synced(ghosts) => {
+                for ghost in ghosts {
+                    env.history.durable(env.now_ms, None, ghost);
+                }
+            }
+            LazySync::Later(at_ms) => env.schedule_lazy_sync(Addr::Coordinator, at_ms),
+            LazySync::Nothing => {}
         }
     }
 
@@ -294,6 +314,8 @@ impl CoordinatorNode {
                     env.timer(Addr::Coordinator, backoff_ms(attempt), Timer::SendOnePhase { to, prepare, attempt });
                 }
                 Command::SyncDecision { txid, participants } => {
+                    let indexes: Vec<usize> = participants.iter().map(participant_index).collect();
+                    env.history.coordinator_decided(env.now_ms, &txid, &indexes);
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
                     let lazy = env.sabotage == Sabotage::CommitBeforeSync;
@@ -373,33 +395,6 @@ impl CoordinatorNode {
             env.schedule_flush(Addr::Coordinator, self.disk.wants_sync());
         }
     }
-}
-
-/// The server's `plan`: each participant's slice of the transaction.
-pub fn plan(ring: &Ring, txid: &TxnId, ops: TxnOps) -> Vec<(NodeId, PrepareRequest)> {
-    let mut slices: BTreeMap<NodeId, TxnOps> = BTreeMap::new();
-    for (key, version) in ops.reads {
-        slices.entry(ring.owner(&key).clone()).or_default().reads.push((key, version));
-    }
-    for condition in ops.conditions {
-        slices.entry(ring.owner(condition.key()).clone()).or_default().conditions.push(condition);
-    }
-    for (key, value) in ops.writes {
-        slices.entry(ring.owner(&key).clone()).or_default().writes.push((key, value));
-    }
-    let participants: Vec<NodeId> = slices.keys().cloned().collect();
-    slices
-        .into_iter()
-        .map(|(node, ops)| {
-            let prepare = PrepareRequest {
-                txid: txid.clone(),
-                ring: ring.fingerprint(),
-                ops,
-                participants: participants.clone(),
-            };
-            (node, prepare)
-        })
-        .collect()
 }
 
 fn request_kind(request: &Request) -> &'static str {

@@ -29,6 +29,19 @@ pub struct Flushed<T, G> {
     pub written: Vec<Written<T>>,
     /// Ghost tags whose batch became durable in this flush.
     pub durable: Vec<G>,
+    /// The group was written lazily: a background sync is due.
+    pub lazy: bool,
+}
+
+/// What a background sync of lazy writes did.
+#[derive(Debug)]
+pub enum LazySync<G> {
+    /// Every lazy write is durable now; these ghosts became durable.
+    Synced(Vec<G>),
+    /// Not quiet yet: try again at this time.
+    Later(u64),
+    /// Nothing unsynced.
+    Nothing,
 }
 
 /// A node's disk: the WAL plus the batches not yet written.
@@ -37,6 +50,10 @@ pub struct Disk<R, T, G> {
     queue: Vec<(WalBatch<R>, Durability, T, Option<G>)>,
     /// Ghost tags of batches written lazily since the last sync.
     lazy: Vec<G>,
+    /// Lazy writes reached the WAL since the last sync.
+    unsynced: bool,
+    /// When the last group was written.
+    last_write_ms: u64,
 }
 
 impl<R, T, G> Disk<R, T, G>
@@ -44,7 +61,7 @@ where
     MemWal<R>: Wal<R>,
 {
     pub fn new() -> Self {
-        Disk { wal: MemWal::new(), queue: Vec::new(), lazy: Vec::new() }
+        Disk { wal: MemWal::new(), queue: Vec::new(), lazy: Vec::new(), unsynced: false, last_write_ms: 0 }
     }
 
     /// Queues a batch; returns true if the queue was empty (the caller
@@ -59,12 +76,14 @@ where
         self.queue.iter().any(|(_, d, _, _)| *d == Durability::Sync)
     }
 
+    /// Nothing queued and nothing written lazily left unsynced.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && !self.unsynced
     }
 
     /// Writes every queued batch as one group.
-    pub fn flush(&mut self) -> Flushed<T, G> {
+    pub fn flush(&mut self, now_ms: u64) -> Flushed<T, G> {
+        self.last_write_ms = now_ms;
         let sync = self.wants_sync();
         let durability = if sync { Durability::Sync } else { Durability::Lazy };
         let mut written = Vec::with_capacity(self.queue.len());
@@ -84,13 +103,33 @@ where
             self.lazy.extend(ghosts);
             Vec::new()
         };
-        Flushed { written, durable }
+        self.unsynced = !sync;
+        Flushed { written, durable, lazy: !sync }
+    }
+
+    /// The WAL's background sync: lazy writes become durable once the
+    /// writer has been quiet for `interval_ms` (as `RocksWal` does within
+    /// `LAZY_SYNC_INTERVAL`).
+    pub fn lazy_sync(&mut self, now_ms: u64, interval_ms: u64) -> LazySync<G> {
+        if !self.unsynced {
+            return LazySync::Nothing;
+        }
+        let quiet_at = self.last_write_ms + interval_ms;
+        if now_ms < quiet_at || !self.queue.is_empty() {
+            return LazySync::Later(quiet_at.max(now_ms + 1));
+        }
+        if let Err(e) = self.wal.write(WalBatch::new(), Durability::Sync) {
+            panic!("background sync failed: {e}");
+        }
+        self.unsynced = false;
+        LazySync::Synced(std::mem::take(&mut self.lazy))
     }
 
     /// A power cut: the queue and every unsynced batch are lost.
     pub fn crash(&mut self) {
         self.queue.clear();
         self.lazy.clear();
+        self.unsynced = false;
         self.wal.crash();
     }
 }

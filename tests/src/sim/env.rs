@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::TxnId;
 
+/// The WAL syncs lazy writes this long after going quiet
+/// (`twopc_wal::LAZY_SYNC_INTERVAL`).
+pub const LAZY_SYNC_MS: u64 = twopc_wal::LAZY_SYNC_INTERVAL.as_millis() as u64;
+
 /// Longest a node crashed at a protocol moment stays down.
 const CRASH_POINT_DOWNTIME_MS_MAX: u64 = 3_000;
 
@@ -56,6 +60,11 @@ pub enum Item {
     Deliver(Message),
     /// Write a node's queued disk batches.
     Flush {
+        node: Addr,
+        incarnation: u32,
+    },
+    /// The WAL's background sync of lazy writes.
+    LazySync {
         node: Addr,
         incarnation: u32,
     },
@@ -250,6 +259,13 @@ impl Env {
         let down = self.rng.gen_range(0..=CRASH_POINT_DOWNTIME_MS_MAX);
         self.schedule(0, Item::Fault(FaultAction::Crash(node)));
         self.schedule(down, Item::Fault(FaultAction::Restart(node)));
+    }
+
+    /// Schedules `node`'s background sync of lazy writes.
+    pub fn schedule_lazy_sync(&mut self, node: Addr, at_ms: u64) {
+        let incarnation = self.life(node).incarnation;
+        let delay = at_ms.saturating_sub(self.now_ms);
+        self.schedule(delay, Item::LazySync { node, incarnation });
     }
 
     pub fn heal(&mut self) {

@@ -126,6 +126,17 @@ impl History {
         }
     }
 
+    /// Invariant 3: commit is decided only when every participant voted
+    /// Yes, i.e. holds a durable Prepared record.
+    pub fn coordinator_decided(&mut self, now_ms: u64, txid: &TxnId, participants: &[usize]) {
+        let unprepared: Vec<usize> =
+            participants.iter().copied().filter(|p| !self.prepared_durable[*p].contains(txid)).collect();
+        if self.ghost_checks && !unprepared.is_empty() {
+            let names: Vec<String> = unprepared.iter().map(|p| format!("p{}", p + 1)).collect();
+            self.violation(now_ms, format!("I3: commit of {txid} decided, not prepared at {}", names.join(",")));
+        }
+    }
+
     /// Invariant 10: a logged decision never changes.
     pub fn coordinator_said_aborted(&mut self, now_ms: u64, txid: &TxnId) {
         if self.ghost_checks && self.decision_durable.contains(txid) {

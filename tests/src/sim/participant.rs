@@ -5,8 +5,8 @@
 //! back, the same recovery (`Recovered` from a replay of the durable log).
 
 use super::config::Sabotage;
-use super::disk::Disk;
-use super::env::{Env, Timer};
+use super::disk::{Disk, LazySync};
+use super::env::{Env, Timer, LAZY_SYNC_MS};
 use super::history::Ghost;
 use super::msg::{Addr, CallId, Request, Response};
 use std::collections::BTreeMap;
@@ -15,8 +15,8 @@ use twopc_common::txn::PrepareRequest;
 use twopc_common::{Key, NodeId, ServiceError, TxnId, Versioned, Vote};
 use twopc_coordinator::engine::Reply as CReply;
 use twopc_participant::engine::{Command, Engine, Event, Reply, RequestId};
-use twopc_participant::runtime::{MAX_PARKED_READS, READ_WAIT_MAX};
 use twopc_participant::record::{Decision, ParticipantRecord};
+use twopc_participant::runtime::{MAX_PARKED_READS, READ_WAIT_MAX};
 use twopc_participant::store::{self, ParticipantWal};
 use twopc_wal::{Durability, Lsn, Wal, WalBatch};
 
@@ -131,14 +131,14 @@ impl ParticipantNode {
         self.next_req += 1;
         let (event, txid) = match request {
             Request::Read(keys) => return self.read(env, from, call, keys, now_ms + READ_WAIT_MS),
-            Request::Prepare(prepare) => match self.current(&prepare) {
+            Request::Prepare(prepare) => match self.current(env, &prepare) {
                 Ok(current) => {
                     let txid = prepare.txid.clone();
                     (Event::Prepare { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
                 }
                 Err(e) => return env.respond(self.me(), from, call, Response::Participant(Reply::Error(e))),
             },
-            Request::OnePhase(prepare) => match self.current(&prepare) {
+            Request::OnePhase(prepare) => match self.current(env, &prepare) {
                 Ok(current) => {
                     let txid = prepare.txid.clone();
                     (Event::OnePhase { req, prepare, current: current.into_iter().collect(), now_ms }, Some(txid))
@@ -166,7 +166,10 @@ impl ParticipantNode {
             Err(format!("overloaded: {MAX_PARKED_READS} reads waiting for prepared writers"))
         } else {
             let wal: &ParticipantWal = &self.disk.wal;
-            keys.iter().map(|k| store::get(wal, k)).collect::<Result<Vec<Versioned>, ServiceError>>().map_err(|e| e.to_string())
+            keys.iter()
+                .map(|k| store::get(wal, k))
+                .collect::<Result<Vec<Versioned>, ServiceError>>()
+                .map_err(|e| e.to_string())
         };
         env.respond(self.me(), from, call, Response::Read(values));
     }
@@ -180,13 +183,20 @@ impl ParticipantNode {
 
     /// Current committed state of every key the request touches, as the
     /// runtime reads it (`EngineTask::current`).
-    fn current(&self, prepare: &PrepareRequest) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
+    fn current(&self, env: &Env, prepare: &PrepareRequest) -> Result<BTreeMap<Vec<u8>, Versioned>, ServiceError> {
         prepare.ops.validate().map_err(ServiceError::Invalid)?;
         let wal: &ParticipantWal = &self.disk.wal;
         let mut current = BTreeMap::new();
         for key in prepare.ops.keys() {
             if !current.contains_key(key) {
                 current.insert(key.clone(), store::get(wal, key)?);
+            }
+        }
+        if env.sabotage == Sabotage::SkipReadValidation {
+            for (key, read) in &prepare.ops.reads {
+                if let Some(v) = current.get_mut(key) {
+                    v.version = *read;
+                }
             }
         }
         Ok(current)
@@ -218,9 +228,12 @@ impl ParticipantNode {
 
     /// Writes the queued batches and feeds their completions.
     pub fn flush(&mut self, env: &mut Env) {
-        let flushed = self.disk.flush();
+        let flushed = self.disk.flush(env.now_ms);
         for ghost in flushed.durable {
             env.history.durable(env.now_ms, Some(self.index), ghost);
+        }
+        if flushed.lazy {
+            env.schedule_lazy_sync(self.me(), env.now_ms + LAZY_SYNC_MS);
         }
         for written in flushed.written {
             let lsns = written.lsns.unwrap_or_else(|e| panic!("{}: write failed: {e}", self.id));
@@ -235,6 +248,19 @@ impl ParticipantNode {
                 }
                 Done::DoneLogged => {}
             }
+        }
+    }
+
+    /// The WAL's background sync of lazy writes.
+    pub fn lazy_sync(&mut self, env: &mut Env) {
+        match self.disk.lazy_sync(env.now_ms, LAZY_SYNC_MS) {
+            LazySync::Synced(ghosts) => {
+                for ghost in ghosts {
+                    env.history.durable(env.now_ms, Some(self.index), ghost);
+                }
+            }
+            LazySync::Later(at_ms) => env.schedule_lazy_sync(self.me(), at_ms),
+            LazySync::Nothing => {}
         }
     }
 
@@ -267,10 +293,10 @@ impl ParticipantNode {
                     self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
                     env.crash_point(self.me());
                 }
-                Command::Apply { txid, writes } => {
+                Command::Apply { txid, writes, sync } => {
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
-                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync);
+                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync || !sync);
                     self.submit(
                         env,
                         batch,

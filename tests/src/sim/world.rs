@@ -204,6 +204,16 @@ impl World {
                     Addr::Client(_) => unreachable!("clients have no disk"),
                 }
             }
+            Item::LazySync { node, incarnation } => {
+                if !self.current(node, incarnation) {
+                    return;
+                }
+                match node {
+                    Addr::Coordinator => self.coordinator.lazy_sync(&mut self.env),
+                    Addr::Participant(p) => self.participants[p].lazy_sync(&mut self.env),
+                    Addr::Client(_) => unreachable!("clients have no disk"),
+                }
+            }
             Item::Timer { node, incarnation, timer } => {
                 if !self.current(node, incarnation) {
                     return;
