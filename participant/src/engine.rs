@@ -102,19 +102,13 @@ pub enum Event {
 pub enum Command {
     /// Append the record, synced; then feed `PrepareSynced`.
     SyncPrepared(PreparedRecord),
-    /// In one batch: write `writes`, remove the txid's Prepared record (if
-    /// any), log `Done(Committed)`; then feed `Applied`. `sync` for a
-    /// one-phase commit (the apply *is* the decision, so Committed waits
-    /// for it). A second-phase apply is lazy: the Prepared record and the
-    /// coordinator's Commit record are durable, so a lost apply is redone
-    /// at recovery; and any transaction that read the applied values
-    /// prepares here, so its synced Prepared record covers the apply (the
-    /// WAL is durable as a prefix). The WAL syncs lazy writes within
-    /// `LAZY_SYNC_INTERVAL` anyway.
+    /// In one synced batch: write `writes`, remove the txid's Prepared
+    /// record (if any), log `Done(Committed)`; then feed `Applied`. Synced
+    /// because the ack that follows lets the coordinator end (and one day
+    /// forget) the transaction: it must not outrun the apply's durability.
     Apply {
         txid: TxnId,
         writes: Vec<(Key, Versioned)>,
-        sync: bool,
     },
     /// Remove the txid's Prepared record and log `Done(Aborted)`, lazily.
     ForgetAborted {
@@ -299,7 +293,7 @@ impl Engine {
         self.locks.acquire(&txid, &locks, self.now_ms);
         let writes = new_versions(&prepare, &current);
         if one_phase {
-            out.push(Command::Apply { txid: txid.clone(), writes, sync: true });
+            out.push(Command::Apply { txid: txid.clone(), writes });
             self.txns.insert(txid, TxnState::Applying { locks, waiters: vec![req], one_phase: true });
             return;
         }
@@ -370,7 +364,7 @@ impl Engine {
         };
         match self.txns.remove(&txid) {
             Some(TxnState::Prepared { record, .. }) => {
-                out.push(Command::Apply { txid: txid.clone(), writes: record.writes, sync: false });
+                out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
                 let waiters = req.into_iter().collect();
                 self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters, one_phase: false });
             }
@@ -462,7 +456,7 @@ impl Engine {
         self.heuristics.insert(txid.clone(), heuristic.clone());
         out.push(Command::LogHeuristic(heuristic));
         if commit {
-            out.push(Command::Apply { txid: txid.clone(), writes: record.writes, sync: false });
+            out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
             self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters: vec![req], one_phase: false });
         } else {
             self.finish_abort(&txid, &record.locks, out);

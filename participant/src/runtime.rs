@@ -445,15 +445,15 @@ impl EngineTask {
                         }),
                     );
                 }
-                Command::Apply { txid, writes, sync } => {
+                Command::Apply { txid, writes } => {
                     fault::hit("participant.before-apply");
-                    tracing::debug!(%txid, writes = writes.len(), sync, "applying commit");
+                    tracing::debug!(%txid, writes = writes.len(), "applying commit");
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
                     let tx = self.done_tx.clone();
                     self.wal.submit(
                         batch,
-                        if sync { Durability::Sync } else { Durability::Lazy },
+                        Durability::Sync,
                         Box::new(move |result| match result {
                             Ok(lsns) => {
                                 let _ = tx.send(Completion::DoneLogged { lsn: lsns[0] });

@@ -293,10 +293,10 @@ impl ParticipantNode {
                     self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
                     env.crash_point(self.me());
                 }
-                Command::Apply { txid, writes, sync } => {
+                Command::Apply { txid, writes } => {
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
-                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync || !sync);
+                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync);
                     self.submit(
                         env,
                         batch,
