@@ -389,8 +389,10 @@ mod tests {
     }
 
     fn transfer(seq: u64, told: Told, resolved: Option<Resolved>, reads: &[(&str, u64, i64)], amount: i64) -> Op {
-        let reads: Vec<AccountRead> =
-            reads.iter().map(|(a, v, b)| AccountRead { account: a.to_string(), version: *v, balance: Some(*b) }).collect();
+        let reads: Vec<AccountRead> = reads
+            .iter()
+            .map(|(a, v, b)| AccountRead { account: a.to_string(), version: *v, balance: Some(*b) })
+            .collect();
         let writes = vec![
             (reads[0].account.clone(), reads[0].balance.unwrap() - amount),
             (reads[1].account.clone(), reads[1].balance.unwrap() + amount),
@@ -399,7 +401,8 @@ mod tests {
     }
 
     fn init() -> Op {
-        let reads = ["x", "y"].iter().map(|a| AccountRead { account: a.to_string(), version: 0, balance: None }).collect();
+        let reads =
+            ["x", "y"].iter().map(|a| AccountRead { account: a.to_string(), version: 0, balance: None }).collect();
         op(0, Told::Committed, None, Body::Bank { reads, writes: vec![("x".into(), 10), ("y".into(), 10)] })
     }
 

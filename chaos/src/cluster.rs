@@ -52,27 +52,14 @@ impl Cluster {
     }
 
     /// Same, under `dir` (kept after the cluster is dropped).
-    pub fn in_dir(
-        binary: &Path,
-        dir: &Path,
-        coordinators: usize,
-        participants: usize,
-    ) -> Result<Cluster> {
+    pub fn in_dir(binary: &Path, dir: &Path, coordinators: usize, participants: usize) -> Result<Cluster> {
         std::fs::create_dir_all(dir)?;
         let mut config = ClusterConfig::loopback(coordinators, participants, 0);
-        for entry in config
-            .coordinator
-            .iter_mut()
-            .chain(config.participant.iter_mut())
-        {
+        for entry in config.coordinator.iter_mut().chain(config.participant.iter_mut()) {
             entry.addr = format!("127.0.0.1:{}", free_port()?);
         }
-        let views = config
-            .coordinator
-            .iter()
-            .chain(&config.participant)
-            .map(|e| (e.id.clone(), config.clone()))
-            .collect();
+        let views =
+            config.coordinator.iter().chain(&config.participant).map(|e| (e.id.clone(), config.clone())).collect();
         Ok(Cluster {
             binary: binary.to_path_buf(),
             _temp: None,
@@ -85,28 +72,15 @@ impl Cluster {
     }
 
     pub fn ids(&self) -> Vec<String> {
-        self.config
-            .coordinator
-            .iter()
-            .chain(&self.config.participant)
-            .map(|e| e.id.clone())
-            .collect()
+        self.config.coordinator.iter().chain(&self.config.participant).map(|e| e.id.clone()).collect()
     }
 
     pub fn participant_ids(&self) -> Vec<String> {
-        self.config
-            .participant
-            .iter()
-            .map(|p| p.id.clone())
-            .collect()
+        self.config.participant.iter().map(|p| p.id.clone()).collect()
     }
 
     pub fn coordinator_ids(&self) -> Vec<String> {
-        self.config
-            .coordinator
-            .iter()
-            .map(|c| c.id.clone())
-            .collect()
+        self.config.coordinator.iter().map(|c| c.id.clone()).collect()
     }
 
     pub fn dir(&self) -> &Path {
@@ -127,16 +101,8 @@ impl Cluster {
 
     /// Where process `id` listens.
     pub fn addr(&self, id: &str) -> String {
-        let entry = self
-            .config
-            .coordinator
-            .iter()
-            .chain(&self.config.participant)
-            .find(|e| e.id == id);
-        entry
-            .unwrap_or_else(|| panic!("no process {id}"))
-            .addr
-            .clone()
+        let entry = self.config.coordinator.iter().chain(&self.config.participant).find(|e| e.id == id);
+        entry.unwrap_or_else(|| panic!("no process {id}")).addr.clone()
     }
 
     pub fn coordinator_addr(&self) -> String {
@@ -146,15 +112,8 @@ impl Cluster {
     /// Makes process `viewer` reach `peer` at `addr` (e.g. a proxy) from
     /// its next (re)start on.
     pub fn set_view(&mut self, viewer: &str, peer: &str, addr: &str) {
-        let view = self
-            .views
-            .get_mut(viewer)
-            .unwrap_or_else(|| panic!("no process {viewer}"));
-        for entry in view
-            .coordinator
-            .iter_mut()
-            .chain(view.participant.iter_mut())
-        {
+        let view = self.views.get_mut(viewer).unwrap_or_else(|| panic!("no process {viewer}"));
+        for entry in view.coordinator.iter_mut().chain(view.participant.iter_mut()) {
             if entry.id == peer {
                 entry.addr = addr.to_string();
             }
@@ -180,21 +139,12 @@ impl Cluster {
 
     /// Environment for process `id` at every later (re)start.
     pub fn set_env(&mut self, id: &str, env: &[(&str, &str)]) {
-        self.env.insert(
-            id.to_string(),
-            env.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        self.env.insert(id.to_string(), env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     }
 
     /// The command that runs process `id` (not started).
     pub fn command(&self, id: &str) -> Result<Command> {
-        let role = if self.config.coordinator_entry(id).is_some() {
-            "coordinator"
-        } else {
-            "participant"
-        };
+        let role = if self.config.coordinator_entry(id).is_some() { "coordinator" } else { "participant" };
         std::fs::write(self.config_path(id), self.views[id].to_toml())?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg(role)
@@ -204,10 +154,7 @@ impl Cluster {
             .arg(id)
             .arg("--data-dir")
             .arg(self.data_dir(id))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null());
         for (k, v) in self.env.get(id).into_iter().flatten() {
             cmd.env(k, v);
@@ -217,11 +164,7 @@ impl Cluster {
 
     /// Starts every process and waits until all listen.
     pub fn start_all(&mut self) -> Result<()> {
-        for id in self
-            .participant_ids()
-            .into_iter()
-            .chain(self.coordinator_ids())
-        {
+        for id in self.participant_ids().into_iter().chain(self.coordinator_ids()) {
             self.start(&id)?;
         }
         Ok(())
@@ -238,15 +181,10 @@ impl Cluster {
     pub fn spawn(&mut self, id: &str) -> Result<()> {
         // A process started twice would fight over its data dir and port.
         self.kill(id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(id))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
         let mut cmd = self.command(id)?;
         cmd.stdout(log.try_clone()?).stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {id} ({})", self.binary.display()))?;
+        let child = cmd.spawn().with_context(|| format!("spawning {id} ({})", self.binary.display()))?;
         self.procs.insert(id.to_string(), child);
         Ok(())
     }
@@ -258,22 +196,12 @@ impl Cluster {
             if std::net::TcpStream::connect(&addr).is_ok() {
                 return Ok(());
             }
-            if let Some(status) = self
-                .procs
-                .get_mut(id)
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.procs.get_mut(id).and_then(|c| c.try_wait().ok().flatten()) {
                 self.procs.remove(id);
-                bail!(
-                    "{id} exited with {status} before listening; log tail:\n{}",
-                    self.log_tail(id, 20)
-                );
+                bail!("{id} exited with {status} before listening; log tail:\n{}", self.log_tail(id, 20));
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{id} did not listen on {addr} within {READY_TIMEOUT:?}; log tail:\n{}",
-                    self.log_tail(id, 20)
-                );
+                bail!("{id} did not listen on {addr} within {READY_TIMEOUT:?}; log tail:\n{}", self.log_tail(id, 20));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -313,16 +241,11 @@ impl Cluster {
 
     /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to process `id`.
     pub fn signal(&self, id: &str, signal: i32) -> Result<()> {
-        let pid = self
-            .pid(id)
-            .with_context(|| format!("{id} is not running"))?;
+        let pid = self.pid(id).with_context(|| format!("{id} is not running"))?;
         // SAFETY: kill has no memory-safety preconditions.
         let rc = unsafe { libc::kill(pid as i32, signal) };
         if rc != 0 {
-            bail!(
-                "kill({pid}, {signal}) failed: {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
         }
         Ok(())
     }
@@ -331,19 +254,13 @@ impl Cluster {
     pub fn wait_exit(&mut self, id: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self
-                .procs
-                .get_mut(id)
-                .with_context(|| format!("{id} not running"))?;
+            let child = self.procs.get_mut(id).with_context(|| format!("{id} not running"))?;
             if let Some(status) = child.try_wait()? {
                 self.procs.remove(id);
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{id} still running after {timeout:?}; log tail:\n{}",
-                    self.log_tail(id, 20)
-                );
+                bail!("{id} still running after {timeout:?}; log tail:\n{}", self.log_tail(id, 20));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

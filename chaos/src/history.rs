@@ -20,7 +20,9 @@ pub enum Told {
         reason: String,
     },
     /// The client could not learn the outcome (or never got an answer).
-    Unknown { detail: String },
+    Unknown {
+        detail: String,
+    },
 }
 
 impl Told {
@@ -132,11 +134,13 @@ pub struct History {
     ops: Arc<Mutex<Vec<Op>>>,
     /// Operations that never reached commit (begin or read failed).
     not_sent: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Client calls that outlived their deadline, by stage.
+    overdue: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl History {
     pub fn new(start: Instant) -> History {
-        History { start, ops: Arc::default(), not_sent: Arc::default() }
+        History { start, ops: Arc::default(), not_sent: Arc::default(), overdue: Arc::default() }
     }
 
     /// The run's time zero.
@@ -176,6 +180,15 @@ impl History {
     /// Counts a transaction abandoned before commit (nothing was sent).
     pub fn not_sent(&self, why: &str) {
         *self.not_sent.lock().expect("history lock").entry(why.to_string()).or_default() += 1;
+    }
+
+    /// Counts a client call that outlived its deadline (and was given up).
+    pub fn overdue(&self, stage: &str) {
+        *self.overdue.lock().expect("history lock").entry(stage.to_string()).or_default() += 1;
+    }
+
+    pub fn overdue_counts(&self) -> BTreeMap<String, usize> {
+        self.overdue.lock().expect("history lock").clone()
     }
 
     pub fn ops(&self) -> Vec<Op> {

@@ -4,8 +4,8 @@
 //!
 //! Fault kinds:
 //! - `kill`: SIGKILL one or two processes, restart them 0–2 s later;
-//! - `pause`: SIGSTOP one process for 1–8 s (often past the 5 s RPC
-//!   deadline), then SIGCONT;
+//! - `pause`: SIGSTOP one process for 1–5 s or (half the time) 5.5–9 s,
+//!   past the 5 s RPC deadline, then SIGCONT;
 //! - `partition`: through the link proxies: isolate a node (a process or
 //!   the clients), a one-way cut between two nodes, or a random split in
 //!   two, for 1–8 s;
@@ -139,12 +139,13 @@ impl FromStr for Sabotage {
 /// Participant fault points and their action.
 pub const PARTICIPANT_POINTS: [(&str, &str); 2] =
     [("participant.after-prepare-synced", "crash"), ("participant.before-apply", "crash")];
-/// Coordinator fault points and their action.
-pub const COORDINATOR_POINTS: [(&str, &str); 4] = [
+/// Coordinator fault points and their action. (`coordinator.commit-send=drop`
+/// is not used: it withholds a commit without telling the engine, which
+/// then never retries it, so the commit stays undelivered until restart.)
+pub const COORDINATOR_POINTS: [(&str, &str); 3] = [
     ("coordinator.before-decision", "crash"),
     ("coordinator.after-decision-synced", "crash"),
     ("coordinator.mid-commit-fanout", "crash"),
-    ("coordinator.commit-send", "drop"),
 ];
 
 /// One fault injected.
@@ -153,6 +154,10 @@ pub struct FaultEvent {
     /// When it started (ms since the run started).
     pub at_ms: u64,
     pub kind: FaultKind,
+    /// What happened, for counting: the kind's name, or `crash-armed` (a
+    /// process restarted with a fault point armed), `crash` (an armed
+    /// point fired), `kill-at-heal` (a restart to disarm).
+    pub label: String,
     /// The process, node or link it hit.
     pub target: String,
     pub detail: String,
@@ -188,9 +193,19 @@ pub struct Nemesis {
     down: BTreeSet<String>,
     /// Fault-point lines seen in each process's log so far.
     seen_points: BTreeMap<String, usize>,
+    /// Every process's admin token (the harness lists in-doubt
+    /// transactions as evidence).
+    admin_token: String,
 }
 
 const POINT_LINE: &str = "fault point: ";
+
+/// A per-run admin token (loopback only; not a secret worth more).
+fn admin_token(seed: u64) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    format!("chaos-{seed:x}-{:x}", nanos ^ u64::from(std::process::id()))
+}
 
 impl Nemesis {
     /// A nemesis for `cluster` behind `network`, its schedule drawn from
@@ -217,7 +232,13 @@ impl Nemesis {
             armed: BTreeMap::new(),
             down: BTreeSet::new(),
             seen_points: BTreeMap::new(),
+            admin_token: admin_token(seed),
         }
+    }
+
+    /// The admin token every process of this run accepts.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
@@ -233,11 +254,23 @@ impl Nemesis {
     }
 
     fn record(&self, kind: FaultKind, target: &str, detail: String, held: Option<Duration>) -> usize {
+        self.record_labeled(kind, kind.name(), target, detail, held)
+    }
+
+    fn record_labeled(
+        &self,
+        kind: FaultKind,
+        label: &str,
+        target: &str,
+        detail: String,
+        held: Option<Duration>,
+    ) -> usize {
         let mut status = self.status.lock().expect("status lock");
         status.current = format!("{kind} {target}");
         status.events.push(FaultEvent {
             at_ms: self.now_ms(),
             kind,
+            label: label.to_string(),
             target: target.to_string(),
             detail,
             held_ms: held.map(|d| d.as_millis() as u64),
@@ -266,6 +299,7 @@ impl Nemesis {
         vec![
             (twopc_common::fault::FAULTS_ENV.to_string(), armed.unwrap_or_default().to_string()),
             (twopc_common::fault::SABOTAGE_ENV.to_string(), sabotage),
+            (twopc_common::admin::ADMIN_TOKEN_ENV.to_string(), self.admin_token.clone()),
         ]
     }
 
@@ -310,8 +344,7 @@ impl Nemesis {
 
     /// A random fault-point spec for process `id`, firing at hit `1..=max_n`.
     fn arm_spec(&mut self, id: &str, max_n: u64) -> String {
-        let points: &[(&str, &str)] =
-            if self.is_coordinator(id) { &COORDINATOR_POINTS } else { &PARTICIPANT_POINTS };
+        let points: &[(&str, &str)] = if self.is_coordinator(id) { &COORDINATOR_POINTS } else { &PARTICIPANT_POINTS };
         let (point, action) = points[self.rng.gen_range(0..points.len())];
         format!("{point}={action}@{}", self.rng.gen_range(1..=max_n))
     }
@@ -397,15 +430,16 @@ impl Nemesis {
             let Some(status) = status else { continue };
             let points = self.new_point_lines(&id);
             let armed = self.armed.remove(&id);
+            let mut event = None;
             match (points.iter().find(|l| l.contains("crashing")), status) {
                 (Some(line), _) => {
                     let point = line.split("point=").nth(1).unwrap_or(line).trim().trim_matches('"').to_string();
-                    self.record(
+                    event = Some(self.record(
                         FaultKind::Crash,
                         &id,
                         format!("crashed at fault point {point} (armed {})", armed.unwrap_or_default()),
                         None,
-                    );
+                    ));
                 }
                 (None, Some(status)) => {
                     let tail = self.cluster().log_tail(&id, 30);
@@ -422,8 +456,15 @@ impl Nemesis {
             let pause = Duration::from_millis(self.rng.gen_range(100..800));
             std::thread::sleep(pause);
             let arm = self.maybe_arm(&id, 0.3);
+            if let (Some(event), Some(spec)) = (event, &arm) {
+                self.append_detail(event, &format!("; restarted armed with {spec}"));
+            }
             self.restart(&id, arm);
         }
+    }
+
+    fn append_detail(&self, event: usize, more: &str) {
+        self.status.lock().expect("status lock").events[event].detail.push_str(more);
     }
 
     fn random_process(&mut self) -> String {
@@ -452,6 +493,9 @@ impl Nemesis {
         self.sleep_watching(down_for);
         for id in &targets {
             let arm = self.maybe_arm(id, 0.3);
+            if let Some(spec) = &arm {
+                self.append_detail(event, &format!("; {id} restarted armed with {spec}"));
+            }
             self.restart(id, arm);
         }
         self.set_held(event, since);
@@ -459,13 +503,22 @@ impl Nemesis {
 
     fn pause_episode(&mut self) {
         let id = self.random_process();
-        let hold = Duration::from_millis(self.rng.gen_range(1000..8000));
+        // Half of the pauses outlast the 5 s RPC deadline.
+        let hold = if self.rng.gen_bool(0.5) {
+            Duration::from_millis(self.rng.gen_range(5500..9000))
+        } else {
+            Duration::from_millis(self.rng.gen_range(1000..5000))
+        };
         let since = Instant::now();
-        let event = self.record(FaultKind::Pause, &id, format!("SIGSTOP for {} ms, then SIGCONT", hold.as_millis()), None);
-        let stopped = self.cluster().signal(&id, libc::SIGSTOP).is_ok();
-        self.sleep_paused(&id, hold);
-        if stopped {
+        let event =
+            self.record(FaultKind::Pause, &id, format!("SIGSTOP for {} ms, then SIGCONT", hold.as_millis()), None);
+        if self.cluster().signal(&id, libc::SIGSTOP).is_ok() {
+            self.sleep_paused(&id, hold);
             let _ = self.cluster().signal(&id, libc::SIGCONT);
+        } else {
+            // It had just died (an aimed crash): the watchdog restarts it.
+            self.append_detail(event, "; it was not running");
+            self.sleep_watching(hold);
         }
         self.set_held(event, since);
     }
@@ -503,8 +556,7 @@ impl Nemesis {
             }
         };
         let since = Instant::now();
-        let event =
-            self.record(FaultKind::Partition, &target, format!("{detail}, for {} ms", hold.as_millis()), None);
+        let event = self.record(FaultKind::Partition, &target, format!("{detail}, for {} ms", hold.as_millis()), None);
         self.sleep_watching(hold);
         self.network.heal();
         self.set_held(event, since);
@@ -577,8 +629,9 @@ impl Nemesis {
         let spec = self.arm_spec(&id, 3);
         let hold = Duration::from_millis(self.rng.gen_range(2000..6000));
         let since = Instant::now();
-        let event = self.record(
+        let event = self.record_labeled(
             FaultKind::Crash,
+            "crash-armed",
             &id,
             format!("SIGKILL, restart armed with {spec}, wait up to {} ms for it", hold.as_millis()),
             None,
@@ -611,7 +664,7 @@ impl Nemesis {
         let armed: Vec<(String, String)> = self.armed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (id, spec) in armed {
             if spec.contains("=crash") {
-                self.record(FaultKind::Kill, &id, format!("at heal: restart to disarm {spec}"), None);
+                self.record_labeled(FaultKind::Kill, "kill-at-heal", &id, format!("restart to disarm {spec}"), None);
                 self.cluster().kill(&id);
                 self.restart(&id, None);
                 restarted.push(id);
@@ -633,5 +686,29 @@ impl Nemesis {
     pub fn running(&self) -> Vec<String> {
         let mut cluster = self.cluster();
         cluster.ids().into_iter().filter(|id| cluster.is_running(id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse() {
+        assert_eq!(parse_faults("all").unwrap().len(), FaultKind::ALL.len());
+        assert!(parse_faults("none").unwrap().is_empty());
+        let some = parse_faults("kill, delay,kill").unwrap();
+        assert_eq!(some.into_iter().collect::<Vec<_>>(), vec![FaultKind::Kill, FaultKind::Delay]);
+        assert!(parse_faults("kill,meteor").unwrap_err().contains("meteor"));
+    }
+
+    #[test]
+    fn sabotage_names_round_trip_and_pick_their_role() {
+        for s in [Sabotage::VoteBeforeSync, Sabotage::CommitBeforeSync] {
+            assert_eq!(s.name().parse::<Sabotage>().unwrap(), s);
+        }
+        assert!(Sabotage::VoteBeforeSync.applies_to(false) && !Sabotage::VoteBeforeSync.applies_to(true));
+        assert!(Sabotage::CommitBeforeSync.applies_to(true) && !Sabotage::CommitBeforeSync.applies_to(false));
+        assert!("other".parse::<Sabotage>().is_err());
     }
 }

@@ -53,12 +53,18 @@ pub struct Report {
     pub faults_skipped: Vec<FaultKind>,
     pub fault_points: bool,
     pub sabotage: Option<Sabotage>,
-    /// Faults injected, by kind (aimed crashes count when they fire).
+    /// Faults injected, by label: kill, pause, partition, delay, drop,
+    /// crash-armed (a restart with a fault point armed), crash (an armed
+    /// point fired), kill-at-heal (a restart to disarm one).
     pub faults_injected: BTreeMap<String, usize>,
     pub fault_events: Vec<FaultEvent>,
     pub txns: TxnCounts,
     pub aborts_by_reason: BTreeMap<String, usize>,
     pub not_sent: BTreeMap<String, usize>,
+    /// Client-library calls that outlived their own deadline (by stage)
+    /// and were given up by the worker: a client-side hang (see
+    /// tokio-rs/tokio#7714), not an invariant violation.
+    pub overdue_calls: BTreeMap<String, usize>,
     /// Max time to resolve every in-doubt transaction after heal (ms).
     pub max_resolve_ms: Option<u64>,
     pub recovery: Recovery,
@@ -127,6 +133,10 @@ impl Report {
         if !self.aborts_by_reason.is_empty() {
             let reasons: Vec<String> = self.aborts_by_reason.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let _ = writeln!(s, "  aborts: {}", reasons.join(", "));
+        }
+        if !self.overdue_calls.is_empty() {
+            let calls: Vec<String> = self.overdue_calls.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(s, "  WARNING client calls that outlived their deadline (given up): {}", calls.join(", "));
         }
         let r = &self.recovery;
         let _ = writeln!(

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use twopc_common::admin::NodeStats;
+use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::client::Client;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
@@ -27,6 +27,19 @@ pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Deadline of one stats or outcome question while polling.
 const POLL_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// The harness's own bound on any RPC it makes: a tarpc call can outlive
+/// its deadline when its connection breaks at the wrong moment (its
+/// request can be stranded in tokio's channel, tokio-rs/tokio#7714), so
+/// every call is also wrapped in a timer.
+const HARNESS_RPC_BOUND: Duration = Duration::from_secs(20);
+
+/// Runs `call` with [`HARNESS_RPC_BOUND`].
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(HARNESS_RPC_BOUND, call).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("{what}: no answer within {HARNESS_RPC_BOUND:?}"),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -104,12 +117,23 @@ impl ChaosOptions {
     }
 }
 
+struct StopOnDrop(Vec<Arc<AtomicBool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for flag in &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// `8s`, `1500ms`, `2m`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    // (No `is_multiple_of`: the workspace supports Rust 1.85.)
+    if ms > 0 && ms / 60_000 * 60_000 == ms {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms / 1000 * 1000 == ms {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -139,6 +163,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// the cluster never started); invariant violations are in the report.
 pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let started = Instant::now();
+    if let Some(dir) = &opts.dir {
+        if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            anyhow::bail!("{} is not empty: a chaos run needs a new or empty directory", dir.display());
+        }
+    }
     let mut cluster = match &opts.dir {
         Some(dir) => Cluster::in_dir(&opts.binary, dir, opts.coordinators, opts.participants)?,
         None => Cluster::new(&opts.binary, opts.coordinators, opts.participants)?,
@@ -152,29 +181,26 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let cluster = Arc::new(Mutex::new(cluster));
     let kinds = opts.active_faults();
     let stop = Arc::new(AtomicBool::new(false));
+    let workers_stop = Arc::new(AtomicBool::new(false));
+    // If this future is dropped (e.g. Ctrl-C), the nemesis thread and the
+    // clients stop, and the last handle on the cluster kills its processes.
+    let _stop_on_drop = StopOnDrop(vec![stop.clone(), workers_stop.clone()]);
     let history = History::new(Instant::now());
-    let mut nemesis = Nemesis::new(
-        cluster.clone(),
-        network.clone(),
-        opts.seed,
-        &kinds,
-        opts.sabotage,
-        history.start(),
-        stop.clone(),
-    );
+    let mut nemesis =
+        Nemesis::new(cluster.clone(), network.clone(), opts.seed, &kinds, opts.sabotage, history.start(), stop.clone());
     let status = nemesis.status.clone();
+    let admin_token = nemesis.admin_token().to_string();
 
     // Set-up, before any fault.
     let mut nemesis = tokio::task::spawn_blocking(move || nemesis.start_all().map(|()| nemesis))
         .await
         .context("starting the cluster")??;
     let first_coordinator = coordinator_addrs.values().next().expect("at least one coordinator").clone();
-    workload.set_up(&first_coordinator, &history).await.context("setting up the workload")?;
+    bounded("setting up the workload", workload.set_up(&first_coordinator, &history)).await?;
 
     // Workload and faults.
     let run_start = Instant::now();
     let deadline = run_start + opts.duration;
-    let workers_stop = Arc::new(AtomicBool::new(false));
     let coordinators: Vec<String> = coordinator_addrs.keys().cloned().collect();
     let mut workers = Vec::new();
     for w in 0..opts.clients {
@@ -215,8 +241,14 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
         }
     });
     let (mut recovery, mut violations) =
-        wait_for_recovery(&history, &coordinator_addrs, &participant_addrs, &clients, healed, recovery_deadline)
-            .await;
+        wait_for_recovery(&history, &coordinator_addrs, &participant_addrs, &clients, healed, recovery_deadline).await;
+    if !violations.is_empty() {
+        // Name what is stuck, as each process sees it.
+        let stuck = in_doubt_views(&coordinator_addrs, &participant_addrs, &admin_token).await;
+        for v in &mut violations {
+            v.evidence.push_str(&format!("; in doubt now: {stuck}"));
+        }
+    }
     clients.abort();
     (recovery.in_doubt_at_heal, recovery.locks_at_heal, recovery.undelivered_at_heal) = at_heal;
     recovery.unknown_at_heal = history.ops().iter().filter(|op| matches!(op.told, Told::Unknown { .. })).count();
@@ -227,14 +259,14 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let check = match workload.kind() {
         WorkloadKind::Bank => {
             let accounts = workload.accounts();
-            let state = workload::read_all(&first_coordinator, &accounts).await?;
+            let state = bounded("final read", workload::read_all(&first_coordinator, &accounts)).await?;
             let total = INITIAL_BALANCE * accounts.len() as i64;
             recovery.bank_total = Some((total, bank_sum(&state)));
             checker::check_bank(&ops, &accounts, &state, total)
         }
         WorkloadKind::AtomicSet => {
             let keys: Vec<String> = ops.iter().flat_map(|op| op.body.written_keys()).collect();
-            let state = workload::read_all(&first_coordinator, &keys).await?;
+            let state = bounded("final read", workload::read_all(&first_coordinator, &keys)).await?;
             checker::check_set(&ops, &state)
         }
     };
@@ -262,10 +294,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
 }
 
 fn bank_sum(state: &BTreeMap<String, twopc_common::Versioned>) -> i64 {
-    state
-        .values()
-        .filter_map(|v| v.value.as_ref().and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok()))
-        .sum()
+    state.values().filter_map(|v| v.value.as_ref().and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok())).sum()
 }
 
 fn write_history(path: &std::path::Path, ops: &[crate::history::Op]) -> Result<()> {
@@ -295,14 +324,91 @@ async fn stats(addr: &str, coordinator: bool, slot: &mut Option<StatsClient>) ->
         });
     }
     let ctx = context_with_timeout(POLL_RPC_TIMEOUT);
-    let result = match slot.as_ref().expect("connected") {
-        StatsClient::Participant(c) => c.stats(ctx).await,
-        StatsClient::Coordinator(c) => c.stats(ctx).await,
+    let call = async {
+        match slot.as_ref().expect("connected") {
+            StatsClient::Participant(c) => c.stats(ctx).await,
+            StatsClient::Coordinator(c) => c.stats(ctx).await,
+        }
+    };
+    let result = match tokio::time::timeout(POLL_RPC_TIMEOUT * 2, call).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer".to_string()),
     };
     result.map_err(|e| {
         *slot = None;
         format!("stats of {addr}: {e}")
     })
+}
+
+/// Every process's in-doubt transactions (admin `InDoubt`), described.
+async fn in_doubt_views(
+    coordinators: &BTreeMap<String, String>,
+    participants: &BTreeMap<String, String>,
+    token: &str,
+) -> String {
+    let mut out = Vec::new();
+    for (id, addr, coordinator) in
+        coordinators.iter().map(|(id, a)| (id, a, true)).chain(participants.iter().map(|(id, a)| (id, a, false)))
+    {
+        let ctx = || context_with_timeout(POLL_RPC_TIMEOUT);
+        let ask = async {
+            match connect(addr).await {
+                Err(e) => Err(e),
+                Ok(stream) if coordinator => CoordinatorRpcClient::new(client_config(), transport(stream))
+                    .spawn()
+                    .admin(ctx(), token.to_string(), AdminRequest::InDoubt)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Ok(stream) => ParticipantRpcClient::new(client_config(), transport(stream))
+                    .spawn()
+                    .admin(ctx(), token.to_string(), AdminRequest::InDoubt)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        let reply = match tokio::time::timeout(POLL_RPC_TIMEOUT * 2, ask).await {
+            Ok(reply) => reply,
+            Err(_) => Err("no answer".to_string()),
+        };
+        let views = match reply {
+            Ok(Ok(AdminReply::Txns(views))) => views,
+            Ok(Ok(other)) => {
+                out.push(format!("{id}: unexpected reply {other:?}"));
+                continue;
+            }
+            Ok(Err(e)) => {
+                out.push(format!("{id}: {e}"));
+                continue;
+            }
+            Err(e) => {
+                out.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
+        let listed: Vec<String> = views
+            .iter()
+            .take(10)
+            .map(|v| {
+                let txid = v.txid.as_ref().map(ToString::to_string).unwrap_or_default();
+                let participants: Vec<String> = v.participants.iter().map(ToString::to_string).collect();
+                let unacked: Vec<String> = v.unacked.iter().map(ToString::to_string).collect();
+                format!(
+                    "{txid} {} (participants {}{})",
+                    v.state,
+                    participants.join(","),
+                    if unacked.is_empty() { String::new() } else { format!("; unacked {}", unacked.join(",")) }
+                )
+            })
+            .collect();
+        if !listed.is_empty() {
+            out.push(format!("{id}: {}", listed.join(", ")));
+        }
+    }
+    if out.is_empty() {
+        "nothing".into()
+    } else {
+        out.join("; ")
+    }
 }
 
 /// Prepared transactions, locked keys and undelivered commits right now
@@ -312,8 +418,7 @@ async fn snapshot(
     participants: &BTreeMap<String, String>,
 ) -> (usize, usize, usize) {
     let mut total = (0, 0, 0);
-    for (addr, coordinator) in
-        coordinators.values().map(|a| (a, true)).chain(participants.values().map(|a| (a, false)))
+    for (addr, coordinator) in coordinators.values().map(|a| (a, true)).chain(participants.values().map(|a| (a, false)))
     {
         if let Ok(s) = stats(addr, coordinator, &mut None).await {
             total.0 += s.in_doubt;
@@ -383,10 +488,8 @@ async fn wait_for_recovery(
             }
         }
         let mut busy = Vec::new();
-        for (id, addr, coordinator) in coordinators
-            .iter()
-            .map(|(id, a)| (id, a, true))
-            .chain(participants.iter().map(|(id, a)| (id, a, false)))
+        for (id, addr, coordinator) in
+            coordinators.iter().map(|(id, a)| (id, a, true)).chain(participants.iter().map(|(id, a)| (id, a, false)))
         {
             let slot = stat_slots.entry(id.clone()).or_default();
             match stats(addr, coordinator, slot).await {
@@ -461,7 +564,7 @@ fn build_report(
     txns.not_sent = not_sent.values().sum();
     let mut injected: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
-        *injected.entry(e.kind.name().to_string()).or_default() += 1;
+        *injected.entry(e.label.clone()).or_default() += 1;
     }
     Report {
         seed: opts.seed,
@@ -479,6 +582,7 @@ fn build_report(
         txns,
         aborts_by_reason: aborts,
         not_sent,
+        overdue_calls: history.overdue_counts(),
         max_resolve_ms: recovery.resolved_after_ms,
         recovery,
         violations,

@@ -18,12 +18,14 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use twopc_common::client::{Client, ClientError};
+use twopc_common::client::{Client, ClientError, OUTCOME_QUERY_ATTEMPTS, OUTCOME_QUERY_INTERVAL};
+use twopc_common::limits::{CLIENT_COMMIT_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::ring::Ring;
 use twopc_common::{AbortReason, Versioned};
 
 /// Bank accounts on each participant.
 pub const ACCOUNTS_PER_PARTICIPANT: usize = 4;
+const _: () = assert!(ACCOUNTS_PER_PARTICIPANT >= 2, "transfers need two accounts per participant");
 /// Every account's opening balance.
 pub const INITIAL_BALANCE: i64 = 100;
 /// Largest transfer.
@@ -32,6 +34,23 @@ pub const MAX_TRANSFER: i64 = 5;
 pub const CROSS_PARTICIPANT_SHARE: f64 = 0.8;
 /// Keys per final read request.
 const READ_CHUNK: usize = 1_000;
+/// How far past its own deadline a client call may run before the worker
+/// gives up on it (a tarpc call can hang when its connection breaks at
+/// the wrong moment: tokio-rs/tokio#7714). Such calls are counted.
+const CALL_GRACE: Duration = Duration::from_secs(5);
+
+/// Bound on `begin` and reads.
+fn rpc_bound() -> Duration {
+    RPC_TIMEOUT + CALL_GRACE
+}
+
+/// Bound on a commit: its deadline, then the library's outcome questions.
+fn commit_bound() -> Duration {
+    CLIENT_COMMIT_TIMEOUT + (RPC_TIMEOUT + OUTCOME_QUERY_INTERVAL) * OUTCOME_QUERY_ATTEMPTS + CALL_GRACE
+}
+
+/// What the worker records when a call outlived its bound.
+const OVERDUE: &str = "client call outlived its deadline (connection presumed broken)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -95,7 +114,9 @@ pub fn told(result: &Result<twopc_common::TxnId, ClientError>) -> Told {
             Told::Aborted { category: abort_category(reason).into(), reason: reason.to_string() }
         }
         // The library documents these as "nothing was committed".
-        Err(ClientError::Service(e)) => Told::Aborted { category: "refused-by-coordinator".into(), reason: e.to_string() },
+        Err(ClientError::Service(e)) => {
+            Told::Aborted { category: "refused-by-coordinator".into(), reason: e.to_string() }
+        }
         Err(e @ ClientError::OutcomeUnknown { .. }) => Told::Unknown { detail: e.to_string() },
         Err(e) => Told::Unknown { detail: e.to_string() },
     }
@@ -188,7 +209,14 @@ impl Workload {
 
     /// One worker: transactions until `stop`, on a connection to `addr`
     /// (re-opened when it breaks).
-    pub async fn worker(self: Arc<Self>, worker: usize, addr: String, seed: u64, history: History, stop: Arc<AtomicBool>) {
+    pub async fn worker(
+        self: Arc<Self>,
+        worker: usize,
+        addr: String,
+        seed: u64,
+        history: History,
+        stop: Arc<AtomicBool>,
+    ) {
         let mut rng = SmallRng::seed_from_u64(seed ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut client: Option<Client> = None;
         let mut n = 0u64;
@@ -228,13 +256,16 @@ impl Workload {
     async fn transfer(&self, client: &Client, worker: usize, rng: &mut SmallRng, history: &History) -> Step {
         let Workload::Bank { by_participant } = self else { unreachable!() };
         let (from, to) = pick_accounts(by_participant, rng);
-        let mut txn = match client.begin().await {
-            Ok(t) => t,
-            Err(e) => return Step::not_sent("begin", &e),
+        let mut txn = match tokio::time::timeout(rpc_bound(), client.begin()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Step::not_sent("begin", &e),
+            Err(_) => return Step::overdue("begin", history),
         };
-        let got = match txn.get_many(vec![from.as_bytes().to_vec(), to.as_bytes().to_vec()]).await {
-            Ok(got) => got,
-            Err(e) => return Step::not_sent("read", &e),
+        let keys = vec![from.as_bytes().to_vec(), to.as_bytes().to_vec()];
+        let got = match tokio::time::timeout(rpc_bound(), txn.get_many(keys)).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(e)) => return Step::not_sent("read", &e),
+            Err(_) => return Step::overdue("read", history),
         };
         let balance = |v: &Option<Vec<u8>>| v.as_ref().and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
         let (Some(from_balance), Some(to_balance)) = (balance(&got[0]), balance(&got[1])) else {
@@ -255,37 +286,40 @@ impl Workload {
             writes: vec![(from.clone(), from_balance - amount), (to.clone(), to_balance + amount)],
         };
         let index = history.sending(Some(worker), txn.txid().clone(), body);
-        let result = txn.commit().await;
-        let told = told(&result);
-        let unknown = matches!(told, Told::Unknown { .. });
-        history.answered(index, told);
-        if unknown {
-            Step::Unknown
-        } else {
-            Step::Done
-        }
+        commit(txn, index, history).await
     }
 
     async fn add(&self, client: &Client, worker: usize, n: u64, history: &History) -> Step {
         let keys = self.set_keys(worker, n);
-        let mut txn = match client.begin().await {
-            Ok(t) => t,
-            Err(e) => return Step::not_sent("begin", &e),
+        let mut txn = match tokio::time::timeout(rpc_bound(), client.begin()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Step::not_sent("begin", &e),
+            Err(_) => return Step::overdue("begin", history),
         };
         let value = txn.txid().to_string();
         for key in &keys {
             txn.put(key.as_bytes(), value.clone().into_bytes());
         }
         let index = history.sending(Some(worker), txn.txid().clone(), Body::Set { keys, value });
-        let result = txn.commit().await;
-        let told = told(&result);
-        let unknown = matches!(told, Told::Unknown { .. });
-        history.answered(index, told);
-        if unknown {
-            Step::Unknown
-        } else {
-            Step::Done
+        commit(txn, index, history).await
+    }
+}
+
+/// Commits and records the answer (bounded: see [`CALL_GRACE`]).
+async fn commit(txn: twopc_common::client::Transaction, index: usize, history: &History) -> Step {
+    let told = match tokio::time::timeout(commit_bound(), txn.commit()).await {
+        Ok(result) => told(&result),
+        Err(_) => {
+            history.overdue("commit");
+            Told::Unknown { detail: OVERDUE.into() }
         }
+    };
+    let unknown = matches!(told, Told::Unknown { .. });
+    history.answered(index, told);
+    if unknown {
+        Step::Unknown
+    } else {
+        Step::Done
     }
 }
 
@@ -298,6 +332,11 @@ enum Step {
 }
 
 impl Step {
+    fn overdue(stage: &str, history: &History) -> Step {
+        history.overdue(stage);
+        Step::NotSent(format!("{stage}: {OVERDUE}"), true)
+    }
+
     fn not_sent(stage: &str, e: &ClientError) -> Step {
         let reconnect = matches!(e, ClientError::Connection(_));
         let kind = match e {
@@ -309,20 +348,18 @@ impl Step {
     }
 }
 
-/// Two distinct accounts: mostly on different participants.
+/// Two distinct accounts: mostly on different participants (every
+/// participant has [`ACCOUNTS_PER_PARTICIPANT`] ≥ 2 accounts).
 fn pick_accounts(by_participant: &[Vec<String>], rng: &mut SmallRng) -> (String, String) {
     let n = by_participant.len();
-    let pick = |rng: &mut SmallRng, p: usize| by_participant[p][rng.gen_range(0..by_participant[p].len())].clone();
     if n > 1 && rng.gen_bool(CROSS_PARTICIPANT_SHARE) {
         let a = rng.gen_range(0..n);
         let b = (a + rng.gen_range(1..n)) % n;
-        (pick(rng, a), pick(rng, b))
+        let from = &by_participant[a];
+        let to = &by_participant[b];
+        (from[rng.gen_range(0..from.len())].clone(), to[rng.gen_range(0..to.len())].clone())
     } else {
-        let p = rng.gen_range(0..n);
-        let accounts = &by_participant[p];
-        if accounts.len() < 2 {
-            return (pick(rng, 0), pick(rng, (p + 1) % n));
-        }
+        let accounts = &by_participant[rng.gen_range(0..n)];
         let i = rng.gen_range(0..accounts.len());
         let j = (i + rng.gen_range(1..accounts.len())) % accounts.len();
         (accounts[i].clone(), accounts[j].clone())

@@ -14,7 +14,8 @@ use twopc_chaos::workload::WorkloadKind;
 pub const CHAOS_AFTER_HELP: &str = "\
 Faults (--faults, comma-separated, or all / none):
   kill       SIGKILL one or two processes, restart them on their data dirs 0-2 s later
-  pause      SIGSTOP a process for 1-8 s (often past the 5 s RPC deadline), then SIGCONT
+  pause      SIGSTOP a process for 1-5 s or (half the time) 5.5-9 s, past the 5 s RPC
+             deadline, then SIGCONT
   partition  through a TCP proxy on every link: isolate a process (or the clients),
              cut one direction between two nodes, or split the cluster in two; 1-8 s
   delay      slow links: 5-300 ms each way on random links, 2-8 s
@@ -182,7 +183,19 @@ pub async fn run(args: ChaosArgs) -> u8 {
             );
         }
     }
-    match twopc_chaos::run(&opts).await {
+    let outcome = tokio::select! {
+        outcome = twopc_chaos::run(&opts) => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let Some(outcome) = outcome else {
+        // The run was dropped with the select: its threads stop and the last
+        // handle on the cluster kills the processes and removes the temp
+        // dir; give that a moment.
+        eprintln!("interrupted: stopping the cluster");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return EXIT_FAILED;
+    };
+    match outcome {
         Ok(report) => {
             if args.json {
                 println!("{}", report.to_json());

@@ -77,7 +77,14 @@ pub struct LevelRun<W: Worker> {
 
 impl<W: Worker> LevelRun<W> {
     /// Starts one task per worker: warm-up, then the measured window.
-    pub fn start(workers: Vec<W>, plans: Arc<PlanGenerator>, shards: usize, warmup: Duration, window: Duration, seed: u64) -> Self {
+    pub fn start(
+        workers: Vec<W>,
+        plans: Arc<PlanGenerator>,
+        shards: usize,
+        warmup: Duration,
+        window: Duration,
+        seed: u64,
+    ) -> Self {
         let start = Instant::now();
         let t0 = start + warmup;
         let t1 = t0 + window;
@@ -89,7 +96,8 @@ impl<W: Worker> LevelRun<W> {
                 let plans = plans.clone();
                 let live = live.clone();
                 tokio::spawn(async move {
-                    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    let mut rng =
+                        rand::rngs::SmallRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     let mut m = Measured {
                         window,
                         commits: 0,
@@ -207,7 +215,7 @@ mod tests {
         async fn execute(&mut self, _plan: TxnPlan) -> TxnResult {
             tokio::time::sleep(Duration::from_millis(2)).await;
             self.n += 1;
-            if self.n % 2 == 0 {
+            if self.n.is_multiple_of(2) {
                 TxnResult::Committed
             } else {
                 TxnResult::Aborted

@@ -70,12 +70,7 @@ impl Floor {
     pub fn one_line(&self) -> String {
         let mut s = format!("fsync p50 {} (1 writer", ms(self.single().p50_us));
         for p in &self.fsync[1..] {
-            s += &format!(
-                "; {} writers: p50 {}, {:.0} syncs/s",
-                p.writers,
-                ms(p.p50_us),
-                p.syncs_per_s
-            );
+            s += &format!("; {} writers: p50 {}, {:.0} syncs/s", p.writers, ms(p.p50_us), p.syncs_per_s);
         }
         s += &format!(
             "), loopback round trip p50 {}; floor = 2 fsync + 2 RTT = {}",

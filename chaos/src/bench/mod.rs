@@ -340,7 +340,11 @@ async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Resu
     let probe = twopc::Probe::connect(&cluster).await?;
     let shard_ids = probe.shard_ids();
     let coordinator = cluster.coordinator_addr();
-    let conns: Vec<_> = twopc::workers(&coordinator, twopc::CLIENT_CONNECTIONS, &[]).await?.into_iter().map(|w| w.client().clone()).collect();
+    let conns: Vec<_> = twopc::workers(&coordinator, twopc::CLIENT_CONNECTIONS, &[])
+        .await?
+        .into_iter()
+        .map(|w| w.client().clone())
+        .collect();
     let mut levels = Vec::new();
     for &c in &opts.concurrency {
         let workers = twopc::workers(&coordinator, c, &conns).await?;
@@ -377,7 +381,8 @@ async fn run_postgres(opts: &BenchOptions, bin: &Path, dir: &Path, progress: &Pr
             pool.extend(more);
         }
         let rest = pool.split_off(c);
-        let (workers, level) = run_level("postgres", c, pool, &plans, opts, &shard_ids, progress, || peer.sample()).await?;
+        let (workers, level) =
+            run_level("postgres", c, pool, &plans, opts, &shard_ids, progress, || peer.sample()).await?;
         pool = workers;
         pool.extend(rest);
         peak = peak.max(level.rss_kib.unwrap_or(0));

@@ -82,8 +82,18 @@ pub fn svg(report: &Report) -> String {
         s.keys_description(),
         s.duration_s
     );
-    let _ = writeln!(o, r#"<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#, WIDTH / 2.0, esc(&title));
-    let _ = writeln!(o, r##"<text x="{}" y="42" text-anchor="middle" fill="#555">{}</text>"##, WIDTH / 2.0, esc(&report.machine.one_line()));
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
+        WIDTH / 2.0,
+        esc(&title)
+    );
+    let _ = writeln!(
+        o,
+        r##"<text x="{}" y="42" text-anchor="middle" fill="#555">{}</text>"##,
+        WIDTH / 2.0,
+        esc(&report.machine.one_line())
+    );
 
     // Left panel: throughput.
     let ax = Axes { x0: LEFT[0], cmin, cmax };
@@ -170,8 +180,15 @@ pub fn svg(report: &Report) -> String {
 
 fn frame(o: &mut String, ax: &Axes, conc: &[f64], ylabel: &str, title: &str) {
     let x0 = ax.x0;
-    let _ = writeln!(o, r##"<rect x="{x0}" y="{TOP}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#333"/>"##);
-    let _ = writeln!(o, r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#, x0 + PANEL_W / 2.0, TOP - 10.0, esc(title));
+    let _ =
+        writeln!(o, r##"<rect x="{x0}" y="{TOP}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#333"/>"##);
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
+        x0 + PANEL_W / 2.0,
+        TOP - 10.0,
+        esc(title)
+    );
     let _ = writeln!(
         o,
         r#"<text x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>"#,
@@ -181,7 +198,12 @@ fn frame(o: &mut String, ax: &Axes, conc: &[f64], ylabel: &str, title: &str) {
         TOP + PANEL_H / 2.0,
         esc(ylabel)
     );
-    let _ = writeln!(o, r#"<text x="{}" y="{}" text-anchor="middle">concurrency (clients)</text>"#, x0 + PANEL_W / 2.0, TOP + PANEL_H + 36.0);
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="{}" text-anchor="middle">concurrency (clients)</text>"#,
+        x0 + PANEL_W / 2.0,
+        TOP + PANEL_H + 36.0
+    );
     for c in conc {
         let x = ax.x(*c);
         let _ = writeln!(
@@ -213,7 +235,11 @@ fn series(o: &mut String, pts: &[(f64, f64)], color: &str, extra: &str) {
         return;
     }
     let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-    let _ = writeln!(o, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2.5"{extra}/>"#, path.join(" "));
+    let _ = writeln!(
+        o,
+        r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2.5"{extra}/>"#,
+        path.join(" ")
+    );
     for (x, y) in pts {
         let _ = writeln!(o, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{color}"/>"#);
     }

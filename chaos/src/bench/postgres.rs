@@ -174,10 +174,15 @@ impl PgCluster {
         let mut pg = PgCluster { bin: bin.to_path_buf(), dir: dir.to_path_buf(), port, pid: None };
         let log = pg.log();
         run(
-            pg_command(&bin.join("initdb"))
-                .arg("-D")
-                .arg(pg.data())
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]),
+            pg_command(&bin.join("initdb")).arg("-D").arg(pg.data()).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
             "initdb",
             &log,
         )?;
@@ -195,13 +200,11 @@ impl PgCluster {
             .and_then(|mut f| f.write_all(settings.as_bytes()))
             .context("configuring postgresql.conf")?;
         run(
-            pg_command(&bin.join("pg_ctl"))
-                .arg("start")
-                .arg("-D")
-                .arg(pg.data())
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", &PG_CTL_TIMEOUT_S.to_string()]),
+            pg_command(&bin.join("pg_ctl")).arg("start").arg("-D").arg(pg.data()).arg("-l").arg(&log).args([
+                "-w",
+                "-t",
+                &PG_CTL_TIMEOUT_S.to_string(),
+            ]),
             "pg_ctl start",
             &log,
         )?;
@@ -256,17 +259,23 @@ pub async fn load_shard(client: &Client, keys: &[String]) -> Result<()> {
         .batch_execute("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v bigint NOT NULL CHECK (v >= 0))")
         .await?;
     client
-        .execute("INSERT INTO kv SELECT unnest($1::text[]), $2::bigint ON CONFLICT DO NOTHING", &[&keys, &(INITIAL_BALANCE as i64)])
+        .execute(
+            "INSERT INTO kv SELECT unnest($1::text[]), $2::bigint ON CONFLICT DO NOTHING",
+            &[&keys, &(INITIAL_BALANCE as i64)],
+        )
         .await?;
     client.batch_execute("VACUUM ANALYZE kv").await?;
     client.batch_execute("CHECKPOINT").await?;
     Ok(())
 }
 
+/// A record for the decision log and who to tell once it is durable.
+type LogEntry = (Vec<u8>, oneshot::Sender<Result<(), String>>);
+
 /// Decision log: one writer thread appends every queued record, one
 /// `fdatasync` per group.
 pub struct DecisionLog {
-    tx: Option<mpsc::Sender<(Vec<u8>, oneshot::Sender<Result<(), String>>)>>,
+    tx: Option<mpsc::Sender<LogEntry>>,
     syncs: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -279,7 +288,7 @@ impl DecisionLog {
             .append(true)
             .open(path)
             .with_context(|| format!("opening decision log {}", path.display()))?;
-        let (tx, mut rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<Result<(), String>>)>(LOG_QUEUE_CAPACITY);
+        let (tx, mut rx) = mpsc::channel::<LogEntry>(LOG_QUEUE_CAPACITY);
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = syncs.clone();
         let writer = std::thread::Builder::new().name("decision-log".into()).spawn(move || {
@@ -418,7 +427,8 @@ impl PgPeer {
     pub async fn sample(&self) -> Result<Sample> {
         let mut nodes = BTreeMap::new();
         for (i, (shard, monitor)) in self.shards.iter().zip(&self.monitors).enumerate() {
-            let row = monitor.query_one("SELECT wal_sync FROM pg_stat_wal", &[]).await.context("reading pg_stat_wal")?;
+            let row =
+                monitor.query_one("SELECT wal_sync FROM pg_stat_wal", &[]).await.context("reading pg_stat_wal")?;
             let syncs: i64 = row.get(0);
             nodes.insert(
                 format!("p{}", i + 1),
@@ -433,7 +443,13 @@ impl PgPeer {
         }
         nodes.insert(
             "log".into(),
-            NodeSample { role: "decision log".into(), syncs: Some(self.log.syncs()), batches: None, cpu_ticks: None, rss_kib: None },
+            NodeSample {
+                role: "decision log".into(),
+                syncs: Some(self.log.syncs()),
+                batches: None,
+                cpu_ticks: None,
+                rss_kib: None,
+            },
         );
         Ok(Sample::new(nodes))
     }
@@ -459,7 +475,9 @@ fn quote(s: &str) -> String {
 pub fn statements(plan: &TxnPlan) -> BTreeMap<usize, Vec<String>> {
     let mut per: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
     let mut add = |k: &ShardKey, set: String| {
-        per.entry(k.shard).or_default().push((k.key.clone(), format!("UPDATE kv SET v = {set} WHERE k = {}", quote(&k.key))));
+        per.entry(k.shard)
+            .or_default()
+            .push((k.key.clone(), format!("UPDATE kv SET v = {set} WHERE k = {}", quote(&k.key))));
     };
     match plan {
         TxnPlan::Write { keys, value } => keys.iter().for_each(|k| add(k, value.to_string())),

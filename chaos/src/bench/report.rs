@@ -252,8 +252,21 @@ impl Report {
         }
         let _ = writeln!(o);
         let header = [
-            "conc", "system", "commits/s", "abort%", "p50", "p99", "p99.9", "fsync/commit", "commits/fsync", "srv CPU%",
-            "bench CPU%", "other CPU%", "×floor", "tput×peer", "p99×peer",
+            "conc",
+            "system",
+            "commits/s",
+            "abort%",
+            "p50",
+            "p99",
+            "p99.9",
+            "fsync/commit",
+            "commits/fsync",
+            "srv CPU%",
+            "bench CPU%",
+            "other CPU%",
+            "×floor",
+            "tput×peer",
+            "p99×peer",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for c in &s.concurrency {
@@ -312,7 +325,11 @@ impl Report {
         );
         for sys in &systems {
             if let Some(k) = sys.peak_rss_kib {
-                let what = if sys.system == "twopc" { "peak RSS (VmHWM), all servers" } else { "largest PSS, all server processes" };
+                let what = if sys.system == "twopc" {
+                    "peak RSS (VmHWM), all servers"
+                } else {
+                    "largest PSS, all server processes"
+                };
                 let _ = writeln!(o, "{}: {what}: {:.1} MiB", sys.system, k as f64 / 1024.0);
             }
             for l in &sys.levels {
@@ -401,18 +418,32 @@ pub(crate) mod tests {
         let twopc = SystemRun {
             system: "twopc".into(),
             setup: "1 coordinator + 3 participants".into(),
-            levels: cs.iter().map(|&c| level(c, 400.0 * c as f64, 2_500.0 + c as f64 * 10.0, 4_000.0 + c as f64 * 20.0, "participant")).collect(),
+            levels: cs
+                .iter()
+                .map(|&c| {
+                    level(c, 400.0 * c as f64, 2_500.0 + c as f64 * 10.0, 4_000.0 + c as f64 * 20.0, "participant")
+                })
+                .collect(),
             peak_rss_kib: Some(150_000),
         };
         let peer = SystemRun {
             system: "postgres".into(),
             setup: "3 PostgreSQL 15 clusters + decision log".into(),
-            levels: cs.iter().map(|&c| level(c, 100.0 * c as f64, 5_000.0, 9_000.0 + c as f64 * 100.0, "shard")).collect(),
+            levels: cs
+                .iter()
+                .map(|&c| level(c, 100.0 * c as f64, 5_000.0, 9_000.0 + c as f64 * 100.0, "shard"))
+                .collect(),
             peak_rss_kib: Some(400_000),
         };
         let mut r = Report {
             format: REPORT_FORMAT,
-            machine: MachineInfo { cores: 2, cpu: "Test CPU".into(), memory_mib: 24_000, kernel: "6.1".into(), data_fs: "ext4 on /dev/vda (/)".into() },
+            machine: MachineInfo {
+                cores: 2,
+                cpu: "Test CPU".into(),
+                memory_mib: 24_000,
+                kernel: "6.1".into(),
+                data_fs: "ext4 on /dev/vda (/)".into(),
+            },
             settings: Settings {
                 participants: 3,
                 workload: Workload::MultiShard,
@@ -424,7 +455,13 @@ pub(crate) mod tests {
                 peer: Some("postgres".into()),
             },
             floor: Floor {
-                fsync: vec![super::super::floor::FsyncProbe { writers: 1, syncs: 100, p50_us: 1_000.0, p99_us: 2_000.0, syncs_per_s: 900.0 }],
+                fsync: vec![super::super::floor::FsyncProbe {
+                    writers: 1,
+                    syncs: 100,
+                    p50_us: 1_000.0,
+                    p99_us: 2_000.0,
+                    syncs_per_s: 900.0,
+                }],
                 rtt_p50_us: 50.0,
                 rtt_p99_us: 80.0,
                 floor_us: 2_100.0,
@@ -456,7 +493,17 @@ pub(crate) mod tests {
     fn table_shows_both_systems_and_the_targets() {
         let r = fixed_report();
         let table = r.table();
-        for needle in ["conc", "twopc", "postgres", "commits/fsync", "25600", "64.0/64.0/64.0", "targets (issue 6)", "[pass]", "146.5 MiB"] {
+        for needle in [
+            "conc",
+            "twopc",
+            "postgres",
+            "commits/fsync",
+            "25600",
+            "64.0/64.0/64.0",
+            "targets (issue 6)",
+            "[pass]",
+            "146.5 MiB",
+        ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
         // Every data row has as many columns as the header.

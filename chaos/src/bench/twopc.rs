@@ -103,7 +103,8 @@ impl Probe {
     pub async fn connect(cluster: &Cluster) -> Result<Probe> {
         let cid = cluster.coordinator_ids()[0].clone();
         let stream = connect(&cluster.addr(&cid)).await.map_err(anyhow::Error::msg)?;
-        let coordinator = (cid.clone(), CoordinatorRpcClient::new(client_config(), transport(stream)).spawn(), cluster.pid(&cid));
+        let coordinator =
+            (cid.clone(), CoordinatorRpcClient::new(client_config(), transport(stream)).spawn(), cluster.pid(&cid));
         let mut participants = Vec::new();
         for id in cluster.participant_ids() {
             let stream = connect(&cluster.addr(&id)).await.map_err(anyhow::Error::msg)?;
