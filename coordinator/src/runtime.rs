@@ -112,7 +112,10 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open(&opts.data_dir.join("wal"))?);
+    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_with(
+        &opts.data_dir.join("wal"),
+        background_sync("commit-before-sync"),
+    )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
@@ -161,6 +164,13 @@ struct EngineTask {
     ended: VecDeque<(Option<Lsn>, Lsn)>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
+}
+
+/// The WAL syncs lazy writes in the background, except while `rule` is
+/// sabotaged: a record written lazily in breach of it then stays loseable
+/// until the next synced write, so the checkers can see the breach.
+fn background_sync(rule: &str) -> Option<std::time::Duration> {
+    (!fault::sabotaged(rule)).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
 }
 
 /// Sync before Committed. Only the negative control

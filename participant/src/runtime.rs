@@ -131,7 +131,10 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open(&opts.data_dir.join("wal"))?);
+    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_with(
+        &opts.data_dir.join("wal"),
+        background_sync("vote-before-sync"),
+    )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
         .cluster
@@ -180,6 +183,13 @@ struct EngineTask {
     parked: Vec<ParkedRead>,
     /// Set when a transaction finished: parked reads may proceed.
     released: bool,
+}
+
+/// The WAL syncs lazy writes in the background, except while `rule` is
+/// sabotaged: a record written lazily in breach of it then stays loseable
+/// until the next synced write, so the checkers can see the breach.
+fn background_sync(rule: &str) -> Option<std::time::Duration> {
+    (!fault::sabotaged(rule)).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
 }
 
 /// Sync before vote. Only the negative control (`vote-before-sync`, in

@@ -66,6 +66,9 @@ pub(crate) struct Writer {
     pub stats: Arc<AtomicStats>,
     /// Lazy writes reached RocksDB since the last sync.
     pub unsynced: bool,
+    /// How long lazy writes may wait for a sync (`None`: until the next
+    /// synced write).
+    pub lazy_sync: Option<std::time::Duration>,
 }
 
 /// Run a completion, containing a panic so the writer keeps serving others.
@@ -89,14 +92,16 @@ impl Writer {
         loop {
             let first = match carry.take() {
                 Some(req) => req,
-                None if self.unsynced => match rx.recv_timeout(LAZY_SYNC_INTERVAL) {
-                    Ok(req) => req,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_lazy_writes();
-                        continue;
+                None if self.unsynced && self.lazy_sync.is_some() => {
+                    match rx.recv_timeout(self.lazy_sync.unwrap_or(LAZY_SYNC_INTERVAL)) {
+                        Ok(req) => req,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_lazy_writes();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
+                }
                 None => match rx.recv() {
                     Ok(req) => req,
                     Err(_) => return,

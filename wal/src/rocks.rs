@@ -103,8 +103,16 @@ impl<R> std::fmt::Debug for RocksWal<R> {
 }
 
 impl<R> RocksWal<R> {
-    /// Open or create the WAL at `path` and start its writer thread.
+    /// Open or create the WAL at `path` and start its writer thread; lazy
+    /// writes are synced within [`crate::LAZY_SYNC_INTERVAL`] of quiet.
     pub fn open(path: &Path) -> Result<Self, WalError> {
+        Self::open_with(path, Some(crate::LAZY_SYNC_INTERVAL))
+    }
+
+    /// Same, choosing the background sync of lazy writes (`None`: lazy
+    /// writes wait for the next synced write, however long; only the
+    /// negative controls want that, to make a broken rule visible).
+    pub fn open_with(path: &Path, lazy_sync: Option<std::time::Duration>) -> Result<Self, WalError> {
         let location = path.display().to_string();
         let db = Arc::new(open_db(path)?);
         let next_lsn = recover_next_lsn(&db, &location)?;
@@ -116,6 +124,7 @@ impl<R> RocksWal<R> {
             next_lsn,
             stats: Arc::clone(&stats),
             unsynced: false,
+            lazy_sync,
         }
         .spawn(rx)
         .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
