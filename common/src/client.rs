@@ -162,10 +162,20 @@ impl Client {
 
     /// After a failed commit call: ask until the outcome is known or the
     /// attempts run out.
+    /// The coordinator may have restarted (its old connection is then
+    /// dead), so each question after a connection failure uses a fresh
+    /// connection.
     async fn resolve(&self, txid: TxnId, first_error: String) -> Result<TxnId, ClientError> {
         let mut last = first_error;
+        let mut asker = self.clone();
         for _ in 0..OUTCOME_QUERY_ATTEMPTS {
-            match self.outcome(&txid).await {
+            let answer = asker.outcome(&txid).await;
+            if let Err(ClientError::Connection(_)) = &answer {
+                if let Ok(fresh) = Client::connect(&self.addr).await {
+                    asker = fresh;
+                }
+            }
+            match answer {
                 Ok(OutcomeStatus::Committed) => return Ok(txid),
                 Ok(OutcomeStatus::Aborted) => {
                     return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
