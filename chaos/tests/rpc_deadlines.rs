@@ -13,9 +13,8 @@
 //! left a transaction in "preparing" forever (the vote never came), its
 //! participants holding locks (`twopc chaos` seed 39, atomic-set, 30 s).
 //!
-//! The fix belongs in `Peer::call` (and the client library): bound every
-//! call with a timer of its own. Until then these tests are ignored; run
-//! them with `--ignored`.
+//! The fix is in `Peer::call` and the client library: every call is
+//! bounded by a timer of its own (`net::CALL_GUARD`). This test pins it.
 
 use futures::StreamExt;
 use std::sync::Arc;
@@ -114,7 +113,7 @@ async fn crash_loop(proxied: bool) {
 
 /// Both ways, one after the other (each needs the CPU to race).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until Peer::call bounds each call with its own timer (tarpc + tokio-rs/tokio#7714)"]
+
 async fn peer_calls_end_by_their_deadline_while_the_peer_crash_loops() {
     crash_loop(false).await;
     crash_loop(true).await;

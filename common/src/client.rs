@@ -149,11 +149,10 @@ impl Client {
 
     /// What happened to `txid`.
     pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
-        Ok(self
-            .rpc
-            .outcome(context_with_timeout(RPC_TIMEOUT), txid.clone())
-            .await
-            .map_err(|e| self.connection_error(e))??)
+        let call = self.rpc.outcome(context_with_timeout(RPC_TIMEOUT), txid.clone());
+        let guard = RPC_TIMEOUT + std::time::Duration::from_secs(1);
+        let answer = tokio::time::timeout(guard, call).await.unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded));
+        Ok(answer.map_err(|e| self.connection_error(e))??)
     }
 
     fn connection_error(&self, e: tarpc::client::RpcError) -> ClientError {
@@ -268,7 +267,12 @@ impl Transaction {
         ops.validate().map_err(ClientError::Invalid)?;
         let client = self.client;
         let txid = self.txid;
-        match client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops).await {
+        let call = client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops);
+        // tarpc can strand a request on a dying connection; never wait past
+        // the deadline (then ask for the outcome, like any lost reply).
+        let guard = CLIENT_COMMIT_TIMEOUT + std::time::Duration::from_secs(1);
+        let answer = tokio::time::timeout(guard, call).await.unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded));
+        match answer {
             Ok(Ok(Outcome::Committed)) => Ok(txid),
             Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
             Ok(Err(e)) => Err(ClientError::Service(e)),

@@ -12,6 +12,10 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
 
+/// The longest any RPC may take, whatever its deadline says.
+pub const CALL_GUARD: std::time::Duration =
+    crate::limits::RPC_TIMEOUT.saturating_add(std::time::Duration::from_secs(1));
+
 /// Wraps a connected socket as a tarpc transport.
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
 where
@@ -125,7 +129,14 @@ impl<C: Clone> Peer<C> {
         let mut last = String::new();
         for _ in 0..2 {
             let client = self.client().await?;
-            match call(client).await {
+            // tarpc can strand a request whose connection dies while it is
+            // being queued, and then the call never returns whatever its
+            // deadline (found by the chaos harness): guard it here too.
+            let Ok(answer) = tokio::time::timeout(CALL_GUARD, call(client)).await else {
+                *self.client.lock().await = None;
+                return Err(format!("no answer within {CALL_GUARD:?} ({})", self.addr));
+            };
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(tarpc::client::RpcError::DeadlineExceeded) => {
                     return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr))
