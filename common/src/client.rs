@@ -22,11 +22,12 @@
 
 use crate::error::ServiceError;
 use crate::ids::TxnId;
-use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use crate::net::{client_config, connect, context_with_timeout, transport};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,16 +63,19 @@ pub struct Client {
     rpc: CoordinatorRpcClient,
     addr: String,
     /// Transaction ids minted ahead of need, with when they were minted:
-    /// `begin` takes one and asks for a replacement in the background, so
-    /// the `begin` round trip leaves the transaction's critical path.
-    /// Spares are minted only for a client that began before, so a
-    /// one-shot client (the CLI) leaves no unused id behind.
+    /// `begin` takes one, and when fewer than half of [`SPARE_TXIDS`] are
+    /// left one background `begin_many` call refills them, so the `begin`
+    /// round trip leaves the transaction's critical path. Spares are minted
+    /// only for a client that began before, so a one-shot client (the CLI)
+    /// leaves no unused id behind.
     spare_txids: Arc<Mutex<VecDeque<(TxnId, Instant)>>>,
-    begun: Arc<std::sync::atomic::AtomicBool>,
+    begun: Arc<AtomicBool>,
+    /// A refill is in flight (at most one per client).
+    refilling: Arc<AtomicBool>,
 }
 
 /// Spare transaction ids a client keeps, at most.
-pub const SPARE_TXIDS: usize = 4;
+pub const SPARE_TXIDS: usize = 32;
 /// A spare id older than this is dropped (the coordinator aborts ids that
 /// stay unused for a minute).
 pub const SPARE_TXID_MAX_AGE: Duration = Duration::from_secs(20);
@@ -80,7 +84,13 @@ impl Client {
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         let stream = connect(addr).await.map_err(ClientError::Connection)?;
         let rpc = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
-        Ok(Client { rpc, addr: addr.to_string(), spare_txids: Arc::default(), begun: Arc::default() })
+        Ok(Client {
+            rpc,
+            addr: addr.to_string(),
+            spare_txids: Arc::default(),
+            begun: Arc::default(),
+            refilling: Arc::default(),
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -90,12 +100,12 @@ impl Client {
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Transaction, ClientError> {
         let spare = self.take_spare_txid();
-        if self.begun.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            self.mint_spare_txid();
+        if self.begun.swap(true, Ordering::Relaxed) {
+            self.refill_spare_txids();
         }
         let txid = match spare {
             Some(txid) => txid,
-            None => self.mint_txid().await?,
+            None => self.mint_txids(1).await?.swap_remove(0),
         };
         Ok(Transaction {
             client: self.clone(),
@@ -106,8 +116,18 @@ impl Client {
         })
     }
 
-    async fn mint_txid(&self) -> Result<TxnId, ClientError> {
-        Ok(self.rpc.begin(context_with_timeout(RPC_TIMEOUT)).await.map_err(|e| self.connection_error(e))??)
+    /// `count` new ids (at least one; fewer if the coordinator is full).
+    async fn mint_txids(&self, count: usize) -> Result<Vec<TxnId>, ClientError> {
+        let count = count.clamp(1, MAX_BEGIN_BATCH as usize) as u32;
+        let txids = self
+            .rpc
+            .begin_many(context_with_timeout(RPC_TIMEOUT), count)
+            .await
+            .map_err(|e| self.connection_error(e))??;
+        if txids.is_empty() {
+            return Err(ClientError::Service(ServiceError::Unavailable("the coordinator minted no id".into())));
+        }
+        Ok(txids)
     }
 
     fn take_spare_txid(&self) -> Option<TxnId> {
@@ -120,19 +140,22 @@ impl Client {
         None
     }
 
-    /// Asks for one more spare id in the background (if there is room).
-    fn mint_spare_txid(&self) {
-        if self.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).len() >= SPARE_TXIDS {
+    /// Tops the spares up in the background once fewer than half are left
+    /// (one `begin_many` call, one refill at a time per client).
+    fn refill_spare_txids(&self) {
+        let have = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if have >= SPARE_TXIDS / 2 || self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
         let client = self.clone();
         tokio::spawn(async move {
-            if let Ok(txid) = client.mint_txid().await {
+            let minted = client.mint_txids(SPARE_TXIDS - have).await;
+            if let Ok(txids) = minted {
+                let now = Instant::now();
                 let mut spare = client.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
-                if spare.len() < SPARE_TXIDS {
-                    spare.push_back((txid, Instant::now()));
-                }
+                spare.extend(txids.into_iter().map(|txid| (txid, now)));
             }
+            client.refilling.store(false, Ordering::Release);
         });
     }
 

@@ -9,6 +9,7 @@
 //! (default: every hit). Points:
 //! - `participant.after-prepare-synced`: Prepared record durable, vote not sent;
 //! - `participant.before-apply`: commit received, writes not applied;
+//! - `participant.after-commit-acked`: a commit's ack handed to the RPC layer;
 //! - `coordinator.before-decision`: every vote Yes, Commit record not written;
 //! - `coordinator.after-decision-synced`: Commit record durable, nobody told;
 //! - `coordinator.mid-commit-fanout`: the first commit sent, others not;
@@ -18,7 +19,8 @@
 //! Negative controls: `TWOPC_SABOTAGE=vote-before-sync` (a participant
 //! votes Yes before its Prepared record is synced) or
 //! `TWOPC_SABOTAGE=commit-before-sync` (the coordinator answers Committed
-//! before its Commit record is synced). They exist to prove that the tests
+//! before its Commit record is synced) or `TWOPC_SABOTAGE=ack-before-sync`
+//! (a participant acks a commit before a sync covers its apply). They exist to prove that the tests
 //! and checkers catch a broken durability rule.
 
 /// Environment variable that arms fault points.

@@ -21,5 +21,7 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of an application's commit call (prepare + decision + reply).
 pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Transaction ids one `begin_many` call may mint.
+pub const MAX_BEGIN_BATCH: u32 = 64;
 /// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -35,6 +35,11 @@ pub trait ParticipantRpc {
 pub trait CoordinatorRpc {
     /// Allocates a transaction id (no write: ids are unique by epoch).
     async fn begin() -> Result<TxnId, ServiceError>;
+    /// Allocates `count` transaction ids at once (at most
+    /// [`crate::limits::MAX_BEGIN_BATCH`]; fewer if the coordinator has
+    /// less room). Clients keep them as spares, so `begin` needs no round
+    /// trip. An id unused for a minute is aborted by the coordinator.
+    async fn begin_many(count: u32) -> Result<Vec<TxnId>, ServiceError>;
     /// Committed values of `keys`, routed to their participants.
     async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
     /// Runs two-phase commit (one-phase when one participant is involved).

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
-use twopc_common::limits::RPC_TIMEOUT;
+use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
 use twopc_common::net::{self, client_config, context_with_timeout, Peer};
 use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::ring::Ring;
@@ -62,7 +62,6 @@ pub struct CoordinatorOptions {
 }
 
 pub(crate) enum Request {
-    Begin,
     Commit { txid: TxnId, plan: Vec<(NodeId, PrepareRequest)> },
     Abort(TxnId),
     Outcome(TxnId),
@@ -70,8 +69,11 @@ pub(crate) enum Request {
 
 type AdminResult = oneshot::Sender<Result<AdminReply, ServiceError>>;
 
+type BeginReply = oneshot::Sender<Result<Vec<TxnId>, ServiceError>>;
+
 enum Input {
     Engine(Request, oneshot::Sender<Reply>),
+    Begin(u32, BeginReply),
     Stats(oneshot::Sender<NodeStats>),
     Admin(AdminRequest, AdminResult),
 }
@@ -86,6 +88,11 @@ pub(crate) struct Handle {
 impl Handle {
     pub(crate) async fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         self.mailbox.ask(|reply| Input::Engine(request, reply)).await
+    }
+
+    /// Up to `count` new transaction ids (at least one, or an error).
+    pub(crate) async fn begin(&self, count: u32) -> Result<Vec<TxnId>, ServiceError> {
+        self.mailbox.ask(|reply| Input::Begin(count, reply)).await?
     }
 
     pub(crate) async fn stats(&self) -> NodeStats {
@@ -274,7 +281,8 @@ impl EngineTask {
                     }
                 }
                 input = rx.recv() => match input {
-                                        Some(Input::Engine(request, reply)) => self.request(request, reply),
+                    Some(Input::Engine(request, reply)) => self.request(request, reply),
+                    Some(Input::Begin(count, reply)) => drop(reply.send(self.begin(count))),
                     Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
                     Some(Input::Admin(request, reply)) => self.admin(request, reply),
                     None => return CoordinatorError::Fatal("request queue closed".into()),
@@ -360,11 +368,27 @@ impl EngineTask {
         let _ = reply.send(answer);
     }
 
+    /// Mints up to `count` ids, one engine `Begin` each; stops early when
+    /// the engine refuses (too many open), failing only if none was minted.
+    fn begin(&mut self, count: u32) -> Result<Vec<TxnId>, ServiceError> {
+        let mut txids = Vec::new();
+        for _ in 0..count.clamp(1, MAX_BEGIN_BATCH) {
+            let req = self.next_req;
+            self.next_req += 1;
+            match self.engine.handle(Event::Begin { req, now_ms: now_ms() }).as_slice() {
+                [Command::Reply { reply: Reply::Begun(txid), .. }] => txids.push(txid.clone()),
+                [Command::Reply { reply: Reply::Error(e), .. }] if txids.is_empty() => return Err(e.clone()),
+                [Command::Reply { reply: Reply::Error(_), .. }] => break,
+                other => unreachable!("the engine answers Begin with one reply, not {other:?}"),
+            }
+        }
+        Ok(txids)
+    }
+
     fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
         let req = self.next_req;
         self.next_req += 1;
         let event = match request {
-            Request::Begin => Event::Begin { req, now_ms: now_ms() },
             Request::Commit { txid, plan } => Event::Commit { req, txid, plan },
             Request::Abort(txid) => Event::ClientAbort { req, txid },
             Request::Outcome(txid) => Event::Outcome { req, txid },

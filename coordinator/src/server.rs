@@ -7,7 +7,7 @@ use futures::future::join_all;
 use std::collections::BTreeMap;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::{MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use twopc_common::limits::{MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::service::CoordinatorRpc;
 use twopc_common::txn::check_key;
@@ -29,10 +29,15 @@ fn unexpected(reply: Reply) -> ServiceError {
 
 impl CoordinatorRpc for CoordinatorServer {
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
-        match self.handle.call(Request::Begin).await? {
-            Reply::Begun(txid) => Ok(txid),
-            other => Err(unexpected(other)),
+        let txids = self.handle.begin(1).await?;
+        txids.into_iter().next().ok_or_else(|| ServiceError::Unavailable("no transaction id minted".into()))
+    }
+
+    async fn begin_many(self, _: Context, count: u32) -> Result<Vec<TxnId>, ServiceError> {
+        if !(1..=MAX_BEGIN_BATCH).contains(&count) {
+            return Err(ServiceError::Invalid(format!("count must be 1..={MAX_BEGIN_BATCH}, not {count}")));
         }
+        self.handle.begin(count).await
     }
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {

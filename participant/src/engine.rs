@@ -102,13 +102,22 @@ pub enum Event {
 pub enum Command {
     /// Append the record, synced; then feed `PrepareSynced`.
     SyncPrepared(PreparedRecord),
-    /// In one synced batch: write `writes`, remove the txid's Prepared
-    /// record (if any), log `Done(Committed)`; then feed `Applied`. Synced
-    /// because the ack that follows lets the coordinator end (and one day
-    /// forget) the transaction: it must not outrun the apply's durability.
+    /// In one batch: write `writes`, remove the txid's Prepared record (if
+    /// any), log `Done(Committed)`; then feed `Applied`.
+    ///
+    /// `synced`: feed `Applied` only once the batch is durable. Set when
+    /// this participant's word is the decision (one-phase commit, an
+    /// operator's heuristic commit): nobody could redo a lost apply, so
+    /// nobody may see it first. Otherwise (a coordinator's logged commit)
+    /// `Applied` may be fed once the batch is written: a crash before the
+    /// sync brings the Prepared record back and the coordinator, which has
+    /// not heard the ack, commits again. The runtime must therefore send
+    /// every reply to a `Commit` request only once a sync covers everything
+    /// written before it: that ack lets the coordinator forget.
     Apply {
         txid: TxnId,
         writes: Vec<(Key, Versioned)>,
+        synced: bool,
     },
     /// Remove the txid's Prepared record and log `Done(Aborted)`, lazily.
     ForgetAborted {
@@ -293,7 +302,7 @@ impl Engine {
         self.locks.acquire(&txid, &locks, self.now_ms);
         let writes = new_versions(&prepare, &current);
         if one_phase {
-            out.push(Command::Apply { txid: txid.clone(), writes });
+            out.push(Command::Apply { txid: txid.clone(), writes, synced: true });
             self.txns.insert(txid, TxnState::Applying { locks, waiters: vec![req], one_phase: true });
             return;
         }
@@ -364,7 +373,7 @@ impl Engine {
         };
         match self.txns.remove(&txid) {
             Some(TxnState::Prepared { record, .. }) => {
-                out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
+                out.push(Command::Apply { txid: txid.clone(), writes: record.writes, synced: false });
                 let waiters = req.into_iter().collect();
                 self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters, one_phase: false });
             }
@@ -456,7 +465,7 @@ impl Engine {
         self.heuristics.insert(txid.clone(), heuristic.clone());
         out.push(Command::LogHeuristic(heuristic));
         if commit {
-            out.push(Command::Apply { txid: txid.clone(), writes: record.writes });
+            out.push(Command::Apply { txid: txid.clone(), writes: record.writes, synced: true });
             self.txns.insert(txid, TxnState::Applying { locks: record.locks, waiters: vec![req], one_phase: false });
         } else {
             self.finish_abort(&txid, &record.locks, out);

@@ -133,7 +133,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_with(
         &opts.data_dir.join("wal"),
-        background_sync("vote-before-sync"),
+        background_sync(&["vote-before-sync", "ack-before-sync"]),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
@@ -171,7 +171,9 @@ struct EngineTask {
     engine: Engine,
     wal: Arc<ParticipantWal>,
     coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>,
-    pending: HashMap<RequestId, oneshot::Sender<Reply>>,
+    /// Requests the engine has not answered; `true` marks a `Commit`,
+    /// whose reply waits for a sync covering everything written before it.
+    pending: HashMap<RequestId, (oneshot::Sender<Reply>, bool)>,
     next_req: RequestId,
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
@@ -185,11 +187,11 @@ struct EngineTask {
     released: bool,
 }
 
-/// The WAL syncs lazy writes in the background, except while `rule` is
+/// The WAL syncs lazy writes in the background, except while one of `rules` is
 /// sabotaged: a record written lazily in breach of it then stays loseable
 /// until the next synced write, so the checkers can see the breach.
-fn background_sync(rule: &str) -> Option<std::time::Duration> {
-    (!fault::sabotaged(rule)).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
+fn background_sync(rules: &[&str]) -> Option<std::time::Duration> {
+    (!rules.iter().any(|rule| fault::sabotaged(rule))).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
 }
 
 /// Sync before vote. Only the negative control (`vote-before-sync`, in
@@ -346,7 +348,7 @@ impl EngineTask {
             }
         };
         let (engine_tx, engine_rx) = oneshot::channel();
-        self.pending.insert(self.next_req, engine_tx);
+        self.pending.insert(self.next_req, (engine_tx, false));
         self.next_req += 1;
         tokio::spawn(async move {
             let answer = match engine_rx.await {
@@ -404,6 +406,7 @@ impl EngineTask {
     fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
         let req = self.next_req;
         self.next_req += 1;
+        let is_commit = matches!(request, Request::Commit(_));
         let event = match request {
             Request::Prepare(prepare) => match self.current(&prepare) {
                 Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
@@ -417,7 +420,7 @@ impl EngineTask {
             Request::Abort(txid) => Event::Abort { req: Some(req), txid },
             Request::Probe(txid) => Event::Probe { req, txid },
         };
-        self.pending.insert(req, reply);
+        self.pending.insert(req, (reply, is_commit));
         let commands = self.engine.handle(event);
         self.execute(commands);
     }
@@ -455,15 +458,18 @@ impl EngineTask {
                         }),
                     );
                 }
-                Command::Apply { txid, writes } => {
+                Command::Apply { txid, writes, synced } => {
                     fault::hit("participant.before-apply");
-                    tracing::debug!(%txid, writes = writes.len(), "applying commit");
+                    tracing::debug!(%txid, writes = writes.len(), synced, "applying commit");
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
                     let tx = self.done_tx.clone();
+                    // Unsynced applies are made durable by the next sync
+                    // (a prepare's, usually); the ack waits for it.
+                    let durability = if synced { Durability::Sync } else { Durability::Lazy };
                     self.wal.submit(
                         batch,
-                        Durability::Sync,
+                        durability,
                         Box::new(move |result| match result {
                             Ok(lsns) => {
                                 let _ = tx.send(Completion::DoneLogged { lsn: lsns[0] });
@@ -490,11 +496,11 @@ impl EngineTask {
                         }),
                     );
                 }
-                Command::Reply { req, reply } => {
-                    if let Some(sender) = self.pending.remove(&req) {
-                        let _ = sender.send(reply);
-                    }
-                }
+                Command::Reply { req, reply } => match self.pending.remove(&req) {
+                    Some((sender, true)) => self.ack_when_durable(sender, reply),
+                    Some((sender, false)) => drop(sender.send(reply)),
+                    None => {}
+                },
                 Command::AskOutcome { txid } => self.ask_outcome(txid),
                 Command::LogHeuristic(record) => {
                     // Rare (operators only): written inline, before the
@@ -512,6 +518,30 @@ impl EngineTask {
                 }
             }
         }
+    }
+
+    /// Sync before ack: the reply to a commit leaves once everything
+    /// written so far (its apply included) is durable, through an empty
+    /// deferred batch that shares the next sync. The coordinator may
+    /// forget the transaction once every participant acked.
+    fn ack_when_durable(&self, sender: oneshot::Sender<Reply>, reply: Reply) {
+        if fault::sabotaged("ack-before-sync") {
+            let _ = sender.send(reply);
+            fault::hit("participant.after-commit-acked");
+            return;
+        }
+        let tx = self.done_tx.clone();
+        self.wal.submit(
+            WalBatch::new(),
+            Durability::Deferred,
+            Box::new(move |result| match result {
+                Ok(_) => {
+                    let _ = sender.send(reply);
+                    fault::hit("participant.after-commit-acked");
+                }
+                Err(e) => drop(tx.send(Completion::Fatal(e))),
+            }),
+        );
     }
 
     /// A batch that logs the decision, drops the Prepared record, and trims

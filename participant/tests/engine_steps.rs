@@ -127,7 +127,10 @@ fn commit_applies_then_acks_and_releases_locks() {
     prepare(&mut e, 1, 1, write("a", "1"));
     e.handle(Event::PrepareSynced { txid: txid(1) });
     let writes = record(1, "a", "1").writes;
-    assert_eq!(e.handle(Event::Commit { req: Some(2), txid: txid(1) }), vec![Command::Apply { txid: txid(1), writes }]);
+    assert_eq!(
+        e.handle(Event::Commit { req: Some(2), txid: txid(1) }),
+        vec![Command::Apply { txid: txid(1), writes, synced: false }]
+    );
     assert_eq!(e.locks().len(), 1, "locks held until the apply is durable");
     assert_eq!(e.handle(Event::Commit { req: Some(3), txid: txid(1) }), vec![], "duplicate joins");
     assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![reply(2, Reply::Ack), reply(3, Reply::Ack)]);
@@ -182,7 +185,7 @@ fn one_phase_commit_replies_only_after_the_apply_is_durable() {
     let cur = current(&ops, &[]);
     let out =
         e.handle(Event::OnePhase { req: 1, prepare: prepare_req(1, ops.clone()), current: cur.clone(), now_ms: 0 });
-    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes }]);
+    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes, synced: true }]);
     assert_eq!(
         e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops.clone()), current: cur.clone(), now_ms: 0 }),
         vec![]
@@ -210,7 +213,7 @@ fn recovery_retakes_locks_and_asks_the_coordinator() {
     assert_eq!(prepare(&mut e, 1, 2, write("a", "2")), vec![reply(1, Reply::Vote(Vote::No(reason)))]);
     // The coordinator answers: apply.
     let out = e.handle(Event::OutcomeAnswer { txid: txid(1), status: OutcomeStatus::Committed });
-    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes }]);
+    assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes, synced: false }]);
     assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![]);
     assert!(e.locks().is_empty());
 }
@@ -304,7 +307,7 @@ fn a_forced_commit_applies_and_agrees_with_a_later_commit() {
         out,
         vec![
             Command::LogHeuristic(heuristic(txid(1), Decision::Committed)),
-            Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes },
+            Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes, synced: true },
         ]
     );
     assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![reply(9, Reply::Ack)]);

@@ -102,6 +102,17 @@ fn control_apply_before_sync_is_caught() {
     control_is_caught(Sabotage::ApplyBeforeSync);
 }
 
+/// Ghost checks only: a lost apply that was acked hurts once the
+/// coordinator forgets the decision, and it remembers the last 100,000:
+/// no simulated run gets there, so the black box cannot see this one.
+/// (`cli/tests/t30_durability_rules.rs` pins it with real crashes.)
+#[test]
+fn control_ack_before_sync_is_caught_by_the_ghost_check() {
+    let found = first_failing(0..CONTROL_SEEDS, Sabotage::AckBeforeSync, true);
+    let report = found.expect("AckBeforeSync passed every control seed: the ack check is blind");
+    assert!(report.describe().contains("before its apply was durable"), "{}", report.describe());
+}
+
 #[test]
 fn control_forgetful_coordinator_is_caught() {
     control_is_caught(Sabotage::ForgetfulCoordinator);

@@ -7,6 +7,10 @@
 //! `WriteBatch` and writes it with `sync = true` if any request of the group
 //! asked for [`Durability::Sync`]. Then it runs every completion, in order.
 //! If the write fails, every completion of the group gets the error.
+//!
+//! [`Durability::Deferred`] completions of an unsynced group are held until
+//! a sync covers them: the next synced group, or the writer's own sync once
+//! the oldest of them has waited [`DEFERRED_SYNC_WAIT`].
 
 use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
 use crate::record::{encode_value, lsn_key};
@@ -19,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Capacity of the bounded submission queue; `submit` blocks when full.
 pub const WAL_QUEUE_CAPACITY: usize = 4096;
@@ -26,7 +31,10 @@ pub const WAL_QUEUE_CAPACITY: usize = 4096;
 pub const MAX_GROUP_BATCHES: usize = 1024;
 /// Lazy writes are synced at the latest this long after the writer goes
 /// quiet (sooner if a synced write comes along and covers them).
-pub const LAZY_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+pub const LAZY_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// A [`Durability::Deferred`] completion waits at most this long for a
+/// synced write to cover it before the writer syncs on its own.
+pub const DEFERRED_SYNC_WAIT: Duration = Duration::from_millis(2);
 
 /// One submitted batch waiting for the writer.
 pub(crate) struct Request {
@@ -68,7 +76,11 @@ pub(crate) struct Writer {
     pub unsynced: bool,
     /// How long lazy writes may wait for a sync (`None`: until the next
     /// synced write).
-    pub lazy_sync: Option<std::time::Duration>,
+    pub lazy_sync: Option<Duration>,
+    /// Completions of written [`Durability::Deferred`] batches, waiting
+    /// for a sync, oldest first, with the time the oldest was written.
+    pub deferred: Vec<(Completion, Vec<Lsn>)>,
+    pub deferred_since: Option<Instant>,
 }
 
 /// Run a completion, containing a panic so the writer keeps serving others.
@@ -86,25 +98,26 @@ impl Writer {
 
     /// Serve groups until every sender is gone and the queue is drained.
     /// Lazy writes left unsynced are synced after [`LAZY_SYNC_INTERVAL`]
-    /// of quiet, so "lazy" means "durable soon", never "maybe never".
+    /// of quiet, so "lazy" means "durable soon", never "maybe never";
+    /// deferred completions get their sync within [`DEFERRED_SYNC_WAIT`].
     fn run(mut self, rx: Receiver<Request>) {
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
                 Some(req) => req,
-                None if self.unsynced && self.lazy_sync.is_some() => {
-                    match rx.recv_timeout(self.lazy_sync.unwrap_or(LAZY_SYNC_INTERVAL)) {
+                None => match self.idle_wait() {
+                    Some(wait) => match rx.recv_timeout(wait) {
                         Ok(req) => req,
                         Err(RecvTimeoutError::Timeout) => {
-                            self.sync_lazy_writes();
+                            self.sync_written();
                             continue;
                         }
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(req) => req,
-                    Err(_) => return,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match rx.recv() {
+                        Ok(req) => req,
+                        Err(_) => break,
+                    },
                 },
             };
             let mut bytes = first.batch.size;
@@ -119,23 +132,56 @@ impl Writer {
                 group.push(req);
             }
             self.commit(group);
-        }
-    }
-
-    /// Makes every lazy write so far durable (one fsync of the WAL).
-    fn sync_lazy_writes(&mut self) {
-        match self.db.flush_wal(true) {
-            Ok(()) => {
-                self.unsynced = false;
-                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            if self.deferred_since.is_some_and(|since| since.elapsed() >= DEFERRED_SYNC_WAIT) {
+                self.sync_written();
             }
-            // Retried after the next interval; a lasting failure will also
-            // fail the next synced write, which stops the process.
-            Err(e) => tracing::error!(error = %e, location = %self.location, "background WAL sync failed"),
+        }
+        if !self.deferred.is_empty() {
+            self.sync_written();
         }
     }
 
-    /// Write one group atomically and run its completions.
+    /// How long the writer may block for the next request before it owes
+    /// a sync (`None`: as long as it likes).
+    fn idle_wait(&self) -> Option<Duration> {
+        if let Some(since) = self.deferred_since {
+            return Some(DEFERRED_SYNC_WAIT.saturating_sub(since.elapsed()));
+        }
+        self.lazy_sync.filter(|_| self.unsynced)
+    }
+
+    /// Makes every write so far durable (one fsync of the WAL) and runs
+    /// the deferred completions it covers. If the sync fails they get the
+    /// error; lazy writes are retried at the next interval (a lasting
+    /// failure also fails the next synced write, which stops the process).
+    fn sync_written(&mut self) {
+        let result = if self.unsynced { self.db.flush_wal(true).map(|()| true) } else { Ok(false) };
+        let result = match result {
+            Ok(synced) => {
+                if synced {
+                    self.unsynced = false;
+                    self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, location = %self.location, "background WAL sync failed");
+                Err(WalError::Storage(format!("{}: sync failed: {e}", self.location)))
+            }
+        };
+        self.run_deferred(result);
+    }
+
+    /// Runs every held deferred completion, oldest first.
+    fn run_deferred(&mut self, result: Result<(), WalError>) {
+        self.deferred_since = None;
+        for (done, lsns) in std::mem::take(&mut self.deferred) {
+            complete(done, result.clone().map(|()| lsns));
+        }
+    }
+
+    /// Write one group atomically and run its completions (holding the
+    /// deferred ones if the group was not synced).
     fn commit(&mut self, group: Vec<Request>) {
         let sync = group.iter().any(|r| r.durability == Durability::Sync);
         let mut lsns = Vec::with_capacity(group.len());
@@ -154,8 +200,17 @@ impl Writer {
                 }
                 self.stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 self.stats.records_appended.fetch_add(appended as u64, Ordering::Relaxed);
+                if !self.unsynced {
+                    // This group's sync (or an earlier one) covers them.
+                    self.run_deferred(Ok(()));
+                }
                 for (req, lsns) in group.into_iter().zip(lsns) {
-                    complete(req.done, Ok(lsns));
+                    if req.durability == Durability::Deferred && self.unsynced {
+                        self.deferred_since.get_or_insert_with(Instant::now);
+                        self.deferred.push((req.done, lsns));
+                    } else {
+                        complete(req.done, Ok(lsns));
+                    }
                 }
             }
             Err(err) => {

@@ -34,7 +34,7 @@ pub mod testing;
 
 pub use batch::{WalBatch, MAX_BATCH_BYTES, MAX_VALUE_BYTES};
 pub use error::WalError;
-pub use group_commit::{LAZY_SYNC_INTERVAL, MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY};
+pub use group_commit::{DEFERRED_SYNC_WAIT, LAZY_SYNC_INTERVAL, MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY};
 pub use mem::MemWal;
 pub use rocks::RocksWal;
 
@@ -51,6 +51,14 @@ pub enum Durability {
     /// synced write covers it (the RocksDB WAL syncs lazy writes within
     /// [`LAZY_SYNC_INTERVAL`] of going quiet).
     Lazy,
+    /// Applied (visible to reads) at once like `Lazy`, but the completion
+    /// runs only once a sync covers the batch: the next `Sync` group, or
+    /// the writer's own sync at most [`DEFERRED_SYNC_WAIT`] later. Many
+    /// deferred batches share one fsync, usually one that a `Sync` batch
+    /// paid for anyway. An empty deferred batch is a durability barrier:
+    /// its completion means "everything submitted before me is durable".
+    /// ([`MemWal`] syncs at once: a stronger form of the same promise.)
+    Deferred,
 }
 
 /// One data-space entry returned by [`Wal::scan_data`]: `(key, value)`.
@@ -79,7 +87,7 @@ pub struct WalStats {
 pub trait Wal<R>: Send + Sync + 'static {
     /// Queue a batch; `done` runs (on the writer thread, or inline for the
     /// in-memory wal) once the batch is applied atomically and, for
-    /// [`Durability::Sync`], fsynced. Batches are applied in submission
+    /// [`Durability::Sync`] or [`Durability::Deferred`], fsynced. Batches are applied in submission
     /// order. If the bounded queue is full this blocks the caller until
     /// there is room (back-pressure). Invalid batches (too large, not
     /// encodable) and submissions to a closed WAL complete inline with an

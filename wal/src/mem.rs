@@ -165,7 +165,7 @@ where
             let lsns = s.visible.apply(&batch);
             match durability {
                 Durability::Lazy => s.unsynced.push(batch),
-                Durability::Sync => {
+                Durability::Sync | Durability::Deferred => {
                     for pending in s.unsynced.drain(..) {
                         s.durable.apply(&pending);
                     }

@@ -125,6 +125,8 @@ impl<R> RocksWal<R> {
             stats: Arc::clone(&stats),
             unsynced: false,
             lazy_sync,
+            deferred: Vec::new(),
+            deferred_since: None,
         }
         .spawn(rx)
         .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;

@@ -274,3 +274,111 @@ fn open_failure_names_the_path() {
     assert!(matches!(err, WalError::Storage(_)), "{err}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+/// Holds the writer inside a completion until the returned sender is used
+/// (or dropped), so that everything submitted meanwhile forms one group.
+fn hold_writer(wal: &RocksWal<Rec>) -> mpsc::Sender<()> {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    wal.submit(
+        appends([0]),
+        Durability::Sync,
+        Box::new(move |_| {
+            entered_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }),
+    );
+    entered_rx.recv().unwrap();
+    release_tx
+}
+
+/// Deferred batches written in one unsynced group complete together, only
+/// after the writer's own sync (no synced write comes to cover them), and
+/// each completion already sees that sync counted.
+#[test]
+fn deferred_completions_wait_for_one_shared_sync() {
+    const N: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    // No background sync of lazy writes: only the deferred bound syncs.
+    let wal = Arc::new(RocksWal::<Rec>::open_with(dir.path(), None).unwrap());
+    let release = hold_writer(&wal);
+    let before = wal.stats().syncs;
+    let (done_tx, done_rx) = mpsc::channel();
+    for id in 1..=N {
+        let (done_tx, stats_wal) = (done_tx.clone(), Arc::clone(&wal));
+        let mut b = appends([id]);
+        b.data = vec![put(&format!("d{id:03}"), "v")];
+        wal.submit(b, Durability::Deferred, Box::new(move |res| done_tx.send((res, stats_wal.stats().syncs)).unwrap()));
+    }
+    drop(done_tx);
+    release.send(()).unwrap();
+    let results: Vec<_> = done_rx.iter().collect();
+    assert_eq!(results.len() as u64, N);
+    for (res, syncs_seen) in &results {
+        assert!(res.is_ok());
+        assert_eq!(*syncs_seen, before + 1, "a deferred completion ran before its covering sync");
+    }
+    assert_eq!(wal.stats().syncs, before + 1, "the group shared one sync");
+}
+
+/// A synced write covers the deferred batches written before it: they
+/// complete with it, and no extra sync is spent on them.
+#[test]
+fn a_synced_write_completes_earlier_deferred_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(RocksWal::<Rec>::open_with(dir.path(), None).unwrap());
+    let before = wal.stats().syncs;
+    let release = hold_writer(&wal);
+    let (done_tx, done_rx) = mpsc::channel();
+    let tx = done_tx.clone();
+    wal.submit(appends([1]), Durability::Deferred, Box::new(move |res| tx.send(("deferred", res)).unwrap()));
+    let tx = done_tx.clone();
+    wal.submit(appends([2]), Durability::Sync, Box::new(move |res| tx.send(("sync", res)).unwrap()));
+    drop(done_tx);
+    release.send(()).unwrap();
+    let order: Vec<&str> = done_rx.iter().map(|(what, res)| res.map(|_| what).unwrap()).collect();
+    assert_eq!(order, ["deferred", "sync"]);
+    // The held writer's own first write, then one group for both.
+    assert_eq!(wal.stats().syncs, before + 2);
+}
+
+const DEFERRED_CHILD_ENV: &str = "TWOPC_WAL_DEFERRED_CHILD_DIR";
+
+/// Runs only inside the child of `a_completed_deferred_write_survives_a_crash`:
+/// a lazy write, a deferred write (waited for), another lazy write, abort.
+/// Background sync is off, so only the deferred rule can sync anything.
+#[test]
+fn deferred_child_entry() {
+    let Ok(dir) = std::env::var(DEFERRED_CHILD_ENV) else {
+        return;
+    };
+    let wal = RocksWal::<Rec>::open_with(Path::new(&dir), None).unwrap();
+    let mut b = appends([1]);
+    b.data = vec![put("lazy-before", "v")];
+    wal.write(b, Durability::Lazy).unwrap();
+    let mut b = appends([2]);
+    b.data = vec![put("deferred", "v")];
+    wal.write(b, Durability::Deferred).unwrap();
+    println!("DEFERRED done");
+    let mut b = appends([3]);
+    b.data = vec![put("lazy-after", "v")];
+    wal.write(b, Durability::Lazy).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn a_completed_deferred_write_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["deferred_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(DEFERRED_CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DEFERRED done"), "child did not reach the crash: {stdout}");
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    let kept: Vec<u64> = ids(&wal).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(kept, [1, 2], "the deferred completion (and what came before it) must be durable; the tail lost");
+    assert_eq!(wal.get_data(b"deferred").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(wal.get_data(b"lazy-after").unwrap(), None);
+}

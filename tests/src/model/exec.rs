@@ -106,7 +106,10 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
         PCommand::SyncPrepared(record) => {
             part.disk.queue.push((PWrite::Prepared(record), cfg.sabotage != ModelSabotage::VoteBeforeSync))
         }
-        PCommand::Apply { txid, writes } => part.disk.queue.push((PWrite::Commit { txid, writes }, true)),
+        // The model syncs every apply before `Applied` (stricter than the
+        // runtime, whose second-phase apply is lazy and whose ack waits for a
+        // covering sync: the simulator checks that).
+        PCommand::Apply { txid, writes, .. } => part.disk.queue.push((PWrite::Commit { txid, writes }, true)),
         PCommand::ForgetAborted { txid } => {
             part.disk.lazy.push(PWrite::Abort { txid: txid.clone() });
             if let Some((q, _)) = s.ghost.applied.iter().find(|(_, t)| *t == txid) {

@@ -31,6 +31,10 @@ pub enum Sabotage {
     /// durable. (A second-phase apply is lazy by design: its Prepared
     /// record and the coordinator's Commit record let recovery redo it.)
     ApplyBeforeSync,
+    /// (g) A participant acks a second-phase commit as soon as the apply
+    /// is written, before a sync covers it: the coordinator may then
+    /// forget a commit that the participant can still lose.
+    AckBeforeSync,
     /// (d) The coordinator's recovery drops its Commit records: it answers
     /// Aborted for transactions it committed.
     ForgetfulCoordinator,
@@ -44,10 +48,11 @@ pub enum Sabotage {
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 6] = [
+    pub const ALL: [Sabotage; 7] = [
         Sabotage::VoteBeforeSync,
         Sabotage::CommitBeforeSync,
         Sabotage::ApplyBeforeSync,
+        Sabotage::AckBeforeSync,
         Sabotage::ForgetfulCoordinator,
         Sabotage::TimeoutIsYes,
         Sabotage::SkipReadValidation,

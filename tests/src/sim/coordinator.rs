@@ -271,6 +271,7 @@ impl CoordinatorNode {
         if flushed.lazy {
             env.schedule_lazy_sync(Addr::Coordinator, env.now_ms + LAZY_SYNC_MS);
         }
+        debug_assert!(flushed.deferred_due_ms.is_none(), "the coordinator writes nothing deferred");
         for written in flushed.written {
             if let Err(e) = written.lsns {
                 panic!("coordinator write failed: {e}");
@@ -284,7 +285,7 @@ impl CoordinatorNode {
     /// The WAL's background sync of lazy writes.
     pub fn lazy_sync(&mut self, env: &mut Env) {
         match self.disk.lazy_sync(env.now_ms, LAZY_SYNC_MS) {
-            LazySync::Synced(ghosts) => {
+            LazySync::Synced(ghosts, _) => {
                 for ghost in ghosts {
                     env.history.durable(env.now_ms, None, ghost);
                 }

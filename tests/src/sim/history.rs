@@ -118,6 +118,14 @@ impl History {
         }
     }
 
+    /// Sync before ack: a participant acks a commit only once its apply is
+    /// durable (after the ack the coordinator may forget the transaction).
+    pub fn commit_acked(&mut self, now_ms: u64, p: usize, txid: &TxnId) {
+        if self.ghost_checks && !self.applied[p].contains_key(txid) {
+            self.violation(now_ms, format!("p{} acked the commit of {txid} before its apply was durable", p + 1));
+        }
+    }
+
     /// Invariant 2: Committed only once a decision is durable (the
     /// coordinator's Commit record, or a one-phase participant's apply).
     pub fn coordinator_said_committed(&mut self, now_ms: u64, txid: &TxnId) {

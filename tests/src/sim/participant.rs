@@ -5,7 +5,7 @@
 //! back, the same recovery (`Recovered` from a replay of the durable log).
 
 use super::config::Sabotage;
-use super::disk::{Disk, LazySync};
+use super::disk::{Disk, LazySync, Written};
 use super::env::{Env, Timer, LAZY_SYNC_MS};
 use super::history::Ghost;
 use super::msg::{Addr, CallId, Request, Response};
@@ -31,6 +31,14 @@ pub enum Done {
     PrepareLogged(TxnId),
     Applied(TxnId),
     DoneLogged,
+    /// The durability barrier before a commit's reply (the runtime's
+    /// `ack_when_durable`): the reply leaves now.
+    Acked {
+        to: Addr,
+        call: CallId,
+        txid: Option<TxnId>,
+        reply: Reply,
+    },
 }
 
 pub struct ParticipantNode {
@@ -41,8 +49,9 @@ pub struct ParticipantNode {
     pub disk: Disk<ParticipantRecord, Done, Ghost>,
     /// LSN of each live Prepared record (as the runtime keeps it).
     prepared_lsn: BTreeMap<TxnId, Lsn>,
-    /// Requests the engine has not answered: caller, call, txid.
-    pending: BTreeMap<RequestId, (Addr, CallId, Option<TxnId>)>,
+    /// Requests the engine has not answered: caller, call, txid, and
+    /// whether it is a `Commit` (its reply waits for a covering sync).
+    pending: BTreeMap<RequestId, (Addr, CallId, Option<TxnId>, bool)>,
     next_req: RequestId,
     /// Outcome questions in flight.
     asking: BTreeMap<CallId, TxnId>,
@@ -117,7 +126,7 @@ impl ParticipantNode {
 
     /// Requests the engine never answered (checked once the run is quiet).
     pub fn unanswered(&self) -> Vec<String> {
-        self.pending.values().map(|(from, call, txid)| format!("call {call} from {from:?} about {txid:?}")).collect()
+        self.pending.values().map(|(from, call, txid, _)| format!("call {call} from {from:?} about {txid:?}")).collect()
     }
 
     /// What is in progress, for failure messages.
@@ -129,6 +138,7 @@ impl ParticipantNode {
         let now_ms = env.now_ms;
         let req = self.next_req;
         self.next_req += 1;
+        let is_commit = matches!(request, Request::Commit(_));
         let (event, txid) = match request {
             Request::Read(keys) => return self.read(env, from, call, keys, now_ms + READ_WAIT_MS),
             Request::Prepare(prepare) => match self.current(env, &prepare) {
@@ -150,7 +160,7 @@ impl ParticipantNode {
             Request::Probe(txid) => (Event::Probe { req, txid: txid.clone() }, Some(txid)),
             other => panic!("{} was sent a coordinator request: {other:?}", self.id),
         };
-        self.pending.insert(req, (from, call, txid));
+        self.pending.insert(req, (from, call, txid, is_commit));
         self.feed(env, event);
     }
 
@@ -235,7 +245,14 @@ impl ParticipantNode {
         if flushed.lazy {
             env.schedule_lazy_sync(self.me(), env.now_ms + LAZY_SYNC_MS);
         }
-        for written in flushed.written {
+        if let Some(due_ms) = flushed.deferred_due_ms {
+            env.schedule_lazy_sync(self.me(), due_ms);
+        }
+        self.completed(env, flushed.written);
+    }
+
+    fn completed(&mut self, env: &mut Env, written: Vec<Written<Done>>) {
+        for written in written {
             let lsns = written.lsns.unwrap_or_else(|e| panic!("{}: write failed: {e}", self.id));
             match written.tag {
                 Done::PrepareLogged(txid) => {
@@ -247,17 +264,29 @@ impl ParticipantNode {
                     self.release_parked(env);
                 }
                 Done::DoneLogged => {}
+                Done::Acked { to, call, txid, reply } => self.send_commit_reply(env, to, call, txid, reply),
             }
         }
+    }
+
+    /// The reply to a commit leaves: the ghost check that the apply it
+    /// acknowledges is durable (the coordinator may now forget).
+    fn send_commit_reply(&mut self, env: &mut Env, to: Addr, call: CallId, txid: Option<TxnId>, reply: Reply) {
+        if let (Reply::Ack, Some(txid)) = (&reply, &txid) {
+            env.history.commit_acked(env.now_ms, self.index, txid);
+        }
+        env.respond(self.me(), to, call, Response::Participant(reply));
+        env.crash_point(self.me());
     }
 
     /// The WAL's background sync of lazy writes.
     pub fn lazy_sync(&mut self, env: &mut Env) {
         match self.disk.lazy_sync(env.now_ms, LAZY_SYNC_MS) {
-            LazySync::Synced(ghosts) => {
+            LazySync::Synced(ghosts, written) => {
                 for ghost in ghosts {
                     env.history.durable(env.now_ms, Some(self.index), ghost);
                 }
+                self.completed(env, written);
             }
             LazySync::Later(at_ms) => env.schedule_lazy_sync(self.me(), at_ms),
             LazySync::Nothing => {}
@@ -293,10 +322,11 @@ impl ParticipantNode {
                     self.submit(env, batch, durability, Done::PrepareLogged(txid.clone()), Some(Ghost::Prepared(txid)));
                     env.crash_point(self.me());
                 }
-                Command::Apply { txid, writes } => {
+                Command::Apply { txid, writes, synced } => {
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
-                    let durability = durability(env.sabotage == Sabotage::ApplyBeforeSync);
+                    let durability =
+                        if synced { durability(env.sabotage == Sabotage::ApplyBeforeSync) } else { Durability::Lazy };
                     self.submit(
                         env,
                         batch,
@@ -312,9 +342,18 @@ impl ParticipantNode {
                     self.submit(env, batch, Durability::Lazy, Done::DoneLogged, None);
                 }
                 Command::Reply { req, reply } => {
-                    let Some((to, call, txid)) = self.pending.remove(&req) else {
+                    let Some((to, call, txid, is_commit)) = self.pending.remove(&req) else {
                         continue;
                     };
+                    if is_commit {
+                        if env.sabotage == Sabotage::AckBeforeSync {
+                            self.send_commit_reply(env, to, call, txid, reply);
+                        } else {
+                            let done = Done::Acked { to, call, txid, reply };
+                            self.submit(env, WalBatch::new(), Durability::Deferred, done, None);
+                        }
+                        continue;
+                    }
                     let yes = reply == Reply::Vote(Vote::Yes);
                     if let (true, Some(txid)) = (yes, &txid) {
                         env.history.vote_yes(env.now_ms, self.index, txid);
