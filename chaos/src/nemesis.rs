@@ -142,10 +142,12 @@ pub const PARTICIPANT_POINTS: [(&str, &str); 2] =
 /// Coordinator fault points and their action. (`coordinator.commit-send=drop`
 /// is not used: it withholds a commit without telling the engine, which
 /// then never retries it, so the commit stays undelivered until restart.)
-pub const COORDINATOR_POINTS: [(&str, &str); 3] = [
+pub const COORDINATOR_POINTS: [(&str, &str); 4] = [
     ("coordinator.before-decision", "crash"),
     ("coordinator.after-decision-synced", "crash"),
     ("coordinator.mid-commit-fanout", "crash"),
+    // The client hears Committed, no participant hears the commit.
+    ("coordinator.before-commit-send", "crash-soon"),
 ];
 
 /// One fault injected.
@@ -344,7 +346,13 @@ impl Nemesis {
 
     /// A random fault-point spec for process `id`, firing at hit `1..=max_n`.
     fn arm_spec(&mut self, id: &str, max_n: u64) -> String {
-        let points: &[(&str, &str)] = if self.is_coordinator(id) { &COORDINATOR_POINTS } else { &PARTICIPANT_POINTS };
+        let points: &[(&str, &str)] = match (self.is_coordinator(id), self.sabotage) {
+            // Aim at the moment the broken rule protects: the client heard
+            // Committed and a participant is still waiting for the commit.
+            (true, Some(Sabotage::CommitBeforeSync)) => &COORDINATOR_POINTS[3..],
+            (true, _) => &COORDINATOR_POINTS,
+            (false, _) => &PARTICIPANT_POINTS,
+        };
         let (point, action) = points[self.rng.gen_range(0..points.len())];
         format!("{point}={action}@{}", self.rng.gen_range(1..=max_n))
     }

@@ -4,8 +4,9 @@
 //!
 //! Armed from the environment: `TWOPC_FAULTS="point=action[@n],..."` where
 //! `action` is `crash` (SIGKILL this process, as a power cut would: the
-//! WAL's unsynced buffer is lost) or `drop` (the caller skips the step,
-//! e.g. a message is not sent), and `@n` fires on the n-th hit only
+//! WAL's unsynced buffer is lost), `drop` (the caller skips the step,
+//! e.g. a message is not sent) or `crash-soon` (skip the step, and SIGKILL
+//! [`CRASH_SOON_DELAY`] later), and `@n` fires on the n-th hit only
 //! (default: every hit). Points:
 //! - `participant.after-prepare-synced`: Prepared record durable, vote not sent;
 //! - `participant.before-apply`: commit received, writes not applied;
@@ -13,6 +14,9 @@
 //! - `coordinator.before-decision`: every vote Yes, Commit record not written;
 //! - `coordinator.after-decision-synced`: Commit record durable, nobody told;
 //! - `coordinator.mid-commit-fanout`: the first commit sent, others not;
+//! - `coordinator.before-commit-send`: the client was answered Committed,
+//!   the commit messages are about to be queued (use `crash-soon`: the
+//!   client hears Committed, no participant hears the commit);
 //! - `coordinator.commit-send`: each commit message (use `drop` to withhold).
 
 //!
@@ -23,6 +27,9 @@
 //! (a participant acks a commit before a sync covers its apply). They exist to prove that the tests
 //! and checkers catch a broken durability rule.
 
+/// How long `crash-soon` lets the process go on (replies already handed
+/// to the network leave) before it kills it.
+pub const CRASH_SOON_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Environment variable that arms fault points.
 pub const FAULTS_ENV: &str = "TWOPC_FAULTS";
 /// Environment variable that breaks one durability rule on purpose.
@@ -93,6 +100,17 @@ mod armed {
             }
             "drop" => {
                 tracing::warn!(point, "fault point: dropping");
+                true
+            }
+            "crash-soon" => {
+                tracing::warn!(point, "fault point: dropping, crashing soon");
+                std::thread::spawn(|| {
+                    std::thread::sleep(super::CRASH_SOON_DELAY);
+                    // SAFETY: getpid and kill have no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    }
+                });
                 true
             }
             other => panic!("unknown fault action {other:?} at {point}"),

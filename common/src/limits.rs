@@ -21,6 +21,8 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of an application's commit call (prepare + decision + reply).
 pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Transactions one `commit_many` call may carry.
+pub const MAX_COMMIT_BATCH: usize = 256;
 /// Transaction ids one `begin_many` call may mint.
 pub const MAX_BEGIN_BATCH: u32 = 64;
 /// How long a TCP connect may take.

@@ -13,9 +13,11 @@ pub trait ParticipantRpc {
     async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
     /// Phase one: lock, validate, sync a Prepared record, vote. Idempotent.
     async fn prepare(req: PrepareRequest) -> Result<Vote, ServiceError>;
-    /// Phase two: apply the prepared writes and release the locks. Idempotent;
-    /// acks a txid it no longer holds.
-    async fn commit(txid: TxnId) -> Result<(), ServiceError>;
+    /// Phase two for each txid (at most [`crate::limits::MAX_COMMIT_BATCH`]):
+    /// apply the prepared writes and release the locks; one answer per
+    /// txid, in order. An ack means the apply is durable. Idempotent; acks
+    /// a txid it no longer holds.
+    async fn commit_many(txids: Vec<TxnId>) -> Result<Vec<Result<(), ServiceError>>, ServiceError>;
     /// Phase two: drop the prepared writes and release the locks. Idempotent.
     async fn abort(txid: TxnId) -> Result<(), ServiceError>;
     /// One-phase commit for a transaction that touches only this

@@ -6,6 +6,7 @@
 //! epochs with no Commit record are aborted), re-drive every Commit
 //! without End.
 
+use crate::commit_batch::CommitSender;
 use crate::engine::{Command, Engine, Event, Reply, RequestId};
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
@@ -149,7 +150,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     Ok(Running::new(local, stopped, server))
 }
 
-enum Completion {
+pub(crate) enum Completion {
     Event(Event),
     CommitLogged { txid: TxnId, lsn: Lsn },
     EndLogged { commit_lsn: Option<Lsn>, end_lsn: Lsn },
@@ -162,6 +163,7 @@ struct EngineTask {
     engine: Engine,
     wal: Arc<CoordinatorWal>,
     participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+    commit_senders: HashMap<NodeId, CommitSender>,
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_req: RequestId,
     /// LSN of each Commit record whose transaction has not ended.
@@ -208,11 +210,16 @@ impl EngineTask {
         cluster: ClusterConfig,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let commit_senders = participants
+            .iter()
+            .map(|(id, peer)| (id.clone(), CommitSender::start(id.clone(), peer.clone(), done_tx.clone())))
+            .collect();
         EngineTask {
             cluster,
             engine,
             wal,
             participants,
+            commit_senders,
             pending: HashMap::new(),
             next_req: 0,
             commit_lsn: HashMap::new(),
@@ -403,6 +410,7 @@ impl EngineTask {
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
+        let mut withheld: Option<TxnId> = None;
         for command in commands {
             match command {
                 Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
@@ -424,7 +432,17 @@ impl EngineTask {
                         }),
                     );
                 }
-                Command::SendCommit { txid, to, attempt } => self.send_commit(txid, to, attempt),
+                Command::SendCommit { txid, to, attempt } => {
+                    // Fault point: withhold every first commit of this
+                    // transaction (they come in one command list).
+                    if attempt == 0
+                        && (withheld.as_ref() == Some(&txid) || fault::hit("coordinator.before-commit-send"))
+                    {
+                        withheld = Some(txid);
+                        continue;
+                    }
+                    self.send_commit(txid, to, attempt)
+                }
                 Command::SendAbort { txid, to } => {
                     let peer = self.peer(&to);
                     let tx = self.done_tx.clone();
@@ -513,38 +531,10 @@ impl EngineTask {
     }
 
     fn send_commit(&self, txid: TxnId, to: NodeId, attempt: u32) {
-        let peer = self.peer(&to);
-        let tx = self.done_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(backoff(attempt)).await;
-            if fault::hit("coordinator.commit-send") {
-                return;
-            }
-            let sent = txid.clone();
-            let event = match peer
-                .call(|c| {
-                    let sent = sent.clone();
-                    async move { c.commit(context_with_timeout(RPC_TIMEOUT), sent).await }
-                })
-                .await
-            {
-                Ok(Ok(())) => {
-                    fault::hit("coordinator.mid-commit-fanout");
-                    Event::CommitAcked { txid, from: to }
-                }
-                Ok(Err(ServiceError::HeuristicMixed { .. })) => Event::HeuristicMixed { txid, from: to },
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e,
-                        Ok(Ok(())) => unreachable!(),
-                    };
-                    tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
-                    Event::CommitFailed { txid, from: to, attempt }
-                }
-            };
-            let _ = tx.send(Completion::Event(event));
-        });
+        match self.commit_senders.get(&to) {
+            Some(sender) => sender.send(txid, attempt),
+            None => panic!("commit for {to}, which is not in the cluster"),
+        }
     }
 
     /// Logs End lazily and trims the oldest finished transactions beyond

@@ -3,9 +3,10 @@
 
 use crate::engine::Reply;
 use crate::runtime::{Handle, Request};
+use futures::future::join_all;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::MAX_KEYS_PER_READ;
+use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ};
 use twopc_common::service::ParticipantRpc;
 use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
 use twopc_common::{Key, Outcome, ServiceError, TxnId, Versioned, Vote};
@@ -40,11 +41,20 @@ impl ParticipantRpc for ParticipantServer {
         }
     }
 
-    async fn commit(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {
-        match self.handle.call(Request::Commit(txid)).await? {
-            Reply::Ack => Ok(()),
-            other => Err(unexpected(other)),
+    async fn commit_many(self, _: Context, txids: Vec<TxnId>) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        if txids.len() > MAX_COMMIT_BATCH {
+            return Err(ServiceError::Invalid(format!(
+                "{} commits exceed the limit of {MAX_COMMIT_BATCH}",
+                txids.len()
+            )));
         }
+        let commits = txids.into_iter().map(|txid| async {
+            match self.handle.call(Request::Commit(txid)).await? {
+                Reply::Ack => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        });
+        Ok(join_all(commits).await)
     }
 
     async fn abort(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {

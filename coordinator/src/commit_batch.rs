@@ -1,0 +1,151 @@
+//! Second-phase commit messages, batched per participant.
+//!
+//! Each participant has one sender task fed by a bounded queue. The task
+//! waits for a commit, then for a free slot (at most
+//! [`MAX_COMMIT_BATCHES_IN_FLIGHT`] batches in flight per participant);
+//! whatever queued meanwhile goes out with it in one `commit_many` call
+//! (at most [`MAX_COMMIT_BATCH`] txids). So at low load a commit leaves at
+//! once, alone; under load the messages and acks of many transactions
+//! share one round trip, which is most of what the commit phase costs.
+//!
+//! Each txid's answer is fed back to the engine as its own event, exactly
+//! as single commits were: `CommitAcked`, `HeuristicMixed` or
+//! `CommitFailed` (the engine retries with backoff; a retry waits its
+//! backoff here before it joins the queue).
+
+use crate::engine::Event;
+use crate::runtime::{backoff, Completion, ParticipantPeer};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use twopc_common::limits::{MAX_COMMIT_BATCH, RPC_TIMEOUT};
+use twopc_common::net::context_with_timeout;
+use twopc_common::{fault, NodeId, ServiceError, TxnId};
+
+/// `commit_many` calls in flight to one participant, at most.
+pub const MAX_COMMIT_BATCHES_IN_FLIGHT: usize = 4;
+/// Commits queued for one participant, at most (the engine's cap on
+/// transactions in commit bounds it first).
+pub const COMMIT_QUEUE_CAPACITY: usize = crate::engine::MAX_ACTIVE_TXNS;
+
+/// One participant's queue of commits to send.
+pub(crate) struct CommitSender {
+    to: NodeId,
+    queue: mpsc::Sender<(TxnId, u32)>,
+    events: mpsc::UnboundedSender<Completion>,
+}
+
+impl CommitSender {
+    /// Starts the participant's sender task.
+    pub(crate) fn start(to: NodeId, peer: ParticipantPeer, events: mpsc::UnboundedSender<Completion>) -> Self {
+        let (queue, rx) = mpsc::channel(COMMIT_QUEUE_CAPACITY);
+        tokio::spawn(run(to.clone(), peer, rx, events.clone()));
+        CommitSender { to, queue, events }
+    }
+
+    /// Queues the commit of `txid` (attempt `attempt`, after its backoff).
+    pub(crate) fn send(&self, txid: TxnId, attempt: u32) {
+        let delay = backoff(attempt);
+        if delay.is_zero() {
+            return self.enqueue(txid, attempt);
+        }
+        let (queue, events, to) = (self.queue.clone(), self.events.clone(), self.to.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            CommitSender { to, queue, events }.enqueue(txid, attempt);
+        });
+    }
+
+    fn enqueue(&self, txid: TxnId, attempt: u32) {
+        if let Err(e) = self.queue.try_send((txid, attempt)) {
+            let (txid, attempt) = e.into_inner();
+            tracing::warn!(%txid, participant = %self.to, "commit queue full; will retry");
+            let _ = self.events.send(Completion::Event(Event::CommitFailed { txid, from: self.to.clone(), attempt }));
+        }
+    }
+}
+
+async fn run(
+    to: NodeId,
+    peer: ParticipantPeer,
+    mut rx: mpsc::Receiver<(TxnId, u32)>,
+    events: mpsc::UnboundedSender<Completion>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_COMMIT_BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMIT_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (to, peer, events) = (to.clone(), peer.clone(), events.clone());
+        tokio::spawn(async move {
+            send_batch(&to, &peer, batch, &events).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn send_batch(
+    to: &NodeId,
+    peer: &ParticipantPeer,
+    batch: Vec<(TxnId, u32)>,
+    events: &mpsc::UnboundedSender<Completion>,
+) {
+    // `coordinator.commit-send=drop` withholds a message for good.
+    let batch: Vec<(TxnId, u32)> = batch.into_iter().filter(|_| !fault::hit("coordinator.commit-send")).collect();
+    if batch.is_empty() {
+        return;
+    }
+    let txids: Vec<TxnId> = batch.iter().map(|(txid, _)| txid.clone()).collect();
+    let answers = peer
+        .call(|c| {
+            let txids = txids.clone();
+            async move { c.commit_many(context_with_timeout(RPC_TIMEOUT), txids).await }
+        })
+        .await;
+    let answers: Vec<Answer> = match answers {
+        Ok(Ok(answers)) if answers.len() == batch.len() => answers.into_iter().map(Answer::from).collect(),
+        Ok(Ok(answers)) => {
+            let e = format!("{} answers to {} commits", answers.len(), batch.len());
+            vec![Answer::Failed(e); batch.len()]
+        }
+        Ok(Err(e)) => vec![Answer::Failed(e.to_string()); batch.len()],
+        Err(e) => vec![Answer::Failed(e); batch.len()],
+    };
+    for ((txid, attempt), answer) in batch.into_iter().zip(answers) {
+        let event = match answer {
+            Answer::Acked => {
+                fault::hit("coordinator.mid-commit-fanout");
+                Event::CommitAcked { txid, from: to.clone() }
+            }
+            Answer::Mixed => Event::HeuristicMixed { txid, from: to.clone() },
+            Answer::Failed(error) => {
+                tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
+                Event::CommitFailed { txid, from: to.clone(), attempt }
+            }
+        };
+        let _ = events.send(Completion::Event(event));
+    }
+}
+
+/// What became of one commit of a batch.
+#[derive(Debug, Clone)]
+enum Answer {
+    Acked,
+    /// An operator forced the other outcome there.
+    Mixed,
+    Failed(String),
+}
+
+impl From<Result<(), ServiceError>> for Answer {
+    fn from(answer: Result<(), ServiceError>) -> Self {
+        match answer {
+            Ok(()) => Answer::Acked,
+            Err(ServiceError::HeuristicMixed { .. }) => Answer::Mixed,
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+}
