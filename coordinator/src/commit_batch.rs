@@ -72,6 +72,10 @@ async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_COMMIT_BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // Let the tasks woken with this commit run first: the client's
+        // Committed reply was queued just before it, and it is the one
+        // somebody waits for.
+        tokio::task::yield_now().await;
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         while batch.len() < MAX_COMMIT_BATCH {

@@ -507,7 +507,10 @@ impl EngineTask {
         let peer = self.peer(&to);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(backoff(attempt)).await;
+            // (A zero sleep would still wait for the timer's next 1 ms tick.)
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let txid = prepare.txid.clone();
             let result = match peer
                 .call(|c| {

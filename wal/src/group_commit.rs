@@ -9,8 +9,9 @@
 //! If the write fails, every completion of the group gets the error.
 //!
 //! [`Durability::Deferred`] completions of an unsynced group are held until
-//! a sync covers them: the next synced group, or the writer's own sync once
-//! the oldest of them has waited [`DEFERRED_SYNC_WAIT`].
+//! a sync covers them: the next synced group (they run after its own
+//! completions), or the writer's own sync once the oldest of them has
+//! waited [`DEFERRED_SYNC_WAIT`].
 
 use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
 use crate::record::{encode_value, lsn_key};
@@ -200,10 +201,6 @@ impl Writer {
                 }
                 self.stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 self.stats.records_appended.fetch_add(appended as u64, Ordering::Relaxed);
-                if !self.unsynced {
-                    // This group's sync (or an earlier one) covers them.
-                    self.run_deferred(Ok(()));
-                }
                 for (req, lsns) in group.into_iter().zip(lsns) {
                     if req.durability == Durability::Deferred && self.unsynced {
                         self.deferred_since.get_or_insert_with(Instant::now);
@@ -211,6 +208,12 @@ impl Writer {
                     } else {
                         complete(req.done, Ok(lsns));
                     }
+                }
+                if !self.unsynced {
+                    // This group's sync (or an earlier one) covers them.
+                    // They run after the group's own completions: a
+                    // deferred one is never what a caller is waiting on.
+                    self.run_deferred(Ok(()));
                 }
             }
             Err(err) => {
