@@ -137,8 +137,11 @@ impl FromStr for Sabotage {
 }
 
 /// Participant fault points and their action.
-pub const PARTICIPANT_POINTS: [(&str, &str); 2] =
-    [("participant.after-prepare-synced", "crash"), ("participant.before-apply", "crash")];
+pub const PARTICIPANT_POINTS: [(&str, &str); 3] = [
+    ("participant.after-prepare-synced", "crash"),
+    ("participant.before-apply", "crash"),
+    ("participant.after-commit-acked", "crash"),
+];
 /// Coordinator fault points and their action. (`coordinator.commit-send=drop`
 /// is not used: it withholds a commit without telling the engine, which
 /// then never retries it, so the commit stays undelivered until restart.)
