@@ -45,6 +45,12 @@ fn storage(location: &str, what: &str, err: rocksdb::Error) -> WalError {
     WalError::Storage(format!("{location}: {what}: {err}"))
 }
 
+/// All memtables of one WAL together, at most (RocksDB's own default
+/// would allow 3 column families × 2 × 64 MiB).
+pub const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+/// One column family's memtable before it is flushed to an SST file.
+pub const MEMTABLE_BYTES: usize = 16 << 20;
+
 /// Open (creating if missing) the database with the WAL's options.
 pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     let mut opts = Options::default();
@@ -53,7 +59,15 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     opts.set_manual_wal_flush(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
-    let cfs = [LOG_CF, DATA_CF, META_CF].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    // Memory: all memtables together stay under MEMTABLE_BUDGET_BYTES
+    // (RocksDB flushes the largest when the budget is reached).
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
+    let cfs = [LOG_CF, DATA_CF, META_CF].map(|name| {
+        let mut cf_opts = Options::default();
+        cf_opts.set_write_buffer_size(MEMTABLE_BYTES);
+        cf_opts.set_max_write_buffer_number(2);
+        ColumnFamilyDescriptor::new(name, cf_opts)
+    });
     Db::open_cf_descriptors(&opts, path, cfs).map_err(|e| storage(&path.display().to_string(), "open failed", e))
 }
 
