@@ -119,11 +119,8 @@ impl Client {
     /// `count` new ids (at least one; fewer if the coordinator is full).
     async fn mint_txids(&self, count: usize) -> Result<Vec<TxnId>, ClientError> {
         let count = count.clamp(1, MAX_BEGIN_BATCH as usize) as u32;
-        let txids = self
-            .rpc
-            .begin_many(context_with_timeout(RPC_TIMEOUT), count)
-            .await
-            .map_err(|e| self.connection_error(e))??;
+        let call = self.rpc.begin_many(context_with_timeout(RPC_TIMEOUT), count);
+        let txids = guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??;
         if txids.is_empty() {
             return Err(ClientError::Service(ServiceError::Unavailable("the coordinator minted no id".into())));
         }
@@ -167,15 +164,14 @@ impl Client {
         for key in &keys {
             check_key(key).map_err(ClientError::Invalid)?;
         }
-        Ok(self.rpc.read(context_with_timeout(RPC_TIMEOUT), keys).await.map_err(|e| self.connection_error(e))??)
+        let call = self.rpc.read(context_with_timeout(RPC_TIMEOUT), keys);
+        Ok(guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??)
     }
 
     /// What happened to `txid`.
     pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
         let call = self.rpc.outcome(context_with_timeout(RPC_TIMEOUT), txid.clone());
-        let guard = RPC_TIMEOUT + std::time::Duration::from_secs(1);
-        let answer = tokio::time::timeout(guard, call).await.unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded));
-        Ok(answer.map_err(|e| self.connection_error(e))??)
+        Ok(guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??)
     }
 
     fn connection_error(&self, e: tarpc::client::RpcError) -> ClientError {
@@ -209,6 +205,18 @@ impl Client {
         }
         Err(ClientError::OutcomeUnknown { txid, detail: last })
     }
+}
+
+/// Runs one RPC with a timer of its own: tarpc can strand a request on a
+/// dying connection, and then the call never returns whatever its
+/// deadline, so never wait more than a second past `deadline`.
+async fn guarded<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, tarpc::client::RpcError>>,
+) -> Result<T, tarpc::client::RpcError> {
+    tokio::time::timeout(deadline + Duration::from_secs(1), call)
+        .await
+        .unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded))
 }
 
 /// A transaction: reads record the version seen, writes are buffered.
@@ -291,10 +299,8 @@ impl Transaction {
         let client = self.client;
         let txid = self.txid;
         let call = client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops);
-        // tarpc can strand a request on a dying connection; never wait past
-        // the deadline (then ask for the outcome, like any lost reply).
-        let guard = CLIENT_COMMIT_TIMEOUT + std::time::Duration::from_secs(1);
-        let answer = tokio::time::timeout(guard, call).await.unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded));
+        // A stranded call ends as a lost reply: ask for the outcome.
+        let answer = guarded(CLIENT_COMMIT_TIMEOUT, call).await;
         match answer {
             Ok(Ok(Outcome::Committed)) => Ok(txid),
             Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
@@ -306,11 +312,8 @@ impl Transaction {
 
     /// Abandons the transaction (nothing was sent to participants yet).
     pub async fn abort(self) -> Result<(), ClientError> {
-        self.client
-            .rpc
-            .abort(context_with_timeout(RPC_TIMEOUT), self.txid.clone())
-            .await
-            .map_err(|e| self.client.connection_error(e))??;
+        let call = self.client.rpc.abort(context_with_timeout(RPC_TIMEOUT), self.txid.clone());
+        guarded(RPC_TIMEOUT, call).await.map_err(|e| self.client.connection_error(e))??;
         Ok(())
     }
 }
