@@ -31,6 +31,12 @@ pub const MAX_OPEN_TXNS: usize = 100_000;
 pub const OPEN_TXN_TIMEOUT_MS: u64 = 60_000;
 /// Transactions in commit at once, at most.
 pub const MAX_ACTIVE_TXNS: usize = 50_000;
+/// Safety net: a transaction still collecting votes this long after a
+/// tick first saw it is aborted as if a participant had not answered.
+/// Every prepare RPC has its own deadline (5 s), so this only fires if a
+/// vote event is lost inside the runtime; it bounds how long a client can
+/// hold locks through the coordinator.
+pub const PREPARE_STUCK_MS: u64 = 2 * twopc_common::limits::RPC_TIMEOUT.as_millis() as u64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -195,6 +201,8 @@ enum Phase {
 struct Active {
     participants: Vec<NodeId>,
     phase: Phase,
+    /// When a tick first saw it Preparing (for [`PREPARE_STUCK_MS`]).
+    preparing_seen_ms: Option<u64>,
     /// Clients waiting for the outcome.
     waiters: Vec<RequestId>,
 }
@@ -281,7 +289,10 @@ impl Engine {
             Event::OnePhaseResult { txid, result, attempt } => self.one_phase_result(txid, result, attempt, &mut out),
             Event::Outcome { req, txid } => self.outcome(req, txid, &mut out),
             Event::ProbeResult { txid, answers } => self.probe_result(txid, answers, &mut out),
-            Event::Tick { now_ms } => self.expire_open(now_ms),
+            Event::Tick { now_ms } => {
+                self.expire_open(now_ms);
+                self.abort_stuck_prepares(now_ms, &mut out);
+            }
         }
         out
     }
@@ -299,7 +310,10 @@ impl Engine {
                 out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
             }
             let unacked = participants.iter().cloned().collect();
-            self.active.insert(txid, Active { participants, phase: Phase::Committing { unacked }, waiters: vec![] });
+            self.active.insert(
+                txid,
+                Active { participants, phase: Phase::Committing { unacked }, waiters: vec![], preparing_seen_ms: None },
+            );
         }
     }
 
@@ -388,7 +402,7 @@ impl Engine {
                 Phase::Preparing { waiting_for: participants.iter().cloned().collect() }
             }
         };
-        self.active.insert(txid, Active { participants, phase, waiters: vec![req] });
+        self.active.insert(txid, Active { participants, phase, waiters: vec![req], preparing_seen_ms: None });
     }
 
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
@@ -434,6 +448,24 @@ impl Engine {
         }
         active.phase = Phase::Aborting { unsent, reason };
         self.finish_abort_if_sent(txid, out);
+    }
+
+    /// The safety net of [`PREPARE_STUCK_MS`].
+    fn abort_stuck_prepares(&mut self, now_ms: u64, out: &mut Vec<Command>) {
+        let mut stuck = Vec::new();
+        for (txid, active) in &mut self.active {
+            let Phase::Preparing { waiting_for } = &active.phase else { continue };
+            let seen = *active.preparing_seen_ms.get_or_insert(now_ms);
+            if now_ms.saturating_sub(seen) >= PREPARE_STUCK_MS {
+                if let Some(silent) = waiting_for.iter().next() {
+                    stuck.push((txid.clone(), silent.clone()));
+                }
+            }
+        }
+        for (txid, silent) in stuck {
+            let detail = format!("no vote within {PREPARE_STUCK_MS} ms");
+            self.vote(txid, silent, Err(detail), out);
+        }
     }
 
     fn abort_sent(&mut self, txid: TxnId, to: NodeId, delivered: bool, out: &mut Vec<Command>) {

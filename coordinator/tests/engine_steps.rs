@@ -3,7 +3,7 @@
 
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
-use twopc_coordinator::engine::{Command, Engine, Event, Reply, OPEN_TXN_TIMEOUT_MS};
+use twopc_coordinator::engine::{Command, Engine, Event, Reply, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS};
 
 fn node(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
@@ -296,4 +296,25 @@ fn recover_now_resends_every_undelivered_commit() {
             reply(7, Reply::Recovered { asked: 1 })
         ]
     );
+}
+
+#[test]
+fn a_transaction_stuck_preparing_is_aborted_by_the_safety_net() {
+    let mut e = engine();
+    let t = begin(&mut e, 1);
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    e.handle(yes(&t, "p1"));
+    // p2's vote never arrives (lost inside the runtime).
+    assert_eq!(e.handle(Event::Tick { now_ms: 1_000 }), vec![], "first seen preparing");
+    assert_eq!(e.handle(Event::Tick { now_ms: 1_000 + PREPARE_STUCK_MS - 1 }), vec![], "not yet");
+    let out = e.handle(Event::Tick { now_ms: 1_000 + PREPARE_STUCK_MS });
+    let aborts = vec![
+        Command::SendAbort { txid: t.clone(), to: node("p1") },
+        Command::SendAbort { txid: t.clone(), to: node("p2") },
+    ];
+    assert_eq!(out, aborts, "both may hold locks: both are told");
+    e.handle(Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: true });
+    let out = e.handle(Event::AbortSent { txid: t.clone(), to: node("p2"), delivered: true });
+    assert!(matches!(&out[..], [Command::Reply { req: 10, reply: Reply::Outcome(Outcome::Aborted(_)) }]), "{out:?}");
+    assert_eq!(e.handle(yes(&t, "p2")), vec![], "a late vote changes nothing");
 }
