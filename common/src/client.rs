@@ -23,7 +23,7 @@
 use crate::error::ServiceError;
 use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
-use crate::net::{client_config, connect, context_with_timeout, transport};
+use crate::net::{client_config, connect, context_with_timeout, guarded, transport};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
 use std::collections::{BTreeMap, VecDeque};
@@ -205,18 +205,6 @@ impl Client {
         }
         Err(ClientError::OutcomeUnknown { txid, detail: last })
     }
-}
-
-/// Runs one RPC with a timer of its own: tarpc can strand a request on a
-/// dying connection, and then the call never returns whatever its
-/// deadline, so never wait more than a second past `deadline`.
-async fn guarded<T>(
-    deadline: Duration,
-    call: impl std::future::Future<Output = Result<T, tarpc::client::RpcError>>,
-) -> Result<T, tarpc::client::RpcError> {
-    tokio::time::timeout(deadline + Duration::from_secs(1), call)
-        .await
-        .unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded))
 }
 
 /// A transaction: reads record the version seen, writes are buffered.

@@ -24,8 +24,9 @@
 //! votes Yes before its Prepared record is synced) or
 //! `TWOPC_SABOTAGE=commit-before-sync` (the coordinator answers Committed
 //! before its Commit record is synced) or `TWOPC_SABOTAGE=ack-before-sync`
-//! (a participant acks a commit before a sync covers its apply). They exist to prove that the tests
-//! and checkers catch a broken durability rule.
+//! (a participant acks a commit before a sync covers its apply). They
+//! exist to prove that the tests and checkers catch a broken durability
+//! rule.
 
 /// How long `crash-soon` lets the process go on (replies already handed
 /// to the network leave) before it kills it.
@@ -34,6 +35,11 @@ pub const CRASH_SOON_DELAY: std::time::Duration = std::time::Duration::from_mill
 pub const FAULTS_ENV: &str = "TWOPC_FAULTS";
 /// Environment variable that breaks one durability rule on purpose.
 pub const SABOTAGE_ENV: &str = "TWOPC_SABOTAGE";
+
+/// `value`, except while one of `rules` is sabotaged (then `None`).
+pub fn unless_sabotaged<T>(rules: &[&str], value: T) -> Option<T> {
+    (!rules.iter().any(|rule| sabotaged(rule))).then_some(value)
+}
 
 /// True when this fault-point build was told to break rule `name`.
 pub fn sabotaged(name: &str) -> bool {

@@ -12,9 +12,22 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Bincode<In, Out>>;
 
-/// The longest any RPC may take, whatever its deadline says.
-pub const CALL_GUARD: std::time::Duration =
-    crate::limits::RPC_TIMEOUT.saturating_add(std::time::Duration::from_secs(1));
+/// How long past its deadline an RPC is still waited for.
+pub const GUARD_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest any peer-to-peer RPC may take, whatever its deadline says.
+pub const CALL_GUARD: std::time::Duration = crate::limits::RPC_TIMEOUT.saturating_add(GUARD_SLACK);
+
+/// Runs one RPC with a timer of its own: tarpc can strand a request on a
+/// dying connection, and then the call never returns whatever its
+/// deadline, so never wait more than [`GUARD_SLACK`] past `deadline`.
+pub async fn guarded<T>(
+    deadline: std::time::Duration,
+    call: impl Future<Output = Result<T, tarpc::client::RpcError>>,
+) -> Result<T, tarpc::client::RpcError> {
+    tokio::time::timeout(deadline.saturating_add(GUARD_SLACK), call)
+        .await
+        .unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded))
+}
 
 /// Wraps a connected socket as a tarpc transport.
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>

@@ -120,9 +120,12 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    // Lazy writes are synced in the background, except while a durability
+    // rule is sabotaged: a record written lazily in breach of it then stays
+    // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_with(
         &opts.data_dir.join("wal"),
-        background_sync("commit-before-sync"),
+        fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
@@ -173,13 +176,6 @@ struct EngineTask {
     ended: VecDeque<(Option<Lsn>, Lsn)>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
-}
-
-/// The WAL syncs lazy writes in the background, except while `rule` is
-/// sabotaged: a record written lazily in breach of it then stays loseable
-/// until the next synced write, so the checkers can see the breach.
-fn background_sync(rule: &str) -> Option<std::time::Duration> {
-    (!fault::sabotaged(rule)).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
 }
 
 /// Sync before Committed. Only the negative control

@@ -131,9 +131,12 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    // Lazy writes are synced in the background, except while a durability
+    // rule is sabotaged: a record written lazily in breach of it then stays
+    // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_with(
         &opts.data_dir.join("wal"),
-        background_sync(&["vote-before-sync", "ack-before-sync"]),
+        fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
@@ -185,13 +188,6 @@ struct EngineTask {
     parked: Vec<ParkedRead>,
     /// Set when a transaction finished: parked reads may proceed.
     released: bool,
-}
-
-/// The WAL syncs lazy writes in the background, except while one of `rules` is
-/// sabotaged: a record written lazily in breach of it then stays loseable
-/// until the next synced write, so the checkers can see the breach.
-fn background_sync(rules: &[&str]) -> Option<std::time::Duration> {
-    (!rules.iter().any(|rule| fault::sabotaged(rule))).then_some(twopc_wal::LAZY_SYNC_INTERVAL)
 }
 
 /// Sync before vote. Only the negative control (`vote-before-sync`, in

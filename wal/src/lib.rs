@@ -87,9 +87,9 @@ pub struct WalStats {
 pub trait Wal<R>: Send + Sync + 'static {
     /// Queue a batch; `done` runs (on the writer thread, or inline for the
     /// in-memory wal) once the batch is applied atomically and, for
-    /// [`Durability::Sync`] or [`Durability::Deferred`], fsynced. Batches are applied in submission
-    /// order. If the bounded queue is full this blocks the caller until
-    /// there is room (back-pressure). Invalid batches (too large, not
+    /// [`Durability::Sync`] or [`Durability::Deferred`], fsynced. Batches
+    /// are applied in submission order. If the bounded queue is full this
+    /// blocks the caller until there is room (back-pressure). Invalid batches (too large, not
     /// encodable) and submissions to a closed WAL complete inline with an
     /// error. `done` must not block on this WAL (it may run on the writer).
     fn submit(&self, batch: WalBatch<R>, durability: Durability, done: Completion);
