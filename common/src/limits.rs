@@ -21,6 +21,11 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of an application's commit call (prepare + decision + reply).
 pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Prepares one `prepare_many` call may carry.
+pub const MAX_PREPARE_BATCH: usize = 64;
+/// Keys and values one `prepare_many` call carries at most, beyond its
+/// first prepare (which may be as big as a transaction may be).
+pub const MAX_PREPARE_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Transactions one `commit_many` call may carry.
 pub const MAX_COMMIT_BATCH: usize = 256;
 /// Transaction ids one `begin_many` call may mint.

@@ -11,8 +11,10 @@ use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOp
 pub trait ParticipantRpc {
     /// Committed values and versions of `keys`; takes no locks.
     async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
-    /// Phase one: lock, validate, sync a Prepared record, vote. Idempotent.
-    async fn prepare(req: PrepareRequest) -> Result<Vote, ServiceError>;
+    /// Phase one for each request (at most
+    /// [`crate::limits::MAX_PREPARE_BATCH`]): lock, validate, sync a
+    /// Prepared record, vote; one answer per request, in order. Idempotent.
+    async fn prepare_many(reqs: Vec<PrepareRequest>) -> Result<Vec<Result<Vote, ServiceError>>, ServiceError>;
     /// Phase two for each txid (at most [`crate::limits::MAX_COMMIT_BATCH`]):
     /// apply the prepared writes and release the locks; one answer per
     /// txid, in order. An ack means the apply is durable. Idempotent; acks

@@ -62,6 +62,23 @@ impl TxnOps {
         self.reads.len() + self.conditions.len() + self.writes.len()
     }
 
+    /// About how many bytes the operations take on the wire (keys,
+    /// values, and a little per operation).
+    pub fn approx_bytes(&self) -> usize {
+        const PER_OP: usize = 16;
+        let reads: usize = self.reads.iter().map(|(k, _)| k.len() + PER_OP).sum();
+        let conditions: usize = self
+            .conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Equals { key, value } => key.len() + value.len() + PER_OP,
+                Condition::Absent { key } => key.len() + PER_OP,
+            })
+            .sum();
+        let writes: usize = self.writes.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + PER_OP).sum();
+        reads + conditions + writes
+    }
+
     /// Every key the transaction touches (with repeats), in order: reads,
     /// conditions, writes.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {

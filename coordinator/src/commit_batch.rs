@@ -1,22 +1,19 @@
-//! Second-phase commit messages, batched per participant.
-//!
-//! Each participant has one sender task fed by a bounded queue. The task
-//! waits for a commit, then for a free slot (at most
-//! [`MAX_COMMIT_BATCHES_IN_FLIGHT`] batches in flight per participant);
-//! whatever queued meanwhile goes out with it in one `commit_many` call
-//! (at most [`MAX_COMMIT_BATCH`] txids). So at low load a commit leaves at
-//! once, alone; under load the messages and acks of many transactions
-//! share one round trip, which is most of what the commit phase costs.
+//! Second-phase commit messages, batched per participant
+//! ([`crate::batcher`]): at most [`MAX_COMMIT_BATCHES_IN_FLIGHT`]
+//! `commit_many` calls in flight per participant, each carrying at most
+//! [`MAX_COMMIT_BATCH`] txids. So at low load a commit leaves at once,
+//! alone; under load the messages and acks of many transactions share one
+//! round trip, which is most of what the commit phase costs.
 //!
 //! Each txid's answer is fed back to the engine as its own event, exactly
 //! as single commits were: `CommitAcked`, `HeuristicMixed` or
 //! `CommitFailed` (the engine retries with backoff; a retry waits its
 //! backoff here before it joins the queue).
 
+use crate::batcher::{self, BatchLimits};
 use crate::engine::Event;
 use crate::runtime::{backoff, Completion, ParticipantPeer};
-use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use twopc_common::limits::{MAX_COMMIT_BATCH, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::{fault, NodeId, ServiceError, TxnId};
@@ -26,6 +23,15 @@ pub const MAX_COMMIT_BATCHES_IN_FLIGHT: usize = 4;
 /// Commits queued for one participant, at most (the engine's cap on
 /// transactions in commit bounds it first).
 pub const COMMIT_QUEUE_CAPACITY: usize = crate::engine::MAX_ACTIVE_TXNS;
+
+const LIMITS: BatchLimits = BatchLimits {
+    max_items: MAX_COMMIT_BATCH,
+    max_bytes: usize::MAX,
+    in_flight: MAX_COMMIT_BATCHES_IN_FLIGHT,
+    // The client's Committed reply was queued just before the commits,
+    // and it is the one somebody waits for.
+    yield_first: true,
+};
 
 /// One participant's queue of commits to send.
 pub(crate) struct CommitSender {
@@ -37,8 +43,16 @@ pub(crate) struct CommitSender {
 impl CommitSender {
     /// Starts the participant's sender task.
     pub(crate) fn start(to: NodeId, peer: ParticipantPeer, events: mpsc::UnboundedSender<Completion>) -> Self {
-        let (queue, rx) = mpsc::channel(COMMIT_QUEUE_CAPACITY);
-        tokio::spawn(run(to.clone(), peer, rx, events.clone()));
+        let (to2, events2) = (to.clone(), events.clone());
+        let queue = batcher::start(
+            COMMIT_QUEUE_CAPACITY,
+            LIMITS,
+            |_| 0,
+            move |batch| {
+                let (to, peer, events) = (to2.clone(), peer.clone(), events2.clone());
+                async move { send_batch(&to, &peer, batch, &events).await }
+            },
+        );
         CommitSender { to, queue, events }
     }
 
@@ -61,34 +75,6 @@ impl CommitSender {
             tracing::warn!(%txid, participant = %self.to, "commit queue full; will retry");
             let _ = self.events.send(Completion::Event(Event::CommitFailed { txid, from: self.to.clone(), attempt }));
         }
-    }
-}
-
-async fn run(
-    to: NodeId,
-    peer: ParticipantPeer,
-    mut rx: mpsc::Receiver<(TxnId, u32)>,
-    events: mpsc::UnboundedSender<Completion>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_COMMIT_BATCHES_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // Let the tasks woken with this commit run first: the client's
-        // Committed reply was queued just before it, and it is the one
-        // somebody waits for.
-        tokio::task::yield_now().await;
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < MAX_COMMIT_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let (to, peer, events) = (to.clone(), peer.clone(), events.clone());
-        tokio::spawn(async move {
-            send_batch(&to, &peer, batch, &events).await;
-            drop(slot);
-        });
     }
 }
 

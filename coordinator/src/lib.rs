@@ -2,16 +2,20 @@
 //! applications and keeps the decision log.
 //!
 //! # Layout
+//! - [`batcher`]: messages to one participant, batched (the shared shape).
 //! - [`commit_batch`]: second-phase commits, batched per participant.
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
+//! - [`prepare_batch`]: first-phase prepares, batched per participant.
 //! - [`record`]: what the coordinator logs (Epoch, Commit, End).
 //! - [`routing`]: splitting a transaction by owning participant.
 //! - [`runtime`]: runs the engine with tokio, RocksDB and tarpc: recovery,
 //!   the decision log, sending to participants with retries.
 //! - [`server`]: the `CoordinatorRpc` service (routing keys to participants).
 
+pub mod batcher;
 pub mod commit_batch;
 pub mod engine;
+pub mod prepare_batch;
 pub mod record;
 pub mod routing;
 pub mod runtime;

@@ -8,6 +8,7 @@
 
 use crate::commit_batch::CommitSender;
 use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
 use futures::future::join_all;
@@ -166,6 +167,7 @@ struct EngineTask {
     engine: Engine,
     wal: Arc<CoordinatorWal>,
     participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+    prepare_senders: HashMap<NodeId, PrepareSender>,
     commit_senders: HashMap<NodeId, CommitSender>,
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_req: RequestId,
@@ -206,6 +208,10 @@ impl EngineTask {
         cluster: ClusterConfig,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let prepare_senders = participants
+            .iter()
+            .map(|(id, peer)| (id.clone(), PrepareSender::start(id.clone(), peer.clone(), done_tx.clone())))
+            .collect();
         let commit_senders = participants
             .iter()
             .map(|(id, peer)| (id.clone(), CommitSender::start(id.clone(), peer.clone(), done_tx.clone())))
@@ -215,6 +221,7 @@ impl EngineTask {
             engine,
             wal,
             participants,
+            prepare_senders,
             commit_senders,
             pending: HashMap::new(),
             next_req: 0,
@@ -479,24 +486,10 @@ impl EngineTask {
     }
 
     fn send_prepare(&self, to: NodeId, prepare: PrepareRequest) {
-        let peer = self.peer(&to);
-        let tx = self.done_tx.clone();
-        tokio::spawn(async move {
-            let txid = prepare.txid.clone();
-            let vote = match peer
-                .call(|c| {
-                    let prepare = prepare.clone();
-                    async move { c.prepare(context_with_timeout(RPC_TIMEOUT), prepare).await }
-                })
-                .await
-            {
-                Ok(Ok(vote)) => Ok(vote),
-                Ok(Err(e)) => Err(format!("refused: {e}")),
-                Err(e) => Err(e),
-            };
-            tracing::debug!(%txid, participant = %to, ?vote, "vote");
-            let _ = tx.send(Completion::Event(Event::Vote { txid, from: to, vote }));
-        });
+        match self.prepare_senders.get(&to) {
+            Some(sender) => sender.send(prepare),
+            None => panic!("prepare for {to}, which is not in the cluster"),
+        }
     }
 
     fn send_one_phase(&self, to: NodeId, prepare: PrepareRequest, attempt: u32) {

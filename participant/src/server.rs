@@ -6,7 +6,7 @@ use crate::runtime::{Handle, Request};
 use futures::future::join_all;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ};
+use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ, MAX_PREPARE_BATCH};
 use twopc_common::service::ParticipantRpc;
 use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
 use twopc_common::{Key, Outcome, ServiceError, TxnId, Versioned, Vote};
@@ -34,11 +34,24 @@ impl ParticipantRpc for ParticipantServer {
         self.handle.read(keys).await
     }
 
-    async fn prepare(self, _: Context, req: PrepareRequest) -> Result<Vote, ServiceError> {
-        match self.handle.call(Request::Prepare(req)).await? {
-            Reply::Vote(vote) => Ok(vote),
-            other => Err(unexpected(other)),
+    async fn prepare_many(
+        self,
+        _: Context,
+        reqs: Vec<PrepareRequest>,
+    ) -> Result<Vec<Result<Vote, ServiceError>>, ServiceError> {
+        if reqs.len() > MAX_PREPARE_BATCH {
+            return Err(ServiceError::Invalid(format!(
+                "{} prepares exceed the limit of {MAX_PREPARE_BATCH}",
+                reqs.len()
+            )));
         }
+        let prepares = reqs.into_iter().map(|req| async {
+            match self.handle.call(Request::Prepare(req)).await? {
+                Reply::Vote(vote) => Ok(vote),
+                other => Err(unexpected(other)),
+            }
+        });
+        Ok(join_all(prepares).await)
     }
 
     async fn commit_many(self, _: Context, txids: Vec<TxnId>) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {

@@ -103,7 +103,7 @@ impl Cluster {
             ops,
             participants: vec![NodeId::new(id).map_err(anyhow::Error::msg)?],
         };
-        let vote = p.prepare(context_with_timeout(Duration::from_secs(5)), req).await??;
+        let vote = p.prepare_many(context_with_timeout(Duration::from_secs(5)), vec![req]).await??.remove(0)?;
         p.abort(context_with_timeout(Duration::from_secs(5)), txid).await??;
         Ok(match vote {
             Vote::Yes => None,

@@ -1,0 +1,90 @@
+//! First-phase prepare messages, batched per participant
+//! ([`crate::batcher`]): at most [`MAX_PREPARE_BATCHES_IN_FLIGHT`]
+//! `prepare_many` calls in flight per participant, each carrying at most
+//! [`MAX_PREPARE_BATCH`] prepares and, beyond the first,
+//! [`MAX_PREPARE_BATCH_BYTES`] of keys and values. At low load a prepare
+//! leaves at once, alone; under load one call, one socket write and one
+//! reply carry many, where the coordinator used to spend a third of its
+//! time writing single messages.
+//!
+//! Each vote reaches the engine as its own `Vote` event, exactly as with
+//! single prepares; a failed call is a failed vote for each of its
+//! prepares (the engine aborts them).
+
+use crate::batcher::{self, BatchLimits};
+use crate::engine::Event;
+use crate::runtime::{Completion, ParticipantPeer};
+use tokio::sync::mpsc;
+use twopc_common::limits::{MAX_PREPARE_BATCH, MAX_PREPARE_BATCH_BYTES, RPC_TIMEOUT};
+use twopc_common::net::context_with_timeout;
+use twopc_common::txn::PrepareRequest;
+use twopc_common::NodeId;
+
+/// `prepare_many` calls in flight to one participant, at most.
+pub const MAX_PREPARE_BATCHES_IN_FLIGHT: usize = 4;
+/// Prepares queued for one participant, at most (the engine's cap on
+/// transactions in commit bounds it first).
+pub const PREPARE_QUEUE_CAPACITY: usize = crate::engine::MAX_ACTIVE_TXNS;
+
+const LIMITS: BatchLimits = BatchLimits {
+    max_items: MAX_PREPARE_BATCH,
+    max_bytes: MAX_PREPARE_BATCH_BYTES,
+    in_flight: MAX_PREPARE_BATCHES_IN_FLIGHT,
+    yield_first: false,
+};
+
+/// One participant's queue of prepares to send.
+pub(crate) struct PrepareSender {
+    to: NodeId,
+    queue: mpsc::Sender<PrepareRequest>,
+    events: mpsc::UnboundedSender<Completion>,
+}
+
+impl PrepareSender {
+    /// Starts the participant's sender task.
+    pub(crate) fn start(to: NodeId, peer: ParticipantPeer, events: mpsc::UnboundedSender<Completion>) -> Self {
+        let (to2, events2) = (to.clone(), events.clone());
+        let weigh = |p: &PrepareRequest| p.ops.approx_bytes();
+        let queue = batcher::start(PREPARE_QUEUE_CAPACITY, LIMITS, weigh, move |batch| {
+            let (to, peer, events) = (to2.clone(), peer.clone(), events2.clone());
+            async move { send_batch(&to, &peer, batch, &events).await }
+        });
+        PrepareSender { to, queue, events }
+    }
+
+    /// Queues `prepare`; a full queue is a failed vote.
+    pub(crate) fn send(&self, prepare: PrepareRequest) {
+        if let Err(e) = self.queue.try_send(prepare) {
+            let txid = e.into_inner().txid;
+            let vote = Err(format!("{} prepares already queued for {}", PREPARE_QUEUE_CAPACITY, self.to));
+            let _ = self.events.send(Completion::Event(Event::Vote { txid, from: self.to.clone(), vote }));
+        }
+    }
+}
+
+async fn send_batch(
+    to: &NodeId,
+    peer: &ParticipantPeer,
+    batch: Vec<PrepareRequest>,
+    events: &mpsc::UnboundedSender<Completion>,
+) {
+    let answers = peer
+        .call(|c| {
+            let batch = batch.clone();
+            async move { c.prepare_many(context_with_timeout(RPC_TIMEOUT), batch).await }
+        })
+        .await;
+    let votes: Vec<Result<_, String>> = match answers {
+        Ok(Ok(answers)) if answers.len() == batch.len() => {
+            answers.into_iter().map(|a| a.map_err(|e| format!("refused: {e}"))).collect()
+        }
+        Ok(Ok(answers)) => vec![Err(format!("{} answers to {} prepares", answers.len(), batch.len())); batch.len()],
+        Ok(Err(e)) => vec![Err(format!("refused: {e}")); batch.len()],
+        Err(e) => vec![Err(e); batch.len()],
+    };
+    for (prepare, vote) in batch.into_iter().zip(votes) {
+        let txid = prepare.txid;
+        tracing::debug!(%txid, participant = %to, ?vote, "vote");
+        let _ = events.send(Completion::Event(Event::Vote { txid, from: to.clone(), vote }));
+    }
+}
