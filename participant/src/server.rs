@@ -25,6 +25,25 @@ fn unexpected(reply: Reply) -> ServiceError {
     }
 }
 
+impl ParticipantServer {
+    /// Runs each item of a batch call (at most `max`) as its own engine
+    /// request, concurrently; one answer per item, in order.
+    async fn each<T, A>(
+        &self,
+        items: Vec<T>,
+        max: usize,
+        what: &str,
+        request: fn(T) -> Request,
+        answer: fn(Reply) -> Result<A, ServiceError>,
+    ) -> Result<Vec<Result<A, ServiceError>>, ServiceError> {
+        if items.len() > max {
+            return Err(ServiceError::Invalid(format!("{} {what} exceed the limit of {max}", items.len())));
+        }
+        let calls = items.into_iter().map(|item| async move { answer(self.handle.call(request(item)).await?) });
+        Ok(join_all(calls).await)
+    }
+}
+
 impl ParticipantRpc for ParticipantServer {
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
@@ -39,35 +58,19 @@ impl ParticipantRpc for ParticipantServer {
         _: Context,
         reqs: Vec<PrepareRequest>,
     ) -> Result<Vec<Result<Vote, ServiceError>>, ServiceError> {
-        if reqs.len() > MAX_PREPARE_BATCH {
-            return Err(ServiceError::Invalid(format!(
-                "{} prepares exceed the limit of {MAX_PREPARE_BATCH}",
-                reqs.len()
-            )));
-        }
-        let prepares = reqs.into_iter().map(|req| async {
-            match self.handle.call(Request::Prepare(req)).await? {
-                Reply::Vote(vote) => Ok(vote),
-                other => Err(unexpected(other)),
-            }
-        });
-        Ok(join_all(prepares).await)
+        self.each(reqs, MAX_PREPARE_BATCH, "prepares", Request::Prepare, |reply| match reply {
+            Reply::Vote(vote) => Ok(vote),
+            other => Err(unexpected(other)),
+        })
+        .await
     }
 
     async fn commit_many(self, _: Context, txids: Vec<TxnId>) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
-        if txids.len() > MAX_COMMIT_BATCH {
-            return Err(ServiceError::Invalid(format!(
-                "{} commits exceed the limit of {MAX_COMMIT_BATCH}",
-                txids.len()
-            )));
-        }
-        let commits = txids.into_iter().map(|txid| async {
-            match self.handle.call(Request::Commit(txid)).await? {
-                Reply::Ack => Ok(()),
-                other => Err(unexpected(other)),
-            }
-        });
-        Ok(join_all(commits).await)
+        self.each(txids, MAX_COMMIT_BATCH, "commits", Request::Commit, |reply| match reply {
+            Reply::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        })
+        .await
     }
 
     async fn abort(self, _: Context, txid: TxnId) -> Result<(), ServiceError> {
