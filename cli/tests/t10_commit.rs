@@ -115,11 +115,11 @@ async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_long_batches_are_refused_and_the_participant_keeps_serving() -> Result<()> {
+async fn batches_answer_each_request_in_order_and_over_long_ones_are_refused() -> Result<()> {
     use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_PREPARE_BATCH};
     use twopc_common::net::context_with_timeout;
     use twopc_common::txn::PrepareRequest;
-    use twopc_common::{NodeId, ServiceError, TxnId, TxnOps};
+    use twopc_common::{NodeId, ServiceError, TxnId, TxnOps, Vote};
 
     let cluster = Cluster::start(1)?;
     let id = cluster.participant_ids()[0].clone();
@@ -134,6 +134,22 @@ async fn over_long_batches_are_refused_and_the_participant_keeps_serving() -> Re
         })
         .collect();
     let ctx = || context_with_timeout(Duration::from_secs(5));
+
+    // One answer per prepare, in order: the second conflicts with the first.
+    let mut batch = prepares[..2].to_vec();
+    batch[1].ops.writes[0].0 = b"k0".to_vec();
+    batch.push(prepares[2].clone());
+    let votes = p.prepare_many(ctx(), batch.clone()).await??;
+    assert!(matches!(votes[0], Ok(Vote::Yes)), "{votes:?}");
+    assert!(
+        matches!(&votes[1], Ok(Vote::No(AbortReason::LockConflict { holder, .. })) if *holder == batch[0].txid),
+        "{votes:?}"
+    );
+    assert!(matches!(votes[2], Ok(Vote::Yes)), "{votes:?}");
+    for prepare in &batch {
+        p.abort(ctx(), prepare.txid.clone()).await??;
+    }
+
     match p.prepare_many(ctx(), prepares).await? {
         Err(ServiceError::Invalid(e)) => assert!(e.contains("exceed the limit"), "{e}"),
         other => panic!("{} prepares in one call: expected a refusal, got {other:?}", MAX_PREPARE_BATCH + 1),
