@@ -65,6 +65,13 @@ pub struct BenchArgs {
     /// the end). Must be on the filesystem you want measured.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Benchmark the running cluster this cluster file describes (as
+    /// `twopc local` writes it) instead of launching one: its first
+    /// coordinator takes the clients, every server's stats() gives the
+    /// fsync counts (CPU and memory are not measured). The benchmark
+    /// writes keys `bench/…` into it.
+    #[arg(long, value_name = "FILE", conflicts_with = "participants")]
+    cluster: Option<PathBuf>,
 }
 
 /// `10s`, `500ms`, `1.5s`, `2m`, or a plain number of seconds.
@@ -103,6 +110,12 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
     opts.keys_per_participant = args.keys;
     opts.peer = args.peer.map(|PeerArg::Postgres| Peer::Postgres);
     opts.data_dir = args.data_dir.clone();
+    if let Some(file) = &args.cluster {
+        // A missing or malformed file is a usage error, said before anything runs.
+        let config = twopc_common::config::ClusterConfig::load(file).map_err(|e| e.to_string())?;
+        opts.participants = config.participant.len();
+        opts.target = Some(file.clone());
+    }
     // indicatif draws only when stderr is a terminal.
     opts.progress = true;
     opts.validate().map_err(|e| e.to_string())?;

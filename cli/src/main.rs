@@ -140,7 +140,8 @@ enum Command {
     /// Measures the floor (raw fsync on the data directory's filesystem, a
     /// loopback round trip), launches its own cluster of this binary (1
     /// coordinator + N participants on free loopback ports, data in a temp
-    /// dir), and runs closed-loop clients at each concurrency level: a
+    /// dir; or, with `--cluster FILE`, targets a running cluster), and runs
+    /// closed-loop clients at each concurrency level: a
     /// warm-up, then a measured window. Prints a table per level:
     /// commits/s, abort rate, p50/p99/p99.9 latency (HDR histogram), fsyncs
     /// per commit, commits per fsync at each participant, CPU, the ratio of
@@ -153,7 +154,8 @@ enum Command {
     /// Exit code 0 after a run (whatever the numbers), 1 if it failed, 3 on
     /// a usage error. Default log level: warn.
     ///
-    /// Example: twopc bench --peer postgres --plot bench.svg
+    /// Examples: `twopc bench --peer postgres --plot bench.svg`;
+    /// `twopc bench --cluster twopc-data/cluster.toml --concurrency 1,64`.
     #[command(after_help = AFTER_HELP)]
     Bench(bench_cmd::BenchArgs),
 

@@ -78,10 +78,43 @@ fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
 
 #[test]
 fn bad_arguments_are_usage_errors() -> Result<()> {
-    for args in [&["bench", "--concurrency", "0"][..], &["bench", "--duration", "5h"], &["bench", "--zipf", "-1"]] {
+    let bad: [&[&str]; 5] = [
+        &["bench", "--concurrency", "0"],
+        &["bench", "--duration", "5h"],
+        &["bench", "--zipf", "-1"],
+        &["bench", "--cluster", "/nonexistent/cluster.toml"],
+        &["bench", "--cluster", "/nonexistent/cluster.toml", "--participants", "2"],
+    ];
+    for args in bad {
         let out = Command::new(twopc_bin()).args(args).output()?;
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok(())
+}
+
+#[test]
+fn a_running_cluster_can_be_the_target() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let file = cluster.write_cluster_file()?;
+    let out = Command::new(twopc_bin())
+        .args(["bench", "--cluster"])
+        .arg(&file)
+        .args(["--concurrency", "2", "--duration", "1s", "--warmup", "200ms", "--keys", "100", "--json"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["settings"]["participants"], 2, "the file's participants");
+    assert!(report["twopc"]["setup"].as_str().unwrap().contains("running cluster"), "{}", report["twopc"]);
+    let level = &report["twopc"]["levels"][0];
+    assert!(level["commits"].as_u64().unwrap() > 0, "no commits: {level}");
+    assert!(level["fsyncs_per_commit"].as_f64().unwrap() > 0.0, "fsyncs not counted: {level}");
+    // The benchmark wrote its own keys, and the cluster still serves.
+    let read =
+        Command::new(twopc_bin()).args(["get", "--coordinator", &cluster.coordinator_addr(), "bench/k0"]).output()?;
+    let shown = String::from_utf8_lossy(&read.stdout);
+    assert!(read.status.success() && shown.starts_with("bench/k0 = ") && !shown.contains("(absent)"), "{read:?}");
+    assert_eq!(cluster.participant_ids().len(), 2);
     Ok(())
 }
 

@@ -73,6 +73,8 @@ pub struct BenchOptions {
     pub zipf: Option<f64>,
     pub keys_per_participant: usize,
     pub peer: Option<Peer>,
+    /// A running cluster's file: benchmark it instead of launching one.
+    pub target: Option<PathBuf>,
     /// Where clusters keep their data (default: a temp dir, removed).
     pub data_dir: Option<PathBuf>,
     /// Draw a progress bar on stderr (when it is a terminal).
@@ -92,6 +94,7 @@ impl BenchOptions {
             zipf: None,
             keys_per_participant: 10_000,
             peer: None,
+            target: None,
             data_dir: None,
             progress: false,
             seed: 0x2bc_be7c,
@@ -99,7 +102,8 @@ impl BenchOptions {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(1..=MAX_PARTICIPANTS).contains(&self.participants) {
+        // (A targeted cluster has as many as its file says.)
+        if self.target.is_none() && !(1..=MAX_PARTICIPANTS).contains(&self.participants) {
             bail!("--participants must be 1..={MAX_PARTICIPANTS}");
         }
         if self.concurrency.is_empty() || self.concurrency.iter().any(|c| !(1..=MAX_CONCURRENCY).contains(c)) {
@@ -327,19 +331,40 @@ where
     Ok((workers, level_from(concurrency, &measured, &s0, &s1, shard_ids)))
 }
 
-/// The twopc side: launch, sweep, stop.
+/// The twopc side: launch (or find) the cluster, sweep, stop.
 async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Result<SystemRun> {
-    progress.message("starting the twopc cluster".into());
-    let binary = opts.binary.clone();
-    let cdir = dir.join("twopc");
     let participants = opts.participants;
-    let cluster = tokio::task::spawn_blocking(move || twopc::launch(&binary, &cdir, participants)).await??;
-    let ring = cluster.config.ring();
-    let keys = Arc::new(KeySpace::new(&ring, opts.keys_per_participant));
+    let (cluster, config, setup) = match &opts.target {
+        None => {
+            progress.message("starting the twopc cluster".into());
+            let binary = opts.binary.clone();
+            let cdir = dir.join("twopc");
+            let cluster = tokio::task::spawn_blocking(move || twopc::launch(&binary, &cdir, participants)).await??;
+            let config = cluster.config.clone();
+            let setup =
+                format!("1 coordinator + {participants} participants (separate processes, RocksDB WAL, group commit)");
+            (Some(cluster), config, setup)
+        }
+        Some(file) => {
+            let config = twopc_common::config::ClusterConfig::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let setup = format!(
+                "the running cluster of {} ({} participants; its first coordinator takes the clients; \
+                 CPU and memory not measured)",
+                file.display(),
+                config.participant.len()
+            );
+            (None, config, setup)
+        }
+    };
+    let (coordinator, servers) = match &cluster {
+        Some(cluster) => twopc::targets_of(cluster),
+        None => twopc::targets_in(&config),
+    };
+    let keys = Arc::new(KeySpace::new(&config.ring(), opts.keys_per_participant));
     let plans = Arc::new(PlanGenerator::new(opts.workload, keys, opts.zipf));
-    let probe = twopc::Probe::connect(&cluster).await?;
+    let probe = twopc::Probe::connect(&coordinator, &servers).await?;
     let shard_ids = probe.shard_ids();
-    let coordinator = cluster.coordinator_addr();
+    let coordinator = coordinator.1;
     let conns: Vec<_> = twopc::workers(&coordinator, twopc::CLIENT_CONNECTIONS, &[])
         .await?
         .into_iter()
@@ -351,14 +376,9 @@ async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Resu
         let (_, level) = run_level("twopc", c, workers, &plans, opts, &shard_ids, progress, || probe.sample()).await?;
         levels.push(level);
     }
-    let peak = cluster.ids().iter().filter_map(|id| cluster.pid(id).and_then(procstat::peak_rss_kib)).sum::<u64>();
+    let peak = probe.peak_rss_kib();
     drop(cluster);
-    Ok(SystemRun {
-        system: "twopc".into(),
-        setup: format!("1 coordinator + {participants} participants (separate processes, RocksDB WAL, group commit)"),
-        levels,
-        peak_rss_kib: (peak > 0).then_some(peak),
-    })
+    Ok(SystemRun { system: "twopc".into(), setup, levels, peak_rss_kib: peak })
 }
 
 /// The PostgreSQL side: start the shards, sweep, stop.
@@ -418,6 +438,13 @@ async fn run_postgres(opts: &BenchOptions, bin: &Path, dir: &Path, progress: &Pr
 /// returned (nothing printed on stdout).
 pub async fn run(opts: &BenchOptions) -> Result<Report> {
     opts.validate()?;
+    let mut opts = opts.clone();
+    if let Some(file) = &opts.target {
+        // The cluster file says how many shards there are.
+        let config = twopc_common::config::ClusterConfig::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        opts.participants = config.participant.len();
+    }
+    let opts = &opts;
     let temp;
     let dir = match &opts.data_dir {
         Some(d) => {
@@ -443,7 +470,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     progress.message("measuring the floor (fsync, loopback round trip)".into());
     let machine = procstat::MachineInfo::probe(&dir);
     let probe_dir = dir.clone();
-    let writers = opts.participants + 1;
+    let writers = opts.participants.min(MAX_PARTICIPANTS) + 1;
     let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir, writers))
         .await?
         .context("fsync / round-trip probe")?;
@@ -462,6 +489,13 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
          else running: on a shared machine, numbers are only comparable when it is near 0)"
             .to_string(),
     ];
+    if let Some(file) = &opts.target {
+        notes.push(format!(
+            "the floor was measured on this machine ({}), which may not be where the cluster of {} keeps its data",
+            dir.display(),
+            file.display()
+        ));
+    }
     if peer.is_some() {
         notes.push(
             "postgres fsyncs come from pg_stat_wal.wal_sync, which backends publish at most once a second: \

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 use twopc_common::admin::NodeStats;
 use twopc_common::client::{Client, ClientError};
+use twopc_common::config::{ClusterConfig, NodeEntry};
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
 
@@ -99,19 +100,41 @@ pub struct Probe {
     participants: Vec<(String, ParticipantRpcClient, Option<u32>)>,
 }
 
+/// A server to probe: id, address, and its pid when it runs on this
+/// machine under our eyes (for CPU and memory).
+pub type Target = (String, String, Option<u32>);
+
+/// The servers of a launched cluster (with their pids).
+pub fn targets_of(cluster: &Cluster) -> (Target, Vec<Target>) {
+    let target = |id: String| {
+        let (addr, pid) = (cluster.addr(&id), cluster.pid(&id));
+        (id, addr, pid)
+    };
+    let coordinator = target(cluster.coordinator_ids()[0].clone());
+    (coordinator, cluster.participant_ids().into_iter().map(target).collect())
+}
+
+/// The servers of a running cluster's file (the first coordinator; no
+/// pids: they may run anywhere).
+pub fn targets_in(config: &ClusterConfig) -> (Target, Vec<Target>) {
+    let target = |e: &NodeEntry| (e.id.clone(), e.addr.clone(), None);
+    (target(&config.coordinator[0]), config.participant.iter().map(target).collect())
+}
+
 impl Probe {
-    pub async fn connect(cluster: &Cluster) -> Result<Probe> {
-        let cid = cluster.coordinator_ids()[0].clone();
-        let stream = connect(&cluster.addr(&cid)).await.map_err(anyhow::Error::msg)?;
-        let coordinator =
-            (cid.clone(), CoordinatorRpcClient::new(client_config(), transport(stream)).spawn(), cluster.pid(&cid));
-        let mut participants = Vec::new();
-        for id in cluster.participant_ids() {
-            let stream = connect(&cluster.addr(&id)).await.map_err(anyhow::Error::msg)?;
-            let client = ParticipantRpcClient::new(client_config(), transport(stream)).spawn();
-            participants.push((id.clone(), client, cluster.pid(&id)));
+    pub async fn connect(coordinator: &Target, participants: &[Target]) -> Result<Probe> {
+        let open = |addr: String| async move {
+            connect(&addr).await.map_err(anyhow::Error::msg).with_context(|| "probing the cluster's stats()")
+        };
+        let (cid, caddr, cpid) = coordinator.clone();
+        let client = CoordinatorRpcClient::new(client_config(), transport(open(caddr).await?)).spawn();
+        let coordinator = (cid, client, cpid);
+        let mut clients = Vec::new();
+        for (id, addr, pid) in participants.iter().cloned() {
+            let client = ParticipantRpcClient::new(client_config(), transport(open(addr).await?)).spawn();
+            clients.push((id, client, pid));
         }
-        Ok(Probe { coordinator, participants })
+        Ok(Probe { coordinator, participants: clients })
     }
 
     pub async fn sample(&self) -> Result<Sample> {
@@ -126,6 +149,14 @@ impl Probe {
             nodes.insert(id.clone(), node_sample("participant", &stats, *pid));
         }
         Ok(Sample::new(nodes))
+    }
+
+    /// Peak RSS of the servers whose pids are known, summed (`None`:
+    /// none known).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pids = self.participants.iter().map(|p| p.2).chain([self.coordinator.2]);
+        let peaks: Vec<u64> = pids.flatten().filter_map(procstat::peak_rss_kib).collect();
+        (!peaks.is_empty()).then(|| peaks.iter().sum())
     }
 
     /// The participants' ids, in shard order.

@@ -120,7 +120,9 @@ pub struct KeySpace {
 
 impl KeySpace {
     /// `per_shard` keys owned by each participant of `ring`, named
-    /// `k0`, `k1`, ... (the first names the ring gives each participant).
+    /// `bench/k0`, `bench/k1`, ... (the first names the ring gives each
+    /// participant; the prefix keeps them apart from an application's
+    /// keys when the benchmark targets a running cluster).
     pub fn new(ring: &Ring, per_shard: usize) -> KeySpace {
         let nodes = ring.nodes();
         let mut shards = vec![Vec::with_capacity(per_shard); nodes.len()];
@@ -129,7 +131,7 @@ impl KeySpace {
         // anyway (a participant with no keys at all is a broken ring).
         let limit = (per_shard as u64 * nodes.len() as u64).saturating_mul(64).max(100_000);
         while shards.iter().any(|s| s.len() < per_shard) && i < limit {
-            let key = format!("k{i}");
+            let key = format!("bench/k{i}");
             let owner = ring.owner(key.as_bytes());
             let index = nodes.iter().position(|n| n == owner).expect("owner is a ring node");
             if shards[index].len() < per_shard {
