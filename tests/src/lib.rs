@@ -27,7 +27,7 @@
 //! |---|---|---|---|
 //! | I1 Yes only after the Prepared record is durable | ghost check at every Yes | `VoteDurable` | `VoteBeforeSync` (sim a, model) |
 //! | I2 Committed only after a durable decision (Commit record, or the 1PC participant's apply) | ghost check at every Committed answer | `CommittedDurable` | `CommitBeforeSync` (sim b, model), `ApplyBeforeSync` (sim c: lazy one-phase apply) |
-//! | sync before ack: a participant acks a commit only once its apply is durable (the coordinator may then forget) | ghost check at every commit ack | — (the model syncs every apply before its ack) | `AckBeforeSync` (sim g, ghost check only: the coordinator remembers the last 100,000 decisions, so the black box never sees the loss; real crashes in `cli/tests/t30_durability_rules.rs`) |
+//! | sync before ack: a participant acks a commit only once its apply is durable (the coordinator may then forget) | ghost check at every commit ack | `AckDurable`: checked at every commit ack (acks wait for a sync covering the lazy apply, or the WAL's own sync) | `AckBeforeSync` (sim g and the model; ghost check only: the coordinator remembers the last 100,000 decisions, so the black box never sees the loss; real crashes in `cli/tests/t30_durability_rules.rs`) |
 //! | I3 commit decided only if every participant prepared | ghost check at every `SyncDecision` | `DecideAllPrepared` | `TimeoutIsYes` (sim e, model) |
 //! | I4 atomicity: all participants apply or none (second-phase applies are lazy: recovery must redo a lost one) | end: durable logs | `Resolves` (after fault-free completion) | sim a, e black-box; model `VoteBeforeSync` |
 //! | I5 no acknowledged commit lost | end: heard Committed ⇒ applied everywhere | `Resolves` | sim b, c, d black-box |

@@ -129,3 +129,8 @@ fn control_resolves_catches_lost_atomicity() {
     // and ack a commit it never applied: the completion finds it.
     control(Property::Resolves, ModelSabotage::VoteBeforeSync, (false, 0, 1, 0));
 }
+
+#[test]
+fn control_ack_durable() {
+    control(Property::AckDurable, ModelSabotage::AckBeforeSync, (false, 0, 0, 0));
+}

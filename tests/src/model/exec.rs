@@ -106,10 +106,9 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
         PCommand::SyncPrepared(record) => {
             part.disk.queue.push((PWrite::Prepared(record), cfg.sabotage != ModelSabotage::VoteBeforeSync))
         }
-        // The model syncs every apply before `Applied` (stricter than the
-        // runtime, whose second-phase apply is lazy and whose ack waits for a
-        // covering sync: the simulator checks that).
-        PCommand::Apply { txid, writes, .. } => part.disk.queue.push((PWrite::Commit { txid, writes }, true)),
+        // As in the runtime: a second-phase apply is written lazily (its
+        // ack waits for a covering sync, below); a one-phase one is synced.
+        PCommand::Apply { txid, writes, synced } => part.disk.queue.push((PWrite::Commit { txid, writes }, synced)),
         PCommand::ForgetAborted { txid } => {
             part.disk.lazy.push(PWrite::Abort { txid: txid.clone() });
             if let Some((q, _)) = s.ghost.applied.iter().find(|(_, t)| *t == txid) {
@@ -142,7 +141,14 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 PReply::Probe(a) => Answer::Probe(a as u8),
                 PReply::Error(_) | PReply::Recovered { .. } => Answer::Error,
             };
-            s.net.insert(Msg::FromParticipant { from: p, inc, kind, txid, answer });
+            let msg = Msg::FromParticipant { from: p, inc, kind, txid, answer };
+            let part = &mut s.participants[p as usize];
+            if kind == PCall::Commit && cfg.sabotage != ModelSabotage::AckBeforeSync && !part.disk.lazy.is_empty() {
+                // Sync before ack: wait for a sync covering the writes.
+                part.held_acks.push(msg);
+            } else {
+                send_ack(cfg, s, p, msg);
+            }
         }
         PCommand::AskOutcome { txid } => {
             if cfg.sabotage != ModelSabotage::NoOutcomeQuestions {
@@ -152,6 +158,17 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
         }
         PCommand::LogHeuristic(record) => panic!("no operator in the model, yet a heuristic decision: {record:?}"),
     }
+}
+
+/// Sends participant `p`'s answer; an acked commit must be durable there.
+pub fn send_ack(cfg: &ModelConfig, s: &mut State, p: u8, msg: Msg) {
+    if let Msg::FromParticipant { kind: PCall::Commit, answer: Answer::Ack, txid, .. } = &msg {
+        if s.participants[p as usize].disk.durable.done.get(txid) != Some(&Decision::Committed) {
+            let what = format!("p{} acked the commit of {txid} before its apply was durable", p + 1);
+            violate(cfg, s, Property::AckDurable, what);
+        }
+    }
+    s.net.insert(msg);
 }
 
 pub fn feed_coordinator(cfg: &ModelConfig, s: &mut State, event: CEvent) {

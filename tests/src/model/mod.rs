@@ -49,6 +49,8 @@ pub enum ModelSabotage {
     NoOutcomeQuestions,
     /// The coordinator takes a prepare that timed out for a Yes vote.
     TimeoutIsYes,
+    /// A participant acks a commit before a sync covers its apply.
+    AckBeforeSync,
 }
 
 /// The properties the checker can check.
@@ -63,6 +65,9 @@ pub enum Property {
     CommittedDurable,
     /// Yes is never voted without a durable Prepared record.
     VoteDurable,
+    /// A commit is never acked before its apply is durable (the ack lets
+    /// the coordinator end, then forget, the transaction).
+    AckDurable,
     /// Commit is decided only when every participant holds a durable
     /// Prepared record (every vote was Yes).
     DecideAllPrepared,
@@ -73,12 +78,13 @@ pub enum Property {
 }
 
 impl Property {
-    pub const ALL: [Property; 6] = [
+    pub const ALL: [Property; 7] = [
         Property::DecideAllPrepared,
         Property::TcConsistent,
         Property::DecisionStable,
         Property::CommittedDurable,
         Property::VoteDurable,
+        Property::AckDurable,
         Property::Resolves,
     ];
 }

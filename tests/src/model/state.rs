@@ -117,6 +117,9 @@ pub struct Participant {
     pub disk: Disk<PStore, PWrite>,
     /// Unanswered requests: kind, txid, coordinator incarnation.
     pub pending: BTreeMap<u64, (PCall, TxnId, u8)>,
+    /// Commit acks waiting for a sync to cover what was written before
+    /// them (the runtime's deferred barrier: "sync before ack").
+    pub held_acks: Vec<Msg>,
 }
 
 /// Who asked the coordinator.
@@ -229,7 +232,11 @@ impl State {
                 if *from == key.to && *inc == c_inc && *kind == key.kind && *txid == key.txid)
         });
         let held = p.up
-            && p.pending.values().any(|(kind, txid, from)| *kind == key.kind && *txid == key.txid && *from == c_inc);
+            && (p.pending.values().any(|(kind, txid, from)| *kind == key.kind && *txid == key.txid && *from == c_inc)
+                || p.held_acks.iter().any(|m| {
+                    matches!(m, Msg::FromParticipant { inc, kind, txid, .. }
+                        if *inc == c_inc && *kind == key.kind && *txid == key.txid)
+                }));
         !request_live && !answer_live && !held
     }
 

@@ -35,6 +35,9 @@ pub enum Action {
     Drop(Msg),
     /// The node's oldest queued disk write completes.
     Flush(Node),
+    /// A participant's WAL syncs on its own (the runtime does within 2 ms
+    /// of a held ack): its lazy writes become durable, held acks go out.
+    Sync(u8),
     /// An RPC deadline of the coordinator passes (`early`: an answer
     /// may still come; costs from the budget).
     Timeout {
@@ -71,6 +74,7 @@ pub fn initial(cfg: &ModelConfig) -> State {
             engine: PEngine::new(participant_id(p), RING),
             disk: Disk::default(),
             pending: BTreeMap::new(),
+            held_acks: Vec::new(),
         })
         .collect();
     let mut s = State {
@@ -133,6 +137,11 @@ pub fn actions(cfg: &ModelConfig, s: &State, faults: bool) -> Vec<Action> {
         if !up {
             out.push(Action::Restart(node));
         }
+        if let Node::Participant(p) = node {
+            if up && !s.participants[p as usize].held_acks.is_empty() {
+                out.push(Action::Sync(p));
+            }
+        }
     }
     for call in &s.coordinator.calls {
         if s.call_is_dead(call) {
@@ -183,6 +192,9 @@ pub fn next_fault_free(cfg: &ModelConfig, s: &State) -> Option<Action> {
     if let Some(p) = s.participants.iter().position(|p| !p.disk.queue.is_empty()) {
         return Some(Action::Flush(Node::Participant(p as u8)));
     }
+    if let Some(p) = s.participants.iter().position(|p| !p.held_acks.is_empty()) {
+        return Some(Action::Sync(p as u8));
+    }
     if let Some(call) = s.coordinator.calls.iter().next() {
         return Some(Action::Timeout { call: call.clone(), early: false });
     }
@@ -211,6 +223,7 @@ pub fn apply_in_place(cfg: &ModelConfig, s: &mut State, action: &Action) {
             s.net.remove(msg);
         }
         Action::Flush(node) => flush(cfg, s, *node),
+        Action::Sync(p) => sync_lazy(cfg, s, Node::Participant(*p)),
         Action::Timeout { call, early } => {
             if *early {
                 s.early_timeouts_left -= 1;
@@ -349,9 +362,12 @@ fn sync_lazy(cfg: &ModelConfig, s: &mut State, node: Node) {
             }
         }
         Node::Participant(p) => {
-            let disk = &mut s.participants[p as usize].disk;
-            for w in disk.lazy.drain(..) {
-                disk.durable.apply(&w);
+            let part = &mut s.participants[p as usize];
+            for w in part.disk.lazy.drain(..) {
+                part.disk.durable.apply(&w);
+            }
+            for ack in std::mem::take(&mut part.held_acks) {
+                exec::send_ack(cfg, s, p, ack);
             }
         }
     }
@@ -362,6 +378,10 @@ fn sync_lazy(cfg: &ModelConfig, s: &mut State, node: Node) {
 /// to it are lost.
 fn crash(cfg: &ModelConfig, s: &mut State, node: Node, keep: usize) {
     s.crashes_left -= 1;
+    if let Node::Participant(p) = node {
+        // Held acks die with the process.
+        s.participants[p as usize].held_acks.clear();
+    }
     match node {
         Node::Coordinator => s.coordinator.disk.lazy.truncate(keep),
         Node::Participant(p) => s.participants[p as usize].disk.lazy.truncate(keep),
