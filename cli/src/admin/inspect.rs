@@ -242,7 +242,11 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
             match view {
                 Err(e) => println!("  participant {id}: UNREACHABLE ({e})"),
                 Ok(v) => {
-                    let mut line = format!("  participant {id}: {}", v.state);
+                    let state = match v.state.as_str() {
+                        "unknown" => "no record (not involved, or finished and forgotten)",
+                        state => state,
+                    };
+                    let mut line = format!("  participant {id}: {state}");
                     if let Some(since) = v.since_ms {
                         line.push_str(&format!(", prepared {} ago", age(now_ms().saturating_sub(since))));
                     }
