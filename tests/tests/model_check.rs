@@ -3,7 +3,7 @@
 //! completely in CI, the biggest behind `--ignored`, and one negative
 //! control per property.
 //!
-//! The biggest configuration (every fault at once, about 1.5 million
+//! The biggest configuration (every fault at once, about 1.8 million
 //! states, under two minutes): `cargo test -p twopc-tests --test
 //! model_check -- --ignored --nocapture`.
 
@@ -61,7 +61,7 @@ fn one_phase_and_two_phase_sharing_a_participant() {
 }
 
 #[test]
-#[ignore = "about 1.5 million states, under two minutes: run with -- --ignored"]
+#[ignore = "about 1.8 million states, under two minutes: run with -- --ignored"]
 fn big_two_phase_commit_with_every_fault() {
     holds(config("2pc 2 participants: every fault", 2, vec![txn(&[0, 1], &[])], (true, 1, 1, 1)));
 }
