@@ -142,6 +142,9 @@ pub const PARTICIPANT_POINTS: [(&str, &str); 3] = [
     ("participant.before-apply", "crash"),
     ("participant.after-commit-acked", "crash"),
 ];
+/// The moment the commit-before-sync rule protects: the client heard
+/// Committed, no participant heard the commit (killed 100 ms later).
+pub const COMMIT_WITHHELD_POINT: (&str, &str) = ("coordinator.before-commit-send", "crash-soon");
 /// Coordinator fault points and their action. (`coordinator.commit-send=drop`
 /// is not used: it withholds a commit without telling the engine, which
 /// then never retries it, so the commit stays undelivered until restart.)
@@ -149,8 +152,7 @@ pub const COORDINATOR_POINTS: [(&str, &str); 4] = [
     ("coordinator.before-decision", "crash"),
     ("coordinator.after-decision-synced", "crash"),
     ("coordinator.mid-commit-fanout", "crash"),
-    // The client hears Committed, no participant hears the commit.
-    ("coordinator.before-commit-send", "crash-soon"),
+    COMMIT_WITHHELD_POINT,
 ];
 
 /// One fault injected.
@@ -352,7 +354,7 @@ impl Nemesis {
         let points: &[(&str, &str)] = match (self.is_coordinator(id), self.sabotage) {
             // Aim at the moment the broken rule protects: the client heard
             // Committed and a participant is still waiting for the commit.
-            (true, Some(Sabotage::CommitBeforeSync)) => &COORDINATOR_POINTS[3..],
+            (true, Some(Sabotage::CommitBeforeSync)) => std::slice::from_ref(&COMMIT_WITHHELD_POINT),
             (true, _) => &COORDINATOR_POINTS,
             (false, _) => &PARTICIPANT_POINTS,
         };

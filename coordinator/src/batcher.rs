@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
+use twopc_common::ServiceError;
 
 /// How big batches get, and how many may be in flight.
 #[derive(Debug, Clone, Copy)]
@@ -80,18 +81,33 @@ where
     }
 }
 
+/// Spreads what one batch call of `n` items returned over its items: each
+/// item's own answer, or the call's failure (unreachable peer, refused
+/// call, wrong number of answers) for every item.
+pub(crate) fn spread<A: Clone>(
+    returned: Result<Result<Vec<A>, ServiceError>, String>,
+    n: usize,
+) -> Vec<Result<A, String>> {
+    let failure = match returned {
+        Ok(Ok(answers)) if answers.len() == n => return answers.into_iter().map(Ok).collect(),
+        Ok(Ok(answers)) => format!("{} answers to {n} requests", answers.len()),
+        Ok(Err(e)) => format!("refused: {e}"),
+        Err(e) => e,
+    };
+    vec![Err(failure); n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records every batch; the first call blocks until released, so the
-    /// messages queued meanwhile must form the next batch.
-    #[tokio::test]
-    async fn queued_messages_share_a_batch_within_the_limits() {
+    /// The batches `queued` (message sizes) form when they queue up while
+    /// the only slot is busy with a first message.
+    async fn batches_of(max_items: usize, max_bytes: usize, queued: &[usize]) -> Vec<Vec<usize>> {
         let seen: Arc<Mutex<Vec<Vec<usize>>>> = Arc::default();
         let gate = Arc::new(tokio::sync::Notify::new());
-        let limits = BatchLimits { max_items: 3, max_bytes: 100, in_flight: 1, yield_first: false };
+        let limits = BatchLimits { max_items, max_bytes, in_flight: 1, yield_first: false };
         let (seen2, gate2) = (seen.clone(), gate.clone());
         let queue = start(
             64,
@@ -112,36 +128,38 @@ mod tests {
         while seen.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
         }
-        // The slot is taken: these queue up. 60 + 50 > 100 bytes, and at
-        // most 3 messages go together.
-        for m in [10, 60, 50, 1, 1, 1, 1] {
+        for &m in queued {
             queue.send(m).await.unwrap();
         }
         gate.notify_one();
-        while seen.lock().unwrap().iter().map(Vec::len).sum::<usize>() < 8 {
+        while seen.lock().unwrap().iter().map(Vec::len).sum::<usize>() < queued.len() + 1 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        assert_eq!(*seen.lock().unwrap(), vec![vec![1], vec![10, 60], vec![50, 1, 1], vec![1, 1]]);
+        let mut batches = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(batches.remove(0), vec![1], "the first message leaves alone, at once");
+        batches
+    }
+
+    #[tokio::test]
+    async fn queued_messages_share_a_batch_within_the_limits() {
+        // 60 + 50 > 100 bytes; at most 3 messages go together.
+        let batches = batches_of(3, 100, &[10, 60, 50, 1, 1, 1, 1]).await;
+        assert_eq!(batches, vec![vec![10, 60], vec![50, 1, 1], vec![1, 1]]);
     }
 
     #[tokio::test]
     async fn a_message_bigger_than_the_limit_goes_alone() {
-        let seen: Arc<Mutex<Vec<Vec<usize>>>> = Arc::default();
-        let limits = BatchLimits { max_items: 10, max_bytes: 100, in_flight: 4, yield_first: true };
-        let seen2 = seen.clone();
-        let queue = start(
-            8,
-            limits,
-            |m: &usize| *m,
-            move |batch: Vec<usize>| {
-                let seen = seen2.clone();
-                async move { seen.lock().unwrap().push(batch) }
-            },
-        );
-        queue.send(500).await.unwrap();
-        while seen.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(*seen.lock().unwrap(), vec![vec![500]]);
+        let batches = batches_of(10, 100, &[10, 500, 10]).await;
+        assert_eq!(batches, vec![vec![10], vec![500], vec![10]]);
+    }
+
+    #[test]
+    fn a_failed_call_fails_every_item() {
+        let ok: Result<Result<Vec<u8>, ServiceError>, String> = Ok(Ok(vec![1, 2]));
+        assert_eq!(spread(ok, 2), vec![Ok(1), Ok(2)]);
+        assert!(spread(Ok(Ok(vec![1u8])), 2).iter().all(|a| a.as_ref().unwrap_err().contains("1 answers to 2")));
+        let refused = Ok(Err(ServiceError::Invalid("too many".into())));
+        assert!(spread::<u8>(refused, 3).iter().all(|a| a.as_ref().unwrap_err().contains("too many")));
+        assert_eq!(spread::<u8>(Err("unreachable".into()), 2), vec![Err("unreachable".into()); 2]);
     }
 }

@@ -96,46 +96,24 @@ async fn send_batch(
             async move { c.commit_many(context_with_timeout(RPC_TIMEOUT), txids).await }
         })
         .await;
-    let answers: Vec<Answer> = match answers {
-        Ok(Ok(answers)) if answers.len() == batch.len() => answers.into_iter().map(Answer::from).collect(),
-        Ok(Ok(answers)) => {
-            let e = format!("{} answers to {} commits", answers.len(), batch.len());
-            vec![Answer::Failed(e); batch.len()]
-        }
-        Ok(Err(e)) => vec![Answer::Failed(e.to_string()); batch.len()],
-        Err(e) => vec![Answer::Failed(e); batch.len()],
-    };
+    let answers = batcher::spread(answers, batch.len());
     for ((txid, attempt), answer) in batch.into_iter().zip(answers) {
+        let from = to.clone();
         let event = match answer {
-            Answer::Acked => {
+            Ok(Ok(())) => {
                 fault::hit("coordinator.mid-commit-fanout");
-                Event::CommitAcked { txid, from: to.clone() }
+                Event::CommitAcked { txid, from }
             }
-            Answer::Mixed => Event::HeuristicMixed { txid, from: to.clone() },
-            Answer::Failed(error) => {
-                tracing::warn!(%txid, participant = %to, attempt, %error, "commit not delivered; will retry");
-                Event::CommitFailed { txid, from: to.clone(), attempt }
-            }
+            // An operator forced the other outcome there.
+            Ok(Err(ServiceError::HeuristicMixed { .. })) => Event::HeuristicMixed { txid, from },
+            Ok(Err(e)) => commit_failed(txid, from, attempt, e.to_string()),
+            Err(error) => commit_failed(txid, from, attempt, error),
         };
         let _ = events.send(Completion::Event(event));
     }
 }
 
-/// What became of one commit of a batch.
-#[derive(Debug, Clone)]
-enum Answer {
-    Acked,
-    /// An operator forced the other outcome there.
-    Mixed,
-    Failed(String),
-}
-
-impl From<Result<(), ServiceError>> for Answer {
-    fn from(answer: Result<(), ServiceError>) -> Self {
-        match answer {
-            Ok(()) => Answer::Acked,
-            Err(ServiceError::HeuristicMixed { .. }) => Answer::Mixed,
-            Err(e) => Answer::Failed(e.to_string()),
-        }
-    }
+fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String) -> Event {
+    tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
+    Event::CommitFailed { txid, from, attempt }
 }

@@ -74,15 +74,9 @@ async fn send_batch(
             async move { c.prepare_many(context_with_timeout(RPC_TIMEOUT), batch).await }
         })
         .await;
-    let votes: Vec<Result<_, String>> = match answers {
-        Ok(Ok(answers)) if answers.len() == batch.len() => {
-            answers.into_iter().map(|a| a.map_err(|e| format!("refused: {e}"))).collect()
-        }
-        Ok(Ok(answers)) => vec![Err(format!("{} answers to {} prepares", answers.len(), batch.len())); batch.len()],
-        Ok(Err(e)) => vec![Err(format!("refused: {e}")); batch.len()],
-        Err(e) => vec![Err(e); batch.len()],
-    };
+    let votes = batcher::spread(answers, batch.len());
     for (prepare, vote) in batch.into_iter().zip(votes) {
+        let vote = vote.and_then(|v| v.map_err(|e| format!("refused: {e}")));
         let txid = prepare.txid;
         tracing::debug!(%txid, participant = %to, ?vote, "vote");
         let _ = events.send(Completion::Event(Event::Vote { txid, from: to.clone(), vote }));

@@ -89,9 +89,10 @@ pub trait Wal<R>: Send + Sync + 'static {
     /// in-memory wal) once the batch is applied atomically and, for
     /// [`Durability::Sync`] or [`Durability::Deferred`], fsynced. Batches
     /// are applied in submission order. If the bounded queue is full this
-    /// blocks the caller until there is room (back-pressure). Invalid batches (too large, not
-    /// encodable) and submissions to a closed WAL complete inline with an
-    /// error. `done` must not block on this WAL (it may run on the writer).
+    /// blocks the caller until there is room (back-pressure). Invalid
+    /// batches (too large, not encodable) and submissions to a closed WAL
+    /// complete inline with an error. `done` must not block on this WAL
+    /// (it may run on the writer).
     fn submit(&self, batch: WalBatch<R>, durability: Durability, done: Completion);
 
     /// Submit and block until the batch is done.

@@ -364,7 +364,7 @@ async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Resu
     let plans = Arc::new(PlanGenerator::new(opts.workload, keys, opts.zipf));
     let probe = twopc::Probe::connect(&coordinator, &servers).await?;
     let shard_ids = probe.shard_ids();
-    let coordinator = coordinator.1;
+    let coordinator = coordinator.addr;
     let conns: Vec<_> = twopc::workers(&coordinator, twopc::CLIENT_CONNECTIONS, &[])
         .await?
         .into_iter()

@@ -100,16 +100,19 @@ pub struct Probe {
     participants: Vec<(String, ParticipantRpcClient, Option<u32>)>,
 }
 
-/// A server to probe: id, address, and its pid when it runs on this
-/// machine under our eyes (for CPU and memory).
-pub type Target = (String, String, Option<u32>);
+/// A server to probe.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub addr: String,
+    /// Known when it runs on this machine under our eyes (for CPU and
+    /// memory).
+    pub pid: Option<u32>,
+}
 
 /// The servers of a launched cluster (with their pids).
 pub fn targets_of(cluster: &Cluster) -> (Target, Vec<Target>) {
-    let target = |id: String| {
-        let (addr, pid) = (cluster.addr(&id), cluster.pid(&id));
-        (id, addr, pid)
-    };
+    let target = |id: String| Target { addr: cluster.addr(&id), pid: cluster.pid(&id), id };
     let coordinator = target(cluster.coordinator_ids()[0].clone());
     (coordinator, cluster.participant_ids().into_iter().map(target).collect())
 }
@@ -117,7 +120,7 @@ pub fn targets_of(cluster: &Cluster) -> (Target, Vec<Target>) {
 /// The servers of a running cluster's file (the first coordinator; no
 /// pids: they may run anywhere).
 pub fn targets_in(config: &ClusterConfig) -> (Target, Vec<Target>) {
-    let target = |e: &NodeEntry| (e.id.clone(), e.addr.clone(), None);
+    let target = |e: &NodeEntry| Target { id: e.id.clone(), addr: e.addr.clone(), pid: None };
     (target(&config.coordinator[0]), config.participant.iter().map(target).collect())
 }
 
@@ -126,11 +129,10 @@ impl Probe {
         let open = |addr: String| async move {
             connect(&addr).await.map_err(anyhow::Error::msg).with_context(|| "probing the cluster's stats()")
         };
-        let (cid, caddr, cpid) = coordinator.clone();
-        let client = CoordinatorRpcClient::new(client_config(), transport(open(caddr).await?)).spawn();
-        let coordinator = (cid, client, cpid);
+        let client = CoordinatorRpcClient::new(client_config(), transport(open(coordinator.addr.clone()).await?));
+        let coordinator = (coordinator.id.clone(), client.spawn(), coordinator.pid);
         let mut clients = Vec::new();
-        for (id, addr, pid) in participants.iter().cloned() {
+        for Target { id, addr, pid } in participants.iter().cloned() {
             let client = ParticipantRpcClient::new(client_config(), transport(open(addr).await?)).spawn();
             clients.push((id, client, pid));
         }

@@ -147,7 +147,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 // Sync before ack: wait for a sync covering the writes.
                 part.held_acks.push(msg);
             } else {
-                send_ack(cfg, s, p, msg);
+                send_answer(cfg, s, p, msg);
             }
         }
         PCommand::AskOutcome { txid } => {
@@ -161,7 +161,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
 }
 
 /// Sends participant `p`'s answer; an acked commit must be durable there.
-pub fn send_ack(cfg: &ModelConfig, s: &mut State, p: u8, msg: Msg) {
+pub fn send_answer(cfg: &ModelConfig, s: &mut State, p: u8, msg: Msg) {
     if let Msg::FromParticipant { kind: PCall::Commit, answer: Answer::Ack, txid, .. } = &msg {
         if s.participants[p as usize].disk.durable.done.get(txid) != Some(&Decision::Committed) {
             let what = format!("p{} acked the commit of {txid} before its apply was durable", p + 1);

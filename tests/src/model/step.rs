@@ -367,7 +367,7 @@ fn sync_lazy(cfg: &ModelConfig, s: &mut State, node: Node) {
                 part.disk.durable.apply(&w);
             }
             for ack in std::mem::take(&mut part.held_acks) {
-                exec::send_ack(cfg, s, p, ack);
+                exec::send_answer(cfg, s, p, ack);
             }
         }
     }
