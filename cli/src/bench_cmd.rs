@@ -3,9 +3,11 @@
 //! and optionally PostgreSQL), prints the table or the JSON report, and
 //! writes the SVG plot.
 
+use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use twopc_chaos::bench::{self, workload::Workload, BenchOptions, Peer};
 
@@ -130,11 +132,36 @@ pub async fn run(args: BenchArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    // Opened before the run, so that a bad path cannot waste one.
+    let plot = match &args.plot {
+        None => None,
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some((path.as_path(), file)),
+            Err(e) => {
+                eprintln!("error: cannot write the plot {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        },
+    };
+    // A run that ends without a report leaves no empty plot behind.
+    let discard_plot = |plot: Option<(&Path, std::fs::File)>| {
+        if let Some((path, _)) = plot {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let result = tokio::select! {
         r = bench::run(&opts) => r,
-        _ = tokio::signal::ctrl_c() => {
+        signal = signals.recv() => {
             // Dropping the run stops its processes and removes its dirs.
-            eprintln!("interrupted");
+            eprintln!("{signal}: benchmark stopped");
+            discard_plot(plot);
             return EXIT_FAILED;
         }
     };
@@ -142,6 +169,7 @@ pub async fn run(args: BenchArgs) -> u8 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
+            discard_plot(plot);
             return EXIT_FAILED;
         }
     };
@@ -153,12 +181,6 @@ pub async fn run(args: BenchArgs) -> u8 {
             "release"
         }
     ));
-    if let Some(path) = &args.plot {
-        if let Err(e) = std::fs::write(path, bench::plot::svg(&report)) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return EXIT_FAILED;
-        }
-    }
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
@@ -169,7 +191,14 @@ pub async fn run(args: BenchArgs) -> u8 {
         }
     } else {
         print!("{}", report.table());
-        if let Some(path) = &args.plot {
+    }
+    // Written after the report is out: a failure here loses no result.
+    if let Some((path, mut file)) = plot {
+        if let Err(e) = file.write_all(bench::plot::svg(&report).as_bytes()) {
+            eprintln!("error: cannot write the plot {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+        if !args.json {
             println!("plot: {}", path.display());
         }
     }

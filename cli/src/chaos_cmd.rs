@@ -3,6 +3,7 @@
 //! check of the history against the final state (the `twopc-chaos`
 //! crate does the work).
 
+use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use clap::Args;
 use std::path::PathBuf;
@@ -183,17 +184,27 @@ pub async fn run(args: ChaosArgs) -> u8 {
             );
         }
     }
-    let outcome = tokio::select! {
-        outcome = twopc_chaos::run(&opts) => Some(outcome),
-        _ = tokio::signal::ctrl_c() => None,
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return EXIT_FAILED;
+        }
     };
-    let Some(outcome) = outcome else {
-        // The run was dropped with the select: its threads stop and the last
-        // handle on the cluster kills the processes and removes the temp
-        // dir; give that a moment.
-        eprintln!("interrupted: stopping the cluster");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        return EXIT_FAILED;
+    let outcome = tokio::select! {
+        outcome = twopc_chaos::run(&opts) => Ok(outcome),
+        signal = signals.recv() => Err(signal),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(signal) => {
+            // The run was dropped with the select: its threads stop and the
+            // last handle on the cluster kills the processes and removes the
+            // temp dir; give that a moment.
+            eprintln!("{signal}: stopping the cluster");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return EXIT_FAILED;
+        }
     };
     match outcome {
         Ok(report) => {

@@ -10,7 +10,8 @@
 //!    that writes one key on every participant.
 //! 4. Restarts servers that die until Ctrl-C or SIGTERM, then stops them.
 
-use crate::supervisor::{Node, Role, StopSignals, Supervisor};
+use crate::signals::StopSignals;
+use crate::supervisor::{Node, Role, Supervisor};
 use crate::{EXIT_FAILED, EXIT_OK};
 use clap::Args;
 use std::collections::BTreeMap;

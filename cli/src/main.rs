@@ -30,6 +30,7 @@ mod bench_cmd;
 mod chaos_cmd;
 mod local;
 mod output;
+mod signals;
 mod supervisor;
 mod txn_cmd;
 

@@ -9,6 +9,7 @@
 //!
 //! Unix only (process groups and signals).
 
+use crate::signals::StopSignals;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,6 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 
 /// How long servers may take, together, to accept connections at start.
@@ -97,26 +97,6 @@ pub struct Supervisor {
     /// The cluster file every child is given.
     config: PathBuf,
     procs: Vec<Proc>,
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, listened to for the supervisor's lifetime.
-pub struct StopSignals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl StopSignals {
-    pub fn new() -> std::io::Result<Self> {
-        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
-    }
-
-    /// Waits for either signal; returns its name.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "interrupted (Ctrl-C)",
-            _ = self.terminate.recv() => "SIGTERM received",
-        }
-    }
 }
 
 impl Supervisor {

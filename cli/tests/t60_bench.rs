@@ -46,6 +46,7 @@ fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
     assert_eq!(report["settings"]["participants"], 2);
     assert_eq!(report["settings"]["workload"], "multi-shard");
     assert!(report["floor"]["floor_us"].as_f64().unwrap() > 0.0);
+    assert!(report["floor"]["skeleton"]["p50_us"].as_f64().unwrap() > 0.0, "{}", report["floor"]);
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     let levels = report["twopc"]["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
@@ -78,12 +79,14 @@ fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
 
 #[test]
 fn bad_arguments_are_usage_errors() -> Result<()> {
-    let bad: [&[&str]; 5] = [
+    let bad: [&[&str]; 6] = [
         &["bench", "--concurrency", "0"],
         &["bench", "--duration", "5h"],
         &["bench", "--zipf", "-1"],
         &["bench", "--cluster", "/nonexistent/cluster.toml"],
         &["bench", "--cluster", "/nonexistent/cluster.toml", "--participants", "2"],
+        // Said before the run, not after it (which would lose its results).
+        &["bench", "--plot", "/nonexistent/dir/bench.svg"],
     ];
     for args in bad {
         let out = Command::new(twopc_bin()).args(args).output()?;

@@ -9,6 +9,7 @@
 //! coordinator's decision, with client → coordinator → participants →
 //! coordinator → client in between.
 
+use super::skeleton::{skeleton_probe, SkeletonProbe};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -47,20 +48,23 @@ pub struct Floor {
     /// than one writer syncing back to back).
     #[serde(default)]
     pub floor_concurrent_us: f64,
+    /// The bare 2PC pattern run on this machine (see [`super::skeleton`]).
+    #[serde(default)]
+    pub skeleton: Option<SkeletonProbe>,
 }
 
 impl Floor {
-    /// Probes the filesystem of `dir` with 1 and `writers` writers, and
-    /// the loopback round trip.
-    pub fn measure(dir: &Path, writers: usize) -> std::io::Result<Floor> {
-        let mut fsync = vec![fsync_probe(dir, 1)?];
-        if writers > 1 {
-            fsync.push(fsync_probe(dir, writers)?);
-        }
+    /// Probes the filesystem of `dir` with 1 writer and with one per
+    /// server (`participants` + the coordinator), the loopback round trip,
+    /// and the 2PC skeleton with `participants`.
+    pub fn measure(dir: &Path, participants: usize) -> std::io::Result<Floor> {
+        let writers = participants + 1;
+        let fsync = vec![fsync_probe(dir, 1)?, fsync_probe(dir, writers)?];
         let (rtt_p50_us, rtt_p99_us) = rtt_probe()?;
         let floor_us = 2.0 * fsync[0].p50_us + 2.0 * rtt_p50_us;
-        let floor_concurrent_us = 2.0 * fsync.last().map_or(0.0, |p| p.p50_us) + 2.0 * rtt_p50_us;
-        Ok(Floor { fsync, rtt_p50_us, rtt_p99_us, floor_us, floor_concurrent_us })
+        let floor_concurrent_us = 2.0 * fsync[1].p50_us + 2.0 * rtt_p50_us;
+        let skeleton = Some(skeleton_probe(dir, participants)?);
+        Ok(Floor { fsync, rtt_p50_us, rtt_p99_us, floor_us, floor_concurrent_us, skeleton })
     }
 
     pub fn single(&self) -> &FsyncProbe {
@@ -79,6 +83,13 @@ impl Floor {
         );
         if self.fsync.len() > 1 {
             s += &format!(" (with the concurrent fsync p50: {})", ms(self.floor_concurrent_us));
+        }
+        if let Some(k) = &self.skeleton {
+            s += &format!(
+                "; 2PC skeleton (bare messages and fsyncs, one thread per server): p50 {}, {:.2}× the floor",
+                ms(k.p50_us),
+                k.p50_us / self.floor_us.max(1e-9)
+            );
         }
         s
     }
@@ -182,8 +193,10 @@ mod tests {
     #[test]
     fn probes_measure_something_and_clean_up() {
         let dir = tempfile::tempdir().unwrap();
-        let floor = Floor::measure(dir.path(), 2).unwrap();
+        let floor = Floor::measure(dir.path(), 1).unwrap();
         assert_eq!(floor.fsync.len(), 2);
+        assert_eq!(floor.fsync[1].writers, 2);
+        assert!(floor.skeleton.as_ref().is_some_and(|k| k.commits > 0));
         assert!(floor.single().syncs > 0 && floor.fsync[1].syncs > 0);
         assert!(floor.rtt_p50_us >= 1.0);
         assert!(floor.floor_us >= 2.0 * floor.rtt_p50_us);

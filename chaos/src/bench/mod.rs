@@ -2,7 +2,8 @@
 //! compares with two-phase commit over PostgreSQL, in one run.
 //!
 //! A run measures the floor (raw fsync + loopback round trip, see
-//! [`floor`]), launches a twopc cluster with [`crate::cluster::Cluster`]
+//! [`floor`]) and the bare 2PC pattern on this machine ([`skeleton`]),
+//! launches a twopc cluster with [`crate::cluster::Cluster`]
 //! and sweeps the concurrency levels with closed-loop clients
 //! ([`driver`]) through the client library ([`twopc`]), then, with
 //! `--peer postgres`, does the same against N PostgreSQL clusters driven
@@ -22,6 +23,7 @@
 //! - [`twopc`]: the twopc cluster, its workers and its `stats()` probe.
 //! - [`postgres`]: PostgreSQL clusters, decision log, 2PC workers.
 //! - [`floor`]: fsync and round-trip probes.
+//! - [`skeleton`]: the bare 2PC message and fsync pattern, one thread per server.
 //! - [`procstat`]: `/proc` CPU and memory, machine description.
 //! - [`report`], [`plot`]: the results.
 
@@ -31,6 +33,7 @@ pub mod plot;
 pub mod postgres;
 pub mod procstat;
 pub mod report;
+pub mod skeleton;
 pub mod twopc;
 pub mod workload;
 
@@ -467,11 +470,11 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     let systems = 1 + usize::from(pg_bin.is_some());
     let per_system = (opts.warmup + opts.duration) * opts.concurrency.len() as u32;
     let progress = Progress::new(opts.progress, per_system * systems as u32);
-    progress.message("measuring the floor (fsync, loopback round trip)".into());
+    progress.message("measuring the floor (fsync, loopback round trip, 2PC skeleton)".into());
     let machine = procstat::MachineInfo::probe(&dir);
     let probe_dir = dir.clone();
-    let writers = opts.participants.min(MAX_PARTICIPANTS) + 1;
-    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir, writers))
+    let participants = opts.participants.min(MAX_PARTICIPANTS);
+    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir, participants))
         .await?
         .context("fsync / round-trip probe")?;
     let twopc = run_twopc(opts, &dir, &progress).await?;

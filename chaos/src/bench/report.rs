@@ -158,13 +158,20 @@ impl Report {
         out.push(match c1.and_then(|l| l.p50_to_floor) {
             Some(r) => TargetCheck {
                 target: "c=1: p50 ≤ 1.5× floor".into(),
-                measured: format!(
-                    "{r:.2}× ({} vs floor {}; {:.2}× the floor with concurrent fsyncs, {})",
-                    ms(c1.map_or(0.0, |l| l.p50_us)),
-                    ms(self.floor.floor_us),
-                    c1.map_or(0.0, |l| l.p50_us) / self.floor.floor_concurrent_us.max(1e-9),
-                    ms(self.floor.floor_concurrent_us)
-                ),
+                measured: {
+                    let p50 = c1.map_or(0.0, |l| l.p50_us);
+                    let mut m = format!(
+                        "{r:.2}× ({} vs floor {}; {:.2}× the floor with concurrent fsyncs, {}",
+                        ms(p50),
+                        ms(self.floor.floor_us),
+                        p50 / self.floor.floor_concurrent_us.max(1e-9),
+                        ms(self.floor.floor_concurrent_us)
+                    );
+                    if let Some(k) = &self.floor.skeleton {
+                        m += &format!("; {:.2}× the 2PC skeleton, {}", p50 / k.p50_us.max(1e-9), ms(k.p50_us));
+                    }
+                    m + ")"
+                },
                 pass: Some(r <= 1.5),
             },
             None => unchecked("c=1: p50 ≤ 1.5× floor", "no level at concurrency 1"),
@@ -466,6 +473,12 @@ pub(crate) mod tests {
                 rtt_p99_us: 80.0,
                 floor_us: 2_100.0,
                 floor_concurrent_us: 2_100.0,
+                skeleton: Some(super::super::skeleton::SkeletonProbe {
+                    participants: 3,
+                    commits: 100,
+                    p50_us: 1_255.0,
+                    p99_us: 2_000.0,
+                }),
             },
             twopc,
             peer: Some(peer),
@@ -487,6 +500,7 @@ pub(crate) mod tests {
         assert!(l64.p99_to_peer.unwrap() < 1.0);
         let passes: Vec<Option<bool>> = r.targets.iter().map(|t| t.pass).collect();
         assert_eq!(passes, vec![Some(true), Some(true), Some(true), Some(true), None]);
+        assert!(r.targets[0].measured.contains("2.00× the 2PC skeleton"), "{}", r.targets[0].measured);
     }
 
     #[test]
