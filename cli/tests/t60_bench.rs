@@ -9,24 +9,10 @@ use anyhow::Result;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{twopc_bin, Cluster};
+use support::{processes_mentioning, twopc_bin, Cluster};
 use twopc_chaos::bench::driver::LevelRun;
 use twopc_chaos::bench::workload::{KeySpace, PlanGenerator, Workload, INITIAL_BALANCE};
 use twopc_chaos::bench::{postgres, twopc};
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(needle).then_some(pid)
-        })
-        .collect()
-}
 
 #[test]
 fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {

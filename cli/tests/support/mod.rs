@@ -18,6 +18,20 @@ pub fn twopc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_twopc")
 }
 
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
 /// The chaos crate's launcher, plus what the tests ask of a cluster.
 pub struct Cluster {
     inner: twopc_chaos::cluster::Cluster,
