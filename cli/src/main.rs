@@ -114,14 +114,14 @@ enum Command {
     /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or
     /// `outcome unknown TXID: DETAIL`, then `K = V` / `K = (absent)` for each
     /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage or
-    /// connection error. Default log level: warn.
+    /// connection error. Default log level: warn (tarpc: off).
     #[command(after_help = AFTER_HELP)]
     Txn(txn_cmd::TxnArgs),
 
     /// Read committed values (outside any transaction, taking no locks).
     ///
     /// Prints `K = V` or `K = (absent)` for each key. Exit code 0, or 3 on a
-    /// usage or connection error. Default log level: warn.
+    /// usage or connection error. Default log level: warn (tarpc: off).
     #[command(after_help = AFTER_HELP)]
     Get(txn_cmd::GetArgs),
 
@@ -139,7 +139,9 @@ enum Command {
     /// side by side with two-phase commit over PostgreSQL.
     ///
     /// Measures the floor (raw fsync on the data directory's filesystem, a
-    /// loopback round trip), launches its own cluster of this binary (1
+    /// loopback round trip) and the 2PC skeleton (the same messages and
+    /// fsyncs with nothing else: one thread per server, blocking TCP, no
+    /// logic; what this machine allows any implementation), launches its own cluster of this binary (1
     /// coordinator + N participants on free loopback ports, data in a temp
     /// dir; or, with `--cluster FILE`, targets a running cluster), and runs
     /// closed-loop clients at each concurrency level: a
@@ -151,9 +153,10 @@ enum Command {
     /// synchronous_commit on; found on PATH or in /usr/lib/postgresql/*/bin;
     /// run as the `postgres` user when root) and drives the same workload
     /// with PREPARE TRANSACTION / COMMIT PREPARED and a synced decision log.
-    /// Everything started is stopped and removed at the end or on Ctrl-C.
-    /// Exit code 0 after a run (whatever the numbers), 1 if it failed, 3 on
-    /// a usage error. Default log level: warn.
+    /// Everything started is stopped and removed at the end, or on Ctrl-C
+    /// or SIGTERM. Exit code 0 after a run (whatever the numbers), 1 if it
+    /// failed or was stopped, 3 on a usage error (said before anything
+    /// runs, an unwritable --plot included). Default log level: warn (tarpc: off).
     ///
     /// Examples: `twopc bench --peer postgres --plot bench.svg`;
     /// `twopc bench --cluster twopc-data/cluster.toml --concurrency 1,64`.
@@ -173,8 +176,9 @@ enum Command {
     /// the faults injected, transactions by outcome, violations with their
     /// evidence, and the time every in-doubt transaction took to resolve
     /// after heal; a failure prints the command replaying its seed. Exit
-    /// code 0 clean, 1 an invariant was violated, 3 usage error or the
-    /// harness could not run. Default log level: error.
+    /// code 0 clean, 1 an invariant was violated (or the run was stopped
+    /// by Ctrl-C or SIGTERM, which stop its cluster too), 3 usage error or
+    /// the harness could not run. Default log level: error.
     ///
     /// Example: twopc chaos --seed 7 --duration 30s --workload atomic-set
     #[command(after_help = chaos_cmd::CHAOS_AFTER_HELP)]
