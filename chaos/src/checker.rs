@@ -29,7 +29,8 @@ const MAX_EVIDENCE: usize = 8;
 pub struct Violation {
     /// atomicity, lost-commit, aborted-visible, unknown-inconsistent,
     /// unresolved, lost-update, unexplained-write, wrong-value,
-    /// bank-total, negative-balance, missing-account, in-doubt-left.
+    /// bank-total, negative-balance, missing-account, in-doubt-left,
+    /// unavailable-after-heal.
     pub kind: String,
     pub txid: Option<String>,
     pub evidence: String,
