@@ -87,6 +87,15 @@ impl Cluster {
         &self.dir
     }
 
+    /// Keeps the cluster's directory after the cluster is dropped (a temp
+    /// dir is no longer removed); returns it.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        if let Some(temp) = self._temp.take() {
+            let _ = temp.keep();
+        }
+        self.dir.clone()
+    }
+
     pub fn data_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
@@ -284,5 +293,21 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_dir_goes_with_the_cluster_unless_kept() {
+        let gone = Cluster::new(Path::new("twopc"), 1, 1).unwrap().dir().to_path_buf();
+        assert!(!gone.exists(), "{} left behind", gone.display());
+        let mut cluster = Cluster::new(Path::new("twopc"), 1, 1).unwrap();
+        let kept = cluster.keep_dir();
+        drop(cluster);
+        assert!(kept.is_dir(), "{} removed", kept.display());
+        std::fs::remove_dir_all(&kept).unwrap();
     }
 }

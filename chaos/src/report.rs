@@ -72,7 +72,8 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// The command that replays this run's seed.
     pub replay: String,
-    /// Where data and logs were kept (`--dir`).
+    /// Where data and logs were kept (`--dir`, or the temp dir of a run
+    /// that found a violation).
     pub dir: Option<String>,
     pub elapsed_ms: u64,
 }

@@ -61,6 +61,9 @@ pub struct ChaosOptions {
     pub recovery_timeout: Duration,
     /// Keep data dirs and logs here (else a temp dir, removed).
     pub dir: Option<PathBuf>,
+    /// Keep the temp dir of a run that found a violation (and name it in
+    /// the report).
+    pub keep_failed: bool,
     /// Write the history (one JSON object per transaction) here.
     pub history_file: Option<PathBuf>,
     /// Show a progress bar on stderr (when it is a terminal).
@@ -83,6 +86,7 @@ impl ChaosOptions {
             fault_points: true,
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             dir: None,
+            keep_failed: false,
             history_file: None,
             progress: false,
         }
@@ -296,8 +300,14 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     if let Some(path) = &opts.history_file {
         write_history(path, &ops).with_context(|| format!("writing the history to {}", path.display()))?;
     }
-    let report = build_report(opts, &kinds, status.events, &history, recovery, violations, started);
-    // Processes stop (and the temp dir goes) when the last handle drops.
+    let failed = !violations.is_empty();
+    let mut report = build_report(opts, &kinds, status.events, &history, recovery, violations, started);
+    // A failed run keeps its processes' data and logs for the post-mortem
+    // (a replay repeats the schedule, not always the interleaving).
+    if failed && opts.keep_failed && report.dir.is_none() {
+        report.dir = Some(cluster.lock().expect("cluster lock").keep_dir().display().to_string());
+    }
+    // Processes stop (and a temp dir goes) when the last handle drops.
     drop(cluster);
     Ok(report)
 }

@@ -92,7 +92,8 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     recovery_timeout: Duration,
     /// Keep every process's data and log under DIR (default: a temp dir,
-    /// removed at the end).
+    /// removed at the end of a clean run; a run that found a violation
+    /// keeps it and prints where).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Write the history (one JSON object per transaction) to FILE.
@@ -172,6 +173,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
     opts.fault_points = fault_points;
     opts.recovery_timeout = args.recovery_timeout;
     opts.dir = args.dir;
+    opts.keep_failed = true;
     opts.history_file = args.history;
     opts.progress = !args.json;
     if !args.json {
