@@ -41,6 +41,8 @@ pub const CLIENT: &str = "client";
 /// reading, and TCP back-pressure does the rest).
 const CHUNKS_IN_FLIGHT: usize = 256;
 const CHUNK_BYTES: usize = 64 * 1024;
+/// Tries to bind a proxy's port before giving up.
+const MAX_BIND_ATTEMPTS: usize = 64;
 
 /// One direction of a link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,10 +84,28 @@ pub struct LinkProxy {
     accept: tokio::task::JoinHandle<()>,
 }
 
-impl LinkProxy {
-    /// Listens on a free loopback port and forwards to `target`.
-    pub async fn start(viewer: &str, peer: &str, target: &str) -> Result<LinkProxy> {
+/// Binds a free loopback port that is none of `reserved`, in at most
+/// [`MAX_BIND_ATTEMPTS`] tries.
+///
+/// The cluster's servers get their ports before they start (so that every
+/// cluster file can name them), and those ports are free until then: a
+/// proxy given one by the OS would take a server's place, the server would
+/// fail to start, and connecting to "the server" would reach the proxy.
+async fn bind_avoiding(reserved: &BTreeSet<u16>) -> Result<TcpListener> {
+    for _ in 0..MAX_BIND_ATTEMPTS {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("bind proxy")?;
+        if !reserved.contains(&listener.local_addr()?.port()) {
+            return Ok(listener);
+        }
+    }
+    anyhow::bail!("no free port outside the cluster's own in {MAX_BIND_ATTEMPTS} tries")
+}
+
+impl LinkProxy {
+    /// Listens on a free loopback port (none of `reserved`) and forwards
+    /// to `target`.
+    pub async fn start(viewer: &str, peer: &str, target: &str, reserved: &BTreeSet<u16>) -> Result<LinkProxy> {
+        let listener = bind_avoiding(reserved).await?;
         let addr = listener.local_addr()?;
         let (state, _) = watch::channel(LinkState::default());
         let rx = state.subscribe();
@@ -277,8 +297,14 @@ impl Network {
                 pairs.push((p.clone(), c.clone()));
             }
         }
+        let reserved: BTreeSet<u16> = cluster
+            .ids()
+            .iter()
+            .filter_map(|id| cluster.addr(id).parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+            .collect();
         for (viewer, peer) in pairs {
-            let proxy = LinkProxy::start(&viewer, &peer, &cluster.addr(&peer)).await?;
+            let proxy = LinkProxy::start(&viewer, &peer, &cluster.addr(&peer), &reserved).await?;
             if viewer != CLIENT {
                 cluster.set_view(&viewer, &peer, &proxy.addr().to_string());
             }
@@ -377,6 +403,16 @@ impl Network {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_proxy_never_takes_a_reserved_port() {
+        assert!(bind_avoiding(&BTreeSet::new()).await.is_ok());
+        // Every port reserved: each one the OS offers is refused, so the
+        // bounded tries run out.
+        let all: BTreeSet<u16> = (1..=u16::MAX).collect();
+        let err = bind_avoiding(&all).await.unwrap_err();
+        assert!(err.to_string().contains("no free port outside"), "{err}");
+    }
+
     async fn echo_server() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -413,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_blocks_delays_and_heals() {
         let echo = echo_server().await;
-        let proxy = LinkProxy::start("a", "b", &echo.to_string()).await.unwrap();
+        let proxy = LinkProxy::start("a", "b", &echo.to_string(), &BTreeSet::new()).await.unwrap();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         assert!(roundtrip(&mut s, Duration::from_secs(2)).await.is_some());
 
@@ -436,7 +472,7 @@ mod tests {
     #[tokio::test]
     async fn cuts_connections_with_fin_or_rst() {
         let echo = echo_server().await;
-        let proxy = LinkProxy::start("a", "b", &echo.to_string()).await.unwrap();
+        let proxy = LinkProxy::start("a", "b", &echo.to_string(), &BTreeSet::new()).await.unwrap();
         for reset in [false, true] {
             let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
             assert!(roundtrip(&mut s, Duration::from_secs(2)).await.is_some());
@@ -457,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn a_down_peer_closes_the_viewers_connection() {
         let port = crate::cluster::free_port().unwrap();
-        let proxy = LinkProxy::start("a", "b", &format!("127.0.0.1:{port}")).await.unwrap();
+        let proxy = LinkProxy::start("a", "b", &format!("127.0.0.1:{port}"), &BTreeSet::new()).await.unwrap();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         let mut buf = [0u8; 1];
         let got = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap();

@@ -69,7 +69,7 @@ async fn accept_and_close(listener: tokio::net::TcpListener) {
 async fn crash_loop(proxied: bool) {
     let port = twopc_chaos::cluster::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let proxy = LinkProxy::start("c", "p", &addr).await.unwrap();
+    let proxy = LinkProxy::start("c", "p", &addr, &Default::default()).await.unwrap();
     let target = if proxied { proxy.addr().to_string() } else { addr.clone() };
     let peer = Peer::new(target, |s| EchoClient::new(client_config(), transport(s)).spawn());
     let stop = Instant::now() + Duration::from_secs(10);
