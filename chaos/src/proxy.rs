@@ -186,10 +186,11 @@ enum Dir {
 
 async fn connection(mut client: TcpStream, target: String, mut state: watch::Receiver<LinkState>) {
     let born = state.borrow().generation;
-    let Ok(Ok(mut server)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target)).await else {
+    let Ok(Ok(server)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target)).await else {
         // The peer is down: the viewer sees its connection closed.
         return;
     };
+    let Ok(mut server) = twopc_common::net::refuse_self_connection(server) else { return };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let fds = [client.as_raw_fd(), server.as_raw_fd()];

@@ -15,12 +15,17 @@
 //!
 //! The fix is in `Peer::call` and the client library: every call is
 //! bounded by a timer of its own (`net::CALL_GUARD`). This test pins it.
+//!
+//! Also pinned here: a connection that silently stops answering (half
+//! open) is replaced after a few missed deadlines in a row, instead of
+//! failing every call on it for good.
 
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::server::Channel as _;
 use twopc_chaos::proxy::LinkProxy;
+use twopc_common::limits::MAX_DEADLINE_MISSES_PER_CONNECTION;
 use twopc_common::net::{client_config, context_with_timeout, transport, Peer};
 
 #[tarpc::service]
@@ -117,4 +122,35 @@ async fn crash_loop(proxied: bool) {
 async fn peer_calls_end_by_their_deadline_while_the_peer_crash_loops() {
     crash_loop(false).await;
     crash_loop(true).await;
+}
+
+/// Serves every connection but the first, which is read and never
+/// answered: a half-open connection, whose other end is gone without a
+/// word (a crashed host, a middlebox that dropped its state).
+async fn black_hole_first(listener: tokio::net::TcpListener) {
+    use tokio::io::AsyncReadExt;
+    let (mut first, _) = listener.accept().await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while matches!(first.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    serve(listener).await;
+}
+
+/// Deadlines alone never replace a connection, so one that silently stopped
+/// delivering would fail every call for good; after a few misses in a row
+/// the peer opens a new one.
+#[tokio::test]
+async fn a_connection_that_never_answers_is_replaced() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(black_hole_first(listener));
+    let peer = Peer::new(addr, |s| EchoClient::new(client_config(), transport(s)).spawn());
+    let ask = || peer.call(|c| async move { c.echo(context_with_timeout(Duration::from_millis(200)), 7).await });
+    for miss in 0..MAX_DEADLINE_MISSES_PER_CONNECTION {
+        let err = ask().await.unwrap_err();
+        assert!(err.contains("deadline"), "miss {miss}: {err}");
+    }
+    assert_eq!(ask().await.unwrap(), 7, "a new connection, served");
+    server.abort();
 }

@@ -17,6 +17,9 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4_096;
 /// Requests one server channel (connection) may run concurrently.
 pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
+/// A peer's connection is replaced after this many calls in a row ran
+/// out of time on it with no answer in between.
+pub const MAX_DEADLINE_MISSES_PER_CONNECTION: u32 = 3;
 /// Deadline of ordinary RPCs (reads, prepare, commit, outcome).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of an application's commit call (prepare + decision + reply).

@@ -1,10 +1,13 @@
 //! TCP plumbing for the tarpc services: TCP_NODELAY on every socket, a
 //! frame-size cap, bounded in-flight requests, and peers that reconnect.
 
-use crate::limits::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION};
+use crate::limits::{
+    CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
+};
 use futures::Future;
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_serde::formats::Bincode;
@@ -43,10 +46,25 @@ where
 
 /// Opens a TCP connection with [`CONNECT_TIMEOUT`].
 pub async fn connect(addr: &str) -> Result<TcpStream, String> {
-    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    refuse_self_connection(stream).map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// Refuses a socket connected to itself. When nothing listens on a
+/// loopback port in the ephemeral range, Linux may pick that very port as
+/// the connection's own and "connect" it to itself (TCP simultaneous
+/// open): a peer that is down would seem up, and hear its own requests.
+pub fn refuse_self_connection(stream: TcpStream) -> std::io::Result<TcpStream> {
+    if stream.local_addr()? == stream.peer_addr()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "nothing listens there (self-connection)",
+        ));
+    }
+    Ok(stream)
 }
 
 /// A client config with the shared in-flight bound.
@@ -107,12 +125,23 @@ macro_rules! serve_tarpc {
 pub struct Peer<C> {
     addr: String,
     make: fn(TcpStream) -> C,
-    client: tokio::sync::Mutex<Option<C>>,
+    /// The current connection and its number (connections opened so far).
+    client: tokio::sync::Mutex<Option<(u64, C)>>,
+    opened: AtomicU64,
+    /// Calls on the current connection that ran out of time since its last
+    /// answer.
+    misses: AtomicU32,
 }
 
 impl<C: Clone> Peer<C> {
     pub fn new(addr: String, make: fn(TcpStream) -> C) -> Arc<Self> {
-        Arc::new(Peer { addr, make, client: tokio::sync::Mutex::new(None) })
+        Arc::new(Peer {
+            addr,
+            make,
+            client: tokio::sync::Mutex::new(None),
+            opened: AtomicU64::new(0),
+            misses: AtomicU32::new(0),
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -121,19 +150,38 @@ impl<C: Clone> Peer<C> {
 
     /// The current connection, opening one if there is none.
     pub async fn client(&self) -> Result<C, String> {
+        self.connection().await.map(|(_, client)| client)
+    }
+
+    async fn connection(&self) -> Result<(u64, C), String> {
         let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
+        if let Some(current) = slot.as_ref() {
+            return Ok(current.clone());
         }
         let client = (self.make)(connect(&self.addr).await?);
-        *slot = Some(client.clone());
-        Ok(client)
+        let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        self.misses.store(0, Ordering::Relaxed);
+        *slot = Some((number, client.clone()));
+        Ok((number, client))
+    }
+
+    /// Drops connection `number` if it is still the current one (another
+    /// call may already have replaced it).
+    async fn forget(&self, number: u64) {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_some_and(|(current, _)| *current == number) {
+            *slot = None;
+        }
     }
 
     /// Runs `call` on the connection. A connection found dead (the peer
     /// restarted) is replaced and the call made once more on a fresh one;
     /// every twopc RPC is idempotent, so a repeat is harmless. A deadline
-    /// is returned as is (the peer is slow, not gone).
+    /// is returned as is (the peer may be slow, not gone), but after
+    /// [`MAX_DEADLINE_MISSES_PER_CONNECTION`] in a row with no answer in
+    /// between the connection is replaced: one that silently stopped
+    /// delivering (a half-open TCP connection) would otherwise be used
+    /// for good.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, String>
     where
         F: Fn(C) -> Fut,
@@ -141,21 +189,27 @@ impl<C: Clone> Peer<C> {
     {
         let mut last = String::new();
         for _ in 0..2 {
-            let client = self.client().await?;
+            let (number, client) = self.connection().await?;
             // tarpc can strand a request whose connection dies while it is
             // being queued, and then the call never returns whatever its
             // deadline (found by the chaos harness): guard it here too.
             let Ok(answer) = tokio::time::timeout(CALL_GUARD, call(client)).await else {
-                *self.client.lock().await = None;
+                self.forget(number).await;
                 return Err(format!("no answer within {CALL_GUARD:?} ({})", self.addr));
             };
             match answer {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.misses.store(0, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Err(tarpc::client::RpcError::DeadlineExceeded) => {
-                    return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr))
+                    if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_DEADLINE_MISSES_PER_CONNECTION {
+                        self.forget(number).await;
+                    }
+                    return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr));
                 }
                 Err(e) => {
-                    *self.client.lock().await = None;
+                    self.forget(number).await;
                     last = format!("{e} ({})", self.addr);
                 }
             }
@@ -169,4 +223,27 @@ pub fn context_with_timeout(timeout: std::time::Duration) -> tarpc::context::Con
     let mut ctx = tarpc::context::current();
     ctx.deadline = std::time::Instant::now() + timeout;
     ctx
+}
+
+#[cfg(test)]
+mod self_connection_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_connected_to_itself_is_refused() {
+        // Bound to the port it connects to, with nothing listening: a
+        // self-connection, made on purpose.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(addr).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        let err = refuse_self_connection(stream).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        // A real connection passes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let real = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        assert!(refuse_self_connection(real).is_ok());
+    }
 }
