@@ -203,7 +203,10 @@ impl<C: Clone> Peer<C> {
                     return Ok(v);
                 }
                 Err(tarpc::client::RpcError::DeadlineExceeded) => {
-                    if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_DEADLINE_MISSES_PER_CONNECTION {
+                    // Counted for the newest connection only (a late miss
+                    // on a replaced one says nothing about its successor).
+                    let newest = number == self.opened.load(Ordering::Relaxed);
+                    if newest && self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_DEADLINE_MISSES_PER_CONNECTION {
                         self.forget(number).await;
                     }
                     return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr));
