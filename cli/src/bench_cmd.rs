@@ -124,6 +124,14 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
     Ok(opts)
 }
 
+/// The `--plot` file, opened before the run.
+struct PlotFile<'a> {
+    path: &'a Path,
+    file: std::fs::File,
+    /// It was there before (an older plot): never removed.
+    existed: bool,
+}
+
 pub async fn run(args: BenchArgs) -> u8 {
     let opts = match options(&args) {
         Ok(o) => o,
@@ -132,21 +140,25 @@ pub async fn run(args: BenchArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    // Opened before the run, so that a bad path cannot waste one.
+    // Opened before the run, so that a bad path cannot waste one; an
+    // existing plot is kept as it is until the new one is written.
     let plot = match &args.plot {
         None => None,
-        Some(path) => match std::fs::File::create(path) {
-            Ok(file) => Some((path.as_path(), file)),
-            Err(e) => {
-                eprintln!("error: cannot write the plot {}: {e}", path.display());
-                return EXIT_USAGE;
+        Some(path) => {
+            let existed = path.exists();
+            match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+                Ok(file) => Some(PlotFile { path, file, existed }),
+                Err(e) => {
+                    eprintln!("error: cannot write the plot {}: {e}", path.display());
+                    return EXIT_USAGE;
+                }
             }
-        },
+        }
     };
     // A run that ends without a report leaves no empty plot behind.
-    let discard_plot = |plot: Option<(&Path, std::fs::File)>| {
-        if let Some((path, _)) = plot {
-            let _ = std::fs::remove_file(path);
+    let discard_plot = |plot: Option<PlotFile>| {
+        if let Some(p) = plot.filter(|p| !p.existed) {
+            let _ = std::fs::remove_file(p.path);
         }
     };
     let mut signals = match StopSignals::new() {
@@ -193,8 +205,9 @@ pub async fn run(args: BenchArgs) -> u8 {
         print!("{}", report.table());
     }
     // Written after the report is out: a failure here loses no result.
-    if let Some((path, mut file)) = plot {
-        if let Err(e) = file.write_all(bench::plot::svg(&report).as_bytes()) {
+    if let Some(PlotFile { path, mut file, .. }) = plot {
+        let svg = bench::plot::svg(&report);
+        if let Err(e) = file.set_len(0).and_then(|()| file.write_all(svg.as_bytes())) {
             eprintln!("error: cannot write the plot {}: {e}", path.display());
             return EXIT_FAILED;
         }

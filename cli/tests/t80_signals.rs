@@ -57,8 +57,14 @@ fn sigterm_stops_a_benchmark_and_its_cluster() -> Result<()> {
     let plot = dir.path().join("bench.svg");
     let (data_arg, plot_arg) = (data.display().to_string(), plot.display().to_string());
     let args = ["bench", "--participants", "2", "--concurrency", "1", "--duration", "60s"];
-    sigterm_stops(&[&args[..], &["--data-dir", &data_arg, "--plot", &plot_arg]].concat(), &data)?;
+    let args = [&args[..], &["--data-dir", &data_arg, "--plot", &plot_arg]].concat();
+    sigterm_stops(&args, &data)?;
     assert!(!plot.exists(), "an empty plot was left behind");
+    // An older plot is neither emptied nor removed by a run that ends
+    // without a report.
+    std::fs::write(&plot, "<svg>older</svg>")?;
+    sigterm_stops(&args, &data)?;
+    assert_eq!(std::fs::read_to_string(&plot)?, "<svg>older</svg>");
     Ok(())
 }
 
