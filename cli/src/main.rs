@@ -108,7 +108,8 @@ enum Command {
     ///
     /// OPs run in order: `get K` reads K inside the transaction (its version
     /// is validated at commit, so a committed transaction is serializable;
-    /// it sees this transaction's own earlier writes); `put K V`, `del K`,
+    /// it sees this transaction's own earlier writes); `put K V`,
+    /// `put-file K FILE` (FILE's bytes as the value, up to 1 MiB), `del K`,
     /// `expect K V` (commit only if K's committed value is V) and
     /// `expect-absent K` (commit only if K is absent) are buffered and sent
     /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or

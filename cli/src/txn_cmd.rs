@@ -7,12 +7,13 @@
 use crate::output::{self, Read, TxnOutcome, TxnReport};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
+use std::io::Read as _;
 use twopc_common::client::{Client, ClientError};
-use twopc_common::limits::MAX_OPS_PER_TXN;
+use twopc_common::limits::{MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
 use twopc_common::txn::{check_key, check_value};
 
 /// The OP grammar, for error messages.
-const OP_USAGE: &str = "put K V | del K | get K | expect K V | expect-absent K";
+const OP_USAGE: &str = "put K V | put-file K FILE | del K | get K | expect K V | expect-absent K";
 
 #[derive(Debug, Args)]
 pub struct TxnArgs {
@@ -26,9 +27,11 @@ pub struct TxnArgs {
     /// connection error {"error": "..."}.
     #[arg(long)]
     pub json: bool,
-    /// The operations, run in order: put K V | del K | get K | expect K V |
-    /// expect-absent K. Flags must come before the first OP: everything from
-    /// the first OP on is taken literally (so values may start with '-').
+    /// The operations, run in order: put K V | put-file K FILE | del K |
+    /// get K | expect K V | expect-absent K. `put-file` stores FILE's bytes
+    /// as the value (for values too big for a command line, or binary; at
+    /// most 1 MiB). Flags must come before the first OP: everything from the
+    /// first OP on is taken literally (so values may start with '-').
     #[arg(
         value_name = "OP",
         required = true,
@@ -71,8 +74,9 @@ pub enum Op {
     ExpectAbsent { key: Vec<u8> },
 }
 
-/// Parses `put K V | del K | get K | expect K V | expect-absent K ...`,
-/// checking the key and value limits. The error is one line.
+/// Parses `put K V | put-file K FILE | del K | get K | expect K V |
+/// expect-absent K ...`, reading `put-file`'s files and checking the key
+/// and value limits. The error is one line.
 pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
     let mut ops = Vec::new();
     let mut words = words.iter();
@@ -81,6 +85,11 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
             "put" => {
                 let key = key_arg(&mut words, "put", "put K V")?;
                 Op::Put { key, value: value_arg(&mut words, "put", "put K V")? }
+            }
+            "put-file" => {
+                let key = key_arg(&mut words, "put-file", "put-file K FILE")?;
+                let path = words.next().ok_or("put-file: missing FILE (usage: put-file K FILE)")?;
+                Op::Put { key, value: read_value_file(path)? }
             }
             "del" => Op::Del { key: key_arg(&mut words, "del", "del K")? },
             "get" => Op::Get { key: key_arg(&mut words, "get", "get K")? },
@@ -115,6 +124,17 @@ fn value_arg<'a>(words: &mut impl Iterator<Item = &'a String>, op: &str, usage: 
     let value = words.next().ok_or_else(|| format!("{op}: missing V (usage: {usage})"))?;
     check_value(value.as_bytes()).map_err(|e| format!("{op}: {e}"))?;
     Ok(value.as_bytes().to_vec())
+}
+
+/// The bytes of `path`, read no further than one byte past the value limit.
+fn read_value_file(path: &str) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("put-file: cannot open {path:?}: {e}"))?;
+    let mut value = Vec::new();
+    file.take(MAX_VALUE_BYTES as u64 + 1)
+        .read_to_end(&mut value)
+        .map_err(|e| format!("put-file: cannot read {path:?}: {e}"))?;
+    check_value(&value).map_err(|e| format!("put-file {path:?}: {e}"))?;
+    Ok(value)
 }
 
 /// `twopc txn`: returns the exit code.
@@ -307,6 +327,22 @@ mod tests {
         assert!(err.contains("exceeds the limit"), "{err}");
         let many: Vec<String> = (0..=MAX_OPS_PER_TXN).flat_map(|i| ["get".to_string(), format!("k{i}")]).collect();
         assert!(parse_ops(&many).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn put_file_takes_the_files_bytes_and_checks_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let value: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(path("v.bin"), &value).unwrap();
+        let ops = parse_ops(&["put-file".into(), "k".into(), path("v.bin")]).unwrap();
+        assert_eq!(ops, vec![Op::Put { key: b"k".to_vec(), value }]);
+        std::fs::write(path("big"), vec![b'x'; MAX_VALUE_BYTES + 1]).unwrap();
+        let err = parse_ops(&["put-file".into(), "k".into(), path("big")]).unwrap_err();
+        assert!(err.contains("exceeds the limit"), "{err}");
+        let err = parse_ops(&["put-file".into(), "k".into(), path("missing")]).unwrap_err();
+        assert!(err.starts_with("put-file: cannot open") && !err.contains('\n'), "{err}");
+        assert!(parse_ops(&words("put-file k")).unwrap_err().contains("missing FILE"));
     }
 
     #[test]

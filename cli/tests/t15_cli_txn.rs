@@ -1,0 +1,92 @@
+//! `twopc txn` and `twopc get` as a user runs them: the binary against a
+//! real cluster, checked by what it prints and its exit code.
+
+mod support;
+
+use anyhow::Result;
+use std::process::{Command, Output};
+use support::{twopc_bin, Cluster};
+
+fn twopc(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(twopc_bin()).args(args).output()?)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_and_get_report_outcomes_and_values_with_their_exit_codes() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let c = cluster.coordinator_addr();
+
+    let out = twopc(&["txn", "--coordinator", &c, "put", "alice", "100", "put", "bob", "50"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed "), "{}", text(&out));
+
+    let out = twopc(&["txn", "--coordinator", &c, "--json", "get", "alice", "get", "carol", "put", "carol", "1"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["outcome"], "committed");
+    assert_eq!(report["reads"]["alice"], "100");
+    assert!(report["reads"]["carol"].is_null(), "{report}");
+
+    // A failed condition aborts (exit 1) and writes nothing.
+    let out = twopc(&["txn", "--coordinator", &c, "expect", "bob", "999", "put", "bob", "0"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("aborted"), "{}", text(&out));
+
+    let out = twopc(&["get", "--coordinator", &c, "--json", "alice", "bob", "carol", "dave"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reads = &json(&out)["reads"];
+    assert_eq!((&reads["alice"], &reads["bob"], &reads["carol"]), (&"100".into(), &"50".into(), &"1".into()));
+    assert!(reads["dave"].is_null());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_file_stores_a_binary_value_too_big_for_a_command_line() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let c = cluster.coordinator_addr();
+    let dir = tempfile::tempdir()?;
+    // Linux refuses a single argument over 128 KiB: this value could not be
+    // given as `put K V`.
+    let value: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, &value)?;
+
+    let out = twopc(&["txn", "--coordinator", &c, "put-file", "blob", file.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stored = cluster.client().await?.read(vec![b"blob".to_vec()]).await?;
+    assert!(stored[0].value.as_deref() == Some(&value[..]), "the stored value differs from the file");
+
+    // A file over the value limit, or missing, is a usage error said before
+    // anything is sent.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; twopc_common::limits::MAX_VALUE_BYTES + 1])?;
+    for (path, says) in [(big.to_str().unwrap(), "exceeds the limit"), ("/nonexistent/v", "cannot open")] {
+        let out = twopc(&["txn", "--coordinator", &c, "put-file", "blob", path])?;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+    }
+    let after = cluster.client().await?.read(vec![b"blob".to_vec()]).await?;
+    assert_eq!(after[0].version, stored[0].version, "a refused put-file changed the value");
+    Ok(())
+}
+
+#[test]
+fn a_malformed_txn_is_a_usage_error_before_connecting() -> Result<()> {
+    // Nothing listens on port 1: the error must come from parsing.
+    for (args, says) in
+        [(&["frob", "a"][..], "unknown op"), (&["put", "a"][..], "missing V"), (&["put-file", "a"][..], "missing FILE")]
+    {
+        let out = twopc(&[&["txn", "--coordinator", "127.0.0.1:1"][..], args].concat())?;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    Ok(())
+}
