@@ -90,3 +90,45 @@ fn a_malformed_txn_is_a_usage_error_before_connecting() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_transactions_and_reads_get_a_clear_error_and_change_nothing() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let c = cluster.coordinator_addr();
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("one-mib");
+    std::fs::write(&file, vec![b'v'; twopc_common::limits::MAX_VALUE_BYTES])?;
+    let file = file.to_str().unwrap();
+    let puts = |keys: std::ops::Range<usize>| -> Vec<String> {
+        keys.flat_map(|i| ["put-file".to_string(), format!("big{i}"), file.to_string()]).collect()
+    };
+    let txn = |ops: Vec<String>| -> Result<Output> {
+        let mut args = vec!["txn".to_string(), "--coordinator".to_string(), c.clone()];
+        args.extend(ops);
+        Ok(Command::new(twopc_bin()).args(&args).output()?)
+    };
+
+    // 40 MiB in one transaction: over the limit, refused before sending.
+    let out = txn(puts(0..40))?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("split it into smaller transactions"), "{}", text(&out));
+    let read = cluster.client().await?.read(vec![b"big0".to_vec()]).await?;
+    assert_eq!(read[0].value, None, "a refused transaction wrote");
+
+    // 40 MiB written in four transactions, then read back in one `get`:
+    // refused with advice (the reply would not fit in a frame), and the
+    // connection stays usable.
+    for batch in 0..4 {
+        let out = txn(puts(batch * 10..batch * 10 + 10))?;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("big{i}")).collect();
+    let mut args = vec!["get", "--coordinator", &c];
+    args.extend(keys.iter().map(String::as_str));
+    let out = twopc(&args)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("read fewer keys at once"), "{}", text(&out));
+    let out = twopc(&["get", "--coordinator", &c, "big0", "big39"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}

@@ -11,6 +11,14 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_OPS_PER_TXN: usize = 10_000;
 /// Most keys in one read request.
 pub const MAX_KEYS_PER_READ: usize = 10_000;
+/// Keys and values of one transaction together, at most (by
+/// `TxnOps::approx_bytes`): half a frame, so a commit request, a prepare
+/// and its WAL record always fit.
+pub const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
+/// Values one read may return together, at most; a bigger read is refused
+/// with an error asking for fewer keys at once (half a frame, like
+/// [`MAX_TXN_BYTES`]).
+pub const MAX_READ_REPLY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest RPC frame on the wire; bigger frames close the connection.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Requests one client connection may have in flight.

@@ -2,7 +2,7 @@
 //! sets, conditions, votes and outcomes.
 
 use crate::ids::{NodeId, TxnId};
-use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
+use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_READ_REPLY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -104,6 +104,14 @@ impl TxnOps {
         for value in values.chain(self.writes.iter().filter_map(|(_, v)| v.as_ref())) {
             check_value(value)?;
         }
+        let bytes = self.approx_bytes();
+        if bytes > MAX_TXN_BYTES {
+            return Err(format!(
+                "transaction of {} operations and about {bytes} bytes exceeds the limit of {MAX_TXN_BYTES} bytes; \
+                 split it into smaller transactions",
+                self.len()
+            ));
+        }
         Ok(())
     }
 }
@@ -121,6 +129,18 @@ pub fn check_key(key: &[u8]) -> Result<(), String> {
 pub fn check_value(value: &[u8]) -> Result<(), String> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(format!("value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}", value.len()));
+    }
+    Ok(())
+}
+
+/// Refuses a read of `keys` keys once its values reach `bytes` bytes,
+/// more than [`MAX_READ_REPLY_BYTES`] (the reply would not fit in a frame).
+pub fn check_read_reply(keys: usize, bytes: usize) -> Result<(), String> {
+    if bytes > MAX_READ_REPLY_BYTES {
+        return Err(format!(
+            "read of {keys} keys returns more than {MAX_READ_REPLY_BYTES} bytes of values, the limit for one read; \
+             read fewer keys at once"
+        ));
     }
     Ok(())
 }
@@ -225,4 +245,27 @@ pub enum ProbeAnswer {
     Prepared,
     /// A request for it is being processed right now.
     InFlight,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_over_the_size_limit_is_refused_with_advice() {
+        let mib = vec![7u8; MAX_VALUE_BYTES];
+        let writes = |n: usize| (0..n).map(|i| (format!("k{i}").into_bytes(), Some(mib.clone()))).collect();
+        let fits = TxnOps { writes: writes(MAX_TXN_BYTES / MAX_VALUE_BYTES - 1), ..TxnOps::default() };
+        assert_eq!(fits.validate(), Ok(()));
+        let too_big = TxnOps { writes: writes(MAX_TXN_BYTES / MAX_VALUE_BYTES + 1), ..TxnOps::default() };
+        let err = too_big.validate().unwrap_err();
+        assert!(err.contains("exceeds the limit") && err.contains("split it"), "{err}");
+    }
+
+    #[test]
+    fn a_read_reply_over_the_limit_is_refused_with_advice() {
+        assert_eq!(check_read_reply(3, MAX_READ_REPLY_BYTES), Ok(()));
+        let err = check_read_reply(40, MAX_READ_REPLY_BYTES + 1).unwrap_err();
+        assert!(err.contains("read of 40 keys") && err.contains("read fewer keys"), "{err}");
+    }
 }

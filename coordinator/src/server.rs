@@ -10,7 +10,7 @@ use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::service::CoordinatorRpc;
-use twopc_common::txn::check_key;
+use twopc_common::txn::{check_key, check_read_reply};
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
 
 #[derive(Clone)]
@@ -67,11 +67,14 @@ impl CoordinatorRpc for CoordinatorServer {
             }
         });
         let mut out = vec![Versioned::default(); keys.len()];
+        let mut bytes = 0;
         for part in join_all(reads).await {
             for (i, value) in part? {
+                bytes += value.value.as_ref().map_or(0, Vec::len);
                 out[i] = value;
             }
         }
+        check_read_reply(keys.len(), bytes).map_err(ServiceError::Invalid)?;
         Ok(out)
     }
 

@@ -373,8 +373,7 @@ impl EngineTask {
             self.parked.push(ParkedRead { keys, reply, deadline });
             return;
         }
-        let values = keys.iter().map(|k| store::get(&*self.wal, k)).collect();
-        let _ = reply.send(values);
+        let _ = reply.send(store::get_many(&*self.wal, &keys));
     }
 
     fn complete(&mut self, done: Completion) -> Option<ParticipantError> {

@@ -2,6 +2,7 @@
 //! `key → bincode(Versioned)`.
 
 use crate::record::ParticipantRecord;
+use twopc_common::txn::check_read_reply;
 use twopc_common::{Key, ServiceError, Versioned};
 use twopc_wal::Wal;
 
@@ -13,6 +14,20 @@ pub fn get(wal: &ParticipantWal, key: &[u8]) -> Result<Versioned, ServiceError> 
         return Ok(Versioned::default());
     };
     bincode::deserialize(&bytes).map_err(|e| ServiceError::Storage(format!("undecodable value of key {key:?}: {e}")))
+}
+
+/// The committed states of `keys`, in order. Stops reading, with an
+/// error, once the values pass the limit of one read's reply.
+pub fn get_many(wal: &ParticipantWal, keys: &[Key]) -> Result<Vec<Versioned>, ServiceError> {
+    let mut bytes = 0;
+    let mut values = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = get(wal, key)?;
+        bytes += value.value.as_ref().map_or(0, Vec::len);
+        check_read_reply(keys.len(), bytes).map_err(ServiceError::Invalid)?;
+        values.push(value);
+    }
+    Ok(values)
 }
 
 pub fn encode(value: &Versioned) -> Vec<u8> {
