@@ -20,6 +20,7 @@ pub mod ids;
 pub mod limits;
 pub mod net;
 pub mod node;
+pub mod open_files;
 pub mod recent;
 pub mod ring;
 pub mod service;

@@ -21,6 +21,15 @@ pub const MAX_TXN_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_READ_REPLY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest RPC frame on the wire; bigger frames close the connection.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Connections one server keeps open at once; more are closed as soon as
+/// they are accepted. Also kept [`RESERVED_FILE_DESCRIPTORS`] below the
+/// process's open-file limit, so a flood of connections cannot starve the
+/// write-ahead log of file descriptors (which stops the server).
+pub const MAX_CONNECTIONS: usize = 4_096;
+/// File descriptors a server keeps back from incoming connections: the
+/// WAL's files (RocksDB keeps at most 256 tables open), logs, and its own
+/// connections to peers.
+pub const RESERVED_FILE_DESCRIPTORS: usize = 512;
 /// Requests one client connection may have in flight.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4_096;
 /// Requests one server channel (connection) may run concurrently.

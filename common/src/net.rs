@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -40,8 +41,46 @@ where
 {
     // Latency matters more than packet count: small RPCs go out at once.
     let _ = stream.set_nodelay(true);
+    let _ = set_keepalive(&stream);
     let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
     tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
+}
+
+/// A connection idle this long gets TCP keepalive probes...
+pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// ...this far apart...
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and is closed after this many go unanswered: a peer that vanished
+/// (a host lost, a cable cut) frees its connection slot within about a
+/// minute instead of holding it for good.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+fn set_keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL.as_secs() as libc::c_int),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES as libc::c_int),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: `fd` is an open socket owned by `stream` for the whole
+        // call; setsockopt reads `size_of::<c_int>()` bytes of `value`.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Opens a TCP connection with [`CONNECT_TIMEOUT`].
@@ -82,11 +121,32 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// Accepts connections forever, handing each socket to `on_connection`.
-pub async fn accept_loop(listener: TcpListener, mut on_connection: impl FnMut(TcpStream)) {
+/// Accepts connections forever, handing each socket to `on_connection`
+/// with its slot (held for as long as the connection lives). While
+/// `max_connections` slots are taken, new connections are closed at once:
+/// the client sees the connection close and may retry.
+pub async fn accept_loop(
+    listener: TcpListener,
+    max_connections: usize,
+    mut on_connection: impl FnMut(TcpStream, OwnedSemaphorePermit),
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut refusing = false;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => on_connection(stream),
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    refusing = false;
+                    on_connection(stream, slot);
+                }
+                Err(_) => {
+                    if !refusing {
+                        tracing::warn!(%peer, max_connections, "connection limit reached: closing new connections");
+                        refusing = true;
+                    }
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!(error = %e, "accept failed");
@@ -94,6 +154,15 @@ pub async fn accept_loop(listener: TcpListener, mut on_connection: impl FnMut(Tc
             }
         }
     }
+}
+
+/// The connection limit of a server in this process, after raising its
+/// open-file limit (see [`crate::open_files`]); logged once.
+pub fn server_connection_limit() -> usize {
+    let open_files = crate::open_files::raise_open_file_limit();
+    let limit = crate::open_files::connection_limit(open_files);
+    tracing::info!(max_connections = limit, open_files = ?open_files, "connection limit");
+    limit
 }
 
 /// Serves a tarpc service (`$server` implements the generated trait and is
@@ -105,9 +174,10 @@ macro_rules! serve_tarpc {
         use ::futures::StreamExt as _;
         use ::tarpc::server::Channel as _;
         let server = $server;
-        $crate::net::accept_loop($listener, move |stream| {
+        $crate::net::accept_loop($listener, $crate::net::server_connection_limit(), move |stream, slot| {
             let server = server.clone();
             ::tokio::spawn(async move {
+                let _slot = slot;
                 ::tarpc::server::BaseChannel::with_defaults($crate::net::transport(stream))
                     .max_concurrent_requests($crate::limits::MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
                     .execute(server.serve())
@@ -248,5 +318,60 @@ mod self_connection_tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let real = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         assert!(refuse_self_connection(real).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// True if the server closed `stream` (EOF or reset) within `wait`.
+    async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(wait, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_closed_until_a_slot_frees() {
+        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+        let (kept_tx, mut kept) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(listener, 2, move |stream, slot| {
+            let _ = kept_tx.send((stream, slot));
+        }));
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut third, Duration::from_secs(5)).await, "a third connection was kept");
+        assert!(!closed_within(&mut first, Duration::from_millis(100)).await);
+        assert!(!closed_within(&mut second, Duration::from_millis(100)).await);
+        // The server ends one connection: its slot serves the next one.
+        drop(kept.recv().await.unwrap());
+        let mut fourth = TcpStream::connect(addr).await.unwrap();
+        assert!(!closed_within(&mut fourth, Duration::from_millis(200)).await, "a freed slot was not reused");
+    }
+
+    #[tokio::test]
+    async fn transports_probe_idle_peers() {
+        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let _accepted = listener.accept().await.unwrap();
+        set_keepalive(&stream).unwrap();
+        assert_eq!(get_int_option(&stream, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get_int_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 30);
+        assert_eq!(get_int_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 3);
+    }
+
+    fn get_int_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: reads one c_int option of an open socket into `value`.
+        let rc = unsafe {
+            libc::getsockopt(stream.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
+        };
+        assert_eq!(rc, 0);
+        value
     }
 }

@@ -51,6 +51,10 @@ pub const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 /// One column family's memtable before it is flushed to an SST file.
 pub const MEMTABLE_BYTES: usize = 16 << 20;
 
+/// SST files RocksDB keeps open at once (its default keeps every one open,
+/// so a large store could use up the process's file descriptors).
+pub const MAX_OPEN_TABLE_FILES: i32 = 256;
+
 /// Open (creating if missing) the database with the WAL's options.
 pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     let mut opts = Options::default();
@@ -59,6 +63,7 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     opts.set_manual_wal_flush(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
+    opts.set_max_open_files(MAX_OPEN_TABLE_FILES);
     // Memory: all memtables together stay under MEMTABLE_BUDGET_BYTES
     // (RocksDB flushes the largest when the budget is reached).
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
