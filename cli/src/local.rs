@@ -12,7 +12,7 @@
 
 use crate::signals::StopSignals;
 use crate::supervisor::{Node, Role, Supervisor};
-use crate::{EXIT_FAILED, EXIT_OK};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,10 @@ pub async fn run(args: LocalArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot listen for signals: {e}")),
     };
+    if let Err(e) = ports_fit(&args) {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
     let (cluster, config_path, reused) = match prepare(&args) {
         Ok(prepared) => prepared,
         Err(e) => return fail(&e),
@@ -106,9 +110,9 @@ fn fail(message: &str) -> u8 {
     EXIT_FAILED
 }
 
-/// Creates DIR, writes or checks DIR/cluster.toml, checks the ports are
-/// free. Returns the cluster, the file's path and whether it was reused.
-fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
+/// The coordinator and every participant get a port at or after
+/// --base-port (a usage error otherwise).
+fn ports_fit(args: &LocalArgs) -> Result<(), String> {
     let n = args.participants;
     if u32::from(args.base_port) + u32::from(n) > u32::from(u16::MAX) {
         return Err(format!(
@@ -117,6 +121,13 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
             u16::MAX
         ));
     }
+    Ok(())
+}
+
+/// Creates DIR, writes or checks DIR/cluster.toml, checks the ports are
+/// free. Returns the cluster, the file's path and whether it was reused.
+fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
+    let n = args.participants;
     let path = args.dir.join("cluster.toml");
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
     let reused = path.exists();

@@ -84,7 +84,8 @@ enum Command {
     /// restarts any server that dies (after 1 s) until Ctrl-C or SIGTERM,
     /// which stops them all (SIGTERM, then SIGKILL after 3 s). Running it
     /// again on the same DIR resumes the same data. Exit code 0 after a clean
-    /// stop, 1 if the cluster could not be started.
+    /// stop, 1 if the cluster could not be started (a busy port, a DIR
+    /// holding another cluster), 3 on a usage error.
     #[command(after_help = AFTER_HELP)]
     Local(local::LocalArgs),
 

@@ -1,0 +1,173 @@
+//! `twopc local`, the README's first command, as a user runs it: it starts
+//! a cluster and proves it with a smoke transaction, restarts a server
+//! killed with SIGKILL (which recovers its data), stops everything on
+//! SIGTERM, and resumes the same data when run again.
+
+mod support;
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{processes_mentioning, twopc_bin};
+
+/// A running `twopc local`, its stdout collected as it comes; killed with
+/// its servers on drop.
+struct Local {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    marker: String,
+}
+
+impl Local {
+    fn start(dir: &Path, base_port: u16) -> Result<Local> {
+        let mut child = Command::new(twopc_bin())
+            .args(["local", "--dir", &dir.display().to_string(), "--base-port", &base_port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let sink = stdout.clone();
+        let pipe = child.stdout.take().context("stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Ok(Local { child, stdout, marker: dir.display().to_string() })
+    }
+
+    fn output(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn wait_for_line(&self, needle: &str) -> Result<()> {
+        wait_for(&format!("{needle:?} from twopc local"), Duration::from_secs(90), || self.output().contains(needle))
+            .with_context(|| self.output())
+    }
+
+    /// The pid `twopc local`'s table gives server `id`.
+    fn pid_of(&self, id: &str) -> Result<u32> {
+        let out = self.output();
+        let row = out.lines().find(|l| l.starts_with(&format!("{id} "))).context("no table row")?;
+        Ok(row.split_whitespace().nth(3).context("no pid column")?.parse()?)
+    }
+
+    /// Sends SIGTERM and returns the exit code once it has exited.
+    fn terminate(&mut self) -> Result<Option<i32>> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let mut code = None;
+        wait_for("twopc local to exit", Duration::from_secs(20), || {
+            code = self.child.try_wait().ok().flatten().map(|s| s.code());
+            code.is_some()
+        })?;
+        Ok(code.flatten())
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in processes_mentioning(&self.marker) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A port P with P..P+3 free just now (the coordinator and 3 participants).
+fn free_port_range() -> Result<u16> {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = first.local_addr()?.port();
+        if port > u16::MAX - 3 {
+            continue;
+        }
+        let rest: Vec<_> = (1..=3).map(|i| std::net::TcpListener::bind(("127.0.0.1", port + i))).collect();
+        if rest.iter().all(Result::is_ok) {
+            return Ok(port);
+        }
+    }
+    bail!("no 4 consecutive free ports")
+}
+
+fn twopc(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(twopc_bin()).args(args).output()?)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("cluster");
+    let port = free_port_range()?;
+    let coordinator = format!("127.0.0.1:{port}");
+
+    let mut local = Local::start(&data, port)?;
+    local.wait_for_line("smoke test: committed")?;
+    let out = twopc(&["txn", "--coordinator", &coordinator, "put", "alice", "100", "put", "bob", "50"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // SIGKILL a participant: `local` restarts it on its data.
+    let p1 = local.pid_of("p1")?;
+    Command::new("kill").args(["-KILL", &p1.to_string()]).status()?;
+    let p1_data = data.join("p1").display().to_string();
+    wait_for("p1 to be restarted", Duration::from_secs(30), || {
+        processes_mentioning(&p1_data).iter().any(|&pid| pid != p1)
+    })?;
+    wait_for("a transaction to commit after the restart", Duration::from_secs(30), || {
+        twopc(&["txn", "--coordinator", &coordinator, "expect", "alice", "100", "put", "carol", "1"])
+            .is_ok_and(|o| o.status.code() == Some(0))
+    })?;
+
+    assert_eq!(local.terminate()?, Some(0), "{}", local.output());
+    assert!(local.output().contains("twopc local stopped"), "{}", local.output());
+    wait_for("every server to stop", Duration::from_secs(10), || processes_mentioning(&local.marker).is_empty())?;
+    drop(local);
+
+    // The same command again resumes the same data.
+    let mut again = Local::start(&data, port)?;
+    again.wait_for_line("smoke test: committed")?;
+    assert!(again.output().contains("reused"), "{}", again.output());
+    let out = twopc(&["get", "--coordinator", &coordinator, "--json", "alice", "bob", "carol"])?;
+    let reads: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
+    assert_eq!(reads["reads"], serde_json::json!({"alice": "100", "bob": "50", "carol": "1"}));
+    assert_eq!(again.terminate()?, Some(0), "{}", again.output());
+    Ok(())
+}
+
+#[test]
+fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("never");
+    let data_arg = data.display().to_string();
+    let out = twopc(&["local", "--dir", &data_arg, "--base-port", "65534"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("leaves no room"), "{}", text(&out));
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = busy.local_addr()?.port().to_string();
+    let out = twopc(&["local", "--dir", &data_arg, "--base-port", &port])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&port), "the busy port is named: {}", text(&out));
+    assert!(!data.exists(), "a refused start created its dir");
+    Ok(())
+}
