@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn ports_past_65535_are_refused() {
-        let err = prepare(&args(3, 65534)).unwrap_err();
+        let err = ports_fit(&args(3, 65534)).unwrap_err();
         assert!(err.contains("no room"), "{err}");
     }
 

@@ -118,3 +118,31 @@ async fn a_coordinator_killed_before_deciding_aborts_everywhere_after_restart() 
     again?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_client_outlives_a_coordinator_restart() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let client = cluster.client().await?;
+    // Two commits, so the client holds spare ids minted by this run.
+    for round in 0..2 {
+        let mut txn = client.begin().await?;
+        for key in cluster.key_per_participant(&format!("outlive{round}")) {
+            txn.put(&key, b"before".to_vec());
+        }
+        txn.commit().await?;
+    }
+    cluster.kill("c1");
+    cluster.spawn("c1", &[])?;
+    // The same client: its dead connection is replaced, and the spare ids
+    // of the coordinator's earlier run are not used (they would abort).
+    for round in 0..5 {
+        let mut txn = client.begin().await?;
+        let keys = cluster.key_per_participant(&format!("outlive-after{round}"));
+        for key in &keys {
+            txn.put(key, b"after".to_vec());
+        }
+        txn.commit().await?;
+        assert_eq!(client.read(keys.clone()).await?[0].value, Some(b"after".to_vec()));
+    }
+    Ok(())
+}

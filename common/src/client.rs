@@ -23,7 +23,7 @@
 use crate::error::ServiceError;
 use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
-use crate::net::{client_config, connect, context_with_timeout, guarded, transport};
+use crate::net::{client_config, context_with_timeout, transport, Peer, GUARD_SLACK};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
 use std::collections::{BTreeMap, VecDeque};
@@ -57,21 +57,32 @@ pub enum ClientError {
 }
 
 /// A connection to one coordinator. Cheap to clone; clones share the
-/// connection, which multiplexes many concurrent transactions.
+/// connection, which multiplexes many concurrent transactions. A
+/// connection found dead (the coordinator restarted) is replaced by the
+/// next call, so a `Client` outlives coordinator restarts.
 #[derive(Clone)]
 pub struct Client {
-    rpc: CoordinatorRpcClient,
-    addr: String,
+    coordinator: Arc<Peer<CoordinatorRpcClient>>,
     /// Transaction ids minted ahead of need, with when they were minted:
     /// `begin` takes one, and when fewer than half of [`SPARE_TXIDS`] are
     /// left one background `begin_many` call refills them, so the `begin`
     /// round trip leaves the transaction's critical path. Spares are minted
     /// only for a client that began before, so a one-shot client (the CLI)
     /// leaves no unused id behind.
-    spare_txids: Arc<Mutex<VecDeque<(TxnId, Instant)>>>,
+    /// Each with the connection it was minted on: spares from before a
+    /// reconnect are dropped (a restarted coordinator aborts the ids of
+    /// its earlier runs).
+    spare_txids: Arc<Mutex<VecDeque<Spare>>>,
     begun: Arc<AtomicBool>,
     /// A refill is in flight (at most one per client).
     refilling: Arc<AtomicBool>,
+}
+
+/// A transaction id minted ahead of need.
+struct Spare {
+    txid: TxnId,
+    minted: Instant,
+    connection: u64,
 }
 
 /// Spare transaction ids a client keeps, at most.
@@ -81,20 +92,17 @@ pub const SPARE_TXIDS: usize = 32;
 pub const SPARE_TXID_MAX_AGE: Duration = Duration::from_secs(20);
 
 impl Client {
+    /// Connects to the coordinator at `addr` (an error if it cannot be
+    /// reached now).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let stream = connect(addr).await.map_err(ClientError::Connection)?;
-        let rpc = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
-        Ok(Client {
-            rpc,
-            addr: addr.to_string(),
-            spare_txids: Arc::default(),
-            begun: Arc::default(),
-            refilling: Arc::default(),
-        })
+        let coordinator =
+            Peer::new(addr.to_string(), |s| CoordinatorRpcClient::new(client_config(), transport(s)).spawn());
+        coordinator.client().await.map_err(ClientError::Connection)?;
+        Ok(Client { coordinator, spare_txids: Arc::default(), begun: Arc::default(), refilling: Arc::default() })
     }
 
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.coordinator.addr()
     }
 
     /// Starts a transaction.
@@ -103,13 +111,14 @@ impl Client {
         if self.begun.swap(true, Ordering::Relaxed) {
             self.refill_spare_txids();
         }
-        let txid = match spare {
-            Some(txid) => txid,
-            None => self.mint_txids(1).await?.swap_remove(0),
+        let (txid, minted_on) = match spare {
+            Some(spare) => spare,
+            None => self.mint_txid().await?,
         };
         Ok(Transaction {
             client: self.clone(),
             txid,
+            minted_on,
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             conditions: Vec::new(),
@@ -119,19 +128,32 @@ impl Client {
     /// `count` new ids (at least one; fewer if the coordinator is full).
     async fn mint_txids(&self, count: usize) -> Result<Vec<TxnId>, ClientError> {
         let count = count.clamp(1, MAX_BEGIN_BATCH as usize) as u32;
-        let call = self.rpc.begin_many(context_with_timeout(RPC_TIMEOUT), count);
-        let txids = guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??;
+        let txids = self
+            .coordinator
+            .call(|c| async move { c.begin_many(context_with_timeout(RPC_TIMEOUT), count).await })
+            .await
+            .map_err(ClientError::Connection)??;
         if txids.is_empty() {
             return Err(ClientError::Service(ServiceError::Unavailable("the coordinator minted no id".into())));
         }
         Ok(txids)
     }
 
-    fn take_spare_txid(&self) -> Option<TxnId> {
+    /// A new id, and the connection it was minted on (counted before the
+    /// call, as for spares).
+    async fn mint_txid(&self) -> Result<(TxnId, u64), ClientError> {
+        let connection = self.coordinator.connections_opened();
+        Ok((self.mint_txids(1).await?.swap_remove(0), connection))
+    }
+
+    /// An unexpired spare id minted on the current connection, with that
+    /// connection's number.
+    fn take_spare_txid(&self) -> Option<(TxnId, u64)> {
+        let connection = self.coordinator.connections_opened();
         let mut spare = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((txid, minted)) = spare.pop_front() {
-            if minted.elapsed() < SPARE_TXID_MAX_AGE {
-                return Some(txid);
+        while let Some(Spare { txid, minted, connection: minted_on }) = spare.pop_front() {
+            if minted.elapsed() < SPARE_TXID_MAX_AGE && minted_on == connection {
+                return Some((txid, connection));
             }
         }
         None
@@ -146,14 +168,28 @@ impl Client {
         }
         let client = self.clone();
         tokio::spawn(async move {
+            // Counted before the call: ids minted on a connection opened
+            // during it are dropped rather than mistaken for current ones.
+            let connection = client.coordinator.connections_opened();
             let minted = client.mint_txids(SPARE_TXIDS - have).await;
             if let Ok(txids) = minted {
-                let now = Instant::now();
+                let minted = Instant::now();
                 let mut spare = client.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
-                spare.extend(txids.into_iter().map(|txid| (txid, now)));
+                spare.extend(txids.into_iter().map(|txid| Spare { txid, minted, connection }));
             }
             client.refilling.store(false, Ordering::Release);
         });
+    }
+
+    /// One commit call. On a connection found dead it is sent once more on
+    /// a fresh one: the coordinator answers a repeat from what it knows
+    /// (in progress, decided, or aborted by its restart).
+    async fn send_commit(&self, txid: &TxnId, ops: &TxnOps) -> Result<Result<Outcome, ServiceError>, String> {
+        let call = |c: CoordinatorRpcClient| {
+            let (txid, ops) = (txid.clone(), ops.clone());
+            async move { c.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid, ops).await }
+        };
+        self.coordinator.call_within(CLIENT_COMMIT_TIMEOUT.saturating_add(GUARD_SLACK), call).await
     }
 
     /// Committed values and versions, outside any transaction (no locks).
@@ -164,18 +200,20 @@ impl Client {
         for key in &keys {
             check_key(key).map_err(ClientError::Invalid)?;
         }
-        let call = self.rpc.read(context_with_timeout(RPC_TIMEOUT), keys);
-        Ok(guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??)
+        let call = |c: CoordinatorRpcClient| {
+            let keys = keys.clone();
+            async move { c.read(context_with_timeout(RPC_TIMEOUT), keys).await }
+        };
+        Ok(self.coordinator.call(call).await.map_err(ClientError::Connection)??)
     }
 
     /// What happened to `txid`.
     pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
-        let call = self.rpc.outcome(context_with_timeout(RPC_TIMEOUT), txid.clone());
-        Ok(guarded(RPC_TIMEOUT, call).await.map_err(|e| self.connection_error(e))??)
-    }
-
-    fn connection_error(&self, e: tarpc::client::RpcError) -> ClientError {
-        ClientError::Connection(format!("coordinator {}: {e}", self.addr))
+        let call = |c: CoordinatorRpcClient| {
+            let txid = txid.clone();
+            async move { c.outcome(context_with_timeout(RPC_TIMEOUT), txid).await }
+        };
+        Ok(self.coordinator.call(call).await.map_err(ClientError::Connection)??)
     }
 
     /// After a failed commit call: ask until the outcome is known or the
@@ -185,15 +223,8 @@ impl Client {
     /// connection.
     async fn resolve(&self, txid: TxnId, first_error: String) -> Result<TxnId, ClientError> {
         let mut last = first_error;
-        let mut asker = self.clone();
         for _ in 0..OUTCOME_QUERY_ATTEMPTS {
-            let answer = asker.outcome(&txid).await;
-            if let Err(ClientError::Connection(_)) = &answer {
-                if let Ok(fresh) = Client::connect(&self.addr).await {
-                    asker = fresh;
-                }
-            }
-            match answer {
+            match self.outcome(&txid).await {
                 Ok(OutcomeStatus::Committed) => return Ok(txid),
                 Ok(OutcomeStatus::Aborted) => {
                     return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
@@ -211,6 +242,8 @@ impl Client {
 pub struct Transaction {
     client: Client,
     txid: TxnId,
+    /// The connection `txid` was minted on.
+    minted_on: u64,
     reads: BTreeMap<Key, Version>,
     writes: BTreeMap<Key, Option<Value>>,
     conditions: Vec<Condition>,
@@ -281,27 +314,40 @@ impl Transaction {
 
     /// Commits. `Ok(txid)` means durably committed; `Aborted` means nothing
     /// is visible; `OutcomeUnknown` means ask again later.
+    ///
+    /// Returns the txid it committed under: if the coordinator restarted
+    /// since this transaction's id was minted, the new run aborts that id
+    /// (presumed abort: it was never decided), and the same operations are
+    /// committed once more under a fresh id, as the application would.
     pub async fn commit(self) -> Result<TxnId, ClientError> {
         let ops = self.ops();
         ops.validate().map_err(ClientError::Invalid)?;
         let client = self.client;
-        let txid = self.txid;
-        let call = client.rpc.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid.clone(), ops);
-        // A stranded call ends as a lost reply: ask for the outcome.
-        let answer = guarded(CLIENT_COMMIT_TIMEOUT, call).await;
+        let mut txid = self.txid;
+        let mut answer = client.send_commit(&txid, &ops).await;
+        let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
+        if restarted && client.coordinator.connections_opened() != self.minted_on {
+            tracing::debug!(%txid, "minted before the coordinator restarted: committing under a fresh id");
+            txid = client.mint_txid().await?.0;
+            answer = client.send_commit(&txid, &ops).await;
+        }
         match answer {
             Ok(Ok(Outcome::Committed)) => Ok(txid),
             Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
             Ok(Err(e)) => Err(ClientError::Service(e)),
             // The request may or may not have reached the coordinator.
-            Err(e) => client.resolve(txid, e.to_string()).await,
+            Err(e) => client.resolve(txid, e).await,
         }
     }
 
     /// Abandons the transaction (nothing was sent to participants yet).
     pub async fn abort(self) -> Result<(), ClientError> {
-        let call = self.client.rpc.abort(context_with_timeout(RPC_TIMEOUT), self.txid.clone());
-        guarded(RPC_TIMEOUT, call).await.map_err(|e| self.client.connection_error(e))??;
+        let txid = &self.txid;
+        let call = |c: CoordinatorRpcClient| {
+            let txid = txid.clone();
+            async move { c.abort(context_with_timeout(RPC_TIMEOUT), txid).await }
+        };
+        self.client.coordinator.call(call).await.map_err(ClientError::Connection)??;
         Ok(())
     }
 }

@@ -21,18 +21,6 @@ pub const GUARD_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest any peer-to-peer RPC may take, whatever its deadline says.
 pub const CALL_GUARD: std::time::Duration = crate::limits::RPC_TIMEOUT.saturating_add(GUARD_SLACK);
 
-/// Runs one RPC with a timer of its own: tarpc can strand a request on a
-/// dying connection, and then the call never returns whatever its
-/// deadline, so never wait more than [`GUARD_SLACK`] past `deadline`.
-pub async fn guarded<T>(
-    deadline: std::time::Duration,
-    call: impl Future<Output = Result<T, tarpc::client::RpcError>>,
-) -> Result<T, tarpc::client::RpcError> {
-    tokio::time::timeout(deadline.saturating_add(GUARD_SLACK), call)
-        .await
-        .unwrap_or(Err(tarpc::client::RpcError::DeadlineExceeded))
-}
-
 /// Wraps a connected socket as a tarpc transport.
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
 where
@@ -218,6 +206,12 @@ impl<C: Clone> Peer<C> {
         &self.addr
     }
 
+    /// How many connections were opened so far: it changes when a dead
+    /// connection was replaced (the peer may have restarted meanwhile).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
     /// The current connection, opening one if there is none.
     pub async fn client(&self) -> Result<C, String> {
         self.connection().await.map(|(_, client)| client)
@@ -257,15 +251,26 @@ impl<C: Clone> Peer<C> {
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
     {
+        self.call_within(CALL_GUARD, call).await
+    }
+
+    /// [`Peer::call`] for a call whose deadline is not
+    /// [`crate::limits::RPC_TIMEOUT`]: each attempt is abandoned after
+    /// `guard`.
+    pub async fn call_within<T, F, Fut>(&self, guard: std::time::Duration, call: F) -> Result<T, String>
+    where
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
+    {
         let mut last = String::new();
         for _ in 0..2 {
             let (number, client) = self.connection().await?;
             // tarpc can strand a request whose connection dies while it is
             // being queued, and then the call never returns whatever its
             // deadline (found by the chaos harness): guard it here too.
-            let Ok(answer) = tokio::time::timeout(CALL_GUARD, call(client)).await else {
+            let Ok(answer) = tokio::time::timeout(guard, call(client)).await else {
                 self.forget(number).await;
-                return Err(format!("no answer within {CALL_GUARD:?} ({})", self.addr));
+                return Err(format!("no answer within {guard:?} ({})", self.addr));
             };
             match answer {
                 Ok(v) => {
