@@ -177,6 +177,12 @@ impl History {
         ops[index].told = told;
     }
 
+    /// The client library committed (or tried) op `index` under `txid`:
+    /// a fresh id when its first one was aborted by a coordinator restart.
+    pub fn sent_as(&self, index: usize, txid: TxnId) {
+        self.ops.lock().expect("history lock")[index].txid = txid;
+    }
+
     /// Counts a transaction abandoned before commit (nothing was sent).
     pub fn not_sent(&self, why: &str) {
         *self.not_sent.lock().expect("history lock").entry(why.to_string()).or_default() += 1;

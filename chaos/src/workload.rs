@@ -106,6 +106,22 @@ pub fn abort_category(reason: &AbortReason) -> &'static str {
     }
 }
 
+/// The txid a commit's result names (the one the library committed under).
+pub fn reported_txid(result: &Result<twopc_common::TxnId, ClientError>) -> Option<&twopc_common::TxnId> {
+    match result {
+        Ok(txid) | Err(ClientError::Aborted { txid, .. } | ClientError::OutcomeUnknown { txid, .. }) => Some(txid),
+        Err(_) => None,
+    }
+}
+
+/// Records a commit's answer, and the txid it names.
+fn record_answer(history: &History, index: usize, result: &Result<twopc_common::TxnId, ClientError>) {
+    if let Some(txid) = reported_txid(result) {
+        history.sent_as(index, txid.clone());
+    }
+    history.answered(index, told(result));
+}
+
 /// What the client was told, from a commit's result.
 pub fn told(result: &Result<twopc_common::TxnId, ClientError>) -> Told {
     match result {
@@ -202,7 +218,7 @@ impl Workload {
             let writes = accounts.iter().map(|a| (a.clone(), INITIAL_BALANCE)).collect();
             let index = history.sending(None, txn.txid().clone(), Body::Bank { reads, writes });
             let result = txn.commit().await;
-            history.answered(index, told(&result));
+            record_answer(history, index, &result);
         }
         bail!("could not open the bank accounts in 20 attempts")
     }
@@ -307,15 +323,17 @@ impl Workload {
 
 /// Commits and records the answer (bounded: see [`CALL_GRACE`]).
 async fn commit(txn: twopc_common::client::Transaction, index: usize, history: &History) -> Step {
-    let told = match tokio::time::timeout(commit_bound(), txn.commit()).await {
-        Ok(result) => told(&result),
+    let unknown = match tokio::time::timeout(commit_bound(), txn.commit()).await {
+        Ok(result) => {
+            record_answer(history, index, &result);
+            matches!(told(&result), Told::Unknown { .. })
+        }
         Err(_) => {
             history.overdue("commit");
-            Told::Unknown { detail: OVERDUE.into() }
+            history.answered(index, Told::Unknown { detail: OVERDUE.into() });
+            true
         }
     };
-    let unknown = matches!(told, Told::Unknown { .. });
-    history.answered(index, told);
     if unknown {
         Step::Unknown
     } else {
