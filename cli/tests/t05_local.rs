@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use support::{processes_mentioning, twopc_bin};
+use std::time::Duration;
+use support::{processes_mentioning, twopc_bin, wait_for};
 
 /// A running `twopc local`, its stdout collected as it comes; killed with
 /// its servers on drop.
@@ -77,17 +77,6 @@ impl Drop for Local {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
     }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// A port P with P..P+3 free just now (the coordinator and 3 participants).

@@ -5,22 +5,11 @@
 
 mod support;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{processes_mentioning, twopc_bin};
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
+use std::time::Duration;
+use support::{processes_mentioning, twopc_bin, wait_for};
 
 /// Starts `twopc ARGS`, waits until servers with `data` in their command
 /// line run, sends SIGTERM, and checks that the command exits 1 and that

@@ -18,6 +18,18 @@ pub fn twopc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_twopc")
 }
 
+/// Polls `done` every 50 ms until it holds, or fails after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Processes whose command line mentions `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
