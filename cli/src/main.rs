@@ -122,8 +122,10 @@ enum Command {
 
     /// Read committed values (outside any transaction, taking no locks).
     ///
-    /// Prints `K = V` or `K = (absent)` for each key. Exit code 0, or 3 on a
-    /// usage or connection error. Default log level: warn (tarpc: off).
+    /// Prints `K = V` or `K = (absent)` for each key (`--json` for
+    /// machines, `--raw` for one value's exact bytes). Exit code 0, 1 if
+    /// `--raw`'s key is absent, 3 on a usage or connection error. Default
+    /// log level: warn (tarpc: off).
     #[command(after_help = AFTER_HELP)]
     Get(txn_cmd::GetArgs),
 

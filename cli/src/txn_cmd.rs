@@ -50,8 +50,14 @@ pub struct GetArgs {
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"reads": {"K": "V" or null}}; on an error {"error": "..."}.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw")]
     pub json: bool,
+    /// Write the value's bytes to stdout exactly as stored (no newline;
+    /// binary-safe: `twopc get --raw photo > photo.jpg`; the lines and
+    /// `--json` show bytes that are not UTF-8 as U+FFFD). Takes one key;
+    /// exit code 1 if it is absent.
+    #[arg(long)]
+    pub raw: bool,
     /// The keys to read. Flags must come before the first key: everything
     /// from the first key on is taken literally.
     #[arg(
@@ -207,8 +213,12 @@ fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
 
 /// `twopc get`: returns the exit code.
 pub async fn run_get(args: GetArgs) -> u8 {
+    if args.raw && args.keys.len() != 1 {
+        return error(false, &format!("--raw takes exactly one key, not {}", args.keys.len()));
+    }
     let keys: Vec<Vec<u8>> = args.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     match read(&args.coordinator, keys).await {
+        Ok(reads) if args.raw => write_raw(&args.keys[0], &reads[0].1),
         Ok(reads) => {
             if args.json {
                 println!("{}", output::reads_json(&reads));
@@ -218,6 +228,23 @@ pub async fn run_get(args: GetArgs) -> u8 {
             EXIT_OK
         }
         Err(e) => error(args.json, &e),
+    }
+}
+
+/// `get --raw`: the value's bytes on stdout; exit code 1 if absent.
+fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
+    use std::io::Write as _;
+    let Some(value) = value else {
+        eprintln!("{key} is absent");
+        return EXIT_FAILED;
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(value).and_then(|()| stdout.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: cannot write the value to stdout: {e}");
+            EXIT_FAILED
+        }
     }
 }
 

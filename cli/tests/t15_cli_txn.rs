@@ -63,6 +63,14 @@ async fn put_file_stores_a_binary_value_too_big_for_a_command_line() -> Result<(
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stored = cluster.client().await?.read(vec![b"blob".to_vec()]).await?;
     assert!(stored[0].value.as_deref() == Some(&value[..]), "the stored value differs from the file");
+    // And back, byte for byte.
+    let out = twopc(&["get", "--coordinator", &c, "--raw", "blob"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(out.stdout == value, "get --raw returned {} bytes, not the stored value", out.stdout.len());
+    let out = twopc(&["get", "--coordinator", &c, "--raw", "no-such-key"])?;
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0), "{}", text(&out));
+    let out = twopc(&["get", "--coordinator", &c, "--raw", "blob", "other"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
     // A file over the value limit, or missing, is a usage error said before
     // anything is sent.
