@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tarpc::server::Channel as _;
 use twopc_chaos::proxy::LinkProxy;
 use twopc_common::limits::MAX_DEADLINE_MISSES_PER_CONNECTION;
-use twopc_common::net::{client_config, context_with_timeout, transport, Peer};
+use twopc_common::net::{client_config, context_with_timeout, spawn_watched, transport, Peer};
 
 #[tarpc::service]
 trait Echo {
@@ -76,7 +76,7 @@ async fn crash_loop(proxied: bool) {
     let addr = format!("127.0.0.1:{port}");
     let proxy = LinkProxy::start("c", "p", &addr, &Default::default()).await.unwrap();
     let target = if proxied { proxy.addr().to_string() } else { addr.clone() };
-    let peer = Peer::new(target, |s| EchoClient::new(client_config(), transport(s)).spawn());
+    let peer = Peer::new(target, |s, closed| spawn_watched(EchoClient::new(client_config(), transport(s)), closed));
     let stop = Instant::now() + Duration::from_secs(10);
     let mut callers = Vec::new();
     for i in 0..64u64 {
@@ -145,7 +145,7 @@ async fn a_connection_that_never_answers_is_replaced() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(black_hole_first(listener));
-    let peer = Peer::new(addr, |s| EchoClient::new(client_config(), transport(s)).spawn());
+    let peer = Peer::new(addr, |s, closed| spawn_watched(EchoClient::new(client_config(), transport(s)), closed));
     let ask = || peer.call(|c| async move { c.echo(context_with_timeout(Duration::from_millis(200)), 7).await });
     for miss in 0..MAX_DEADLINE_MISSES_PER_CONNECTION {
         let err = ask().await.unwrap_err();

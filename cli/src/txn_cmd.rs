@@ -18,8 +18,9 @@ const OP_USAGE: &str = "put K V | put-file K FILE | del K | get K | expect K V |
 #[derive(Debug, Args)]
 pub struct TxnArgs {
     /// Address of the coordinator that runs the transaction (`twopc local`
-    /// prints it; its default is 127.0.0.1:7000).
-    #[arg(long, value_name = "HOST:PORT", env = "TWOPC_COORDINATOR")]
+    /// prints it; its default is 127.0.0.1:7000), or several, comma-
+    /// separated: the first that can be reached runs it.
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
@@ -45,8 +46,9 @@ pub struct TxnArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Address of the coordinator to read through (`twopc local` prints it;
-    /// its default is 127.0.0.1:7000).
-    #[arg(long, value_name = "HOST:PORT", env = "TWOPC_COORDINATOR")]
+    /// its default is 127.0.0.1:7000), or several, comma-separated: the
+    /// first that can be reached serves the read.
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"reads": {"K": "V" or null}}; on an error {"error": "..."}.
@@ -169,7 +171,7 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
 /// Runs `ops` in one transaction. `Err` is a usage or connection error (the
 /// transaction did not commit); aborts and unknown outcomes are reports.
 async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
-    let client = Client::connect(coordinator).await.map_err(|e| e.to_string())?;
+    let client = connect(coordinator).await?;
     let mut txn = client.begin().await.map_err(|e| e.to_string())?;
     let mut reads: Vec<Read> = Vec::new();
     for op in ops {
@@ -231,6 +233,12 @@ pub async fn run_get(args: GetArgs) -> u8 {
     }
 }
 
+/// A client of the coordinators listed in `--coordinator` (comma-separated).
+async fn connect(coordinators: &str) -> Result<Client, String> {
+    let addrs: Vec<&str> = coordinators.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    Client::connect_any(&addrs).await.map_err(|e| e.to_string())
+}
+
 /// `get --raw`: the value's bytes on stdout; exit code 1 if absent.
 fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
     use std::io::Write as _;
@@ -249,7 +257,7 @@ fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
 }
 
 async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, String> {
-    let client = Client::connect(coordinator).await.map_err(|e| e.to_string())?;
+    let client = connect(coordinator).await?;
     let got = client.read(keys.clone()).await.map_err(|e| e.to_string())?;
     if got.len() != keys.len() {
         return Err(format!("coordinator {coordinator} returned {} values for {} keys", got.len(), keys.len()));

@@ -146,3 +146,50 @@ async fn an_application_client_outlives_a_coordinator_restart() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_two_coordinators_moves_on_when_one_is_down() -> Result<()> {
+    let mut cluster = Cluster::start_with_coordinators(2, 3)?;
+    let (c1, c2) = (cluster.addr("c1"), cluster.addr("c2"));
+    let client = twopc_common::client::Client::connect_any(&[&c1, &c2]).await?;
+    let keys: Vec<Vec<Vec<u8>>> =
+        (0..6).map(|round| cluster.key_per_participant(&format!("two-coords{round}"))).collect();
+    let commit = |round: usize| {
+        let (client, keys) = (client.clone(), keys[round].clone());
+        async move {
+            let mut txn = client.begin().await?;
+            for key in &keys {
+                txn.put(key, format!("v{round}").into_bytes());
+            }
+            anyhow::Ok(txn.commit().await?)
+        }
+    };
+    for round in 0..2 {
+        assert_eq!(commit(round).await?.coordinator.as_str(), "c1");
+    }
+    // Begun on c1, committed after c1 is gone: the commit never left, so
+    // it goes to c2 under a fresh id.
+    let mut pending = client.begin().await?;
+    assert_eq!(pending.txid().coordinator.as_str(), "c1");
+    pending.put(b"two-coords-pending", b"p".to_vec());
+    cluster.kill("c1");
+    // A transaction begun in the very instant c1 dies may end unknown (its
+    // commit may have reached c1); the client notices the closed
+    // connection within moments. Every transaction after that runs
+    // through c2, the first included (its spare ids from c1 are not used).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pending.commit().await?.coordinator.as_str(), "c2");
+    for round in 2..6 {
+        assert_eq!(commit(round).await?.coordinator.as_str(), "c2");
+    }
+    assert_eq!(client.addr(), c2);
+    assert_eq!(client.read(keys[5].clone()).await?[0].value, Some(b"v5".to_vec()));
+
+    // The command line takes the same list.
+    let out = std::process::Command::new(support::twopc_bin())
+        .args(["txn", "--coordinator", &format!("{c1},{c2}"), "put", "two-coords-cli", "1"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed c2."));
+    Ok(())
+}

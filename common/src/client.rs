@@ -20,10 +20,11 @@
 //! no locks; the version seen is sent at commit and validated there, so a
 //! committed transaction is serializable. Writes are buffered until commit.
 
+use crate::coordinator_set::CoordinatorSet;
 use crate::error::ServiceError;
 use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
-use crate::net::{client_config, context_with_timeout, transport, Peer, GUARD_SLACK};
+use crate::net::{context_with_timeout, CallError, GUARD_SLACK};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
 use std::collections::{BTreeMap, VecDeque};
@@ -56,32 +57,35 @@ pub enum ClientError {
     Invalid(String),
 }
 
-/// A connection to one coordinator. Cheap to clone; clones share the
-/// connection, which multiplexes many concurrent transactions. A
-/// connection found dead (the coordinator restarted) is replaced by the
-/// next call, so a `Client` outlives coordinator restarts.
+/// A connection to a coordinator (or to the first reachable of several).
+/// Cheap to clone; clones share the connection, which multiplexes many
+/// concurrent transactions. A connection found dead (the coordinator
+/// restarted) is replaced by the next call, so a `Client` outlives
+/// coordinator restarts; with several coordinators, new transactions and
+/// reads move on to the next one while one cannot be reached.
 #[derive(Clone)]
 pub struct Client {
-    coordinator: Arc<Peer<CoordinatorRpcClient>>,
-    /// Transaction ids minted ahead of need, with when they were minted:
-    /// `begin` takes one, and when fewer than half of [`SPARE_TXIDS`] are
-    /// left one background `begin_many` call refills them, so the `begin`
-    /// round trip leaves the transaction's critical path. Spares are minted
-    /// only for a client that began before, so a one-shot client (the CLI)
-    /// leaves no unused id behind.
-    /// Each with the connection it was minted on: spares from before a
-    /// reconnect are dropped (a restarted coordinator aborts the ids of
-    /// its earlier runs).
-    spare_txids: Arc<Mutex<VecDeque<Spare>>>,
+    coordinators: Arc<CoordinatorSet>,
+    /// Transaction ids minted ahead of need: `begin` takes one, and when
+    /// fewer than half of [`SPARE_TXIDS`] are left one background
+    /// `begin_many` call refills them, so the `begin` round trip leaves the
+    /// transaction's critical path. Spares are minted only for a client
+    /// that began before, so a one-shot client (the CLI) leaves no unused
+    /// id behind.
+    spare_txids: Arc<Mutex<VecDeque<Minted>>>,
     begun: Arc<AtomicBool>,
     /// A refill is in flight (at most one per client).
     refilling: Arc<AtomicBool>,
 }
 
-/// A transaction id minted ahead of need.
-struct Spare {
+/// A transaction id and where it came from.
+struct Minted {
     txid: TxnId,
-    minted: Instant,
+    at: Instant,
+    /// The coordinator (index in the client's list) that minted it.
+    coordinator: usize,
+    /// Its connection then: ids from before a reconnect are not used as
+    /// spares (a restarted coordinator aborts the ids of its earlier runs).
     connection: u64,
 }
 
@@ -95,14 +99,30 @@ impl Client {
     /// Connects to the coordinator at `addr` (an error if it cannot be
     /// reached now).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let coordinator =
-            Peer::new(addr.to_string(), |s| CoordinatorRpcClient::new(client_config(), transport(s)).spawn());
-        coordinator.client().await.map_err(ClientError::Connection)?;
-        Ok(Client { coordinator, spare_txids: Arc::default(), begun: Arc::default(), refilling: Arc::default() })
+        Client::connect_any(&[addr]).await
     }
 
+    /// Connects to the first of `addrs` that can be reached. Later, while
+    /// the current one cannot be reached, new transactions and reads go to
+    /// the next; a transaction always commits through the coordinator that
+    /// minted its id.
+    pub async fn connect_any(addrs: &[&str]) -> Result<Client, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::Invalid("no coordinator address given".into()));
+        }
+        let coordinators = CoordinatorSet::new(addrs);
+        coordinators.connect_first().await.map_err(ClientError::Connection)?;
+        Ok(Client {
+            coordinators: Arc::new(coordinators),
+            spare_txids: Arc::default(),
+            begun: Arc::default(),
+            refilling: Arc::default(),
+        })
+    }
+
+    /// The address of the coordinator new transactions go to.
     pub fn addr(&self) -> &str {
-        self.coordinator.addr()
+        self.coordinators.peer(self.coordinators.current()).addr()
     }
 
     /// Starts a transaction.
@@ -111,49 +131,64 @@ impl Client {
         if self.begun.swap(true, Ordering::Relaxed) {
             self.refill_spare_txids();
         }
-        let (txid, minted_on) = match spare {
+        let minted = match spare {
             Some(spare) => spare,
-            None => self.mint_txid().await?,
+            None => self.mint(1).await?.pop().expect("mint returns at least one id"),
         };
         Ok(Transaction {
             client: self.clone(),
-            txid,
-            minted_on,
+            minted,
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             conditions: Vec::new(),
         })
     }
 
-    /// `count` new ids (at least one; fewer if the coordinator is full).
-    async fn mint_txids(&self, count: usize) -> Result<Vec<TxnId>, ClientError> {
-        let count = count.clamp(1, MAX_BEGIN_BATCH as usize) as u32;
-        let txids = self
-            .coordinator
-            .call(|c| async move { c.begin_many(context_with_timeout(RPC_TIMEOUT), count).await })
+    /// `count` new ids (at least one; fewer if the coordinator is full)
+    /// from the first coordinator that answers.
+    async fn mint(&self, count: usize) -> Result<Vec<Minted>, ClientError> {
+        let (_, minted) = self
+            .coordinators
+            .first_answer(|index| async move { self.mint_on(index, count).await.map_err(|e| e.to_string()) })
             .await
-            .map_err(ClientError::Connection)??;
-        if txids.is_empty() {
-            return Err(ClientError::Service(ServiceError::Unavailable("the coordinator minted no id".into())));
+            .map_err(ClientError::Connection)?;
+        minted
+    }
+
+    /// `count` new ids from coordinator `index`. `Err` only when it gave
+    /// no answer; its refusal is in the `Ok`.
+    async fn mint_on(&self, index: usize, count: usize) -> Result<Result<Vec<Minted>, ClientError>, String> {
+        let count = count.clamp(1, MAX_BEGIN_BATCH as usize) as u32;
+        let peer = self.coordinators.peer(index);
+        // Counted before the call: ids minted on a connection opened
+        // during it are dropped rather than mistaken for current ones.
+        let connection = peer.connections_opened();
+        let answer = peer.call(|c| async move { c.begin_many(context_with_timeout(RPC_TIMEOUT), count).await }).await?;
+        let txids = match answer {
+            Ok(txids) if !txids.is_empty() => txids,
+            Ok(_) => return Ok(Err(ServiceError::Unavailable("the coordinator minted no id".into()).into())),
+            Err(e) => return Ok(Err(e.into())),
+        };
+        self.coordinators.learn_owner(&txids[0].coordinator, index);
+        let at = Instant::now();
+        Ok(Ok(txids.into_iter().map(|txid| Minted { txid, at, coordinator: index, connection }).collect()))
+    }
+
+    /// An unexpired spare id minted by the current coordinator on its
+    /// current connection.
+    fn take_spare_txid(&self) -> Option<Minted> {
+        let current = self.coordinators.current();
+        let peer = self.coordinators.peer(current);
+        if peer.connection_closed() {
+            // The coordinator may be gone: mint (and so find a live one).
+            return None;
         }
-        Ok(txids)
-    }
-
-    /// A new id, and the connection it was minted on (counted before the
-    /// call, as for spares).
-    async fn mint_txid(&self) -> Result<(TxnId, u64), ClientError> {
-        let connection = self.coordinator.connections_opened();
-        Ok((self.mint_txids(1).await?.swap_remove(0), connection))
-    }
-
-    /// An unexpired spare id minted on the current connection, with that
-    /// connection's number.
-    fn take_spare_txid(&self) -> Option<(TxnId, u64)> {
-        let connection = self.coordinator.connections_opened();
+        let connection = peer.connections_opened();
         let mut spare = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Spare { txid, minted, connection: minted_on }) = spare.pop_front() {
-            if minted.elapsed() < SPARE_TXID_MAX_AGE && minted_on == connection {
-                return Some((txid, connection));
+        while let Some(minted) = spare.pop_front() {
+            let usable = minted.coordinator == current && minted.connection == connection;
+            if usable && minted.at.elapsed() < SPARE_TXID_MAX_AGE {
+                return Some(minted);
             }
         }
         None
@@ -168,28 +203,29 @@ impl Client {
         }
         let client = self.clone();
         tokio::spawn(async move {
-            // Counted before the call: ids minted on a connection opened
-            // during it are dropped rather than mistaken for current ones.
-            let connection = client.coordinator.connections_opened();
-            let minted = client.mint_txids(SPARE_TXIDS - have).await;
-            if let Ok(txids) = minted {
-                let minted = Instant::now();
-                let mut spare = client.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
-                spare.extend(txids.into_iter().map(|txid| Spare { txid, minted, connection }));
+            if let Ok(minted) = client.mint(SPARE_TXIDS - have).await {
+                client.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).extend(minted);
             }
             client.refilling.store(false, Ordering::Release);
         });
     }
 
-    /// One commit call. On a connection found dead it is sent once more on
-    /// a fresh one: the coordinator answers a repeat from what it knows
-    /// (in progress, decided, or aborted by its restart).
-    async fn send_commit(&self, txid: &TxnId, ops: &TxnOps) -> Result<Result<Outcome, ServiceError>, String> {
+    /// One commit call to coordinator `index`. On a connection found dead
+    /// it is sent once more on a fresh one: the coordinator answers a
+    /// repeat from what it knows (in progress, decided, or aborted by its
+    /// restart).
+    async fn send_commit(
+        &self,
+        index: usize,
+        txid: &TxnId,
+        ops: &TxnOps,
+    ) -> Result<Result<Outcome, ServiceError>, CallError> {
         let call = |c: CoordinatorRpcClient| {
             let (txid, ops) = (txid.clone(), ops.clone());
             async move { c.commit(context_with_timeout(CLIENT_COMMIT_TIMEOUT), txid, ops).await }
         };
-        self.coordinator.call_within(CLIENT_COMMIT_TIMEOUT.saturating_add(GUARD_SLACK), call).await
+        let guard = CLIENT_COMMIT_TIMEOUT.saturating_add(GUARD_SLACK);
+        self.coordinators.peer(index).try_call_within(guard, call).await
     }
 
     /// Committed values and versions, outside any transaction (no locks).
@@ -200,27 +236,50 @@ impl Client {
         for key in &keys {
             check_key(key).map_err(ClientError::Invalid)?;
         }
-        let call = |c: CoordinatorRpcClient| {
+        let call = |index: usize| {
             let keys = keys.clone();
-            async move { c.read(context_with_timeout(RPC_TIMEOUT), keys).await }
+            let peer = self.coordinators.peer(index);
+            peer.call(move |c| {
+                let keys = keys.clone();
+                async move { c.read(context_with_timeout(RPC_TIMEOUT), keys).await }
+            })
         };
-        Ok(self.coordinator.call(call).await.map_err(ClientError::Connection)??)
+        let (_, values) = self.coordinators.first_answer(call).await.map_err(ClientError::Connection)?;
+        Ok(values?)
     }
 
-    /// What happened to `txid`.
+    /// What happened to `txid`, asked of the coordinator that minted it
+    /// (found by asking each in turn if this client does not know it).
     pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
+        if let Some(index) = self.coordinators.owner(&txid.coordinator) {
+            return self.outcome_at(index, txid).await;
+        }
+        let mut last = None;
+        for index in 0..self.coordinators.len() {
+            match self.outcome_at(index, txid).await {
+                Err(ClientError::Service(ServiceError::WrongCoordinator { .. })) => {}
+                Err(e @ ClientError::Connection(_)) => last = Some(e),
+                answer => {
+                    self.coordinators.learn_owner(&txid.coordinator, index);
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Invalid(format!("no coordinator of this client minted {txid}"))))
+    }
+
+    async fn outcome_at(&self, index: usize, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
         let call = |c: CoordinatorRpcClient| {
             let txid = txid.clone();
             async move { c.outcome(context_with_timeout(RPC_TIMEOUT), txid).await }
         };
-        Ok(self.coordinator.call(call).await.map_err(ClientError::Connection)??)
+        Ok(self.coordinators.peer(index).call(call).await.map_err(ClientError::Connection)??)
     }
 
     /// After a failed commit call: ask until the outcome is known or the
-    /// attempts run out.
-    /// The coordinator may have restarted (its old connection is then
-    /// dead), so each question after a connection failure uses a fresh
-    /// connection.
+    /// attempts run out. The coordinator may have restarted (its old
+    /// connection is then dead): each question after a connection failure
+    /// uses a fresh connection.
     async fn resolve(&self, txid: TxnId, first_error: String) -> Result<TxnId, ClientError> {
         let mut last = first_error;
         for _ in 0..OUTCOME_QUERY_ATTEMPTS {
@@ -241,9 +300,7 @@ impl Client {
 /// A transaction: reads record the version seen, writes are buffered.
 pub struct Transaction {
     client: Client,
-    txid: TxnId,
-    /// The connection `txid` was minted on.
-    minted_on: u64,
+    minted: Minted,
     reads: BTreeMap<Key, Version>,
     writes: BTreeMap<Key, Option<Value>>,
     conditions: Vec<Condition>,
@@ -251,7 +308,7 @@ pub struct Transaction {
 
 impl Transaction {
     pub fn txid(&self) -> &TxnId {
-        &self.txid
+        &self.minted.txid
     }
 
     /// Reads a key: this transaction's own write if any, else the committed
@@ -315,39 +372,53 @@ impl Transaction {
     /// Commits. `Ok(txid)` means durably committed; `Aborted` means nothing
     /// is visible; `OutcomeUnknown` means ask again later.
     ///
-    /// Returns the txid it committed under: if the coordinator restarted
-    /// since this transaction's id was minted, the new run aborts that id
-    /// (presumed abort: it was never decided), and the same operations are
-    /// committed once more under a fresh id, as the application would.
+    /// Returns the txid it committed under. When this transaction's id
+    /// can no longer commit, the same operations are committed once more
+    /// under a fresh id, as the application would (validation happens at
+    /// the new commit, so this is as safe): if the coordinator restarted
+    /// since the id was minted (the new run aborts it: presumed abort), or
+    /// if the coordinator could not be reached at all (the request never
+    /// left; the fresh id comes from the next coordinator that answers).
     pub async fn commit(self) -> Result<TxnId, ClientError> {
         let ops = self.ops();
         ops.validate().map_err(ClientError::Invalid)?;
         let client = self.client;
-        let mut txid = self.txid;
-        let mut answer = client.send_commit(&txid, &ops).await;
-        let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
-        if restarted && client.coordinator.connections_opened() != self.minted_on {
-            tracing::debug!(%txid, "minted before the coordinator restarted: committing under a fresh id");
-            txid = client.mint_txid().await?.0;
-            answer = client.send_commit(&txid, &ops).await;
+        let Minted { mut txid, mut coordinator, connection, .. } = self.minted;
+        let mut answer = client.send_commit(coordinator, &txid, &ops).await;
+        let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
+            && client.coordinators.peer(coordinator).connections_opened() != connection;
+        let unreachable = matches!(answer, Err(CallError::Unreachable(_)));
+        if restarted || unreachable {
+            tracing::debug!(%txid, restarted, "this id can no longer commit: committing under a fresh id");
+            let fresh = if restarted {
+                client.mint_on(coordinator, 1).await.map_err(ClientError::Connection)??
+            } else {
+                client.mint(1).await?
+            };
+            let fresh = fresh.into_iter().next().expect("mint returns at least one id");
+            (txid, coordinator) = (fresh.txid, fresh.coordinator);
+            answer = client.send_commit(coordinator, &txid, &ops).await;
         }
         match answer {
             Ok(Ok(Outcome::Committed)) => Ok(txid),
             Ok(Ok(Outcome::Aborted(reason))) => Err(ClientError::Aborted { txid, reason }),
             Ok(Err(e)) => Err(ClientError::Service(e)),
+            // Never sent: nothing was committed.
+            Err(CallError::Unreachable(e)) => Err(ClientError::Connection(e)),
             // The request may or may not have reached the coordinator.
-            Err(e) => client.resolve(txid, e).await,
+            Err(CallError::Lost(e)) => client.resolve(txid, e).await,
         }
     }
 
     /// Abandons the transaction (nothing was sent to participants yet).
     pub async fn abort(self) -> Result<(), ClientError> {
-        let txid = &self.txid;
+        let txid = &self.minted.txid;
         let call = |c: CoordinatorRpcClient| {
             let txid = txid.clone();
             async move { c.abort(context_with_timeout(RPC_TIMEOUT), txid).await }
         };
-        self.client.coordinator.call(call).await.map_err(ClientError::Connection)??;
+        let peer = self.client.coordinators.peer(self.minted.coordinator);
+        peer.call(call).await.map_err(ClientError::Connection)??;
         Ok(())
     }
 }

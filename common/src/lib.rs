@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+mod coordinator_set;
 pub mod error;
 pub mod fault;
 pub mod ids;

@@ -178,13 +178,47 @@ macro_rules! serve_tarpc {
     }};
 }
 
+/// Set once a connection's dispatch has ended: the peer closed it, or it
+/// broke. Calls on it would fail.
+pub type Closed = Arc<std::sync::atomic::AtomicBool>;
+
+/// Spawns a tarpc client's dispatch (what `NewClient::spawn` does), and
+/// sets `closed` when it ends.
+pub fn spawn_watched<C, D, E>(new: tarpc::client::NewClient<C, D>, closed: Closed) -> C
+where
+    D: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let dispatch = new.dispatch;
+    tokio::spawn(async move {
+        if let Err(e) = dispatch.await {
+            tracing::debug!(error = %e, "connection broken");
+        }
+        closed.store(true, Ordering::Release);
+    });
+    new.client
+}
+
+/// Why a [`Peer`] call got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be opened: the request was not sent.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The request was (or may have been) sent, and no answer came.
+    #[error("{0}")]
+    Lost(String),
+}
+
 /// A lazily connected, reconnecting client of one peer. `make` turns a
-/// connected socket into the typed tarpc client.
+/// connected socket into the typed tarpc client, spawning its dispatch
+/// with [`spawn_watched`] so the peer knows when the connection closes.
 pub struct Peer<C> {
     addr: String,
-    make: fn(TcpStream) -> C,
-    /// The current connection and its number (connections opened so far).
-    client: tokio::sync::Mutex<Option<(u64, C)>>,
+    make: fn(TcpStream, Closed) -> C,
+    /// The current connection, its number (connections opened so far) and
+    /// whether it has closed.
+    client: tokio::sync::Mutex<Option<(u64, C, Closed)>>,
     opened: AtomicU64,
     /// Calls on the current connection that ran out of time since its last
     /// answer.
@@ -192,7 +226,7 @@ pub struct Peer<C> {
 }
 
 impl<C: Clone> Peer<C> {
-    pub fn new(addr: String, make: fn(TcpStream) -> C) -> Arc<Self> {
+    pub fn new(addr: String, make: fn(TcpStream, Closed) -> C) -> Arc<Self> {
         Arc::new(Peer {
             addr,
             make,
@@ -217,15 +251,28 @@ impl<C: Clone> Peer<C> {
         self.connection().await.map(|(_, client)| client)
     }
 
+    /// True if the current connection is known to have closed (the next
+    /// call opens a new one). False while another call holds the slot.
+    pub fn connection_closed(&self) -> bool {
+        self.client
+            .try_lock()
+            .is_ok_and(|slot| slot.as_ref().is_some_and(|(_, _, closed)| closed.load(Ordering::Acquire)))
+    }
+
+    /// The current connection, or a new one if there is none or it closed.
     async fn connection(&self) -> Result<(u64, C), String> {
         let mut slot = self.client.lock().await;
-        if let Some(current) = slot.as_ref() {
-            return Ok(current.clone());
+        if let Some((number, client, closed)) = slot.as_ref() {
+            if !closed.load(Ordering::Acquire) {
+                return Ok((*number, client.clone()));
+            }
         }
-        let client = (self.make)(connect(&self.addr).await?);
+        *slot = None;
+        let closed = Closed::default();
+        let client = (self.make)(connect(&self.addr).await?, closed.clone());
         let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         self.misses.store(0, Ordering::Relaxed);
-        *slot = Some((number, client.clone()));
+        *slot = Some((number, client.clone(), closed));
         Ok((number, client))
     }
 
@@ -233,7 +280,7 @@ impl<C: Clone> Peer<C> {
     /// call may already have replaced it).
     async fn forget(&self, number: u64) {
         let mut slot = self.client.lock().await;
-        if slot.as_ref().is_some_and(|(current, _)| *current == number) {
+        if slot.as_ref().is_some_and(|(current, _, _)| *current == number) {
             *slot = None;
         }
     }
@@ -262,15 +309,29 @@ impl<C: Clone> Peer<C> {
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
     {
+        self.try_call_within(guard, call).await.map_err(|e| e.to_string())
+    }
+
+    /// [`Peer::call_within`], saying whether the request may have reached
+    /// the peer when there is no answer.
+    pub async fn try_call_within<T, F, Fut>(&self, guard: std::time::Duration, call: F) -> Result<T, CallError>
+    where
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
+    {
         let mut last = String::new();
-        for _ in 0..2 {
-            let (number, client) = self.connection().await?;
+        for attempt in 0..2 {
+            let (number, client) = match self.connection().await {
+                Ok(connection) => connection,
+                Err(e) if attempt == 0 => return Err(CallError::Unreachable(e)),
+                Err(e) => return Err(CallError::Lost(format!("{last}; then {e}"))),
+            };
             // tarpc can strand a request whose connection dies while it is
             // being queued, and then the call never returns whatever its
             // deadline (found by the chaos harness): guard it here too.
             let Ok(answer) = tokio::time::timeout(guard, call(client)).await else {
                 self.forget(number).await;
-                return Err(format!("no answer within {guard:?} ({})", self.addr));
+                return Err(CallError::Lost(format!("no answer within {guard:?} ({})", self.addr)));
             };
             match answer {
                 Ok(v) => {
@@ -284,7 +345,8 @@ impl<C: Clone> Peer<C> {
                     if newest && self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_DEADLINE_MISSES_PER_CONNECTION {
                         self.forget(number).await;
                     }
-                    return Err(format!("{} ({})", tarpc::client::RpcError::DeadlineExceeded, self.addr));
+                    let e = tarpc::client::RpcError::DeadlineExceeded;
+                    return Err(CallError::Lost(format!("{e} ({})", self.addr)));
                 }
                 Err(e) => {
                     self.forget(number).await;
@@ -292,7 +354,7 @@ impl<C: Clone> Peer<C> {
                 }
             }
         }
-        Err(last)
+        Err(CallError::Lost(last))
     }
 }
 

@@ -135,7 +135,12 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         .iter()
         .map(|p| {
             let id = NodeId::new(&p.id).expect("validated config");
-            (id, Peer::new(p.addr.clone(), |s| ParticipantRpcClient::new(client_config(), net::transport(s)).spawn()))
+            (
+                id,
+                Peer::new(p.addr.clone(), |s, closed| {
+                    net::spawn_watched(ParticipantRpcClient::new(client_config(), net::transport(s)), closed)
+                }),
+            )
         })
         .collect();
     let participants = Arc::new(participants);

@@ -146,7 +146,9 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         .map(|c| {
             (
                 c.id.clone(),
-                Peer::new(c.addr.clone(), |s| CoordinatorRpcClient::new(client_config(), net::transport(s)).spawn()),
+                Peer::new(c.addr.clone(), |s, closed| {
+                    net::spawn_watched(CoordinatorRpcClient::new(client_config(), net::transport(s)), closed)
+                }),
             )
         })
         .collect();

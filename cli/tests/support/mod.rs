@@ -70,6 +70,15 @@ impl Cluster {
         Cluster { inner }
     }
 
+    /// Starts `coordinators` coordinators and `participants` participants
+    /// (no faults) and waits until all listen.
+    pub fn start_with_coordinators(coordinators: usize, participants: usize) -> Result<Cluster> {
+        let inner = twopc_chaos::cluster::Cluster::new(Path::new(twopc_bin()), coordinators, participants)?;
+        let mut cluster = Cluster { inner };
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
     /// Starts every process (no faults) and waits until all listen.
     pub fn start(participants: usize) -> Result<Cluster> {
         let mut cluster = Cluster::new(participants);
