@@ -7,8 +7,12 @@
 //! - [`ring`]: the consistent-hash ring that routes keys to participants.
 //! - [`config`]: the cluster file (`CLUSTER.toml`) and its validation.
 //! - [`service`]: the tarpc service traits (participant, coordinator, admin).
-//! - [`net`]: TCP transport (TCP_NODELAY, frame cap), listeners and reconnecting peers.
-//! - [`client`]: the application client library (begin / get / put / commit).
+//! - [`net`]: TCP transport (TCP_NODELAY, keepalive, frame cap), listeners
+//!   with a connection cap, and reconnecting peers.
+//! - [`open_files`]: a server's open-file limit and the connections it allows.
+//! - [`client`]: the application client library (begin / get / put / commit),
+//!   over one coordinator or the first reachable of several
+//!   (`coordinator_set`).
 //! - [`error`]: the errors that cross the wire.
 
 pub mod admin;
