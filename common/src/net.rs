@@ -155,7 +155,7 @@ pub fn server_connection_limit() -> usize {
 
 /// Serves a tarpc service (`$server` implements the generated trait and is
 /// `Clone`) on every connection of `$listener`, each connection running at
-/// most [`MAX_CONCURRENT_REQUESTS_PER_CONNECTION`] requests at once.
+/// most [`crate::limits::MAX_CONCURRENT_REQUESTS_PER_CONNECTION`] requests at once.
 #[macro_export]
 macro_rules! serve_tarpc {
     ($listener:expr, $server:expr) => {{
