@@ -133,8 +133,13 @@ pub fn told(result: &Result<twopc_common::TxnId, ClientError>) -> Told {
         Err(ClientError::Service(e)) => {
             Told::Aborted { category: "refused-by-coordinator".into(), reason: e.to_string() }
         }
+        // The commit never left the client (no coordinator could be
+        // reached), or was refused before sending: nothing is committed,
+        // which the checker then holds the cluster to.
+        Err(e @ (ClientError::Connection(_) | ClientError::Invalid(_))) => {
+            Told::Aborted { category: "not-sent".into(), reason: e.to_string() }
+        }
         Err(e @ ClientError::OutcomeUnknown { .. }) => Told::Unknown { detail: e.to_string() },
-        Err(e) => Told::Unknown { detail: e.to_string() },
     }
 }
 
