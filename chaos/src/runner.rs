@@ -208,8 +208,11 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let coordinators: Vec<String> = coordinator_addrs.keys().cloned().collect();
     let mut workers = Vec::new();
     for w in 0..opts.clients {
-        let addr = network.client_addr(&coordinators[w % coordinators.len()]);
-        let task = workload.clone().worker(w, addr, opts.seed, history.clone(), workers_stop.clone());
+        // Each client prefers its own coordinator (spread over them) and
+        // moves on to the others while it cannot be reached.
+        let addrs =
+            (0..coordinators.len()).map(|k| network.client_addr(&coordinators[(w + k) % coordinators.len()])).collect();
+        let task = workload.clone().worker(w, addrs, opts.seed, history.clone(), workers_stop.clone());
         workers.push(tokio::spawn(task));
     }
     let nemesis_task = tokio::task::spawn_blocking(move || {

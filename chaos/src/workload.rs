@@ -228,12 +228,12 @@ impl Workload {
         bail!("could not open the bank accounts in 20 attempts")
     }
 
-    /// One worker: transactions until `stop`, on a connection to `addr`
-    /// (re-opened when it breaks).
+    /// One worker: transactions until `stop`, through the first reachable
+    /// of `addrs` (the client re-opened when an outcome was lost).
     pub async fn worker(
         self: Arc<Self>,
         worker: usize,
-        addr: String,
+        addrs: Vec<String>,
         seed: u64,
         history: History,
         stop: Arc<AtomicBool>,
@@ -244,7 +244,7 @@ impl Workload {
         while !stop.load(Ordering::Relaxed) {
             let c = match &client {
                 Some(c) => c.clone(),
-                None => match Client::connect(&addr).await {
+                None => match Client::connect_any(&addrs.iter().map(String::as_str).collect::<Vec<_>>()).await {
                     Ok(c) => {
                         client = Some(c.clone());
                         c

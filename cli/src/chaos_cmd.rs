@@ -70,7 +70,8 @@ pub struct ChaosArgs {
     /// Participant processes (shards).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     participants: u16,
-    /// Coordinator processes (clients are spread over them).
+    /// Coordinator processes (each client prefers one, spread over them,
+    /// and moves on to the others while it cannot be reached).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     coordinators: u16,
     /// Concurrent clients, each with its own connection.
