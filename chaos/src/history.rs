@@ -177,8 +177,9 @@ impl History {
         ops[index].told = told;
     }
 
-    /// The client library committed (or tried) op `index` under `txid`:
-    /// a fresh id when its first one was aborted by a coordinator restart.
+    /// The client library committed (or tried) op `index` under `txid`: a
+    /// fresh id when its first one could no longer commit (aborted by a
+    /// coordinator restart, or never sent to an unreachable coordinator).
     pub fn sent_as(&self, index: usize, txid: TxnId) {
         self.ops.lock().expect("history lock")[index].txid = txid;
     }

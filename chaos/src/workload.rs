@@ -114,12 +114,16 @@ pub fn reported_txid(result: &Result<twopc_common::TxnId, ClientError>) -> Optio
     }
 }
 
-/// Records a commit's answer, and the txid it names.
-fn record_answer(history: &History, index: usize, result: &Result<twopc_common::TxnId, ClientError>) {
+/// Records a commit's answer, and the txid it names; true if the outcome
+/// is unknown to the client.
+fn record_answer(history: &History, index: usize, result: &Result<twopc_common::TxnId, ClientError>) -> bool {
     if let Some(txid) = reported_txid(result) {
         history.sent_as(index, txid.clone());
     }
-    history.answered(index, told(result));
+    let told = told(result);
+    let unknown = matches!(told, Told::Unknown { .. });
+    history.answered(index, told);
+    unknown
 }
 
 /// What the client was told, from a commit's result.
@@ -329,10 +333,7 @@ impl Workload {
 /// Commits and records the answer (bounded: see [`CALL_GRACE`]).
 async fn commit(txn: twopc_common::client::Transaction, index: usize, history: &History) -> Step {
     let unknown = match tokio::time::timeout(commit_bound(), txn.commit()).await {
-        Ok(result) => {
-            record_answer(history, index, &result);
-            matches!(told(&result), Told::Unknown { .. })
-        }
+        Ok(result) => record_answer(history, index, &result),
         Err(_) => {
             history.overdue("commit");
             history.answered(index, Told::Unknown { detail: OVERDUE.into() });

@@ -147,12 +147,10 @@ impl Client {
     /// `count` new ids (at least one; fewer if the coordinator is full)
     /// from the first coordinator that answers.
     async fn mint(&self, count: usize) -> Result<Vec<Minted>, ClientError> {
-        let (_, minted) = self
-            .coordinators
+        self.coordinators
             .first_answer(|index| async move { self.mint_on(index, count).await.map_err(|e| e.to_string()) })
             .await
-            .map_err(ClientError::Connection)?;
-        minted
+            .map_err(ClientError::Connection)?
     }
 
     /// `count` new ids from coordinator `index`. `Err` only when it gave
@@ -244,8 +242,7 @@ impl Client {
                 async move { c.read(context_with_timeout(RPC_TIMEOUT), keys).await }
             })
         };
-        let (_, values) = self.coordinators.first_answer(call).await.map_err(ClientError::Connection)?;
-        Ok(values?)
+        Ok(self.coordinators.first_answer(call).await.map_err(ClientError::Connection)??)
     }
 
     /// What happened to `txid`, asked of the coordinator that minted it

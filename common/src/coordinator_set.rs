@@ -62,7 +62,7 @@ impl CoordinatorSet {
     /// Runs `call(index)` on the current coordinator, then on each other
     /// in list order while the call fails to get an answer (`Err`); the
     /// first to answer becomes current. Only for idempotent calls.
-    pub async fn first_answer<T, F, Fut>(&self, call: F) -> Result<(usize, T), String>
+    pub async fn first_answer<T, F, Fut>(&self, call: F) -> Result<T, String>
     where
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, String>>,
@@ -77,7 +77,7 @@ impl CoordinatorSet {
                         tracing::info!(from = %self.peers[start].addr(), to = %self.peers[index].addr(), "coordinator unreachable: using the next one");
                     }
                     self.current.store(index, Ordering::Relaxed);
-                    return Ok((index, answer));
+                    return Ok(answer);
                 }
                 Err(e) => failures.push(e),
             }

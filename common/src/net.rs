@@ -421,23 +421,26 @@ mod accept_tests {
 
     #[tokio::test]
     async fn transports_probe_idle_peers() {
+        use std::os::fd::AsRawFd;
         let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
         let _accepted = listener.accept().await.unwrap();
-        set_keepalive(&stream).unwrap();
-        assert_eq!(get_int_option(&stream, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
-        assert_eq!(get_int_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 30);
-        assert_eq!(get_int_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 3);
+        // Through `transport`, as every connection is made; the socket
+        // stays open while the transport lives.
+        let fd = stream.as_raw_fd();
+        let _transport: Transport<(), ()> = transport(stream);
+        assert_eq!(get_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 30);
+        assert_eq!(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 10);
+        assert_eq!(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 3);
+        assert_eq!(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
     }
 
-    fn get_int_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
-        use std::os::fd::AsRawFd;
+    fn get_int_option(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: reads one c_int option of an open socket into `value`.
-        let rc = unsafe {
-            libc::getsockopt(stream.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
-        };
+        let rc = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) };
         assert_eq!(rc, 0);
         value
     }
