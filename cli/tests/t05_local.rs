@@ -8,10 +8,10 @@ mod support;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{processes_mentioning, twopc_bin, wait_for};
+use support::{processes_mentioning, text, twopc, twopc_bin, wait_for};
 
 /// A running `twopc local`, its stdout collected as it comes; killed with
 /// its servers on drop.
@@ -93,14 +93,6 @@ fn free_port_range() -> Result<u16> {
         }
     }
     bail!("no 4 consecutive free ports")
-}
-
-fn twopc(args: &[&str]) -> Result<Output> {
-    Ok(Command::new(twopc_bin()).args(args).output()?)
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[test]

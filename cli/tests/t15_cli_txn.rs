@@ -5,19 +5,7 @@ mod support;
 
 use anyhow::Result;
 use std::process::{Command, Output};
-use support::{twopc_bin, Cluster};
-
-fn twopc(args: &[&str]) -> Result<Output> {
-    Ok(Command::new(twopc_bin()).args(args).output()?)
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
+use support::{json, text, twopc, twopc_bin, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_and_get_report_outcomes_and_values_with_their_exit_codes() -> Result<()> {

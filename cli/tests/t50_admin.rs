@@ -7,7 +7,7 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-use support::{twopc_bin, Cluster};
+use support::{json, text, twopc_bin, Cluster};
 use twopc_common::TxnId;
 
 const TOKEN: &str = "test-admin-token";
@@ -19,14 +19,6 @@ fn admin(config: &Path, args: &[&str], token: Option<&str>) -> Result<Output> {
         cmd.env("TWOPC_ADMIN_TOKEN", t);
     }
     Ok(cmd.output()?)
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 /// A cluster with an admin token whose coordinator runs with `faults`.

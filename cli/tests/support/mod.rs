@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Result};
 use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use twopc_common::client::Client;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
@@ -16,6 +17,21 @@ use twopc_common::{NodeId, TxnId, TxnOps, Versioned, Vote};
 
 pub fn twopc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_twopc")
+}
+
+/// Runs `twopc ARGS` to completion.
+pub fn twopc(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(twopc_bin()).args(args).output()?)
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A command's stdout as JSON (panics, showing the output, if it is not).
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 /// Polls `done` every 50 ms until it holds, or fails after `timeout`.
