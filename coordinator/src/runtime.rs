@@ -26,7 +26,7 @@ use twopc_common::ring::Ring;
 use twopc_common::service::{CoordinatorRpc, ParticipantRpcClient};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, AbortReason, NodeId, Outcome, ServiceError, TxnId};
-use twopc_wal::{Durability, Lsn, RocksWal, Wal, WalBatch, WalError};
+use twopc_wal::{Durability, Lsn, RocksWal, Submission, Wal, WalBatch, WalError, MAX_HELD_WRITES};
 
 /// Requests queued for the engine task, at most.
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
@@ -183,6 +183,11 @@ struct EngineTask {
     ended: VecDeque<(Option<Lsn>, Lsn)>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
+    /// WAL writes of the inputs handled since the last flush, in order:
+    /// submitted together once no input is waiting (or there are
+    /// [`MAX_HELD_WRITES`]), so an idle WAL writes them as one group on
+    /// this thread (`Wal::submit_group`).
+    held_writes: Vec<Submission<CoordinatorRecord>>,
 }
 
 /// Sync before Committed. Only the negative control
@@ -234,6 +239,7 @@ impl EngineTask {
             ended: VecDeque::new(),
             done_tx,
             done_rx,
+            held_writes: Vec::new(),
         }
     }
 
@@ -287,6 +293,7 @@ impl EngineTask {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> CoordinatorError {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
+        self.flush_writes();
         loop {
             tokio::select! {
                 biased;
@@ -295,19 +302,32 @@ impl EngineTask {
                         return fatal;
                     }
                 }
-                input = rx.recv() => match input {
-                    Some(Input::Engine(request, reply)) => self.request(request, reply),
-                    Some(Input::Begin(count, reply)) => drop(reply.send(self.begin(count))),
-                    Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
-                    Some(Input::Admin(request, reply)) => self.admin(request, reply),
-                    None => return CoordinatorError::Fatal("request queue closed".into()),
-                },
+                input = rx.recv() => {
+                    if let Some(fatal) = self.input(input) {
+                        return fatal;
+                    }
+                }
                 _ = tick.tick() => {
                     let commands = self.engine.handle(Event::Tick { now_ms: now_ms() });
                     self.execute(commands);
                 }
             }
+            if self.held_writes.len() >= MAX_HELD_WRITES || (rx.is_empty() && self.done_rx.is_empty()) {
+                self.flush_writes();
+            }
         }
+    }
+
+    /// Handles one input from the RPC layer (`None`: the queue closed).
+    fn input(&mut self, input: Option<Input>) -> Option<CoordinatorError> {
+        match input {
+            Some(Input::Engine(request, reply)) => self.request(request, reply),
+            Some(Input::Begin(count, reply)) => drop(reply.send(self.begin(count))),
+            Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
+            Some(Input::Admin(request, reply)) => self.admin(request, reply),
+            None => return Some(CoordinatorError::Fatal("request queue closed".into())),
+        }
+        None
     }
 
     fn complete(&mut self, done: Completion) -> Option<CoordinatorError> {
@@ -429,16 +449,13 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
                     let tx = self.done_tx.clone();
-                    self.wal.submit(
-                        batch,
-                        decision_durability(),
-                        Box::new(move |result| {
-                            let _ = tx.send(match result {
-                                Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
-                                Err(e) => Completion::Fatal(e),
-                            });
-                        }),
-                    );
+                    let done: twopc_wal::Completion = Box::new(move |result| {
+                        let _ = tx.send(match result {
+                            Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
+                            Err(e) => Completion::Fatal(e),
+                        });
+                    });
+                    self.submit(batch, decision_durability(), done);
                 }
                 Command::SendCommit { txid, to, attempt } => {
                     // Fault point: withhold every first commit of this
@@ -477,6 +494,7 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::Mixed { txid, participant });
                     // Rare (after an operator's forced abort): written inline.
+                    self.flush_writes();
                     if let Err(e) = self.wal.write(batch, Durability::Sync) {
                         let _ = self.done_tx.send(Completion::Fatal(e));
                     }
@@ -534,6 +552,20 @@ impl EngineTask {
         }
     }
 
+    /// Holds a WAL write until the inputs waiting now are handled.
+    fn submit(&mut self, batch: WalBatch<CoordinatorRecord>, durability: Durability, done: twopc_wal::Completion) {
+        self.held_writes.push(Submission { batch, durability, done });
+    }
+
+    /// Submits the held writes as one group: written on this thread if the
+    /// WAL is idle (no hand-off to the writer thread and back), else
+    /// queued for the writer.
+    fn flush_writes(&mut self) {
+        if !self.held_writes.is_empty() {
+            self.wal.submit_group(std::mem::take(&mut self.held_writes));
+        }
+    }
+
     /// Logs End lazily and trims the oldest finished transactions beyond
     /// what the engine remembers.
     fn log_end(&mut self, txid: TxnId) {
@@ -546,7 +578,7 @@ impl EngineTask {
             batch.remove.push(old_end);
         }
         let tx = self.done_tx.clone();
-        self.wal.submit(
+        self.submit(
             batch,
             Durability::Lazy,
             Box::new(move |result| {

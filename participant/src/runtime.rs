@@ -24,7 +24,7 @@ use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
-use twopc_wal::{Durability, Lsn, RocksWal, WalBatch, WalError};
+use twopc_wal::{Durability, Lsn, RocksWal, Submission, WalBatch, WalError, MAX_HELD_WRITES};
 
 /// Requests queued for the engine task, at most.
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
@@ -186,6 +186,11 @@ struct EngineTask {
     done_lsns: VecDeque<Lsn>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
+    /// WAL writes of the inputs handled since the last flush, in order:
+    /// submitted together once no input is waiting (or there are
+    /// [`MAX_HELD_WRITES`]), so an idle WAL writes them as one group on
+    /// this thread (`Wal::submit_group`).
+    held_writes: Vec<Submission<ParticipantRecord>>,
     queries_in_flight: Arc<tokio::sync::Semaphore>,
     parked: Vec<ParkedRead>,
     /// Set when a transaction finished: parked reads may proceed.
@@ -219,6 +224,7 @@ impl EngineTask {
             done_lsns: VecDeque::new(),
             done_tx,
             done_rx,
+            held_writes: Vec::new(),
             queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
             parked: Vec::new(),
             released: false,
@@ -264,6 +270,7 @@ impl EngineTask {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> ParticipantError {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
+        self.flush_writes();
         loop {
             tokio::select! {
                 biased;
@@ -272,18 +279,19 @@ impl EngineTask {
                         return fatal;
                     }
                 }
-                input = rx.recv() => match input {
-                    Some(Input::Engine(request, reply)) => self.request(request, reply),
-                                        Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
-                    Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
-                    Some(Input::Admin(request, reply)) => self.admin(request, reply),
-                    None => return ParticipantError::Fatal("request queue closed".into()),
-                },
+                input = rx.recv() => {
+                    if let Some(fatal) = self.input(input) {
+                        return fatal;
+                    }
+                }
                 _ = tick.tick() => {
                     let commands = self.engine.handle(Event::Tick { now_ms: now_ms() });
                     self.execute(commands);
                     self.released = true;
                 }
+            }
+            if self.held_writes.len() >= MAX_HELD_WRITES || (rx.is_empty() && self.done_rx.is_empty()) {
+                self.flush_writes();
             }
             if std::mem::take(&mut self.released) && !self.parked.is_empty() {
                 for parked in std::mem::take(&mut self.parked) {
@@ -378,6 +386,18 @@ impl EngineTask {
         let _ = reply.send(store::get_many(&*self.wal, &keys));
     }
 
+    /// Handles one input from the RPC layer (`None`: the queue closed).
+    fn input(&mut self, input: Option<Input>) -> Option<ParticipantError> {
+        match input {
+            Some(Input::Engine(request, reply)) => self.request(request, reply),
+            Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
+            Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
+            Some(Input::Admin(request, reply)) => self.admin(request, reply),
+            None => return Some(ParticipantError::Fatal("request queue closed".into())),
+        }
+        None
+    }
+
     fn complete(&mut self, done: Completion) -> Option<ParticipantError> {
         match done {
             Completion::Event(event) => {
@@ -444,7 +464,7 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Prepared(record));
                     let tx = self.done_tx.clone();
-                    self.wal.submit(
+                    self.submit(
                         batch,
                         prepare_durability(),
                         Box::new(move |result| {
@@ -464,7 +484,7 @@ impl EngineTask {
                     // Unsynced applies are made durable by the next sync
                     // (a prepare's, usually); the ack waits for it.
                     let durability = if synced { Durability::Sync } else { Durability::Lazy };
-                    self.wal.submit(
+                    self.submit(
                         batch,
                         durability,
                         Box::new(move |result| match result {
@@ -482,7 +502,7 @@ impl EngineTask {
                     let batch = self.finish_batch(&txid, Decision::Aborted);
                     let tx = self.done_tx.clone();
                     // No sync: losing this only means the abort is re-learned.
-                    self.wal.submit(
+                    self.submit(
                         batch,
                         Durability::Lazy,
                         Box::new(move |result| {
@@ -509,6 +529,7 @@ impl EngineTask {
                     }
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Heuristic(record));
+                    self.flush_writes();
                     if let Err(e) = self.wal.write(batch, Durability::Sync) {
                         let _ = self.done_tx.send(Completion::Fatal(e));
                     }
@@ -517,18 +538,32 @@ impl EngineTask {
         }
     }
 
+    /// Holds a WAL write until the inputs waiting now are handled.
+    fn submit(&mut self, batch: WalBatch<ParticipantRecord>, durability: Durability, done: twopc_wal::Completion) {
+        self.held_writes.push(Submission { batch, durability, done });
+    }
+
+    /// Submits the held writes as one group: written on this thread if the
+    /// WAL is idle (no hand-off to the writer thread and back), else
+    /// queued for the writer.
+    fn flush_writes(&mut self) {
+        if !self.held_writes.is_empty() {
+            self.wal.submit_group(std::mem::take(&mut self.held_writes));
+        }
+    }
+
     /// Sync before ack: the reply to a commit leaves once everything
     /// written so far (its apply included) is durable, through an empty
     /// deferred batch that shares the next sync. The coordinator may
     /// forget the transaction once every participant acked.
-    fn ack_when_durable(&self, sender: oneshot::Sender<Reply>, reply: Reply) {
+    fn ack_when_durable(&mut self, sender: oneshot::Sender<Reply>, reply: Reply) {
         if fault::sabotaged("ack-before-sync") {
             let _ = sender.send(reply);
             fault::hit("participant.after-commit-acked");
             return;
         }
         let tx = self.done_tx.clone();
-        self.wal.submit(
+        self.submit(
             WalBatch::new(),
             Durability::Deferred,
             Box::new(move |result| match result {

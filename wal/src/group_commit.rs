@@ -12,6 +12,20 @@
 //! a sync covers them: the next synced group (they run after its own
 //! completions), or the writer's own sync once the oldest of them has
 //! waited [`DEFERRED_SYNC_WAIT`].
+//!
+//! Idle fast path ([`Shared::try_inline`]): a request submitted while
+//! nothing is queued, being written or being completed is written (and
+//! synced, if it asks) on the submitter's own thread, as a group of one.
+//! At low load that saves the two thread hand-offs (wake the writer, wake
+//! the submitter) that otherwise cost more than the fsync on a busy
+//! machine. The writer's state sits behind one mutex, so either thread
+//! writes, never both; the `queued` count (raised before a request enters
+//! the channel, lowered once its group is finished) keeps submission
+//! order: the fast path is only taken when every earlier request has been
+//! written and its completion run (or held, if deferred). An inline write
+//! that leaves the writer owing a sync (lazy or deferred) while the writer
+//! sleeps without a deadline wakes it with an uncounted wake-up request,
+//! so the deadlines above hold either way.
 
 use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
 use crate::record::{encode_value, lsn_key};
@@ -20,9 +34,9 @@ use crate::rocks::{cf, DATA_CF, LOG_CF, META_CF, NEXT_LSN_KEY};
 use crate::{Completion, Durability, Lsn, WalError, WalStats};
 use rocksdb::{WriteBatch, WriteOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,12 +50,34 @@ pub const LAZY_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A [`Durability::Deferred`] completion waits at most this long for a
 /// synced write to cover it before the writer syncs on its own.
 pub const DEFERRED_SYNC_WAIT: Duration = Duration::from_millis(2);
+/// For this long after a write, the idle writer thread wakes every
+/// [`DEFERRED_SYNC_WAIT`] to check for owed syncs (then it sleeps until
+/// a request comes), so inline writes rarely need to wake it.
+pub const WATCH_AFTER_WRITE: Duration = Duration::from_millis(100);
 
 /// One submitted batch waiting for the writer.
 pub(crate) struct Request {
     pub batch: EncodedBatch,
     pub durability: Durability,
     pub done: Completion,
+    /// Not a write: makes a sleeping writer re-read its sync deadline.
+    /// Not counted in `queued`.
+    pub wake: bool,
+}
+
+impl Request {
+    pub fn wake() -> Self {
+        Request { batch: EncodedBatch::default(), durability: Durability::Lazy, done: Box::new(|_| {}), wake: true }
+    }
+}
+
+/// What [`Shared::try_inline`] did.
+pub(crate) enum Inline {
+    /// Written and completed; `wake_writer`: the writer thread sleeps past
+    /// the sync it now owes, so it must be sent a [`Request::wake`].
+    Done { wake_writer: bool },
+    /// The writer is busy: queue the requests instead.
+    Busy(Vec<Request>),
 }
 
 /// Lock-free counters behind [`WalStats`].
@@ -64,7 +100,18 @@ impl AtomicStats {
     }
 }
 
-/// State owned by the writer thread.
+/// Completions of finished work with their results, run (in order) once
+/// the writer's state is unlocked, so a completion may submit again.
+type Finished = Vec<(Completion, Result<Vec<Lsn>, WalError>)>;
+
+/// What the writer thread and the idle fast path share.
+pub(crate) struct Shared {
+    writer: Mutex<Writer>,
+    /// Requests submitted whose group is not finished yet.
+    queued: AtomicUsize,
+}
+
+/// The writer's state: whoever holds the lock may write.
 pub(crate) struct Writer {
     pub db: Arc<Db>,
     /// Human-readable database path, used in error messages.
@@ -82,49 +129,126 @@ pub(crate) struct Writer {
     /// for a sync, oldest first, with the time the oldest was written.
     pub deferred: Vec<(Completion, Vec<Lsn>)>,
     pub deferred_since: Option<Instant>,
+    /// When the last group was written (by either thread).
+    pub last_write: Instant,
+    /// The writer thread went to sleep until this time (`Some(None)`: with
+    /// no deadline); `None` while it works (or is being woken).
+    pub asleep: Option<Option<Instant>>,
 }
 
-/// Run a completion, containing a panic so the writer keeps serving others.
-fn complete(done: Completion, result: Result<Vec<Lsn>, WalError>) {
-    if catch_unwind(AssertUnwindSafe(move || done(result))).is_err() {
-        tracing::error!("WAL completion callback panicked; writer continues");
+/// Run completions in order, containing a panic so the writer keeps
+/// serving others.
+fn run_all(finished: Finished) {
+    for (done, result) in finished {
+        if catch_unwind(AssertUnwindSafe(move || done(result))).is_err() {
+            tracing::error!("WAL completion callback panicked; writer continues");
+        }
     }
 }
 
-impl Writer {
+impl Shared {
+    pub fn new(writer: Writer) -> Arc<Self> {
+        Arc::new(Shared { writer: Mutex::new(writer), queued: AtomicUsize::new(0) })
+    }
+
+    /// The writer's state. A panic while it was held can only come from
+    /// RocksDB's bindings; the state stays consistent (LSNs are never
+    /// reused), so the lock is taken over rather than poisoning the WAL.
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a request about to enter the channel.
+    pub fn enqueued(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Uncounts a request that never reached the writer.
+    pub fn withdrawn(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The idle fast path: writes `group` (in order, as one storage write)
+    /// on this thread if nothing else is queued, being written or being
+    /// completed, and runs its completions (deferred ones once a sync
+    /// covers them) before returning. Gives the group back if the writer
+    /// is busy or the group is larger than the writer's own.
+    pub fn try_inline(&self, group: Vec<Request>) -> Inline {
+        let bytes: usize = group.iter().map(|r| r.batch.size).sum();
+        if group.len() > MAX_GROUP_BATCHES || bytes > MAX_BATCH_BYTES || self.queued.load(Ordering::SeqCst) != 0 {
+            return Inline::Busy(group);
+        }
+        let Ok(mut writer) = self.writer.try_lock() else { return Inline::Busy(group) };
+        // Re-checked under the lock: the writer thread may have taken a
+        // request out of the channel between the check and the lock.
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return Inline::Busy(group);
+        }
+        let finished = writer.commit(group);
+        let wake_writer = writer.sleeps_past_deadline();
+        drop(writer);
+        run_all(finished);
+        Inline::Done { wake_writer }
+    }
+
     /// Start the writer thread ("wal-writer").
-    pub fn spawn(self, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || self.run(rx))
+    pub fn spawn(self: &Arc<Self>, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
+        let shared = Arc::clone(self);
+        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || shared.run(rx))
     }
 
     /// Serve groups until every sender is gone and the queue is drained.
     /// Lazy writes left unsynced are synced after [`LAZY_SYNC_INTERVAL`]
     /// of quiet, so "lazy" means "durable soon", never "maybe never";
     /// deferred completions get their sync within [`DEFERRED_SYNC_WAIT`].
-    fn run(mut self, rx: Receiver<Request>) {
+    fn run(&self, rx: Receiver<Request>) {
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
                 Some(req) => req,
-                None => match self.idle_wait() {
-                    Some(wait) => match rx.recv_timeout(wait) {
-                        Ok(req) => req,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_written();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    },
-                    None => match rx.recv() {
-                        Ok(req) => req,
-                        Err(_) => break,
-                    },
-                },
+                None => {
+                    let wait = {
+                        let mut writer = self.lock();
+                        let wait = writer.sleep_for();
+                        writer.asleep = Some(wait.map(|wait| Instant::now() + wait));
+                        wait
+                    };
+                    let received = match wait {
+                        Some(wait) => match rx.recv_timeout(wait) {
+                            Ok(req) => req,
+                            Err(RecvTimeoutError::Timeout) => {
+                                let finished = {
+                                    let mut writer = self.lock();
+                                    writer.asleep = None;
+                                    if writer.sync_due().is_some_and(|due| due.is_zero()) {
+                                        writer.sync_written()
+                                    } else {
+                                        Vec::new()
+                                    }
+                                };
+                                run_all(finished);
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        },
+                        None => match rx.recv() {
+                            Ok(req) => req,
+                            Err(_) => break,
+                        },
+                    };
+                    if received.wake {
+                        continue;
+                    }
+                    received
+                }
             };
             let mut bytes = first.batch.size;
             let mut group = vec![first];
             while group.len() <= MAX_GROUP_BATCHES {
                 let Ok(req) = rx.try_recv() else { break };
+                if req.wake {
+                    continue;
+                }
                 if bytes + req.batch.size > MAX_BATCH_BYTES {
                     carry = Some(req);
                     break;
@@ -132,30 +256,70 @@ impl Writer {
                 bytes += req.batch.size;
                 group.push(req);
             }
-            self.commit(group);
-            if self.deferred_since.is_some_and(|since| since.elapsed() >= DEFERRED_SYNC_WAIT) {
-                self.sync_written();
-            }
+            let count = group.len();
+            let finished = {
+                let mut writer = self.lock();
+                writer.asleep = None;
+                let mut finished = writer.commit(group);
+                if writer.deferred_since.is_some_and(|since| since.elapsed() >= DEFERRED_SYNC_WAIT) {
+                    finished.extend(writer.sync_written());
+                }
+                finished
+            };
+            run_all(finished);
+            self.queued.fetch_sub(count, Ordering::SeqCst);
         }
-        if !self.deferred.is_empty() {
-            self.sync_written();
+        let finished = {
+            let mut writer = self.lock();
+            if writer.deferred.is_empty() {
+                Vec::new()
+            } else {
+                writer.sync_written()
+            }
+        };
+        run_all(finished);
+    }
+}
+
+impl Writer {
+    /// Whether the writer thread sleeps past the sync it now owes (after
+    /// an inline write), so it must be woken to keep the deadline.
+    fn sleeps_past_deadline(&self) -> bool {
+        let Some(due) = self.sync_due() else { return false };
+        match self.asleep {
+            None => false,
+            Some(None) => true,
+            Some(Some(until)) => until > Instant::now() + due,
         }
     }
 
-    /// How long the writer may block for the next request before it owes
-    /// a sync (`None`: as long as it likes).
-    fn idle_wait(&self) -> Option<Duration> {
+    /// Time left until a sync is owed (`None`: nothing is owed): deferred
+    /// completions wait at most [`DEFERRED_SYNC_WAIT`], lazy writes at
+    /// most the lazy interval after the last write.
+    fn sync_due(&self) -> Option<Duration> {
         if let Some(since) = self.deferred_since {
             return Some(DEFERRED_SYNC_WAIT.saturating_sub(since.elapsed()));
         }
-        self.lazy_sync.filter(|_| self.unsynced)
+        self.lazy_sync.filter(|_| self.unsynced).map(|lazy| lazy.saturating_sub(self.last_write.elapsed()))
+    }
+
+    /// How long the writer thread may sleep (`None`: until a request
+    /// comes). Within [`WATCH_AFTER_WRITE`] of a write it wakes at least
+    /// every [`DEFERRED_SYNC_WAIT`], so an inline write that leaves a sync
+    /// owed need not wake it.
+    fn sleep_for(&self) -> Option<Duration> {
+        let watch = (self.last_write.elapsed() < WATCH_AFTER_WRITE).then_some(DEFERRED_SYNC_WAIT);
+        match (self.sync_due(), watch) {
+            (Some(due), Some(watch)) => Some(due.min(watch)),
+            (due, watch) => due.or(watch),
+        }
     }
 
     /// Makes every write so far durable (one fsync of the WAL) and runs
     /// the deferred completions it covers. If the sync fails they get the
     /// error; lazy writes are retried at the next interval (a lasting
     /// failure also fails the next synced write, which stops the process).
-    fn sync_written(&mut self) {
+    fn sync_written(&mut self) -> Finished {
         let result = if self.unsynced { self.db.flush_wal(true).map(|()| true) } else { Ok(false) };
         let result = match result {
             Ok(synced) => {
@@ -170,20 +334,24 @@ impl Writer {
                 Err(WalError::Storage(format!("{}: sync failed: {e}", self.location)))
             }
         };
-        self.run_deferred(result);
+        let mut finished = Vec::new();
+        self.release_deferred(result, &mut finished);
+        finished
     }
 
-    /// Runs every held deferred completion, oldest first.
-    fn run_deferred(&mut self, result: Result<(), WalError>) {
+    /// Hands over every held deferred completion, oldest first.
+    fn release_deferred(&mut self, result: Result<(), WalError>, finished: &mut Finished) {
         self.deferred_since = None;
         for (done, lsns) in std::mem::take(&mut self.deferred) {
-            complete(done, result.clone().map(|()| lsns));
+            finished.push((done, result.clone().map(|()| lsns)));
         }
     }
 
-    /// Write one group atomically and run its completions (holding the
+    /// Write one group atomically; returns its completions (holding the
     /// deferred ones if the group was not synced).
-    fn commit(&mut self, group: Vec<Request>) {
+    fn commit(&mut self, group: Vec<Request>) -> Finished {
+        self.last_write = Instant::now();
+        let mut finished = Vec::with_capacity(group.len());
         let sync = group.iter().any(|r| r.durability == Durability::Sync);
         let mut lsns = Vec::with_capacity(group.len());
         let result = self.write_group(&group, sync, &mut lsns);
@@ -206,23 +374,24 @@ impl Writer {
                         self.deferred_since.get_or_insert_with(Instant::now);
                         self.deferred.push((req.done, lsns));
                     } else {
-                        complete(req.done, Ok(lsns));
+                        finished.push((req.done, Ok(lsns)));
                     }
                 }
                 if !self.unsynced {
                     // This group's sync (or an earlier one) covers them.
                     // They run after the group's own completions: a
                     // deferred one is never what a caller is waiting on.
-                    self.run_deferred(Ok(()));
+                    self.release_deferred(Ok(()), &mut finished);
                 }
             }
             Err(err) => {
                 tracing::error!(error = %err, batches = group.len(), "WAL group commit failed");
                 for req in group {
-                    complete(req.done, Err(err.clone()));
+                    finished.push((req.done, Err(err.clone())));
                 }
             }
         }
+        finished
     }
 
     /// Build and write the merged batch. Returns whether a storage write

@@ -9,6 +9,8 @@
 //!   mark in three column families of one RocksDB instance; a dedicated
 //!   writer thread merges concurrently submitted batches into one RocksDB
 //!   write (group commit), so N concurrent `Sync` submitters cost ~1 fsync.
+//!   A group submitted to an idle log is written by its submitter
+//!   ([`Wal::submit_group`]).
 //! * [`MemWal`] applies batches inline and keeps an "unsynced tail" that
 //!   [`MemWal::crash`] throws away, exactly like a power cut would.
 //! * [`record`] defines the on-disk envelope (`version | crc32c | payload`).
@@ -34,7 +36,9 @@ pub mod testing;
 
 pub use batch::{WalBatch, MAX_BATCH_BYTES, MAX_VALUE_BYTES};
 pub use error::WalError;
-pub use group_commit::{DEFERRED_SYNC_WAIT, LAZY_SYNC_INTERVAL, MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY};
+pub use group_commit::{
+    DEFERRED_SYNC_WAIT, LAZY_SYNC_INTERVAL, MAX_GROUP_BATCHES, WAL_QUEUE_CAPACITY, WATCH_AFTER_WRITE,
+};
 pub use mem::MemWal;
 pub use rocks::RocksWal;
 
@@ -68,6 +72,17 @@ pub type DataEntry = (Vec<u8>, Vec<u8>);
 /// order, or the error that prevented the batch from being applied.
 pub type Completion = Box<dyn FnOnce(Result<Vec<Lsn>, WalError>) + Send>;
 
+/// Writes a submitter should hold back for one [`Wal::submit_group`], at
+/// most (it submits earlier if nothing else is waiting).
+pub const MAX_HELD_WRITES: usize = 32;
+
+/// One batch for [`Wal::submit_group`], with its durability and completion.
+pub struct Submission<R> {
+    pub batch: WalBatch<R>,
+    pub durability: Durability,
+    pub done: Completion,
+}
+
 /// Counters describing the work a WAL has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WalStats {
@@ -94,6 +109,20 @@ pub trait Wal<R>: Send + Sync + 'static {
     /// complete inline with an error. `done` must not block on this WAL
     /// (it may run on the writer).
     fn submit(&self, batch: WalBatch<R>, durability: Durability, done: Completion);
+
+    /// Submits several batches, in order, from a caller with nothing else
+    /// to submit right now. If the writer is idle (every earlier batch
+    /// written and completed), they are written as one group (synced if
+    /// any is [`Durability::Sync`]) on the calling thread, and their
+    /// completions run before this returns (deferred ones once a sync
+    /// covers them, as usual): at low load that saves the hand-offs to and
+    /// from the writer thread. Otherwise they are queued like `submit`.
+    /// May block the caller for an fsync.
+    fn submit_group(&self, group: Vec<Submission<R>>) {
+        for s in group {
+            self.submit(s.batch, s.durability, s.done);
+        }
+    }
 
     /// Submit and block until the batch is done.
     fn write(&self, batch: WalBatch<R>, durability: Durability) -> Result<Vec<Lsn>, WalError> {

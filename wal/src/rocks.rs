@@ -8,13 +8,15 @@
 //! The database runs with `manual_wal_flush`: unsynced (`Lazy`) writes stay
 //! in RocksDB's user-space buffer until a `Sync` write (or a clean close)
 //! flushes and fsyncs it, so a SIGKILL loses them exactly like a power cut.
-//! Writes go through the group-commit writer thread (see `group_commit`);
-//! reads go straight to the database from the calling thread.
+//! Writes go through the group-commit writer thread (see `group_commit`),
+//! or, for a group submitted with [`Wal::submit_group`] while the writer
+//! is idle, straight from the submitter's thread; reads
+//! go straight to the database from the calling thread.
 
 use crate::batch::EncodedBatch;
-use crate::group_commit::{AtomicStats, Request, Writer, WAL_QUEUE_CAPACITY};
+use crate::group_commit::{AtomicStats, Inline, Request, Shared, Writer, WAL_QUEUE_CAPACITY};
 use crate::record::{decode_lsn_key, decode_record, decode_value, hex};
-use crate::{Completion, DataEntry, Durability, Lsn, Wal, WalBatch, WalError, WalStats};
+use crate::{Completion, DataEntry, Durability, Lsn, Submission, Wal, WalBatch, WalError, WalStats};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, DBWithThreadMode, Direction, IteratorMode, Options,
     SingleThreaded,
@@ -110,6 +112,7 @@ pub struct RocksWal<R> {
     location: String,
     path: PathBuf,
     tx: Option<SyncSender<Request>>,
+    shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     stats: Arc<AtomicStats>,
     _records: PhantomData<fn(R) -> R>,
@@ -137,7 +140,7 @@ impl<R> RocksWal<R> {
         let next_lsn = recover_next_lsn(&db, &location)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);
-        let writer = Writer {
+        let shared = Shared::new(Writer {
             db: Arc::clone(&db),
             location: location.clone(),
             next_lsn,
@@ -146,15 +149,18 @@ impl<R> RocksWal<R> {
             lazy_sync,
             deferred: Vec::new(),
             deferred_since: None,
-        }
-        .spawn(rx)
-        .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
+            last_write: std::time::Instant::now(),
+            asleep: None,
+        });
+        let writer =
+            shared.spawn(rx).map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
         tracing::debug!(path = %location, next_lsn, "opened RocksDB WAL");
         Ok(RocksWal {
             db,
             location,
             path: path.to_path_buf(),
             tx: Some(tx),
+            shared,
             writer: Some(writer),
             stats,
             _records: PhantomData,
@@ -169,6 +175,37 @@ impl<R> RocksWal<R> {
     fn cf(&self, name: &str) -> Result<&ColumnFamily, WalError> {
         cf(&self.db, name, &self.location)
     }
+
+    /// Encodes a submission; `None` if it already completed with an error
+    /// (not encodable, too large, or the WAL is closed).
+    fn request(&self, batch: WalBatch<R>, durability: Durability, done: Completion) -> Option<Request>
+    where
+        R: Serialize,
+    {
+        if self.tx.is_none() {
+            done(Err(WalError::Closed));
+            return None;
+        }
+        match EncodedBatch::encode(batch) {
+            Ok(batch) => Some(Request { batch, durability, done, wake: false }),
+            Err(e) => {
+                done(Err(e));
+                None
+            }
+        }
+    }
+
+    /// Hands a request to the writer thread (blocking while the queue is full).
+    fn enqueue(&self, req: Request) {
+        let Some(tx) = &self.tx else {
+            return (req.done)(Err(WalError::Closed));
+        };
+        self.shared.enqueued();
+        if let Err(std::sync::mpsc::SendError(req)) = tx.send(req) {
+            self.shared.withdrawn();
+            (req.done)(Err(WalError::Closed));
+        }
+    }
 }
 
 impl<R> Wal<R> for RocksWal<R>
@@ -176,16 +213,26 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     fn submit(&self, batch: WalBatch<R>, durability: Durability, done: Completion) {
-        let batch = match EncodedBatch::encode(batch) {
-            Ok(b) => b,
-            Err(e) => return done(Err(e)),
-        };
-        let Some(tx) = &self.tx else {
-            return done(Err(WalError::Closed));
-        };
-        let req = Request { batch, durability, done };
-        if let Err(std::sync::mpsc::SendError(req)) = tx.send(req) {
-            (req.done)(Err(WalError::Closed));
+        if let Some(req) = self.request(batch, durability, done) {
+            self.enqueue(req);
+        }
+    }
+
+    fn submit_group(&self, group: Vec<Submission<R>>) {
+        let requests: Vec<Request> =
+            group.into_iter().filter_map(|s| self.request(s.batch, s.durability, s.done)).collect();
+        if requests.is_empty() {
+            return;
+        }
+        match self.shared.try_inline(requests) {
+            Inline::Busy(requests) => requests.into_iter().for_each(|req| self.enqueue(req)),
+            Inline::Done { wake_writer: true } => {
+                if let Some(tx) = &self.tx {
+                    // Full queue: the writer is awake anyway.
+                    let _ = tx.try_send(Request::wake());
+                }
+            }
+            Inline::Done { wake_writer: false } => {}
         }
     }
 

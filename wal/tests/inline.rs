@@ -1,0 +1,142 @@
+//! `RocksWal::submit_group`, the idle fast path: a group submitted while
+//! the writer is idle is written on the submitter's thread; otherwise it
+//! queues behind earlier batches. Durability and deadlines are the same
+//! either way.
+
+mod common;
+
+use common::{appends, put, Rec};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use twopc_wal::{Durability, RocksWal, Submission, Wal, WalBatch, WalError};
+
+type Done = mpsc::Receiver<(Result<Vec<u64>, WalError>, std::thread::ThreadId)>;
+
+/// One submission whose completion reports its result and the thread it
+/// ran on.
+fn submission(batch: WalBatch<Rec>, durability: Durability) -> (Submission<Rec>, Done) {
+    let (tx, rx) = mpsc::channel();
+    let done = Box::new(move |res| tx.send((res, std::thread::current().id())).unwrap());
+    (Submission { batch, durability, done }, rx)
+}
+
+fn ids(wal: &RocksWal<Rec>) -> Vec<u64> {
+    wal.replay().unwrap().into_iter().map(|(_, r)| r.id).collect()
+}
+
+#[test]
+fn an_idle_wal_writes_and_syncs_a_group_on_the_callers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    let before = wal.stats();
+    let (first, first_done) = submission(appends([1]), Durability::Lazy);
+    let (second, second_done) = submission(appends([2, 3]), Durability::Sync);
+    wal.submit_group(vec![first, second]);
+    // Both completions ran before submit_group returned, on this thread.
+    let me = std::thread::current().id();
+    for (done, lsns) in [(first_done, vec![1]), (second_done, vec![2, 3])] {
+        let (res, thread) = done.try_recv().expect("completion did not run inline");
+        assert_eq!(res.unwrap(), lsns);
+        assert_eq!(thread, me);
+    }
+    let after = wal.stats();
+    assert_eq!(after.groups, before.groups + 1, "one storage write for the group");
+    assert_eq!(after.syncs, before.syncs + 1, "one fsync for the group");
+}
+
+#[test]
+fn a_busy_wal_queues_the_group_behind_earlier_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    // Hold the writer thread inside the completion of batch 1.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    wal.submit(
+        appends([1]),
+        Durability::Sync,
+        Box::new(move |_| {
+            entered_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }),
+    );
+    entered_rx.recv().unwrap();
+    let (group, done) = submission(appends([2]), Durability::Sync);
+    wal.submit_group(vec![group]);
+    assert!(done.try_recv().is_err(), "written inline while an earlier batch was not finished");
+    release_tx.send(()).unwrap();
+    let (res, thread) = done.recv().unwrap();
+    assert_eq!(res.unwrap(), vec![2], "queued behind batch 1, in submission order");
+    assert_ne!(thread, std::thread::current().id(), "the writer thread completed it");
+    assert_eq!(ids(&wal), [1, 2]);
+}
+
+/// Deferred and lazy writes made inline still get their sync with no
+/// further traffic, even once the writer thread sleeps with no deadline.
+#[test]
+fn inline_writes_get_their_owed_sync_without_more_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = RocksWal::<Rec>::open_with(dir.path(), Some(Duration::from_millis(50))).unwrap();
+    // Long enough after the last write for the writer to stop watching.
+    std::thread::sleep(twopc_wal::WATCH_AFTER_WRITE * 3);
+    let before = wal.stats().syncs;
+    let (lazy, _) = submission(appends([1]), Durability::Lazy);
+    let (barrier, barrier_done) = submission(WalBatch::new(), Durability::Deferred);
+    wal.submit_group(vec![lazy, barrier]);
+    assert!(barrier_done.try_recv().is_err(), "a deferred completion ran before any sync");
+    let (res, _) = barrier_done.recv_timeout(Duration::from_secs(5)).expect("the deferred sync never came");
+    res.unwrap();
+    assert_eq!(wal.stats().syncs, before + 1);
+
+    std::thread::sleep(twopc_wal::WATCH_AFTER_WRITE * 3);
+    let before = wal.stats().syncs;
+    let (lazy, lazy_done) = submission(appends([2]), Durability::Lazy);
+    wal.submit_group(vec![lazy]);
+    lazy_done.try_recv().expect("a lazy completion runs once written").0.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wal.stats().syncs == before {
+        assert!(Instant::now() < deadline, "the lazy write was never synced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const CHILD_ENV: &str = "TWOPC_WAL_INLINE_CRASH_CHILD_DIR";
+
+/// Runs only inside the child of `an_inline_sync_is_durable_when_it_completes`:
+/// an inline synced write (acknowledged), an inline lazy one, then abort.
+#[test]
+fn inline_crash_child_entry() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let wal = RocksWal::<Rec>::open_with(Path::new(&dir), None).unwrap();
+    let mut batch = appends([1]);
+    batch.data = vec![put("synced", "v")];
+    let (synced, done) = submission(batch, Durability::Sync);
+    wal.submit_group(vec![synced]);
+    done.try_recv().expect("not written inline").0.unwrap();
+    println!("SYNC acknowledged");
+    let mut batch = appends([2]);
+    batch.data = vec![put("lazy", "v")];
+    let (lazy, done) = submission(batch, Durability::Lazy);
+    wal.submit_group(vec![lazy]);
+    done.try_recv().expect("not written inline").0.unwrap();
+    // Die like a power cut: no destructors, no WAL flush.
+    std::process::abort();
+}
+
+#[test]
+fn an_inline_sync_is_durable_when_it_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["inline_crash_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SYNC acknowledged"), "child did not reach the crash: {stdout}");
+    let wal = RocksWal::<Rec>::open(dir.path()).unwrap();
+    assert_eq!(ids(&wal), [1], "the acknowledged inline sync must survive; the lazy tail is lost");
+    assert_eq!(wal.get_data(b"synced").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(wal.get_data(b"lazy").unwrap(), None);
+}
