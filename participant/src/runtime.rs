@@ -24,7 +24,7 @@ use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
-use twopc_wal::{Durability, Lsn, RocksWal, Submission, WalBatch, WalError, MAX_HELD_WRITES};
+use twopc_wal::{Durability, Lsn, RocksWal, Submission, WalBatch, WalError, INLINE_MAX_IN_PROGRESS, MAX_HELD_WRITES};
 
 /// Requests queued for the engine task, at most.
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
@@ -544,11 +544,12 @@ impl EngineTask {
     }
 
     /// Submits the held writes as one group: written on this thread if the
-    /// WAL is idle (no hand-off to the writer thread and back), else
-    /// queued for the writer.
+    /// WAL is idle and few requests are in progress (no hand-off to the
+    /// writer thread and back), else queued for the writer.
     fn flush_writes(&mut self) {
         if !self.held_writes.is_empty() {
-            self.wal.submit_group(std::mem::take(&mut self.held_writes));
+            let inline_if_idle = self.pending.len() <= INLINE_MAX_IN_PROGRESS;
+            self.wal.submit_group(std::mem::take(&mut self.held_writes), inline_if_idle);
         }
     }
 

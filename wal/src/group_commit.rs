@@ -22,10 +22,20 @@
 //! writes, never both; the `queued` count (raised before a request enters
 //! the channel, lowered once its group is finished) keeps submission
 //! order: the fast path is only taken when every earlier request has been
-//! written and its completion run (or held, if deferred). An inline write
-//! that leaves the writer owing a sync (lazy or deferred) while the writer
-//! sleeps without a deadline wakes it with an uncounted wake-up request,
-//! so the deadlines above hold either way.
+//! written and its completion run (or held, if deferred). The syncs that
+//! lazy and deferred writes are owed stay the writer thread's job: for
+//! [`WATCH_AFTER_WRITE`] after a write it wakes every
+//! [`DEFERRED_SYNC_WAIT`] to check, and an inline write that leaves a sync
+//! owed while the writer sleeps past its deadline wakes it with an
+//! uncounted wake-up request, so the deadlines above hold either way.
+//!
+//! The cost: a fast-path fsync blocks the submitter's thread (a server's
+//! only runtime thread) for as long as the disk takes, and nothing else in
+//! that process runs meanwhile. So a fast-path write slower than
+//! [`SLOW_INLINE_WRITE`] turns the fast path off for
+//! [`INLINE_PAUSE_AFTER_SLOW_WRITE`]: a stalling disk then holds up only
+//! the writes, as it would without the fast path, not the server's reads
+//! and admin answers.
 
 use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
 use crate::record::{encode_value, lsn_key};
@@ -50,6 +60,10 @@ pub const LAZY_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A [`Durability::Deferred`] completion waits at most this long for a
 /// synced write to cover it before the writer syncs on its own.
 pub const DEFERRED_SYNC_WAIT: Duration = Duration::from_millis(2);
+/// A fast-path write that takes longer than this (a stalling disk)...
+pub const SLOW_INLINE_WRITE: Duration = Duration::from_millis(20);
+/// ...sends every write to the writer thread for this long.
+pub const INLINE_PAUSE_AFTER_SLOW_WRITE: Duration = Duration::from_secs(10);
 /// For this long after a write, the idle writer thread wakes every
 /// [`DEFERRED_SYNC_WAIT`] to check for owed syncs (then it sleeps until
 /// a request comes), so inline writes rarely need to wake it.
@@ -129,6 +143,11 @@ pub(crate) struct Writer {
     /// for a sync, oldest first, with the time the oldest was written.
     pub deferred: Vec<(Completion, Vec<Lsn>)>,
     pub deferred_since: Option<Instant>,
+    /// A fast-path write slower than this pauses the fast path
+    /// ([`SLOW_INLINE_WRITE`]).
+    pub slow_inline_write: Duration,
+    /// No fast-path writes before this (after a slow one).
+    pub inline_paused_until: Option<Instant>,
     /// When the last group was written (by either thread).
     pub last_write: Instant,
     /// The writer thread went to sleep until this time (`Some(None)`: with
@@ -184,7 +203,19 @@ impl Shared {
         if self.queued.load(Ordering::SeqCst) != 0 {
             return Inline::Busy(group);
         }
+        if writer.inline_paused_until.is_some_and(|until| Instant::now() < until) {
+            return Inline::Busy(group);
+        }
+        let started = Instant::now();
         let finished = writer.commit(group);
+        if started.elapsed() > writer.slow_inline_write {
+            tracing::warn!(
+                path = %writer.location,
+                took_ms = started.elapsed().as_millis() as u64,
+                "slow WAL write; writing on the writer thread only for a while"
+            );
+            writer.inline_paused_until = Some(Instant::now() + INLINE_PAUSE_AFTER_SLOW_WRITE);
+        }
         let wake_writer = writer.sleeps_past_deadline();
         drop(writer);
         run_all(finished);
@@ -443,5 +474,40 @@ impl Writer {
             Ok(false)
         };
         res.map_err(|e| WalError::Storage(format!("{}: write failed: {e}", self.location)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rocks::open_db;
+
+    fn request(durability: Durability) -> Request {
+        Request { batch: EncodedBatch::default(), durability, done: Box::new(|_| {}), wake: false }
+    }
+
+    /// A slow fast-path write (here: any, with the threshold at zero)
+    /// sends the next writes to the writer thread.
+    #[test]
+    fn a_slow_inline_write_pauses_the_fast_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new(Writer {
+            db: Arc::new(open_db(dir.path()).unwrap()),
+            location: "test".into(),
+            next_lsn: 1,
+            stats: Arc::default(),
+            unsynced: false,
+            lazy_sync: None,
+            deferred: Vec::new(),
+            deferred_since: None,
+            slow_inline_write: Duration::ZERO,
+            inline_paused_until: None,
+            last_write: Instant::now(),
+            asleep: None,
+        });
+        assert!(matches!(shared.try_inline(vec![request(Durability::Sync)]), Inline::Done { .. }));
+        assert!(matches!(shared.try_inline(vec![request(Durability::Sync)]), Inline::Busy(_)));
+        shared.lock().inline_paused_until = Some(Instant::now());
+        assert!(matches!(shared.try_inline(vec![request(Durability::Sync)]), Inline::Done { .. }), "pause over");
     }
 }

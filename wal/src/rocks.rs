@@ -149,6 +149,8 @@ impl<R> RocksWal<R> {
             lazy_sync,
             deferred: Vec::new(),
             deferred_since: None,
+            slow_inline_write: crate::SLOW_INLINE_WRITE,
+            inline_paused_until: None,
             last_write: std::time::Instant::now(),
             asleep: None,
         });
@@ -218,11 +220,14 @@ where
         }
     }
 
-    fn submit_group(&self, group: Vec<Submission<R>>) {
+    fn submit_group(&self, group: Vec<Submission<R>>, inline_if_idle: bool) {
         let requests: Vec<Request> =
             group.into_iter().filter_map(|s| self.request(s.batch, s.durability, s.done)).collect();
         if requests.is_empty() {
             return;
+        }
+        if !inline_if_idle {
+            return requests.into_iter().for_each(|req| self.enqueue(req));
         }
         match self.shared.try_inline(requests) {
             Inline::Busy(requests) => requests.into_iter().for_each(|req| self.enqueue(req)),

@@ -32,7 +32,7 @@ fn an_idle_wal_writes_and_syncs_a_group_on_the_callers_thread() {
     let before = wal.stats();
     let (first, first_done) = submission(appends([1]), Durability::Lazy);
     let (second, second_done) = submission(appends([2, 3]), Durability::Sync);
-    wal.submit_group(vec![first, second]);
+    wal.submit_group(vec![first, second], true);
     // Both completions ran before submit_group returned, on this thread.
     let me = std::thread::current().id();
     for (done, lsns) in [(first_done, vec![1]), (second_done, vec![2, 3])] {
@@ -62,7 +62,7 @@ fn a_busy_wal_queues_the_group_behind_earlier_batches() {
     );
     entered_rx.recv().unwrap();
     let (group, done) = submission(appends([2]), Durability::Sync);
-    wal.submit_group(vec![group]);
+    wal.submit_group(vec![group], true);
     assert!(done.try_recv().is_err(), "written inline while an earlier batch was not finished");
     release_tx.send(()).unwrap();
     let (res, thread) = done.recv().unwrap();
@@ -82,7 +82,7 @@ fn inline_writes_get_their_owed_sync_without_more_traffic() {
     let before = wal.stats().syncs;
     let (lazy, _) = submission(appends([1]), Durability::Lazy);
     let (barrier, barrier_done) = submission(WalBatch::new(), Durability::Deferred);
-    wal.submit_group(vec![lazy, barrier]);
+    wal.submit_group(vec![lazy, barrier], true);
     assert!(barrier_done.try_recv().is_err(), "a deferred completion ran before any sync");
     let (res, _) = barrier_done.recv_timeout(Duration::from_secs(5)).expect("the deferred sync never came");
     res.unwrap();
@@ -91,7 +91,7 @@ fn inline_writes_get_their_owed_sync_without_more_traffic() {
     std::thread::sleep(twopc_wal::WATCH_AFTER_WRITE * 3);
     let before = wal.stats().syncs;
     let (lazy, lazy_done) = submission(appends([2]), Durability::Lazy);
-    wal.submit_group(vec![lazy]);
+    wal.submit_group(vec![lazy], true);
     lazy_done.try_recv().expect("a lazy completion runs once written").0.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while wal.stats().syncs == before {
@@ -113,13 +113,13 @@ fn inline_crash_child_entry() {
     let mut batch = appends([1]);
     batch.data = vec![put("synced", "v")];
     let (synced, done) = submission(batch, Durability::Sync);
-    wal.submit_group(vec![synced]);
+    wal.submit_group(vec![synced], true);
     done.try_recv().expect("not written inline").0.unwrap();
     println!("SYNC acknowledged");
     let mut batch = appends([2]);
     batch.data = vec![put("lazy", "v")];
     let (lazy, done) = submission(batch, Durability::Lazy);
-    wal.submit_group(vec![lazy]);
+    wal.submit_group(vec![lazy], true);
     done.try_recv().expect("not written inline").0.unwrap();
     // Die like a power cut: no destructors, no WAL flush.
     std::process::abort();
