@@ -163,7 +163,7 @@ impl Cluster {
             .arg(id)
             .arg("--data-dir")
             .arg(self.data_dir(id))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tarpc=warn".into()))
             .stdin(Stdio::null());
         for (k, v) in self.env.get(id).into_iter().flatten() {
             cmd.env(k, v);
