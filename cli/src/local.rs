@@ -10,6 +10,7 @@
 //!    that writes one key on every participant.
 //! 4. Restarts servers that die until Ctrl-C or SIGTERM, then stops them.
 
+use crate::say::{say, say_raw};
 use crate::signals::StopSignals;
 use crate::supervisor::{Node, Role, Supervisor};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -82,26 +83,26 @@ pub async fn run(args: LocalArgs) -> u8 {
     }
 
     let note = if reused { "reused" } else { "written" };
-    println!(
+    say!(
         "twopc local cluster: 1 coordinator, {} participants (cluster file {}, {note})\n",
         cluster.participant.len(),
         config_path.display()
     );
-    print!("{}", table(&supervisor));
+    say_raw!("{}", table(&supervisor));
     let coordinator = cluster.coordinator[0].addr.clone();
-    print!("{}", hints(&coordinator, &supervisor, &args.dir));
+    say_raw!("{}", hints(&coordinator, &supervisor, &args.dir));
 
     let smoke = tokio::select! {
         line = smoke_test(&cluster, &coordinator) => Some(line),
-        name = signals.recv() => { println!("{name}: stopping the cluster"); None }
+        name = signals.recv() => { say!("{name}: stopping the cluster"); None }
     };
     if let Some(line) = smoke {
-        println!("{line}");
+        say!("{line}");
         let name = supervisor.supervise(&mut signals).await;
-        println!("{name}: stopping the cluster");
+        say!("{name}: stopping the cluster");
     }
     supervisor.stop().await;
-    println!("twopc local stopped; `twopc local --dir {}` resumes it with its data", args.dir.display());
+    say!("twopc local stopped; `twopc local --dir {}` resumes it with its data", args.dir.display());
     EXIT_OK
 }
 

@@ -30,6 +30,7 @@ mod bench_cmd;
 mod chaos_cmd;
 mod local;
 mod output;
+mod say;
 mod signals;
 mod supervisor;
 mod txn_cmd;
@@ -294,6 +295,11 @@ fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr on a full disk, or a
+        // pipe whose reader left) is dropped. Reporting it would use
+        // `eprintln!`, which panics: inside whatever task was logging,
+        // silently ending e.g. a commit's retries.
+        .log_internal_errors(false)
         .init();
 }
 

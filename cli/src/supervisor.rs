@@ -9,6 +9,7 @@
 //!
 //! Unix only (process groups and signals).
 
+use crate::say::say;
 use crate::signals::StopSignals;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -152,7 +153,7 @@ impl Supervisor {
                 match proc.child.as_mut().map(Child::try_wait) {
                     Some(Ok(Some(status))) => on_death(proc, status),
                     Some(Ok(None)) => {}
-                    Some(Err(e)) => println!("cannot check on {} {}: {e}", proc.node.role.as_str(), proc.node.id),
+                    Some(Err(e)) => say!("cannot check on {} {}: {e}", proc.node.role.as_str(), proc.node.id),
                     None if proc.restart_at.is_some_and(|at| Instant::now() >= at) => {
                         restart(proc, &self.exe, &self.config)
                     }
@@ -178,7 +179,7 @@ impl Supervisor {
         loop {
             for proc in &mut self.procs {
                 if let Some(Ok(Some(status))) = proc.child.as_mut().map(Child::try_wait) {
-                    println!("{} {} stopped ({status})", proc.node.role.as_str(), proc.node.id);
+                    say!("{} {} stopped ({status})", proc.node.role.as_str(), proc.node.id);
                     proc.child = None;
                 }
             }
@@ -192,12 +193,12 @@ impl Supervisor {
                 continue;
             };
             let (role, id) = (proc.node.role.as_str(), &proc.node.id);
-            println!("{role} {id} did not stop within {} s: killing it", STOP_GRACE.as_secs());
+            say!("{role} {id} did not stop within {} s: killing it", STOP_GRACE.as_secs());
             let _ = child.start_kill();
             match tokio::time::timeout(KILL_WAIT, child.wait()).await {
-                Ok(Ok(status)) => println!("{role} {id} stopped ({status})"),
-                Ok(Err(e)) => println!("cannot wait for {role} {id}: {e}"),
-                Err(_) => println!("{role} {id} was not reaped within {} s", KILL_WAIT.as_secs()),
+                Ok(Ok(status)) => say!("{role} {id} stopped ({status})"),
+                Ok(Err(e)) => say!("cannot wait for {role} {id}: {e}"),
+                Err(_) => say!("{role} {id} was not reaped within {} s", KILL_WAIT.as_secs()),
             }
         }
     }
@@ -295,7 +296,7 @@ fn on_death(proc: &mut Proc, status: ExitStatus) {
     proc.restart_delay = backoff(proc.quick_exits);
     // A server that exited on its own (not by a signal) says why in its log.
     let why = if status.code().is_some() { tail_note(&node.log) } else { String::new() };
-    println!(
+    say!(
         "{} {} (pid {pid}) died ({status}); restarting it in {} s{why}",
         node.role.as_str(),
         node.id,
@@ -317,7 +318,7 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
     match spawn(exe, config, &proc.node) {
         Ok(child) => {
             let pid = child.id().unwrap_or_default();
-            println!("{role} {id} restarted: pid {pid} (log {})", proc.node.log.display());
+            say!("{role} {id} restarted: pid {pid} (log {})", proc.node.log.display());
             proc.pid = pid;
             proc.child = Some(child);
             proc.started = Instant::now();
@@ -327,17 +328,17 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
                 let deadline = Instant::now() + READY_TIMEOUT;
                 while Instant::now() < deadline {
                     if accepts(&addr).await {
-                        println!("{role} {id} (pid {pid}) accepts connections on {addr} again");
+                        say!("{role} {id} (pid {pid}) accepts connections on {addr} again");
                         return;
                     }
                     tokio::time::sleep(READY_POLL_INTERVAL).await;
                 }
-                println!("{role} {id} (pid {pid}) does not accept connections on {addr} yet");
+                say!("{role} {id} (pid {pid}) does not accept connections on {addr} yet");
             }));
         }
         Err(e) => {
             proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
-            println!("cannot restart {role} {id}: {e}; retrying in {} s", proc.restart_delay.as_secs());
+            say!("cannot restart {role} {id}: {e}; retrying in {} s", proc.restart_delay.as_secs());
             proc.restart_at = Some(Instant::now() + proc.restart_delay);
         }
     }

@@ -23,6 +23,12 @@ struct Local {
 
 impl Local {
     fn start(dir: &Path, base_port: u16) -> Result<Local> {
+        Local::start_reading_until(dir, base_port, None)
+    }
+
+    /// Starts it; its stdout is read until a line contains `leave_after`
+    /// (if given), and then closed, like `twopc local | head`.
+    fn start_reading_until(dir: &Path, base_port: u16, leave_after: Option<&'static str>) -> Result<Local> {
         let mut child = Command::new(twopc_bin())
             .args(["local", "--dir", &dir.display().to_string(), "--base-port", &base_port.to_string()])
             .stdout(Stdio::piped())
@@ -36,6 +42,9 @@ impl Local {
                 let mut all = sink.lock().unwrap();
                 all.push_str(&line);
                 all.push('\n');
+                if leave_after.is_some_and(|needle| line.contains(needle)) {
+                    break;
+                }
             }
         });
         Ok(Local { child, stdout, marker: dir.display().to_string() })
@@ -132,6 +141,33 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     let reads: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
     assert_eq!(reads["reads"], serde_json::json!({"alice": "100", "bob": "50", "carol": "1"}));
     assert_eq!(again.terminate()?, Some(0), "{}", again.output());
+    Ok(())
+}
+
+/// `twopc local | head`: the supervisor's next line after the reader left
+/// used to panic ("failed printing to stdout: Broken pipe"), taking every
+/// server down with it.
+#[test]
+fn local_outlives_the_reader_of_its_output() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("cluster");
+    let port = free_port_range()?;
+    let coordinator = format!("127.0.0.1:{port}");
+    let mut local = Local::start_reading_until(&data, port, Some("smoke test: committed"))?;
+    local.wait_for_line("smoke test: committed")?;
+    // The supervisor says something about the killed server: to nobody.
+    let p1 = local.pid_of("p1")?;
+    Command::new("kill").args(["-KILL", &p1.to_string()]).status()?;
+    let p1_data = data.join("p1").display().to_string();
+    wait_for("p1 to be restarted", Duration::from_secs(30), || {
+        processes_mentioning(&p1_data).iter().any(|&pid| pid != p1)
+    })?;
+    wait_for("a transaction to commit after the restart", Duration::from_secs(30), || {
+        twopc(&["txn", "--coordinator", &coordinator, "put", "after", "restart"])
+            .is_ok_and(|o| o.status.code() == Some(0))
+    })?;
+    assert_eq!(local.terminate()?, Some(0));
+    wait_for("every server to stop", Duration::from_secs(10), || processes_mentioning(&local.marker).is_empty())?;
     Ok(())
 }
 
