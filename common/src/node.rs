@@ -5,9 +5,20 @@
 use crate::error::ServiceError;
 use tokio::sync::{mpsc, oneshot};
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
+/// Milliseconds since the Unix epoch, read from the wall clock once per
+/// process and advanced by the monotonic clock after that (0 if the wall
+/// clock is before the epoch). The engines' timers run on it: a wall clock
+/// stepped back (an NTP step, a VM restored from a snapshot) must not
+/// stop an in-doubt participant from asking for its outcome, or hold its
+/// locks, until the clock catches up; stepped forward, it must not expire
+/// everything at once.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (at, wall_ms) = ANCHOR.get_or_init(|| {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        (std::time::Instant::now(), wall.map(|d| d.as_millis() as u64).unwrap_or(0))
+    });
+    wall_ms.saturating_add(at.elapsed().as_millis() as u64)
 }
 
 /// The RPC layer's way into an engine task: a bounded queue of inputs,
@@ -67,5 +78,25 @@ impl<E> Running<E> {
     /// Waits until the server stops and returns why.
     pub async fn stopped(self) -> Result<E, String> {
         self.stopped.await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::now_ms;
+
+    #[test]
+    fn now_ms_starts_at_the_wall_clock_and_never_goes_back() {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let first = now_ms();
+        assert!(first.abs_diff(wall) < 5_000, "{first} vs wall clock {wall}");
+        let mut last = first;
+        for _ in 0..1000 {
+            let now = now_ms();
+            assert!(now >= last);
+            last = now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(now_ms() >= first + 20);
     }
 }
