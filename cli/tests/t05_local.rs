@@ -89,6 +89,16 @@ impl Drop for Local {
 }
 
 /// A port P with P..P+3 free just now (the coordinator and 3 participants).
+/// SIGKILLs server `id` and waits until `local` has started it again.
+fn kill_and_wait_for_restart(local: &Local, data: &Path, id: &str) -> Result<()> {
+    let pid = local.pid_of(id)?;
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    let marker = data.join(id).display().to_string();
+    wait_for(&format!("{id} to be restarted"), Duration::from_secs(30), || {
+        processes_mentioning(&marker).iter().any(|&other| other != pid)
+    })
+}
+
 fn free_port_range() -> Result<u16> {
     for _ in 0..100 {
         let first = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -117,12 +127,7 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // SIGKILL a participant: `local` restarts it on its data.
-    let p1 = local.pid_of("p1")?;
-    Command::new("kill").args(["-KILL", &p1.to_string()]).status()?;
-    let p1_data = data.join("p1").display().to_string();
-    wait_for("p1 to be restarted", Duration::from_secs(30), || {
-        processes_mentioning(&p1_data).iter().any(|&pid| pid != p1)
-    })?;
+    kill_and_wait_for_restart(&local, &data, "p1")?;
     wait_for("a transaction to commit after the restart", Duration::from_secs(30), || {
         twopc(&["txn", "--coordinator", &coordinator, "expect", "alice", "100", "put", "carol", "1"])
             .is_ok_and(|o| o.status.code() == Some(0))
@@ -156,12 +161,7 @@ fn local_outlives_the_reader_of_its_output() -> Result<()> {
     let mut local = Local::start_reading_until(&data, port, Some("smoke test: committed"))?;
     local.wait_for_line("smoke test: committed")?;
     // The supervisor says something about the killed server: to nobody.
-    let p1 = local.pid_of("p1")?;
-    Command::new("kill").args(["-KILL", &p1.to_string()]).status()?;
-    let p1_data = data.join("p1").display().to_string();
-    wait_for("p1 to be restarted", Duration::from_secs(30), || {
-        processes_mentioning(&p1_data).iter().any(|&pid| pid != p1)
-    })?;
+    kill_and_wait_for_restart(&local, &data, "p1")?;
     wait_for("a transaction to commit after the restart", Duration::from_secs(30), || {
         twopc(&["txn", "--coordinator", &coordinator, "put", "after", "restart"])
             .is_ok_and(|o| o.status.code() == Some(0))

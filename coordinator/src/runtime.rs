@@ -26,9 +26,7 @@ use twopc_common::ring::Ring;
 use twopc_common::service::{CoordinatorRpc, ParticipantRpcClient};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, AbortReason, NodeId, Outcome, ServiceError, TxnId};
-use twopc_wal::{
-    Durability, Lsn, RocksWal, Submission, Wal, WalBatch, WalError, INLINE_MAX_IN_PROGRESS, MAX_HELD_WRITES,
-};
+use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, Wal, WalBatch, WalError};
 
 /// Requests queued for the engine task, at most.
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
@@ -185,11 +183,8 @@ struct EngineTask {
     ended: VecDeque<(Option<Lsn>, Lsn)>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
-    /// WAL writes of the inputs handled since the last flush, in order:
-    /// submitted together once no input is waiting (or there are
-    /// [`MAX_HELD_WRITES`]), so an idle WAL writes them as one group on
-    /// this thread (`Wal::submit_group`).
-    held_writes: Vec<Submission<CoordinatorRecord>>,
+    /// WAL writes of the inputs handled since the last flush, in order.
+    held_writes: HeldWrites<CoordinatorRecord>,
 }
 
 /// Sync before Committed. Only the negative control
@@ -241,7 +236,7 @@ impl EngineTask {
             ended: VecDeque::new(),
             done_tx,
             done_rx,
-            held_writes: Vec::new(),
+            held_writes: HeldWrites::default(),
         }
     }
 
@@ -314,7 +309,7 @@ impl EngineTask {
                     self.execute(commands);
                 }
             }
-            if self.held_writes.len() >= MAX_HELD_WRITES || (rx.is_empty() && self.done_rx.is_empty()) {
+            if self.held_writes.is_full() || (rx.is_empty() && self.done_rx.is_empty()) {
                 self.flush_writes();
             }
         }
@@ -457,7 +452,7 @@ impl EngineTask {
                             Err(e) => Completion::Fatal(e),
                         });
                     });
-                    self.submit(batch, decision_durability(), done);
+                    self.held_writes.hold(batch, decision_durability(), done);
                 }
                 Command::SendCommit { txid, to, attempt } => {
                     // Fault point: withhold every first commit of this
@@ -554,19 +549,9 @@ impl EngineTask {
         }
     }
 
-    /// Holds a WAL write until the inputs waiting now are handled.
-    fn submit(&mut self, batch: WalBatch<CoordinatorRecord>, durability: Durability, done: twopc_wal::Completion) {
-        self.held_writes.push(Submission { batch, durability, done });
-    }
-
-    /// Submits the held writes as one group: written on this thread if the
-    /// WAL is idle and few requests are in progress (no hand-off to the
-    /// writer thread and back), else queued for the writer.
+    /// Submits the held writes (see `HeldWrites::flush`).
     fn flush_writes(&mut self) {
-        if !self.held_writes.is_empty() {
-            let inline_if_idle = self.pending.len() <= INLINE_MAX_IN_PROGRESS;
-            self.wal.submit_group(std::mem::take(&mut self.held_writes), inline_if_idle);
-        }
+        self.held_writes.flush(&*self.wal, self.pending.len());
     }
 
     /// Logs End lazily and trims the oldest finished transactions beyond
@@ -581,7 +566,7 @@ impl EngineTask {
             batch.remove.push(old_end);
         }
         let tx = self.done_tx.clone();
-        self.submit(
+        self.held_writes.hold(
             batch,
             Durability::Lazy,
             Box::new(move |result| {

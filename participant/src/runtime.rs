@@ -24,7 +24,7 @@ use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
-use twopc_wal::{Durability, Lsn, RocksWal, Submission, WalBatch, WalError, INLINE_MAX_IN_PROGRESS, MAX_HELD_WRITES};
+use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
 
 /// Requests queued for the engine task, at most.
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
@@ -186,11 +186,8 @@ struct EngineTask {
     done_lsns: VecDeque<Lsn>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
-    /// WAL writes of the inputs handled since the last flush, in order:
-    /// submitted together once no input is waiting (or there are
-    /// [`MAX_HELD_WRITES`]), so an idle WAL writes them as one group on
-    /// this thread (`Wal::submit_group`).
-    held_writes: Vec<Submission<ParticipantRecord>>,
+    /// WAL writes of the inputs handled since the last flush, in order.
+    held_writes: HeldWrites<ParticipantRecord>,
     queries_in_flight: Arc<tokio::sync::Semaphore>,
     parked: Vec<ParkedRead>,
     /// Set when a transaction finished: parked reads may proceed.
@@ -224,7 +221,7 @@ impl EngineTask {
             done_lsns: VecDeque::new(),
             done_tx,
             done_rx,
-            held_writes: Vec::new(),
+            held_writes: HeldWrites::default(),
             queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
             parked: Vec::new(),
             released: false,
@@ -290,7 +287,7 @@ impl EngineTask {
                     self.released = true;
                 }
             }
-            if self.held_writes.len() >= MAX_HELD_WRITES || (rx.is_empty() && self.done_rx.is_empty()) {
+            if self.held_writes.is_full() || (rx.is_empty() && self.done_rx.is_empty()) {
                 self.flush_writes();
             }
             if std::mem::take(&mut self.released) && !self.parked.is_empty() {
@@ -464,7 +461,7 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Prepared(record));
                     let tx = self.done_tx.clone();
-                    self.submit(
+                    self.held_writes.hold(
                         batch,
                         prepare_durability(),
                         Box::new(move |result| {
@@ -484,7 +481,7 @@ impl EngineTask {
                     // Unsynced applies are made durable by the next sync
                     // (a prepare's, usually); the ack waits for it.
                     let durability = if synced { Durability::Sync } else { Durability::Lazy };
-                    self.submit(
+                    self.held_writes.hold(
                         batch,
                         durability,
                         Box::new(move |result| match result {
@@ -502,7 +499,7 @@ impl EngineTask {
                     let batch = self.finish_batch(&txid, Decision::Aborted);
                     let tx = self.done_tx.clone();
                     // No sync: losing this only means the abort is re-learned.
-                    self.submit(
+                    self.held_writes.hold(
                         batch,
                         Durability::Lazy,
                         Box::new(move |result| {
@@ -538,19 +535,9 @@ impl EngineTask {
         }
     }
 
-    /// Holds a WAL write until the inputs waiting now are handled.
-    fn submit(&mut self, batch: WalBatch<ParticipantRecord>, durability: Durability, done: twopc_wal::Completion) {
-        self.held_writes.push(Submission { batch, durability, done });
-    }
-
-    /// Submits the held writes as one group: written on this thread if the
-    /// WAL is idle and few requests are in progress (no hand-off to the
-    /// writer thread and back), else queued for the writer.
+    /// Submits the held writes (see `HeldWrites::flush`).
     fn flush_writes(&mut self) {
-        if !self.held_writes.is_empty() {
-            let inline_if_idle = self.pending.len() <= INLINE_MAX_IN_PROGRESS;
-            self.wal.submit_group(std::mem::take(&mut self.held_writes), inline_if_idle);
-        }
+        self.held_writes.flush(&*self.wal, self.pending.len());
     }
 
     /// Sync before ack: the reply to a commit leaves once everything
@@ -564,7 +551,7 @@ impl EngineTask {
             return;
         }
         let tx = self.done_tx.clone();
-        self.submit(
+        self.held_writes.hold(
             WalBatch::new(),
             Durability::Deferred,
             Box::new(move |result| match result {

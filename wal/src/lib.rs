@@ -92,6 +92,42 @@ pub struct Submission<R> {
     pub done: Completion,
 }
 
+/// The WAL writes a server's engine task holds while it handles the inputs
+/// waiting now, submitted as one group once none is waiting (or
+/// [`MAX_HELD_WRITES`] are held), so that an idle log writes them on the
+/// engine's own thread (see [`Wal::submit_group`]).
+pub struct HeldWrites<R> {
+    writes: Vec<Submission<R>>,
+}
+
+impl<R> Default for HeldWrites<R> {
+    fn default() -> Self {
+        HeldWrites { writes: Vec::new() }
+    }
+}
+
+impl<R: 'static> HeldWrites<R> {
+    /// Holds a write until the next [`HeldWrites::flush`].
+    pub fn hold(&mut self, batch: WalBatch<R>, durability: Durability, done: Completion) {
+        self.writes.push(Submission { batch, durability, done });
+    }
+
+    /// [`MAX_HELD_WRITES`] are held: flush now, whatever is waiting.
+    pub fn is_full(&self) -> bool {
+        self.writes.len() >= MAX_HELD_WRITES
+    }
+
+    /// Submits the held writes as one group: written on the caller's
+    /// thread if the log is idle and at most [`INLINE_MAX_IN_PROGRESS`]
+    /// requests are `in_progress` at the engine, else queued for the
+    /// writer thread.
+    pub fn flush(&mut self, wal: &dyn Wal<R>, in_progress: usize) {
+        if !self.writes.is_empty() {
+            wal.submit_group(std::mem::take(&mut self.writes), in_progress <= INLINE_MAX_IN_PROGRESS);
+        }
+    }
+}
+
 /// Counters describing the work a WAL has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WalStats {
