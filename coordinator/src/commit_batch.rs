@@ -114,6 +114,8 @@ async fn send_batch(
 }
 
 fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String) -> Event {
-    tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
+    if crate::runtime::worth_a_warning(attempt) {
+        tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
+    }
     Event::CommitFailed { txid, from, attempt }
 }
