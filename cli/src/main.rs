@@ -29,6 +29,7 @@ mod admin;
 mod bench_cmd;
 mod chaos_cmd;
 mod local;
+mod outcome_cmd;
 mod output;
 mod say;
 mod signals;
@@ -52,9 +53,9 @@ pub const EXIT_USAGE: u8 = 3;
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  success (txn: committed)
-  1  txn: aborted; participant/coordinator/local: failed
-  2  txn: outcome unknown (the commit may or may not have happened)
+  0  success (txn, outcome: committed)
+  1  txn, outcome: aborted; participant/coordinator/local: failed
+  2  txn: outcome unknown (the commit may or may not have happened); outcome: still pending
   3  usage error, or the coordinator could not be reached or refused the request
 
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it.";
@@ -129,6 +130,18 @@ enum Command {
     /// log level: warn (tarpc: off).
     #[command(after_help = AFTER_HELP)]
     Get(txn_cmd::GetArgs),
+
+    /// Ask what happened to a transaction (after "outcome unknown").
+    ///
+    /// Asks the coordinator that minted TXID (found among --coordinator's
+    /// list); one that has forgotten it asks its participants. Prints
+    /// `TXID: committed`, `aborted` or `pending` (`--json` for machines);
+    /// `--wait 1m` asks again every 0.5 s while it is pending. Asking about
+    /// an id that was begun but never committed aborts it for good. Exit
+    /// code 0 committed, 1 aborted, 2 still pending, 3 usage or connection
+    /// error. Default log level: warn (tarpc: off).
+    #[command(after_help = AFTER_HELP)]
+    Outcome(outcome_cmd::OutcomeArgs),
 
     /// Operate a cluster: see and resolve every in-doubt transaction.
     ///
@@ -248,7 +261,9 @@ async fn run(cli: Cli) -> u8 {
         Command::Local(_) | Command::Participant(_) | Command::Coordinator(_) => "info,tarpc=warn",
         // Client commands say what went wrong themselves (e.g. "outcome
         // unknown"); tarpc's own lines about the same call are noise there.
-        Command::Txn(_) | Command::Get(_) | Command::Admin(_) | Command::Bench(_) => "warn,tarpc=off",
+        Command::Txn(_) | Command::Get(_) | Command::Outcome(_) | Command::Admin(_) | Command::Bench(_) => {
+            "warn,tarpc=off"
+        }
         Command::Chaos(_) => "error",
     });
     match cli.command {
@@ -257,6 +272,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Coordinator(args) => run_coordinator(args).await,
         Command::Txn(args) => txn_cmd::run_txn(args).await,
         Command::Get(args) => txn_cmd::run_get(args).await,
+        Command::Outcome(args) => outcome_cmd::run_outcome(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench_cmd::run(args).await,
         Command::Chaos(args) => chaos_cmd::run(args).await,

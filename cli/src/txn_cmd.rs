@@ -161,7 +161,15 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
             match report.outcome {
                 TxnOutcome::Committed => EXIT_OK,
                 TxnOutcome::Aborted(_) => EXIT_FAILED,
-                TxnOutcome::Unknown(_) => EXIT_UNKNOWN,
+                TxnOutcome::Unknown(_) => {
+                    let coordinator = args.coordinator.split(',').next().unwrap_or_default();
+                    eprintln!(
+                        "hint: it settles once its coordinator reaches every participant; \
+                         `twopc outcome --coordinator {coordinator} --wait 1m {}` waits for it",
+                        report.txid
+                    );
+                    EXIT_UNKNOWN
+                }
             }
         }
         Err(e) => error(args.json, &e),
@@ -234,7 +242,7 @@ pub async fn run_get(args: GetArgs) -> u8 {
 }
 
 /// A client of the coordinators listed in `--coordinator` (comma-separated).
-async fn connect(coordinators: &str) -> Result<Client, String> {
+pub(crate) async fn connect(coordinators: &str) -> Result<Client, String> {
     let addrs: Vec<&str> = coordinators.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     Client::connect_any(&addrs).await.map_err(|e| e.to_string())
 }
@@ -266,7 +274,7 @@ async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, String
 }
 
 /// Reports a usage or connection error; returns exit code 3.
-fn error(json: bool, message: &str) -> u8 {
+pub(crate) fn error(json: bool, message: &str) -> u8 {
     if json {
         println!("{}", output::error_json(message));
     } else {

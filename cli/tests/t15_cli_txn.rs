@@ -128,3 +128,57 @@ async fn oversized_transactions_and_reads_get_a_clear_error_and_change_nothing()
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     Ok(())
 }
+
+/// `twopc outcome`, for whoever was told "outcome unknown": a pending
+/// transaction says so (exit 2), `--wait` waits for its decision, and
+/// committed, never-committed and malformed ids get their exit codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let c = cluster.coordinator_addr();
+
+    let out = twopc(&["txn", "--coordinator", &c, "put", "a", "1", "put", "b", "2"])?;
+    let committed = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_string();
+    let out = twopc(&["outcome", "--coordinator", &c, "--json", &committed])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out), serde_json::json!({"txid": committed, "outcome": "committed"}));
+
+    // A one-phase commit whose participant is down stays pending (the
+    // coordinator retries it) until the participant is back.
+    let key = cluster.key_per_participant("pending")[1].clone();
+    cluster.kill("p2");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().to_string();
+    txn.put(&key, b"v".to_vec());
+    let commit = tokio::spawn(async move { txn.commit().await });
+    let mut pending = None;
+    for _ in 0..50 {
+        let out = twopc(&["outcome", "--coordinator", &c, &txid])?;
+        if out.status.code() == Some(2) {
+            pending = Some(out);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pending = pending.expect("the transaction never showed as pending");
+    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), format!("{txid}: pending"));
+    let waiter = tokio::task::spawn_blocking({
+        let (c, txid) = (c.clone(), txid.clone());
+        move || twopc(&["outcome", "--coordinator", &c, "--wait", "60s", &txid])
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cluster.spawn("p2", &[])?;
+    let out = waiter.await??;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{txid}: committed"));
+    commit.await??;
+
+    // Never committed: aborted for good (exit 1). Malformed: usage (exit 3).
+    let out = twopc(&["outcome", "--coordinator", &c, "c1.1.9999"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = twopc(&["outcome", "--coordinator", &c, "not-a-txid"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not a transaction id"), "{}", text(&out));
+    Ok(())
+}
