@@ -13,9 +13,10 @@
 //! completions), or the writer's own sync once the oldest of them has
 //! waited [`DEFERRED_SYNC_WAIT`].
 //!
-//! Idle fast path ([`Shared::try_inline`]): a request submitted while
-//! nothing is queued, being written or being completed is written (and
-//! synced, if it asks) on the submitter's own thread, as a group of one.
+//! Idle fast path ([`Shared::try_inline`]): a group of requests submitted
+//! (with `Wal::submit_group`) while nothing is queued, being written or
+//! being completed is written as one storage write (synced, if any asks)
+//! on the submitter's own thread.
 //! At low load that saves the two thread hand-offs (wake the writer, wake
 //! the submitter) that otherwise cost more than the fsync on a busy
 //! machine. The writer's state sits behind one mutex, so either thread
