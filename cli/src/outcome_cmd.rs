@@ -4,6 +4,7 @@
 //! the transaction asks its participants.
 
 use crate::bench_cmd::parse_duration;
+use crate::output;
 use crate::txn_cmd::{connect, error};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
 use clap::Args;
@@ -61,9 +62,7 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         OutcomeStatus::Pending => ("pending", EXIT_UNKNOWN),
     };
     if args.json {
-        // Field by field, in the documented order (like `txn --json`).
-        let (txid, word) = (serde_json::Value::from(txid.to_string()), serde_json::Value::from(word));
-        println!("{{\"txid\":{txid},\"outcome\":{word}}}");
+        println!("{}", output::outcome_json(&txid.to_string(), word));
     } else {
         println!("{txid}: {word}");
     }

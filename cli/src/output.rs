@@ -1,5 +1,5 @@
-//! What `twopc txn` and `twopc get` print: human lines, or exactly one JSON
-//! object for scripts. Bytes are shown as UTF-8, lossily.
+//! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
+//! exactly one JSON object for scripts. Bytes are shown as UTF-8, lossily.
 
 use serde_json::{json, Map, Value as Json};
 
@@ -71,6 +71,11 @@ pub fn reads_human(reads: &[Read]) -> String {
 /// `{"reads": {"k": "v" or null}}`.
 pub fn reads_json(reads: &[Read]) -> String {
     json!({ "reads": reads_map(reads) }).to_string()
+}
+
+/// `{"txid": "...", "outcome": "..."}`, in that order (`twopc outcome`).
+pub fn outcome_json(txid: &str, outcome: &str) -> String {
+    format!("{{\"txid\":{},\"outcome\":{}}}", Json::from(txid), Json::from(outcome))
 }
 
 /// `{"error": "..."}`.

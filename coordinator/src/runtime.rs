@@ -456,13 +456,16 @@ impl EngineTask {
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
                     let tx = self.done_tx.clone();
-                    let done: twopc_wal::Completion = Box::new(move |result| {
-                        let _ = tx.send(match result {
-                            Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
-                            Err(e) => Completion::Fatal(e),
-                        });
-                    });
-                    self.held_writes.hold(batch, decision_durability(), done);
+                    self.held_writes.hold(
+                        batch,
+                        decision_durability(),
+                        Box::new(move |result| {
+                            let _ = tx.send(match result {
+                                Ok(lsns) => Completion::CommitLogged { txid, lsn: lsns[0] },
+                                Err(e) => Completion::Fatal(e),
+                            });
+                        }),
+                    );
                 }
                 Command::SendCommit { txid, to, attempt } => {
                     // Fault point: withhold every first commit of this
