@@ -3,6 +3,10 @@
 //! what it has no room for, keeps serving, and its write-ahead log keeps
 //! the file descriptors it needs. Before the connection limit, the flood
 //! took every descriptor and the next WAL file open stopped the server.
+//! And the flood cannot lock anybody out: a restarted coordinator's new
+//! connections take the slots of flood connections that sat idle. Before
+//! that, the participant refused every new connection while the flood
+//! lasted, so a coordinator restarted meanwhile could not reach it.
 //!
 //! Its own test binary: it lowers this process's open-file limit, which
 //! the cluster's processes inherit.
@@ -58,6 +62,28 @@ async fn a_connection_flood_is_shed_and_transactions_still_commit() -> Result<()
     let got = client.read(vec![key.clone()]).await?;
     assert_eq!(got[0].value, Some(b"v20".to_vec()));
 
+    // A coordinator restarted while the flood still holds its slots
+    // connects to p1 anew: its connections take the slots of flood
+    // connections idle for longer than MIN_IDLE_TO_EVICT.
+    tokio::time::sleep(twopc_common::connections::MIN_IDLE_TO_EVICT).await;
+    cluster.kill("c1");
+    // The slot of the dead coordinator's connection goes to the flood too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    flood.push(TcpStream::connect(&p1).await?);
+    let still_open_before = count_open(&mut flood).await;
+    cluster.start("c1")?;
+    let client = cluster.client().await?;
+    for round in 21..=25 {
+        commit_round(&cluster, &client, round).await?;
+    }
+    let key = cluster.key_per_participant("flood25").remove(0);
+    assert_eq!(client.read(vec![key.clone()]).await?[0].value, Some(b"v25".to_vec()));
+    let still_open_after = count_open(&mut flood).await;
+    assert!(
+        still_open_after < still_open_before,
+        "no flood connection made room ({still_open_before} open before the restart, {still_open_after} after)"
+    );
+
     // Once the flood is gone, new connections are served again.
     drop(flood);
     cluster
@@ -66,6 +92,18 @@ async fn a_connection_flood_is_shed_and_transactions_still_commit() -> Result<()
         })
         .await?;
     Ok(())
+}
+
+/// How many of `flood` the server has not closed.
+async fn count_open(flood: &mut [TcpStream]) -> usize {
+    let mut open = 0;
+    for stream in flood {
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte)).await.is_err() {
+            open += 1;
+        }
+    }
+    open
 }
 
 /// Writes `v{round}` to a fresh key on every participant (commits reach

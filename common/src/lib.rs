@@ -9,6 +9,8 @@
 //! - [`service`]: the tarpc service traits (participant, coordinator, admin).
 //! - [`net`]: TCP transport (TCP_NODELAY, keepalive, frame cap), listeners
 //!   with a connection cap, and reconnecting peers.
+//! - [`connections`]: a server's live connections; at the cap, a new one
+//!   takes the slot of the one idle longest.
 //! - [`open_files`]: a server's open-file limit and the connections it allows.
 //! - [`client`]: the application client library (begin / get / put / commit),
 //!   over one coordinator or the first reachable of several
@@ -18,6 +20,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod connections;
 mod coordinator_set;
 pub mod error;
 pub mod fault;

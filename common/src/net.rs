@@ -1,6 +1,7 @@
 //! TCP plumbing for the tarpc services: TCP_NODELAY on every socket, a
 //! frame-size cap, bounded in-flight requests, and peers that reconnect.
 
+use crate::connections::{Activity, Admission, ConnectionTable};
 use crate::limits::{
     CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
@@ -10,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -109,30 +109,43 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// Accepts connections forever, handing each socket to `on_connection`
-/// with its slot (held for as long as the connection lives). While
-/// `max_connections` slots are taken, new connections are closed at once:
-/// the client sees the connection close and may retry.
-pub async fn accept_loop(
-    listener: TcpListener,
-    max_connections: usize,
-    mut on_connection: impl FnMut(TcpStream, OwnedSemaphorePermit),
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+/// Accepts connections forever, serving each with `serve` (given the
+/// connection's [`Activity`], which its requests keep up to date). At most
+/// `max_connections` live at once; a connection over that takes the slot
+/// of the connection idle longest, or is closed at once if every
+/// connection is busy (see [`crate::connections`]): the client sees the
+/// connection close and may retry.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, max_connections: usize, mut serve: F)
+where
+    F: FnMut(TcpStream, Arc<Activity>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let table = ConnectionTable::new(max_connections);
     let mut refusing = false;
+    let mut evictions: u64 = 0;
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
+            Ok((stream, peer)) => match table.admit(|activity| serve(stream, activity)) {
+                Admission::Admitted => refusing = false,
+                Admission::Evicted(idle) => {
                     refusing = false;
-                    on_connection(stream, slot);
+                    evictions += 1;
+                    // A flood evicts on every accept: log the 1st, 2nd, 4th, ...
+                    if evictions.is_power_of_two() {
+                        tracing::warn!(
+                            %peer,
+                            max_connections,
+                            idle_ms = idle.as_millis() as u64,
+                            evictions,
+                            "connection limit reached: closed the connection idle longest to make room"
+                        );
+                    }
                 }
-                Err(_) => {
+                Admission::Refused => {
                     if !refusing {
-                        tracing::warn!(%peer, max_connections, "connection limit reached: closing new connections");
+                        tracing::warn!(%peer, max_connections, "connection limit reached and every connection busy: closing new connections");
                         refusing = true;
                     }
-                    drop(stream);
                 }
             },
             Err(e) => {
@@ -162,18 +175,23 @@ macro_rules! serve_tarpc {
         use ::futures::StreamExt as _;
         use ::tarpc::server::Channel as _;
         let server = $server;
-        $crate::net::accept_loop($listener, $crate::net::server_connection_limit(), move |stream, slot| {
+        $crate::net::accept_loop($listener, $crate::net::server_connection_limit(), move |stream, activity| {
             let server = server.clone();
-            ::tokio::spawn(async move {
-                let _slot = slot;
+            async move {
                 ::tarpc::server::BaseChannel::with_defaults($crate::net::transport(stream))
                     .max_concurrent_requests($crate::limits::MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
                     .execute(server.serve())
-                    .for_each(|request| async {
-                        ::tokio::spawn(request);
+                    .for_each(|request| {
+                        let running = activity.request();
+                        async move {
+                            ::tokio::spawn(async move {
+                                request.await;
+                                drop(running);
+                            });
+                        }
                     })
                     .await;
-            });
+            }
         })
     }};
 }
@@ -400,13 +418,25 @@ mod accept_tests {
         matches!(tokio::time::timeout(wait, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
     }
 
+    /// A server of at most 2 connections whose connections live until the
+    /// test drops the sender it is handed for each.
+    async fn server_of_two() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>) {
+        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+        let (kept_tx, kept) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(listener, 2, move |stream, _activity| {
+            let (end_tx, end) = tokio::sync::oneshot::channel::<()>();
+            let _ = kept_tx.send(end_tx);
+            async move {
+                let _stream = stream;
+                let _ = end.await;
+            }
+        }));
+        (addr, kept)
+    }
+
     #[tokio::test]
     async fn connections_over_the_limit_are_closed_until_a_slot_frees() {
-        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
-        let (kept_tx, mut kept) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(accept_loop(listener, 2, move |stream, slot| {
-            let _ = kept_tx.send((stream, slot));
-        }));
+        let (addr, mut kept) = server_of_two().await;
         let mut first = TcpStream::connect(addr).await.unwrap();
         let mut second = TcpStream::connect(addr).await.unwrap();
         let mut third = TcpStream::connect(addr).await.unwrap();
@@ -417,6 +447,19 @@ mod accept_tests {
         drop(kept.recv().await.unwrap());
         let mut fourth = TcpStream::connect(addr).await.unwrap();
         assert!(!closed_within(&mut fourth, Duration::from_millis(200)).await, "a freed slot was not reused");
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_takes_the_slot_of_the_one_idle_longest() {
+        let (addr, _kept) = server_of_two().await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(crate::connections::MIN_IDLE_TO_EVICT).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut first, Duration::from_secs(5)).await, "the idlest connection was kept");
+        assert!(!closed_within(&mut third, Duration::from_millis(200)).await, "the new connection was refused");
+        assert!(!closed_within(&mut second, Duration::from_millis(100)).await);
     }
 
     #[tokio::test]
