@@ -70,6 +70,10 @@ pub struct Report {
     pub recovery: Recovery,
     /// Empty when no invariant was violated.
     pub violations: Vec<Violation>,
+    /// A negative control (`sabotage`) that found nothing, and why that
+    /// proves nothing: no process was killed or crashed, so the broken
+    /// rule was never put to the test.
+    pub inconclusive: Option<String>,
     /// The command that replays this run's seed.
     pub replay: String,
     /// Where data and logs were kept (`--dir`, or the temp dir of a run
@@ -156,7 +160,9 @@ impl Report {
         if let Some((expected, actual)) = r.bank_total {
             let _ = writeln!(s, "bank total: {actual} (expected {expected})");
         }
-        if self.ok() {
+        if let (true, Some(why)) = (self.ok(), &self.inconclusive) {
+            let _ = writeln!(s, "result: INCONCLUSIVE, {why}");
+        } else if self.ok() {
             let _ = writeln!(
                 s,
                 "result: OK, no invariant violated (atomicity, no lost commit, aborts invisible, unknowns settled, {}no in-doubt left)",

@@ -588,6 +588,12 @@ fn build_report(
     for e in &events {
         *injected.entry(e.label.clone()).or_default() += 1;
     }
+    let killed_or_crashed = ["kill", "crash"].iter().filter_map(|label| injected.get(*label)).sum::<usize>();
+    let inconclusive = (opts.sabotage.is_some() && violations.is_empty() && killed_or_crashed == 0).then(|| {
+        "the negative control broke a durability rule, but no process was killed or crashed, so nothing could \
+         expose it: run longer, with --faults including kill or crash"
+            .to_string()
+    });
     Report {
         seed: opts.seed,
         workload: opts.workload,
@@ -608,6 +614,7 @@ fn build_report(
         max_resolve_ms: recovery.resolved_after_ms,
         recovery,
         violations,
+        inconclusive,
         replay: opts.replay_command(),
         dir: opts.dir.as_ref().map(|d| d.display().to_string()),
         elapsed_ms: started.elapsed().as_millis() as u64,

@@ -4,7 +4,7 @@
 //! crate does the work).
 
 use crate::signals::StopSignals;
-use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,10 +26,9 @@ Faults (--faults, comma-separated, or all / none):
              right after the coordinator's decision is synced, mid commit fan-out
              (and withholding one commit message)
 
-`crash` and --sabotage need a binary with fault points:
-  cargo build -p twopc-cli --features fault-points
-(a `cargo test` build of target/debug/twopc has them too); without them
-`crash` is skipped and said so.
+`crash` and --sabotage need a binary with fault points: ./scripts/twopc-fault-points
+(or cargo build -p twopc-cli --features fault-points; a `cargo test` build of
+target/debug/twopc has them too); without them `crash` is skipped and said so.
 
 Workloads:
   bank        transfers between accounts on every participant (read both, write
@@ -51,6 +50,8 @@ that replays its seed.
 Exit codes:
   0  no invariant violated
   1  an invariant was violated (the report says which, with the evidence)
+  2  inconclusive: a --sabotage run in which no process was killed or crashed
+     (the broken rule was never put to the test)
   3  usage error, or the harness could not run (e.g. the cluster did not start)";
 
 /// `twopc chaos` options.
@@ -113,27 +114,6 @@ fn parse_fault_list(s: &str) -> Result<FaultList, String> {
     parse_faults(s).map(FaultList)
 }
 
-/// Whether the servers this binary runs have fault points. A build with
-/// this crate's `fault-points` feature does; so does a `cargo test` build
-/// (the servers' feature comes through dev-dependencies, not this crate's
-/// feature), so the shared library is asked directly: with fault points
-/// compiled in, it honours `TWOPC_SABOTAGE`.
-fn fault_points_compiled_in() -> bool {
-    if cfg!(feature = "fault-points") {
-        return true;
-    }
-    const PROBE: &str = "chaos-probe-for-fault-points";
-    let env = twopc_common::fault::SABOTAGE_ENV;
-    let saved = std::env::var_os(env);
-    std::env::set_var(env, PROBE);
-    let compiled_in = twopc_common::fault::sabotaged(PROBE);
-    match saved {
-        Some(v) => std::env::set_var(env, v),
-        None => std::env::remove_var(env),
-    }
-    compiled_in
-}
-
 fn random_seed() -> u64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -154,12 +134,12 @@ pub async fn run(args: ChaosArgs) -> u8 {
         Ok(b) => b,
         Err(e) => return usage(args.json, &format!("cannot find this binary: {e}")),
     };
-    let fault_points = fault_points_compiled_in();
+    let fault_points = twopc_common::fault::COMPILED_IN;
     let sabotage: Option<Sabotage> = args.sabotage.as_deref().map(|s| s.parse().expect("clap checked it"));
     if sabotage.is_some() && !fault_points {
         return usage(
             args.json,
-            "--sabotage needs a twopc binary with fault points: cargo build -p twopc-cli --features fault-points",
+            "--sabotage needs a twopc binary with fault points: run ./scripts/twopc-fault-points (or cargo build -p twopc-cli --features fault-points)",
         );
     }
     let workload: WorkloadKind = args.workload.parse().expect("clap checked it");
@@ -182,7 +162,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
         let skipped: Vec<&str> = opts.faults.difference(&opts.active_faults()).map(|k| k.name()).collect();
         if !skipped.is_empty() {
             eprintln!(
-                "note: skipping {}: aimed kills need a build with fault points (cargo build -p twopc-cli --features fault-points)",
+                "note: skipping {}: aimed kills need a build with fault points (./scripts/twopc-fault-points)",
                 skipped.join(",")
             );
         }
@@ -216,10 +196,10 @@ pub async fn run(args: ChaosArgs) -> u8 {
             } else {
                 print!("{}", report.summary());
             }
-            if report.ok() {
-                EXIT_OK
-            } else {
-                EXIT_FAILED
+            match (report.ok(), &report.inconclusive) {
+                (true, None) => EXIT_OK,
+                (true, Some(_)) => EXIT_UNKNOWN,
+                (false, _) => EXIT_FAILED,
             }
         }
         Err(e) => {

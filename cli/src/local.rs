@@ -58,7 +58,7 @@ pub async fn run(args: LocalArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot listen for signals: {e}")),
     };
-    if let Err(e) = ports_fit(&args) {
+    if let Err(e) = ports_fit(&args).and_then(|()| twopc_common::fault::check_env()) {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }

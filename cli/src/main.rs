@@ -321,6 +321,7 @@ fn init_logging(default: &str) {
 
 /// Loads the cluster file and checks that `id` is a `role` in it.
 fn load_server_config(args: &ServerArgs, role: &str) -> Result<ClusterConfig, String> {
+    twopc_common::fault::check_env()?;
     let cluster = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
     let entries = if role == "participant" { &cluster.participant } else { &cluster.coordinator };
     if !entries.iter().any(|e| e.id == args.id) {

@@ -21,6 +21,14 @@ fn admin(config: &Path, args: &[&str], token: Option<&str>) -> Result<Output> {
     Ok(cmd.output()?)
 }
 
+/// `twopc admin --json --coordinator ADDR ARGS` (the cluster asked from the
+/// coordinator; `--json` before the subcommand).
+fn admin_via_coordinator(addr: &str, args: &[&str]) -> Result<Output> {
+    let mut cmd = std::process::Command::new(twopc_bin());
+    cmd.args(["admin", "--json", "--coordinator", addr]).args(args).env("TWOPC_ADMIN_TOKEN", TOKEN);
+    Ok(cmd.output()?)
+}
+
 /// A cluster with an admin token whose coordinator runs with `faults`.
 fn cluster(faults: &str) -> Result<(Cluster, PathBuf)> {
     let mut cluster = Cluster::new(3);
@@ -133,6 +141,26 @@ async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<(
     let out = admin(&config, &["in-doubt", "--json"], None)?;
     assert_eq!(json(&out)["in_doubt"], serde_json::json!([]));
     assert_eq!(cluster.read_at("p3", &keys[2]).await?.value.as_deref(), Some(b"v".as_slice()));
+
+    // The same, with the cluster asked from the coordinator.
+    let c1 = cluster.coordinator_addr();
+    let out = admin_via_coordinator(&c1, &["status"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let nodes = json(&out)["nodes"].clone();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(4), "{nodes}");
+    assert!(nodes.as_array().unwrap().iter().all(|n| n["reachable"] == true), "{nodes}");
+    let out = admin_via_coordinator(&c1, &["in-doubt"])?;
+    assert_eq!(json(&out)["in_doubt"], serde_json::json!([]), "{}", text(&out));
+
+    // A process that cannot be reached: reported, and exit 3.
+    cluster.kill("p2");
+    let out = admin(&config, &["status", "--json"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let p2 = json(&out)["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "p2").cloned().unwrap();
+    assert_eq!(p2["reachable"], false, "{p2}");
+    let out = admin(&config, &["in-doubt"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("could not ask p2"), "{}", text(&out));
     Ok(())
 }
 

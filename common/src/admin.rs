@@ -68,8 +68,13 @@ pub enum AdminReply {
     Txns(Vec<TxnView>),
     Txn(Box<TxnView>),
     Locks(Vec<LockView>),
-    Recovered { asked: usize },
-    Cluster(Box<ClusterConfig>),
+    Recovered {
+        asked: usize,
+    },
+    /// The cluster file's text, token removed. Text, not the struct: the
+    /// struct's serde attributes are written for TOML (an omitted token),
+    /// which a bincode reader cannot follow.
+    Cluster(String),
 }
 
 /// One process's view of one transaction.

@@ -56,9 +56,15 @@ impl ClusterConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let config: ClusterConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Malformed { path: shown.clone(), detail: e.message().to_string() })?;
-        config.validate().map_err(|detail| ConfigError::Invalid { path: shown, detail })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and validates a cluster file's text; `source` names it in
+    /// errors.
+    pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let config: ClusterConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Malformed { path: source.to_string(), detail: e.message().to_string() })?;
+        config.validate().map_err(|detail| ConfigError::Invalid { path: source.to_string(), detail })?;
         Ok(config)
     }
 

@@ -36,6 +36,80 @@ pub const FAULTS_ENV: &str = "TWOPC_FAULTS";
 /// Environment variable that breaks one durability rule on purpose.
 pub const SABOTAGE_ENV: &str = "TWOPC_SABOTAGE";
 
+/// Whether this build has the fault points (the `fault-points` feature of
+/// this crate, which a `cargo test` build turns on for every binary).
+pub const COMPILED_IN: bool = cfg!(feature = "fault-points");
+
+/// Every fault point a [`FAULTS_ENV`] entry may name.
+pub const POINTS: &[&str] = &[
+    "participant.after-prepare-synced",
+    "participant.before-apply",
+    "participant.after-commit-acked",
+    "coordinator.before-decision",
+    "coordinator.after-decision-synced",
+    "coordinator.mid-commit-fanout",
+    "coordinator.before-commit-send",
+    "coordinator.commit-send",
+];
+/// What an armed point may do.
+pub const ACTIONS: &[&str] = &["crash", "drop", "crash-soon"];
+/// The rules [`SABOTAGE_ENV`] may break.
+pub const SABOTAGES: &[&str] = &["vote-before-sync", "commit-before-sync", "ack-before-sync"];
+
+/// One `point=action[@n]` entry of [`FAULTS_ENV`], checked.
+fn parse_entry(entry: &str) -> Result<(&str, &str, Option<u64>), String> {
+    let (point, action) =
+        entry.split_once('=').ok_or_else(|| format!("{FAULTS_ENV}: {entry:?} is not point=action[@n]"))?;
+    let (action, nth) = match action.split_once('@') {
+        Some((action, n)) => {
+            let n = n.parse::<u64>().ok().filter(|n| *n > 0);
+            (action, Some(n.ok_or_else(|| format!("{FAULTS_ENV}: in {entry:?}, @n needs a number from 1"))?))
+        }
+        None => (action, None),
+    };
+    if !POINTS.contains(&point) {
+        return Err(format!("{FAULTS_ENV}: unknown fault point {point:?} (known: {})", POINTS.join(", ")));
+    }
+    if !ACTIONS.contains(&action) {
+        return Err(format!("{FAULTS_ENV}: unknown action {action:?} at {point} (known: {})", ACTIONS.join(", ")));
+    }
+    Ok((point, action, nth))
+}
+
+fn entries(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Checks [`FAULTS_ENV`] and [`SABOTAGE_ENV`] before a server starts, so
+/// that a misspelt point, or a build that would ignore them, is said at
+/// once instead of a test that silently does nothing.
+pub fn check_env() -> Result<(), String> {
+    let faults = std::env::var(FAULTS_ENV).unwrap_or_default();
+    let sabotage = std::env::var(SABOTAGE_ENV).unwrap_or_default();
+    if !COMPILED_IN {
+        if let Some(name) = [(FAULTS_ENV, &faults), (SABOTAGE_ENV, &sabotage)]
+            .into_iter()
+            .find_map(|(name, value)| entries(value).next().map(|_| name))
+        {
+            return Err(format!(
+                "{name} is set, but this twopc was built without fault points and would ignore it: \
+                 run ./scripts/twopc-fault-points instead of ./scripts/twopc (or build with \
+                 `cargo build -p twopc-cli --features fault-points`), or unset {name}"
+            ));
+        }
+        return Ok(());
+    }
+    for entry in entries(&faults) {
+        parse_entry(entry)?;
+    }
+    for rule in entries(&sabotage) {
+        if !SABOTAGES.contains(&rule) {
+            return Err(format!("{SABOTAGE_ENV}: unknown rule {rule:?} (known: {})", SABOTAGES.join(", ")));
+        }
+    }
+    Ok(())
+}
+
 /// `value`, except while one of `rules` is sabotaged (then `None`).
 pub fn unless_sabotaged<T>(rules: &[&str], value: T) -> Option<T> {
     (!rules.iter().any(|rule| sabotaged(rule))).then_some(value)
@@ -47,7 +121,7 @@ pub fn sabotaged(name: &str) -> bool {
     {
         static SABOTAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let armed = SABOTAGE.get_or_init(|| std::env::var(SABOTAGE_ENV).unwrap_or_default());
-        armed.split(',').any(|s| s.trim() == name)
+        entries(armed).any(|s| s == name)
     }
     #[cfg(not(feature = "fault-points"))]
     {
@@ -71,17 +145,13 @@ mod armed {
     pub fn faults() -> &'static HashMap<String, Fault> {
         static FAULTS: OnceLock<HashMap<String, Fault>> = OnceLock::new();
         FAULTS.get_or_init(|| {
+            // Checked at start (`check_env`); an entry that does not
+            // parse arms nothing.
             let spec = std::env::var(super::FAULTS_ENV).unwrap_or_default();
-            spec.split(',')
-                .filter(|s| !s.trim().is_empty())
-                .filter_map(|entry| {
-                    let (point, action) = entry.trim().split_once('=')?;
-                    let (action, nth) = match action.split_once('@') {
-                        Some((a, n)) => (a, n.parse().ok()),
-                        None => (action, None),
-                    };
-                    let fault = Fault { action: action.to_string(), nth, hits: AtomicU64::new(0) };
-                    Some((point.to_string(), fault))
+            super::entries(&spec)
+                .filter_map(|entry| super::parse_entry(entry).ok())
+                .map(|(point, action, nth)| {
+                    (point.to_string(), Fault { action: action.to_string(), nth, hits: AtomicU64::new(0) })
                 })
                 .collect()
         })
@@ -119,7 +189,7 @@ mod armed {
                 });
                 true
             }
-            other => panic!("unknown fault action {other:?} at {point}"),
+            other => unreachable!("parse_entry admits only known actions, not {other:?} at {point}"),
         }
     }
 }
@@ -136,5 +206,34 @@ pub fn hit(point: &str) -> bool {
     {
         let _ = point;
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_name_a_known_point_and_action() {
+        assert_eq!(parse_entry("coordinator.commit-send=drop"), Ok(("coordinator.commit-send", "drop", None)));
+        assert_eq!(parse_entry("participant.before-apply=crash@3"), Ok(("participant.before-apply", "crash", Some(3))));
+        for bad in [
+            "participant.before-aply=crash",
+            "participant.before-apply=crsh",
+            "participant.before-apply",
+            "participant.before-apply=crash@0",
+            "participant.before-apply=crash@x",
+        ] {
+            assert!(parse_entry(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_admitted_point_is_documented() {
+        // The points this file documents are the ones `check_env` admits.
+        let doc = include_str!("fault.rs");
+        for point in POINTS {
+            assert!(doc.contains(&format!("`{point}`")), "{point} is not documented at the top of fault.rs");
+        }
     }
 }

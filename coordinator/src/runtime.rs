@@ -386,7 +386,7 @@ impl EngineTask {
             AdminRequest::Ping => Ok(AdminReply::Pong),
             AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
             AdminRequest::Show(txid) => Ok(AdminReply::Txn(Box::new(self.engine.view(&txid)))),
-            AdminRequest::Cluster => Ok(AdminReply::Cluster(Box::new(self.cluster.clone()))),
+            AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.to_toml())),
             AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } => {
                 Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
             }

@@ -2,7 +2,7 @@
 
 use super::nodes::{Cluster, Node};
 use super::render::{age, key, now_ms, table};
-use super::{Failure, ADMIN_OK, ADMIN_UNKNOWN_TXN};
+use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use twopc_common::admin::{AdminReply, AdminRequest, TxnView};
@@ -11,8 +11,10 @@ use twopc_common::TxnId;
 pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut rows = Vec::new();
     let mut nodes = Vec::new();
+    let mut all_reached = true;
     for node in &cluster.nodes {
         let stats = cluster.stats(node).await;
+        all_reached &= stats.is_ok();
         let dash = || "-".to_string();
         rows.push(match &stats {
             Ok(s) => vec![
@@ -66,7 +68,17 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             println!("HEURISTIC-MIXED: {mixed} forced outcome(s) disagree with the coordinator; see `twopc admin in-doubt` and `show`");
         }
     }
-    Ok(ADMIN_OK)
+    Ok(complete_if(all_reached))
+}
+
+/// The exit code of a report: [`ADMIN_INCOMPLETE`] if a process could not
+/// be asked.
+fn complete_if(all_reached: bool) -> u8 {
+    if all_reached {
+        ADMIN_OK
+    } else {
+        ADMIN_INCOMPLETE
+    }
 }
 
 /// One unresolved transaction, as every process sees it.
@@ -164,9 +176,10 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
 
 pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let (entries, unreachable) = collect_in_doubt(cluster).await?;
+    let code = complete_if(unreachable.is_empty());
     if json {
         println!("{}", serde_json::json!({ "in_doubt": entries, "unreachable": unreachable }));
-        return Ok(ADMIN_OK);
+        return Ok(code);
     }
     if entries.is_empty() {
         println!("no transaction is in doubt");
@@ -193,7 +206,7 @@ pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     for u in unreachable {
         println!("warning: could not ask {u}");
     }
-    Ok(ADMIN_OK)
+    Ok(code)
 }
 
 pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Failure> {
@@ -325,6 +338,7 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
             Err(e) => unreachable.push(unreachable_note(node, &e)),
         }
     }
+    let code = complete_if(unreachable.is_empty());
     if json {
         println!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
     } else {
@@ -337,7 +351,7 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
             println!("warning: could not ask {u}");
         }
     }
-    Ok(ADMIN_OK)
+    Ok(code)
 }
 
 fn unreachable_note(node: &Node, e: &str) -> String {

@@ -23,6 +23,9 @@ pub const ADMIN_REFUSED: u8 = 1;
 pub const ADMIN_UNKNOWN_TXN: u8 = 2;
 /// Exit code: usage error, malformed txid, or a process could not be used.
 pub const ADMIN_USAGE: u8 = 3;
+/// Exit code of a report with a process that could not be asked (shown
+/// in the report): the same as [`ADMIN_USAGE`].
+pub const ADMIN_INCOMPLETE: u8 = ADMIN_USAGE;
 /// Exit code: the admin token was missing or wrong.
 pub const ADMIN_UNAUTHORISED: u8 = 4;
 
@@ -42,6 +45,10 @@ Exit codes:
 pub struct AdminArgs {
     #[command(flatten)]
     pub target: Target,
+    /// Print one JSON object instead of tables (stable field names,
+    /// documented in the README).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -58,10 +65,6 @@ pub struct Target {
     /// (the token must then come from TWOPC_ADMIN_TOKEN).
     #[arg(long, value_name = "HOST:PORT", global = true)]
     pub coordinator: Option<String>,
-    /// Print one JSON object instead of tables (stable field names,
-    /// documented in the README).
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +146,7 @@ impl Failure {
 }
 
 pub async fn run(args: AdminArgs) -> u8 {
-    let json = args.target.json;
+    let json = args.json;
     let result = async {
         let cluster = nodes::Cluster::connect(&args.target).await?;
         match args.command {

@@ -57,7 +57,12 @@ impl Cluster {
                     .await
                     .map_err(|e| Failure::new(ADMIN_USAGE, format!("coordinator {addr}: {e}")))?;
                 match reply.map_err(service_failure)? {
-                    AdminReply::Cluster(config) => (*config, Some(token)),
+                    AdminReply::Cluster(text) => {
+                        let source = format!("the cluster file of coordinator {addr}");
+                        let config = ClusterConfig::parse(&text, &source)
+                            .map_err(|e| Failure::new(ADMIN_USAGE, e.to_string()))?;
+                        (config, Some(token))
+                    }
                     other => return Err(Failure::new(ADMIN_USAGE, format!("unexpected reply {other:?}"))),
                 }
             }
