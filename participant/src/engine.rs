@@ -33,6 +33,10 @@ pub const MAX_REMEMBERED_DECISIONS: usize = 100_000;
 pub const IN_DOUBT_AFTER_MS: u64 = 2_000;
 /// Outcome questions sent per tick, at most.
 pub const MAX_OUTCOME_QUERIES_PER_TICK: usize = 1_000;
+/// A read waiting for a prepared writer has it ask its coordinator once it
+/// heard nothing for this long (normally the commit is already on its way,
+/// and comes first), and again at most this often.
+pub const READ_ASKS_AFTER_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -94,6 +98,12 @@ pub enum Event {
         status: OutcomeStatus,
     },
     Tick {
+        now_ms: u64,
+    },
+    /// A read is waiting for `txid`, a prepared writer of one of its keys:
+    /// the writer's outcome is worth asking sooner than the in-doubt timer.
+    ReadWaiting {
+        txid: TxnId,
         now_ms: u64,
     },
 }
@@ -219,6 +229,7 @@ impl Engine {
                 OutcomeStatus::Pending => {}
             },
             Event::Tick { now_ms } => self.tick(now_ms, &mut out),
+            Event::ReadWaiting { txid, now_ms } => self.read_waiting(txid, now_ms, &mut out),
         }
         out
     }
@@ -517,6 +528,17 @@ impl Engine {
             _ => None,
         });
         out.extend(due.take(MAX_OUTCOME_QUERIES_PER_TICK).map(|txid| Command::AskOutcome { txid }));
+    }
+
+    fn read_waiting(&mut self, txid: TxnId, now_ms: u64, out: &mut Vec<Command>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        if let Some(TxnState::Prepared { last_heard_ms, .. }) = self.txns.get_mut(&txid) {
+            if now.saturating_sub(*last_heard_ms) >= READ_ASKS_AFTER_MS {
+                *last_heard_ms = now;
+                out.push(Command::AskOutcome { txid });
+            }
+        }
     }
 
     /// Prepared transactions waiting for their outcome.

@@ -34,10 +34,14 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
 pub const MAX_OUTCOME_QUERIES_IN_FLIGHT: usize = 256;
 /// Reads waiting for a prepared writer's outcome, at most.
 pub const MAX_PARKED_READS: usize = 10_000;
-/// A read waits this long for a prepared writer, then returns the last
-/// committed value (the writer is in doubt; a transaction that read the
-/// older value will fail validation, so serializability holds).
+/// A read waits this long for a prepared writer's outcome, then fails
+/// naming the writer. It never returns the value from before the writer:
+/// the writer may be committed, and its client told so, already.
 pub const READ_WAIT_MAX: Duration = Duration::from_secs(2);
+/// While reads wait for prepared writers, they are looked at this often:
+/// served if their writers finished, and their writers' outcomes asked
+/// (see `READ_ASKS_AFTER_MS`).
+pub const PARKED_READ_RECHECK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParticipantError {
@@ -267,6 +271,8 @@ impl EngineTask {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> ParticipantError {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
+        let mut recheck = tokio::time::interval(PARKED_READ_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.flush_writes();
         loop {
             tokio::select! {
@@ -286,6 +292,7 @@ impl EngineTask {
                     self.execute(commands);
                     self.released = true;
                 }
+                _ = recheck.tick(), if !self.parked.is_empty() => self.recheck_parked_reads(),
             }
             if self.held_writes.is_full() || (rx.is_empty() && self.done_rx.is_empty()) {
                 self.flush_writes();
@@ -368,19 +375,45 @@ impl EngineTask {
     }
 
     /// Serves a read now, or parks it while a prepared writer of one of
-    /// its keys may already be committed.
+    /// its keys may already be committed. A read whose writer stays in
+    /// doubt until `deadline` fails, naming it.
     fn read(&mut self, keys: Vec<Key>, reply: ReadReply, deadline: tokio::time::Instant) {
-        let waiting_for = keys.iter().find_map(|k| self.engine.pending_writer(k));
-        if waiting_for.is_some() && tokio::time::Instant::now() < deadline {
-            if self.parked.len() >= MAX_PARKED_READS {
-                let e = ServiceError::Overloaded(format!("{MAX_PARKED_READS} reads waiting for prepared writers"));
-                let _ = reply.send(Err(e));
-                return;
-            }
+        let Some((key, writer)) = keys.iter().find_map(|k| self.engine.pending_writer(k).map(|t| (k, t))) else {
+            let _ = reply.send(store::get_many(&*self.wal, &keys));
+            return;
+        };
+        let answer = if tokio::time::Instant::now() >= deadline {
+            ServiceError::Unavailable(format!(
+                "{:?} is written by {writer}, prepared at {} and still in doubt after {READ_WAIT_MAX:?} \
+                 (its coordinator {} has not given the outcome): the value before it may already be \
+                 overwritten, so none is returned; retry later, or see `twopc admin in-doubt`",
+                String::from_utf8_lossy(key),
+                self.engine.me(),
+                writer.coordinator
+            ))
+        } else if self.parked.len() >= MAX_PARKED_READS {
+            ServiceError::Overloaded(format!("{MAX_PARKED_READS} reads waiting for prepared writers"))
+        } else {
             self.parked.push(ParkedRead { keys, reply, deadline });
             return;
+        };
+        let _ = reply.send(Err(answer));
+    }
+
+    /// Every 50 ms while reads wait: the writers they wait for are asked
+    /// about, and the reads looked at again.
+    fn recheck_parked_reads(&mut self) {
+        let now = now_ms();
+        let writers: std::collections::BTreeSet<TxnId> = self
+            .parked
+            .iter()
+            .flat_map(|read| read.keys.iter().filter_map(|k| self.engine.pending_writer(k).cloned()))
+            .collect();
+        for txid in writers {
+            let commands = self.engine.handle(Event::ReadWaiting { txid, now_ms: now });
+            self.execute(commands);
         }
-        let _ = reply.send(store::get_many(&*self.wal, &keys));
+        self.released = true;
     }
 
     /// Handles one input from the RPC layer (`None`: the queue closed).

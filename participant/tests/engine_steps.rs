@@ -6,7 +6,7 @@ use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{
     AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned, Vote,
 };
-use twopc_participant::engine::{Command, Engine, Event, Reply, IN_DOUBT_AFTER_MS};
+use twopc_participant::engine::{Command, Engine, Event, Reply, IN_DOUBT_AFTER_MS, READ_ASKS_AFTER_MS};
 use twopc_participant::record::{Decision, HeuristicRecord, PreparedRecord};
 
 const RING: u64 = 42;
@@ -216,6 +216,23 @@ fn recovery_retakes_locks_and_asks_the_coordinator() {
     assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes, synced: false }]);
     assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![]);
     assert!(e.locks().is_empty());
+}
+
+#[test]
+fn a_waiting_read_has_its_prepared_writer_ask_soon_and_not_too_often() {
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    assert_eq!(e.pending_writer(b"a"), Some(&txid(1)));
+    let waiting = |now_ms| Event::ReadWaiting { txid: txid(1), now_ms };
+    // Prepared at 1 s: the commit is normally on its way; wait for it.
+    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS - 1)), vec![]);
+    let ask = vec![Command::AskOutcome { txid: txid(1) }];
+    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS)), ask, "asked long before the in-doubt timer");
+    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS + 1)), vec![], "not again at once");
+    assert_eq!(e.handle(waiting(1_000 + 2 * READ_ASKS_AFTER_MS)), ask);
+    // Only a prepared writer is asked about.
+    assert_eq!(e.handle(Event::ReadWaiting { txid: txid(7), now_ms: 5_000 }), vec![]);
 }
 
 #[test]

@@ -259,7 +259,7 @@ impl CoordinatorNode {
                 let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::OnePhase(prepare), timeout);
                 self.calls.insert(call, Call::OnePhase { txid, to, attempt });
             }
-            Timer::ClientStep => panic!("the coordinator got a client timer"),
+            Timer::ClientStep | Timer::ReadRecheck => panic!("the coordinator got another node's timer {timer:?}"),
         }
     }
 

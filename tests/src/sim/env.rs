@@ -27,6 +27,8 @@ const CRASH_POINT_DOWNTIME_MS_MAX: u64 = 3_000;
 pub enum Timer {
     /// Periodic engine tick.
     Tick,
+    /// Participant: look at the reads waiting for prepared writers again.
+    ReadRecheck,
     /// An RPC's deadline.
     CallTimeout(CallId),
     /// Coordinator: a commit to send after its backoff.

@@ -16,7 +16,7 @@ use twopc_common::{Key, NodeId, ServiceError, TxnId, Versioned, Vote};
 use twopc_coordinator::engine::Reply as CReply;
 use twopc_participant::engine::{Command, Engine, Event, Reply, RequestId};
 use twopc_participant::record::{Decision, ParticipantRecord};
-use twopc_participant::runtime::{MAX_PARKED_READS, READ_WAIT_MAX};
+use twopc_participant::runtime::{MAX_PARKED_READS, PARKED_READ_RECHECK, READ_WAIT_MAX};
 use twopc_participant::store::{self, ParticipantWal};
 use twopc_wal::{Durability, Lsn, Wal, WalBatch};
 
@@ -24,6 +24,8 @@ use twopc_wal::{Durability, Lsn, Wal, WalBatch};
 pub const TICK_MS: u64 = 500;
 /// How long a read waits for a prepared writer (the runtime's `READ_WAIT_MAX`).
 const READ_WAIT_MS: u64 = READ_WAIT_MAX.as_millis() as u64;
+/// How often waiting reads are looked at (the runtime's `PARKED_READ_RECHECK`).
+const READ_RECHECK_MS: u64 = PARKED_READ_RECHECK.as_millis() as u64;
 
 /// What a written batch completes.
 #[derive(Debug)]
@@ -58,6 +60,8 @@ pub struct ParticipantNode {
     /// Reads waiting for a prepared writer of one of their keys (the
     /// runtime's parked reads): caller, call, keys, deadline.
     parked: Vec<(Addr, CallId, Vec<Key>, u64)>,
+    /// A `ReadRecheck` timer is set.
+    recheck_armed: bool,
 }
 
 impl ParticipantNode {
@@ -74,6 +78,7 @@ impl ParticipantNode {
             next_req: 0,
             asking: BTreeMap::new(),
             parked: Vec::new(),
+            recheck_armed: false,
         }
     }
 
@@ -93,6 +98,7 @@ impl ParticipantNode {
         self.pending.clear();
         self.asking.clear();
         self.parked.clear();
+        self.recheck_armed = false;
         let mut prepared = Vec::new();
         let mut decided = Vec::new();
         // The latest Heuristic record of a txid wins (as in the runtime).
@@ -164,24 +170,47 @@ impl ParticipantNode {
         self.feed(env, event);
     }
 
-    /// Serves a read now, or parks it while a prepared writer of one of
-    /// its keys may already be committed (the runtime's `read`).
+    /// Serves a read now, parks it while a prepared writer of one of its
+    /// keys may already be committed, or fails it once the writer stayed
+    /// in doubt past the deadline (the runtime's `read`).
     fn read(&mut self, env: &mut Env, from: Addr, call: CallId, keys: Vec<Key>, deadline_ms: u64) {
-        let waiting = keys.iter().any(|k| self.engine.pending_writer(k).is_some());
-        if waiting && env.now_ms < deadline_ms && self.parked.len() < MAX_PARKED_READS {
-            self.parked.push((from, call, keys, deadline_ms));
-            return;
-        }
-        let values = if waiting && env.now_ms < deadline_ms {
-            Err(format!("overloaded: {MAX_PARKED_READS} reads waiting for prepared writers"))
-        } else {
-            let wal: &ParticipantWal = &self.disk.wal;
-            keys.iter()
-                .map(|k| store::get(wal, k))
-                .collect::<Result<Vec<Versioned>, ServiceError>>()
-                .map_err(|e| e.to_string())
+        let writer = keys.iter().find_map(|k| self.engine.pending_writer(k)).cloned();
+        let values = match writer {
+            Some(_) if env.now_ms < deadline_ms && self.parked.len() < MAX_PARKED_READS => {
+                self.parked.push((from, call, keys, deadline_ms));
+                if !std::mem::replace(&mut self.recheck_armed, true) {
+                    env.timer(self.me(), READ_RECHECK_MS, Timer::ReadRecheck);
+                }
+                return;
+            }
+            Some(_) if env.now_ms < deadline_ms => {
+                Err(format!("overloaded: {MAX_PARKED_READS} reads waiting for prepared writers"))
+            }
+            Some(writer) => Err(format!("unavailable: written by {writer}, still in doubt")),
+            None => {
+                let wal: &ParticipantWal = &self.disk.wal;
+                keys.iter()
+                    .map(|k| store::get(wal, k))
+                    .collect::<Result<Vec<Versioned>, ServiceError>>()
+                    .map_err(|e| e.to_string())
+            }
         };
         env.respond(self.me(), from, call, Response::Read(values));
+    }
+
+    /// The writers waiting reads wait for are asked about (the runtime's
+    /// `recheck_parked_reads`), and the reads looked at again.
+    fn recheck_parked(&mut self, env: &mut Env) {
+        self.recheck_armed = false;
+        let writers: std::collections::BTreeSet<TxnId> = self
+            .parked
+            .iter()
+            .flat_map(|(_, _, keys, _)| keys.iter().filter_map(|k| self.engine.pending_writer(k).cloned()))
+            .collect();
+        for txid in writers {
+            self.feed(env, Event::ReadWaiting { txid, now_ms: env.now_ms });
+        }
+        self.release_parked(env);
     }
 
     /// Retries every parked read (after an outcome applied, or a tick).
@@ -232,6 +261,7 @@ impl ParticipantNode {
             Timer::CallTimeout(call) => {
                 self.asking.remove(&call);
             }
+            Timer::ReadRecheck => self.recheck_parked(env),
             other => panic!("{}: unexpected timer {other:?}", self.id),
         }
     }
