@@ -122,6 +122,19 @@ async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> 
         .await?;
     let out = admin(&config, &["show", &txid.to_string()], None)?;
     assert!(text(&out).contains("HEURISTIC-MIXED"), "{}", text(&out));
+    let shown = json(&admin(&config, &["show", &txid.to_string(), "--json"], None)?);
+    assert_eq!(shown["coordinator"]["txid"], txid.to_string(), "{shown}");
+    assert_eq!(shown["participants"]["p1"]["txid"], txid.to_string(), "{shown}");
+    assert_eq!(shown["participants"]["p1"]["heuristic"]["decision"], "abort", "{shown}");
+    // Listed without knowing the txid: every participant's forced outcome.
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    let listed = json(&out)["heuristics"].clone();
+    let at_p1 = listed.as_array().unwrap().iter().find(|h| h["participant"] == "p1").cloned().unwrap_or_default();
+    assert_eq!(at_p1["txid"], txid.to_string(), "{listed}");
+    assert_eq!(at_p1["forced"], "abort", "{listed}");
+    assert_eq!(at_p1["mixed"], true, "{listed}");
+    let out = admin(&config, &["heuristics"], None)?;
+    assert!(text(&out).contains("MIXED: coordinator decided"), "{}", text(&out));
     assert!(cluster.log("c1").contains("heuristic-mixed"), "the coordinator's log says it");
     assert!(cluster.log("p1").contains("heuristic-mixed"), "the participant's log says it");
     Ok(())

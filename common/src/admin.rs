@@ -60,6 +60,9 @@ pub enum AdminRequest {
     Resolve { txid: TxnId, commit: bool, reason: String },
     /// Coordinator only: the cluster (token removed), for `--coordinator`.
     Cluster,
+    /// Participant only: every outcome forced here by an operator (kept
+    /// for good), agreeing with the coordinator or not.
+    Heuristics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -387,7 +387,7 @@ impl EngineTask {
             AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
             AdminRequest::Show(txid) => Ok(AdminReply::Txn(Box::new(self.engine.view(&txid)))),
             AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.to_toml())),
-            AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } => {
+            AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } | AdminRequest::Heuristics => {
                 Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
             }
             AdminRequest::Recover => {

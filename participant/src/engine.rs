@@ -593,6 +593,11 @@ impl Engine {
         view
     }
 
+    /// Transactions whose outcome an operator forced here.
+    pub fn heuristic_txids(&self) -> impl Iterator<Item = &TxnId> {
+        self.heuristics.keys()
+    }
+
     /// Forced outcomes recorded here, and how many conflict with the
     /// coordinator's decision.
     pub fn heuristic_counts(&self) -> (usize, usize) {

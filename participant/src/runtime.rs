@@ -352,6 +352,11 @@ impl EngineTask {
                 let e = ServiceError::Invalid("ask a coordinator for the cluster".into());
                 return drop(reply.send(Err(e)));
             }
+            AdminRequest::Heuristics => {
+                let views =
+                    self.engine.heuristic_txids().take(MAX_ADMIN_LIST).map(|txid| self.engine.view(txid)).collect();
+                return drop(reply.send(Ok(AdminReply::Txns(views))));
+            }
             AdminRequest::Recover => Event::RecoverNow { req: self.next_req },
             AdminRequest::Resolve { txid, commit, reason } => {
                 Event::Heuristic { req: self.next_req, txid, commit, reason, now_ms: now_ms() }

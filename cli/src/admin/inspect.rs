@@ -1,4 +1,5 @@
-//! The read-only admin commands: `status`, `in-doubt`, `show`, `locks`.
+//! The read-only admin commands: `status`, `in-doubt`, `show`, `heuristics`,
+//! `locks`.
 
 use super::nodes::{Cluster, Node};
 use super::render::{age, key, now_ms, table};
@@ -65,7 +66,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         println!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
-            println!("HEURISTIC-MIXED: {mixed} forced outcome(s) disagree with the coordinator; see `twopc admin in-doubt` and `show`");
+            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} at the processes above); `twopc admin heuristics` lists them");
         }
     }
     Ok(complete_if(all_reached))
@@ -226,15 +227,14 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
     if json {
         let participants: BTreeMap<&str, serde_json::Value> = views
             .iter()
-            .map(|(id, v)| {
-                (id.as_str(), v.as_ref().map_or_else(|e| serde_json::json!({ "error": e }), |v| serde_json::json!(v)))
-            })
+            .map(|(id, v)| (id.as_str(), v.as_ref().map_or_else(|e| serde_json::json!({ "error": e }), view_json)))
             .collect();
         println!(
             "{}",
             serde_json::json!({
                 "txid": txid.to_string(), "known": known, "decision": decision,
-                "coordinator": coordinator, "participants": participants, "heuristic_mixed": mixed,
+                "coordinator": coordinator.as_ref().map(view_json), "participants": participants,
+                "heuristic_mixed": mixed,
             })
         );
     } else {
@@ -288,6 +288,17 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
         }
     }
     Ok(if known { ADMIN_OK } else { ADMIN_UNKNOWN_TXN })
+}
+
+/// One process's view as JSON, in the admin JSON's own terms: the txid as
+/// `c1.2.3`, keys as text.
+fn view_json(v: &TxnView) -> serde_json::Value {
+    serde_json::json!({
+        "node": v.node, "state": v.state, "txid": v.txid.as_ref().map(ToString::to_string),
+        "participants": v.participants, "since_ms": v.since_ms,
+        "locks": v.locks.iter().map(|k| key(k)).collect::<Vec<_>>(), "writes": v.writes,
+        "unacked": v.unacked, "heuristic": v.heuristic, "mixed": v.mixed,
+    })
 }
 
 /// Every disagreement between a forced outcome and the coordinator.
@@ -350,6 +361,66 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
         for u in unreachable {
             println!("warning: could not ask {u}");
         }
+    }
+    Ok(code)
+}
+
+/// Every forced outcome at every participant, mixed ones first.
+pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
+    let mut found = Vec::new();
+    let mut unreachable = Vec::new();
+    for node in cluster.participants() {
+        match cluster.admin(node, AdminRequest::Heuristics).await? {
+            Ok(AdminReply::Txns(views)) => {
+                for view in views {
+                    let (Some(txid), Some(forced)) = (view.txid, view.heuristic) else { continue };
+                    found.push((forced.conflict.is_none(), txid, node.id.clone(), forced));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => unreachable.push(unreachable_note(node, &e)),
+        }
+    }
+    found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    let code = complete_if(unreachable.is_empty());
+    if json {
+        let all: Vec<_> = found
+            .iter()
+            .map(|(_, txid, participant, h)| {
+                serde_json::json!({
+                    "txid": txid.to_string(), "participant": participant, "forced": h.decision,
+                    "at_ms": h.at_ms, "reason": h.reason, "mixed": h.conflict.is_some(),
+                    "coordinator_decision": h.conflict,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "heuristics": all, "unreachable": unreachable }));
+        return Ok(code);
+    }
+    if found.is_empty() {
+        println!("no outcome was forced");
+    } else {
+        let now = now_ms();
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|(_, txid, participant, h)| {
+                vec![
+                    txid.to_string(),
+                    participant.clone(),
+                    h.decision.clone(),
+                    h.conflict.as_ref().map_or_else(|| "-".into(), |c| format!("MIXED: coordinator decided {c}")),
+                    age(now.saturating_sub(h.at_ms)),
+                    h.reason.clone(),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
+        if found.iter().any(|(agrees, ..)| !agrees) {
+            println!("MIXED: part of that transaction committed and part aborted; repair its data by hand (`twopc admin show TXID` has its participants)");
+        }
+    }
+    for u in unreachable {
+        println!("warning: could not ask {u}");
     }
     Ok(code)
 }

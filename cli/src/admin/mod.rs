@@ -114,6 +114,11 @@ pub enum AdminCommand {
         #[arg(long, default_value = "forced by twopc admin resolve")]
         reason: String,
     },
+    /// Every outcome an operator forced (`resolve`), at every participant:
+    /// when, why, and whether it disagrees with the coordinator's decision
+    /// (heuristic-mixed: the data of that transaction is not atomic, and
+    /// needs an operator's repair).
+    Heuristics,
     /// The lock table: which transaction holds which key, since when.
     Locks {
         /// Only this key.
@@ -154,6 +159,7 @@ pub async fn run(args: AdminArgs) -> u8 {
             AdminCommand::InDoubt => inspect::in_doubt(&cluster, json).await,
             AdminCommand::Show { txid } => inspect::show(&cluster, &nodes::parse_txid(&txid)?, json).await,
             AdminCommand::Locks { key } => inspect::locks(&cluster, key, json).await,
+            AdminCommand::Heuristics => inspect::heuristics(&cluster, json).await,
             AdminCommand::Recover { wait } => act::recover(&cluster, wait, json).await,
             AdminCommand::Resolve { txid, commit, abort: _, force, reason } => {
                 act::resolve(&cluster, &nodes::parse_txid(&txid)?, commit, force, &reason, json).await
