@@ -1,5 +1,8 @@
 //! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
-//! exactly one JSON object for scripts. Bytes are shown as UTF-8, lossily.
+//! exactly one JSON object for scripts. Bytes are shown as UTF-8, lossily;
+//! in human lines, control characters are escaped (`\n`, `\u{0}`, `\u{1b}`):
+//! one read stays one line, and a value cannot drive the terminal.
+//! (`twopc get --raw` writes a value's exact bytes.)
 
 use serde_json::{json, Map, Value as Json};
 
@@ -62,8 +65,8 @@ pub fn reads_human(reads: &[Read]) -> String {
     reads
         .iter()
         .map(|(key, value)| match value {
-            Some(v) => format!("{} = {}\n", lossy(key), lossy(v)),
-            None => format!("{} = (absent)\n", lossy(key)),
+            Some(v) => format!("{} = {}\n", printable(key), printable(v)),
+            None => format!("{} = (absent)\n", printable(key)),
         })
         .collect()
 }
@@ -95,9 +98,29 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// [`lossy`], with control characters escaped.
+fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for c in String::from_utf8_lossy(bytes).chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_lines_escape_control_characters() {
+        let reads = vec![(b"k\n".to_vec(), Some(b"a\0b\x1b[2Jc\xffd".to_vec()))];
+        assert_eq!(reads_human(&reads), "k\\n = a\\u{0}b\\u{1b}[2Jc\u{fffd}d\n");
+        assert_eq!(reads_json(&reads), "{\"reads\":{\"k\\n\":\"a\\u0000b\\u001b[2Jc\u{fffd}d\"}}");
+    }
 
     fn reads() -> Vec<Read> {
         vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)]

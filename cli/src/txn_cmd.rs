@@ -124,8 +124,18 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
 
 fn key_arg<'a>(words: &mut impl Iterator<Item = &'a String>, op: &str, usage: &str) -> Result<Vec<u8>, String> {
     let key = words.next().ok_or_else(|| format!("{op}: missing K (usage: {usage})"))?;
-    check_key(key.as_bytes()).map_err(|e| format!("{op} {key:?}: {e}"))?;
+    check_key(key.as_bytes()).map_err(|e| format!("{op} {}: {e}", abbreviated(key)))?;
     Ok(key.as_bytes().to_vec())
+}
+
+/// `text` quoted, cut after [`SHOWN_CHARS`] characters: an error about a
+/// 4 KiB key need not repeat it.
+fn abbreviated(text: &str) -> String {
+    const SHOWN_CHARS: usize = 40;
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+        None => format!("{text:?}"),
+    }
 }
 
 fn value_arg<'a>(words: &mut impl Iterator<Item = &'a String>, op: &str, usage: &str) -> Result<Vec<u8>, String> {

@@ -23,17 +23,19 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
         }
     }
     let deadline = Instant::now() + wait;
+    // A progress line redrawn in place: only on a terminal.
+    let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let after = loop {
         let (now, _) = collect_in_doubt(cluster).await?;
         if now.is_empty() || Instant::now() >= deadline {
             break now;
         }
-        if !json {
+        if progress {
             eprint!("\rwaiting for {} transaction(s) to resolve...", now.len());
         }
         tokio::time::sleep(RECOVER_POLL).await;
     };
-    if !json {
+    if progress {
         eprint!("\r\x1b[K");
     }
     let left: BTreeSet<&str> = after.iter().map(|e| e.txid.as_str()).collect();

@@ -98,11 +98,12 @@ pub enum AdminCommand {
     /// A forced outcome is recorded in the participant's log as heuristic,
     /// with time and reason, and survives restarts. If the coordinator later
     /// holds the other decision, both sides report heuristic-mixed.
+    #[command(group = clap::ArgGroup::new("outcome").required(true).args(["commit", "abort"]))]
     Resolve {
         /// Transaction id, e.g. c1.3.17.
         txid: String,
         /// Commit it.
-        #[arg(long, conflicts_with = "abort", required_unless_present = "abort")]
+        #[arg(long)]
         commit: bool,
         /// Abort it.
         #[arg(long)]
