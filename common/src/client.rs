@@ -279,14 +279,27 @@ impl Client {
     /// uses a fresh connection.
     async fn resolve(&self, txid: TxnId, first_error: String) -> Result<TxnId, ClientError> {
         let mut last = first_error;
+        // A coordinator that hangs (rather than refuses) must not stretch
+        // the window: every question ends by the window's end.
+        let window_ends = tokio::time::Instant::now() + OUTCOME_QUERY_INTERVAL * OUTCOME_QUERY_ATTEMPTS;
         for _ in 0..OUTCOME_QUERY_ATTEMPTS {
-            match self.outcome(&txid).await {
-                Ok(OutcomeStatus::Committed) => return Ok(txid),
-                Ok(OutcomeStatus::Aborted) => {
+            match tokio::time::timeout_at(window_ends, self.outcome(&txid)).await {
+                Ok(Ok(OutcomeStatus::Committed)) => return Ok(txid),
+                Ok(Ok(OutcomeStatus::Aborted)) => {
                     return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
                 }
-                Ok(OutcomeStatus::Pending) => last = "still pending".into(),
-                Err(e) => last = e.to_string(),
+                Ok(Ok(OutcomeStatus::Pending)) => last = "still pending".into(),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => {
+                    last = format!(
+                        "{last}; then the coordinator did not answer within {:?}",
+                        OUTCOME_QUERY_INTERVAL * OUTCOME_QUERY_ATTEMPTS
+                    );
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() + OUTCOME_QUERY_INTERVAL >= window_ends {
+                break;
             }
             tokio::time::sleep(OUTCOME_QUERY_INTERVAL).await;
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
-use twopc_common::net::context_with_timeout;
+use twopc_common::net::{context_with_timeout, GUARD_SLACK};
 use twopc_common::service::CoordinatorRpc;
 use twopc_common::txn::{check_key, check_read_reply};
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
@@ -40,7 +40,7 @@ impl CoordinatorRpc for CoordinatorServer {
         self.handle.begin(count).await
     }
 
-    async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
+    async fn read(self, ctx: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
             return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
@@ -49,14 +49,17 @@ impl CoordinatorRpc for CoordinatorServer {
         for (i, key) in keys.iter().enumerate() {
             by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);
         }
+        // The participants get less time than the client gave: a slow one
+        // is then named in the answer, before the client's own deadline.
+        let timeout = forwarded_timeout(ctx.deadline);
         let reads = by_owner.into_iter().map(|(owner, indexes)| {
             let peer = self.handle.participants[&owner].clone();
             let wanted: Vec<Key> = indexes.iter().map(|i| keys[*i].clone()).collect();
             async move {
                 let got = peer
-                    .call(|c| {
+                    .call_within(timeout.saturating_add(GUARD_SLACK), |c| {
                         let wanted = wanted.clone();
-                        async move { c.read(context_with_timeout(RPC_TIMEOUT), wanted).await }
+                        async move { c.read(context_with_timeout(timeout), wanted).await }
                     })
                     .await;
                 let values = got.map_err(|e| ServiceError::Unavailable(format!("participant {owner}: {e}")))??;
@@ -109,4 +112,18 @@ impl CoordinatorRpc for CoordinatorServer {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// What a forwarded read leaves the client to hear its answer (or the
+/// participant's failure) before its own deadline.
+pub const FORWARD_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The deadline of a call forwarded on behalf of a request due by
+/// `deadline`: [`FORWARD_MARGIN`] earlier, at most [`RPC_TIMEOUT`], at
+/// least 100 ms.
+fn forwarded_timeout(deadline: std::time::Instant) -> std::time::Duration {
+    deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .saturating_sub(FORWARD_MARGIN)
+        .clamp(std::time::Duration::from_millis(100), RPC_TIMEOUT)
 }
