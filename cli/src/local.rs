@@ -137,6 +137,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         if !same_nodes(&existing, &wanted) {
             return Err(mismatch(&path, &existing, args));
         }
+        missing_data_dir(&existing, &args.dir)?;
         // The file as written (it may set vnodes or an admin token).
         existing
     } else {
@@ -152,6 +153,29 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         write_config(&path, &cluster, args)?;
     }
     Ok((cluster, path, reused))
+}
+
+/// Refuses a cluster that ran before (some node has its data directory)
+/// with a node's data directory gone: started empty, that node would
+/// silently lose its committed data (a coordinator, its decisions).
+fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
+    let ids: Vec<&str> = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str()).collect();
+    let (present, missing): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| dir.join(id).exists());
+    match (present.first(), missing.first()) {
+        (Some(_), Some(_)) => Err(format!(
+            "{} ran before ({} has data) but the data director{} of {} {} missing: started empty, {} would \
+             silently lose {} committed data. Restore {}, or start a new cluster with another --dir",
+            dir.display(),
+            present.join(", "),
+            if missing.len() == 1 { "y" } else { "ies" },
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "they" },
+            if missing.len() == 1 { "its" } else { "their" },
+            missing.iter().map(|id| dir.join(id).display().to_string()).collect::<Vec<_>>().join(", "),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// 128 random bits, hex.
@@ -390,6 +414,20 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let err = check_port_free(&addr).unwrap_err();
         assert!(err.contains(&addr) && err.contains("already in use") && err.contains("--base-port"), "{err}");
+    }
+
+    #[test]
+    fn a_lost_data_directory_is_refused_once_the_cluster_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterConfig::loopback(1, 2, 7000);
+        assert!(missing_data_dir(&cluster, dir.path()).is_ok(), "never ran: nothing to lose");
+        for id in ["c1", "p1", "p2"] {
+            std::fs::create_dir(dir.path().join(id)).unwrap();
+        }
+        assert!(missing_data_dir(&cluster, dir.path()).is_ok());
+        std::fs::remove_dir(dir.path().join("p1")).unwrap();
+        let refused = missing_data_dir(&cluster, dir.path()).unwrap_err();
+        assert!(refused.contains("p1") && refused.contains("silently lose"), "{refused}");
     }
 
     #[test]

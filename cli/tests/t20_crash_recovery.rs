@@ -74,7 +74,9 @@ async fn a_participant_killed_after_voting_yes_holds_its_locks_again_and_learns_
     cluster.kill("p1");
     cluster.spawn("p1", &[])?;
     assert_eq!(cluster.lock_holder("p1", &keys[0]).await?, Some(txid.clone()), "p1 lost its locks across the restart");
-    assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 applied before learning the outcome");
+    // Not applied, and no value from before it either: the read is refused.
+    let refused = cluster.read_at("p1", &keys[0]).await.expect_err("p1 answered a read past its in-doubt writer");
+    assert!(format!("{refused:#}").contains(&txid.to_string()), "{refused:#}");
 
     // The coordinator comes back (no faults) and re-drives its decision.
     cluster.spawn("c1", &[])?;
