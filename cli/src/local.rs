@@ -163,10 +163,11 @@ fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
     let (present, missing): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| dir.join(id).exists());
     match (present.first(), missing.first()) {
         (Some(_), Some(_)) => Err(format!(
-            "{} ran before ({} has data) but the data director{} of {} {} missing: started empty, {} would \
+            "{} ran before ({} {} data) but the data director{} of {} {} missing: started empty, {} would \
              silently lose {} committed data. Restore {}, or start a new cluster with another --dir",
             dir.display(),
             present.join(", "),
+            if present.len() == 1 { "has" } else { "have" },
             if missing.len() == 1 { "y" } else { "ies" },
             missing.join(", "),
             if missing.len() == 1 { "is" } else { "are" },

@@ -390,8 +390,8 @@ impl EngineTask {
         let answer = if tokio::time::Instant::now() >= deadline {
             ServiceError::Unavailable(format!(
                 "{:?} is written by {writer}, prepared at {} and still in doubt after {READ_WAIT_MAX:?} \
-                 (its coordinator {} has not given the outcome): the value before it may already be \
-                 overwritten, so none is returned; retry later, or see `twopc admin in-doubt`",
+                 (its coordinator {} has not given the outcome): the writer may be committed already, so \
+                 neither the old value nor the new one can be given; retry later, or see `twopc admin in-doubt`",
                 String::from_utf8_lossy(key),
                 self.engine.me(),
                 writer.coordinator
