@@ -87,6 +87,8 @@ pub struct ChaosArgs {
     /// their Prepared record is synced) or commit-before-sync (the
     /// coordinator answers Committed before its Commit record is synced).
     /// Aimed crashes then target the sabotaged role. Needs fault points.
+    /// (The third rule, ack-before-sync, is proven caught by
+    /// cli/tests/t30_durability_rules.rs, not by this harness.)
     #[arg(long, value_name = "RULE", value_parser = ["vote-before-sync", "commit-before-sync"])]
     sabotage: Option<String>,
     /// Bound on recovery after heal: every prepared transaction, lock and

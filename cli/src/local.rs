@@ -102,7 +102,7 @@ pub async fn run(args: LocalArgs) -> u8 {
         say!("{name}: stopping the cluster");
     }
     supervisor.stop().await;
-    say!("twopc local stopped; `twopc local --dir {}` resumes it with its data", args.dir.display());
+    say!("twopc local stopped; `{}` resumes it with its data", resume_command(&args));
     EXIT_OK
 }
 
@@ -155,15 +155,29 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
     Ok((cluster, path, reused))
 }
 
-/// Refuses a cluster that ran before (some node has its data directory)
-/// with a node's data directory gone: started empty, that node would
-/// silently lose its committed data (a coordinator, its decisions).
+/// The command that starts this cluster again: `--dir`, plus the flags
+/// that differ from their defaults.
+fn resume_command(args: &LocalArgs) -> String {
+    let mut command = format!("twopc local --dir {}", args.dir.display());
+    if args.participants != 3 {
+        command.push_str(&format!(" --participants {}", args.participants));
+    }
+    if args.base_port != 7000 {
+        command.push_str(&format!(" --base-port {}", args.base_port));
+    }
+    command
+}
+
+/// Refuses a cluster that ran before (some node has its log) with a node's
+/// data directory gone or emptied (an unmounted volume looks like that):
+/// started empty, that node would silently lose its committed data (a
+/// coordinator, its decisions).
 fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
     let ids: Vec<&str> = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str()).collect();
-    let (present, missing): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| dir.join(id).exists());
+    let (present, missing): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| dir.join(id).join("wal").exists());
     match (present.first(), missing.first()) {
         (Some(_), Some(_)) => Err(format!(
-            "{} ran before ({} {} data) but the data director{} of {} {} missing: started empty, {} would \
+            "{} ran before ({} {} data) but the data director{} of {} {} missing or empty: started empty, {} would \
              silently lose {} committed data. Restore {}, or start a new cluster with another --dir",
             dir.display(),
             present.join(", "),
@@ -418,17 +432,25 @@ mod tests {
     }
 
     #[test]
+    fn the_resume_hint_keeps_the_flags_that_matter() {
+        assert_eq!(resume_command(&args(3, 7000)), "twopc local --dir d");
+        assert_eq!(resume_command(&args(2, 7100)), "twopc local --dir d --participants 2 --base-port 7100");
+    }
+
+    #[test]
     fn a_lost_data_directory_is_refused_once_the_cluster_ran() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = ClusterConfig::loopback(1, 2, 7000);
         assert!(missing_data_dir(&cluster, dir.path()).is_ok(), "never ran: nothing to lose");
         for id in ["c1", "p1", "p2"] {
-            std::fs::create_dir(dir.path().join(id)).unwrap();
+            std::fs::create_dir_all(dir.path().join(id).join("wal")).unwrap();
         }
         assert!(missing_data_dir(&cluster, dir.path()).is_ok());
-        std::fs::remove_dir(dir.path().join("p1")).unwrap();
+        std::fs::remove_dir(dir.path().join("p1").join("wal")).unwrap();
         let refused = missing_data_dir(&cluster, dir.path()).unwrap_err();
-        assert!(refused.contains("p1") && refused.contains("silently lose"), "{refused}");
+        assert!(refused.contains("p1") && refused.contains("silently lose"), "emptied: {refused}");
+        std::fs::remove_dir(dir.path().join("p1")).unwrap();
+        assert!(missing_data_dir(&cluster, dir.path()).is_err(), "removed");
     }
 
     #[test]

@@ -118,7 +118,8 @@ enum Command {
     /// it sees this transaction's own earlier writes); `put K V`,
     /// `put-file K FILE` (FILE's bytes as the value, up to 1 MiB), `del K`,
     /// `expect K V` (commit only if K's committed value is V) and
-    /// `expect-absent K` (commit only if K is absent) are buffered and sent
+    /// `expect-absent K` (commit only if K is absent; conditions check the
+    /// committed value, not this transaction's own writes) are buffered and sent
     /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or
     /// `outcome unknown TXID: DETAIL`, then `K = V` / `K = (absent)` for each
     /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage or

@@ -71,6 +71,12 @@ async fn a_read_of_a_key_whose_writer_is_in_doubt_fails_naming_it() -> Result<()
     let message = format!("{err:#}");
     assert!(message.contains(&txid.to_string()) && message.contains("in doubt"), "{message}");
     // A key nobody is writing reads as usual.
-    assert_eq!(cluster.read_at("p1", b"untouched").await?.value, None);
+    let untouched = cluster.key_per_participant("untouched").remove(0);
+    assert_eq!(cluster.read_at("p1", &untouched).await?.value, None);
+    // A key p1 does not own is refused: the sender's participant list
+    // must differ from p1's.
+    let elsewhere = cluster.key_per_participant("elsewhere").remove(1);
+    let refused = cluster.read_at("p1", &elsewhere).await.expect_err("p1 answered for a key it does not own");
+    assert!(format!("{refused:#}").contains("cluster configuration mismatch"), "{refused:#}");
     Ok(())
 }

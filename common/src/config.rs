@@ -140,8 +140,18 @@ fn check_addr(addr: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("address {addr:?} has no host"));
     }
-    port.parse::<u16>().map_err(|_| format!("address {addr:?} has an invalid port"))?;
-    Ok(())
+    // A host name or an IP address (IPv6 in brackets): no spaces, no
+    // other punctuation; found here, not when that one node fails to listen.
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed && c == ':');
+    if !host.trim_start_matches('[').trim_end_matches(']').chars().all(allowed) {
+        return Err(format!("address {addr:?} has an invalid host {host:?}"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err(format!("address {addr:?} has port 0: a node must listen where the others can find it")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("address {addr:?} has an invalid port")),
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +175,14 @@ mod tests {
         let mut c = ClusterConfig::loopback(1, 2, 7000);
         c.participant[0].addr = "nowhere".into();
         assert!(c.validate().unwrap_err().contains("HOST:PORT"));
+        for bad in ["127.0.0.1:0", "not a host:7173", " 127.0.0.1:7171", "a/b:1"] {
+            c.participant[0].addr = bad.into();
+            assert!(c.validate().is_err(), "{bad:?} was accepted");
+        }
+        for good in ["db-1.example.com:7001", "[::1]:7001", "10.0.0.2:7001"] {
+            c.participant[0].addr = good.into();
+            assert!(c.validate().is_ok(), "{good:?} was refused");
+        }
         assert!(toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1").is_err());
     }
 }

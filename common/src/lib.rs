@@ -11,6 +11,7 @@
 //!   with a connection cap, and reconnecting peers.
 //! - [`connections`]: a server's live connections; at the cap, a new one
 //!   takes the slot of the one idle longest.
+//! - [`data_dir`]: the owner file that ties a data directory to its node.
 //! - [`open_files`]: a server's open-file limit and the connections it allows.
 //! - [`client`]: the application client library (begin / get / put / commit),
 //!   over one coordinator or the first reachable of several
@@ -22,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod connections;
 mod coordinator_set;
+pub mod data_dir;
 pub mod error;
 pub mod fault;
 pub mod ids;

@@ -51,6 +51,9 @@ pub enum CoordinatorError {
     Bind { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    /// The data directory is another node's (or its owner file failed).
+    #[error("{0}")]
+    DataDirOwner(String),
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -121,6 +124,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    twopc_common::data_dir::claim(&opts.data_dir, "coordinator", &opts.id).map_err(CoordinatorError::DataDirOwner)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.

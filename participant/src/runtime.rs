@@ -51,6 +51,9 @@ pub enum ParticipantError {
     Bind { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    /// The data directory is another node's (or its owner file failed).
+    #[error("{0}")]
+    DataDirOwner(String),
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -135,6 +138,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let addr = listen.unwrap_or(&entry.addr).to_string();
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
+    twopc_common::data_dir::claim(&opts.data_dir, "participant", &opts.id).map_err(ParticipantError::DataDirOwner)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
@@ -163,7 +167,8 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     tracing::info!(participant = %me, addr = %local, "participant serving");
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
-    let server = ParticipantServer { handle: Handle { mailbox }, admin_token };
+    let ring = Arc::new(opts.cluster.ring());
+    let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone() };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     Ok(Running::new(local, stopped, server))
 }

@@ -7,15 +7,20 @@ use futures::future::join_all;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ, MAX_PREPARE_BATCH};
+use twopc_common::ring::Ring;
 use twopc_common::service::ParticipantRpc;
 use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
-use twopc_common::{Key, Outcome, ServiceError, TxnId, Versioned, Vote};
+use twopc_common::{Key, NodeId, Outcome, ServiceError, TxnId, Versioned, Vote};
 
 #[derive(Clone)]
 pub struct ParticipantServer {
     pub(crate) handle: Handle,
     /// The admin token this process enforces (`None`: admin disabled).
     pub(crate) admin_token: Option<std::sync::Arc<str>>,
+    /// This participant's ring and id: a read of a key it does not own is
+    /// refused (the sender's cluster file differs), not answered "absent".
+    pub(crate) ring: std::sync::Arc<Ring>,
+    pub(crate) me: NodeId,
 }
 
 fn unexpected(reply: Reply) -> ServiceError {
@@ -50,6 +55,16 @@ impl ParticipantRpc for ParticipantServer {
             return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
         }
         keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        if let Some(key) = keys.iter().find(|k| *self.ring.owner(k) != self.me) {
+            return Err(ServiceError::ConfigMismatch(format!(
+                "{:?} belongs to {} in {}'s cluster file, not to {}: the sender routes keys with another \
+                 participant list",
+                String::from_utf8_lossy(key),
+                self.ring.owner(key),
+                self.me,
+                self.me
+            )));
+        }
         self.handle.read(keys).await
     }
 
