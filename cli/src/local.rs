@@ -31,6 +31,11 @@ const SMOKE_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Candidate smoke keys tried to find one owned by each participant.
 const SMOKE_KEY_CANDIDATES: usize = 100_000;
 
+/// Participants of `twopc local` unless `--participants` says otherwise.
+pub const DEFAULT_PARTICIPANTS: u16 = 3;
+/// The coordinator's port unless `--base-port` says otherwise.
+pub const DEFAULT_BASE_PORT: u16 = 7000;
+
 #[derive(Debug, Args)]
 pub struct LocalArgs {
     /// Directory of the cluster: DIR/cluster.toml, each server's data in
@@ -42,13 +47,13 @@ pub struct LocalArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 3,
+        default_value_t = DEFAULT_PARTICIPANTS,
         value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_LOCAL_PARTICIPANTS))
     )]
     pub participants: u16,
     /// The coordinator listens on 127.0.0.1:P and participant i on
     /// 127.0.0.1:P+i.
-    #[arg(long, value_name = "P", default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "P", default_value_t = DEFAULT_BASE_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub base_port: u16,
 }
 
@@ -159,10 +164,10 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
 /// that differ from their defaults.
 fn resume_command(args: &LocalArgs) -> String {
     let mut command = format!("twopc local --dir {}", args.dir.display());
-    if args.participants != 3 {
+    if args.participants != DEFAULT_PARTICIPANTS {
         command.push_str(&format!(" --participants {}", args.participants));
     }
-    if args.base_port != 7000 {
+    if args.base_port != DEFAULT_BASE_PORT {
         command.push_str(&format!(" --base-port {}", args.base_port));
     }
     command
@@ -173,24 +178,20 @@ fn resume_command(args: &LocalArgs) -> String {
 /// started empty, that node would silently lose its committed data (a
 /// coordinator, its decisions).
 fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
-    let ids: Vec<&str> = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str()).collect();
-    let (present, missing): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| dir.join(id).join("wal").exists());
-    match (present.first(), missing.first()) {
-        (Some(_), Some(_)) => Err(format!(
-            "{} ran before ({} {} data) but the data director{} of {} {} missing or empty: started empty, {} would \
-             silently lose {} committed data. Restore {}, or start a new cluster with another --dir",
-            dir.display(),
-            present.join(", "),
-            if present.len() == 1 { "has" } else { "have" },
-            if missing.len() == 1 { "y" } else { "ies" },
-            missing.join(", "),
-            if missing.len() == 1 { "is" } else { "are" },
-            if missing.len() == 1 { "it" } else { "they" },
-            if missing.len() == 1 { "its" } else { "their" },
-            missing.iter().map(|id| dir.join(id).display().to_string()).collect::<Vec<_>>().join(", "),
-        )),
-        _ => Ok(()),
+    let ids = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str());
+    let (present, missing): (Vec<&str>, Vec<&str>) =
+        ids.partition(|id| dir.join(id).join(twopc_common::data_dir::WAL_DIR).exists());
+    if present.is_empty() || missing.is_empty() {
+        return Ok(());
     }
+    Err(format!(
+        "{} ran before (nodes with data: {}), but these nodes' data directories are missing or empty: {}. \
+         Started empty, they would silently lose their committed data: restore them, or start a new cluster \
+         with another --dir",
+        dir.display(),
+        present.join(", "),
+        missing.iter().map(|id| dir.join(id).display().to_string()).collect::<Vec<_>>().join(", "),
+    ))
 }
 
 /// 128 random bits, hex.
@@ -443,10 +444,10 @@ mod tests {
         let cluster = ClusterConfig::loopback(1, 2, 7000);
         assert!(missing_data_dir(&cluster, dir.path()).is_ok(), "never ran: nothing to lose");
         for id in ["c1", "p1", "p2"] {
-            std::fs::create_dir_all(dir.path().join(id).join("wal")).unwrap();
+            std::fs::create_dir_all(dir.path().join(id).join(twopc_common::data_dir::WAL_DIR)).unwrap();
         }
         assert!(missing_data_dir(&cluster, dir.path()).is_ok());
-        std::fs::remove_dir(dir.path().join("p1").join("wal")).unwrap();
+        std::fs::remove_dir(dir.path().join("p1").join(twopc_common::data_dir::WAL_DIR)).unwrap();
         let refused = missing_data_dir(&cluster, dir.path()).unwrap_err();
         assert!(refused.contains("p1") && refused.contains("silently lose"), "emptied: {refused}");
         std::fs::remove_dir(dir.path().join("p1")).unwrap();

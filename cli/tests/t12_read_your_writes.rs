@@ -13,12 +13,7 @@ use support::Cluster;
 
 /// A cluster whose coordinator runs with `faults`.
 fn cluster_with_coordinator_faults(faults: &str) -> Result<Cluster> {
-    let mut cluster = Cluster::new(3);
-    for id in cluster.participant_ids() {
-        cluster.spawn(&id, &[])?;
-    }
-    cluster.spawn("c1", &[("TWOPC_FAULTS", faults)])?;
-    Ok(cluster)
+    Cluster::start_with_coordinator_env(3, &[("TWOPC_FAULTS", faults)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

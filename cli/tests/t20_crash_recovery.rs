@@ -13,14 +13,9 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the participants, then the coordinator with `faults` armed.
 fn cluster_with_coordinator_faults(faults: &str, sabotage: Option<&str>) -> Result<Cluster> {
-    let mut cluster = Cluster::new(3);
-    for id in cluster.participant_ids() {
-        cluster.spawn(&id, &[])?;
-    }
     let mut env = vec![("TWOPC_FAULTS", faults)];
     env.extend(sabotage.map(|s| ("TWOPC_SABOTAGE", s)));
-    cluster.spawn("c1", &env)?;
-    Ok(cluster)
+    Cluster::start_with_coordinator_env(3, &env)
 }
 
 async fn write_everywhere(cluster: &Cluster, keys: &[Vec<u8>]) -> Result<(TxnId, Result<TxnId, ClientError>)> {

@@ -1,13 +1,17 @@
 //! A server's data directory names its owner (`OWNER`: role and id,
 //! written and synced at the first start), so that a node started on
 //! another node's directory (directories swapped, a wrong `--data-dir`)
-//! refuses to start instead of serving that node's data as its own.
+//! refuses to start instead of serving that node's data as its own; and
+//! where in it the write-ahead log lives.
 
 use std::io::Write;
 use std::path::Path;
 
 /// The file, inside the data directory, that names its owner.
 pub const OWNER_FILE: &str = "OWNER";
+/// The write-ahead log's directory inside the data directory: a node has
+/// data once it exists.
+pub const WAL_DIR: &str = "wal";
 
 /// Claims `dir` for `role` `id`: writes the owner file if there is none
 /// (a new directory, or one from before owner files), else checks it.

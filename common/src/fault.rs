@@ -158,6 +158,9 @@ mod armed {
     }
 
     pub fn hit(point: &str) -> bool {
+        // A point not in the list could never be armed (`check_env`
+        // refuses its name): the list and the code must agree.
+        assert!(super::POINTS.contains(&point), "fault point {point:?} is missing from fault::POINTS");
         let Some(fault) = faults().get(point) else {
             return false;
         };

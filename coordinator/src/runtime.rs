@@ -129,7 +129,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_with(
-        &opts.data_dir.join("wal"),
+        &opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;

@@ -143,7 +143,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_with(
-        &opts.data_dir.join("wal"),
+        &opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;

@@ -95,6 +95,17 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts `participants` participants, then coordinator c1 with `env`
+    /// (e.g. `TWOPC_FAULTS`), and waits until all listen.
+    pub fn start_with_coordinator_env(participants: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        let mut cluster = Cluster::new(participants);
+        for id in cluster.participant_ids() {
+            cluster.spawn(&id, &[])?;
+        }
+        cluster.spawn("c1", env)?;
+        Ok(cluster)
+    }
+
     /// Starts every process (no faults) and waits until all listen.
     pub fn start(participants: usize) -> Result<Cluster> {
         let mut cluster = Cluster::new(participants);
