@@ -236,6 +236,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if matches!(cli.command, Command::Txn(_) | Command::Get(_) | Command::Outcome(_) | Command::Admin(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let runtime = match server_or_client_runtime(&cli.command) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -244,6 +247,18 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// A report piped into `head` ends the command the Unix way, killed by
+/// SIGPIPE, instead of panicking in `println!` (Rust ignores SIGPIPE, so a
+/// write to a closed pipe fails). Only for the client commands: they have
+/// no children to stop and nothing to clean up.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to the default, before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// A server runs on one thread (plus its WAL writer thread): every message

@@ -174,11 +174,50 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{txid}: committed"));
     commit.await??;
 
-    // Never committed: aborted for good (exit 1). Malformed: usage (exit 3).
-    let out = twopc(&["outcome", "--coordinator", &c, "c1.1.9999"])?;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Never minted: unknown (exit 3), and asking does not move the
+    // sequence, even for the largest id (it once crashed the coordinator's
+    // next begin). Malformed: usage (exit 3).
+    let epoch = txid.split('.').nth(1).unwrap().to_string();
+    for seq in ["9999", "18446744073709551614"] {
+        let out = twopc(&["outcome", "--coordinator", &c, &format!("c1.{epoch}.{seq}")])?;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("unknown transaction"), "{}", text(&out));
+    }
+    let out = twopc(&["txn", "--coordinator", &c, "put", "a", "3"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seq: u64 = text(&out)
+        .split(&format!("c1.{epoch}."))
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()?;
+    assert!(seq < 9999, "a question moved the sequence: {}", text(&out));
     let out = twopc(&["outcome", "--coordinator", &c, "not-a-txid"])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("not a transaction id"), "{}", text(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_piped_into_a_reader_that_stops_ends_quietly() -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let cluster = Cluster::start(1)?;
+    let c = cluster.coordinator_addr();
+    // About 300 KB of output: more than a pipe holds.
+    let keys: Vec<String> = (0..10_000).map(|i| format!("a-rather-long-key-{i:06}")).collect();
+    let mut child = Command::new(twopc_bin())
+        .args(["get", "--coordinator", &c])
+        .args(&keys)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // The reader stops at once, like `| head -1` after its line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output()?;
+    // Killed by SIGPIPE, like any Unix tool, not a panic (exit 101).
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {}", out.status, text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
     Ok(())
 }

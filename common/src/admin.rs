@@ -145,6 +145,8 @@ pub fn authorise(given: &str, expected: Option<&str>) -> Result<(), crate::Servi
         None => Err(crate::ServiceError::Unauthorised(format!(
             "admin operations are disabled on this process: start it with {ADMIN_TOKEN_ENV} or an admin_token in the cluster file"
         ))),
+        // Belt and braces: the cluster file refuses an empty token.
+        Some("") => Err(crate::ServiceError::Unauthorised("admin is disabled: the admin token is empty".into())),
         Some(expected) if token_matches(given, expected) => Ok(()),
         Some(_) => Err(crate::ServiceError::Unauthorised("wrong admin token".into())),
     }
@@ -161,6 +163,7 @@ mod tests {
         assert!(!token_matches("secret", "secret2"));
         assert!(!token_matches("", "secret"));
         assert!(authorise("x", None).is_err());
+        assert!(authorise("", Some("")).is_err(), "an empty token authorises nobody");
         assert!(authorise("x", Some("y")).is_err());
         assert!(authorise("y", Some("y")).is_ok());
     }

@@ -63,7 +63,7 @@ impl ClusterConfig {
     /// errors.
     pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
         let config: ClusterConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Malformed { path: source.to_string(), detail: e.message().to_string() })?;
+            .map_err(|e| ConfigError::Malformed { path: source.to_string(), detail: located(text, &e) })?;
         config.validate().map_err(|detail| ConfigError::Invalid { path: source.to_string(), detail })?;
         Ok(config)
     }
@@ -78,6 +78,10 @@ impl ClusterConfig {
         }
         if !(1..=MAX_VNODES).contains(&self.vnodes) {
             return Err(format!("vnodes = {} is outside 1..={MAX_VNODES}", self.vnodes));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            // An empty token would let anyone force outcomes.
+            return Err("admin_token is empty: set a secret, or remove the line to disable admin".into());
         }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
@@ -154,6 +158,18 @@ fn check_addr(addr: &str) -> Result<(), String> {
     }
 }
 
+/// A parse error's message and the line it points at (for a missing
+/// field, the line of the entry that lacks it).
+fn located(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +200,11 @@ mod tests {
             assert!(c.validate().is_ok(), "{good:?} was refused");
         }
         assert!(toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1").is_err());
+        let missing = "[[coordinator]]\nid = 'c1'\naddr = '127.0.0.1:1'\n\n[[participant]]\nid = 'p1'\n";
+        let e = ClusterConfig::parse(missing, "f").unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("addr"), "{e}");
+        let mut c = ClusterConfig::loopback(1, 2, 7000);
+        c.admin_token = Some(" ".into());
+        assert!(c.validate().unwrap_err().contains("admin_token is empty"));
     }
 }

@@ -9,6 +9,8 @@
 //! - [`service`]: the tarpc service traits (participant, coordinator, admin).
 //! - [`net`]: TCP transport (TCP_NODELAY, keepalive, frame cap), listeners
 //!   with a connection cap, and reconnecting peers.
+//! - [`frame_gate`]: a process-wide bound on the memory of requests still
+//!   being received.
 //! - [`connections`]: a server's live connections; at the cap, a new one
 //!   takes the slot of the one idle longest.
 //! - [`data_dir`]: the owner file that ties a data directory to its node.
@@ -26,6 +28,7 @@ mod coordinator_set;
 pub mod data_dir;
 pub mod error;
 pub mod fault;
+pub mod frame_gate;
 pub mod ids;
 pub mod limits;
 pub mod net;

@@ -1,7 +1,9 @@
 //! TCP plumbing for the tarpc services: TCP_NODELAY on every socket, a
-//! frame-size cap, bounded in-flight requests, and peers that reconnect.
+//! frame-size cap, bounded memory for requests being received, bounded
+//! in-flight requests, and peers that reconnect.
 
 use crate::connections::{Activity, Admission, ConnectionTable};
+use crate::frame_gate::{GatedStream, LARGE_FRAME_RECEIVE_TIMEOUT, SERVER_FRAME_BUDGET};
 use crate::limits::{
     CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
@@ -21,17 +23,43 @@ pub const GUARD_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest any peer-to-peer RPC may take, whatever its deadline says.
 pub const CALL_GUARD: std::time::Duration = crate::limits::RPC_TIMEOUT.saturating_add(GUARD_SLACK);
 
-/// Wraps a connected socket as a tarpc transport.
+/// A server's side of a connection: its inbound frames pass the
+/// [`frame_gate`](crate::frame_gate).
+pub type ServerTransport<In, Out> =
+    tarpc::serde_transport::Transport<GatedStream<TcpStream>, In, Out, Bincode<In, Out>>;
+
+/// Wraps a connected socket as a client's tarpc transport (its inbound
+/// frames are the answers of a server it chose to call).
 pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
 where
     In: DeserializeOwned,
     Out: Serialize,
 {
+    tune(&stream);
+    tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default())
+}
+
+/// Wraps an accepted socket as a server's tarpc transport: the memory of
+/// requests still being received is bounded process-wide.
+pub fn server_transport<In, Out>(stream: TcpStream) -> ServerTransport<In, Out>
+where
+    In: DeserializeOwned,
+    Out: Serialize,
+{
+    tune(&stream);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown peer".to_string());
+    let gated = GatedStream::new(stream, peer, &SERVER_FRAME_BUDGET, LARGE_FRAME_RECEIVE_TIMEOUT);
+    tarpc::serde_transport::new(Framed::new(gated, codec()), Bincode::default())
+}
+
+fn tune(stream: &TcpStream) {
     // Latency matters more than packet count: small RPCs go out at once.
     let _ = stream.set_nodelay(true);
-    let _ = set_keepalive(&stream);
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
-    tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
+    let _ = set_keepalive(stream);
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
 }
 
 /// A connection idle this long gets TCP keepalive probes...
@@ -178,7 +206,7 @@ macro_rules! serve_tarpc {
         $crate::net::accept_loop($listener, $crate::net::server_connection_limit(), move |stream, activity| {
             let server = server.clone();
             async move {
-                ::tarpc::server::BaseChannel::with_defaults($crate::net::transport(stream))
+                ::tarpc::server::BaseChannel::with_defaults($crate::net::server_transport(stream))
                     .max_concurrent_requests($crate::limits::MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
                     .execute(server.serve())
                     .for_each(|request| {

@@ -570,13 +570,15 @@ impl Engine {
             Some(Known::Aborted) => return out.push(reply(OutcomeStatus::Aborted)),
             None => {}
         }
-        if txid.epoch == self.epoch && (self.open.remove(&txid.seq).is_some() || txid.seq >= self.next_seq) {
-            // Begun but not committing, or not even minted: abort it for good.
-            self.next_seq = self.next_seq.max(txid.seq + 1);
+        if txid.epoch == self.epoch && self.open.remove(&txid.seq).is_some() {
+            // Begun but not committing: abort it for good.
             self.known.insert(txid, Known::Aborted);
             return out.push(reply(OutcomeStatus::Aborted));
         }
-        if txid.epoch > self.epoch {
+        if txid.epoch > self.epoch || (txid.epoch == self.epoch && txid.seq >= self.next_seq) {
+            // Never minted: unknown, and asking changes nothing. (A question
+            // once moved the sequence past the id asked about, so one about
+            // seq u64::MAX - 1 made the next begin overflow.)
             let e = ServiceError::UnknownTxn(txid);
             return out.push(Command::Reply { req, reply: Reply::Error(e) });
         }

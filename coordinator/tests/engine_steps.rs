@@ -220,13 +220,22 @@ fn an_answered_abort_is_final() {
     );
     let out = e.handle(Event::Commit { req: 3, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
     assert_eq!(out, vec![reply(3, Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted)))]);
-    // A txid not minted yet is aborted too, and is never minted later.
-    let future = txid(2, 50);
-    assert_eq!(
-        e.handle(Event::Outcome { req: 4, txid: future }),
-        vec![reply(4, Reply::Status(OutcomeStatus::Aborted))]
-    );
-    assert_eq!(begin(&mut e, 5), txid(2, 51));
+}
+
+#[test]
+fn a_question_about_a_txid_never_minted_changes_nothing() {
+    let mut e = engine();
+    assert_eq!(begin(&mut e, 1), txid(2, 1));
+    for seq in [50, u64::MAX - 1, u64::MAX] {
+        let future = txid(2, seq);
+        assert_eq!(
+            e.handle(Event::Outcome { req: 2, txid: future.clone() }),
+            vec![reply(2, Reply::Error(ServiceError::UnknownTxn(future)))]
+        );
+    }
+    // The sequence did not move (it once jumped past the question, and a
+    // question about seq u64::MAX - 1 made this begin overflow).
+    assert_eq!(begin(&mut e, 3), txid(2, 2));
 }
 
 #[test]

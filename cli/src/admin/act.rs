@@ -2,7 +2,7 @@
 
 use super::inspect::{collect_in_doubt, coordinator_decision};
 use super::nodes::Cluster;
-use super::{Failure, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
+use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use twopc_common::admin::{AdminReply, AdminRequest};
@@ -25,10 +25,10 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
     let deadline = Instant::now() + wait;
     // A progress line redrawn in place: only on a terminal.
     let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let after = loop {
-        let (now, _) = collect_in_doubt(cluster).await?;
+    let (after, not_asked) = loop {
+        let (now, not_asked) = collect_in_doubt(cluster).await?;
         if now.is_empty() || Instant::now() >= deadline {
-            break now;
+            break (now, not_asked);
         }
         if progress {
             eprint!("\rwaiting for {} transaction(s) to resolve...", now.len());
@@ -46,7 +46,8 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
         println!(
             "{}",
             serde_json::json!({
-                "asked": asked, "resolved": resolved, "still_in_doubt": after, "unreachable": unreachable,
+                "asked": asked, "resolved": resolved, "still_in_doubt": after,
+                "unreachable": unreachable, "not_checked": not_asked,
             })
         );
     } else {
@@ -54,8 +55,11 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             println!("{id}: re-sent {n} question(s)/commit(s)");
         }
         println!("resolved {} transaction(s){}", resolved.len(), list(&resolved));
-        if after.is_empty() {
+        if after.is_empty() && not_asked.is_empty() {
             println!("nothing is in doubt");
+        } else if after.is_empty() {
+            // An unreachable participant may hold prepared transactions.
+            println!("nothing is in doubt at the processes reached; not checked: {}", not_asked.join(", "));
         } else {
             println!("still in doubt: {}", after.len());
             for e in &after {
@@ -66,7 +70,13 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             println!("warning: could not ask {u}");
         }
     }
-    Ok(if after.is_empty() { ADMIN_OK } else { ADMIN_REFUSED })
+    Ok(if !after.is_empty() {
+        ADMIN_REFUSED
+    } else if !unreachable.is_empty() || !not_asked.is_empty() {
+        ADMIN_INCOMPLETE
+    } else {
+        ADMIN_OK
+    })
 }
 
 fn list(txids: &[&str]) -> String {
@@ -86,14 +96,31 @@ pub async fn resolve(
     json: bool,
 ) -> Result<u8, Failure> {
     let wanted = if commit { "commit" } else { "abort" };
+    // Where it is in doubt, first: a txid no participant holds prepared
+    // needs no decision (and is refused as unknown, whatever is asked).
+    let mut holders = Vec::new();
+    let mut failed = Vec::new();
+    for node in cluster.participants() {
+        match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
+            Ok(AdminReply::Txn(view)) if view.state == "prepared" => holders.push(node),
+            Ok(_) => {}
+            Err(e) => failed.push(format!("{}: unreachable ({e})", node.id)),
+        }
+    }
+    if holders.is_empty() {
+        let code = if failed.is_empty() { ADMIN_UNKNOWN_TXN } else { ADMIN_INCOMPLETE };
+        let mut message = format!("{txid} is not in doubt at any reachable participant");
+        if !failed.is_empty() {
+            message.push_str(&format!(" (not asked: {})", failed.join("; ")));
+        }
+        return Err(Failure::new(code, message));
+    }
     let (decision, view) = coordinator_decision(cluster, txid).await?;
-    let reachable = view.is_some();
     let agrees = decision.starts_with(wanted);
-    let refusal = if !reachable {
+    let refusal = if view.is_none() {
         Some(format!(
-            "the coordinator of {txid} cannot be reached, so its decision is unknown; \
-             --force to {wanted} anyway (you take responsibility: if it decided otherwise, \
-             the mismatch will be reported as heuristic-mixed)"
+            "the decision of {txid} is {decision}; --force to {wanted} anyway (you take responsibility: \
+             if its coordinator decided otherwise, the mismatch will be reported as heuristic-mixed)"
         ))
     } else if decision == "deciding" {
         Some(format!(
@@ -112,27 +139,12 @@ pub async fn resolve(
     }
     let reason = if refusal.is_some() { format!("{reason} (forced against: {decision})") } else { reason.to_string() };
     let mut resolved = Vec::new();
-    let mut failed = Vec::new();
-    for node in cluster.participants() {
-        let state = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
-            Ok(AdminReply::Txn(view)) => view.state,
-            Ok(_) => continue,
-            Err(e) => {
-                failed.push(format!("{}: unreachable ({e})", node.id));
-                continue;
-            }
-        };
-        if state != "prepared" {
-            continue;
-        }
+    for node in holders {
         let request = AdminRequest::Resolve { txid: txid.clone(), commit, reason: reason.clone() };
         match cluster.admin(node, request).await? {
             Ok(_) => resolved.push(node.id.clone()),
             Err(e) => failed.push(format!("{}: {e}", node.id)),
         }
-    }
-    if resolved.is_empty() && failed.is_empty() {
-        return Err(Failure::new(ADMIN_UNKNOWN_TXN, format!("{txid} is not in doubt at any reachable participant")));
     }
     let forced_against = refusal.is_some();
     if json {

@@ -159,8 +159,8 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 
 /// The owning coordinator's decision for `txid`, in words, and its view.
 pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(String, Option<TxnView>), Failure> {
-    let Some(node) = cluster.node(txid.coordinator.as_str()) else {
-        return Ok((format!("unknown (coordinator {} is not in the cluster file)", txid.coordinator), None));
+    let Some(node) = cluster.node(txid.coordinator.as_str()).filter(|n| n.role == "coordinator") else {
+        return Ok((format!("unknown ({} is not a coordinator in the cluster file)", txid.coordinator), None));
     };
     let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
         Ok(AdminReply::Txn(view)) => *view,
@@ -287,7 +287,14 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
             println!("  HEURISTIC-MIXED: {m}");
         }
     }
-    Ok(if known { ADMIN_OK } else { ADMIN_UNKNOWN_TXN })
+    let all_reached = views.iter().all(|(_, v)| v.is_ok()) && !decision.contains("unreachable");
+    Ok(if known {
+        ADMIN_OK
+    } else if all_reached {
+        ADMIN_UNKNOWN_TXN
+    } else {
+        ADMIN_INCOMPLETE
+    })
 }
 
 /// One process's view as JSON, in the admin JSON's own terms: the txid as
