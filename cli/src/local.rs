@@ -154,6 +154,9 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
         check_port_free(&node.addr)?;
     }
     if !reused {
+        if args.dir.exists() && !args.dir.is_dir() {
+            return Err(format!("{} is a file, not a directory: give --dir a directory", args.dir.display()));
+        }
         std::fs::create_dir_all(&args.dir).map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
         write_config(&path, &cluster, args)?;
     }

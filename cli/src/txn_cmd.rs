@@ -232,7 +232,16 @@ fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
 }
 
 /// `twopc get`: returns the exit code.
+/// `get`'s own flags: given after a key they would be read as keys.
+const GET_FLAGS: [&str; 5] = ["--json", "--raw", "--coordinator", "--help", "-h"];
+
 pub async fn run_get(args: GetArgs) -> u8 {
+    if let Some(flag) = args.keys.iter().find(|k| GET_FLAGS.contains(&k.split('=').next().unwrap_or(k))) {
+        return error(
+            args.json,
+            &format!("{flag:?} after a key would be read as a key: flags must come before the first key"),
+        );
+    }
     if args.raw && args.keys.len() != 1 {
         return error(false, &format!("--raw takes exactly one key, not {}", args.keys.len()));
     }

@@ -84,6 +84,10 @@ fn a_malformed_txn_is_a_usage_error_before_connecting() -> Result<()> {
         assert_eq!(out.status.code(), Some(3), "{}", text(&out));
         assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
     }
+    // A flag after a key would be read as a key: refused before connecting.
+    let out = twopc(&["get", "--coordinator", "127.0.0.1:1", "k", "--json"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("flags must come before the first key"), "{}", text(&out));
     Ok(())
 }
 

@@ -174,6 +174,19 @@ async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<(
     let out = admin(&config, &["in-doubt"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("could not ask p2"), "{}", text(&out));
+    // Recover cannot say nothing is in doubt: p2 may hold prepared
+    // transactions (it once said so, with exit 0).
+    let out = admin(&config, &["recover", "--wait", "1s"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains("nothing is in doubt\n"), "{}", text(&out));
+    assert!(text(&out).contains("not checked: p2"), "{}", text(&out));
+    let out = admin(&config, &["recover", "--wait", "1s", "--json"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(json(&out)["not_checked"][0].as_str().unwrap().starts_with("p2"), "{}", text(&out));
+    // A transaction nobody reachable knows, with p2 unreachable: not
+    // "unknown" (exit 2), but incomplete (exit 3).
+    let out = admin(&config, &["show", &format!("c1.{}.999999", txid.epoch)], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     Ok(())
 }
 

@@ -354,7 +354,11 @@ impl EngineTask {
                 return drop(reply.send(Ok(AdminReply::Locks(locks))));
             }
             AdminRequest::Cluster => {
-                let e = ServiceError::Invalid("ask a coordinator for the cluster".into());
+                let e = ServiceError::Invalid(
+                    "this is a participant, not a coordinator: give --coordinator a coordinator's address \
+                     (the cluster file lists them), or use --config CLUSTER.toml"
+                        .into(),
+                );
                 return drop(reply.send(Err(e)));
             }
             AdminRequest::Heuristics => {

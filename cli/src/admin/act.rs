@@ -118,8 +118,13 @@ pub async fn resolve(
     let (decision, view) = coordinator_decision(cluster, txid).await?;
     let agrees = decision.starts_with(wanted);
     let refusal = if view.is_none() {
+        let why = if decision.contains("unreachable") {
+            format!("the coordinator of {txid} cannot be reached, so its decision is unknown")
+        } else {
+            format!("the decision of {txid} is {decision}")
+        };
         Some(format!(
-            "the decision of {txid} is {decision}; --force to {wanted} anyway (you take responsibility: \
+            "{why}; --force to {wanted} anyway (you take responsibility: \
              if its coordinator decided otherwise, the mismatch will be reported as heuristic-mixed)"
         ))
     } else if decision == "deciding" {
