@@ -225,3 +225,29 @@ async fn a_report_piped_into_a_reader_that_stops_ends_quietly() -> Result<()> {
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_given_as_coordinator_is_named_and_never_asked_anything_else() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let c = cluster.coordinator_addr();
+    let out = twopc(&["txn", "--coordinator", &c, "put", "k", "1"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let txid = text(&out).split_whitespace().find(|w| w.starts_with("c1.")).unwrap().to_string();
+    let p1 = cluster.addr("p1");
+    // Each request would have been read as another service's request:
+    // `outcome` was answered by the participant's `probe` ("committed").
+    for args in [
+        vec!["txn", "--coordinator", &p1, "put", "k", "2"],
+        vec!["get", "--coordinator", &p1, "k"],
+        vec!["outcome", "--coordinator", &p1, &txid],
+    ] {
+        let out = twopc(&args)?;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("is participant p1, not a coordinator"), "{args:?}: {}", text(&out));
+    }
+    // With a list, the participant is passed over for the coordinator.
+    let both = format!("{p1},{c}");
+    let out = twopc(&["outcome", "--coordinator", &both, &txid])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}

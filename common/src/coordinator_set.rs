@@ -4,8 +4,8 @@
 //! outcome questions go to the coordinator that minted its id.
 
 use crate::ids::NodeId;
-use crate::net::{client_config, spawn_watched, transport, Peer};
-use crate::service::CoordinatorRpcClient;
+use crate::net::{client_config, spawn_watched, transport, Expected, Peer};
+use crate::service::{coordinator_hello, CoordinatorRpcClient, Role};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,9 +27,11 @@ impl CoordinatorSet {
         let peers = addrs
             .iter()
             .map(|addr| {
-                Peer::new(addr.to_string(), |s, closed| {
-                    spawn_watched(CoordinatorRpcClient::new(client_config(), transport(s)), closed)
-                })
+                Peer::expecting(
+                    addr.to_string(),
+                    |s, closed| spawn_watched(CoordinatorRpcClient::new(client_config(), transport(s)), closed),
+                    Expected { hello: coordinator_hello, role: Role::Coordinator, id: None },
+                )
             })
             .collect();
         CoordinatorSet { peers, current: AtomicUsize::new(0), owners: Mutex::default() }

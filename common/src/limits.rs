@@ -50,5 +50,9 @@ pub const MAX_PREPARE_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_COMMIT_BATCH: usize = 256;
 /// Transaction ids one `begin_many` call may mint.
 pub const MAX_BEGIN_BATCH: u32 = 64;
+/// How long a new connection's `hello` may take: a process that accepts
+/// connections but does not answer (hung, or stopped with SIGSTOP) is
+/// passed over this soon.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

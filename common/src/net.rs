@@ -5,8 +5,9 @@
 use crate::connections::{Activity, Admission, ConnectionTable};
 use crate::frame_gate::{GatedStream, LARGE_FRAME_RECEIVE_TIMEOUT, SERVER_FRAME_BUDGET};
 use crate::limits::{
-    CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
+    CONNECT_TIMEOUT, HELLO_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
+use crate::service::{Hello, Role};
 use futures::Future;
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
@@ -262,6 +263,8 @@ pub enum CallError {
 pub struct Peer<C> {
     addr: String,
     make: fn(TcpStream, Closed) -> C,
+    /// Who must answer there; checked on every new connection.
+    expected: Option<Expected<C>>,
     /// The current connection, its number (connections opened so far) and
     /// whether it has closed.
     client: tokio::sync::Mutex<Option<(u64, C, Closed)>>,
@@ -271,11 +274,30 @@ pub struct Peer<C> {
     misses: AtomicU32,
 }
 
+/// Who a [`Peer`] must be: its role (and id, if known), asked with `hello`.
+pub struct Expected<C> {
+    pub hello: fn(C) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>>,
+    pub role: Role,
+    pub id: Option<String>,
+}
+
 impl<C: Clone> Peer<C> {
+    /// A peer whose connections are used unchecked (tests' own services).
     pub fn new(addr: String, make: fn(TcpStream, Closed) -> C) -> Arc<Self> {
+        Self::build(addr, make, None)
+    }
+
+    /// A peer whose every new connection is first asked `hello`: a process
+    /// that is not `expected` is refused, naming what it is.
+    pub fn expecting(addr: String, make: fn(TcpStream, Closed) -> C, expected: Expected<C>) -> Arc<Self> {
+        Self::build(addr, make, Some(expected))
+    }
+
+    fn build(addr: String, make: fn(TcpStream, Closed) -> C, expected: Option<Expected<C>>) -> Arc<Self> {
         Arc::new(Peer {
             addr,
             make,
+            expected,
             client: tokio::sync::Mutex::new(None),
             opened: AtomicU64::new(0),
             misses: AtomicU32::new(0),
@@ -316,6 +338,15 @@ impl<C: Clone> Peer<C> {
         *slot = None;
         let closed = Closed::default();
         let client = (self.make)(connect(&self.addr).await?, closed.clone());
+        if let Some(expected) = &self.expected {
+            let hello = tokio::time::timeout(HELLO_TIMEOUT, (expected.hello)(client.clone()))
+                .await
+                .map_err(|_| {
+                    format!("{} accepted the connection but did not answer within {HELLO_TIMEOUT:?}", self.addr)
+                })?
+                .map_err(|e| format!("{}: {e} (is it a twopc {}?)", self.addr, expected.role))?;
+            hello.expect(&self.addr, expected.role, expected.id.as_deref())?;
+        }
         let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         self.misses.store(0, Ordering::Relaxed);
         *slot = Some((number, client.clone(), closed));

@@ -1,14 +1,66 @@
 //! The tarpc services. Applications talk to [`CoordinatorRpc`]; the
 //! coordinator talks to [`ParticipantRpc`]; participants ask
 //! [`CoordinatorRpc::outcome`] while in doubt.
+//!
+//! Both services start with the same `hello`: the two services' requests
+//! share a layout (bincode numbers a request by its method's position), so
+//! a client pointed at the wrong kind of process would otherwise have its
+//! requests read as other requests (`outcome` at a participant was answered
+//! by `probe`). Clients ask `hello` once per connection and refuse a
+//! process that is not what they expect.
 
 use crate::admin::{AdminReply, AdminRequest, NodeStats};
 use crate::error::ServiceError;
 use crate::ids::TxnId;
+use crate::limits::HELLO_TIMEOUT;
+use crate::net::context_with_timeout;
 use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tarpc::client::RpcError;
+
+/// What kind of process answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Coordinator,
+    Participant,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Coordinator => "coordinator",
+            Role::Participant => "participant",
+        })
+    }
+}
+
+/// Who answers at an address (the answer to `hello`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub role: Role,
+    pub id: String,
+}
+
+impl Hello {
+    /// Checks that the process at `addr` is a `role` (and `id`, if given).
+    pub fn expect(&self, addr: &str, role: Role, id: Option<&str>) -> Result<(), String> {
+        if self.role != role {
+            return Err(format!("{addr} is {} {}, not a {role}", self.role, self.id));
+        }
+        match id {
+            Some(id) if id != self.id => {
+                Err(format!("{addr} is {role} {}, not {id}: the cluster file's address for {id} is wrong", self.id))
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 #[tarpc::service]
 pub trait ParticipantRpc {
+    /// Who this is (first in both services: see the module).
+    async fn hello() -> Hello;
     /// Committed values and versions of `keys`; takes no locks.
     async fn read(keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError>;
     /// Phase one for each request (at most
@@ -37,6 +89,8 @@ pub trait ParticipantRpc {
 
 #[tarpc::service]
 pub trait CoordinatorRpc {
+    /// Who this is (first in both services: see the module).
+    async fn hello() -> Hello;
     /// Allocates a transaction id (no write: ids are unique by epoch).
     async fn begin() -> Result<TxnId, ServiceError>;
     /// Allocates `count` transaction ids at once (at most
@@ -57,4 +111,14 @@ pub trait CoordinatorRpc {
     async fn stats() -> NodeStats;
     /// An operator's request; refused without the right token.
     async fn admin(token: String, req: AdminRequest) -> Result<AdminReply, ServiceError>;
+}
+
+/// Asks a coordinator who it is, within [`HELLO_TIMEOUT`].
+pub fn coordinator_hello(client: CoordinatorRpcClient) -> BoxFuture<'static, Result<Hello, RpcError>> {
+    Box::pin(async move { client.hello(context_with_timeout(HELLO_TIMEOUT)).await })
+}
+
+/// Asks a participant who it is, within [`HELLO_TIMEOUT`].
+pub fn participant_hello(client: ParticipantRpcClient) -> BoxFuture<'static, Result<Hello, RpcError>> {
+    Box::pin(async move { client.hello(context_with_timeout(HELLO_TIMEOUT)).await })
 }

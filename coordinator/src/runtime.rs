@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
-use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
 use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::ring::Ring;
-use twopc_common::service::{CoordinatorRpc, ParticipantRpcClient};
+use twopc_common::service::{participant_hello, CoordinatorRpc, ParticipantRpcClient, Role};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, AbortReason, NodeId, Outcome, ServiceError, TxnId};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, Wal, WalBatch, WalError};
@@ -141,9 +141,13 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
             let id = NodeId::new(&p.id).expect("validated config");
             (
                 id,
-                Peer::new(p.addr.clone(), |s, closed| {
-                    net::spawn_watched(ParticipantRpcClient::new(client_config(), net::transport(s)), closed)
-                }),
+                Peer::expecting(
+                    p.addr.clone(),
+                    |s, closed| {
+                        net::spawn_watched(ParticipantRpcClient::new(client_config(), net::transport(s)), closed)
+                    },
+                    Expected { hello: participant_hello, role: Role::Participant, id: Some(p.id.clone()) },
+                ),
             )
         })
         .collect();
@@ -157,7 +161,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants };
-    let server = CoordinatorServer { handle, admin_token };
+    let server = CoordinatorServer { handle, admin_token, me: me.clone() };
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     tracing::debug!(epoch, "started");
     Ok(Running::new(local, stopped, server))

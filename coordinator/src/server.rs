@@ -9,13 +9,14 @@ use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
 use twopc_common::net::{context_with_timeout, GUARD_SLACK};
-use twopc_common::service::CoordinatorRpc;
+use twopc_common::service::{CoordinatorRpc, Hello, Role};
 use twopc_common::txn::{check_key, check_read_reply};
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
 
 #[derive(Clone)]
 pub struct CoordinatorServer {
     pub(crate) handle: Handle,
+    pub(crate) me: NodeId,
     /// The admin token this process enforces (`None`: admin disabled).
     pub(crate) admin_token: Option<std::sync::Arc<str>>,
 }
@@ -28,6 +29,10 @@ fn unexpected(reply: Reply) -> ServiceError {
 }
 
 impl CoordinatorRpc for CoordinatorServer {
+    async fn hello(self, _: Context) -> Hello {
+        Hello { role: Role::Coordinator, id: self.me.to_string() }
+    }
+
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
         let txids = self.handle.begin(1).await?;
         txids.into_iter().next().ok_or_else(|| ServiceError::Unavailable("no transaction id minted".into()))

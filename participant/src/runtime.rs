@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use twopc_common::admin::{AdminReply, AdminRequest, LockView, NodeStats, MAX_ADMIN_LIST};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
-use twopc_common::net::{self, client_config, context_with_timeout, Peer};
+use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
 use twopc_common::node::{now_ms, Mailbox, Running};
-use twopc_common::service::{CoordinatorRpcClient, ParticipantRpc};
+use twopc_common::service::{coordinator_hello, CoordinatorRpcClient, ParticipantRpc, Role};
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
@@ -154,9 +154,13 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         .map(|c| {
             (
                 c.id.clone(),
-                Peer::new(c.addr.clone(), |s, closed| {
-                    net::spawn_watched(CoordinatorRpcClient::new(client_config(), net::transport(s)), closed)
-                }),
+                Peer::expecting(
+                    c.addr.clone(),
+                    |s, closed| {
+                        net::spawn_watched(CoordinatorRpcClient::new(client_config(), net::transport(s)), closed)
+                    },
+                    Expected { hello: coordinator_hello, role: Role::Coordinator, id: Some(c.id.clone()) },
+                ),
             )
         })
         .collect();

@@ -8,7 +8,7 @@ use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
 use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ, MAX_PREPARE_BATCH};
 use twopc_common::ring::Ring;
-use twopc_common::service::ParticipantRpc;
+use twopc_common::service::{Hello, ParticipantRpc, Role};
 use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
 use twopc_common::{Key, NodeId, Outcome, ServiceError, TxnId, Versioned, Vote};
 
@@ -50,6 +50,10 @@ impl ParticipantServer {
 }
 
 impl ParticipantRpc for ParticipantServer {
+    async fn hello(self, _: Context) -> Hello {
+        Hello { role: Role::Participant, id: self.me.to_string() }
+    }
+
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
             return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));

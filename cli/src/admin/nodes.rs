@@ -5,7 +5,9 @@ use std::time::Duration;
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
 use twopc_common::config::ClusterConfig;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
-use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
+use twopc_common::service::{
+    coordinator_hello, participant_hello, CoordinatorRpcClient, Hello, ParticipantRpcClient, Role,
+};
 use twopc_common::{ServiceError, TxnId};
 
 /// Deadline of one admin call.
@@ -51,7 +53,7 @@ impl Cluster {
                         format!("set {ADMIN_TOKEN_ENV} (or use --config with a cluster file that has admin_token)"),
                     )
                 })?;
-                let client = coordinator(addr).await.map_err(|e| Failure::new(ADMIN_USAGE, e))?;
+                let client = coordinator(addr, None).await.map_err(|e| Failure::new(ADMIN_USAGE, e))?;
                 let reply = client
                     .admin(context_with_timeout(ADMIN_RPC_TIMEOUT), token.clone(), AdminRequest::Cluster)
                     .await
@@ -78,11 +80,11 @@ impl Cluster {
         })?;
         let mut nodes = Vec::new();
         for entry in &config.coordinator {
-            let client = coordinator(&entry.addr).await.map(Client::Coordinator);
+            let client = coordinator(&entry.addr, Some(&entry.id)).await.map(Client::Coordinator);
             nodes.push(Node { id: entry.id.clone(), role: "coordinator", addr: entry.addr.clone(), client });
         }
         for entry in &config.participant {
-            let client = participant(&entry.addr).await.map(Client::Participant);
+            let client = participant(&entry.addr, &entry.id).await.map(Client::Participant);
             nodes.push(Node { id: entry.id.clone(), role: "participant", addr: entry.addr.clone(), client });
         }
         let cluster = Cluster { nodes, token };
@@ -145,12 +147,27 @@ fn service_failure(e: ServiceError) -> Failure {
     }
 }
 
-async fn coordinator(addr: &str) -> Result<CoordinatorRpcClient, String> {
-    let stream = connect(addr).await?;
-    Ok(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
+/// A connection to the coordinator at `addr` (`id`, if the cluster file
+/// names it), checked with `hello`.
+async fn coordinator(addr: &str, id: Option<&str>) -> Result<CoordinatorRpcClient, String> {
+    let client = CoordinatorRpcClient::new(client_config(), transport(connect(addr).await?)).spawn();
+    introduce(coordinator_hello(client.clone()), addr, Role::Coordinator, id).await?;
+    Ok(client)
 }
 
-async fn participant(addr: &str) -> Result<ParticipantRpcClient, String> {
-    let stream = connect(addr).await?;
-    Ok(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
+/// A connection to participant `id` at `addr`, checked with `hello`.
+async fn participant(addr: &str, id: &str) -> Result<ParticipantRpcClient, String> {
+    let client = ParticipantRpcClient::new(client_config(), transport(connect(addr).await?)).spawn();
+    introduce(participant_hello(client.clone()), addr, Role::Participant, Some(id)).await?;
+    Ok(client)
+}
+
+async fn introduce(
+    hello: impl std::future::Future<Output = Result<Hello, impl std::fmt::Display>>,
+    addr: &str,
+    role: Role,
+    id: Option<&str>,
+) -> Result<(), String> {
+    let hello = hello.await.map_err(|e| format!("{addr}: {e} (is it a twopc {role}?)"))?;
+    hello.expect(addr, role, id)
 }
