@@ -335,14 +335,17 @@ where
 }
 
 /// The twopc side: launch (or find) the cluster, sweep, stop.
-async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Result<SystemRun> {
+async fn run_twopc(opts: &BenchOptions, dir: &Arc<RunDir>, progress: &Progress) -> Result<SystemRun> {
     let participants = opts.participants;
     let (cluster, config, setup) = match &opts.target {
         None => {
             progress.message("starting the twopc cluster".into());
             let binary = opts.binary.clone();
-            let cdir = dir.join("twopc");
-            let cluster = tokio::task::spawn_blocking(move || twopc::launch(&binary, &cdir, participants)).await??;
+            let dir = dir.clone();
+            // A cancelled run does not wait for this task: it returns the
+            // cluster first (stopped when dropped), then the directory.
+            let launch = move || (twopc::launch(&binary, &dir.path.join("twopc"), participants), dir);
+            let cluster = tokio::task::spawn_blocking(launch).await?.0?;
             let config = cluster.config.clone();
             let setup =
                 format!("1 coordinator + {participants} participants (separate processes, RocksDB WAL, group commit)");
@@ -437,6 +440,54 @@ async fn run_postgres(opts: &BenchOptions, bin: &Path, dir: &Path, progress: &Pr
     })
 }
 
+/// Most attempts at removing the run's temp dir (a process stopped a
+/// moment ago may still be writing into it).
+const REMOVE_ATTEMPTS: u32 = 50;
+/// Pause between those attempts.
+const REMOVE_RETRY: Duration = Duration::from_millis(20);
+
+/// Where the run keeps its data: `--data-dir` (kept), or a new temp dir,
+/// removed when the last holder drops it. Blocking tasks writing into it
+/// hold a handle, so a run cancelled by Ctrl-C removes it only after they
+/// ended (the runtime waits for them before the process exits), and
+/// after the processes started in it were stopped.
+struct RunDir {
+    path: PathBuf,
+    /// A temp dir: remove it.
+    temporary: bool,
+}
+
+impl RunDir {
+    fn new(data_dir: Option<&Path>) -> Result<RunDir> {
+        match data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                Ok(RunDir { path: d.to_path_buf(), temporary: false })
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("twopc-bench-").tempdir().context("temp dir")?;
+                Ok(RunDir { path: temp.keep(), temporary: true })
+            }
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.temporary {
+            return;
+        }
+        for _ in 0..REMOVE_ATTEMPTS {
+            match std::fs::remove_dir_all(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(REMOVE_RETRY),
+            }
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
 /// Runs the whole benchmark. Progress goes to stderr; the report is
 /// returned (nothing printed on stdout).
 pub async fn run(opts: &BenchOptions) -> Result<Report> {
@@ -448,17 +499,8 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         opts.participants = config.participant.len();
     }
     let opts = &opts;
-    let temp;
-    let dir = match &opts.data_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("twopc-bench-").tempdir().context("temp dir")?;
-            temp.path().to_path_buf()
-        }
-    };
+    let run_dir = Arc::new(RunDir::new(opts.data_dir.as_deref())?);
+    let dir = run_dir.path.clone();
     let pg_bin = match opts.peer {
         Some(Peer::Postgres) => postgres::find_binaries(),
         None => None,
@@ -472,12 +514,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     let progress = Progress::new(opts.progress, per_system * systems as u32);
     progress.message("measuring the floor (fsync, loopback round trip, 2PC skeleton)".into());
     let machine = procstat::MachineInfo::probe(&dir);
-    let probe_dir = dir.clone();
+    let probe_dir = run_dir.clone();
     let participants = opts.participants.min(MAX_PARTICIPANTS);
-    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir, participants))
+    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir.path, participants))
         .await?
         .context("fsync / round-trip probe")?;
-    let twopc = run_twopc(opts, &dir, &progress).await?;
+    let twopc = run_twopc(opts, &run_dir, &progress).await?;
     let peer = match &pg_bin {
         Some(bin) => Some(run_postgres(opts, bin, &dir, &progress).await?),
         None => None,
