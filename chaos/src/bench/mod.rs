@@ -112,6 +112,11 @@ impl BenchOptions {
         if self.concurrency.is_empty() || self.concurrency.iter().any(|c| !(1..=MAX_CONCURRENCY).contains(c)) {
             bail!("--concurrency levels must be 1..={MAX_CONCURRENCY}");
         }
+        if let Some(c) =
+            self.concurrency.iter().enumerate().find_map(|(i, c)| self.concurrency[..i].contains(c).then_some(c))
+        {
+            bail!("--concurrency level {c} is given twice (each level runs once)");
+        }
         if self.duration < Duration::from_millis(100) || self.duration > Duration::from_secs(3600) {
             bail!("--duration must be between 100ms and 1h");
         }
