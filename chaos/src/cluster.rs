@@ -2,7 +2,8 @@
 //! of the built `twopc` binary, on a free loopback port, with its own data
 //! directory. Used by the chaos harness, the benchmark and the
 //! multi-process tests. Dropping a [`Cluster`] kills its processes (and
-//! removes its directory when it owns a temp dir).
+//! removes its directory when it owns a temp dir); they are also killed
+//! if this process dies without dropping it (SIGKILL): see [`crate::child`].
 //!
 //! Each process gets its own cluster file (`<id>.cluster.toml`): its own
 //! entry is where it listens, the other entries are where it reaches its
@@ -193,7 +194,8 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
         let mut cmd = self.command(id)?;
         cmd.stdout(log.try_clone()?).stderr(log);
-        let child = cmd.spawn().with_context(|| format!("spawning {id} ({})", self.binary.display()))?;
+        let child = crate::child::spawn_tied(cmd, libc::SIGKILL)
+            .with_context(|| format!("spawning {id} ({})", self.binary.display()))?;
         self.procs.insert(id.to_string(), child);
         Ok(())
     }

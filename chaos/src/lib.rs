@@ -9,11 +9,14 @@
 //!   [`workload`] (bank, atomic-set), [`history`], [`checker`],
 //!   [`runner`] (one run: start, faults, heal, recover, check) and
 //!   [`report`].
+//! - [`child`]: child processes that die with this process (SIGKILL
+//!   included), whichever thread asks for them.
 //! - [`bench`]: `twopc bench`: closed-loop load over a concurrency sweep,
 //!   the fsync/round-trip floor, and a PostgreSQL two-phase-commit peer.
 
 pub mod bench;
 pub mod checker;
+pub mod child;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;

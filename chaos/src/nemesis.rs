@@ -85,18 +85,23 @@ impl FromStr for FaultKind {
 
 /// Parses `kill,pause,...`, `all` or `none`.
 pub fn parse_faults(s: &str) -> Result<BTreeSet<FaultKind>, String> {
-    let mut out = BTreeSet::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part {
-            "all" => out.extend(FaultKind::ALL),
-            "none" => {}
-            other => {
-                out.insert(other.parse()?);
-            }
-        }
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("empty fault name in {s:?} (give kinds, e.g. kill,delay, or all, or none)"));
     }
-    Ok(out)
+    match parts.as_slice() {
+        ["all"] => return Ok(FaultKind::ALL.into_iter().collect()),
+        ["none"] => return Ok(BTreeSet::new()),
+        _ => {}
+    }
+    if let Some(word) = parts.iter().find(|p| ["all", "none"].contains(p)) {
+        return Err(format!("{word} stands alone: {s:?} mixes it with other kinds"));
+    }
+    parts.into_iter().map(str::parse).collect()
 }
+
+/// The quiet time before each fault episode, ms (drawn from the seed).
+pub const QUIET_GAP_MS: std::ops::Range<u64> = 200..1500;
 
 /// A durability rule broken on purpose (negative control).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -375,7 +380,7 @@ impl Nemesis {
     pub fn run(&mut self, deadline: Instant) {
         self.deadline = deadline;
         while !self.over() {
-            let gap = Duration::from_millis(self.rng.gen_range(200..1500));
+            let gap = Duration::from_millis(self.rng.gen_range(QUIET_GAP_MS));
             self.sleep_watching(gap);
             if self.over() || self.kinds.is_empty() {
                 continue;
@@ -713,6 +718,9 @@ mod tests {
         let some = parse_faults("kill, delay,kill").unwrap();
         assert_eq!(some.into_iter().collect::<Vec<_>>(), vec![FaultKind::Kill, FaultKind::Delay]);
         assert!(parse_faults("kill,meteor").unwrap_err().contains("meteor"));
+        for contradictory in ["", " ", "kill,", "kill,,delay", "none,kill", "all,none", "kill,all"] {
+            assert!(parse_faults(contradictory).is_err(), "{contradictory:?} accepted");
+        }
     }
 
     #[test]

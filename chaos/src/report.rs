@@ -79,6 +79,9 @@ pub struct Report {
     /// Where data and logs were kept (`--dir`, or the temp dir of a run
     /// that found a violation).
     pub dir: Option<String>,
+    /// `--history` was asked for but could not be written at the end
+    /// (the file was checked before the run; the verdict stands).
+    pub history_error: Option<String>,
     pub elapsed_ms: u64,
 }
 
@@ -186,6 +189,9 @@ impl Report {
         }
         if let Some(dir) = &self.dir {
             let _ = writeln!(s, "data and logs: {dir}");
+        }
+        if let Some(e) = &self.history_error {
+            let _ = writeln!(s, "WARNING the history was not written: {e}");
         }
         s
     }

@@ -5,7 +5,7 @@
 use crate::checker::{self, Violation};
 use crate::cluster::Cluster;
 use crate::history::{History, Resolved, Told};
-use crate::nemesis::{FaultEvent, FaultKind, Nemesis, Sabotage};
+use crate::nemesis::{FaultEvent, FaultKind, Nemesis, Sabotage, QUIET_GAP_MS};
 use crate::proxy::Network;
 use crate::report::{Recovery, Report, TxnCounts};
 use crate::workload::{self, Workload, WorkloadKind, INITIAL_BALANCE};
@@ -17,12 +17,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::client::Client;
+use twopc_common::limits::{CLIENT_COMMIT_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
 use twopc_common::OutcomeStatus;
 
 /// Default bound on recovery after heal.
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How soon a participant left prepared asks its coordinator for the
+/// outcome: its in-doubt timer (`IN_DOUBT_AFTER_MS`, 2 s) plus one tick
+/// of its timer (`TICK_INTERVAL`, 0.5 s; participant/src/engine.rs and
+/// runtime.rs).
+const PARTICIPANT_ASKS_WITHIN: Duration = Duration::from_millis(2_500);
+/// The shortest recovery bound that gives a verdict. Heal returns once
+/// every killed process is up again; after that, a client's commit still
+/// in flight is answered within [`CLIENT_COMMIT_TIMEOUT`] (its
+/// coordinator decides, or gives up and aborts, by then), and a
+/// participant still prepared asks for the outcome within
+/// [`PARTICIPANT_ASKS_WITHIN`], a question answered within
+/// [`RPC_TIMEOUT`]. A shorter bound stops the clients and the polling
+/// while recovery is under way, and what it cuts off looks like broken
+/// invariants (aborted-visible, unexplained-write, unresolved).
+pub const MIN_RECOVERY_TIMEOUT: Duration =
+    CLIENT_COMMIT_TIMEOUT.saturating_add(PARTICIPANT_ASKS_WITHIN).saturating_add(RPC_TIMEOUT);
+/// The shortest run: the nemesis waits up to this long before its first
+/// fault, so a shorter run may see none.
+pub const MIN_DURATION: Duration = Duration::from_millis(QUIET_GAP_MS.end);
 /// How often recovery is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Deadline of one stats or outcome question while polling.
@@ -90,6 +110,26 @@ impl ChaosOptions {
             history_file: None,
             progress: false,
         }
+    }
+
+    /// Refuses settings too small to give a verdict (see
+    /// [`MIN_DURATION`] and [`MIN_RECOVERY_TIMEOUT`]).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.duration < MIN_DURATION {
+            return Err(format!(
+                "--duration must be at least {MIN_DURATION:?}: the first fault may come that late, \
+                 so a shorter run may test nothing"
+            ));
+        }
+        if self.recovery_timeout < MIN_RECOVERY_TIMEOUT {
+            return Err(format!(
+                "--recovery-timeout must be at least {MIN_RECOVERY_TIMEOUT:?}: a commit in flight at heal may take \
+                 {CLIENT_COMMIT_TIMEOUT:?} to be answered, and an in-doubt participant {PARTICIPANT_ASKS_WITHIN:?} \
+                 to ask for its outcome plus {RPC_TIMEOUT:?} for the answer; a shorter bound cuts recovery off \
+                 and reports what it cut as violations"
+            ));
+        }
+        Ok(())
     }
 
     /// Faults this run injects (aimed crashes need fault points).
@@ -167,6 +207,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// the cluster never started); invariant violations are in the report.
 pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let started = Instant::now();
+    opts.validate().map_err(anyhow::Error::msg)?;
     if let Some(dir) = &opts.dir {
         if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
             anyhow::bail!("{} is not empty: a chaos run needs a new or empty directory", dir.display());
@@ -300,11 +341,13 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     }
     bar.finish();
     drop(nemesis);
-    if let Some(path) = &opts.history_file {
-        write_history(path, &ops).with_context(|| format!("writing the history to {}", path.display()))?;
-    }
+    // A history that cannot be written does not cost the verdict.
+    let history_error = opts.history_file.as_ref().and_then(|path| {
+        write_history(path, &ops).err().map(|e| format!("writing the history to {}: {e:#}", path.display()))
+    });
     let failed = !violations.is_empty();
     let mut report = build_report(opts, &kinds, status.events, &history, recovery, violations, started);
+    report.history_error = history_error;
     // A failed run keeps its processes' data and logs for the post-mortem
     // (a replay repeats the schedule, not always the interleaving).
     if failed && opts.keep_failed && report.dir.is_none() {
@@ -617,6 +660,7 @@ fn build_report(
         inconclusive,
         replay: opts.replay_command(),
         dir: opts.dir.as_ref().map(|d| d.display().to_string()),
+        history_error: None,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }
@@ -700,6 +744,19 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(8)), "8s");
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn settings_too_small_for_a_verdict_are_refused() {
+        let mut opts = ChaosOptions::new(PathBuf::from("/bin/twopc"), 1);
+        assert_eq!(opts.validate(), Ok(()));
+        opts.recovery_timeout = Duration::ZERO;
+        assert!(opts.validate().unwrap_err().contains("--recovery-timeout must be at least 22.5s"));
+        opts.recovery_timeout = MIN_RECOVERY_TIMEOUT;
+        opts.duration = Duration::from_secs(1);
+        assert!(opts.validate().unwrap_err().contains("--duration must be at least 1.5s"));
+        opts.duration = MIN_DURATION;
+        assert_eq!(opts.validate(), Ok(()));
     }
 
     #[test]

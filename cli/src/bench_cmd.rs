@@ -5,7 +5,7 @@
 
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,9 +34,10 @@ pub struct BenchArgs {
     /// Participants (shards) of the benchmark cluster (plus one coordinator).
     #[arg(long, default_value_t = 3, value_name = "N")]
     participants: usize,
-    /// Concurrency levels to sweep: closed-loop clients, each running one
-    /// transaction after another.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256", value_name = "C,C,..")]
+    /// Concurrency levels to sweep, each once, in this order: closed-loop
+    /// clients, each running one transaction after another. Given once
+    /// (a comma-separated list).
+    #[arg(long, action = ArgAction::Set, value_delimiter = ',', default_value = "1,4,16,64,256", value_name = "C,C,..")]
     concurrency: Vec<usize>,
     /// Measured time per level (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -57,7 +58,8 @@ pub struct BenchArgs {
     /// Also run the same workload against this system, side by side.
     #[arg(long, value_enum)]
     peer: Option<PeerArg>,
-    /// Print the report as one JSON object on stdout (no table).
+    /// Print the report as one JSON object on stdout (no table); a run
+    /// that fails or is stopped prints `{"error": "..."}` instead.
     #[arg(long)]
     json: bool,
     /// Write a plot of throughput and latency against concurrency (SVG).
@@ -132,13 +134,20 @@ struct PlotFile<'a> {
     existed: bool,
 }
 
+/// Says why the run ended without a report (on stdout too, as JSON, with
+/// `--json`, as `chaos` and `txn` do); returns `code`.
+fn fail(json: bool, code: u8, message: &str) -> u8 {
+    if json {
+        println!("{}", crate::output::error_json(message));
+    }
+    eprintln!("error: {message}");
+    code
+}
+
 pub async fn run(args: BenchArgs) -> u8 {
     let opts = match options(&args) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return fail(args.json, EXIT_USAGE, &e),
     };
     // Opened before the run, so that a bad path cannot waste one; an
     // existing plot is kept as it is until the new one is written.
@@ -149,8 +158,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
                 Ok(file) => Some(PlotFile { path, file, existed }),
                 Err(e) => {
-                    eprintln!("error: cannot write the plot {}: {e}", path.display());
-                    return EXIT_USAGE;
+                    return fail(args.json, EXIT_USAGE, &format!("cannot write the plot {}: {e}", path.display()))
                 }
             }
         }
@@ -163,26 +171,26 @@ pub async fn run(args: BenchArgs) -> u8 {
     };
     let mut signals = match StopSignals::new() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot listen for signals: {e}");
-            return EXIT_FAILED;
-        }
+        Err(e) => return fail(args.json, EXIT_FAILED, &format!("cannot listen for signals: {e}")),
     };
     let result = tokio::select! {
         r = bench::run(&opts) => r,
         signal = signals.recv() => {
-            // Dropping the run stops its processes and removes its dirs.
-            eprintln!("{signal}: benchmark stopped");
+            // Dropping the run stops its processes; its temp dir goes
+            // once its blocking tasks have ended (before the exit).
             discard_plot(plot);
+            if args.json {
+                println!("{}", crate::output::error_json(&format!("{signal}: benchmark stopped")));
+            }
+            eprintln!("{signal}: benchmark stopped");
             return EXIT_FAILED;
         }
     };
     let mut report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e:#}");
             discard_plot(plot);
-            return EXIT_FAILED;
+            return fail(args.json, EXIT_FAILED, &format!("{e:#}"));
         }
     };
     report.notes.push(format!(
@@ -196,10 +204,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
+            Err(e) => return fail(true, EXIT_FAILED, &e.to_string()),
         }
     } else {
         print!("{}", report.table());

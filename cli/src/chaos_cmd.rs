@@ -6,14 +6,14 @@
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use twopc_chaos::nemesis::{parse_faults, FaultKind, Sabotage};
 use twopc_chaos::runner::{parse_duration, ChaosOptions};
 use twopc_chaos::workload::WorkloadKind;
 
 pub const CHAOS_AFTER_HELP: &str = "\
-Faults (--faults, comma-separated, or all / none):
+Faults (--faults, comma-separated kinds, or all, or none; all and none stand alone):
   kill       SIGKILL one or two processes, restart them on their data dirs 0-2 s later
   pause      SIGSTOP a process for 1-5 s or (half the time) 5.5-9 s, past the 5 s RPC
              deadline, then SIGCONT
@@ -61,8 +61,9 @@ pub struct ChaosArgs {
     /// printed, with the command that replays it).
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// How long the workload runs under faults, e.g. 60s, 500ms, 2m (then
-    /// everything is healed, recovery awaited, and the history checked).
+    /// How long the workload runs under faults, e.g. 60s, 2m; at least
+    /// 1.5s, the longest wait before the first fault (then everything is
+    /// healed, recovery awaited, and the history checked).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// The workload: bank or atomic-set.
@@ -78,8 +79,8 @@ pub struct ChaosArgs {
     /// Concurrent clients, each with its own connection.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     clients: u16,
-    /// Fault kinds to inject: kill,pause,partition,delay,drop,crash, or all,
-    /// or none (see below).
+    /// Fault kinds to inject: some of kill,pause,partition,delay,drop,crash,
+    /// or all, or none (see below).
     #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_fault_list)]
     faults: FaultList,
     /// Negative control: break one durability rule on purpose, to see the
@@ -92,7 +93,10 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "RULE", value_parser = ["vote-before-sync", "commit-before-sync"])]
     sabotage: Option<String>,
     /// Bound on recovery after heal: every prepared transaction, lock and
-    /// unknown outcome must be resolved within it.
+    /// unknown outcome must be resolved within it. At least 22.5s: the
+    /// client's commit deadline (15 s), a participant's in-doubt timer and
+    /// tick (2.5 s) and one RPC deadline (5 s); a shorter bound would
+    /// report the recovery it cuts off as violations.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     recovery_timeout: Duration,
     /// Keep every process's data and log under DIR (default: a temp dir,
@@ -100,7 +104,8 @@ pub struct ChaosArgs {
     /// keeps it and prints where).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Write the history (one JSON object per transaction) to FILE.
+    /// Write the history (one JSON object per transaction) to FILE
+    /// (created, or checked writable, before the run).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
     /// Print the report as one JSON object on stdout (seed, faults
@@ -114,6 +119,32 @@ pub struct FaultList(std::collections::BTreeSet<FaultKind>);
 
 fn parse_fault_list(s: &str) -> Result<FaultList, String> {
     parse_faults(s).map(FaultList)
+}
+
+/// The `--history` file, checked before the run.
+struct HistoryFile {
+    path: PathBuf,
+    /// It was there before: never removed.
+    existed: bool,
+}
+
+impl HistoryFile {
+    /// Creates the file (or checks that an existing one can be written;
+    /// it is replaced after the run).
+    fn open(path: &Path) -> Result<HistoryFile, String> {
+        let existed = path.exists();
+        match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+            Ok(_) => Ok(HistoryFile { path: path.to_path_buf(), existed }),
+            Err(e) => Err(format!("cannot write the history {}: {e}", path.display())),
+        }
+    }
+
+    /// A run that ends without a report leaves no empty history behind.
+    fn discard(self) {
+        if !self.existed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn random_seed() -> u64 {
@@ -159,6 +190,14 @@ pub async fn run(args: ChaosArgs) -> u8 {
     opts.keep_failed = true;
     opts.history_file = args.history;
     opts.progress = !args.json;
+    if let Err(e) = opts.validate() {
+        return usage(args.json, &e);
+    }
+    // Checked before the run, so that a bad path cannot waste one.
+    let history = match opts.history_file.as_deref().map(HistoryFile::open).transpose() {
+        Ok(h) => h,
+        Err(e) => return usage(args.json, &e),
+    };
     if !args.json {
         eprintln!("twopc chaos: seed {} (replay: {})", opts.seed, opts.replay_command());
         let skipped: Vec<&str> = opts.faults.difference(&opts.active_faults()).map(|k| k.name()).collect();
@@ -186,6 +225,12 @@ pub async fn run(args: ChaosArgs) -> u8 {
             // The run was dropped with the select: its threads stop and the
             // last handle on the cluster kills the processes and removes the
             // temp dir; give that a moment.
+            if let Some(h) = history {
+                h.discard();
+            }
+            if args.json {
+                println!("{}", crate::output::error_json(&format!("{signal}: chaos run stopped")));
+            }
             eprintln!("{signal}: stopping the cluster");
             tokio::time::sleep(Duration::from_millis(500)).await;
             return EXIT_FAILED;
@@ -198,13 +243,21 @@ pub async fn run(args: ChaosArgs) -> u8 {
             } else {
                 print!("{}", report.summary());
             }
-            match (report.ok(), &report.inconclusive) {
-                (true, None) => EXIT_OK,
-                (true, Some(_)) => EXIT_UNKNOWN,
-                (false, _) => EXIT_FAILED,
+            if let Some(e) = &report.history_error {
+                eprintln!("error: {e}");
+            }
+            match (report.ok(), &report.inconclusive, &report.history_error) {
+                (false, _, _) => EXIT_FAILED,
+                // Asked for, not delivered: the harness failed at it.
+                (true, _, Some(_)) => EXIT_USAGE,
+                (true, None, None) => EXIT_OK,
+                (true, Some(_), None) => EXIT_UNKNOWN,
             }
         }
         Err(e) => {
+            if let Some(h) = history {
+                h.discard();
+            }
             let message = format!("chaos run could not complete: {e:#} (replay: {})", opts.replay_command());
             usage(args.json, &message)
         }

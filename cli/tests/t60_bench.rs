@@ -6,13 +6,14 @@
 mod support;
 
 use anyhow::Result;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{processes_mentioning, twopc_bin, Cluster};
+use support::{json, processes_mentioning, twopc_bin, Cluster};
 use twopc_chaos::bench::driver::LevelRun;
 use twopc_chaos::bench::workload::{KeySpace, PlanGenerator, Workload, INITIAL_BALANCE};
 use twopc_chaos::bench::{postgres, twopc};
+use twopc_common::net::context_with_timeout;
 
 #[test]
 fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
@@ -65,8 +66,10 @@ fn a_short_run_prints_a_well_formed_json_report_and_a_plot() -> Result<()> {
 
 #[test]
 fn bad_arguments_are_usage_errors() -> Result<()> {
-    let bad: [&[&str]; 6] = [
+    let bad: [&[&str]; 8] = [
         &["bench", "--concurrency", "0"],
+        &["bench", "--concurrency", "1", "--concurrency", "2"],
+        &["bench", "--concurrency", "4,1,4"],
         &["bench", "--duration", "5h"],
         &["bench", "--zipf", "-1"],
         &["bench", "--cluster", "/nonexistent/cluster.toml"],
@@ -77,7 +80,64 @@ fn bad_arguments_are_usage_errors() -> Result<()> {
     for args in bad {
         let out = Command::new(twopc_bin()).args(args).output()?;
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // With --json, stdout still says why, as one JSON object.
+        let out = Command::new(twopc_bin()).args(args).arg("--json").output()?;
+        assert_eq!(out.status.code(), Some(3), "{args:?} --json: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(json(&out)["error"].is_string(), "{args:?} --json: {}", String::from_utf8_lossy(&out.stdout));
     }
+    Ok(())
+}
+
+#[test]
+fn a_failed_run_says_why_in_json() -> Result<()> {
+    // A cluster file whose servers are not running.
+    let cluster = Cluster::new(1);
+    let file = cluster.write_cluster_file()?;
+    let out = Command::new(twopc_bin())
+        .args(["bench", "--cluster"])
+        .arg(&file)
+        .args(["--concurrency", "1", "--duration", "1s", "--warmup", "100ms", "--json"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let error = json(&out)["error"].as_str().map(str::to_string);
+    assert!(error.as_deref().is_some_and(|e| e.contains("stats()")), "{error:?}");
+    Ok(())
+}
+
+/// A server of the targeted cluster is killed and restarted during the
+/// measured window: the run still reports, with that server's counters
+/// unknown (said why), not a lost report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarting_mid_run_costs_its_counters_not_the_report() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let file = cluster.write_cluster_file()?;
+    let bench = Command::new(twopc_bin())
+        .args(["bench", "--cluster"])
+        .arg(&file)
+        .args(["--concurrency", "2", "--duration", "4s", "--warmup", "200ms", "--keys", "100", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The load has begun once p2 syncs its log; then into the window.
+    let p2 = cluster.participant("p2").await?;
+    let syncs = || async { anyhow::Ok(p2.stats(context_with_timeout(Duration::from_secs(5))).await?.wal_syncs) };
+    let before = syncs().await?;
+    cluster
+        .eventually("the benchmark's load", Duration::from_secs(30), || async { Ok(syncs().await? > before + 10) })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.start("p2")?;
+    let out = tokio::task::spawn_blocking(move || bench.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report = json(&out);
+    let level = &report["twopc"]["levels"][0];
+    assert!(level["commits"].as_u64().unwrap() > 0, "no commits: {level}");
+    let notes = level["counter_notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().starts_with("p2: fsyncs unknown")), "{level}");
+    assert!(level["fsyncs_per_commit"].is_null(), "a total missing p2's fsyncs: {level}");
+    let p2_level = level["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "p2").unwrap();
+    assert!(p2_level["fsyncs"].is_null(), "{p2_level}");
     Ok(())
 }
 

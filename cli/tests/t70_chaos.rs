@@ -140,3 +140,36 @@ fn the_chaos_command_rejects_unknown_faults() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("meteor"), "{stdout}");
 }
+
+/// Settings that cannot give a verdict are usage errors, said before
+/// anything runs (with --json, as a JSON object on stdout).
+#[test]
+fn the_chaos_command_refuses_settings_that_cannot_give_a_verdict() {
+    let bad: [&[&str]; 8] = [
+        &["--faults", "none,kill"],
+        &["--faults", "all,none"],
+        &["--faults", ""],
+        &["--faults", "kill,,delay"],
+        &["--recovery-timeout", "0s"],
+        &["--recovery-timeout", "5s"],
+        &["--duration", "0s"],
+        // Checked before the run, not after it (which would lose its verdict).
+        &["--history", "/nonexistent/h.jsonl"],
+    ];
+    for args in bad {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_twopc"))
+            .args(["chaos", "--seed", "1", "--duration", "2s"])
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("run twopc chaos");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stdout}");
+        let error: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"));
+        assert!(error["error"].is_string(), "{args:?}: {stdout}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{args:?}: a run was started");
+    }
+    assert!(!std::path::Path::new("/nonexistent/h.jsonl").exists());
+}

@@ -112,6 +112,11 @@ impl BenchOptions {
         if self.concurrency.is_empty() || self.concurrency.iter().any(|c| !(1..=MAX_CONCURRENCY).contains(c)) {
             bail!("--concurrency levels must be 1..={MAX_CONCURRENCY}");
         }
+        if let Some(c) =
+            self.concurrency.iter().enumerate().find_map(|(i, c)| self.concurrency[..i].contains(c).then_some(c))
+        {
+            bail!("--concurrency level {c} is given twice (each level runs once)");
+        }
         if self.duration < Duration::from_millis(100) || self.duration > Duration::from_secs(3600) {
             bail!("--duration must be between 100ms and 1h");
         }
@@ -138,6 +143,12 @@ pub struct NodeSample {
     pub batches: Option<u64>,
     pub cpu_ticks: Option<u64>,
     pub rss_kib: Option<u64>,
+    /// Which connection the counters came through (twopc): another one
+    /// at the other end of a window means the server may have restarted
+    /// in between, its counters starting again from zero.
+    pub session: Option<u64>,
+    /// Why the counters could not be read (the server did not answer).
+    pub unread: Option<String>,
 }
 
 /// Counters of a whole system at one instant.
@@ -163,6 +174,28 @@ impl Sample {
     }
 }
 
+/// `b - a` when both are known.
+fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(b?.saturating_sub(a?))
+}
+
+/// Why a server's counters over a window cannot be trusted, if they
+/// cannot: it did not answer at one end, or answered on another
+/// connection (it restarted, or its connection broke, so they may have
+/// started again from zero), or they went back.
+fn counters_unknown(n0: &NodeSample, n1: &NodeSample) -> Option<String> {
+    if let Some(why) = n0.unread.as_ref().or(n1.unread.as_ref()) {
+        return Some(format!("its stats() went unanswered ({why})"));
+    }
+    if n0.session != n1.session {
+        return Some("its stats() connection had to be re-opened during the window (it restarted?)".into());
+    }
+    match (n0.syncs, n1.syncs) {
+        (Some(a), Some(b)) if b < a => Some(format!("its counter went back from {a} to {b} (it restarted)")),
+        _ => None,
+    }
+}
+
 /// Turns a window's measurements and its two samples into a [`Level`].
 /// `shard_ids[i]` names shard `i` in the samples.
 pub fn level_from(concurrency: usize, m: &Measured, s0: &Sample, s1: &Sample, shard_ids: &[String]) -> Level {
@@ -173,15 +206,15 @@ pub fn level_from(concurrency: usize, m: &Measured, s0: &Sample, s1: &Sample, sh
     let mut nodes = Vec::new();
     let (mut all_syncs, mut shard_syncs, mut complete) = (0u64, 0u64, true);
     let mut cpu_total: Option<f64> = None;
+    let mut counter_notes = Vec::new();
     for (id, n1) in &s1.nodes {
         let Some(n0) = s0.nodes.get(id) else { continue };
-        let fsyncs = match (n0.syncs, n1.syncs) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        let batches = match (n0.batches, n1.batches) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
+        let (fsyncs, batches) = match counters_unknown(n0, n1) {
+            None => (delta(n0.syncs, n1.syncs), delta(n0.batches, n1.batches)),
+            Some(why) => {
+                counter_notes.push(format!("{id}: fsyncs unknown: {why}"));
+                (None, None)
+            }
         };
         let commits = shard_ids.iter().position(|s| s == id).map(|i| m.shard_commits[i]);
         match fsyncs {
@@ -241,6 +274,7 @@ pub fn level_from(concurrency: usize, m: &Measured, s0: &Sample, s1: &Sample, sh
         fsyncs_per_commit: per_commit(all_syncs),
         participant_fsyncs_per_commit: per_commit(shard_syncs),
         nodes,
+        counter_notes,
         server_cpu_pct: cpu_total,
         bench_cpu_pct: pct(s0.bench_ticks, s1.bench_ticks),
         other_cpu_pct: cpu_total.map(|servers| {
@@ -335,14 +369,17 @@ where
 }
 
 /// The twopc side: launch (or find) the cluster, sweep, stop.
-async fn run_twopc(opts: &BenchOptions, dir: &Path, progress: &Progress) -> Result<SystemRun> {
+async fn run_twopc(opts: &BenchOptions, dir: &Arc<RunDir>, progress: &Progress) -> Result<SystemRun> {
     let participants = opts.participants;
     let (cluster, config, setup) = match &opts.target {
         None => {
             progress.message("starting the twopc cluster".into());
             let binary = opts.binary.clone();
-            let cdir = dir.join("twopc");
-            let cluster = tokio::task::spawn_blocking(move || twopc::launch(&binary, &cdir, participants)).await??;
+            let dir = dir.clone();
+            // A cancelled run does not wait for this task: it returns the
+            // cluster first (stopped when dropped), then the directory.
+            let launch = move || (twopc::launch(&binary, &dir.path.join("twopc"), participants), dir);
+            let cluster = tokio::task::spawn_blocking(launch).await?.0?;
             let config = cluster.config.clone();
             let setup =
                 format!("1 coordinator + {participants} participants (separate processes, RocksDB WAL, group commit)");
@@ -437,6 +474,54 @@ async fn run_postgres(opts: &BenchOptions, bin: &Path, dir: &Path, progress: &Pr
     })
 }
 
+/// Most attempts at removing the run's temp dir (a process stopped a
+/// moment ago may still be writing into it).
+const REMOVE_ATTEMPTS: u32 = 50;
+/// Pause between those attempts.
+const REMOVE_RETRY: Duration = Duration::from_millis(20);
+
+/// Where the run keeps its data: `--data-dir` (kept), or a new temp dir,
+/// removed when the last holder drops it. Blocking tasks writing into it
+/// hold a handle, so a run cancelled by Ctrl-C removes it only after they
+/// ended (the runtime waits for them before the process exits), and
+/// after the processes started in it were stopped.
+struct RunDir {
+    path: PathBuf,
+    /// A temp dir: remove it.
+    temporary: bool,
+}
+
+impl RunDir {
+    fn new(data_dir: Option<&Path>) -> Result<RunDir> {
+        match data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                Ok(RunDir { path: d.to_path_buf(), temporary: false })
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("twopc-bench-").tempdir().context("temp dir")?;
+                Ok(RunDir { path: temp.keep(), temporary: true })
+            }
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.temporary {
+            return;
+        }
+        for _ in 0..REMOVE_ATTEMPTS {
+            match std::fs::remove_dir_all(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(REMOVE_RETRY),
+            }
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
 /// Runs the whole benchmark. Progress goes to stderr; the report is
 /// returned (nothing printed on stdout).
 pub async fn run(opts: &BenchOptions) -> Result<Report> {
@@ -448,17 +533,8 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         opts.participants = config.participant.len();
     }
     let opts = &opts;
-    let temp;
-    let dir = match &opts.data_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("twopc-bench-").tempdir().context("temp dir")?;
-            temp.path().to_path_buf()
-        }
-    };
+    let run_dir = Arc::new(RunDir::new(opts.data_dir.as_deref())?);
+    let dir = run_dir.path.clone();
     let pg_bin = match opts.peer {
         Some(Peer::Postgres) => postgres::find_binaries(),
         None => None,
@@ -472,12 +548,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     let progress = Progress::new(opts.progress, per_system * systems as u32);
     progress.message("measuring the floor (fsync, loopback round trip, 2PC skeleton)".into());
     let machine = procstat::MachineInfo::probe(&dir);
-    let probe_dir = dir.clone();
+    let probe_dir = run_dir.clone();
     let participants = opts.participants.min(MAX_PARTICIPANTS);
-    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir, participants))
+    let floor = tokio::task::spawn_blocking(move || floor::Floor::measure(&probe_dir.path, participants))
         .await?
         .context("fsync / round-trip probe")?;
-    let twopc = run_twopc(opts, &dir, &progress).await?;
+    let twopc = run_twopc(opts, &run_dir, &progress).await?;
     let peer = match &pg_bin {
         Some(bin) => Some(run_postgres(opts, bin, &dir, &progress).await?),
         None => None,
@@ -528,4 +604,61 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     };
     report.finish();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(syncs: u64, session: u64) -> NodeSample {
+        NodeSample {
+            role: "participant".into(),
+            syncs: Some(syncs),
+            batches: Some(syncs),
+            session: Some(session),
+            ..NodeSample::default()
+        }
+    }
+
+    fn sample(nodes: [(&str, NodeSample); 2]) -> Sample {
+        Sample::new(nodes.into_iter().map(|(id, n)| (id.to_string(), n)).collect())
+    }
+
+    fn measured() -> Measured {
+        let mut latency = driver::latency_histogram();
+        latency.record(1000).unwrap();
+        Measured {
+            window: Duration::from_secs(1),
+            commits: 10,
+            aborts: 0,
+            errors: 0,
+            first_error: None,
+            shard_commits: vec![10, 10],
+            latency,
+        }
+    }
+
+    #[test]
+    fn counters_of_a_server_that_restarted_or_did_not_answer_are_unknown_not_wrong() {
+        let shards = ["p1".to_string(), "p2".to_string()];
+        let s0 = sample([("p1", node(100, 1)), ("p2", node(100, 1))]);
+        let clean = level_from(1, &measured(), &s0, &sample([("p1", node(110, 1)), ("p2", node(105, 1))]), &shards);
+        assert_eq!(clean.fsyncs_per_commit, Some(1.5));
+        assert!(clean.counter_notes.is_empty());
+        // p2 restarted: a new connection (its counter happens to be higher).
+        let restarted = sample([("p1", node(110, 1)), ("p2", node(120, 2))]);
+        let level = level_from(1, &measured(), &s0, &restarted, &shards);
+        assert_eq!(level.nodes[1].fsyncs, None);
+        assert_eq!(level.nodes[0].fsyncs, Some(10));
+        assert_eq!(level.fsyncs_per_commit, None, "a total without p2 would be wrong");
+        assert!(level.counter_notes[0].starts_with("p2: fsyncs unknown: "), "{:?}", level.counter_notes);
+        // The same connection, but the counter went back.
+        let reset = sample([("p1", node(110, 1)), ("p2", node(3, 1))]);
+        let level = level_from(1, &measured(), &s0, &reset, &shards);
+        assert!(level.counter_notes[0].contains("went back"), "{:?}", level.counter_notes);
+        // No answer at the end of the window.
+        let silent = NodeSample { unread: Some("connection refused".into()), ..node(0, 2) };
+        let level = level_from(1, &measured(), &s0, &sample([("p1", node(110, 1)), ("p2", silent)]), &shards);
+        assert!(level.counter_notes[0].contains("connection refused"), "{:?}", level.counter_notes);
+    }
 }

@@ -20,13 +20,19 @@
 //! across shards, which no single PostgreSQL can see, becomes an abort.
 //!
 //! PostgreSQL refuses to run as root: when this process is root, every
-//! PostgreSQL command runs as the `postgres` system user (`runuser`),
-//! in directories that user owns.
+//! PostgreSQL command runs as the `postgres` system user, in directories
+//! that user owns.
+//!
+//! Every PostgreSQL process we start is our child ([`TiedChild`]: the
+//! postmaster runs in the foreground, not daemonised by `pg_ctl`): it is
+//! stopped when its future is cancelled (Ctrl-C during `initdb`), when
+//! the shard is dropped, and when this process dies, SIGKILL included.
 
 use super::driver::{TxnResult, Worker};
 use super::procstat;
 use super::workload::{KeySpace, ShardKey, TxnPlan, INITIAL_BALANCE};
 use super::{NodeSample, Sample};
+use crate::child::TiedChild;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,8 +56,11 @@ pub const MAX_LOG_GROUP: usize = 1024;
 pub const LOG_QUEUE_CAPACITY: usize = 4096;
 /// Commit messages a worker may have outstanding before it waits.
 pub const MAX_PENDING_COMMITS_PER_SHARD: usize = 2;
-/// How long `pg_ctl` may take to start or stop a cluster.
-pub const PG_CTL_TIMEOUT_S: u64 = 60;
+/// How long `initdb` may take, and the postmaster to get ready.
+pub const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an immediate shutdown may take before the postmaster is
+/// SIGKILLed.
+pub const PG_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections opened at once while growing the pool.
 const CONNECT_PARALLELISM: usize = 16;
 
@@ -108,39 +117,47 @@ fn postgres_user() -> Result<(u32, u32)> {
     unsafe { Ok(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
-/// A command running `bin` as the `postgres` user when we are root.
-fn pg_command(bin: &Path) -> Command {
+/// A command running `bin` in `dir`, as the `postgres` user when we are
+/// root (the child switches user itself: no `runuser` in between, so the
+/// death signal of [`TiedChild`] reaches PostgreSQL's own process).
+fn pg_command(bin: &Path, dir: &Path) -> Result<Command> {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir).stdin(Stdio::null());
     if is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(bin);
-        cmd
-    } else {
-        Command::new(bin)
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = postgres_user()?;
+        cmd.uid(uid).gid(gid).env("HOME", dir).env("USER", "postgres").env("LOGNAME", "postgres");
+    }
+    Ok(cmd)
+}
+
+/// The last `lines` lines of `log`.
+fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs `cmd` to completion (at most [`PG_START_TIMEOUT`]), its output
+/// appended to `log`. Cancelling the future kills it.
+async fn run(mut cmd: Command, what: &str, log: &Path) -> Result<()> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    cmd.stdout(out.try_clone()?).stderr(out);
+    let mut child = TiedChild::spawn(cmd, libc::SIGKILL).with_context(|| format!("running {what}"))?;
+    match child.wait(PG_START_TIMEOUT).await? {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => bail!("{what} failed ({status}):\n{}", log_tail(log, 15)),
+        None => bail!("{what} did not finish within {PG_START_TIMEOUT:?}:\n{}", log_tail(log, 15)),
     }
 }
 
-fn run(cmd: &mut Command, what: &str, log: &Path) -> Result<()> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        let tail = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-        bail!(
-            "{what} failed ({}): {}{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    Ok(())
-}
-
-/// One PostgreSQL cluster (a shard). Stopped (immediate mode) on drop.
+/// One PostgreSQL cluster (a shard): its postmaster is our child, stopped
+/// (immediate mode) on drop, and also when this process dies.
 pub struct PgCluster {
-    bin: PathBuf,
     dir: PathBuf,
     pub port: u16,
     pub pid: Option<u32>,
+    postmaster: Option<TiedChild>,
 }
 
 impl PgCluster {
@@ -153,15 +170,16 @@ impl PgCluster {
     }
 
     /// initdb + configure + start under `dir` (created; handed to the
-    /// `postgres` user when we are root).
-    pub fn start(bin: &Path, dir: &Path, max_connections: usize) -> Result<PgCluster> {
+    /// `postgres` user when we are root). Cancelling the future stops
+    /// whatever it started.
+    pub async fn start(bin: &Path, dir: &Path, max_connections: usize) -> Result<PgCluster> {
         std::fs::create_dir_all(dir)?;
         if is_root() {
             let (uid, gid) = postgres_user()?;
             std::os::unix::fs::chown(dir, Some(uid), Some(gid))
                 .with_context(|| format!("handing {} to the postgres user", dir.display()))?;
             // The postgres user must be able to reach the directory.
-            let reach = pg_command(Path::new("test")).arg("-w").arg(dir).status();
+            let reach = pg_command(Path::new("test"), Path::new("/"))?.arg("-w").arg(dir).status();
             if !reach.map(|s| s.success()).unwrap_or(false) {
                 bail!(
                     "the postgres user cannot write {} (a parent directory is closed to it); \
@@ -171,21 +189,11 @@ impl PgCluster {
             }
         }
         let port = crate::cluster::free_port()?;
-        let mut pg = PgCluster { bin: bin.to_path_buf(), dir: dir.to_path_buf(), port, pid: None };
+        let mut pg = PgCluster { dir: dir.to_path_buf(), port, pid: None, postmaster: None };
         let log = pg.log();
-        run(
-            pg_command(&bin.join("initdb")).arg("-D").arg(pg.data()).args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]),
-            "initdb",
-            &log,
-        )?;
+        let mut initdb = pg_command(&bin.join("initdb"), dir)?;
+        initdb.arg("-D").arg(pg.data()).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        run(initdb, "initdb", &log).await?;
         let settings = format!(
             "\n# twopc bench\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\n\
              fsync = on\nsynchronous_commit = on\nfull_page_writes = on\nwal_sync_method = fdatasync\n\
@@ -199,19 +207,38 @@ impl PgCluster {
             .open(pg.data().join("postgresql.conf"))
             .and_then(|mut f| f.write_all(settings.as_bytes()))
             .context("configuring postgresql.conf")?;
-        run(
-            pg_command(&bin.join("pg_ctl")).arg("start").arg("-D").arg(pg.data()).arg("-l").arg(&log).args([
-                "-w",
-                "-t",
-                &PG_CTL_TIMEOUT_S.to_string(),
-            ]),
-            "pg_ctl start",
-            &log,
-        )?;
-        pg.pid = std::fs::read_to_string(pg.data().join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next()?.trim().parse().ok());
+        pg.start_postmaster(bin).await?;
         Ok(pg)
+    }
+
+    /// Runs `postgres -D data` as our child and waits until it says
+    /// `ready` in `postmaster.pid` (what `pg_ctl start -w` waits for).
+    /// SIGQUIT at our death: PostgreSQL's immediate shutdown, which stops
+    /// its backends too.
+    async fn start_postmaster(&mut self, bin: &Path) -> Result<()> {
+        let log = self.log();
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let mut cmd = pg_command(&bin.join("postgres"), &self.dir)?;
+        cmd.arg("-D").arg(self.data()).stdout(out.try_clone()?).stderr(out);
+        let postmaster = TiedChild::spawn(cmd, libc::SIGQUIT).context("starting postgres")?;
+        self.pid = Some(postmaster.id());
+        let postmaster = self.postmaster.insert(postmaster);
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let deadline = Instant::now() + PG_START_TIMEOUT;
+        loop {
+            // Line 8 of postmaster.pid is the postmaster's status.
+            let status = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if status.lines().nth(7).map(str::trim) == Some("ready") {
+                return Ok(());
+            }
+            if let Some(exit) = postmaster.try_wait()? {
+                bail!("postgres exited ({exit}) before it was ready:\n{}", log_tail(&log, 15));
+            }
+            if Instant::now() > deadline {
+                bail!("postgres was not ready within {PG_START_TIMEOUT:?}:\n{}", log_tail(&log, 15));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn conninfo(&self) -> String {
@@ -227,28 +254,14 @@ impl PgCluster {
         });
         Ok(client)
     }
-
-    fn stop(&mut self) {
-        let Some(pid) = self.pid.take() else { return };
-        let stopped = pg_command(&self.bin.join("pg_ctl"))
-            .arg("stop")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "-t", "30"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !stopped.map(|s| s.success()).unwrap_or(false) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        self.stop();
+        // Immediate shutdown (SIGQUIT), as `pg_ctl stop -m immediate`.
+        if let Some(mut postmaster) = self.postmaster.take() {
+            postmaster.stop(libc::SIGQUIT, PG_STOP_TIMEOUT);
+        }
     }
 }
 
@@ -367,9 +380,7 @@ impl PgPeer {
         let mut shards = Vec::new();
         for i in 0..keys.shard_count() {
             let sub = dir.join(format!("p{}", i + 1));
-            let b = bin.to_path_buf();
-            let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&b, &sub, max_connections)).await??;
-            shards.push(cluster);
+            shards.push(PgCluster::start(bin, &sub, max_connections).await?);
         }
         let mut monitors = Vec::new();
         for (shard, keys) in shards.iter().zip(&keys.shards) {
@@ -438,6 +449,7 @@ impl PgPeer {
                     batches: None,
                     cpu_ticks: shard.pid.and_then(procstat::tree_cpu_ticks),
                     rss_kib: shard.pid.and_then(procstat::tree_pss_kib),
+                    ..NodeSample::default()
                 },
             );
         }
@@ -447,8 +459,7 @@ impl PgPeer {
                 role: "decision log".into(),
                 syncs: Some(self.log.syncs()),
                 batches: None,
-                cpu_ticks: None,
-                rss_kib: None,
+                ..NodeSample::default()
             },
         );
         Ok(Sample::new(nodes))

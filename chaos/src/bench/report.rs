@@ -83,6 +83,11 @@ pub struct Level {
     /// Participants'/shards' fsyncs per commit (the coordinator's excluded).
     pub participant_fsyncs_per_commit: Option<f64>,
     pub nodes: Vec<NodeLevel>,
+    /// Servers whose counters over the window are unknown, and why (e.g.
+    /// one restarted): their fsyncs, and the fsyncs per commit, are left
+    /// out rather than wrong.
+    #[serde(default)]
+    pub counter_notes: Vec<String>,
     /// CPU use of the server processes together, % of one core.
     pub server_cpu_pct: Option<f64>,
     /// CPU use of the benchmark process (clients; for the peer also the
@@ -350,6 +355,9 @@ impl Report {
                         l.first_error.as_deref().unwrap_or("?")
                     );
                 }
+                for note in &l.counter_notes {
+                    let _ = writeln!(o, "{} c={}: {note}; fsyncs per commit not computed", sys.system, l.concurrency);
+                }
             }
         }
         let _ = writeln!(o);
@@ -410,6 +418,7 @@ pub(crate) mod tests {
                     rss_kib: Some(30_000),
                 })
                 .collect(),
+            counter_notes: Vec::new(),
             server_cpu_pct: Some(90.0),
             bench_cpu_pct: 30.0,
             other_cpu_pct: Some(5.0),

@@ -9,7 +9,6 @@ use super::workload::{TxnPlan, INITIAL_BALANCE};
 use super::{NodeSample, Sample};
 use crate::cluster::Cluster;
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use twopc_common::admin::NodeStats;
@@ -23,6 +22,8 @@ use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
 pub const CLIENT_CONNECTIONS: usize = 4;
 /// Deadline of a `stats()` call.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far past its deadline the probe waits for a `stats()` call.
+const STATS_GRACE: Duration = Duration::from_secs(1);
 
 /// Launches the cluster (processes log at `warn`: the benchmark measures
 /// the protocol, not the logger).
@@ -94,10 +95,28 @@ impl Worker for TwopcWorker {
     }
 }
 
-/// Reads the cluster's counters and its processes' CPU and memory.
+/// Reads the cluster's counters and its processes' CPU and memory. A
+/// server that stops answering (it restarted, say) is asked again on a new
+/// connection; while it cannot be reached its counters are unknown, and
+/// a new connection tells the window's report that they may have started
+/// again from zero.
 pub struct Probe {
-    coordinator: (String, CoordinatorRpcClient, Option<u32>),
-    participants: Vec<(String, ParticipantRpcClient, Option<u32>)>,
+    /// The coordinator first, then the participants in shard order.
+    nodes: Vec<ProbeNode>,
+}
+
+/// One server's `stats()` connection.
+struct ProbeNode {
+    target: Target,
+    coordinator: bool,
+    /// The connection (`None` after a failure) and how many were opened.
+    conn: std::sync::Mutex<(Option<StatsClient>, u64)>,
+}
+
+#[derive(Clone)]
+enum StatsClient {
+    Coordinator(CoordinatorRpcClient),
+    Participant(ParticipantRpcClient),
 }
 
 /// A server to probe.
@@ -125,51 +144,120 @@ pub fn targets_in(config: &ClusterConfig) -> (Target, Vec<Target>) {
 }
 
 impl Probe {
+    /// Connects to every server (each must answer now).
     pub async fn connect(coordinator: &Target, participants: &[Target]) -> Result<Probe> {
-        let open = |addr: String| async move {
-            connect(&addr).await.map_err(anyhow::Error::msg).with_context(|| "probing the cluster's stats()")
-        };
-        let client = CoordinatorRpcClient::new(client_config(), transport(open(coordinator.addr.clone()).await?));
-        let coordinator = (coordinator.id.clone(), client.spawn(), coordinator.pid);
-        let mut clients = Vec::new();
-        for Target { id, addr, pid } in participants.iter().cloned() {
-            let client = ParticipantRpcClient::new(client_config(), transport(open(addr).await?)).spawn();
-            clients.push((id, client, pid));
+        let targets = std::iter::once((coordinator, true)).chain(participants.iter().map(|p| (p, false)));
+        let nodes: Vec<ProbeNode> = targets
+            .map(|(target, coordinator)| ProbeNode {
+                target: target.clone(),
+                coordinator,
+                conn: std::sync::Mutex::new((None, 0)),
+            })
+            .collect();
+        for node in &nodes {
+            node.client().await.map_err(anyhow::Error::msg).context("probing the cluster's stats()")?;
         }
-        Ok(Probe { coordinator, participants: clients })
+        Ok(Probe { nodes })
     }
 
+    /// Every server's counters now; a server that does not answer gets
+    /// unknown counters, with the reason (never an error: one server
+    /// restarting must not cost the whole report).
     pub async fn sample(&self) -> Result<Sample> {
-        let mut nodes = BTreeMap::new();
-        let (cid, coord, cpid) = &self.coordinator;
-        let stats = coord.stats(context_with_timeout(STATS_TIMEOUT)).await.context("coordinator stats()")?;
-        nodes.insert(cid.clone(), node_sample("coordinator", &stats, *cpid));
-        let asked = self.participants.iter().map(|(_, p, _)| p.stats(context_with_timeout(STATS_TIMEOUT)));
-        let answers = futures::future::join_all(asked).await;
-        for ((id, _, pid), stats) in self.participants.iter().zip(answers) {
-            let stats = stats.with_context(|| format!("{id} stats()"))?;
-            nodes.insert(id.clone(), node_sample("participant", &stats, *pid));
-        }
-        Ok(Sample::new(nodes))
+        let answers = futures::future::join_all(self.nodes.iter().map(ProbeNode::stats)).await;
+        let nodes = self.nodes.iter().zip(answers).map(|(node, (session, stats))| {
+            let role = if node.coordinator { "coordinator" } else { "participant" };
+            let sample = match stats {
+                Ok(stats) => node_sample(role, &stats, node.target.pid, session),
+                Err(why) => NodeSample {
+                    role: role.to_string(),
+                    session: Some(session),
+                    unread: Some(why),
+                    ..NodeSample::default()
+                },
+            };
+            (node.target.id.clone(), sample)
+        });
+        Ok(Sample::new(nodes.collect()))
     }
 
     /// Peak RSS of the servers whose pids are known, summed (`None`:
     /// none known).
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let pids = self.participants.iter().map(|p| p.2).chain([self.coordinator.2]);
-        let peaks: Vec<u64> = pids.flatten().filter_map(procstat::peak_rss_kib).collect();
+        let peaks: Vec<u64> =
+            self.nodes.iter().filter_map(|n| n.target.pid).filter_map(procstat::peak_rss_kib).collect();
         (!peaks.is_empty()).then(|| peaks.iter().sum())
     }
 
     /// The participants' ids, in shard order.
     pub fn shard_ids(&self) -> Vec<String> {
-        self.participants.iter().map(|(id, _, _)| id.clone()).collect()
+        self.nodes.iter().filter(|n| !n.coordinator).map(|n| n.target.id.clone()).collect()
     }
 }
 
-fn node_sample(role: &str, stats: &NodeStats, pid: Option<u32>) -> NodeSample {
+impl ProbeNode {
+    /// The open connection, or a new one; with the number of connections
+    /// opened so far.
+    async fn client(&self) -> Result<(StatsClient, u64), String> {
+        if let (Some(client), session) = &*self.conn.lock().expect("probe lock") {
+            return Ok((client.clone(), *session));
+        }
+        let stream = connect(&self.target.addr).await?;
+        let client = if self.coordinator {
+            StatsClient::Coordinator(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
+        } else {
+            StatsClient::Participant(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
+        };
+        let mut conn = self.conn.lock().expect("probe lock");
+        conn.1 += 1;
+        conn.0 = Some(client.clone());
+        Ok((client, conn.1))
+    }
+
+    /// Asks once; after a failure (the connection broke: the server
+    /// restarted?), once more on a new connection. Returns the
+    /// connection's number with the answer.
+    async fn stats(&self) -> (u64, Result<NodeStats, String>) {
+        let first = self.ask().await;
+        if first.1.is_ok() {
+            return first;
+        }
+        self.conn.lock().expect("probe lock").0 = None;
+        let second = self.ask().await;
+        if second.1.is_err() {
+            self.conn.lock().expect("probe lock").0 = None;
+        }
+        second
+    }
+
+    async fn ask(&self) -> (u64, Result<NodeStats, String>) {
+        let (client, session) = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return (self.conn.lock().expect("probe lock").1, Err(e)),
+        };
+        let ctx = context_with_timeout(STATS_TIMEOUT);
+        let call = async {
+            match &client {
+                StatsClient::Coordinator(c) => c.stats(ctx).await,
+                StatsClient::Participant(c) => c.stats(ctx).await,
+            }
+        };
+        // A call on a connection that breaks at the wrong moment can
+        // outlive its deadline: bounded here too.
+        let answer = match tokio::time::timeout(STATS_TIMEOUT + STATS_GRACE, call).await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {STATS_TIMEOUT:?}")),
+        };
+        (session, answer)
+    }
+}
+
+fn node_sample(role: &str, stats: &NodeStats, pid: Option<u32>, session: u64) -> NodeSample {
     let proc_stat = pid.and_then(procstat::stat);
     NodeSample {
+        session: Some(session),
+        unread: None,
         role: role.to_string(),
         syncs: Some(stats.wal_syncs),
         batches: Some(stats.wal_batches),
