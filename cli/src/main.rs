@@ -142,9 +142,11 @@ enum Command {
     /// list); one that has forgotten it asks its participants. Prints
     /// `TXID: committed`, `aborted` or `pending` (`--json` for machines);
     /// `--wait 1m` asks again every 0.5 s while it is pending. Asking about
-    /// an id that was begun but never committed aborts it for good. Exit
-    /// code 0 committed, 1 aborted, 2 still pending, 3 usage or connection
-    /// error. Default log level: warn (tarpc: off).
+    /// an id that was begun but never committed aborts it for good; an id
+    /// its coordinator never minted is an unknown transaction (exit 3).
+    /// Exit code 0 committed, 1 aborted, 2 still pending, 3 usage or
+    /// connection error, or an unknown transaction. Default log level:
+    /// warn (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Outcome(outcome_cmd::OutcomeArgs),
 

@@ -105,7 +105,8 @@ pub trait CoordinatorRpc {
     /// Abandons a begun transaction; later commits of it are refused.
     async fn abort(txid: TxnId) -> Result<(), ServiceError>;
     /// What happened to `txid`. Presumed abort: a txid with no logged
-    /// commit that is not in progress is Aborted, for good.
+    /// commit that is not in progress is Aborted, for good. One this
+    /// coordinator never minted is `UnknownTxn` (asking changes nothing).
     async fn outcome(txid: TxnId) -> Result<OutcomeStatus, ServiceError>;
     /// Counters (no token needed).
     async fn stats() -> NodeStats;
