@@ -3,13 +3,14 @@
 //! check of the history against the final state (the `twopc-chaos`
 //! crate does the work).
 
+use crate::duration::parse_duration;
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use twopc_chaos::nemesis::{parse_faults, FaultKind, Sabotage};
-use twopc_chaos::runner::{parse_duration, ChaosOptions};
+use twopc_chaos::runner::ChaosOptions;
 use twopc_chaos::workload::WorkloadKind;
 
 pub const CHAOS_AFTER_HELP: &str = "\

@@ -13,6 +13,7 @@
 //! - `main.rs`: the command line (clap), logging, dispatch, exit codes.
 //! - `txn_cmd.rs`: `txn` and `get`: OP parsing and the client calls.
 //! - `output.rs`: what `txn` and `get` print, human and JSON.
+//! - `duration.rs`: durations on the command line (`10s`, `500ms`).
 //! - `local.rs`: `twopc local`: cluster file, startup, table, smoke test.
 //! - `supervisor.rs`: `twopc local`'s child processes: spawn, restart, stop.
 //!
@@ -28,6 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench_cmd;
 mod chaos_cmd;
+mod duration;
 mod local;
 mod outcome_cmd;
 mod output;

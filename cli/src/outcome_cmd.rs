@@ -3,7 +3,7 @@
 //! decided). Asks the coordinator that minted it; one that has forgotten
 //! the transaction asks its participants.
 
-use crate::bench_cmd::parse_duration;
+use crate::duration::parse_duration;
 use crate::output;
 use crate::txn_cmd::{connect, error};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};

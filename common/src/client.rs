@@ -229,7 +229,10 @@ impl Client {
     /// Committed values and versions, outside any transaction (no locks).
     pub async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ClientError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ClientError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+            return Err(ClientError::Invalid(format!(
+                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
+                keys.len()
+            )));
         }
         for key in &keys {
             check_key(key).map_err(ClientError::Invalid)?;

@@ -121,14 +121,20 @@ pub fn check_key(key: &[u8]) -> Result<(), String> {
         return Err("empty key".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!("key of {} bytes exceeds the limit of {MAX_KEY_BYTES}", key.len()));
+        return Err(format!(
+            "key of {} bytes exceeds the limit of {MAX_KEY_BYTES}; use a shorter key (a hash of a long one)",
+            key.len()
+        ));
     }
     Ok(())
 }
 
 pub fn check_value(value: &[u8]) -> Result<(), String> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(format!("value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}", value.len()));
+        return Err(format!(
+            "value of {} bytes exceeds the limit of {MAX_VALUE_BYTES}; split it over several keys",
+            value.len()
+        ));
     }
     Ok(())
 }

@@ -47,7 +47,10 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn read(self, ctx: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+            return Err(ServiceError::Invalid(format!(
+                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
+                keys.len()
+            )));
         }
         keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
         let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();

@@ -56,7 +56,10 @@ impl ParticipantRpc for ParticipantServer {
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!("{} keys exceed the limit of {MAX_KEYS_PER_READ}", keys.len())));
+            return Err(ServiceError::Invalid(format!(
+                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
+                keys.len()
+            )));
         }
         keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
         if let Some(key) = keys.iter().find(|k| *self.ring.owner(k) != self.me) {

@@ -86,7 +86,7 @@ pub enum AdminCommand {
     /// participants ask for every in-doubt outcome) and report what changed.
     Recover {
         /// How long to wait for transactions to resolve.
-        #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+        #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
         wait: std::time::Duration,
     },
     /// Force the outcome of an in-doubt transaction at its participants
@@ -126,17 +126,6 @@ pub enum AdminCommand {
         #[arg(long, value_name = "K")]
         key: Option<String>,
     },
-}
-
-fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
-    match unit {
-        "" | "s" => Ok(std::time::Duration::from_secs(n)),
-        "ms" => Ok(std::time::Duration::from_millis(n)),
-        "m" => Ok(std::time::Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 10s or 500ms")),
-    }
 }
 
 /// An admin failure: the message and the exit code it maps to.

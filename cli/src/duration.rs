@@ -1,0 +1,45 @@
+//! Durations on the command line (`--duration`, `--wait`, ...): a number
+//! with a unit, `500ms`, `10s`, `1.5s`, `2m`, `1h`. A bare number is
+//! refused: `--warmup 100` meant as milliseconds would be 100 s.
+
+use std::time::Duration;
+
+/// The longest duration any flag takes.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim());
+    let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" => return Err(format!("duration {s:?} has no unit (e.g. {s}s or {s}ms)")),
+        "ms" => value / 1000.0,
+        "s" | "sec" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || !(0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range (at most {}h)", MAX_DURATION.as_secs() / 3600));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("100").unwrap_err().contains("no unit"));
+        for bad in ["ten", "5x", "", "-1s", "48h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
