@@ -33,10 +33,13 @@ pub const MAX_REMEMBERED_DECISIONS: usize = 100_000;
 pub const IN_DOUBT_AFTER_MS: u64 = 2_000;
 /// Outcome questions sent per tick, at most.
 pub const MAX_OUTCOME_QUERIES_PER_TICK: usize = 1_000;
-/// A read waiting for a prepared writer has it ask its coordinator once it
-/// heard nothing for this long (normally the commit is already on its way,
-/// and comes first), and again at most this often.
-pub const READ_ASKS_AFTER_MS: u64 = 100;
+/// A prepared transaction that blocks a read or another prepare (a lock
+/// conflict) asks its coordinator once it heard nothing for this long
+/// (normally its commit is already on its way, and comes first), and
+/// again at most this often. After a coordinator restart, the first
+/// conflict with one of its older transactions so learns the presumed
+/// abort at once, not at the in-doubt timer.
+pub const BLOCKER_ASKS_AFTER_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -302,6 +305,9 @@ impl Engine {
         }
         let locks = dedup_keys(prepare.ops.keys());
         if let Err(reason) = self.check(&txid, &prepare, &locks, &current) {
+            if let AbortReason::LockConflict { holder, .. } = &reason {
+                self.ask_about_blocker(holder, out);
+            }
             self.decided.insert(txid, Decision::Aborted);
             out.push(reply(if one_phase {
                 Reply::Outcome(Outcome::Aborted(reason))
@@ -532,11 +538,17 @@ impl Engine {
 
     fn read_waiting(&mut self, txid: TxnId, now_ms: u64, out: &mut Vec<Command>) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.ask_about_blocker(&txid, out);
+    }
+
+    /// `txid` blocks a read or a prepare: if it is prepared and heard
+    /// nothing for [`BLOCKER_ASKS_AFTER_MS`], ask its coordinator.
+    fn ask_about_blocker(&mut self, txid: &TxnId, out: &mut Vec<Command>) {
         let now = self.now_ms;
-        if let Some(TxnState::Prepared { last_heard_ms, .. }) = self.txns.get_mut(&txid) {
-            if now.saturating_sub(*last_heard_ms) >= READ_ASKS_AFTER_MS {
+        if let Some(TxnState::Prepared { last_heard_ms, .. }) = self.txns.get_mut(txid) {
+            if now.saturating_sub(*last_heard_ms) >= BLOCKER_ASKS_AFTER_MS {
                 *last_heard_ms = now;
-                out.push(Command::AskOutcome { txid });
+                out.push(Command::AskOutcome { txid: txid.clone() });
             }
         }
     }

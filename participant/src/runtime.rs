@@ -40,7 +40,7 @@ pub const MAX_PARKED_READS: usize = 10_000;
 pub const READ_WAIT_MAX: Duration = Duration::from_secs(2);
 /// While reads wait for prepared writers, they are looked at this often:
 /// served if their writers finished, and their writers' outcomes asked
-/// (see `READ_ASKS_AFTER_MS`).
+/// (see `BLOCKER_ASKS_AFTER_MS`).
 pub const PARKED_READ_RECHECK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{
     AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned, Vote,
 };
-use twopc_participant::engine::{Command, Engine, Event, Reply, IN_DOUBT_AFTER_MS, READ_ASKS_AFTER_MS};
+use twopc_participant::engine::{Command, Engine, Event, Reply, BLOCKER_ASKS_AFTER_MS, IN_DOUBT_AFTER_MS};
 use twopc_participant::record::{Decision, HeuristicRecord, PreparedRecord};
 
 const RING: u64 = 42;
@@ -210,7 +210,11 @@ fn recovery_retakes_locks_and_asks_the_coordinator() {
     });
     assert_eq!(out, vec![Command::AskOutcome { txid: txid(1) }]);
     let reason = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
-    assert_eq!(prepare(&mut e, 1, 2, write("a", "2")), vec![reply(1, Reply::Vote(Vote::No(reason)))]);
+    // The holder, quiet since recovery, is asked about again.
+    assert_eq!(
+        prepare(&mut e, 1, 2, write("a", "2")),
+        vec![Command::AskOutcome { txid: txid(1) }, reply(1, Reply::Vote(Vote::No(reason)))]
+    );
     // The coordinator answers: apply.
     let out = e.handle(Event::OutcomeAnswer { txid: txid(1), status: OutcomeStatus::Committed });
     assert_eq!(out, vec![Command::Apply { txid: txid(1), writes: record(1, "a", "1").writes, synced: false }]);
@@ -226,13 +230,36 @@ fn a_waiting_read_has_its_prepared_writer_ask_soon_and_not_too_often() {
     assert_eq!(e.pending_writer(b"a"), Some(&txid(1)));
     let waiting = |now_ms| Event::ReadWaiting { txid: txid(1), now_ms };
     // Prepared at 1 s: the commit is normally on its way; wait for it.
-    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS - 1)), vec![]);
+    assert_eq!(e.handle(waiting(1_000 + BLOCKER_ASKS_AFTER_MS - 1)), vec![]);
     let ask = vec![Command::AskOutcome { txid: txid(1) }];
-    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS)), ask, "asked long before the in-doubt timer");
-    assert_eq!(e.handle(waiting(1_000 + READ_ASKS_AFTER_MS + 1)), vec![], "not again at once");
-    assert_eq!(e.handle(waiting(1_000 + 2 * READ_ASKS_AFTER_MS)), ask);
+    assert_eq!(e.handle(waiting(1_000 + BLOCKER_ASKS_AFTER_MS)), ask, "asked long before the in-doubt timer");
+    assert_eq!(e.handle(waiting(1_000 + BLOCKER_ASKS_AFTER_MS + 1)), vec![], "not again at once");
+    assert_eq!(e.handle(waiting(1_000 + 2 * BLOCKER_ASKS_AFTER_MS)), ask);
     // Only a prepared writer is asked about.
     assert_eq!(e.handle(Event::ReadWaiting { txid: txid(7), now_ms: 5_000 }), vec![]);
+}
+
+#[test]
+fn a_prepare_blocked_by_a_quiet_prepared_transaction_has_it_ask_soon_and_not_too_often() {
+    // After a coordinator restart, its older prepared transactions learn
+    // the presumed abort at the first conflict, not at the in-doubt timer.
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    let blocked = |e: &mut Engine, req, seq, now_ms| {
+        let ops = write("a", "2");
+        let current = current(&ops, &[]);
+        e.handle(Event::Prepare { req, prepare: prepare_req(seq, ops), current, now_ms })
+    };
+    let ask = Command::AskOutcome { txid: txid(1) };
+    let no = |req| {
+        let reason = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
+        reply(req, Reply::Vote(Vote::No(reason)))
+    };
+    assert_eq!(blocked(&mut e, 2, 2, 1_000 + BLOCKER_ASKS_AFTER_MS - 1), vec![no(2)], "its commit is on its way");
+    assert_eq!(blocked(&mut e, 3, 3, 1_000 + BLOCKER_ASKS_AFTER_MS), vec![ask.clone(), no(3)]);
+    assert_eq!(blocked(&mut e, 4, 4, 1_000 + BLOCKER_ASKS_AFTER_MS + 1), vec![no(4)], "not again at once");
+    assert_eq!(blocked(&mut e, 5, 5, 1_000 + 2 * BLOCKER_ASKS_AFTER_MS), vec![ask, no(5)]);
 }
 
 #[test]
