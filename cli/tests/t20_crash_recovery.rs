@@ -145,6 +145,43 @@ async fn an_application_client_outlives_a_coordinator_restart() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_lost_its_log_never_reuses_a_txid() -> Result<()> {
+    // Found by a user: a coordinator restarted on an empty data directory
+    // began at epoch 1 again; its new c1.1.2 met participants that had
+    // committed the old c1.1.2 and took the new prepare for a duplicate.
+    // The client was told "committed" and saw its writes half applied.
+    let mut cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("lost-log");
+    let client = cluster.client().await?;
+    let mut before = Vec::new();
+    for round in 0..3 {
+        let mut txn = client.begin().await?;
+        for key in &keys {
+            txn.put(key, format!("old{round}").into_bytes());
+        }
+        before.push(txn.commit().await?);
+    }
+    cluster.kill("c1");
+    std::fs::remove_dir_all(cluster.data_dir("c1"))?;
+    cluster.spawn("c1", &[])?;
+    let client = cluster.client().await?;
+    for round in 0..3 {
+        let mut txn = client.begin().await?;
+        for key in &keys {
+            txn.put(key, format!("new{round}").into_bytes());
+        }
+        let txid = txn.commit().await?;
+        assert!(!before.contains(&txid), "{txid} was used before the log was lost");
+        let got = client.read(keys.clone()).await?;
+        for (key, read) in keys.iter().zip(&got) {
+            let value = read.value.as_deref().map(String::from_utf8_lossy);
+            assert_eq!(value.as_deref(), Some(format!("new{round}").as_str()), "{key:?} after {txid}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_two_coordinators_moves_on_when_one_is_down() -> Result<()> {
     let mut cluster = Cluster::start_with_coordinators(2, 3)?;
     let (c1, c2) = (cluster.addr("c1"), cluster.addr("c2"));

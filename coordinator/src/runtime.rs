@@ -282,7 +282,7 @@ impl EngineTask {
                 }
             }
         }
-        let epoch = last_epoch + 1;
+        let epoch = next_epoch(last_epoch, now_ms());
         let mut batch = WalBatch::new();
         batch.append.push(CoordinatorRecord::Epoch(epoch));
         batch.remove = epoch_lsns;
@@ -635,5 +635,36 @@ mod tests {
     fn retries_warn_ever_more_rarely() {
         let warned: Vec<u32> = (0..64).filter(|&a| worth_a_warning(a)).collect();
         assert_eq!(warned, [0, 1, 3, 7, 15, 31, 63]);
+    }
+}
+
+/// 2024-01-01T00:00:00Z, in ms since the Unix epoch.
+const EPOCH_CLOCK_BASE_MS: u64 = 1_704_067_200_000;
+
+/// The epoch of a coordinator starting now: after the last one in its log,
+/// and at least the milliseconds since 2024 on its clock. A coordinator
+/// whose log was lost (an emptied or mistyped data directory, an old
+/// backup), or a second process with the same id, then never reuses a txid
+/// that participants remember. (It did: starting again at epoch 1, its
+/// new `c1.1.2` met participants that had committed the old `c1.1.2` and
+/// took the new prepare for a duplicate, so a client told "committed" saw
+/// its writes half applied.)
+fn next_epoch(last_epoch: u64, now_ms: u64) -> u64 {
+    (last_epoch + 1).max(now_ms.saturating_sub(EPOCH_CLOCK_BASE_MS))
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_follows_the_log_and_the_clock() {
+        let now = EPOCH_CLOCK_BASE_MS + 60_000_000_000;
+        // A lost log still gives an epoch past every earlier one.
+        assert_eq!(next_epoch(0, now), 60_000_000_000);
+        // Restarts faster than the clock still move on.
+        assert_eq!(next_epoch(60_000_000_000, now), 60_000_000_001);
+        // A clock before 2024 (or unset) falls back on the log.
+        assert_eq!(next_epoch(6, 0), 7);
     }
 }
