@@ -167,3 +167,31 @@ async fn batches_answer_each_request_in_order_and_over_long_ones_are_refused() -
     txn.commit().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_aborted_not_left_open() -> Result<()> {
+    // Found by a user: 64 tasks that began, read and dropped their
+    // transactions filled the coordinator's count of open ids in seconds,
+    // and every client's `begin` failed as overloaded for a minute.
+    use twopc_common::net::{client_config, connect, context_with_timeout, transport};
+    use twopc_common::service::CoordinatorRpcClient;
+    const DROPPED: usize = 500;
+    let cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let key = cluster.key_per_participant("dropped").remove(0);
+    for _ in 0..DROPPED {
+        let mut txn = client.begin().await?;
+        txn.get(&key).await?;
+        drop(txn);
+    }
+    let stream = connect(&cluster.coordinator_addr()).await.map_err(anyhow::Error::msg)?;
+    let c1 = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
+    let spares = twopc_common::client::SPARE_TXIDS;
+    cluster
+        .eventually("the dropped transactions' ids are released", Duration::from_secs(10), || async {
+            let stats = c1.stats(context_with_timeout(Duration::from_secs(2))).await?;
+            Ok(stats.open <= spares)
+        })
+        .await?;
+    Ok(())
+}

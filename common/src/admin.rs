@@ -30,6 +30,9 @@ pub struct NodeStats {
     pub locks: usize,
     /// Coordinator: transactions in commit (any phase).
     pub active: usize,
+    /// Coordinator: ids begun and neither committed nor aborted yet
+    /// (clients' spares included; expired after a minute unused).
+    pub open: usize,
     /// Coordinator: committed transactions not yet acked by every participant.
     pub undelivered_commits: usize,
     /// Heuristic decisions recorded here (participant) and mismatches seen.

@@ -20,7 +20,7 @@
 //! no locks; the version seen is sent at commit and validated there, so a
 //! committed transaction is serializable. Writes are buffered until commit.
 
-use crate::coordinator_set::CoordinatorSet;
+use crate::coordinator_set::{CoordinatorPeer, CoordinatorSet};
 use crate::error::ServiceError;
 use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
@@ -137,7 +137,7 @@ impl Client {
         };
         Ok(Transaction {
             client: self.clone(),
-            minted,
+            minted: Some(minted),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             conditions: Vec::new(),
@@ -265,7 +265,13 @@ impl Client {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Invalid(format!("no coordinator of this client minted {txid}"))))
+        Err(last.unwrap_or_else(|| {
+            ClientError::Invalid(format!(
+                "{txid} belongs to coordinator {}, which is none of this client's coordinators: ask it \
+                 (its address is in the cluster file)",
+                txid.coordinator
+            ))
+        }))
     }
 
     async fn outcome_at(&self, index: usize, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
@@ -311,9 +317,16 @@ impl Client {
 }
 
 /// A transaction: reads record the version seen, writes are buffered.
+///
+/// A transaction dropped without `commit` or `abort` (a read-only one, or
+/// one given up after an error) is aborted in the background, so the
+/// coordinator forgets its id at once: it counts ids open until they end
+/// or expire after a minute, and one client dropping many transactions
+/// filled that count and shut every client out of `begin` for a minute.
 pub struct Transaction {
     client: Client,
-    minted: Minted,
+    /// Taken by `commit` and `abort`; still here when dropped unfinished.
+    minted: Option<Minted>,
     reads: BTreeMap<Key, Version>,
     writes: BTreeMap<Key, Option<Value>>,
     conditions: Vec<Condition>,
@@ -321,7 +334,7 @@ pub struct Transaction {
 
 impl Transaction {
     pub fn txid(&self) -> &TxnId {
-        &self.minted.txid
+        &self.minted().txid
     }
 
     /// Reads a key: this transaction's own write if any, else the committed
@@ -392,11 +405,11 @@ impl Transaction {
     /// since the id was minted (the new run aborts it: presumed abort), or
     /// if the coordinator could not be reached at all (the request never
     /// left; the fresh id comes from the next coordinator that answers).
-    pub async fn commit(self) -> Result<TxnId, ClientError> {
+    pub async fn commit(mut self) -> Result<TxnId, ClientError> {
         let ops = self.ops();
         ops.validate().map_err(ClientError::Invalid)?;
-        let client = self.client;
-        let Minted { mut txid, mut coordinator, connection, .. } = self.minted;
+        let client = self.client.clone();
+        let Minted { mut txid, mut coordinator, connection, .. } = self.minted.take().expect("not yet finished");
         let mut answer = client.send_commit(coordinator, &txid, &ops).await;
         let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
             && client.coordinators.peer(coordinator).connections_opened() != connection;
@@ -424,14 +437,36 @@ impl Transaction {
     }
 
     /// Abandons the transaction (nothing was sent to participants yet).
-    pub async fn abort(self) -> Result<(), ClientError> {
-        let txid = &self.minted.txid;
-        let call = |c: CoordinatorRpcClient| {
-            let txid = txid.clone();
-            async move { c.abort(context_with_timeout(RPC_TIMEOUT), txid).await }
-        };
-        let peer = self.client.coordinators.peer(self.minted.coordinator);
-        peer.call(call).await.map_err(ClientError::Connection)??;
-        Ok(())
+    pub async fn abort(mut self) -> Result<(), ClientError> {
+        let minted = self.minted.take().expect("not yet finished");
+        send_abort(self.client.coordinators.peer(minted.coordinator), minted.txid).await
     }
+
+    fn minted(&self) -> &Minted {
+        self.minted.as_ref().expect("a transaction is used only until commit or abort")
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        let Some(minted) = self.minted.take() else { return };
+        // Outside a runtime there is nothing to send with: the coordinator
+        // expires the id after a minute.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let peer = self.client.coordinators.peer(minted.coordinator).clone();
+        runtime.spawn(async move {
+            if let Err(e) = send_abort(&peer, minted.txid.clone()).await {
+                tracing::debug!(txid = %minted.txid, error = %e, "abort of a dropped transaction failed");
+            }
+        });
+    }
+}
+
+async fn send_abort(peer: &CoordinatorPeer, txid: TxnId) -> Result<(), ClientError> {
+    let call = |c: CoordinatorRpcClient| {
+        let txid = txid.clone();
+        async move { c.abort(context_with_timeout(RPC_TIMEOUT), txid).await }
+    };
+    peer.call(call).await.map_err(ClientError::Connection)??;
+    Ok(())
 }

@@ -649,9 +649,11 @@ impl Engine {
     }
 
     /// (transactions in commit, committed but not acked by all, mixed).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// Transactions in commit, commits not yet acked everywhere, mixed
+    /// outcomes, and ids begun but not finished.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
         let undelivered = self.active.values().filter(|a| matches!(a.phase, Phase::Committing { .. })).count();
-        (self.active.len(), undelivered, self.mixed.len())
+        (self.active.len(), undelivered, self.mixed.len(), self.open.len())
     }
 
     /// Transactions in commit: txid, participants, phase name.

@@ -368,13 +368,14 @@ impl EngineTask {
 
     fn stats(&self) -> NodeStats {
         let wal = self.wal.stats();
-        let (active, undelivered_commits, heuristic_mixed) = self.engine.counts();
+        let (active, undelivered_commits, heuristic_mixed, open) = self.engine.counts();
         NodeStats {
             id: self.cluster_id(),
             role: "coordinator".into(),
             epoch: Some(self.engine.epoch()),
             now_ms: now_ms(),
             active,
+            open,
             undelivered_commits,
             heuristic_mixed,
             wal_syncs: wal.syncs,
