@@ -7,7 +7,7 @@ use crate::frame_gate::{GatedStream, LARGE_FRAME_RECEIVE_TIMEOUT, SERVER_FRAME_B
 use crate::limits::{
     CONNECT_TIMEOUT, HELLO_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
-use crate::service::{Hello, Role};
+use crate::service::{hello_failure, Hello, Role};
 use futures::Future;
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
@@ -344,7 +344,7 @@ impl<C: Clone> Peer<C> {
                 .map_err(|_| {
                     format!("{} accepted the connection but did not answer within {HELLO_TIMEOUT:?}", self.addr)
                 })?
-                .map_err(|e| format!("{}: {e} (is it a twopc {}?)", self.addr, expected.role))?;
+                .map_err(|e| hello_failure(&self.addr, expected.role, &e))?;
             hello.expect(&self.addr, expected.role, expected.id.as_deref())?;
         }
         let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;

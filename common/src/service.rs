@@ -17,7 +17,7 @@ use crate::net::context_with_timeout;
 use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tarpc::client::RpcError;
+pub use tarpc::client::RpcError;
 
 /// What kind of process answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +112,16 @@ pub trait CoordinatorRpc {
     async fn stats() -> NodeStats;
     /// An operator's request; refused without the right token.
     async fn admin(token: String, req: AdminRequest) -> Result<AdminReply, ServiceError>;
+}
+
+/// Why `hello` to `addr` (expected to be a `role`) got no answer, in words.
+pub fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
+    match e {
+        RpcError::DeadlineExceeded => {
+            format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung or stopped?)")
+        }
+        e => format!("{addr}: {e} (is it a twopc {role}?)"),
+    }
 }
 
 /// Asks a coordinator who it is, within [`HELLO_TIMEOUT`].

@@ -53,6 +53,9 @@ pub const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 /// One column family's memtable before it is flushed to an SST file.
 pub const MEMTABLE_BYTES: usize = 16 << 20;
 
+/// RocksDB info LOG files kept (the current one and older ones).
+pub const MAX_INFO_LOG_FILES: usize = 5;
+
 /// SST files RocksDB keeps open at once (its default keeps every one open,
 /// so a large store could use up the process's file descriptors).
 pub const MAX_OPEN_TABLE_FILES: i32 = 256;
@@ -66,6 +69,9 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
     opts.set_max_open_files(MAX_OPEN_TABLE_FILES);
+    // RocksDB starts a new info LOG at every open and keeps 1,000 old
+    // ones: a server crash-looping on a full disk added one per attempt.
+    opts.set_keep_log_file_num(MAX_INFO_LOG_FILES);
     // Memory: all memtables together stay under MEMTABLE_BUDGET_BYTES
     // (RocksDB flushes the largest when the budget is reached).
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
@@ -75,7 +81,11 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
         cf_opts.set_max_write_buffer_number(2);
         ColumnFamilyDescriptor::new(name, cf_opts)
     });
-    Db::open_cf_descriptors(&opts, path, cfs).map_err(|e| storage(&path.display().to_string(), "open failed", e))
+    Db::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+        let in_use = e.to_string().contains("LOCK");
+        let what = if in_use { "open failed (is another process using this data directory?)" } else { "open failed" };
+        storage(&path.display().to_string(), what, e)
+    })
 }
 
 /// The first LSN to hand out: after both the last live record and the

@@ -70,10 +70,11 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             println!("warning: could not ask {u}");
         }
     }
-    Ok(if !after.is_empty() {
-        ADMIN_REFUSED
-    } else if !unreachable.is_empty() || !not_asked.is_empty() {
+    // Incomplete first: a process not checked may hold more in doubt.
+    Ok(if !unreachable.is_empty() || !not_asked.is_empty() {
         ADMIN_INCOMPLETE
+    } else if !after.is_empty() {
+        ADMIN_REFUSED
     } else {
         ADMIN_OK
     })

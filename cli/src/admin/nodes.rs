@@ -6,7 +6,8 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
 use twopc_common::config::ClusterConfig;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::service::{
-    coordinator_hello, participant_hello, CoordinatorRpcClient, Hello, ParticipantRpcClient, Role,
+    coordinator_hello, hello_failure, participant_hello, CoordinatorRpcClient, Hello, ParticipantRpcClient, Role,
+    RpcError,
 };
 use twopc_common::{ServiceError, TxnId};
 
@@ -163,11 +164,11 @@ async fn participant(addr: &str, id: &str) -> Result<ParticipantRpcClient, Strin
 }
 
 async fn introduce(
-    hello: impl std::future::Future<Output = Result<Hello, impl std::fmt::Display>>,
+    hello: impl std::future::Future<Output = Result<Hello, RpcError>>,
     addr: &str,
     role: Role,
     id: Option<&str>,
 ) -> Result<(), String> {
-    let hello = hello.await.map_err(|e| format!("{addr}: {e} (is it a twopc {role}?)"))?;
+    let hello = hello.await.map_err(|e| hello_failure(addr, role, &e))?;
     hello.expect(addr, role, id)
 }
