@@ -1,9 +1,11 @@
 //! A server's data directory names its owner (`OWNER`: role and id,
 //! written and synced at the first start), so that a node started on
 //! another node's directory (directories swapped, a wrong `--data-dir`)
-//! refuses to start instead of serving that node's data as its own; and
-//! where in it the write-ahead log lives.
+//! refuses to start instead of serving that node's data as its own; a
+//! participant's directory also names the ring its data was written under
+//! (`RING`); and where in it the write-ahead log lives.
 
+use crate::ring::Ring;
 use std::io::Write;
 use std::path::Path;
 
@@ -34,10 +36,44 @@ pub fn claim(dir: &Path, role: &str, id: &str) -> Result<(), String> {
     }
 }
 
+/// The file, inside a participant's data directory, that names the ring
+/// (the participant list) its data was written under.
+pub const RING_FILE: &str = "RING";
+
+/// Claims `dir` for `ring`: writes the ring file if there is none, else
+/// checks it. Keys are routed by the ring and twopc does not move data
+/// between participants, so a participant restarted under another
+/// participant list (one added or removed from the cluster file) would
+/// serve its committed keys as absent: it refuses to start instead.
+pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
+    let path = dir.join(RING_FILE);
+    let nodes: Vec<String> = ring.nodes().iter().map(ToString::to_string).collect();
+    let wanted = format!("{:#x} {}\n", ring.fingerprint(), nodes.join(","));
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == wanted => Ok(()),
+        Ok(found) => {
+            let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
+            Err(format!(
+                "{} holds data written when the participants were {old_nodes}; the cluster file now lists {} \
+                 (or other vnodes). twopc does not move data between participants: keys would be routed \
+                 elsewhere and committed data would seem absent. Restore the participant list, or start a new \
+                 cluster in new directories",
+                dir.display(),
+                nodes.join(","),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_synced(dir, &path, &wanted).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// Writes `text` to `path` durably: a temp file, synced, renamed, and the
 /// directory synced.
 fn write_synced(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
-    let temp = dir.join(format!("{OWNER_FILE}.new"));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(OWNER_FILE);
+    let temp = dir.join(format!("{name}.new"));
     let mut file = std::fs::File::create(&temp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
@@ -57,5 +93,16 @@ mod tests {
         let other = claim(dir.path(), "participant", "p3").unwrap_err();
         assert!(other.contains("belongs to participant p2, not to participant p3"), "{other}");
         assert!(claim(dir.path(), "coordinator", "p2").is_err(), "another role");
+    }
+
+    #[test]
+    fn a_participant_keeps_the_ring_its_data_was_written_under() {
+        use crate::NodeId;
+        let ring = |ids: &[&str]| Ring::new(&ids.iter().map(|i| NodeId::new(i).unwrap()).collect::<Vec<_>>(), 64);
+        let dir = tempfile::tempdir().unwrap();
+        claim_ring(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap();
+        claim_ring(dir.path(), &ring(&["p1", "p2", "p3"])).expect("the same ring again");
+        let fewer = claim_ring(dir.path(), &ring(&["p1", "p2"])).unwrap_err();
+        assert!(fewer.contains("participants were p1,p2,p3") && fewer.contains("now lists p1,p2"), "{fewer}");
     }
 }

@@ -51,7 +51,8 @@ pub enum ParticipantError {
     Bind { addr: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
-    /// The data directory is another node's (or its owner file failed).
+    /// The data directory is another node's, or holds data written under
+    /// another participant list (or its owner or ring file failed).
     #[error("{0}")]
     DataDirOwner(String),
     #[error("write-ahead log: {0}")]
@@ -139,6 +140,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     twopc_common::data_dir::claim(&opts.data_dir, "participant", &opts.id).map_err(ParticipantError::DataDirOwner)?;
+    twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(ParticipantError::DataDirOwner)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
