@@ -150,14 +150,15 @@ async fn a_coordinator_that_lost_its_log_never_reuses_a_txid() -> Result<()> {
     // began at epoch 1 again; its new c1.1.2 met participants that had
     // committed the old c1.1.2 and took the new prepare for a duplicate.
     // The client was told "committed" and saw its writes half applied.
+    // (Fresh keys every round: commits reach participants after the reply,
+    // so a reused key could meet the previous round's lock.)
     let mut cluster = Cluster::start(3)?;
-    let keys = cluster.key_per_participant("lost-log");
     let client = cluster.client().await?;
     let mut before = Vec::new();
     for round in 0..3 {
         let mut txn = client.begin().await?;
-        for key in &keys {
-            txn.put(key, format!("old{round}").into_bytes());
+        for key in cluster.key_per_participant(&format!("lost-log-old{round}")) {
+            txn.put(&key, b"old".to_vec());
         }
         before.push(txn.commit().await?);
     }
@@ -166,16 +167,15 @@ async fn a_coordinator_that_lost_its_log_never_reuses_a_txid() -> Result<()> {
     cluster.spawn("c1", &[])?;
     let client = cluster.client().await?;
     for round in 0..3 {
+        let keys = cluster.key_per_participant(&format!("lost-log-new{round}"));
         let mut txn = client.begin().await?;
         for key in &keys {
-            txn.put(key, format!("new{round}").into_bytes());
+            txn.put(key, b"new".to_vec());
         }
         let txid = txn.commit().await?;
         assert!(!before.contains(&txid), "{txid} was used before the log was lost");
-        let got = client.read(keys.clone()).await?;
-        for (key, read) in keys.iter().zip(&got) {
-            let value = read.value.as_deref().map(String::from_utf8_lossy);
-            assert_eq!(value.as_deref(), Some(format!("new{round}").as_str()), "{key:?} after {txid}");
+        for (key, read) in keys.iter().zip(client.read(keys.clone()).await?) {
+            assert_eq!(read.value.as_deref(), Some(b"new".as_slice()), "{key:?} of {txid} is missing");
         }
     }
     Ok(())

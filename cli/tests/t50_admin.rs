@@ -94,6 +94,30 @@ async fn an_undecided_transaction_is_listed_and_a_forced_abort_releases_it() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_forced_everywhere_without_a_logged_decision_is_the_outcome_not_mixed() -> Result<()> {
+    // Found by a user: `show` called this HEURISTIC-MIXED against a
+    // presumed abort, while `heuristics` said not mixed and `outcome` said
+    // committed (the restarted coordinator adopts the participants' commit).
+    let (mut cluster, config) = cluster("coordinator.before-decision=crash")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-forced-commit").await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    let out = admin(&config, &["resolve", &txid.to_string(), "--commit", "--force", "--reason", "test"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    cluster.spawn("c1", &[])?;
+    let out = admin(&config, &["show", &txid.to_string(), "--json"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = json(&out);
+    assert_eq!(shown["heuristic_mixed"], serde_json::json!([]), "{shown}");
+    assert!(shown["decision"].as_str().unwrap().starts_with("none logged"), "{shown}");
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    assert!(json(&out)["heuristics"].as_array().unwrap().iter().all(|h| h["mixed"] == false), "{}", text(&out));
+    let client = cluster.client().await?;
+    assert_eq!(client.outcome(&txid).await?, twopc_common::OutcomeStatus::Committed);
+    assert_eq!(cluster.read_at("p2", &keys[1]).await?.value.as_deref(), Some(b"v".as_slice()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> Result<()> {
     // Commit messages are withheld, so participants stay prepared.
     let (mut cluster, config) = cluster("coordinator.commit-send=drop")?;

@@ -1,6 +1,6 @@
 //! The admin commands that change state: `recover` and `resolve`.
 
-use super::inspect::{collect_in_doubt, coordinator_decision};
+use super::inspect::{collect_in_doubt, coordinator_decision, NO_DECISION_LOGGED};
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
 use std::collections::BTreeSet;
@@ -117,7 +117,8 @@ pub async fn resolve(
         return Err(Failure::new(code, message));
     }
     let (decision, view) = coordinator_decision(cluster, txid).await?;
-    let agrees = decision.starts_with(wanted);
+    // With no decision logged, abort is what the coordinator presumes.
+    let agrees = decision.starts_with(wanted) || (!commit && decision == NO_DECISION_LOGGED);
     let refusal = if view.is_none() {
         let why = if decision.contains("unreachable") {
             format!("the coordinator of {txid} cannot be reached, so its decision is unknown")

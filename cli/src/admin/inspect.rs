@@ -93,8 +93,8 @@ pub struct InDoubt {
     pub participants: BTreeMap<String, String>,
     /// participant → keys it locks.
     pub locks: BTreeMap<String, Vec<String>>,
-    /// The coordinator's logged decision: "commit", "abort (presumed)",
-    /// "abort", "deciding", "unknown (coordinator unreachable)".
+    /// The coordinator's logged decision: "commit (logged)", "abort",
+    /// "none logged (...)", "deciding", "unknown (coordinator unreachable)".
     pub decision: String,
 }
 
@@ -157,6 +157,9 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
     Ok((found.into_values().collect(), unreachable))
 }
 
+/// The decision words for a txid with no Commit record at its coordinator.
+pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
+
 /// The owning coordinator's decision for `txid`, in words, and its view.
 pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(String, Option<TxnView>), Failure> {
     let Some(node) = cluster.node(txid.coordinator.as_str()).filter(|n| n.role == "coordinator") else {
@@ -169,7 +172,9 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
     let words = match view.state.as_str() {
         "committed" | "committing" => "commit (logged)",
         "aborted" | "aborting" => "abort",
-        "unknown" => "abort (presumed: no commit logged)",
+        // No Commit record: asked, the coordinator answers from the
+        // participants (committed if one applied it, else aborted).
+        "unknown" => NO_DECISION_LOGGED,
         _ => "deciding",
     };
     Ok((words.into(), Some(view)))
@@ -317,6 +322,14 @@ pub fn mixed_findings(
     let mut found: Vec<String> = coordinator
         .map(|c| c.mixed.iter().map(|p| format!("{p} refused the coordinator's commit (forced to abort)")).collect())
         .unwrap_or_default();
+    let forced: Vec<&str> =
+        views.iter().filter_map(|(_, v)| v.as_ref().ok()?.heuristic.as_ref()).map(|h| h.decision.as_str()).collect();
+    if decision == NO_DECISION_LOGGED && forced.contains(&"commit") && forced.contains(&"abort") {
+        // No decision to compare with: forced outcomes that disagree are
+        // mixed among themselves. (Forced the same way everywhere, they
+        // are the outcome: the coordinator adopts a participant's commit.)
+        found.push("participants were forced to different outcomes (no coordinator decision logged)".into());
+    }
     for (id, view) in views {
         let Ok(view) = view else { continue };
         let Some(h) = &view.heuristic else { continue };
