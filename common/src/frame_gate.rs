@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// Frames up to this size (the prefix's announced size) pass on at once.
 pub const SMALL_FRAME_BYTES: usize = 64 * 1024;
@@ -32,6 +32,13 @@ pub const MAX_LARGE_FRAME_BYTES_RECEIVING: usize = 256 * 1024 * 1024;
 /// A large frame must be complete this long after its prefix arrived: no
 /// request that takes longer to arrive could still be answered in time.
 pub const LARGE_FRAME_RECEIVE_TIMEOUT: Duration = CLIENT_COMMIT_TIMEOUT;
+/// Once admitted, a large frame must keep arriving at this rate (after
+/// [`LARGE_FRAME_RATE_GRACE`]): a sender trickling a byte a second would
+/// otherwise hold its share of the budget for the whole receive timeout,
+/// and a few dozen such connections kept every large request waiting.
+pub const MIN_LARGE_FRAME_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+/// How long an admitted large frame may take before the rate counts.
+pub const LARGE_FRAME_RATE_GRACE: Duration = Duration::from_secs(1);
 /// How often a large frame waiting for budget tries again.
 pub const BUDGET_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes read from the socket at once.
@@ -112,6 +119,11 @@ pub struct GatedStream<S> {
     position: Position,
     /// Budget held by the large frame being received.
     charged: usize,
+    /// When the large frame's prefix arrived, when it was admitted, and
+    /// how much of its body has arrived since.
+    prefix_at: Option<Instant>,
+    admitted_at: Option<Instant>,
+    received: usize,
     /// When the large frame being received must be complete.
     deadline: Option<Pin<Box<Sleep>>>,
     /// When a large frame waiting for budget tries again.
@@ -133,6 +145,9 @@ impl<S> GatedStream<S> {
             end: 0,
             position: Position::Prefix { bytes: [0; PREFIX_BYTES], have: 0 },
             charged: 0,
+            prefix_at: None,
+            admitted_at: None,
+            received: 0,
             deadline: None,
             retry: None,
         }
@@ -158,6 +173,7 @@ impl<S> GatedStream<S> {
                         continue;
                     }
                     if self.deadline.is_none() {
+                        self.prefix_at = Some(Instant::now());
                         self.deadline = Some(Box::pin(tokio::time::sleep(self.receive_timeout)));
                     }
                     if !self.budget.try_take(announced) {
@@ -165,6 +181,8 @@ impl<S> GatedStream<S> {
                     }
                     self.retry = None;
                     self.charged = announced;
+                    self.admitted_at = Some(Instant::now());
+                    self.received = 0;
                     self.position = Position::Body { left: announced, large: true };
                 }
                 Position::Prefix { mut bytes, have } => {
@@ -181,6 +199,7 @@ impl<S> GatedStream<S> {
                     if large {
                         self.budget.give_back(std::mem::take(&mut self.charged));
                         self.deadline = None;
+                        (self.prefix_at, self.admitted_at) = (None, None);
                     }
                     self.position = Position::Prefix { bytes: [0; PREFIX_BYTES], have: 0 };
                 }
@@ -190,12 +209,30 @@ impl<S> GatedStream<S> {
                     }
                     let take = left.min(self.end - self.scanned);
                     self.scanned += take;
-                    if !large {
+                    if large {
+                        self.received += take;
+                    } else {
                         self.ready = self.scanned;
                     }
                     self.position = Position::Body { left: left - take, large };
                 }
             }
+        }
+    }
+
+    /// When the large frame being received must be complete by, as it
+    /// stands: within the receive timeout of its prefix, and, once
+    /// admitted, at the minimum rate; and whether the rate is what binds.
+    fn large_frame_due(&self) -> (Instant, bool) {
+        let Some(prefix_at) = self.prefix_at else { return (Instant::now() + self.receive_timeout, false) };
+        let overall = prefix_at + self.receive_timeout;
+        let Some(admitted_at) = self.admitted_at else { return (overall, false) };
+        let earned = Duration::from_secs_f64(self.received as f64 / MIN_LARGE_FRAME_BYTES_PER_SEC);
+        let by_rate = admitted_at + LARGE_FRAME_RATE_GRACE + earned;
+        if by_rate < overall {
+            (by_rate, true)
+        } else {
+            (overall, false)
         }
     }
 
@@ -253,13 +290,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for GatedStream<S> {
             if this.ready > this.start {
                 continue;
             }
+            let (due, too_slow) = this.large_frame_due();
             if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.deadline() != due {
+                    deadline.as_mut().reset(due);
+                }
                 if deadline.as_mut().poll(cx).is_ready() {
-                    tracing::warn!(peer = %this.peer, timeout = ?this.receive_timeout, "a large frame did not arrive in time: closing the connection");
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("a large frame did not arrive within {:?}", this.receive_timeout),
-                    )));
+                    let why = if too_slow {
+                        format!("a large frame arrived slower than {MIN_LARGE_FRAME_BYTES_PER_SEC} bytes/s")
+                    } else {
+                        format!("a large frame did not arrive within {:?}", this.receive_timeout)
+                    };
+                    tracing::warn!(peer = %this.peer, "{why}: closing the connection");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
                 }
             }
             if let Scan::WaitForBudget = scan {
@@ -424,6 +467,25 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         drop(reader);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_admitted_large_frame_that_trickles_is_cut_and_frees_its_budget() {
+        let budget = budget(MAX_LARGE_FRAME_BYTES_RECEIVING);
+        let (mut reader, mut far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        far.write_all(&(MAX_FRAME_BYTES as u32).to_be_bytes()).await.unwrap();
+        let trickle = tokio::spawn(async move {
+            // A byte every 100 ms: far below the minimum rate.
+            while far.write_all(&[1]).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let err = reader.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("slower than"), "{err}");
+        drop(reader);
+        assert_eq!(budget.in_use(), 0);
+        trickle.abort();
     }
 
     #[tokio::test]
