@@ -19,18 +19,25 @@ pub const WAL_DIR: &str = "wal";
 /// (a new directory, or one from before owner files), else checks it.
 /// The error says whose directory it is.
 pub fn claim(dir: &Path, role: &str, id: &str) -> Result<(), String> {
-    let path = dir.join(OWNER_FILE);
-    let wanted = format!("twopc {role} {id}\n");
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == wanted => Ok(()),
-        Ok(found) => Err(format!(
+    claim_file(dir, OWNER_FILE, &format!("twopc {role} {id}\n"), |found| {
+        format!(
             "{} belongs to {}, not to {role} {id}: started on it, this node would serve another node's data \
              as its own. Give it its own --data-dir",
             dir.display(),
             found.trim().strip_prefix("twopc ").unwrap_or(found.trim()),
-        )),
+        )
+    })
+}
+
+/// Writes `wanted` into `dir/name` if there is no such file, else checks
+/// that it holds `wanted`; `refuse` words the error from what it holds.
+fn claim_file(dir: &Path, name: &str, wanted: &str, refuse: impl FnOnce(&str) -> String) -> Result<(), String> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == wanted => Ok(()),
+        Ok(found) => Err(refuse(&found)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_synced(dir, &path, &wanted).map_err(|e| format!("cannot write {}: {e}", path.display()))
+            write_synced(dir, &path, wanted).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -46,34 +53,27 @@ pub const RING_FILE: &str = "RING";
 /// participant list (one added or removed from the cluster file) would
 /// serve its committed keys as absent: it refuses to start instead.
 pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
-    let path = dir.join(RING_FILE);
     let nodes: Vec<String> = ring.nodes().iter().map(ToString::to_string).collect();
     let wanted = format!("{:#x} {}\n", ring.fingerprint(), nodes.join(","));
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == wanted => Ok(()),
-        Ok(found) => {
-            let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
-            Err(format!(
-                "{} holds data written when the participants were {old_nodes}; the cluster file now lists {} \
-                 (or other vnodes). twopc does not move data between participants: keys would be routed \
-                 elsewhere and committed data would seem absent. Restore the participant list, or start a new \
-                 cluster in new directories",
-                dir.display(),
-                nodes.join(","),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_synced(dir, &path, &wanted).map_err(|e| format!("cannot write {}: {e}", path.display()))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
+    claim_file(dir, RING_FILE, &wanted, |found| {
+        let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
+        format!(
+            "{} holds data written when the participants were {old_nodes}; the cluster file now lists {} \
+             (or other vnodes). twopc does not move data between participants: keys would be routed \
+             elsewhere and committed data would seem absent. Restore the participant list, or start a new \
+             cluster in new directories",
+            dir.display(),
+            nodes.join(","),
+        )
+    })
 }
 
 /// Writes `text` to `path` durably: a temp file, synced, renamed, and the
 /// directory synced.
 fn write_synced(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(OWNER_FILE);
-    let temp = dir.join(format!("{name}.new"));
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    let temp = std::path::PathBuf::from(temp);
     let mut file = std::fs::File::create(&temp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;

@@ -223,17 +223,13 @@ impl<S> GatedStream<S> {
     /// When the large frame being received must be complete by, as it
     /// stands: within the receive timeout of its prefix, and, once
     /// admitted, at the minimum rate; and whether the rate is what binds.
-    fn large_frame_due(&self) -> (Instant, bool) {
-        let Some(prefix_at) = self.prefix_at else { return (Instant::now() + self.receive_timeout, false) };
-        let overall = prefix_at + self.receive_timeout;
-        let Some(admitted_at) = self.admitted_at else { return (overall, false) };
+    /// `None` between large frames.
+    fn large_frame_due(&self) -> Option<(Instant, bool)> {
+        let overall = self.prefix_at? + self.receive_timeout;
+        let Some(admitted_at) = self.admitted_at else { return Some((overall, false)) };
         let earned = Duration::from_secs_f64(self.received as f64 / MIN_LARGE_FRAME_BYTES_PER_SEC);
         let by_rate = admitted_at + LARGE_FRAME_RATE_GRACE + earned;
-        if by_rate < overall {
-            (by_rate, true)
-        } else {
-            (overall, false)
-        }
+        Some(if by_rate < overall { (by_rate, true) } else { (overall, false) })
     }
 
     /// Makes room after `end` for the next read: moves unread bytes to the
@@ -290,8 +286,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GatedStream<S> {
             if this.ready > this.start {
                 continue;
             }
-            let (due, too_slow) = this.large_frame_due();
-            if let Some(deadline) = this.deadline.as_mut() {
+            if let (Some((due, too_slow)), Some(deadline)) = (this.large_frame_due(), this.deadline.as_mut()) {
                 if deadline.deadline() != due {
                     deadline.as_mut().reset(due);
                 }

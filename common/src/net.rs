@@ -5,9 +5,9 @@
 use crate::connections::{Activity, Admission, ConnectionTable};
 use crate::frame_gate::{GatedStream, LARGE_FRAME_RECEIVE_TIMEOUT, SERVER_FRAME_BUDGET};
 use crate::limits::{
-    CONNECT_TIMEOUT, HELLO_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
+    CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
-use crate::service::{hello_failure, Hello, Role};
+use crate::service::{introduce, Hello, Role};
 use futures::Future;
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
@@ -339,13 +339,7 @@ impl<C: Clone> Peer<C> {
         let closed = Closed::default();
         let client = (self.make)(connect(&self.addr).await?, closed.clone());
         if let Some(expected) = &self.expected {
-            let hello = tokio::time::timeout(HELLO_TIMEOUT, (expected.hello)(client.clone()))
-                .await
-                .map_err(|_| {
-                    format!("{} accepted the connection but did not answer within {HELLO_TIMEOUT:?}", self.addr)
-                })?
-                .map_err(|e| hello_failure(&self.addr, expected.role, &e))?;
-            hello.expect(&self.addr, expected.role, expected.id.as_deref())?;
+            introduce((expected.hello)(client.clone()), &self.addr, expected.role, expected.id.as_deref()).await?;
         }
         let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         self.misses.store(0, Ordering::Relaxed);

@@ -114,8 +114,25 @@ pub trait CoordinatorRpc {
     async fn admin(token: String, req: AdminRequest) -> Result<AdminReply, ServiceError>;
 }
 
+/// Asks `hello` (one of [`coordinator_hello`], [`participant_hello`]) of
+/// the process at `addr` and checks that it is a `role` (and `id`, if
+/// given); the error says what is there instead, or that nothing answered.
+pub async fn introduce(
+    hello: BoxFuture<'static, Result<Hello, RpcError>>,
+    addr: &str,
+    role: Role,
+    id: Option<&str>,
+) -> Result<(), String> {
+    // A guard beside the call's own deadline: a call stranded on a dying
+    // connection may never end by itself.
+    let answer = tokio::time::timeout(HELLO_TIMEOUT + crate::net::GUARD_SLACK, hello)
+        .await
+        .unwrap_or(Err(RpcError::DeadlineExceeded));
+    answer.map_err(|e| hello_failure(addr, role, &e))?.expect(addr, role, id)
+}
+
 /// Why `hello` to `addr` (expected to be a `role`) got no answer, in words.
-pub fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
+fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
     match e {
         RpcError::DeadlineExceeded => {
             format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung or stopped?)")

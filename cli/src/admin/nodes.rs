@@ -6,8 +6,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
 use twopc_common::config::ClusterConfig;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::service::{
-    coordinator_hello, hello_failure, participant_hello, CoordinatorRpcClient, Hello, ParticipantRpcClient, Role,
-    RpcError,
+    coordinator_hello, introduce, participant_hello, CoordinatorRpcClient, ParticipantRpcClient, Role,
 };
 use twopc_common::{ServiceError, TxnId};
 
@@ -161,14 +160,4 @@ async fn participant(addr: &str, id: &str) -> Result<ParticipantRpcClient, Strin
     let client = ParticipantRpcClient::new(client_config(), transport(connect(addr).await?)).spawn();
     introduce(participant_hello(client.clone()), addr, Role::Participant, Some(id)).await?;
     Ok(client)
-}
-
-async fn introduce(
-    hello: impl std::future::Future<Output = Result<Hello, RpcError>>,
-    addr: &str,
-    role: Role,
-    id: Option<&str>,
-) -> Result<(), String> {
-    let hello = hello.await.map_err(|e| hello_failure(addr, role, &e))?;
-    hello.expect(addr, role, id)
 }
