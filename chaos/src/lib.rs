@@ -9,6 +9,7 @@
 //!   [`workload`] (bank, atomic-set), [`history`], [`checker`],
 //!   [`runner`] (one run: start, faults, heal, recover, check) and
 //!   [`report`].
+//! - [`stats_peer`]: a reconnecting `stats()` connection to any server.
 //! - [`child`]: child processes that die with this process (SIGKILL
 //!   included), whichever thread asks for them.
 //! - [`bench`]: `twopc bench`: closed-loop load over a concurrency sweep,
@@ -23,6 +24,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod report;
 pub mod runner;
+pub mod stats_peer;
 pub mod workload;
 
 pub use runner::{run, ChaosOptions};

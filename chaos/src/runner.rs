@@ -8,6 +8,7 @@ use crate::history::{History, Resolved, Told};
 use crate::nemesis::{FaultEvent, FaultKind, Nemesis, Sabotage, QUIET_GAP_MS};
 use crate::proxy::Network;
 use crate::report::{Recovery, Report, TxnCounts};
+use crate::stats_peer::StatsPeer;
 use crate::workload::{self, Workload, WorkloadKind, INITIAL_BALANCE};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
+use twopc_common::admin::{AdminReply, AdminRequest};
 use twopc_common::client::Client;
 use twopc_common::limits::{CLIENT_COMMIT_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
@@ -354,38 +355,6 @@ fn write_history(path: &std::path::Path, ops: &[crate::history::Op]) -> Result<(
     Ok(())
 }
 
-/// A stats connection to one process, re-opened on failure.
-enum StatsClient {
-    Participant(ParticipantRpcClient),
-    Coordinator(CoordinatorRpcClient),
-}
-
-async fn stats(addr: &str, coordinator: bool, slot: &mut Option<StatsClient>) -> Result<NodeStats, String> {
-    if slot.is_none() {
-        let stream = connect(addr).await?;
-        *slot = Some(if coordinator {
-            StatsClient::Coordinator(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
-        } else {
-            StatsClient::Participant(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
-        });
-    }
-    let ctx = context_with_timeout(POLL_RPC_TIMEOUT);
-    let call = async {
-        match slot.as_ref().expect("connected") {
-            StatsClient::Participant(c) => c.stats(ctx).await,
-            StatsClient::Coordinator(c) => c.stats(ctx).await,
-        }
-    };
-    let result = match tokio::time::timeout(POLL_RPC_TIMEOUT * 2, call).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err("no answer".to_string()),
-    };
-    result.map_err(|e| {
-        *slot = None;
-        format!("stats of {addr}: {e}")
-    })
-}
-
 /// Every process's in-doubt transactions (admin `InDoubt`), described.
 async fn in_doubt_views(
     coordinators: &BTreeMap<String, String>,
@@ -466,7 +435,7 @@ async fn snapshot(
     let mut total = (0, 0, 0);
     for (addr, coordinator) in coordinators.values().map(|a| (a, true)).chain(participants.values().map(|a| (a, false)))
     {
-        if let Ok(s) = stats(addr, coordinator, &mut None).await {
+        if let Ok(s) = StatsPeer::new(addr, coordinator).stats(POLL_RPC_TIMEOUT).await {
             total.0 += s.in_doubt;
             total.1 += s.locks;
             total.2 += s.undelivered_commits;
@@ -489,7 +458,7 @@ async fn wait_for_recovery(
 ) -> (Recovery, Vec<Violation>) {
     let mut recovery = Recovery { bound_ms: (deadline - healed).as_millis() as u64, ..Recovery::default() };
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
-    let mut stat_slots: BTreeMap<String, Option<StatsClient>> = BTreeMap::new();
+    let mut stat_peers: BTreeMap<String, StatsPeer> = BTreeMap::new();
     loop {
         let clients_done = clients_task.is_finished();
         let ops = history.ops();
@@ -537,8 +506,8 @@ async fn wait_for_recovery(
         for (id, addr, coordinator) in
             coordinators.iter().map(|(id, a)| (id, a, true)).chain(participants.iter().map(|(id, a)| (id, a, false)))
         {
-            let slot = stat_slots.entry(id.clone()).or_default();
-            match stats(addr, coordinator, slot).await {
+            let peer = stat_peers.entry(id.clone()).or_insert_with(|| StatsPeer::new(addr, coordinator));
+            match peer.stats(POLL_RPC_TIMEOUT).await.map_err(|e| format!("stats of {addr}: {e}")) {
                 Ok(s) => {
                     if s.in_doubt > 0 || s.locks > 0 || s.undelivered_commits > 0 {
                         busy.push(format!(

@@ -8,22 +8,19 @@ use super::procstat;
 use super::workload::{TxnPlan, INITIAL_BALANCE};
 use super::{NodeSample, Sample};
 use crate::cluster::Cluster;
+use crate::stats_peer::StatsPeer;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
 use twopc_common::admin::NodeStats;
 use twopc_common::client::{Client, ClientError};
 use twopc_common::config::{ClusterConfig, NodeEntry};
-use twopc_common::net::{client_config, connect, context_with_timeout, transport};
-use twopc_common::service::{CoordinatorRpcClient, ParticipantRpcClient};
 
 /// Client connections to the coordinator (workers share them round-robin;
 /// each multiplexes many transactions).
 pub const CLIENT_CONNECTIONS: usize = 4;
 /// Deadline of a `stats()` call.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How far past its deadline the probe waits for a `stats()` call.
-const STATS_GRACE: Duration = Duration::from_secs(1);
 
 /// Launches the cluster (processes log at `warn`: the benchmark measures
 /// the protocol, not the logger).
@@ -109,14 +106,7 @@ pub struct Probe {
 struct ProbeNode {
     target: Target,
     coordinator: bool,
-    /// The connection (`None` after a failure) and how many were opened.
-    conn: std::sync::Mutex<(Option<StatsClient>, u64)>,
-}
-
-#[derive(Clone)]
-enum StatsClient {
-    Coordinator(CoordinatorRpcClient),
-    Participant(ParticipantRpcClient),
+    peer: StatsPeer,
 }
 
 /// A server to probe.
@@ -151,11 +141,11 @@ impl Probe {
             .map(|(target, coordinator)| ProbeNode {
                 target: target.clone(),
                 coordinator,
-                conn: std::sync::Mutex::new((None, 0)),
+                peer: StatsPeer::new(&target.addr, coordinator),
             })
             .collect();
         for node in &nodes {
-            node.client().await.map_err(anyhow::Error::msg).context("probing the cluster's stats()")?;
+            node.peer.connect().await.map_err(anyhow::Error::msg).context("probing the cluster's stats()")?;
         }
         Ok(Probe { nodes })
     }
@@ -196,60 +186,11 @@ impl Probe {
 }
 
 impl ProbeNode {
-    /// The open connection, or a new one; with the number of connections
-    /// opened so far.
-    async fn client(&self) -> Result<(StatsClient, u64), String> {
-        if let (Some(client), session) = &*self.conn.lock().expect("probe lock") {
-            return Ok((client.clone(), *session));
-        }
-        let stream = connect(&self.target.addr).await?;
-        let client = if self.coordinator {
-            StatsClient::Coordinator(CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
-        } else {
-            StatsClient::Participant(ParticipantRpcClient::new(client_config(), transport(stream)).spawn())
-        };
-        let mut conn = self.conn.lock().expect("probe lock");
-        conn.1 += 1;
-        conn.0 = Some(client.clone());
-        Ok((client, conn.1))
-    }
-
-    /// Asks once; after a failure (the connection broke: the server
-    /// restarted?), once more on a new connection. Returns the
-    /// connection's number with the answer.
+    /// The counters, with the number of connections opened so far (a new
+    /// one: the server may have restarted).
     async fn stats(&self) -> (u64, Result<NodeStats, String>) {
-        let first = self.ask().await;
-        if first.1.is_ok() {
-            return first;
-        }
-        self.conn.lock().expect("probe lock").0 = None;
-        let second = self.ask().await;
-        if second.1.is_err() {
-            self.conn.lock().expect("probe lock").0 = None;
-        }
-        second
-    }
-
-    async fn ask(&self) -> (u64, Result<NodeStats, String>) {
-        let (client, session) = match self.client().await {
-            Ok(c) => c,
-            Err(e) => return (self.conn.lock().expect("probe lock").1, Err(e)),
-        };
-        let ctx = context_with_timeout(STATS_TIMEOUT);
-        let call = async {
-            match &client {
-                StatsClient::Coordinator(c) => c.stats(ctx).await,
-                StatsClient::Participant(c) => c.stats(ctx).await,
-            }
-        };
-        // A call on a connection that breaks at the wrong moment can
-        // outlive its deadline: bounded here too.
-        let answer = match tokio::time::timeout(STATS_TIMEOUT + STATS_GRACE, call).await {
-            Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {STATS_TIMEOUT:?}")),
-        };
-        (session, answer)
+        let answer = self.peer.stats(STATS_TIMEOUT).await;
+        (self.peer.connections_opened(), answer)
     }
 }
 
