@@ -147,10 +147,10 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(json(&out), serde_json::json!({"txid": committed, "outcome": "committed"}));
 
-    // A one-phase commit whose participant is down stays pending (the
-    // coordinator retries it) until the participant is back.
+    // A one-phase commit whose participant died on receiving it stays
+    // pending (the coordinator retries it) until the participant is back.
     let key = cluster.key_per_participant("pending")[1].clone();
-    cluster.kill("p2");
+    cluster.spawn("p2", &[("TWOPC_FAULTS", "participant.before-apply=crash")])?;
     let client = cluster.client().await?;
     let mut txn = client.begin().await?;
     let txid = txn.txid().to_string();

@@ -7,7 +7,7 @@ use anyhow::Result;
 use std::time::Duration;
 use support::Cluster;
 use twopc_common::client::ClientError;
-use twopc_common::{OutcomeStatus, TxnId};
+use twopc_common::{AbortReason, OutcomeStatus, TxnId};
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -225,5 +225,42 @@ async fn a_client_of_two_coordinators_moves_on_when_one_is_down() -> Result<()> 
         .output()?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed c2."));
+    Ok(())
+}
+
+/// A one-phase commit (one participant) whose participant is down was
+/// never sent: the client gets a definite abort at once, as for a
+/// participant down at prepare, not "outcome unknown" after its deadline
+/// while the coordinator retries. Once the participant is back, the same
+/// key commits and the aborted write is nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_phase_commit_to_a_participant_that_is_down_is_a_definite_abort() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let key = cluster.key_per_participant("one-phase-down").swap_remove(2);
+    let client = cluster.client().await?;
+    let commit = |value: &'static str| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let mut txn = client.begin().await?;
+            txn.put(&key, value.as_bytes().to_vec());
+            anyhow::Ok(txn.commit().await)
+        }
+    };
+    // The coordinator has a connection to p3 when it dies.
+    commit("before").await??;
+    cluster.kill("p3");
+    // Time for the coordinator to see that connection close (a request
+    // written on it before then might have been sent).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match commit("while-down").await? {
+        Err(ClientError::Aborted { reason: AbortReason::ParticipantUnavailable { participant, .. }, .. }) => {
+            assert_eq!(participant.as_str(), "p3")
+        }
+        other => panic!("expected a definite abort naming p3, got {other:?}"),
+    }
+    cluster.start("p3")?;
+    assert_eq!(cluster.read_at("p3", &key).await?.value, Some(b"before".to_vec()));
+    commit("after").await??;
+    assert_eq!(cluster.read_at("p3", &key).await?.value, Some(b"after".to_vec()));
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-use support::{json, text, twopc_bin, Cluster};
+use support::{json, text, twopc_bin, wait_for, Cluster};
 use twopc_common::TxnId;
 
 const TOKEN: &str = "test-admin-token";
@@ -227,5 +227,50 @@ async fn a_wrong_token_is_refused_and_changes_nothing() -> Result<()> {
     assert_eq!(cluster.lock_holder("p1", &keys[0]).await?, Some(txid), "a refused resolve changed nothing");
     let out = admin(&config, &["show", "not-a-txid"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    Ok(())
+}
+
+/// A one-phase commit that reached its participant, which died before
+/// answering, is retried by the coordinator and listed as in doubt (the
+/// participant's answer decides) until the participant is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_one_phase_commit_is_listed_until_its_participant_answers() -> Result<()> {
+    let mut cluster = Cluster::new(3);
+    cluster.set_admin_token(TOKEN);
+    cluster.spawn("p1", &[])?;
+    cluster.spawn("p2", &[("TWOPC_FAULTS", "participant.before-apply=crash")])?;
+    cluster.spawn("p3", &[])?;
+    cluster.spawn("c1", &[])?;
+    let config = cluster.write_cluster_file()?;
+    let key = cluster.key_per_participant("adm-one-phase").swap_remove(1);
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().clone();
+    txn.put(&key, b"v".to_vec());
+    let commit = tokio::spawn(async move { txn.commit().await });
+    cluster.wait_exit("p2", Duration::from_secs(10))?;
+
+    // Listed once the coordinator has seen its call fail.
+    let mut out = admin(&config, &["in-doubt", "--json"], None)?;
+    wait_for("the one-phase commit listed", Duration::from_secs(10), || {
+        out = admin(&config, &["in-doubt", "--json"], None).unwrap();
+        json(&out)["in_doubt"].as_array().is_some_and(|a| !a.is_empty())
+    })?;
+    assert_eq!(out.status.code(), Some(3), "p2 could not be asked: {}", text(&out));
+    let listed = json(&out);
+    let entry = &listed["in_doubt"][0];
+    assert_eq!(entry["txid"], txid.to_string(), "{listed}");
+    assert_eq!(entry["participants"]["p2"], "unreachable", "{listed}");
+    assert!(entry["decision"].as_str().unwrap().contains("one-phase commit sent, unanswered"), "{listed}");
+    let out = admin(&config, &["show", &txid.to_string()], None)?;
+    assert!(text(&out).contains("one-phase-unanswered"), "{}", text(&out));
+
+    cluster.spawn("p2", &[])?;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), commit).await??;
+    assert_eq!(outcome?, txid);
+    assert_eq!(cluster.read_at("p2", &key).await?.value, Some(b"v".to_vec()));
+    let out = admin(&config, &["in-doubt", "--json"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["in_doubt"], serde_json::json!([]));
     Ok(())
 }

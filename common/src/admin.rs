@@ -83,6 +83,11 @@ pub enum AdminReply {
     Cluster(String),
 }
 
+/// A coordinator's state for a one-phase commit that may have reached its
+/// participant, which has not answered (down, or its disk full): retried
+/// until it does, and listed by `twopc admin in-doubt`.
+pub const ONE_PHASE_UNANSWERED: &str = "one-phase-unanswered";
+
 /// One process's view of one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnView {
@@ -91,6 +96,7 @@ pub struct TxnView {
     pub node: String,
     /// Participant: preparing, prepared, applying, committed, aborted, unknown.
     /// Coordinator: preparing, deciding, committing, aborting, one-phase,
+    /// one-phase-unanswered (sent, perhaps applied, no answer yet),
     /// committed, aborted, unknown.
     pub state: String,
     pub participants: Vec<NodeId>,
@@ -100,7 +106,8 @@ pub struct TxnView {
     pub locks: Vec<Key>,
     /// Participant: how many keys it writes.
     pub writes: usize,
-    /// Coordinator: participants that have not acked the commit.
+    /// Coordinator: participants that have not acked the commit (or not
+    /// answered a one-phase commit that may have reached them).
     pub unacked: Vec<NodeId>,
     /// Participant: a forced (heuristic) outcome recorded here.
     pub heuristic: Option<HeuristicView>,

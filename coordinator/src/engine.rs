@@ -16,7 +16,7 @@
 //!   (a later commit is refused) and remembered as aborted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use twopc_common::admin::TxnView;
+use twopc_common::admin::{TxnView, ONE_PHASE_UNANSWERED};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Vote};
@@ -96,10 +96,10 @@ pub enum Event {
         from: NodeId,
         attempt: u32,
     },
-    /// A one-phase participant's answer; `Err` means unknown (retry).
+    /// A one-phase participant's answer, or why there was none.
     OnePhaseResult {
         txid: TxnId,
-        result: Result<Outcome, String>,
+        result: Result<Outcome, Unanswered>,
         attempt: u32,
     },
     Outcome {
@@ -194,7 +194,20 @@ enum Phase {
     /// One-phase commit at the only participant, in flight.
     SingleParticipant {
         prepare: PrepareRequest,
+        /// Some attempt may have reached the participant (so it may have
+        /// committed): from then on only its answer settles the outcome.
+        maybe_delivered: bool,
     },
+}
+
+/// Why a one-phase commit attempt got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// No connection could be opened (or the process there is not the
+    /// participant): this attempt was not sent.
+    NotSent(String),
+    /// Sent, or perhaps sent, and no answer came: it may have committed.
+    Lost(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -393,7 +406,7 @@ impl Engine {
             1 => {
                 let (to, prepare) = plan.into_iter().next().expect("plan has one entry");
                 out.push(Command::SendOnePhase { to, prepare: prepare.clone(), attempt: 0 });
-                Phase::SingleParticipant { prepare }
+                Phase::SingleParticipant { prepare, maybe_delivered: false }
             }
             _ => {
                 for (to, prepare) in plan {
@@ -525,20 +538,34 @@ impl Engine {
         }
     }
 
-    fn one_phase_result(&mut self, txid: TxnId, result: Result<Outcome, String>, attempt: u32, out: &mut Vec<Command>) {
-        let Some(active) = self.active.get(&txid) else {
+    fn one_phase_result(
+        &mut self,
+        txid: TxnId,
+        result: Result<Outcome, Unanswered>,
+        attempt: u32,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(active) = self.active.get_mut(&txid) else {
             return;
         };
-        let Phase::SingleParticipant { prepare } = &active.phase else {
+        let Phase::SingleParticipant { prepare, maybe_delivered } = &mut active.phase else {
             return;
         };
+        let participant = active.participants[0].clone();
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(_) => {
-                // Unknown whether it applied: ask again (it is idempotent).
-                let to = active.participants[0].clone();
+            // No attempt ever reached it: nothing can have committed, and
+            // no attempt follows. A definite abort, as for a participant
+            // unreachable at prepare.
+            Err(Unanswered::NotSent(detail)) if !*maybe_delivered => {
+                Outcome::Aborted(AbortReason::ParticipantUnavailable { participant, detail })
+            }
+            Err(unanswered) => {
+                // Unknown whether it applied: ask again (it is idempotent)
+                // until the participant answers.
+                *maybe_delivered |= matches!(unanswered, Unanswered::Lost(_));
                 let prepare = prepare.clone();
-                out.push(Command::SendOnePhase { to, prepare, attempt: attempt.saturating_add(1) });
+                out.push(Command::SendOnePhase { to: participant, prepare, attempt: attempt.saturating_add(1) });
                 return;
             }
         };
@@ -630,8 +657,12 @@ impl Engine {
         view.state = match (self.active.get(txid), self.known.get(txid)) {
             (Some(active), _) => {
                 view.participants = active.participants.clone();
-                if let Phase::Committing { unacked } = &active.phase {
-                    view.unacked = unacked.iter().cloned().collect();
+                match &active.phase {
+                    Phase::Committing { unacked } => view.unacked = unacked.iter().cloned().collect(),
+                    Phase::SingleParticipant { maybe_delivered: true, .. } => {
+                        view.unacked = active.participants.clone()
+                    }
+                    _ => {}
                 }
                 phase_name(&active.phase).into()
             }
@@ -668,6 +699,8 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Deciding => "deciding",
         Phase::Committing { .. } => "committing",
         Phase::Aborting { .. } => "aborting",
+        // Sent, perhaps applied, and not answered: in doubt until it is.
+        Phase::SingleParticipant { maybe_delivered: true, .. } => ONE_PHASE_UNANSWERED,
         Phase::SingleParticipant { .. } => "one-phase",
     }
 }

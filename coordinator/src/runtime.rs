@@ -7,7 +7,7 @@
 //! without End.
 
 use crate::commit_batch::CommitSender;
-use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
 use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
-use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
+use twopc_common::net::{self, client_config, context_with_timeout, CallError, Expected, Peer, CALL_GUARD};
 use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::ring::Ring;
 use twopc_common::service::{participant_hello, CoordinatorRpc, ParticipantRpcClient, Role};
@@ -544,7 +544,7 @@ impl EngineTask {
             }
             let txid = prepare.txid.clone();
             let result = match peer
-                .call(|c| {
+                .try_call_within(CALL_GUARD, |c| {
                     let prepare = prepare.clone();
                     async move { c.commit_one_phase(context_with_timeout(RPC_TIMEOUT), prepare).await }
                 })
@@ -555,11 +555,12 @@ impl EngineTask {
                 Ok(Err(e)) => {
                     Ok(Outcome::Aborted(AbortReason::Refused { participant: to.clone(), detail: e.to_string() }))
                 }
-                Err(e) => {
+                Err(CallError::Unreachable(e)) => Err(Unanswered::NotSent(e)),
+                Err(CallError::Lost(e)) => {
                     if worth_a_warning(attempt) {
                         tracing::warn!(%txid, participant = %to, attempt, error = %e, "one-phase commit unanswered; retrying");
                     }
-                    Err(e)
+                    Err(Unanswered::Lost(e))
                 }
             };
             let _ = tx.send(Completion::Event(Event::OnePhaseResult { txid, result, attempt }));

@@ -3,7 +3,7 @@
 
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
-use twopc_coordinator::engine::{Command, Engine, Event, Reply, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS};
+use twopc_coordinator::engine::{Command, Engine, Event, Reply, Unanswered, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS};
 
 fn node(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
@@ -149,7 +149,8 @@ fn one_participant_means_one_phase_retried_until_definite() {
     let p = plan(&t, &["p1"]);
     let out = e.handle(Event::Commit { req: 10, txid: t.clone(), plan: p.clone() });
     assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 0 }]);
-    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err("reset".into()), attempt: 0 });
+    let out =
+        e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err(Unanswered::Lost("reset".into())), attempt: 0 });
     assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 1 }]);
     assert_eq!(
         e.handle(Event::Outcome { req: 11, txid: t.clone() }),
@@ -157,6 +158,38 @@ fn one_participant_means_one_phase_retried_until_definite() {
     );
     let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Ok(Outcome::Committed), attempt: 1 });
     assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Committed))]);
+}
+
+/// A one-phase commit no attempt of which reached the participant (it is
+/// down, or the address is another process's) is a definite abort at
+/// once, as an unreachable participant at prepare is; once an attempt may
+/// have reached it, only its answer settles the outcome, reachable or not.
+#[test]
+fn a_one_phase_commit_never_sent_aborts_and_one_maybe_sent_waits_for_the_answer() {
+    let mut e = engine();
+    let t = begin(&mut e, 1);
+    let p = plan(&t, &["p1"]);
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: p.clone() });
+    let refused = Unanswered::NotSent("connection refused".into());
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err(refused.clone()), attempt: 0 });
+    let reason = AbortReason::ParticipantUnavailable { participant: node("p1"), detail: "connection refused".into() };
+    assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
+    assert_eq!(
+        e.handle(Event::Outcome { req: 11, txid: t.clone() }),
+        vec![reply(11, Reply::Status(OutcomeStatus::Aborted))]
+    );
+
+    let t = begin(&mut e, 2);
+    let p = plan(&t, &["p1"]);
+    e.handle(Event::Commit { req: 20, txid: t.clone(), plan: p.clone() });
+    let lost = Unanswered::Lost("deadline exceeded".into());
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err(lost), attempt: 0 });
+    assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 1 }]);
+    // Unreachable now, but the first attempt may have committed: retried.
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err(refused), attempt: 1 });
+    assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 2 }]);
+    let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Ok(Outcome::Committed), attempt: 2 });
+    assert_eq!(out, vec![reply(20, Reply::Outcome(Outcome::Committed))]);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::render::{age, key, now_ms, table};
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use twopc_common::admin::{AdminReply, AdminRequest, TxnView};
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView, ONE_PHASE_UNANSWERED};
 use twopc_common::TxnId;
 
 pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
@@ -119,7 +119,7 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
         }
         for view in views {
             let Some(txid) = view.txid.clone() else { continue };
-            if node.role == "coordinator" && view.state != "committing" {
+            if node.role == "coordinator" && view.state != "committing" && view.state != ONE_PHASE_UNANSWERED {
                 continue; // still deciding: not in doubt anywhere yet
             }
             let entry = found.entry(txid.clone()).or_insert_with(|| InDoubt {
@@ -160,6 +160,10 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 /// The decision words for a txid with no Commit record at its coordinator.
 pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
 
+/// The decision words for a one-phase commit sent and not answered.
+pub const ONE_PHASE_UNANSWERED_WORDS: &str =
+    "none (one-phase commit sent, unanswered: the participant's answer decides; retried until it comes)";
+
 /// The owning coordinator's decision for `txid`, in words, and its view.
 pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(String, Option<TxnView>), Failure> {
     let Some(node) = cluster.node(txid.coordinator.as_str()).filter(|n| n.role == "coordinator") else {
@@ -175,6 +179,7 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
         // No Commit record: asked, the coordinator answers from the
         // participants (committed if one applied it, else aborted).
         "unknown" => NO_DECISION_LOGGED,
+        ONE_PHASE_UNANSWERED => ONE_PHASE_UNANSWERED_WORDS,
         _ => "deciding",
     };
     Ok((words.into(), Some(view)))

@@ -6,7 +6,7 @@ use super::state::{Answer, Asker, CWrite, CallKey, Client, Msg, PCall, PWrite, S
 use super::{ModelConfig, ModelSabotage, Property};
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, TxnId, TxnOps, Vote};
-use twopc_coordinator::engine::{Command as CCommand, Event as CEvent, Reply as CReply};
+use twopc_coordinator::engine::{Command as CCommand, Event as CEvent, Reply as CReply, Unanswered};
 use twopc_participant::engine::{Command as PCommand, Event as PEvent, Reply as PReply};
 use twopc_participant::record::Decision;
 
@@ -306,7 +306,9 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
             CEvent::Vote { txid, from, vote: Ok(Vote::Yes) }
         }
         PCall::Prepare => CEvent::Vote { txid, from, vote: Err("deadline exceeded".into()) },
-        PCall::OnePhase => CEvent::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt: 0 },
+        PCall::OnePhase => {
+            CEvent::OnePhaseResult { txid, result: Err(Unanswered::Lost("deadline exceeded".into())), attempt: 0 }
+        }
         PCall::Commit => CEvent::CommitFailed { txid, from, attempt: 0 },
         PCall::Probe => return probe_answer(cfg, s, txid, to, Err(())),
         PCall::Abort => CEvent::AbortSent { txid, to: from, delivered: false },

@@ -16,7 +16,7 @@ use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::ring::Ring;
 use twopc_common::txn::ProbeAnswer;
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId};
-use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId};
+use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
 use twopc_coordinator::record::CoordinatorRecord;
 use twopc_coordinator::routing;
 use twopc_coordinator::runtime::{backoff, ABORT_TIMEOUT};
@@ -237,9 +237,11 @@ impl CoordinatorNode {
                     Some(Call::Prepare { txid, to }) => {
                         Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
                     }
-                    Some(Call::OnePhase { txid, attempt, .. }) => {
-                        Event::OnePhaseResult { txid, result: Err("deadline exceeded".into()), attempt }
-                    }
+                    Some(Call::OnePhase { txid, attempt, .. }) => Event::OnePhaseResult {
+                        txid,
+                        result: Err(Unanswered::Lost("deadline exceeded".into())),
+                        attempt,
+                    },
                     Some(Call::Commit { txid, to, attempt }) => {
                         Event::CommitFailed { txid, from: participant_id(to), attempt }
                     }
@@ -256,6 +258,11 @@ impl CoordinatorNode {
             }
             Timer::SendOnePhase { to, prepare, attempt } => {
                 let txid = prepare.txid.clone();
+                if !env.life(Addr::Participant(to)).up {
+                    // As the runtime finds it: no connection, nothing sent.
+                    let result = Err(Unanswered::NotSent("connection refused".into()));
+                    return self.feed(env, Event::OnePhaseResult { txid, result, attempt });
+                }
                 let call = env.call(Addr::Coordinator, Addr::Participant(to), Request::OnePhase(prepare), timeout);
                 self.calls.insert(call, Call::OnePhase { txid, to, attempt });
             }
