@@ -41,10 +41,10 @@ pub struct BenchArgs {
     #[arg(long, action = ArgAction::Set, value_delimiter = ',', default_value = "1,4,16,64,256", value_name = "C,C,..")]
     concurrency: Vec<usize>,
     /// Measured time per level (e.g. 10s, 500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     duration: Duration,
     /// Unmeasured load before each level's window.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     warmup: Duration,
     /// What each transaction does.
     #[arg(long, value_enum, default_value_t = WorkloadArg::MultiShard)]

@@ -65,7 +65,7 @@ pub struct ChaosArgs {
     /// How long the workload runs under faults, e.g. 60s, 2m; at least
     /// 1.5s, the longest wait before the first fault (then everything is
     /// healed, recovery awaited, and the history checked).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Duration,
     /// The workload: bank or atomic-set.
     #[arg(long, value_name = "NAME", default_value = "bank", value_parser = ["bank", "atomic-set"])]
@@ -98,7 +98,7 @@ pub struct ChaosArgs {
     /// client's commit deadline (15 s), a participant's in-doubt timer and
     /// tick (2.5 s) and one RPC deadline (5 s); a shorter bound would
     /// report the recovery it cuts off as violations.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     recovery_timeout: Duration,
     /// Keep every process's data and log under DIR (default: a temp dir,
     /// removed at the end of a clean run; a run that found a violation

@@ -7,8 +7,17 @@ use std::time::Duration;
 /// The longest duration any flag takes.
 const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
+/// Parses a duration. Flags taking one accept values starting with `-`
+/// (`allow_hyphen_values`), so that `-1s` gets this message rather than
+/// clap's hint about an unknown flag.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s.starts_with("--") {
+        return Err(format!("expected a duration (e.g. 10s), found the flag {s:?}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("duration {s:?} is negative"));
+    }
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = (&s[..split], s[split..].trim());
     let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 10s, 500ms, 2m)"))?;
@@ -38,6 +47,8 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("100").unwrap_err().contains("no unit"));
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
+        assert!(parse_duration("--json").unwrap_err().contains("found the flag"));
         for bad in ["ten", "5x", "", "-1s", "48h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }

@@ -88,9 +88,10 @@ pub async fn run(args: LocalArgs) -> u8 {
     }
 
     let note = if reused { "reused" } else { "written" };
+    let participants = cluster.participant.len();
+    let noun = if participants == 1 { "participant" } else { "participants" };
     say!(
-        "twopc local cluster: 1 coordinator, {} participants (cluster file {}, {note})\n",
-        cluster.participant.len(),
+        "twopc local cluster: 1 coordinator, {participants} {noun} (cluster file {}, {note})\n",
         config_path.display()
     );
     say_raw!("{}", table(&supervisor));

@@ -24,7 +24,7 @@ pub struct OutcomeArgs {
     pub coordinator: String,
     /// Ask again every 0.5 s while the transaction is pending, for at most
     /// this long (e.g. 30s, 2m); without it, ask once.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub wait: Option<Duration>,
     /// Print exactly one JSON object on stdout instead of a line:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"}; on a

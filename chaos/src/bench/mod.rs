@@ -381,17 +381,19 @@ async fn run_twopc(opts: &BenchOptions, dir: &Arc<RunDir>, progress: &Progress) 
             let launch = move || (twopc::launch(&binary, &dir.path.join("twopc"), participants), dir);
             let cluster = tokio::task::spawn_blocking(launch).await?.0?;
             let config = cluster.config.clone();
-            let setup =
-                format!("1 coordinator + {participants} participants (separate processes, RocksDB WAL, group commit)");
+            let setup = format!(
+                "1 coordinator + {} (separate processes, RocksDB WAL, group commit)",
+                report::participants(participants)
+            );
             (Some(cluster), config, setup)
         }
         Some(file) => {
             let config = twopc_common::config::ClusterConfig::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
             let setup = format!(
-                "the running cluster of {} ({} participants; its first coordinator takes the clients; \
+                "the running cluster of {} ({}; its first coordinator takes the clients; \
                  CPU and memory not measured)",
                 file.display(),
-                config.participant.len()
+                report::participants(config.participant.len())
             );
             (None, config, setup)
         }

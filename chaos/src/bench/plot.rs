@@ -76,9 +76,9 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let s = &report.settings;
     let title = format!(
-        "twopc bench: {} workload, {} participants, {}, {} s per level",
+        "twopc bench: {} workload, {}, {}, {} s per level",
         s.workload,
-        s.participants,
+        super::report::participants(s.participants),
         s.keys_description(),
         s.duration_s
     );

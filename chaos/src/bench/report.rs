@@ -247,8 +247,13 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "twopc bench: {} workload, {} participants, {} ({} keys per participant), {} s per level after {} s warm-up",
-            s.workload, s.participants, s.keys_description(), s.keys_per_participant, s.duration_s, s.warmup_s
+            "twopc bench: {} workload, {}, {} ({} keys per participant), {} s per level after {} s warm-up",
+            s.workload,
+            participants(s.participants),
+            s.keys_description(),
+            s.keys_per_participant,
+            s.duration_s,
+            s.warmup_s
         );
         let _ = writeln!(o, "machine: {}", self.machine.one_line());
         let _ = writeln!(o, "floor:   {}", self.floor.one_line());
@@ -383,6 +388,15 @@ fn unchecked(target: &str, why: &str) -> TargetCheck {
 
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// "1 participant", "3 participants".
+pub fn participants(n: usize) -> String {
+    if n == 1 {
+        "1 participant".into()
+    } else {
+        format!("{n} participants")
+    }
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub enum AdminCommand {
     /// participants ask for every in-doubt outcome) and report what changed.
     Recover {
         /// How long to wait for transactions to resolve.
-        #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
         wait: std::time::Duration,
     },
     /// Force the outcome of an in-doubt transaction at its participants
