@@ -14,12 +14,17 @@
 //! [`LARGE_FRAME_RECEIVE_TIMEOUT`] of its prefix, or the connection is
 //! closed. Admitted frames always have the budget to finish, so large
 //! requests arriving together wait for each other and never deadlock.
+//! Waiting frames are admitted in the order they began to wait: senders
+//! that keep the budget spent cannot hold one back for good while later,
+//! smaller frames slip past it.
 
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_FRAME_BYTES};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -50,16 +55,53 @@ const PREFIX_BYTES: usize = 4;
 const _: () = assert!(MAX_FRAME_BYTES <= MAX_LARGE_FRAME_BYTES_RECEIVING, "a largest frame must fit the budget");
 
 /// Announced bytes of the large frames being received, shared by every
-/// connection of a process.
+/// connection of a process, and the line of frames waiting for them.
 #[derive(Debug)]
 pub struct FrameBudget {
     in_use: AtomicUsize,
     limit: usize,
+    /// Tickets of the frames waiting for budget, oldest first; only the
+    /// oldest may be admitted (and a new frame only when none waits).
+    line: Mutex<BTreeSet<u64>>,
+    next_ticket: AtomicU64,
 }
 
 impl FrameBudget {
     pub const fn new(limit: usize) -> FrameBudget {
-        FrameBudget { in_use: AtomicUsize::new(0), limit }
+        FrameBudget {
+            in_use: AtomicUsize::new(0),
+            limit,
+            line: Mutex::new(BTreeSet::new()),
+            next_ticket: AtomicU64::new(0),
+        }
+    }
+
+    /// Admits a frame of `bytes` if it is first in line (`ticket` is the
+    /// oldest waiting, or nothing waits and it has none) and they fit;
+    /// otherwise it keeps (or takes) its place in line in `ticket`.
+    fn admit(&self, bytes: usize, ticket: &mut Option<u64>) -> bool {
+        let mut line = self.line.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = match *ticket {
+            Some(mine) => line.first() == Some(&mine),
+            None => line.is_empty(),
+        };
+        if first && self.try_take(bytes) {
+            if let Some(mine) = ticket.take() {
+                line.remove(&mine);
+            }
+            return true;
+        }
+        if ticket.is_none() {
+            let mine = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            line.insert(mine);
+            *ticket = Some(mine);
+        }
+        false
+    }
+
+    /// Gives up a place in line (the connection closed or gave up).
+    fn leave_line(&self, ticket: u64) {
+        self.line.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&ticket);
     }
 
     /// Bytes taken now.
@@ -128,6 +170,8 @@ pub struct GatedStream<S> {
     deadline: Option<Pin<Box<Sleep>>>,
     /// When a large frame waiting for budget tries again.
     retry: Option<Pin<Box<Sleep>>>,
+    /// Its place in the budget's line.
+    ticket: Option<u64>,
 }
 
 impl<S> GatedStream<S> {
@@ -150,6 +194,7 @@ impl<S> GatedStream<S> {
             received: 0,
             deadline: None,
             retry: None,
+            ticket: None,
         }
     }
 
@@ -176,7 +221,7 @@ impl<S> GatedStream<S> {
                         self.prefix_at = Some(Instant::now());
                         self.deadline = Some(Box::pin(tokio::time::sleep(self.receive_timeout)));
                     }
-                    if !self.budget.try_take(announced) {
+                    if !self.budget.admit(announced, &mut self.ticket) {
                         return Ok(Scan::WaitForBudget);
                     }
                     self.retry = None;
@@ -264,6 +309,9 @@ impl<S> Drop for GatedStream<S> {
         if self.charged > 0 {
             self.budget.give_back(self.charged);
         }
+        if let Some(ticket) = self.ticket.take() {
+            self.budget.leave_line(ticket);
+        }
     }
 }
 
@@ -297,6 +345,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for GatedStream<S> {
                         format!("a large frame did not arrive within {:?}", this.receive_timeout)
                     };
                     tracing::warn!(peer = %this.peer, "{why}: closing the connection");
+                    if let Some(ticket) = this.ticket.take() {
+                        this.budget.leave_line(ticket);
+                    }
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
                 }
             }
@@ -381,7 +432,9 @@ mod tests {
     /// Nothing arrives at `reader` within a short while.
     async fn nothing_yet(reader: &mut Reader) {
         let got = tokio::time::timeout(Duration::from_millis(100), reader.next()).await;
-        assert!(got.is_err(), "a frame passed the gate too early: {got:?}");
+        if let Ok(got) = got {
+            panic!("a frame passed the gate too early: {:?}", got.map(|frame| frame.map(|f| f.len())));
+        }
     }
 
     #[tokio::test]
@@ -448,6 +501,60 @@ mod tests {
         assert_eq!(first.next().await.unwrap().unwrap().len(), announced);
         assert_eq!(second.next().await.unwrap().unwrap()[..], two[4..]);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// A frame waiting for budget is not overtaken by a later one that
+    /// would fit: admitted in the order they began to wait.
+    #[tokio::test]
+    async fn waiting_large_frames_are_admitted_in_order() {
+        let announced = SMALL_FRAME_BYTES * 4;
+        let budget = budget(announced + announced / 2);
+        let (mut first, mut first_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let (mut second, mut second_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let (mut third, mut third_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let one = prefixed(&frame(announced, 1));
+        let two = prefixed(&frame(announced, 2));
+        let three = prefixed(&frame(SMALL_FRAME_BYTES * 2, 3));
+        first_far.write_all(&one[..1000]).await.unwrap();
+        nothing_yet(&mut first).await;
+        second_far.write_all(&two).await.unwrap();
+        nothing_yet(&mut second).await;
+        // It would fit beside the first, but the second waits before it.
+        third_far.write_all(&three).await.unwrap();
+        nothing_yet(&mut third).await;
+        assert_eq!(budget.in_use(), announced);
+        first_far.write_all(&one[1000..]).await.unwrap();
+        assert_eq!(first.next().await.unwrap().unwrap().len(), announced);
+        assert_eq!(second.next().await.unwrap().unwrap()[..], two[4..]);
+        assert_eq!(third.next().await.unwrap().unwrap()[..], three[4..]);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.line.lock().unwrap().is_empty());
+    }
+
+    /// A frame that leaves the line (its connection closed) does not hold
+    /// up those behind it.
+    #[tokio::test]
+    async fn a_waiting_frame_whose_connection_closes_leaves_the_line() {
+        let announced = SMALL_FRAME_BYTES * 4;
+        let budget = budget(announced + announced / 2);
+        let (mut first, mut first_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let (mut second, mut second_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let (mut third, mut third_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
+        let one = prefixed(&frame(announced, 1));
+        let three = prefixed(&frame(SMALL_FRAME_BYTES * 2, 3));
+        first_far.write_all(&one[..1000]).await.unwrap();
+        nothing_yet(&mut first).await;
+        second_far.write_all(&prefixed(&frame(announced, 2))).await.unwrap();
+        nothing_yet(&mut second).await;
+        third_far.write_all(&three).await.unwrap();
+        nothing_yet(&mut third).await;
+        drop(second);
+        let got = tokio::time::timeout(Duration::from_secs(5), third.next()).await;
+        let got = got.expect("held up by a frame that left the line").unwrap().unwrap();
+        assert_eq!(got[..], three[4..]);
+        drop(first);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.line.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
