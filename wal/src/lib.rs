@@ -41,7 +41,7 @@ pub use group_commit::{
     WAL_QUEUE_CAPACITY, WATCH_AFTER_WRITE,
 };
 pub use mem::MemWal;
-pub use rocks::RocksWal;
+pub use rocks::{RocksWal, MAX_WAL_FILES_BYTES};
 
 /// Log sequence number, assigned by the WAL, strictly increasing, starting
 /// at 1, never reused across restarts for durable records.

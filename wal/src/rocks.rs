@@ -53,6 +53,15 @@ pub const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 /// One column family's memtable before it is flushed to an SST file.
 pub const MEMTABLE_BYTES: usize = 16 << 20;
 
+/// RocksDB's own write-ahead files, all together, at most about this much
+/// (plus the file being written): past it, RocksDB flushes the column
+/// families that keep the oldest file alive. Without it, the `meta` column
+/// family (a few bytes per group, so its memtable hardly ever fills) kept
+/// every file alive until RocksDB's default bound, 4 × every memtable's
+/// size, and beyond: a participant held 0.7–1.8 GB of them for a few MB of
+/// data, and kept them when idle.
+pub const MAX_WAL_FILES_BYTES: u64 = 64 << 20;
+
 /// RocksDB info LOG files kept (the current one and older ones).
 pub const MAX_INFO_LOG_FILES: usize = 5;
 
@@ -75,7 +84,11 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
     // Memory: all memtables together stay under MEMTABLE_BUDGET_BYTES
     // (RocksDB flushes the largest when the budget is reached).
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
-    let cfs = [LOG_CF, DATA_CF, META_CF].map(|name| {
+    opts.set_max_total_wal_size(MAX_WAL_FILES_BYTES);
+    // The (unused) default column family is listed too: the largest
+    // memtable size sets how much disk each new write-ahead file reserves
+    // up front (1.1 × it), 64 MB per file with RocksDB's default.
+    let cfs = [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, LOG_CF, DATA_CF, META_CF].map(|name| {
         let mut cf_opts = Options::default();
         cf_opts.set_write_buffer_size(MEMTABLE_BYTES);
         cf_opts.set_max_write_buffer_number(2);
