@@ -29,7 +29,8 @@ Faults (--faults, comma-separated kinds, or all, or none; all and none stand alo
 
 `crash` and --sabotage need a binary with fault points: ./scripts/twopc-fault-points
 (or cargo build -p twopc-cli --features fault-points; a `cargo test` build of
-target/debug/twopc has them too); without them `crash` is skipped and said so.
+target/debug/twopc has them too); without them the default (all) skips `crash` and
+says so, and --faults naming `crash` is refused.
 
 Workloads:
   bank        transfers between accounts on every participant (read both, write
@@ -81,9 +82,11 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     clients: u16,
     /// Fault kinds to inject: some of kill,pause,partition,delay,drop,crash,
-    /// or all, or none (see below).
-    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_fault_list)]
-    faults: FaultList,
+    /// or all, or none (see below) [default: all; without fault points,
+    /// all but crash]. Asking for crash by name without fault points is
+    /// refused: the run would test nothing it was asked to.
+    #[arg(long, value_name = "LIST", value_parser = parse_fault_list)]
+    faults: Option<FaultList>,
     /// Negative control: break one durability rule on purpose, to see the
     /// checker catch it: vote-before-sync (participants vote Yes before
     /// their Prepared record is synced) or commit-before-sync (the
@@ -176,6 +179,13 @@ pub async fn run(args: ChaosArgs) -> u8 {
             "--sabotage needs a twopc binary with fault points: run ./scripts/twopc-fault-points (or cargo build -p twopc-cli --features fault-points)",
         );
     }
+    let asked_crash = args.faults.as_ref().is_some_and(|f| f.0.contains(&FaultKind::Crash));
+    if asked_crash && !fault_points {
+        return usage(
+            args.json,
+            "--faults crash needs a twopc binary with fault points: run ./scripts/twopc-fault-points (or cargo build -p twopc-cli --features fault-points)",
+        );
+    }
     let workload: WorkloadKind = args.workload.parse().expect("clap checked it");
     let mut opts = ChaosOptions::new(binary, args.seed.unwrap_or_else(random_seed));
     opts.duration = args.duration;
@@ -183,7 +193,10 @@ pub async fn run(args: ChaosArgs) -> u8 {
     opts.participants = usize::from(args.participants);
     opts.coordinators = usize::from(args.coordinators);
     opts.clients = usize::from(args.clients);
-    opts.faults = args.faults.0;
+    opts.faults = match args.faults {
+        Some(list) => list.0,
+        None => parse_faults("all").expect("all is a fault list"),
+    };
     opts.sabotage = sabotage;
     opts.fault_points = fault_points;
     opts.recovery_timeout = args.recovery_timeout;

@@ -1,6 +1,7 @@
 //! Durations on the command line (`--duration`, `--wait`, ...): a number
-//! with a unit, `500ms`, `10s`, `1.5s`, `2m`, `1h`. A bare number is
-//! refused: `--warmup 100` meant as milliseconds would be 100 s.
+//! with a unit, `500ms`, `10s`, `1.5s`, `2m`, `1h`, or several (`1m30s`,
+//! `1h30m`). A bare number is refused: `--warmup 100` meant as
+//! milliseconds would be 100 s.
 
 use std::time::Duration;
 
@@ -18,17 +19,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.starts_with('-') {
         return Err(format!("duration {s:?} is negative"));
     }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = (&s[..split], s[split..].trim());
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" => return Err(format!("duration {s:?} has no unit (e.g. {s}s or {s}ms)")),
-        "ms" => value / 1000.0,
-        "s" | "sec" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s, m or h)")),
-    };
+    if s.is_empty() {
+        return Err("empty duration (e.g. 10s, 500ms, 2m)".into());
+    }
+    // One or more number-unit parts: `90s`, `1m30s`, `1h30m`.
+    let mut secs = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number = &rest[..split];
+        let after = &rest[split..];
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit = after[..unit_len].trim();
+        let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 10s, 500ms, 2m, 1m30s)"))?;
+        secs += value
+            * match unit {
+                "" => return Err(format!("duration {s:?} has no unit (e.g. {s}s or {s}ms)")),
+                "ms" => 0.001,
+                "s" | "sec" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s, m or h)")),
+            };
+        rest = &after[unit_len..];
+    }
     if !secs.is_finite() || !(0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) {
         return Err(format!("duration {s:?} is out of range (at most {}h)", MAX_DURATION.as_secs() / 3600));
     }
@@ -47,6 +61,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("100").unwrap_err().contains("no unit"));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1s500ms").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("1m30").unwrap_err().contains("no unit"));
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
         assert!(parse_duration("--json").unwrap_err().contains("found the flag"));
         for bad in ["ten", "5x", "", "-1s", "48h"] {

@@ -67,7 +67,8 @@ pub async fn run(args: LocalArgs) -> u8 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
-    let (cluster, config_path, reused) = match prepare(&args) {
+    // `_lock` is held until this function returns.
+    let (cluster, config_path, reused, _lock) = match prepare(&args) {
         Ok(prepared) => prepared,
         Err(e) => return fail(&e),
     };
@@ -133,9 +134,43 @@ fn ports_fit(args: &LocalArgs) -> Result<(), String> {
 
 /// Creates DIR, writes or checks DIR/cluster.toml, checks the ports are
 /// free. Returns the cluster, the file's path and whether it was reused.
-fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
+/// The file in DIR that a running `twopc local` holds locked (with its pid).
+const LOCK_FILE: &str = "local.lock";
+
+/// Locks DIR for this `twopc local` for as long as the returned file is
+/// open: a second one on the same DIR is refused, naming the first, before
+/// it touches anything (two at once mixed their servers' logs and failed
+/// with a stranger's error).
+fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: the fd is open for the whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = if pid.trim().is_empty() { "starting".to_string() } else { format!("pid {}", pid.trim()) };
+        return Err(format!(
+            "{} is in use by another twopc local ({pid}); stop it first, or give another --dir",
+            dir.display()
+        ));
+    }
+    let written = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{}", std::process::id()));
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::File), String> {
     let n = args.participants;
     let path = args.dir.join("cluster.toml");
+    let held = if args.dir.is_dir() { Some(lock_dir(&args.dir)?) } else { None };
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
     let reused = path.exists();
     let cluster = if reused {
@@ -159,9 +194,15 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool), String> {
             return Err(format!("{} is a file, not a directory: give --dir a directory", args.dir.display()));
         }
         std::fs::create_dir_all(&args.dir).map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    }
+    let lock = match held {
+        Some(lock) => lock,
+        None => lock_dir(&args.dir)?,
+    };
+    if !reused {
         write_config(&path, &cluster, args)?;
     }
-    Ok((cluster, path, reused))
+    Ok((cluster, path, reused, lock))
 }
 
 /// The command that starts this cluster again: `--dir`, plus the flags

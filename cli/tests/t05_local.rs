@@ -126,6 +126,16 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     let out = twopc(&["txn", "--coordinator", &coordinator, "put", "alice", "100", "put", "bob", "50"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
+    // A second `local` on the same DIR is refused, naming the first, on any
+    // ports, and leaves the first running.
+    let data_arg = data.display().to_string();
+    for other_port in [port, if port > 30_000 { port - 20 } else { port + 20 }] {
+        let out = twopc(&["local", "--dir", &data_arg, "--base-port", &other_port.to_string()])?;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let expected = format!("in use by another twopc local (pid {})", local.child.id());
+        assert!(text(&out).contains(&expected), "{}", text(&out));
+    }
+
     // SIGKILL a participant: `local` restarts it on its data.
     kill_and_wait_for_restart(&local, &data, "p1")?;
     wait_for("a transaction to commit after the restart", Duration::from_secs(30), || {

@@ -137,6 +137,12 @@ fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
         RpcError::DeadlineExceeded => {
             format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung or stopped?)")
         }
+        // The connection closed before any answer: the process died or
+        // is restarting (a kill mid-load did this), or it does not speak
+        // twopc and dropped what it could not read.
+        RpcError::Shutdown | RpcError::Channel(_) => {
+            format!("{addr} closed the connection without answering (stopping or restarting, or not a twopc {role}?)")
+        }
         e => format!("{addr}: {e} (is it a twopc {role}?)"),
     }
 }

@@ -74,6 +74,15 @@ async fn send_batch(
             async move { c.prepare_many(context_with_timeout(RPC_TIMEOUT), batch).await }
         })
         .await;
+    if let Err(e) = &answers {
+        // One line per batch, naming its transactions (they all abort).
+        const NAMED: usize = 8;
+        let mut txids: Vec<String> = batch.iter().take(NAMED).map(|p| p.txid.to_string()).collect();
+        if batch.len() > NAMED {
+            txids.push(format!("and {} more", batch.len() - NAMED));
+        }
+        tracing::warn!(participant = %to, error = %e, txids = %txids.join(","), "prepare unanswered: aborting");
+    }
     let votes = batcher::spread(answers, batch.len());
     for (prepare, vote) in batch.into_iter().zip(votes) {
         let vote = vote.and_then(|v| v.map_err(|e| format!("refused: {e}")));

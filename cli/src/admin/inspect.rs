@@ -192,8 +192,10 @@ pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         println!("{}", serde_json::json!({ "in_doubt": entries, "unreachable": unreachable }));
         return Ok(code);
     }
-    if entries.is_empty() {
+    if entries.is_empty() && unreachable.is_empty() {
         println!("no transaction is in doubt");
+    } else if entries.is_empty() {
+        println!("no transaction is in doubt at the processes reached (not all could be asked: see below)");
     } else {
         let rows: Vec<Vec<String>> = entries
             .iter()
