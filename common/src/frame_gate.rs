@@ -503,30 +503,48 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
     }
 
+    /// Three connections on a budget of 1.5 large frames: the first holds
+    /// a large frame's budget (1000 bytes of it sent), the second waits
+    /// with a whole large frame, the third (a smaller frame that would fit
+    /// beside the first) comes after it. Returns the readers, the first's
+    /// socket and the frames as sent.
+    struct Line {
+        budget: &'static FrameBudget,
+        readers: [Reader; 3],
+        first_far: DuplexStream,
+        /// The other two sockets, kept open (closed, they would end the
+        /// readers' streams).
+        _others: [DuplexStream; 2],
+        frames: [Vec<u8>; 3],
+    }
+
+    async fn line_of_three() -> Line {
+        let announced = SMALL_FRAME_BYTES * 4;
+        let budget = budget(announced + announced / 2);
+        let frames =
+            [(announced, 1), (announced, 2), (SMALL_FRAME_BYTES * 2, 3)].map(|(n, seed)| prefixed(&frame(n, seed)));
+        let [(mut first, mut first_far), (mut second, mut second_far), (mut third, mut third_far)] =
+            [(); 3].map(|()| pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT));
+        first_far.write_all(&frames[0][..1000]).await.unwrap();
+        nothing_yet(&mut first).await;
+        second_far.write_all(&frames[1]).await.unwrap();
+        nothing_yet(&mut second).await;
+        third_far.write_all(&frames[2]).await.unwrap();
+        nothing_yet(&mut third).await;
+        assert_eq!(budget.in_use(), announced);
+        Line { budget, readers: [first, second, third], first_far, _others: [second_far, third_far], frames }
+    }
+
     /// A frame waiting for budget is not overtaken by a later one that
     /// would fit: admitted in the order they began to wait.
     #[tokio::test]
     async fn waiting_large_frames_are_admitted_in_order() {
-        let announced = SMALL_FRAME_BYTES * 4;
-        let budget = budget(announced + announced / 2);
-        let (mut first, mut first_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let (mut second, mut second_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let (mut third, mut third_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let one = prefixed(&frame(announced, 1));
-        let two = prefixed(&frame(announced, 2));
-        let three = prefixed(&frame(SMALL_FRAME_BYTES * 2, 3));
-        first_far.write_all(&one[..1000]).await.unwrap();
-        nothing_yet(&mut first).await;
-        second_far.write_all(&two).await.unwrap();
-        nothing_yet(&mut second).await;
-        // It would fit beside the first, but the second waits before it.
-        third_far.write_all(&three).await.unwrap();
-        nothing_yet(&mut third).await;
-        assert_eq!(budget.in_use(), announced);
-        first_far.write_all(&one[1000..]).await.unwrap();
-        assert_eq!(first.next().await.unwrap().unwrap().len(), announced);
-        assert_eq!(second.next().await.unwrap().unwrap()[..], two[4..]);
-        assert_eq!(third.next().await.unwrap().unwrap()[..], three[4..]);
+        let Line { budget, readers: [mut first, mut second, mut third], mut first_far, _others: _open, frames } =
+            line_of_three().await;
+        first_far.write_all(&frames[0][1000..]).await.unwrap();
+        for (reader, sent) in [(&mut first, &frames[0]), (&mut second, &frames[1]), (&mut third, &frames[2])] {
+            assert!(reader.next().await.unwrap().unwrap()[..] == sent[4..]);
+        }
         assert_eq!(budget.in_use(), 0);
         assert!(budget.line.lock().unwrap().is_empty());
     }
@@ -535,23 +553,11 @@ mod tests {
     /// up those behind it.
     #[tokio::test]
     async fn a_waiting_frame_whose_connection_closes_leaves_the_line() {
-        let announced = SMALL_FRAME_BYTES * 4;
-        let budget = budget(announced + announced / 2);
-        let (mut first, mut first_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let (mut second, mut second_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let (mut third, mut third_far) = pair(budget, LARGE_FRAME_RECEIVE_TIMEOUT);
-        let one = prefixed(&frame(announced, 1));
-        let three = prefixed(&frame(SMALL_FRAME_BYTES * 2, 3));
-        first_far.write_all(&one[..1000]).await.unwrap();
-        nothing_yet(&mut first).await;
-        second_far.write_all(&prefixed(&frame(announced, 2))).await.unwrap();
-        nothing_yet(&mut second).await;
-        third_far.write_all(&three).await.unwrap();
-        nothing_yet(&mut third).await;
+        let Line { budget, readers: [first, second, mut third], _others: _open, frames, .. } = line_of_three().await;
         drop(second);
         let got = tokio::time::timeout(Duration::from_secs(5), third.next()).await;
         let got = got.expect("held up by a frame that left the line").unwrap().unwrap();
-        assert_eq!(got[..], three[4..]);
+        assert!(got[..] == frames[2][4..]);
         drop(first);
         assert_eq!(budget.in_use(), 0);
         assert!(budget.line.lock().unwrap().is_empty());
