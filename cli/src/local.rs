@@ -132,8 +132,6 @@ fn ports_fit(args: &LocalArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates DIR, writes or checks DIR/cluster.toml, checks the ports are
-/// free. Returns the cluster, the file's path and whether it was reused.
 /// The file in DIR that a running `twopc local` holds locked (with its pid).
 const LOCK_FILE: &str = "local.lock";
 
@@ -167,6 +165,9 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
+/// Locks DIR, creates it, writes or checks DIR/cluster.toml, checks the
+/// ports are free. Returns the cluster, the file's path, whether it was
+/// reused, and the lock (held while the file is open).
 fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::File), String> {
     let n = args.participants;
     let path = args.dir.join("cluster.toml");
