@@ -195,7 +195,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
     opts.clients = usize::from(args.clients);
     opts.faults = match args.faults {
         Some(list) => list.0,
-        None => parse_faults("all").expect("all is a fault list"),
+        None => FaultKind::ALL.into_iter().collect(),
     };
     opts.sabotage = sabotage;
     opts.fault_points = fault_points;

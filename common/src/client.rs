@@ -23,10 +23,12 @@
 use crate::coordinator_set::{CoordinatorPeer, CoordinatorSet};
 use crate::error::ServiceError;
 use crate::ids::TxnId;
-use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, RPC_TIMEOUT};
 use crate::net::{context_with_timeout, CallError, GUARD_SLACK};
 use crate::service::CoordinatorRpcClient;
-use crate::txn::{check_key, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned};
+use crate::txn::{
+    check_read_keys, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -228,15 +230,7 @@ impl Client {
 
     /// Committed values and versions, outside any transaction (no locks).
     pub async fn read(&self, keys: Vec<Key>) -> Result<Vec<Versioned>, ClientError> {
-        if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ClientError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
-                keys.len()
-            )));
-        }
-        for key in &keys {
-            check_key(key).map_err(ClientError::Invalid)?;
-        }
+        check_read_keys(&keys).map_err(ClientError::Invalid)?;
         let call = |index: usize| {
             let keys = keys.clone();
             let peer = self.coordinators.peer(index);

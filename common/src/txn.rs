@@ -2,7 +2,9 @@
 //! sets, conditions, votes and outcomes.
 
 use crate::ids::{NodeId, TxnId};
-use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_READ_REPLY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{
+    MAX_KEYS_PER_READ, MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_READ_REPLY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -127,6 +129,19 @@ pub fn check_key(key: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks the keys of one read: at most [`MAX_KEYS_PER_READ`] of them,
+/// each a valid key. The client, the coordinator and the participants all
+/// ask it.
+pub fn check_read_keys(keys: &[Key]) -> Result<(), String> {
+    if keys.len() > MAX_KEYS_PER_READ {
+        return Err(format!(
+            "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
+            keys.len()
+        ));
+    }
+    keys.iter().try_for_each(|k| check_key(k))
 }
 
 pub fn check_value(value: &[u8]) -> Result<(), String> {
@@ -266,6 +281,15 @@ mod tests {
         let too_big = TxnOps { writes: writes(MAX_TXN_BYTES / MAX_VALUE_BYTES + 1), ..TxnOps::default() };
         let err = too_big.validate().unwrap_err();
         assert!(err.contains("exceeds the limit") && err.contains("split it"), "{err}");
+    }
+
+    #[test]
+    fn a_read_of_too_many_keys_or_a_bad_key_is_refused() {
+        let keys = |n: usize| (0..n).map(|i| format!("k{i}").into_bytes()).collect::<Vec<_>>();
+        assert_eq!(check_read_keys(&keys(MAX_KEYS_PER_READ)), Ok(()));
+        let err = check_read_keys(&keys(MAX_KEYS_PER_READ + 1)).unwrap_err();
+        assert!(err.contains("per read") && err.contains("several calls"), "{err}");
+        assert_eq!(check_read_keys(&[b"ok".to_vec(), Vec::new()]), Err("empty key".into()));
     }
 
     #[test]

@@ -679,7 +679,6 @@ impl Engine {
         self.active.keys().map(|txid| self.view(txid)).collect()
     }
 
-    /// (transactions in commit, committed but not acked by all, mixed).
     /// Transactions in commit, commits not yet acked everywhere, mixed
     /// outcomes, and ids begun but not finished.
     pub fn counts(&self) -> (usize, usize, usize, usize) {

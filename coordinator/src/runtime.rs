@@ -629,17 +629,6 @@ impl EngineTask {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::worth_a_warning;
-
-    #[test]
-    fn retries_warn_ever_more_rarely() {
-        let warned: Vec<u32> = (0..64).filter(|&a| worth_a_warning(a)).collect();
-        assert_eq!(warned, [0, 1, 3, 7, 15, 31, 63]);
-    }
-}
-
 /// 2024-01-01T00:00:00Z, in ms since the Unix epoch.
 const EPOCH_CLOCK_BASE_MS: u64 = 1_704_067_200_000;
 
@@ -656,8 +645,14 @@ fn next_epoch(last_epoch: u64, now_ms: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod epoch_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn retries_warn_ever_more_rarely() {
+        let warned: Vec<u32> = (0..64).filter(|&a| worth_a_warning(a)).collect();
+        assert_eq!(warned, [0, 1, 3, 7, 15, 31, 63]);
+    }
 
     #[test]
     fn an_epoch_follows_the_log_and_the_clock() {

@@ -7,10 +7,10 @@ use futures::future::join_all;
 use std::collections::BTreeMap;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::{MAX_BEGIN_BATCH, MAX_KEYS_PER_READ, RPC_TIMEOUT};
+use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
 use twopc_common::net::{context_with_timeout, GUARD_SLACK};
 use twopc_common::service::{CoordinatorRpc, Hello, Role};
-use twopc_common::txn::{check_key, check_read_reply};
+use twopc_common::txn::{check_read_keys, check_read_reply};
 use twopc_common::{Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned};
 
 #[derive(Clone)]
@@ -46,13 +46,7 @@ impl CoordinatorRpc for CoordinatorServer {
     }
 
     async fn read(self, ctx: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
-        if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
-                keys.len()
-            )));
-        }
-        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        check_read_keys(&keys).map_err(ServiceError::Invalid)?;
         let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);

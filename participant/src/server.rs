@@ -6,10 +6,10 @@ use crate::runtime::{Handle, Request};
 use futures::future::join_all;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_KEYS_PER_READ, MAX_PREPARE_BATCH};
+use twopc_common::limits::{MAX_COMMIT_BATCH, MAX_PREPARE_BATCH};
 use twopc_common::ring::Ring;
 use twopc_common::service::{Hello, ParticipantRpc, Role};
-use twopc_common::txn::{check_key, PrepareRequest, ProbeAnswer};
+use twopc_common::txn::{check_read_keys, PrepareRequest, ProbeAnswer};
 use twopc_common::{Key, NodeId, Outcome, ServiceError, TxnId, Versioned, Vote};
 
 #[derive(Clone)]
@@ -55,13 +55,7 @@ impl ParticipantRpc for ParticipantServer {
     }
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
-        if keys.len() > MAX_KEYS_PER_READ {
-            return Err(ServiceError::Invalid(format!(
-                "{} keys exceed the limit of {MAX_KEYS_PER_READ} per read; read them in several calls",
-                keys.len()
-            )));
-        }
-        keys.iter().try_for_each(|k| check_key(k)).map_err(ServiceError::Invalid)?;
+        check_read_keys(&keys).map_err(ServiceError::Invalid)?;
         if let Some(key) = keys.iter().find(|k| *self.ring.owner(k) != self.me) {
             return Err(ServiceError::ConfigMismatch(format!(
                 "{:?} belongs to {} in {}'s cluster file, not to {}: the sender routes keys with another \
