@@ -312,9 +312,25 @@ fn backoff(quick_exits: u32) -> Duration {
     (RESTART_DELAY * 2u32.pow(doublings)).min(MAX_RESTART_DELAY)
 }
 
-/// Restarts a dead server on its data directory.
+/// Restarts a dead server on its data directory, unless that directory
+/// went missing while it ran (removed, or a volume unmounted): started
+/// there, it would make a new, empty node and silently lose its committed
+/// data. It is looked at again after each pause until it is back.
 fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
     let (role, id) = (proc.node.role.as_str(), proc.node.id.clone());
+    let owner = proc.node.data_dir.join(twopc_common::data_dir::OWNER_FILE);
+    if !owner.exists() {
+        proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
+        say!(
+            "not restarting {role} {id}: its data directory {} is gone or empty (no {}); started there, it \
+             would lose its committed data. Restore it (looking again in {} s), or stop twopc local",
+            proc.node.data_dir.display(),
+            twopc_common::data_dir::OWNER_FILE,
+            proc.restart_delay.as_secs()
+        );
+        proc.restart_at = Some(Instant::now() + proc.restart_delay);
+        return;
+    }
     match spawn(exe, config, &proc.node) {
         Ok(child) => {
             let pid = child.id().unwrap_or_default();

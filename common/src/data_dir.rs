@@ -3,7 +3,10 @@
 //! another node's directory (directories swapped, a wrong `--data-dir`)
 //! refuses to start instead of serving that node's data as its own; a
 //! participant's directory also names the ring its data was written under
-//! (`RING`); and where in it the write-ahead log lives.
+//! (`RING`); where in it the write-ahead log lives, and whether that log
+//! was created (`LOG_CREATED`), so that a log lost later (its directory
+//! removed, RocksDB's `CURRENT` file deleted) is refused at start instead
+//! of being replaced by an empty one.
 
 use crate::ring::Ring;
 use std::io::Write;
@@ -14,6 +17,10 @@ pub const OWNER_FILE: &str = "OWNER";
 /// The write-ahead log's directory inside the data directory: a node has
 /// data once it exists.
 pub const WAL_DIR: &str = "wal";
+
+/// The file, inside the data directory, that says its write-ahead log
+/// was created: from then on the log must exist.
+pub const LOG_CREATED_FILE: &str = "LOG_CREATED";
 
 /// Claims `dir` for `role` `id`: writes the owner file if there is none
 /// (a new directory, or one from before owner files), else checks it.

@@ -144,8 +144,9 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
-    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_with(
+    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
         &opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
+        &opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;

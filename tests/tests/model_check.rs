@@ -134,3 +134,17 @@ fn control_resolves_catches_lost_atomicity() {
 fn control_ack_durable() {
     control(Property::AckDurable, ModelSabotage::AckBeforeSync, (false, 0, 0, 0));
 }
+
+#[test]
+fn control_one_phase_lost_reported_as_not_sent() {
+    // A one-phase commit that reached its participant and committed there,
+    // reported "not sent" when its answer is lost: the coordinator aborts
+    // what was applied.
+    let mut cfg = config("negative control: 1pc", 1, vec![txn(&[0], &[])], (true, 0, 0, 0));
+    cfg.sabotage = ModelSabotage::LostIsNotSent;
+    cfg.properties = vec![Property::Resolves];
+    let report = model::check(&cfg);
+    println!("Resolves under LostIsNotSent: {}", report.describe());
+    let found = report.counterexample.expect("a counterexample");
+    assert!(found.violation.contains("heard Aborted"), "{}", found.violation);
+}

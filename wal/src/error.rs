@@ -13,6 +13,21 @@ pub enum WalError {
         /// What is wrong (checksum mismatch, unknown version, ...).
         reason: String,
     },
+    /// A log that was created before is gone or incomplete (its directory
+    /// or RocksDB's `CURRENT` file missing); nothing was created in its
+    /// place.
+    #[error(
+        "the write-ahead log at {location} was created before but is missing or incomplete ({reason}); \
+         refusing to start with a new, empty log, which would silently lose committed data and prepared \
+         transactions. Restore the data directory from a backup; to give up this node's data for good, delete \
+         the whole data directory"
+    )]
+    Missing {
+        /// The log's directory.
+        location: String,
+        /// What RocksDB said.
+        reason: String,
+    },
     /// The storage engine failed (message includes the database path).
     #[error("WAL storage error: {0}")]
     Storage(String),

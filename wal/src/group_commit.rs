@@ -493,7 +493,7 @@ mod tests {
     fn a_slow_inline_write_pauses_the_fast_path() {
         let dir = tempfile::tempdir().unwrap();
         let shared = Shared::new(Writer {
-            db: Arc::new(open_db(dir.path()).unwrap()),
+            db: Arc::new(open_db(dir.path(), true).unwrap()),
             location: "test".into(),
             next_lsn: 1,
             stats: Arc::default(),

@@ -69,10 +69,11 @@ pub const MAX_INFO_LOG_FILES: usize = 5;
 /// so a large store could use up the process's file descriptors).
 pub const MAX_OPEN_TABLE_FILES: i32 = 256;
 
-/// Open (creating if missing) the database with the WAL's options.
-pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
+/// Open the database with the WAL's options; `create`: create it if it
+/// is missing, else refuse.
+pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
     let mut opts = Options::default();
-    opts.create_if_missing(true);
+    opts.create_if_missing(create);
     opts.create_missing_column_families(true);
     opts.set_manual_wal_flush(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
@@ -95,10 +96,26 @@ pub(crate) fn open_db(path: &Path) -> Result<Db, WalError> {
         ColumnFamilyDescriptor::new(name, cf_opts)
     });
     Db::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-        let in_use = e.to_string().contains("LOCK");
+        let location = path.display().to_string();
+        let text = e.to_string();
+        if !create && (text.contains("does not exist") || !path.exists()) {
+            return WalError::Missing { location, reason: text };
+        }
+        let in_use = text.contains("LOCK");
         let what = if in_use { "open failed (is another process using this data directory?)" } else { "open failed" };
-        storage(&path.display().to_string(), what, e)
+        storage(&location, what, e)
     })
+}
+
+/// Writes `marker` (saying that the log at `log` exists) durably: the
+/// file and its directory synced.
+fn write_marker(marker: &Path, log: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(marker)?;
+    writeln!(file, "the write-ahead log {} was created here; twopc refuses to start without it", log.display())?;
+    file.sync_all()?;
+    let dir = marker.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The first LSN to hand out: after both the last live record and the
@@ -158,8 +175,30 @@ impl<R> RocksWal<R> {
     /// writes wait for the next synced write, however long; only the
     /// negative controls want that, to make a broken rule visible).
     pub fn open_with(path: &Path, lazy_sync: Option<std::time::Duration>) -> Result<Self, WalError> {
+        Self::open_db_with(path, lazy_sync, true)
+    }
+
+    /// Same, for a log created at most once: `created`, a file outside
+    /// `path`, is written (synced) once the log exists; from then on a
+    /// missing log (its directory gone, or RocksDB's `CURRENT` file lost)
+    /// is [`WalError::Missing`], never a new, empty log in its place.
+    pub fn open_created_once(
+        path: &Path,
+        created: &Path,
+        lazy_sync: Option<std::time::Duration>,
+    ) -> Result<Self, WalError> {
+        if created.exists() {
+            return Self::open_db_with(path, lazy_sync, false);
+        }
+        let wal = Self::open_db_with(path, lazy_sync, true)?;
+        write_marker(created, path)
+            .map_err(|e| WalError::Storage(format!("cannot write {}: {e}", created.display())))?;
+        Ok(wal)
+    }
+
+    fn open_db_with(path: &Path, lazy_sync: Option<std::time::Duration>, create: bool) -> Result<Self, WalError> {
         let location = path.display().to_string();
-        let db = Arc::new(open_db(path)?);
+        let db = Arc::new(open_db(path, create)?);
         let next_lsn = recover_next_lsn(&db, &location)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);

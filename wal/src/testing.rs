@@ -14,7 +14,7 @@ use std::path::Path;
 /// Overwrite the raw (envelope) value of log record `lsn`, synchronously.
 pub fn raw_log_put(path: &Path, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
     let location = path.display().to_string();
-    let db = open_db(path)?;
+    let db = open_db(path, false)?;
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     db.put_cf_opt(cf(&db, LOG_CF, &location)?, lsn_key(lsn), bytes, &opts)
@@ -24,7 +24,7 @@ pub fn raw_log_put(path: &Path, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> 
 /// Read the raw (envelope) value of log record `lsn`.
 pub fn raw_log_get(path: &Path, lsn: Lsn) -> Result<Option<Vec<u8>>, WalError> {
     let location = path.display().to_string();
-    let db = open_db(path)?;
+    let db = open_db(path, false)?;
     db.get_cf(cf(&db, LOG_CF, &location)?, lsn_key(lsn))
         .map_err(|e| WalError::Storage(format!("{location}: raw get failed: {e}")))
 }
@@ -47,7 +47,7 @@ pub fn corrupt_log_record(path: &Path, lsn: Lsn) -> Result<bool, WalError> {
 /// The lowest LSN in the log, if any record exists.
 pub fn first_log_lsn(path: &Path) -> Result<Option<Lsn>, WalError> {
     let location = path.display().to_string();
-    let db = open_db(path)?;
+    let db = open_db(path, false)?;
     let mut iter = db.iterator_cf(cf(&db, LOG_CF, &location)?, rocksdb::IteratorMode::Start);
     match iter.next() {
         None => Ok(None),

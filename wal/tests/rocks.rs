@@ -420,3 +420,33 @@ fn write_ahead_files_stay_bounded() {
         written >> 20
     );
 }
+
+/// A log created once is never created again: with RocksDB's `CURRENT`
+/// file lost, or the whole log directory removed, opening it is refused,
+/// every time, and nothing is created in its place (a failed open once
+/// left a fresh `CURRENT` behind, and the next start served an empty log).
+#[test]
+fn a_log_created_once_is_never_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let wal = open().unwrap();
+    assert!(marker.exists(), "the creation was not recorded");
+    wal.write(appends([1]), Durability::Sync).unwrap();
+    drop(wal);
+    assert_eq!(open().unwrap().replay().unwrap().len(), 1, "a clean reopen");
+
+    std::fs::remove_file(log.join("CURRENT")).unwrap();
+    for attempt in 0..2 {
+        let err = open().err().unwrap_or_else(|| panic!("attempt {attempt}: opened without CURRENT"));
+        assert!(matches!(err, WalError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("refusing to start with a new, empty log"), "{err}");
+        assert!(!log.join("CURRENT").exists(), "attempt {attempt} created a new CURRENT");
+    }
+
+    std::fs::remove_dir_all(&log).unwrap();
+    for attempt in 0..2 {
+        let err = open().err().unwrap_or_else(|| panic!("attempt {attempt}: opened a removed log"));
+        assert!(matches!(err, WalError::Missing { .. }), "{err}");
+    }
+}

@@ -181,7 +181,15 @@ pub fn feed_coordinator(cfg: &ModelConfig, s: &mut State, event: CEvent) {
 fn send(s: &mut State, to: &NodeId, kind: PCall, txid: TxnId) {
     let to = participant_index(to);
     let inc = s.participants[to as usize].incarnation;
-    s.coordinator.calls.insert(CallKey { kind, txid: txid.clone(), to });
+    let call = CallKey { kind, txid: txid.clone(), to };
+    s.coordinator.calls.insert(call.clone());
+    if kind == PCall::OnePhase && !s.participants[to as usize].up {
+        // As the runtime finds it: no connection, nothing sent. Only the
+        // one-phase engine tells "not sent" from "lost"; the answer is
+        // fed when the (dead) call's deadline passes, as a retry would.
+        s.coordinator.unsent.insert(call);
+        return;
+    }
     s.net.insert(Msg::ToParticipant { to, inc, from: s.coordinator.incarnation, kind, txid });
 }
 
@@ -307,7 +315,14 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
         }
         PCall::Prepare => CEvent::Vote { txid, from, vote: Err("deadline exceeded".into()) },
         PCall::OnePhase => {
-            CEvent::OnePhaseResult { txid, result: Err(Unanswered::Lost("deadline exceeded".into())), attempt: 0 }
+            let never_sent = s.coordinator.unsent.remove(&CallKey { kind, txid: txid.clone(), to })
+                || cfg.sabotage == ModelSabotage::LostIsNotSent;
+            let result = if never_sent {
+                Err(Unanswered::NotSent("connection refused".into()))
+            } else {
+                Err(Unanswered::Lost("deadline exceeded".into()))
+            };
+            CEvent::OnePhaseResult { txid, result, attempt: 0 }
         }
         PCall::Commit => CEvent::CommitFailed { txid, from, attempt: 0 },
         PCall::Probe => return probe_answer(cfg, s, txid, to, Err(())),

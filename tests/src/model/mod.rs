@@ -1,7 +1,8 @@
 //! Exhaustive model checking of the real engines: 1 coordinator, up to 3
 //! participants, a few transactions; every interleaving of message
 //! delivery, loss, duplication, reordering, disk writes, RPC timeouts,
-//! outcome questions, and crashes (losing everything unsynced) of any
+//! one-phase commits never sent (their participant down), outcome
+//! questions, and crashes (losing everything unsynced) of any
 //! process, up to a crash budget.
 //!
 //! # Layout
@@ -51,6 +52,9 @@ pub enum ModelSabotage {
     TimeoutIsYes,
     /// A participant acks a commit before a sync covers its apply.
     AckBeforeSync,
+    /// The runtime reports a one-phase commit that may have been
+    /// delivered (its deadline passed) as never sent.
+    LostIsNotSent,
 }
 
 /// The properties the checker can check.

@@ -147,6 +147,9 @@ pub struct Coordinator {
     pub disk: Disk<CStore, CWrite>,
     pub pending: BTreeMap<RequestId, (Asker, TxnId)>,
     pub calls: BTreeSet<CallKey>,
+    /// One-phase calls never sent: their participant was down, so the
+    /// runtime could not connect (their deadline reports "not sent").
+    pub unsent: BTreeSet<CallKey>,
     /// Probes collecting answers, one slot per participant.
     pub probes: BTreeMap<TxnId, Vec<Option<Result<u8, ()>>>>,
 }

@@ -65,6 +65,7 @@ pub fn initial(cfg: &ModelConfig) -> State {
         disk: Disk::default(),
         pending: BTreeMap::new(),
         calls: BTreeSet::new(),
+        unsent: BTreeSet::new(),
         probes: BTreeMap::new(),
     };
     let participants = (0..cfg.participants)
@@ -423,6 +424,7 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             c.engine = CEngine::new(coordinator_id());
             c.pending.clear();
             c.calls.clear();
+            c.unsent.clear();
             c.probes.clear();
             exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered, mixed: Vec::new() });
         }
