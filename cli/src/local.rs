@@ -183,6 +183,8 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
         // The file as written (it may set vnodes or an admin token).
         existing
     } else {
+        unknown_data_dirs(&wanted, &args.dir)?;
+        missing_data_dir(&wanted, &args.dir)?;
         // Operators' `twopc admin --config DIR/cluster.toml` works at once.
         ClusterConfig { admin_token: Some(random_token()), ..wanted }
     };
@@ -240,6 +242,32 @@ fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
     ))
 }
 
+/// Refuses a new cluster file over data of nodes it would not list (the
+/// file was deleted, and `--participants` is smaller than before): written,
+/// it would stay behind and make the right command fail too.
+fn unknown_data_dirs(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let known: Vec<&str> = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str()).collect();
+    let mut unknown: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join(twopc_common::data_dir::OWNER_FILE).exists())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| !known.contains(&name.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    Err(format!(
+        "{} has no cluster.toml but holds data of nodes this command would not start: {}. Restore its \
+         cluster.toml, or run with the --participants it was started with, or use another --dir",
+        dir.display(),
+        unknown.join(", "),
+    ))
+}
+
 /// 128 random bits, hex.
 fn random_token() -> String {
     use rand::Rng;
@@ -253,10 +281,14 @@ fn same_nodes(a: &ClusterConfig, b: &ClusterConfig) -> bool {
 
 /// Why an existing cluster file cannot be used with these flags.
 fn mismatch(path: &Path, existing: &ClusterConfig, args: &LocalArgs) -> String {
-    let found = loopback_settings(existing).map_or_else(
-        || format!("{} coordinators and {} participants", existing.coordinator.len(), existing.participant.len()),
-        |(n, port)| format!("--participants {n} --base-port {port}"),
-    );
+    let wanted = ClusterConfig {
+        vnodes: existing.vnodes,
+        ..ClusterConfig::loopback(1, usize::from(args.participants), args.base_port)
+    };
+    let found = match loopback_settings(existing) {
+        Some((n, port)) => format!("written by --participants {n} --base-port {port}"),
+        None => wanted.difference(existing).unwrap_or_else(|| "another vnodes".into()),
+    };
     format!(
         "{} describes a different cluster ({found}) than --participants {} --base-port {}: its data would be \
          routed to the wrong participants. Run with the same settings again, or use another --dir",

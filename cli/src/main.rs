@@ -143,9 +143,13 @@ enum Command {
     /// Asks the coordinator that minted TXID (found among --coordinator's
     /// list); one that has forgotten it asks its participants. Prints
     /// `TXID: committed`, `aborted` or `pending` (`--json` for machines);
-    /// `--wait 1m` asks again every 0.5 s while it is pending. Asking about
-    /// an id that was begun but never committed aborts it for good; an id
-    /// its coordinator never minted is an unknown transaction (exit 3).
+    /// `--wait 1m` asks again every 0.5 s while it is pending or its
+    /// coordinator cannot be reached. Asking about an id that was begun but
+    /// never committed aborts it for good. An id newer than any its
+    /// coordinator minted is an unknown transaction (exit 3); an older one
+    /// it has no record of is aborted (presumed abort: its participants are
+    /// asked, and fenced so that it can never commit), even if that id was
+    /// never used.
     /// Exit code 0 committed, 1 aborted, 2 still pending, 3 usage or
     /// connection error, or an unknown transaction. Default log level:
     /// warn (tarpc: off).

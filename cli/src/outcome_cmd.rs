@@ -9,6 +9,7 @@ use crate::txn_cmd::{connect, error};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
 use clap::Args;
 use std::time::{Duration, Instant};
+use twopc_common::client::{Client, ClientError};
 use twopc_common::txn::OutcomeStatus;
 use twopc_common::TxnId;
 
@@ -22,8 +23,9 @@ pub struct OutcomeArgs {
     /// TXID is found by asking.
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
-    /// Ask again every 0.5 s while the transaction is pending, for at most
-    /// this long (e.g. 30s, 2m); without it, ask once.
+    /// Ask again every 0.5 s while the transaction is pending or its
+    /// coordinator cannot be reached, for at most this long (e.g. 30s,
+    /// 2m); without it, ask once.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub wait: Option<Duration>,
     /// Print exactly one JSON object on stdout instead of a line:
@@ -42,19 +44,36 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         Ok(txid) => txid,
         Err(e) => return error(args.json, &format!("{:?} is not a transaction id: {e}", args.txid)),
     };
-    let client = match connect(&args.coordinator).await {
-        Ok(client) => client,
-        Err(e) => return error(args.json, &e),
-    };
     let deadline = args.wait.map(|wait| Instant::now() + wait);
+    let time_left = || deadline.is_some_and(|d| Instant::now() + OUTCOME_POLL_INTERVAL < d);
+    let mut client = None;
+    let mut said_waiting = false;
     let status = loop {
-        match client.outcome(&txid).await {
-            Ok(OutcomeStatus::Pending) if deadline.is_some_and(|d| Instant::now() + OUTCOME_POLL_INTERVAL < d) => {
-                tokio::time::sleep(OUTCOME_POLL_INTERVAL).await
-            }
+        let answer = match &client {
+            Some(client) => ask(client, &txid).await,
+            None => match connect(&args.coordinator).await {
+                Ok(connected) => {
+                    let answer = ask(&connected, &txid).await;
+                    client = Some(connected);
+                    answer
+                }
+                Err(e) => Err(Ask::Unreachable(e)),
+            },
+        };
+        match answer {
+            Ok(OutcomeStatus::Pending) if time_left() => {}
             Ok(status) => break status,
-            Err(e) => return error(args.json, &e.to_string()),
+            // While its coordinator is down (why the outcome is unknown,
+            // most often), --wait waits for it to come back.
+            Err(Ask::Unreachable(e)) if time_left() => {
+                if !said_waiting {
+                    eprintln!("{e}; asking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
+                    said_waiting = true;
+                }
+            }
+            Err(Ask::Unreachable(e) | Ask::Failed(e)) => return error(args.json, &e),
         }
+        tokio::time::sleep(OUTCOME_POLL_INTERVAL).await;
     };
     let (word, code) = match status {
         OutcomeStatus::Committed => ("committed", EXIT_OK),
@@ -67,4 +86,18 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         println!("{txid}: {word}");
     }
     code
+}
+
+/// Why asking failed: the coordinator could not be reached (worth asking
+/// again while waiting), or it answered with an error.
+enum Ask {
+    Unreachable(String),
+    Failed(String),
+}
+
+async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
+    client.outcome(txid).await.map_err(|e| match e {
+        ClientError::Connection(e) => Ask::Unreachable(e),
+        other => Ask::Failed(other.to_string()),
+    })
 }

@@ -198,3 +198,30 @@ fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()
     assert!(!data.exists(), "a refused start created its dir");
     Ok(())
 }
+
+/// A server whose log went missing while it ran is never started empty:
+/// with its `wal/` removed, the restarted participant refuses its data
+/// directory (every time); with its whole data directory removed, `local`
+/// does not restart it at all. Either way, its committed data would have
+/// been served as absent.
+#[test]
+fn a_server_whose_data_went_missing_is_not_restarted_empty() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("cluster");
+    let port = free_port_range()?;
+    let local = Local::start(&data, port)?;
+    local.wait_for_line("smoke test: committed")?;
+
+    std::fs::remove_dir_all(data.join("p1").join("wal"))?;
+    Command::new("kill").args(["-KILL", &local.pid_of("p1")?.to_string()]).status()?;
+    local.wait_for_line("was created before but is missing or incomplete")?;
+
+    std::fs::remove_dir_all(data.join("p2"))?;
+    Command::new("kill").args(["-KILL", &local.pid_of("p2")?.to_string()]).status()?;
+    local.wait_for_line("not restarting participant p2")?;
+    // Looked at again after the pause: still not started.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!data.join("p2").exists(), "p2 was started on an empty directory\n{}", local.output());
+    assert!(!local.output().contains("participant p2 restarted"), "{}", local.output());
+    Ok(())
+}

@@ -201,6 +201,22 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     let out = twopc(&["outcome", "--coordinator", &c, "not-a-txid"])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("not a transaction id"), "{}", text(&out));
+
+    // Its coordinator down: asked once, a connection error (exit 3);
+    // `--wait` waits for it to come back.
+    cluster.kill("c1");
+    let out = twopc(&["outcome", "--coordinator", &c, &committed])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let waiter = tokio::task::spawn_blocking({
+        let (c, committed) = (c.clone(), committed.clone());
+        move || twopc(&["outcome", "--coordinator", &c, "--wait", "60s", &committed])
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    cluster.spawn("c1", &[])?;
+    let out = waiter.await??;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{committed}: committed"));
+    assert!(text(&out).contains("asking again"), "{}", text(&out));
     Ok(())
 }
 

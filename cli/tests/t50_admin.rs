@@ -274,3 +274,26 @@ async fn an_unanswered_one_phase_commit_is_listed_until_its_participant_answers(
     assert_eq!(json(&out)["in_doubt"], serde_json::json!([]));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_of_another_cluster_is_not_taken_for_this_one() -> Result<()> {
+    // The commit is logged, then the coordinator dies before anyone hears.
+    let (cluster, config) = cluster("coordinator.after-decision-synced=crash")?;
+    let (txid, _) = commit_everywhere(&cluster, "adm-other").await?;
+    // Another cluster, with the same ids and the same token, whose c1 has
+    // no record of that transaction (so it "presumes abort").
+    let mut other = Cluster::new(3);
+    other.set_admin_token(TOKEN);
+    other.start_all()?;
+    let stale = config.with_file_name("stale-cluster.toml");
+    let text_of = std::fs::read_to_string(&config)?;
+    std::fs::write(&stale, text_of.replace(&cluster.coordinator_addr(), &other.coordinator_addr()))?;
+
+    let out = admin(&stale, &["resolve", &txid.to_string(), "--abort"], None)?;
+    assert_eq!(out.status.code(), Some(1), "an abort was forced: {}", text(&out));
+    assert!(text(&out).contains("serves another cluster"), "{}", text(&out));
+    let out = admin(&stale, &["show", &txid.to_string(), "--json"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("serves another cluster"), "{}", text(&out));
+    Ok(())
+}

@@ -130,6 +130,28 @@ impl ClusterConfig {
         }
     }
 
+    /// How `other` describes a different cluster than this one, in words
+    /// (the first difference: vnodes, then the coordinators, then the
+    /// participants, by id and address, in order); `None` if it is the same
+    /// cluster. The admin token is not compared.
+    pub fn difference(&self, other: &ClusterConfig) -> Option<String> {
+        if self.vnodes != other.vnodes {
+            return Some(format!("vnodes {} instead of {}", other.vnodes, self.vnodes));
+        }
+        let list = |entries: &[NodeEntry]| {
+            entries.iter().map(|e| format!("{}@{}", e.id, e.addr)).collect::<Vec<_>>().join(", ")
+        };
+        for (role, mine, theirs) in [
+            ("coordinators", &self.coordinator, &other.coordinator),
+            ("participants", &self.participant, &other.participant),
+        ] {
+            if mine != theirs {
+                return Some(format!("{role} {} instead of {}", list(theirs), list(mine)));
+            }
+        }
+        None
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a cluster config always serialises")
     }
@@ -181,6 +203,22 @@ mod tests {
         let back: ClusterConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
         assert_eq!(c.participant[2].addr, "127.0.0.1:7003");
+    }
+
+    #[test]
+    fn a_different_cluster_is_told_by_its_first_difference() {
+        let c = ClusterConfig::loopback(1, 3, 7000);
+        let mut same = c.clone();
+        same.admin_token = Some("another".into());
+        assert_eq!(c.difference(&same), None);
+        let mut vnodes = c.clone();
+        vnodes.vnodes = 32;
+        assert_eq!(c.difference(&vnodes).unwrap(), "vnodes 32 instead of 64");
+        let moved = ClusterConfig::loopback(1, 3, 7400);
+        assert_eq!(c.difference(&moved).unwrap(), "coordinators c1@127.0.0.1:7400 instead of c1@127.0.0.1:7000");
+        let fewer = ClusterConfig::loopback(1, 2, 7000);
+        let why = c.difference(&fewer).unwrap();
+        assert!(why.starts_with("participants p1@127.0.0.1:7001, p2@127.0.0.1:7002 instead of"), "{why}");
     }
 
     #[test]

@@ -120,8 +120,9 @@ pub async fn resolve(
     // With no decision logged, abort is what the coordinator presumes.
     let agrees = decision.starts_with(wanted) || (!commit && decision == NO_DECISION_LOGGED);
     let refusal = if view.is_none() {
-        let why = if decision.contains("unreachable") {
-            format!("the coordinator of {txid} cannot be reached, so its decision is unknown")
+        let why = if let Some(e) = decision.strip_prefix("unknown (coordinator unreachable: ") {
+            let e = e.strip_suffix(')').unwrap_or(e);
+            format!("the coordinator of {txid} cannot be reached ({e}), so its decision is unknown")
         } else {
             format!("the decision of {txid} is {decision}")
         };
@@ -171,5 +172,7 @@ pub async fn resolve(
             println!("warning: {f}");
         }
     }
-    Ok(if failed.is_empty() { ADMIN_OK } else { ADMIN_REFUSED })
+    // A participant not reached (or that failed to apply) may still hold
+    // it prepared: the report is incomplete, as for every admin command.
+    Ok(if failed.is_empty() { ADMIN_OK } else { ADMIN_INCOMPLETE })
 }

@@ -66,7 +66,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         println!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
-            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} at the processes above); `twopc admin heuristics` lists them");
+            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them");
         }
     }
     Ok(complete_if(all_reached))
@@ -94,7 +94,7 @@ pub struct InDoubt {
     /// participant → keys it locks.
     pub locks: BTreeMap<String, Vec<String>>,
     /// The coordinator's logged decision: "commit (logged)", "abort",
-    /// "none logged (...)", "deciding", "unknown (coordinator unreachable)".
+    /// "none logged (...)", "deciding", "unknown (coordinator unreachable: why)".
     pub decision: String,
 }
 
@@ -171,7 +171,8 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
     };
     let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
         Ok(AdminReply::Txn(view)) => *view,
-        Ok(_) | Err(_) => return Ok(("unknown (coordinator unreachable)".into(), None)),
+        Ok(other) => return Ok((format!("unknown (coordinator unreachable: unexpected reply {other:?})"), None)),
+        Err(e) => return Ok((format!("unknown (coordinator unreachable: {e})"), None)),
     };
     let words = match view.state.as_str() {
         "committed" | "committing" => "commit (logged)",
@@ -300,12 +301,13 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
         }
     }
     let all_reached = views.iter().all(|(_, v)| v.is_ok()) && !decision.contains("unreachable");
-    Ok(if known {
-        ADMIN_OK
-    } else if all_reached {
-        ADMIN_UNKNOWN_TXN
-    } else {
+    // A process not reached may know more: the story is incomplete.
+    Ok(if !all_reached {
         ADMIN_INCOMPLETE
+    } else if known {
+        ADMIN_OK
+    } else {
+        ADMIN_UNKNOWN_TXN
     })
 }
 
@@ -443,7 +445,7 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             .collect();
         print!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
         if found.iter().any(|(agrees, ..)| !agrees) {
-            println!("MIXED: part of that transaction committed and part aborted; repair its data by hand (`twopc admin show TXID` has its participants)");
+            println!("MIXED: an outcome was forced against the coordinator's decision, so that transaction is not atomic (some participants may have applied the other outcome, and the coordinator reports its own); check and repair its data by hand (`twopc admin show TXID` has its participants)");
         }
     }
     for u in unreachable {

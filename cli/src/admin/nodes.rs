@@ -87,14 +87,52 @@ impl Cluster {
             let client = participant(&entry.addr, &entry.id).await.map(Client::Participant);
             nodes.push(Node { id: entry.id.clone(), role: "participant", addr: entry.addr.clone(), client });
         }
-        let cluster = Cluster { nodes, token };
+        let mut cluster = Cluster { nodes, token };
         // A wrong token is refused before anything is shown.
         for node in cluster.nodes.iter().filter(|n| n.client.is_ok()) {
             if cluster.admin(node, AdminRequest::Ping).await?.is_ok() {
                 break;
             }
         }
+        if target.config.is_some() {
+            cluster.shun_other_clusters(&config).await?;
+        }
         Ok(cluster)
+    }
+
+    /// A coordinator whose own cluster file differs from `config` belongs
+    /// to another cluster (a stale or wrong `--config`, ids reused across
+    /// clusters): it is set aside as not reached. Its "no record, so
+    /// aborted" would otherwise let `resolve` force an abort that the
+    /// right coordinator contradicts.
+    async fn shun_other_clusters(&mut self, config: &ClusterConfig) -> Result<(), Failure> {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if node.role != "coordinator" || node.client.is_err() {
+                continue;
+            }
+            let theirs = match self.admin(node, AdminRequest::Cluster).await? {
+                Ok(AdminReply::Cluster(text)) => {
+                    ClusterConfig::parse(&text, &format!("the cluster file of {}", node.id)).map_err(|e| e.to_string())
+                }
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(e),
+            };
+            let why = match theirs {
+                Ok(theirs) => config.difference(&theirs).map(|diff| {
+                    format!(
+                        "{} at {} serves another cluster: its cluster file has {diff}. Is --config this \
+                         cluster's file?",
+                        node.id, node.addr
+                    )
+                }),
+                Err(e) => Some(format!("{} at {}: cannot compare its cluster file: {e}", node.id, node.addr)),
+            };
+            if let Some(why) = why {
+                self.nodes[i].client = Err(why);
+            }
+        }
+        Ok(())
     }
 
     pub fn participants(&self) -> impl Iterator<Item = &Node> {
