@@ -19,7 +19,8 @@
 //! end-of-run checks. **Model** (exhaustive): 1 coordinator, 1–3
 //! participants, 1–2 transactions; every interleaving of deliveries
 //! (reordering), losses, duplicates, RPC deadlines (early ones too),
-//! disk writes, outcome questions, and crashes of any process keeping any
+//! disk writes, one-phase commits never sent (their participant down),
+//! outcome questions, and crashes of any process keeping any
 //! prefix of its lazy writes and losing the rest and every unsynced write
 //! — within per-path fault budgets.
 //!
@@ -29,7 +30,7 @@
 //! | I2 Committed only after a durable decision (Commit record, or the 1PC participant's apply) | ghost check at every Committed answer | `CommittedDurable` | `CommitBeforeSync` (sim b, model), `ApplyBeforeSync` (sim c: lazy one-phase apply) |
 //! | sync before ack: a participant acks a commit only once its apply is durable (the coordinator may then forget) | ghost check at every commit ack | `AckDurable`: checked at every commit ack (acks wait for a sync covering the lazy apply, or the WAL's own sync) | `AckBeforeSync` (sim g and the model; ghost check only: the coordinator remembers the last 100,000 decisions, so the black box never sees the loss; real crashes in `cli/tests/t30_durability_rules.rs`) |
 //! | I3 commit decided only if every participant prepared | ghost check at every `SyncDecision` | `DecideAllPrepared` | `TimeoutIsYes` (sim e, model) |
-//! | I4 atomicity: all participants apply or none (second-phase applies are lazy: recovery must redo a lost one) | end: durable logs | `Resolves` (after fault-free completion) | sim a, e black-box; model `VoteBeforeSync` |
+//! | I4 atomicity: all participants apply or none (second-phase applies are lazy: recovery must redo a lost one) | end: durable logs | `Resolves` (after fault-free completion) | sim a, e black-box; model `VoteBeforeSync`, `LostIsNotSent` (a one-phase commit that may have been delivered reported as never sent) |
 //! | I5 no acknowledged commit lost | end: heard Committed ⇒ applied everywhere | `Resolves` | sim b, c, d black-box |
 //! | I6 locks held until the outcome, across restarts | end: serializability and bank totals; no lock left after healing | `Resolves` (no lock left) | sim c (locks released before the apply is durable) |
 //! | I7 every in-doubt transaction resolves once the coordinator is reachable | settle bound after healing; nothing in doubt, no lock; settle again after a final restart of everything | `Resolves` | model `NoOutcomeQuestions` |
