@@ -107,6 +107,20 @@ pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
     })
 }
 
+/// True if `dir` holds RocksDB data files (write-ahead `.log`, `.sst`,
+/// `MANIFEST-*`), not just the info `LOG`s and `LOCK` a failed first open
+/// may leave.
+fn holds_data_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".log") || name.ends_with(".sst") || name.starts_with("MANIFEST-")
+    })
+}
+
 /// Writes `marker` (saying that the log at `log` exists) durably: the
 /// file and its directory synced.
 fn write_marker(marker: &Path, log: &Path) -> std::io::Result<()> {
@@ -187,7 +201,10 @@ impl<R> RocksWal<R> {
         created: &Path,
         lazy_sync: Option<std::time::Duration>,
     ) -> Result<Self, WalError> {
-        if created.exists() {
+        // A log from before `created` existed: files without `CURRENT` are
+        // a damaged log (RocksDB, asked to create one there, refuses once
+        // but leaves a new `CURRENT` behind), not room for a new one.
+        if created.exists() || (holds_data_files(path) && !path.join("CURRENT").exists()) {
             return Self::open_db_with(path, lazy_sync, false);
         }
         let wal = Self::open_db_with(path, lazy_sync, true)?;

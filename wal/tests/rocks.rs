@@ -449,4 +449,20 @@ fn a_log_created_once_is_never_replaced_by_an_empty_one() {
         let err = open().err().unwrap_or_else(|| panic!("attempt {attempt}: opened a removed log"));
         assert!(matches!(err, WalError::Missing { .. }), "{err}");
     }
+
+    // What the refused opens left (RocksDB may make the directory and its
+    // info LOG) is not a log: a first start there creates one.
+    assert!(!log.join("CURRENT").exists());
+    std::fs::remove_file(&marker).unwrap();
+    let wal = open().unwrap();
+
+    // A log from before the marker existed, with `CURRENT` lost: refused too.
+    wal.write(appends([1]), Durability::Sync).unwrap();
+    drop(wal);
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(log.join("CURRENT")).unwrap();
+    for attempt in 0..2 {
+        let err = open().err().unwrap_or_else(|| panic!("attempt {attempt}: opened a marker-less log without CURRENT"));
+        assert!(matches!(err, WalError::Missing { .. }), "{err}");
+    }
 }
