@@ -32,7 +32,8 @@ pub enum PeerArg {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Participants (shards) of the benchmark cluster (plus one coordinator).
+    /// Participants (shards) of the benchmark cluster (plus one
+    /// coordinator), 1 to 16.
     #[arg(long, default_value_t = 3, value_name = "N")]
     participants: usize,
     /// Concurrency levels to sweep, each once, in this order: closed-loop
