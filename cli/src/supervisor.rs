@@ -320,15 +320,13 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
     let (role, id) = (proc.node.role.as_str(), proc.node.id.clone());
     let owner = proc.node.data_dir.join(twopc_common::data_dir::OWNER_FILE);
     if !owner.exists() {
-        proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
+        let secs = put_off(proc);
         say!(
             "not restarting {role} {id}: its data directory {} is gone or empty (no {}); started there, it \
-             would lose its committed data. Restore it (looking again in {} s), or stop twopc local",
+             would lose its committed data. Restore it (looking again in {secs} s), or stop twopc local",
             proc.node.data_dir.display(),
             twopc_common::data_dir::OWNER_FILE,
-            proc.restart_delay.as_secs()
         );
-        proc.restart_at = Some(Instant::now() + proc.restart_delay);
         return;
     }
     match spawn(exe, config, &proc.node) {
@@ -353,11 +351,19 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
             }));
         }
         Err(e) => {
-            proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
-            say!("cannot restart {role} {id}: {e}; retrying in {} s", proc.restart_delay.as_secs());
-            proc.restart_at = Some(Instant::now() + proc.restart_delay);
+            let secs = put_off(proc);
+            say!("cannot restart {role} {id}: {e}; retrying in {secs} s");
         }
     }
+}
+
+/// Schedules the next restart attempt of a server that could not be
+/// restarted, after twice the last pause (at most [`MAX_RESTART_DELAY`]);
+/// returns that pause in seconds.
+fn put_off(proc: &mut Proc) -> u64 {
+    proc.restart_delay = (proc.restart_delay * 2).min(MAX_RESTART_DELAY);
+    proc.restart_at = Some(Instant::now() + proc.restart_delay);
+    proc.restart_delay.as_secs()
 }
 
 /// Asks a child to exit (SIGTERM).

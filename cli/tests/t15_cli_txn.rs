@@ -133,6 +133,12 @@ async fn oversized_transactions_and_reads_get_a_clear_error_and_change_nothing()
     Ok(())
 }
 
+/// `twopc outcome --wait 60s TXID` at `coordinator`, run in the background.
+fn outcome_waiting(coordinator: &str, txid: &str) -> tokio::task::JoinHandle<Result<Output>> {
+    let (coordinator, txid) = (coordinator.to_string(), txid.to_string());
+    tokio::task::spawn_blocking(move || twopc(&["outcome", "--coordinator", &coordinator, "--wait", "60s", &txid]))
+}
+
 /// `twopc outcome`, for whoever was told "outcome unknown": a pending
 /// transaction says so (exit 2), `--wait` waits for its decision, and
 /// committed, never-committed and malformed ids get their exit codes.
@@ -167,10 +173,7 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     }
     let pending = pending.expect("the transaction never showed as pending");
     assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), format!("{txid}: pending"));
-    let waiter = tokio::task::spawn_blocking({
-        let (c, txid) = (c.clone(), txid.clone());
-        move || twopc(&["outcome", "--coordinator", &c, "--wait", "60s", &txid])
-    });
+    let waiter = outcome_waiting(&c, &txid);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     cluster.spawn("p2", &[])?;
     let out = waiter.await??;
@@ -207,10 +210,7 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     cluster.kill("c1");
     let out = twopc(&["outcome", "--coordinator", &c, &committed])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let waiter = tokio::task::spawn_blocking({
-        let (c, committed) = (c.clone(), committed.clone());
-        move || twopc(&["outcome", "--coordinator", &c, "--wait", "60s", &committed])
-    });
+    let waiter = outcome_waiting(&c, &committed);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     cluster.spawn("c1", &[])?;
     let out = waiter.await??;

@@ -1,6 +1,6 @@
 //! The admin commands that change state: `recover` and `resolve`.
 
-use super::inspect::{collect_in_doubt, coordinator_decision, NO_DECISION_LOGGED};
+use super::inspect::{collect_in_doubt, coordinator_decision, COORDINATOR_UNREACHABLE, NO_DECISION_LOGGED};
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
 use std::collections::BTreeSet;
@@ -120,7 +120,7 @@ pub async fn resolve(
     // With no decision logged, abort is what the coordinator presumes.
     let agrees = decision.starts_with(wanted) || (!commit && decision == NO_DECISION_LOGGED);
     let refusal = if view.is_none() {
-        let why = if let Some(e) = decision.strip_prefix("unknown (coordinator unreachable: ") {
+        let why = if let Some(e) = decision.strip_prefix(COORDINATOR_UNREACHABLE) {
             let e = e.strip_suffix(')').unwrap_or(e);
             format!("the coordinator of {txid} cannot be reached ({e}), so its decision is unknown")
         } else {

@@ -164,6 +164,10 @@ pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a part
 pub const ONE_PHASE_UNANSWERED_WORDS: &str =
     "none (one-phase commit sent, unanswered: the participant's answer decides; retried until it comes)";
 
+/// How the decision words start when the coordinator could not be asked
+/// (the reason follows, then a closing parenthesis).
+pub const COORDINATOR_UNREACHABLE: &str = "unknown (coordinator unreachable: ";
+
 /// The owning coordinator's decision for `txid`, in words, and its view.
 pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(String, Option<TxnView>), Failure> {
     let Some(node) = cluster.node(txid.coordinator.as_str()).filter(|n| n.role == "coordinator") else {
@@ -171,8 +175,8 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
     };
     let view = match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
         Ok(AdminReply::Txn(view)) => *view,
-        Ok(other) => return Ok((format!("unknown (coordinator unreachable: unexpected reply {other:?})"), None)),
-        Err(e) => return Ok((format!("unknown (coordinator unreachable: {e})"), None)),
+        Ok(other) => return Ok((format!("{COORDINATOR_UNREACHABLE}unexpected reply {other:?})"), None)),
+        Err(e) => return Ok((format!("{COORDINATOR_UNREACHABLE}{e})"), None)),
     };
     let words = match view.state.as_str() {
         "committed" | "committing" => "commit (logged)",
