@@ -6,8 +6,14 @@ set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/twopc-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-# RocksDB's Rust bindings are generated with bindgen, which needs libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# RocksDB's Rust bindings are generated with bindgen, which needs libclang
+# itself (libclang.so or libclang-N.so): libclang-cpp, which some machines
+# have without it, does not do.
+has_libclang() {
+    ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 ||
+        ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so'
+}
+if ! has_libclang; then
     echo "twopc: installing libclang-dev (needed to build RocksDB's bindings)..." >&2
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
