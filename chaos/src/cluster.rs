@@ -122,12 +122,18 @@ impl Cluster {
     /// Makes process `viewer` reach `peer` at `addr` (e.g. a proxy) from
     /// its next (re)start on.
     pub fn set_view(&mut self, viewer: &str, peer: &str, addr: &str) {
-        let view = self.views.get_mut(viewer).unwrap_or_else(|| panic!("no process {viewer}"));
+        let view = self.view_mut(viewer);
         for entry in view.coordinator.iter_mut().chain(view.participant.iter_mut()) {
             if entry.id == peer {
                 entry.addr = addr.to_string();
             }
         }
+    }
+
+    /// What process `id`'s cluster file says, to change before its next
+    /// (re)start (e.g. a stale copy with other vnodes).
+    pub fn view_mut(&mut self, id: &str) -> &mut ClusterConfig {
+        self.views.get_mut(id).unwrap_or_else(|| panic!("no process {id}"))
     }
 
     /// Sets the admin token in every process's cluster file (from the next

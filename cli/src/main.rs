@@ -328,10 +328,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// clap's message without the usage section and the `error: ` prefix, on
-/// one line.
+/// clap's message without the usage section, the pointer to `--help` and
+/// the `error: ` prefix, on one line.
 fn one_line(rendered: &str) -> String {
     let message = rendered.split("\n\nUsage:").next().unwrap_or_default();
+    let message = message.split("\n\nFor more information").next().unwrap_or_default();
     let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim());
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -376,7 +377,7 @@ async fn run_participant(args: ServerArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir };
-    match twopc_participant::run(opts).await {
+    match signals::serve_until_stopped(twopc_participant::run(opts)).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),
     }
@@ -388,7 +389,7 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir };
-    match twopc_coordinator::run(opts).await {
+    match signals::serve_until_stopped(twopc_coordinator::run(opts)).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),
     }
@@ -440,6 +441,20 @@ mod tests {
             "bad file: invalid string; expected `\"`"
         );
         assert_eq!(one_line_message("plain"), "plain");
+    }
+
+    #[test]
+    fn usage_errors_in_json_are_the_message_alone() {
+        for line in [
+            vec!["twopc", "bench", "--json", "--concurrency", "x"],
+            vec!["twopc", "bench", "--json", "--no-such-flag"],
+            vec!["twopc", "outcome", "--json"],
+        ] {
+            let e = Cli::try_parse_from(&line).unwrap_err();
+            let message = one_line(&e.render().to_string());
+            assert!(!message.is_empty() && !message.starts_with("error"), "{line:?}: {message}");
+            assert!(!message.contains("--help") && !message.contains("Usage"), "{line:?}: {message}");
+        }
     }
 
     #[test]

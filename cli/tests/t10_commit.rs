@@ -64,6 +64,30 @@ async fn a_stale_read_aborts_and_leaves_nothing() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusing() -> Result<()> {
+    // p2 runs with a stale cluster file (other vnodes, so another ring): it
+    // is up, and it says no. The client hears that, not "unavailable".
+    let mut cluster = Cluster::new(2);
+    cluster.view_mut("p2").vnodes = 32;
+    cluster.start_all()?;
+    let keys = cluster.key_per_participant("stale-file");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"x".to_vec());
+    }
+    match txn.commit().await {
+        Err(ClientError::Aborted { reason: AbortReason::Refused { participant, detail }, .. }) => {
+            assert_eq!(participant.as_str(), "p2");
+            assert!(detail.contains("cluster configuration mismatch"), "{detail}");
+        }
+        other => panic!("expected a refusal by p2, got {other:?}"),
+    }
+    assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 kept a write of an aborted transaction");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_expectation_aborts() -> Result<()> {
     let cluster = Cluster::start(3)?;
     let keys = cluster.key_per_participant("expect");

@@ -14,7 +14,7 @@
 use crate::ids::NodeId;
 use crate::ring::{Ring, DEFAULT_VNODES, MAX_VNODES};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,15 +84,19 @@ impl ClusterConfig {
             return Err("admin_token is empty: set a secret, or remove the line to disable admin".into());
         }
         let mut ids = HashSet::new();
-        let mut addrs = HashSet::new();
+        let mut endpoints: HashMap<(String, &str), &str> = HashMap::new();
         for entry in self.coordinator.iter().chain(&self.participant) {
             NodeId::new(&entry.id)?;
             if !ids.insert(entry.id.as_str()) {
                 return Err(format!("duplicate id {:?}", entry.id));
             }
             check_addr(&entry.addr).map_err(|e| format!("{}: {e}", entry.id))?;
-            if !addrs.insert(entry.addr.as_str()) {
-                return Err(format!("duplicate address {:?}", entry.addr));
+            if let Some(first) = endpoints.insert(endpoint(&entry.addr), &entry.addr) {
+                return Err(if first == entry.addr {
+                    format!("duplicate address {:?}", entry.addr)
+                } else {
+                    format!("duplicate address: {first:?} and {:?} name the same host and port", entry.addr)
+                });
             }
         }
         Ok(())
@@ -159,6 +163,19 @@ impl ClusterConfig {
 
 fn node_id(id: &str) -> NodeId {
     NodeId::new(id).expect("ids are validated when the config is loaded")
+}
+
+/// What `addr` (checked by [`check_addr`]) names, for finding two entries
+/// that are one place: the host in lower case, with this machine's
+/// loopback names (`localhost`, `127.0.0.1`, `[::1]`) as one.
+fn endpoint(addr: &str) -> (String, &str) {
+    let (host, port) = addr.rsplit_once(':').expect("checked by check_addr");
+    let host = host.to_ascii_lowercase();
+    let host = match host.as_str() {
+        "localhost" | "127.0.0.1" | "[::1]" => "localhost".to_string(),
+        _ => host,
+    };
+    (host, port.trim_start_matches('0'))
 }
 
 fn check_addr(addr: &str) -> Result<(), String> {
@@ -236,6 +253,12 @@ mod tests {
         for good in ["db-1.example.com:7001", "[::1]:7001", "10.0.0.2:7001"] {
             c.participant[0].addr = good.into();
             assert!(c.validate().is_ok(), "{good:?} was refused");
+        }
+        // p2 is at 127.0.0.1:7002: other spellings of it are the same place.
+        for same in ["localhost:7002", "LOCALHOST:7002", "[::1]:7002", "127.0.0.1:07002"] {
+            c.participant[0].addr = same.into();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("duplicate address") && e.contains("127.0.0.1:7002"), "{same:?}: {e}");
         }
         assert!(toml::from_str::<ClusterConfig>("[[participant]]\nid='p1'\naddr='x:1'\ncolour=1").is_err());
         let missing = "[[coordinator]]\nid = 'c1'\naddr = '127.0.0.1:1'\n\n[[participant]]\nid = 'p1'\n";

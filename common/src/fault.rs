@@ -157,7 +157,7 @@ mod armed {
         })
     }
 
-    pub fn hit(point: &str) -> bool {
+    pub fn hit(point: &str, txid: Option<&crate::TxnId>) -> bool {
         // A point not in the list could never be armed (`check_env`
         // refuses its name): the list and the code must agree.
         assert!(super::POINTS.contains(&point), "fault point {point:?} is missing from fault::POINTS");
@@ -168,9 +168,11 @@ mod armed {
         if fault.nth.is_some_and(|nth| nth != n) {
             return false;
         }
+        // The transaction the fault hits, on the line that says so.
+        let txid = txid.map_or_else(|| "-".to_string(), ToString::to_string);
         match fault.action.as_str() {
             "crash" => {
-                tracing::warn!(point, "fault point: crashing");
+                tracing::warn!(point, %txid, "fault point: crashing");
                 // SAFETY: getpid and kill have no memory-safety preconditions.
                 unsafe {
                     libc::kill(libc::getpid(), libc::SIGKILL);
@@ -178,11 +180,11 @@ mod armed {
                 std::process::abort();
             }
             "drop" => {
-                tracing::warn!(point, "fault point: dropping");
+                tracing::warn!(point, %txid, "fault point: dropping");
                 true
             }
             "crash-soon" => {
-                tracing::warn!(point, "fault point: dropping, crashing soon");
+                tracing::warn!(point, %txid, "fault point: dropping, crashing soon");
                 std::thread::spawn(|| {
                     std::thread::sleep(super::CRASH_SOON_DELAY);
                     // SAFETY: getpid and kill have no memory-safety preconditions.
@@ -197,17 +199,18 @@ mod armed {
     }
 }
 
-/// Reports reaching `point`. Crashes the process if armed with `crash`;
-/// returns true if armed with `drop` (the caller skips the step).
+/// Reports reaching `point` while handling `txid` (if it is about one
+/// transaction). Crashes the process if armed with `crash`; returns true
+/// if armed with `drop` (the caller skips the step).
 #[inline]
-pub fn hit(point: &str) -> bool {
+pub fn hit(point: &str, txid: Option<&crate::TxnId>) -> bool {
     #[cfg(feature = "fault-points")]
     {
-        armed::hit(point)
+        armed::hit(point, txid)
     }
     #[cfg(not(feature = "fault-points"))]
     {
-        let _ = point;
+        let _ = (point, txid);
         false
     }
 }

@@ -85,7 +85,8 @@ async fn send_batch(
     events: &mpsc::UnboundedSender<Completion>,
 ) {
     // `coordinator.commit-send=drop` withholds a message for good.
-    let batch: Vec<(TxnId, u32)> = batch.into_iter().filter(|_| !fault::hit("coordinator.commit-send")).collect();
+    let batch: Vec<(TxnId, u32)> =
+        batch.into_iter().filter(|(txid, _)| !fault::hit("coordinator.commit-send", Some(txid))).collect();
     if batch.is_empty() {
         return;
     }
@@ -101,7 +102,7 @@ async fn send_batch(
         let from = to.clone();
         let event = match answer {
             Ok(Ok(())) => {
-                fault::hit("coordinator.mid-commit-fanout");
+                fault::hit("coordinator.mid-commit-fanout", Some(&txid));
                 Event::CommitAcked { txid, from }
             }
             // An operator forced the other outcome there.

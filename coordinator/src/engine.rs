@@ -71,11 +71,13 @@ pub enum Event {
         req: RequestId,
         txid: TxnId,
     },
-    /// A participant's vote; `Err` when it failed, timed out or refused.
+    /// A participant's vote; `Err` says why there was none (it could not
+    /// be reached, did not answer in time, or refused the prepare). The
+    /// participant is then told to abort, in case it prepared after all.
     Vote {
         txid: TxnId,
         from: NodeId,
-        vote: Result<Vote, String>,
+        vote: Result<Vote, AbortReason>,
     },
     /// The Commit record is durable.
     DecisionSynced {
@@ -431,7 +433,7 @@ impl Engine {
         out.push(Command::Reply { req, reply });
     }
 
-    fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, String>, out: &mut Vec<Command>) {
+    fn vote(&mut self, txid: TxnId, from: NodeId, vote: Result<Vote, AbortReason>, out: &mut Vec<Command>) {
         let Some(active) = self.active.get_mut(&txid) else {
             return;
         };
@@ -450,7 +452,7 @@ impl Engine {
             }
             // A No vote leaves nothing behind at its participant.
             Ok(Vote::No(reason)) => (reason, Some(from)),
-            Err(detail) => (AbortReason::ParticipantUnavailable { participant: from, detail }, None),
+            Err(reason) => (reason, None),
         };
         // Presumed abort: no log write. Tell the others, then answer.
         self.known.insert(txid.clone(), Known::Aborted);
@@ -477,7 +479,8 @@ impl Engine {
         }
         for (txid, silent) in stuck {
             let detail = format!("no vote within {PREPARE_STUCK_MS} ms");
-            self.vote(txid, silent, Err(detail), out);
+            let reason = AbortReason::ParticipantUnavailable { participant: silent.clone(), detail };
+            self.vote(txid, silent, Err(reason), out);
         }
     }
 

@@ -17,8 +17,9 @@ use crate::runtime::{Completion, ParticipantPeer};
 use tokio::sync::mpsc;
 use twopc_common::limits::{MAX_PREPARE_BATCH, MAX_PREPARE_BATCH_BYTES, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
-use twopc_common::txn::PrepareRequest;
+use twopc_common::txn::{AbortReason, PrepareRequest, Vote};
 use twopc_common::NodeId;
+use twopc_common::ServiceError;
 
 /// `prepare_many` calls in flight to one participant, at most.
 pub const MAX_PREPARE_BATCHES_IN_FLIGHT: usize = 4;
@@ -56,7 +57,8 @@ impl PrepareSender {
     pub(crate) fn send(&self, prepare: PrepareRequest) {
         if let Err(e) = self.queue.try_send(prepare) {
             let txid = e.into_inner().txid;
-            let vote = Err(format!("{} prepares already queued for {}", PREPARE_QUEUE_CAPACITY, self.to));
+            let detail = format!("{} prepares already queued for it", PREPARE_QUEUE_CAPACITY);
+            let vote = Err(AbortReason::ParticipantUnavailable { participant: self.to.clone(), detail });
             let _ = self.events.send(Completion::Event(Event::Vote { txid, from: self.to.clone(), vote }));
         }
     }
@@ -83,9 +85,20 @@ async fn send_batch(
         }
         tracing::warn!(participant = %to, error = %e, txids = %txids.join(","), "prepare unanswered: aborting");
     }
-    let votes = batcher::spread(answers, batch.len());
+    let refused = |e: ServiceError| AbortReason::Refused { participant: to.clone(), detail: e.to_string() };
+    let votes: Vec<Result<Vote, AbortReason>> = match answers {
+        // The participant refused the whole call (say, its cluster file
+        // differs): that is its answer, not an outage.
+        Ok(Err(refusal)) => vec![Err(refused(refusal)); batch.len()],
+        answers => batcher::spread(answers, batch.len())
+            .into_iter()
+            .map(|vote| match vote {
+                Ok(vote) => vote.map_err(refused),
+                Err(detail) => Err(AbortReason::ParticipantUnavailable { participant: to.clone(), detail }),
+            })
+            .collect(),
+    };
     for (prepare, vote) in batch.into_iter().zip(votes) {
-        let vote = vote.and_then(|v| v.map_err(|e| format!("refused: {e}")));
         let txid = prepare.txid;
         tracing::debug!(%txid, participant = %to, ?vote, "vote");
         let _ = events.send(Completion::Event(Event::Vote { txid, from: to.clone(), vote }));

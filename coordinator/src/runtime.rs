@@ -353,7 +353,7 @@ impl EngineTask {
                 self.execute(commands);
             }
             Completion::CommitLogged { txid, lsn } => {
-                fault::hit("coordinator.after-decision-synced");
+                fault::hit("coordinator.after-decision-synced", Some(&txid));
                 self.commit_lsn.insert(txid.clone(), lsn);
                 let commands = self.engine.handle(Event::DecisionSynced { txid });
                 self.execute(commands);
@@ -461,7 +461,7 @@ impl EngineTask {
                 Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
                 Command::SendOnePhase { to, prepare, attempt } => self.send_one_phase(to, prepare, attempt),
                 Command::SyncDecision { txid, participants } => {
-                    fault::hit("coordinator.before-decision");
+                    fault::hit("coordinator.before-decision", Some(&txid));
                     tracing::debug!(%txid, "syncing commit decision");
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::Commit { txid: txid.clone(), participants });
@@ -481,7 +481,8 @@ impl EngineTask {
                     // Fault point: withhold every first commit of this
                     // transaction (they come in one command list).
                     if attempt == 0
-                        && (withheld.as_ref() == Some(&txid) || fault::hit("coordinator.before-commit-send"))
+                        && (withheld.as_ref() == Some(&txid)
+                            || fault::hit("coordinator.before-commit-send", Some(&txid)))
                     {
                         withheld = Some(txid);
                         continue;

@@ -129,7 +129,8 @@ fn an_unreachable_participant_aborts() {
     let mut e = engine();
     let t = begin(&mut e, 1);
     e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
-    let out = e.handle(Event::Vote { txid: t.clone(), from: node("p1"), vote: Err("deadline".into()) });
+    let reason = AbortReason::ParticipantUnavailable { participant: node("p1"), detail: "deadline".into() };
+    let out = e.handle(Event::Vote { txid: t.clone(), from: node("p1"), vote: Err(reason.clone()) });
     // p1 may have prepared after all: it is told too.
     let aborts = vec![
         Command::SendAbort { txid: t.clone(), to: node("p1") },
@@ -137,7 +138,6 @@ fn an_unreachable_participant_aborts() {
     ];
     assert_eq!(out, aborts);
     assert_eq!(e.handle(Event::AbortSent { txid: t.clone(), to: node("p1"), delivered: false }), vec![]);
-    let reason = AbortReason::ParticipantUnavailable { participant: node("p1"), detail: "deadline".into() };
     let out = e.handle(Event::AbortSent { txid: t.clone(), to: node("p2"), delivered: true });
     assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Aborted(reason)))]);
 }

@@ -11,7 +11,7 @@ use crate::engine::{Command, Engine, Event, Reply, RequestId};
 use crate::record::{Decision, ParticipantRecord};
 use crate::server::ParticipantServer;
 use crate::store::{self, ParticipantWal};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,6 +198,10 @@ struct EngineTask {
     next_req: RequestId,
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
+    /// Prepared transactions whose outcome was asked of their coordinator
+    /// (in doubt), so that their end gets a closing line however it comes
+    /// (a subset of `prepared_lsn`'s, removed with it).
+    asked_outcome: HashSet<TxnId>,
     /// LSNs of Done records, oldest first (trimmed to the engine's memory).
     done_lsns: VecDeque<Lsn>,
     done_tx: mpsc::UnboundedSender<Completion>,
@@ -234,6 +238,7 @@ impl EngineTask {
             pending: HashMap::new(),
             next_req: 0,
             prepared_lsn: HashMap::new(),
+            asked_outcome: HashSet::new(),
             done_lsns: VecDeque::new(),
             done_tx,
             done_rx,
@@ -457,7 +462,7 @@ impl EngineTask {
                 self.execute(commands);
             }
             Completion::PrepareLogged { txid, lsn } => {
-                fault::hit("participant.after-prepare-synced");
+                fault::hit("participant.after-prepare-synced", Some(&txid));
                 self.prepared_lsn.insert(txid.clone(), lsn);
                 let commands = self.engine.handle(Event::PrepareSynced { txid });
                 self.execute(commands);
@@ -527,7 +532,7 @@ impl EngineTask {
                     );
                 }
                 Command::Apply { txid, writes, synced } => {
-                    fault::hit("participant.before-apply");
+                    fault::hit("participant.before-apply", Some(&txid));
                     tracing::debug!(%txid, writes = writes.len(), synced, "applying commit");
                     let mut batch = self.finish_batch(&txid, Decision::Committed);
                     batch.data = store::data_writes(&writes);
@@ -601,7 +606,7 @@ impl EngineTask {
     fn ack_when_durable(&mut self, sender: oneshot::Sender<Reply>, reply: Reply) {
         if fault::sabotaged("ack-before-sync") {
             let _ = sender.send(reply);
-            fault::hit("participant.after-commit-acked");
+            fault::hit("participant.after-commit-acked", None);
             return;
         }
         let tx = self.done_tx.clone();
@@ -611,7 +616,7 @@ impl EngineTask {
             Box::new(move |result| match result {
                 Ok(_) => {
                     let _ = sender.send(reply);
-                    fault::hit("participant.after-commit-acked");
+                    fault::hit("participant.after-commit-acked", None);
                 }
                 Err(e) => drop(tx.send(Completion::Fatal(e))),
             }),
@@ -624,13 +629,19 @@ impl EngineTask {
         let mut batch = WalBatch::new();
         batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
         batch.remove.extend(self.prepared_lsn.remove(txid));
+        if self.asked_outcome.remove(txid) {
+            tracing::info!(%txid, ?decision, "in-doubt transaction resolved");
+        }
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
             batch.remove.extend(self.done_lsns.pop_front());
         }
         batch
     }
 
-    fn ask_outcome(&self, txid: TxnId) {
+    fn ask_outcome(&mut self, txid: TxnId) {
+        if self.prepared_lsn.contains_key(&txid) {
+            self.asked_outcome.insert(txid.clone());
+        }
         let Some(peer) = self.coordinators.get(txid.coordinator.as_str()).cloned() else {
             tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
             return;

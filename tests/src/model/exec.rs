@@ -285,7 +285,10 @@ pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PC
         (PCall::Prepare, Answer::No) => {
             CEvent::Vote { txid, from: node, vote: Ok(Vote::No(twopc_common::AbortReason::AbortedEarlier)) }
         }
-        (PCall::Prepare, _) => CEvent::Vote { txid, from: node, vote: Err("refused".into()) },
+        (PCall::Prepare, _) => {
+            let reason = twopc_common::AbortReason::Refused { participant: node.clone(), detail: "refused".into() };
+            CEvent::Vote { txid, from: node, vote: Err(reason) }
+        }
         (PCall::OnePhase, Answer::Committed) => {
             CEvent::OnePhaseResult { txid, result: Ok(Outcome::Committed), attempt: 0 }
         }
@@ -313,7 +316,11 @@ pub fn coordinator_timeout(cfg: &ModelConfig, s: &mut State, call: CallKey) {
         PCall::Prepare if cfg.sabotage == ModelSabotage::TimeoutIsYes => {
             CEvent::Vote { txid, from, vote: Ok(Vote::Yes) }
         }
-        PCall::Prepare => CEvent::Vote { txid, from, vote: Err("deadline exceeded".into()) },
+        PCall::Prepare => {
+            let detail = "deadline exceeded".into();
+            let reason = twopc_common::AbortReason::ParticipantUnavailable { participant: from.clone(), detail };
+            CEvent::Vote { txid, from, vote: Err(reason) }
+        }
         PCall::OnePhase => {
             let never_sent = s.coordinator.unsent.remove(&CallKey { kind, txid: txid.clone(), to })
                 || cfg.sabotage == ModelSabotage::LostIsNotSent;

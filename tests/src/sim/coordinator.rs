@@ -174,7 +174,9 @@ impl CoordinatorNode {
                 Event::Vote { txid, from: participant_id(to), vote: Ok(vote) }
             }
             (Call::Prepare { txid, to }, PReply::Error(e)) => {
-                Event::Vote { txid, from: participant_id(to), vote: Err(format!("refused: {e}")) }
+                let (from, detail) = (participant_id(to), e.to_string());
+                let reason = twopc_common::AbortReason::Refused { participant: from.clone(), detail };
+                Event::Vote { txid, from, vote: Err(reason) }
             }
             (Call::OnePhase { txid, attempt, .. }, PReply::Outcome(outcome)) => {
                 Event::OnePhaseResult { txid, result: Ok(outcome), attempt }
@@ -235,7 +237,10 @@ impl CoordinatorNode {
                         Event::Vote { txid, from: participant_id(to), vote: Ok(twopc_common::Vote::Yes) }
                     }
                     Some(Call::Prepare { txid, to }) => {
-                        Event::Vote { txid, from: participant_id(to), vote: Err("deadline exceeded".into()) }
+                        let (from, detail) = (participant_id(to), "deadline exceeded".into());
+                        let reason =
+                            twopc_common::AbortReason::ParticipantUnavailable { participant: from.clone(), detail };
+                        Event::Vote { txid, from, vote: Err(reason) }
                     }
                     Some(Call::OnePhase { txid, attempt, .. }) => Event::OnePhaseResult {
                         txid,
