@@ -24,8 +24,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A port nobody listens on right now (bound, read, released).
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct ports nobody listens on right now. All are held until all
+/// are read: ports bound and released one at a time may repeat.
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0"))
+        .collect::<Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 pub struct Cluster {
@@ -56,8 +64,9 @@ impl Cluster {
     pub fn in_dir(binary: &Path, dir: &Path, coordinators: usize, participants: usize) -> Result<Cluster> {
         std::fs::create_dir_all(dir)?;
         let mut config = ClusterConfig::loopback(coordinators, participants, 0);
-        for entry in config.coordinator.iter_mut().chain(config.participant.iter_mut()) {
-            entry.addr = format!("127.0.0.1:{}", free_port()?);
+        let ports = free_ports(coordinators + participants)?;
+        for (entry, port) in config.coordinator.iter_mut().chain(config.participant.iter_mut()).zip(ports) {
+            entry.addr = format!("127.0.0.1:{port}");
         }
         let views =
             config.coordinator.iter().chain(&config.participant).map(|e| (e.id.clone(), config.clone())).collect();
