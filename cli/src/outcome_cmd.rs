@@ -18,9 +18,9 @@ pub const OUTCOME_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Args)]
 pub struct OutcomeArgs {
-    /// Address of a coordinator (`twopc local` prints it; its default is
-    /// 127.0.0.1:7000), or several, comma-separated: the one that minted
-    /// TXID is found by asking.
+    /// Address of a coordinator (`twopc local` prints it: 127.0.0.1:7000
+    /// unless given --base-port), or several, comma-separated: the one
+    /// that minted TXID is found by asking.
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Ask again every 0.5 s while the transaction is pending or its
@@ -49,16 +49,30 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
     let mut client = None;
     let mut said_waiting = false;
     let status = loop {
-        let answer = match &client {
-            Some(client) => ask(client, &txid).await,
-            None => match connect(&args.coordinator).await {
-                Ok(connected) => {
-                    let answer = ask(&connected, &txid).await;
-                    client = Some(connected);
-                    answer
-                }
-                Err(e) => Err(Ask::Unreachable(e)),
+        let asking = async {
+            match &client {
+                Some(client) => ask(client, &txid).await,
+                None => match connect(&args.coordinator).await {
+                    Ok(connected) => {
+                        let answer = ask(&connected, &txid).await;
+                        client = Some(connected);
+                        answer
+                    }
+                    Err(e) => Err(Ask::Unreachable(e)),
+                },
+            }
+        };
+        // --wait bounds the whole command, a question to a coordinator
+        // that does not answer (a paused one) included.
+        let answer = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), asking).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Ask::Unreachable(format!(
+                    "no answer from the coordinator within --wait {:?}",
+                    args.wait.unwrap_or_default()
+                ))),
             },
+            None => asking.await,
         };
         match answer {
             Ok(OutcomeStatus::Pending) if time_left() => {}

@@ -18,8 +18,8 @@ const OP_USAGE: &str = "put K V | put-file K FILE | del K | get K | expect K V |
 #[derive(Debug, Args)]
 pub struct TxnArgs {
     /// Address of the coordinator that runs the transaction (`twopc local`
-    /// prints it; its default is 127.0.0.1:7000), or several, comma-
-    /// separated: the first that can be reached runs it.
+    /// prints it: 127.0.0.1:7000 unless given --base-port), or several,
+    /// comma-separated: the first that can be reached runs it.
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
@@ -45,9 +45,9 @@ pub struct TxnArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Address of the coordinator to read through (`twopc local` prints it;
-    /// its default is 127.0.0.1:7000), or several, comma-separated: the
-    /// first that can be reached serves the read.
+    /// Address of the coordinator to read through (`twopc local` prints it:
+    /// 127.0.0.1:7000 unless given --base-port), or several,
+    /// comma-separated: the first that can be reached serves the read.
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
@@ -174,7 +174,7 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
                 TxnOutcome::Unknown(_) => {
                     let coordinator = args.coordinator.split(',').next().unwrap_or_default();
                     eprintln!(
-                        "hint: it settles once its coordinator reaches every participant; \
+                        "hint: it settles once its coordinator is up and reaches every participant; \
                          `twopc outcome --coordinator {coordinator} --wait 1m {}` waits for it",
                         report.txid
                     );

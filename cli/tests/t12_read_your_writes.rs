@@ -48,6 +48,28 @@ async fn a_committed_write_is_read_back_though_its_commit_messages_never_arrive(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_right_after_a_commit_waits_for_its_locks_instead_of_aborting() -> Result<()> {
+    // Every commit message is withheld: the participants keep each
+    // transaction's locks until they ask its coordinator (after 100 ms).
+    // The client's next write to the same keys waits for them, rather than
+    // abort as a lock conflict with its own committed transaction.
+    let cluster = cluster_with_coordinator_faults("coordinator.commit-send=drop")?;
+    let keys = cluster.key_per_participant("again");
+    let client = cluster.client().await?;
+    for round in 0..3 {
+        let mut txn = client.begin().await?;
+        for key in &keys {
+            txn.put(key, format!("v{round}").into_bytes());
+        }
+        txn.commit().await.map_err(|e| anyhow::anyhow!("round {round}: {e}"))?;
+    }
+    for read in client.read(keys.clone()).await? {
+        assert_eq!(read.value.as_deref(), Some(b"v2".as_slice()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_a_key_whose_writer_is_in_doubt_fails_naming_it() -> Result<()> {
     // Every participant prepares, then the coordinator dies before
     // deciding: the writer is in doubt and nobody can say its outcome.

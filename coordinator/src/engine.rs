@@ -187,8 +187,8 @@ enum Phase {
         unacked: BTreeSet<NodeId>,
     },
     /// Aborted (no log write); the client is answered once every
-    /// participant that may hold locks was told, so its retry finds the
-    /// locks released.
+    /// participant that may hold locks was told (all but the one whose
+    /// vote failed or was No), so its retry finds the locks released.
     Aborting {
         unsent: BTreeSet<NodeId>,
         reason: AbortReason,
@@ -440,7 +440,7 @@ impl Engine {
         let Phase::Preparing { waiting_for } = &mut active.phase else {
             return;
         };
-        let (reason, holds_nothing) = match vote {
+        let (reason, silent) = match vote {
             Ok(Vote::Yes) => {
                 waiting_for.remove(&from);
                 if waiting_for.is_empty() {
@@ -451,17 +451,24 @@ impl Engine {
                 return;
             }
             // A No vote leaves nothing behind at its participant.
-            Ok(Vote::No(reason)) => (reason, Some(from)),
-            Err(reason) => (reason, None),
+            Ok(Vote::No(reason)) => (reason, false),
+            Err(reason) => (reason, true),
         };
         // Presumed abort: no log write. Tell the others, then answer.
         self.known.insert(txid.clone(), Known::Aborted);
-        let unsent: BTreeSet<NodeId> =
-            active.participants.iter().filter(|p| Some(*p) != holds_nothing.as_ref()).cloned().collect();
-        for to in &unsent {
+        let others: BTreeSet<NodeId> = active.participants.iter().filter(|p| **p != from).cloned().collect();
+        for to in &others {
             out.push(Command::SendAbort { txid: txid.clone(), to: to.clone() });
         }
-        active.phase = Phase::Aborting { unsent, reason };
+        if silent {
+            // It may have prepared after all, so it is told too; but the
+            // answer does not wait for a participant that just failed to
+            // answer (a paused or overloaded one would hold the client for
+            // the abort's deadline, behind its queued prepares). If it did
+            // prepare, it asks this coordinator and learns the abort.
+            out.push(Command::SendAbort { txid: txid.clone(), to: from });
+        }
+        active.phase = Phase::Aborting { unsent: others, reason };
         self.finish_abort_if_sent(txid, out);
     }
 

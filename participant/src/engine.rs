@@ -573,6 +573,18 @@ impl Engine {
         }
     }
 
+    /// The transaction, if any, that voted Yes (or is applying) and holds
+    /// a lock `prepare` needs: most often the previous transaction on the
+    /// same keys, committed, whose commit message is on its way. Its lock
+    /// goes soon, and it waits for nothing here, so `prepare` may wait for
+    /// it a little rather than abort at once.
+    pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<&TxnId> {
+        prepare.ops.keys().find_map(|key| {
+            let holder = self.locks.holder(key).filter(|holder| **holder != prepare.txid)?;
+            matches!(self.txns.get(holder)?, TxnState::Prepared { .. } | TxnState::Applying { .. }).then_some(holder)
+        })
+    }
+
     /// What this participant knows of `txid`, for operators.
     pub fn view(&self, txid: &TxnId) -> TxnView {
         let mut view = TxnView { txid: Some(txid.clone()), node: self.me.to_string(), ..Default::default() };

@@ -22,7 +22,7 @@ use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
 use twopc_common::node::{now_ms, Mailbox, Running};
 use twopc_common::service::{coordinator_hello, CoordinatorRpcClient, ParticipantRpc, Role};
-use twopc_common::txn::PrepareRequest;
+use twopc_common::txn::{OutcomeStatus, PrepareRequest};
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
 
@@ -42,6 +42,19 @@ pub const READ_WAIT_MAX: Duration = Duration::from_secs(2);
 /// served if their writers finished, and their writers' outcomes asked
 /// (see `BLOCKER_ASKS_AFTER_MS`).
 pub const PARKED_READ_RECHECK: Duration = Duration::from_millis(50);
+/// A prepare (or one-phase commit) that needs a lock held by a prepared
+/// transaction waits this long for it, then votes No (lock conflict). The
+/// holder is most often the previous transaction on the same keys,
+/// committed, with its commit message on the way; without the wait, a
+/// client that heard Committed and wrote the same keys again at once
+/// could be aborted by its own last transaction. Longer than
+/// `BLOCKER_ASKS_AFTER_MS`, so a lost commit message is asked about first.
+/// The wait is bounded, so two prepares waiting on each other's prepared
+/// holders at two participants both vote No after it.
+pub const PREPARE_WAIT_MAX: Duration = Duration::from_millis(250);
+/// Prepares waiting for prepared lock holders, at most; beyond, a prepare
+/// does not wait.
+pub const MAX_PARKED_PREPARES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParticipantError {
@@ -92,6 +105,13 @@ struct ParkedRead {
     keys: Vec<Key>,
     reply: ReadReply,
     deadline: tokio::time::Instant,
+}
+
+/// A prepare waiting for a prepared lock holder (see [`PREPARE_WAIT_MAX`]).
+struct ParkedPrepare {
+    request: Request,
+    reply: oneshot::Sender<Reply>,
+    wait_until: tokio::time::Instant,
 }
 
 /// What the RPC layer holds: the engine task's queue.
@@ -210,7 +230,9 @@ struct EngineTask {
     held_writes: HeldWrites<ParticipantRecord>,
     queries_in_flight: Arc<tokio::sync::Semaphore>,
     parked: Vec<ParkedRead>,
-    /// Set when a transaction finished: parked reads may proceed.
+    parked_prepares: Vec<ParkedPrepare>,
+    /// Set when a transaction finished: parked reads and prepares may
+    /// proceed.
     released: bool,
 }
 
@@ -245,6 +267,7 @@ impl EngineTask {
             held_writes: HeldWrites::default(),
             queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
             parked: Vec::new(),
+            parked_prepares: Vec::new(),
             released: false,
         }
     }
@@ -309,14 +332,17 @@ impl EngineTask {
                     self.execute(commands);
                     self.released = true;
                 }
-                _ = recheck.tick(), if !self.parked.is_empty() => self.recheck_parked_reads(),
+                _ = recheck.tick(), if self.is_waiting() => self.recheck_parked(),
             }
             if self.held_writes.is_full() || (rx.is_empty() && self.done_rx.is_empty()) {
                 self.flush_writes();
             }
-            if std::mem::take(&mut self.released) && !self.parked.is_empty() {
+            if std::mem::take(&mut self.released) && self.is_waiting() {
                 for parked in std::mem::take(&mut self.parked) {
                     self.read(parked.keys, parked.reply, parked.deadline);
+                }
+                for parked in std::mem::take(&mut self.parked_prepares) {
+                    self.request(parked.request, parked.reply, parked.wait_until);
                 }
             }
         }
@@ -426,15 +452,22 @@ impl EngineTask {
         let _ = reply.send(Err(answer));
     }
 
-    /// Every 50 ms while reads wait: the writers they wait for are asked
-    /// about, and the reads looked at again.
-    fn recheck_parked_reads(&mut self) {
+    /// Whether reads or prepares wait for prepared transactions.
+    fn is_waiting(&self) -> bool {
+        !self.parked.is_empty() || !self.parked_prepares.is_empty()
+    }
+
+    /// Every 50 ms while reads or prepares wait: the transactions they
+    /// wait for are asked about, and the waiting looked at again.
+    fn recheck_parked(&mut self) {
         let now = now_ms();
-        let writers: std::collections::BTreeSet<TxnId> = self
-            .parked
-            .iter()
-            .flat_map(|read| read.keys.iter().filter_map(|k| self.engine.pending_writer(k).cloned()))
-            .collect();
+        let read_blockers =
+            self.parked.iter().flat_map(|read| read.keys.iter().filter_map(|k| self.engine.pending_writer(k)));
+        let prepare_blockers = self.parked_prepares.iter().filter_map(|parked| match &parked.request {
+            Request::Prepare(prepare) | Request::OnePhase(prepare) => self.engine.prepared_blocker(prepare),
+            _ => None,
+        });
+        let writers: std::collections::BTreeSet<TxnId> = read_blockers.chain(prepare_blockers).cloned().collect();
         for txid in writers {
             let commands = self.engine.handle(Event::ReadWaiting { txid, now_ms: now });
             self.execute(commands);
@@ -445,7 +478,9 @@ impl EngineTask {
     /// Handles one input from the RPC layer (`None`: the queue closed).
     fn input(&mut self, input: Option<Input>) -> Option<ParticipantError> {
         match input {
-            Some(Input::Engine(request, reply)) => self.request(request, reply),
+            Some(Input::Engine(request, reply)) => {
+                self.request(request, reply, tokio::time::Instant::now() + PREPARE_WAIT_MAX)
+            }
             Some(Input::Read(keys, reply)) => self.read(keys, reply, tokio::time::Instant::now() + READ_WAIT_MAX),
             Some(Input::Stats(reply)) => drop(reply.send(self.stats())),
             Some(Input::Admin(request, reply)) => self.admin(request, reply),
@@ -476,7 +511,22 @@ impl EngineTask {
         None
     }
 
-    fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
+    /// Hands `request` to the engine; a prepare that needs a prepared
+    /// transaction's lock waits for it first, until `wait_until`.
+    fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>, wait_until: tokio::time::Instant) {
+        let blocker = match &request {
+            Request::Prepare(prepare) | Request::OnePhase(prepare) => {
+                self.engine.prepared_blocker(prepare).map(|holder| (prepare.txid.clone(), holder.clone()))
+            }
+            _ => None,
+        };
+        if let Some((txid, holder)) = blocker {
+            if tokio::time::Instant::now() < wait_until && self.parked_prepares.len() < MAX_PARKED_PREPARES {
+                tracing::debug!(%txid, %holder, "prepare waits for the prepared holder of a lock it needs");
+                self.parked_prepares.push(ParkedPrepare { request, reply, wait_until });
+                return;
+            }
+        }
         let req = self.next_req;
         self.next_req += 1;
         let is_commit = matches!(request, Request::Commit(_));
@@ -661,7 +711,13 @@ impl EngineTask {
                 .await;
             match answer {
                 Ok(Ok(status)) => {
-                    tracing::info!(%txid, ?status, "coordinator answered outcome question");
+                    // "Pending" comes every 100 ms while a read waits for
+                    // the outcome: only a decision is worth a line.
+                    if status == OutcomeStatus::Pending {
+                        tracing::debug!(%txid, "coordinator answered outcome question: still pending");
+                    } else {
+                        tracing::info!(%txid, ?status, "coordinator answered outcome question");
+                    }
                     let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
                 }
                 Ok(Err(e)) => {
