@@ -6,7 +6,7 @@ mod support;
 use anyhow::Result;
 use std::time::Duration;
 use support::Cluster;
-use twopc_common::client::ClientError;
+use twopc_common::client::{Client, ClientError};
 use twopc_common::AbortReason;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,20 +108,25 @@ async fn a_failed_expectation_aborts() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
-    // The coordinator withholds commit messages, so the first
-    // transaction's locks stay held at every participant.
-    let mut cluster = Cluster::new(3);
+    // The first transaction prepares everywhere, then its coordinator c1
+    // dies before deciding: its locks stay held, and nobody can say when
+    // they go. A second transaction, through c2, waits for them a little
+    // (PREPARE_WAIT_MAX), then aborts naming the holder.
+    let mut cluster = Cluster::plan(2, 3);
     for id in cluster.participant_ids() {
         cluster.spawn(&id, &[])?;
     }
-    cluster.spawn("c1", &[("TWOPC_FAULTS", "coordinator.commit-send=drop")])?;
+    cluster.spawn("c1", &[("TWOPC_FAULTS", "coordinator.before-decision=crash")])?;
+    cluster.spawn("c2", &[])?;
     let keys = cluster.key_per_participant("conflict");
-    let client = cluster.client().await?;
-    let mut first = client.begin().await?;
+    let mut first = Client::connect(&cluster.addr("c1")).await?.begin().await?;
+    let holder = first.txid().clone();
     first.put(&keys[0], b"first".to_vec());
     first.put(&keys[1], b"first".to_vec());
-    let holder = first.commit().await?;
+    let _ = first.commit().await;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
 
+    let client = Client::connect(&cluster.addr("c2")).await?;
     let mut second = client.begin().await?;
     second.put(&keys[0], b"second".to_vec());
     second.put(&keys[2], b"second".to_vec());

@@ -66,6 +66,13 @@ async fn an_undecided_transaction_is_listed_and_a_forced_abort_releases_it() -> 
     assert_eq!(entry["participants"]["p1"], "prepared");
     assert_eq!(entry["locks"]["p1"][0], String::from_utf8_lossy(&keys[0]).as_ref());
     assert!(entry["decision"].as_str().unwrap().contains("unreachable"), "{listed}");
+    // For monitoring: younger ones are left out, and counted.
+    let out = admin(&config, &["in-doubt", "--older-than", "1h", "--json"], None)?;
+    let recent = json(&out);
+    assert_eq!(recent["in_doubt"], serde_json::json!([]), "{recent}");
+    assert_eq!(recent["younger_not_listed"], 1, "{recent}");
+    let out = admin(&config, &["in-doubt", "--older-than", "1h"], None)?;
+    assert!(text(&out).contains("(1 younger than 3600s not listed)"), "{}", text(&out));
 
     // The coordinator is gone: refused without --force, applied with it.
     let out = admin(&config, &["resolve", &txid.to_string(), "--abort"], None)?;

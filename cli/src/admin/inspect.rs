@@ -185,22 +185,34 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
         // participants (committed if one applied it, else aborted).
         "unknown" => NO_DECISION_LOGGED,
         ONE_PHASE_UNANSWERED => ONE_PHASE_UNANSWERED_WORDS,
+        "preparing" => "none yet (collecting votes)",
+        "deciding" => "commit (being logged)",
+        "one-phase" => "none yet (one-phase commit in flight)",
         _ => "deciding",
     };
     Ok((words.into(), Some(view)))
 }
 
-pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
-    let (entries, unreachable) = collect_in_doubt(cluster).await?;
+pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: bool) -> Result<u8, Failure> {
+    let (mut entries, unreachable) = collect_in_doubt(cluster).await?;
     let code = complete_if(unreachable.is_empty());
+    // An entry of unknown age is listed: it may be old.
+    let min_age_ms = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+    let listed = entries.len();
+    entries.retain(|e| e.age_ms.is_none_or(|age| age >= min_age_ms));
+    let younger = listed - entries.len();
     if json {
-        println!("{}", serde_json::json!({ "in_doubt": entries, "unreachable": unreachable }));
+        let report =
+            serde_json::json!({ "in_doubt": entries, "younger_not_listed": younger, "unreachable": unreachable });
+        println!("{report}");
         return Ok(code);
     }
+    let left_out =
+        if younger > 0 { format!(" ({younger} younger than {older_than:?} not listed)") } else { String::new() };
     if entries.is_empty() && unreachable.is_empty() {
-        println!("no transaction is in doubt");
+        println!("no transaction is in doubt{left_out}");
     } else if entries.is_empty() {
-        println!("no transaction is in doubt at the processes reached (not all could be asked: see below)");
+        println!("no transaction is in doubt at the processes reached{left_out} (not all could be asked: see below)");
     } else {
         let rows: Vec<Vec<String>> = entries
             .iter()
@@ -217,6 +229,9 @@ pub async fn in_doubt(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             })
             .collect();
         print!("{}", table(&["TXID", "AGE", "PARTICIPANTS", "COORDINATOR DECISION", "LOCKS"], &rows));
+        if younger > 0 {
+            println!("{younger} younger than {older_than:?} not listed");
+        }
         println!(
             "resolve: `twopc admin recover` (coordinator reachable) or `twopc admin resolve TXID --commit|--abort`"
         );

@@ -76,7 +76,13 @@ pub enum AdminCommand {
     /// Every transaction prepared anywhere and not yet resolved: its
     /// participants and their states, the coordinator's logged decision if
     /// any, age, and locks held.
-    InDoubt,
+    InDoubt {
+        /// List only transactions prepared at least this long ago (e.g.
+        /// `5s` for monitoring: under load, younger ones are mostly in
+        /// flight, not stuck); how many younger ones were left out is said.
+        #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
+        older_than: std::time::Duration,
+    },
     /// The full story of one transaction as every process's log knows it.
     Show {
         /// Transaction id, e.g. c1.3.17 (as printed by `twopc txn`).
@@ -146,7 +152,7 @@ pub async fn run(args: AdminArgs) -> u8 {
         let cluster = nodes::Cluster::connect(&args.target).await?;
         match args.command {
             AdminCommand::Status => inspect::status(&cluster, json).await,
-            AdminCommand::InDoubt => inspect::in_doubt(&cluster, json).await,
+            AdminCommand::InDoubt { older_than } => inspect::in_doubt(&cluster, older_than, json).await,
             AdminCommand::Show { txid } => inspect::show(&cluster, &nodes::parse_txid(&txid)?, json).await,
             AdminCommand::Locks { key } => inspect::locks(&cluster, key, json).await,
             AdminCommand::Heuristics => inspect::heuristics(&cluster, json).await,

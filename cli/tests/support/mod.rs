@@ -81,8 +81,13 @@ impl std::ops::DerefMut for Cluster {
 impl Cluster {
     /// Plans 1 coordinator and `participants` participants; starts nothing.
     pub fn new(participants: usize) -> Cluster {
-        let inner =
-            twopc_chaos::cluster::Cluster::new(Path::new(twopc_bin()), 1, participants).expect("plan a cluster");
+        Cluster::plan(1, participants)
+    }
+
+    /// Plans `coordinators` and `participants`; starts nothing.
+    pub fn plan(coordinators: usize, participants: usize) -> Cluster {
+        let inner = twopc_chaos::cluster::Cluster::new(Path::new(twopc_bin()), coordinators, participants)
+            .expect("plan a cluster");
         Cluster { inner }
     }
 
