@@ -451,13 +451,11 @@ impl Nemesis {
             let mut event = None;
             match (points.iter().find(|l| l.contains("crashing")), status) {
                 (Some(line), _) => {
-                    let point = line.split("point=").nth(1).unwrap_or(line).trim().trim_matches('"').to_string();
-                    event = Some(self.record(
-                        FaultKind::Crash,
-                        &id,
-                        format!("crashed at fault point {point} (armed {})", armed.unwrap_or_default()),
-                        None,
-                    ));
+                    let point = log_field(line, "point").unwrap_or(line);
+                    let txid = log_field(line, "txid").unwrap_or("-");
+                    let armed = armed.unwrap_or_default();
+                    let detail = format!("crashed at fault point {point} handling {txid} (armed {armed})");
+                    event = Some(self.record(FaultKind::Crash, &id, detail, None));
                 }
                 (None, Some(status)) => {
                     let tail = self.cluster().log_tail(&id, 30);
@@ -707,9 +705,26 @@ impl Nemesis {
     }
 }
 
+/// The value of `name` in a tracing line: `name="v"` or `name=v`.
+fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next(),
+        None => rest.split_whitespace().next(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_read_from_a_log_line() {
+        let line = r#"2026-12-01T23:51:17Z  WARN twopc_common::fault::armed: fault point: crashing point="coordinator.after-decision-synced" txid=c1.92101871129.2"#;
+        assert_eq!(log_field(line, "point"), Some("coordinator.after-decision-synced"));
+        assert_eq!(log_field(line, "txid"), Some("c1.92101871129.2"));
+        assert_eq!(log_field(line, "holder"), None);
+    }
 
     #[test]
     fn fault_lists_parse() {
