@@ -573,16 +573,26 @@ impl Engine {
         }
     }
 
-    /// The transaction, if any, that voted Yes (or is applying) and holds
-    /// a lock `prepare` needs: most often the previous transaction on the
-    /// same keys, committed, whose commit message is on its way. Its lock
-    /// goes soon, and it waits for nothing here, so `prepare` may wait for
-    /// it a little rather than abort at once.
+    /// The transaction, if any, that voted Yes (or is applying), holds a
+    /// lock `prepare` needs, and is older than `prepare`'s (a smaller txid):
+    /// most often the previous transaction on the same keys, committed,
+    /// whose commit message is on its way. Its lock goes soon, so `prepare`
+    /// may wait for it a little rather than abort at once.
+    ///
+    /// Only a younger transaction waits for an older one, by the txid
+    /// order every participant shares: two prepares can then never wait
+    /// for each other at two participants (a deadlock that, with a bounded
+    /// wait, cost every such pair the whole wait under load).
+    /// `None` as well when another holder is one not to wait for: the
+    /// prepare would vote No anyway, so it does at once.
     pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<&TxnId> {
-        prepare.ops.keys().find_map(|key| {
-            let holder = self.locks.holder(key).filter(|holder| **holder != prepare.txid)?;
-            matches!(self.txns.get(holder)?, TxnState::Prepared { .. } | TxnState::Applying { .. }).then_some(holder)
-        })
+        let waitable = |holder: &TxnId| {
+            *holder < prepare.txid
+                && matches!(self.txns.get(holder), Some(TxnState::Prepared { .. } | TxnState::Applying { .. }))
+        };
+        let mut holders = prepare.ops.keys().filter_map(|key| self.locks.holder(key)).filter(|h| **h != prepare.txid);
+        let first = holders.next()?;
+        (waitable(first) && holders.all(waitable)).then_some(first)
     }
 
     /// What this participant knows of `txid`, for operators.

@@ -95,6 +95,24 @@ fn lock_conflict_votes_no_naming_the_holder_without_waiting() {
 }
 
 #[test]
+fn only_a_younger_prepare_may_wait_for_an_older_prepared_holder() {
+    let mut e = engine();
+    prepare(&mut e, 1, 5, write("a", "1"));
+    // Still syncing its Prepared record: not one to wait for.
+    assert_eq!(e.prepared_blocker(&prepare_req(6, write("a", "2"))), None);
+    e.handle(Event::PrepareSynced { txid: txid(5) });
+    assert_eq!(e.prepared_blocker(&prepare_req(6, write("a", "2"))), Some(&txid(5)), "younger: may wait");
+    assert_eq!(e.prepared_blocker(&prepare_req(4, write("a", "2"))), None, "older: never waits for a younger one");
+    assert_eq!(e.prepared_blocker(&prepare_req(6, write("b", "2"))), None, "no conflict");
+    // Another holder it must not wait for: no wait at all (it votes No).
+    prepare(&mut e, 2, 7, write("c", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(7) });
+    let both = TxnOps { writes: vec![(k("a"), Some(k("x"))), (k("c"), Some(k("x")))], ..Default::default() };
+    assert_eq!(e.prepared_blocker(&prepare_req(6, both.clone())), None, "c is held by a younger one");
+    assert_eq!(e.prepared_blocker(&prepare_req(8, both)), Some(&txid(5)));
+}
+
+#[test]
 fn stale_read_and_failed_condition_vote_no() {
     let mut e = engine();
     let ops = TxnOps { reads: vec![(k("a"), 3)], ..Default::default() };
