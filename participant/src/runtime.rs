@@ -547,13 +547,14 @@ impl EngineTask {
             }
             _ => None,
         };
-        if let Some((txid, holder)) = blocker {
+        let may_wait = tokio::time::Instant::now() < wait_until && self.parked_prepares.len() < MAX_PARKED_PREPARES;
+        if let Some((txid, holder)) = blocker.filter(|_| may_wait) {
             // Worth waiting for only if its coordinator says it committed
             // (asked at once, once per holder); a holder still undecided or
             // a question that cannot be sent ends the wait.
             let asked = self.holders_asked.contains(&holder)
                 || (self.holders_asked.len() < MAX_PARKED_PREPARES && self.query_outcome(holder.clone(), false));
-            if asked && tokio::time::Instant::now() < wait_until && self.parked_prepares.len() < MAX_PARKED_PREPARES {
+            if asked {
                 tracing::debug!(%txid, %holder, "prepare waits for the prepared holder of a lock it needs");
                 self.holders_asked.insert(holder.clone());
                 self.parked_prepares.push(ParkedPrepare { request, reply, wait_until, holder });
