@@ -264,3 +264,53 @@ async fn a_one_phase_commit_to_a_participant_that_is_down_is_a_definite_abort() 
     assert_eq!(cluster.read_at("p3", &key).await?.value, Some(b"after".to_vec()));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepares_queued_behind_a_paused_participant_fail_with_the_first_deadline() -> Result<()> {
+    // p2 is paused (SIGSTOP): the kernel still accepts its connections, but
+    // nothing answers. The first prepare calls to it (4 in flight at most)
+    // wait out their 5 s deadline; the prepares queued behind them fail
+    // with the first of those, not after a deadline of their own (10 s in
+    // all, or the engine's 10 s safety net).
+    let cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    // A first commit opens the coordinator's connection to p2: a paused
+    // process's kernel accepts connections, but a new one would fail
+    // sooner, at its greeting.
+    let mut first = client.begin().await?;
+    for key in cluster.key_per_participant("paused-first") {
+        first.put(&key, b"x".to_vec());
+    }
+    first.commit().await?;
+    cluster.signal("p2", libc::SIGSTOP)?;
+    let started = std::time::Instant::now();
+    // 100 ms apart, so that each prepare to p2 leaves in a call of its own
+    // while a slot is free: 4 calls in flight, and the 2 last prepares
+    // queued behind them.
+    let commits = (0..6u64).map(|i| {
+        let (client, keys) = (&client, cluster.key_per_participant(&format!("paused-{i}")));
+        async move {
+            tokio::time::sleep(Duration::from_millis(100 * i)).await;
+            let mut txn = client.begin().await?;
+            for key in &keys {
+                txn.put(key, b"x".to_vec());
+            }
+            let result = txn.commit().await;
+            anyhow::Ok((result, started.elapsed()))
+        }
+    });
+    let results = futures::future::join_all(commits).await;
+    cluster.signal("p2", libc::SIGCONT)?;
+    for result in results {
+        let (result, took) = result?;
+        match result {
+            Err(ClientError::Aborted { reason: AbortReason::ParticipantUnavailable { participant, .. }, .. }) => {
+                assert_eq!(participant.as_str(), "p2");
+            }
+            other => panic!("expected an abort naming p2, got {other:?}"),
+        }
+        // Not a speed test: one 5 s deadline, far from two.
+        assert!(took < Duration::from_secs(8), "a transaction waited {took:?} for a paused participant");
+    }
+    Ok(())
+}

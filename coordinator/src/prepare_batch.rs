@@ -14,6 +14,8 @@
 use crate::batcher::{self, BatchLimits};
 use crate::engine::Event;
 use crate::runtime::{Completion, ParticipantPeer};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use twopc_common::limits::{MAX_PREPARE_BATCH, MAX_PREPARE_BATCH_BYTES, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
@@ -37,26 +39,37 @@ const LIMITS: BatchLimits = BatchLimits {
 /// One participant's queue of prepares to send.
 pub(crate) struct PrepareSender {
     to: NodeId,
-    queue: mpsc::Sender<PrepareRequest>,
+    queue: mpsc::Sender<Queued>,
     events: mpsc::UnboundedSender<Completion>,
 }
+
+/// A prepare, and when it was queued.
+struct Queued {
+    at: Instant,
+    prepare: PrepareRequest,
+}
+
+/// When a call to the participant last went unanswered (its deadline
+/// passed, or it could not be made).
+type LastUnanswered = Arc<Mutex<Option<Instant>>>;
 
 impl PrepareSender {
     /// Starts the participant's sender task.
     pub(crate) fn start(to: NodeId, peer: ParticipantPeer, events: mpsc::UnboundedSender<Completion>) -> Self {
         let (to2, events2) = (to.clone(), events.clone());
-        let weigh = |p: &PrepareRequest| p.ops.approx_bytes();
+        let last_unanswered = LastUnanswered::default();
+        let weigh = |q: &Queued| q.prepare.ops.approx_bytes();
         let queue = batcher::start(PREPARE_QUEUE_CAPACITY, LIMITS, weigh, move |batch| {
-            let (to, peer, events) = (to2.clone(), peer.clone(), events2.clone());
-            async move { send_batch(&to, &peer, batch, &events).await }
+            let (to, peer, events, last) = (to2.clone(), peer.clone(), events2.clone(), last_unanswered.clone());
+            async move { send_batch(&to, &peer, batch, &events, &last).await }
         });
         PrepareSender { to, queue, events }
     }
 
     /// Queues `prepare`; a full queue is a failed vote.
     pub(crate) fn send(&self, prepare: PrepareRequest) {
-        if let Err(e) = self.queue.try_send(prepare) {
-            let txid = e.into_inner().txid;
+        if let Err(e) = self.queue.try_send(Queued { at: Instant::now(), prepare }) {
+            let txid = e.into_inner().prepare.txid;
             let detail = format!("{} prepares already queued for it", PREPARE_QUEUE_CAPACITY);
             let vote = Err(AbortReason::ParticipantUnavailable { participant: self.to.clone(), detail });
             let _ = self.events.send(Completion::Event(Event::Vote { txid, from: self.to.clone(), vote }));
@@ -67,9 +80,26 @@ impl PrepareSender {
 async fn send_batch(
     to: &NodeId,
     peer: &ParticipantPeer,
-    batch: Vec<PrepareRequest>,
+    batch: Vec<Queued>,
     events: &mpsc::UnboundedSender<Completion>,
+    last_unanswered: &LastUnanswered,
 ) {
+    // Prepares queued before a call to this participant went unanswered
+    // waited behind calls to a participant that does not answer (paused,
+    // hung): they fail now rather than wait out a deadline of their own
+    // (a paused participant held such clients 10 s instead of 5).
+    let cutoff = *last_unanswered.lock().expect("lock");
+    let (stale, batch): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| cutoff.is_some_and(|c| q.at < c));
+    for q in stale {
+        let detail = "it left an earlier prepare unanswered while this one waited to be sent".to_string();
+        let vote = Err(AbortReason::ParticipantUnavailable { participant: to.clone(), detail });
+        tracing::debug!(txid = %q.prepare.txid, participant = %to, "prepare not sent: participant unanswering");
+        let _ = events.send(Completion::Event(Event::Vote { txid: q.prepare.txid, from: to.clone(), vote }));
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let batch: Vec<PrepareRequest> = batch.into_iter().map(|q| q.prepare).collect();
     let answers = peer
         .call(|c| {
             let batch = batch.clone();
@@ -77,6 +107,7 @@ async fn send_batch(
         })
         .await;
     if let Err(e) = &answers {
+        *last_unanswered.lock().expect("lock") = Some(Instant::now());
         // One line per batch, naming its transactions (they all abort).
         const NAMED: usize = 8;
         let mut txids: Vec<String> = batch.iter().take(NAMED).map(|p| p.txid.to_string()).collect();
