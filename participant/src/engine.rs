@@ -183,6 +183,15 @@ pub struct Engine {
     now_ms: u64,
 }
 
+/// A lock holder a prepare may wait for ([`Engine::prepared_blocker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocker<'a> {
+    pub holder: &'a TxnId,
+    /// Its commit is being applied already: it is committed, and its lock
+    /// goes once the apply is written.
+    pub applying: bool,
+}
+
 impl Engine {
     pub fn new(me: NodeId, ring_fingerprint: u64) -> Self {
         Engine {
@@ -581,18 +590,20 @@ impl Engine {
     ///
     /// Only a younger transaction waits for an older one, by the txid
     /// order every participant shares: two prepares can then never wait
-    /// for each other at two participants (a deadlock that, with a bounded
-    /// wait, cost every such pair the whole wait under load).
-    /// `None` as well when another holder is one not to wait for: the
-    /// prepare would vote No anyway, so it does at once.
-    pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<&TxnId> {
-        let waitable = |holder: &TxnId| {
-            *holder < prepare.txid
-                && matches!(self.txns.get(holder), Some(TxnState::Prepared { .. } | TxnState::Applying { .. }))
+    /// for each other at two participants. `None` as well when another
+    /// holder is not one to wait for: the prepare would vote No anyway, so
+    /// it does at once.
+    pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<Blocker<'_>> {
+        let state = |holder: &TxnId| match self.txns.get(holder) {
+            _ if *holder >= prepare.txid => None,
+            Some(TxnState::Prepared { .. }) => Some(false),
+            Some(TxnState::Applying { .. }) => Some(true),
+            _ => None,
         };
         let mut holders = prepare.ops.keys().filter_map(|key| self.locks.holder(key)).filter(|h| **h != prepare.txid);
-        let first = holders.next()?;
-        (waitable(first) && holders.all(waitable)).then_some(first)
+        let holder = holders.next()?;
+        let applying = state(holder)?;
+        holders.all(|other| state(other).is_some()).then_some(Blocker { holder, applying })
     }
 
     /// What this participant knows of `txid`, for operators.

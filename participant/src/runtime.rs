@@ -234,8 +234,9 @@ struct EngineTask {
     queries_in_flight: Arc<tokio::sync::Semaphore>,
     parked: Vec<ParkedRead>,
     parked_prepares: Vec<ParkedPrepare>,
-    /// Holders whose coordinator was asked for parked prepares, answer to
-    /// come.
+    /// Holders whose coordinator was asked for parked prepares, and did not
+    /// answer "still undecided" (yet); dropped once no prepare waits for
+    /// them.
     holders_asked: HashSet<TxnId>,
     /// Set when a transaction finished: parked reads and prepares may
     /// proceed.
@@ -467,9 +468,11 @@ impl EngineTask {
 
     /// A parked prepare's holder's coordinator answered: still undecided
     /// means no wait (the prepare votes No at once, as it would have
-    /// without waiting); a decision is applied and frees the lock soon.
+    /// without waiting). A decision is applied and frees the lock soon; the
+    /// holder stays marked as asked meanwhile, so that retries of its
+    /// waiting prepares do not ask again.
     fn holder_answered(&mut self, holder: &TxnId, status: &OutcomeStatus) {
-        if !self.holders_asked.remove(holder) || *status != OutcomeStatus::Pending {
+        if *status != OutcomeStatus::Pending || !self.holders_asked.remove(holder) {
             return;
         }
         let now = tokio::time::Instant::now();
@@ -543,20 +546,24 @@ impl EngineTask {
     fn request(&mut self, request: Request, reply: oneshot::Sender<Reply>, wait_until: tokio::time::Instant) {
         let blocker = match &request {
             Request::Prepare(prepare) | Request::OnePhase(prepare) => {
-                self.engine.prepared_blocker(prepare).map(|holder| (prepare.txid.clone(), holder.clone()))
+                self.engine.prepared_blocker(prepare).map(|b| (prepare.txid.clone(), b.holder.clone(), b.applying))
             }
             _ => None,
         };
         let may_wait = tokio::time::Instant::now() < wait_until && self.parked_prepares.len() < MAX_PARKED_PREPARES;
-        if let Some((txid, holder)) = blocker.filter(|_| may_wait) {
-            // Worth waiting for only if its coordinator says it committed
-            // (asked at once, once per holder); a holder still undecided or
-            // a question that cannot be sent ends the wait.
-            let asked = self.holders_asked.contains(&holder)
+        if let Some((txid, holder, applying)) = blocker.filter(|_| may_wait) {
+            // Worth waiting for only if it committed: a holder being applied
+            // did; else its coordinator is asked at once, once per holder,
+            // and "still undecided" (or a question that cannot be sent)
+            // ends the wait.
+            let asked = applying
+                || self.holders_asked.contains(&holder)
                 || (self.holders_asked.len() < MAX_PARKED_PREPARES && self.query_outcome(holder.clone(), false));
             if asked {
                 tracing::debug!(%txid, %holder, "prepare waits for the prepared holder of a lock it needs");
-                self.holders_asked.insert(holder.clone());
+                if !applying {
+                    self.holders_asked.insert(holder.clone());
+                }
                 self.parked_prepares.push(ParkedPrepare { request, reply, wait_until, holder });
                 return;
             }

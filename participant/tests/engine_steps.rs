@@ -97,19 +97,25 @@ fn lock_conflict_votes_no_naming_the_holder_without_waiting() {
 #[test]
 fn only_a_younger_prepare_may_wait_for_an_older_prepared_holder() {
     let mut e = engine();
+    let holder =
+        |e: &Engine, seq: u64, ops: TxnOps| e.prepared_blocker(&prepare_req(seq, ops)).map(|b| b.holder.clone());
     prepare(&mut e, 1, 5, write("a", "1"));
     // Still syncing its Prepared record: not one to wait for.
-    assert_eq!(e.prepared_blocker(&prepare_req(6, write("a", "2"))), None);
+    assert_eq!(holder(&e, 6, write("a", "2")), None);
     e.handle(Event::PrepareSynced { txid: txid(5) });
-    assert_eq!(e.prepared_blocker(&prepare_req(6, write("a", "2"))), Some(&txid(5)), "younger: may wait");
-    assert_eq!(e.prepared_blocker(&prepare_req(4, write("a", "2"))), None, "older: never waits for a younger one");
-    assert_eq!(e.prepared_blocker(&prepare_req(6, write("b", "2"))), None, "no conflict");
+    assert_eq!(holder(&e, 6, write("a", "2")), Some(txid(5)), "younger: may wait");
+    assert_eq!(holder(&e, 4, write("a", "2")), None, "older: never waits for a younger one");
+    assert_eq!(holder(&e, 6, write("b", "2")), None, "no conflict");
     // Another holder it must not wait for: no wait at all (it votes No).
     prepare(&mut e, 2, 7, write("c", "1"));
     e.handle(Event::PrepareSynced { txid: txid(7) });
     let both = TxnOps { writes: vec![(k("a"), Some(k("x"))), (k("c"), Some(k("x")))], ..Default::default() };
-    assert_eq!(e.prepared_blocker(&prepare_req(6, both.clone())), None, "c is held by a younger one");
-    assert_eq!(e.prepared_blocker(&prepare_req(8, both)), Some(&txid(5)));
+    assert_eq!(holder(&e, 6, both.clone()), None, "c is held by a younger one");
+    assert_eq!(holder(&e, 8, both), Some(txid(5)));
+    // Prepared: its outcome must be asked. Applying: it committed.
+    assert!(!e.prepared_blocker(&prepare_req(6, write("a", "2"))).unwrap().applying);
+    e.handle(Event::Commit { req: Some(9), txid: txid(5) });
+    assert!(e.prepared_blocker(&prepare_req(6, write("a", "2"))).unwrap().applying);
 }
 
 #[test]
