@@ -70,6 +70,30 @@ async fn a_write_right_after_a_commit_waits_for_its_locks_instead_of_aborting() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_a_committed_holder_whatever_the_order_of_their_txids() -> Result<()> {
+    // Txids do not follow time: a client takes ids from a batch minted
+    // ahead, and another client's batch may be older or newer. Here the
+    // writer that comes second holds the smaller txid; it still waits for
+    // the committed holder's locks rather than abort.
+    let cluster = cluster_with_coordinator_faults("coordinator.commit-send=drop")?;
+    let keys = cluster.key_per_participant("order");
+    let (first_client, second_client) = (cluster.client().await?, cluster.client().await?);
+    let mut second = second_client.begin().await?;
+    let mut first = first_client.begin().await?;
+    assert!(second.txid() < first.txid(), "{} was minted before {}", second.txid(), first.txid());
+    for key in &keys {
+        first.put(key, b"first".to_vec());
+        second.put(key, b"second".to_vec());
+    }
+    first.commit().await?;
+    second.commit().await.map_err(|e| anyhow::anyhow!("the second writer: {e}"))?;
+    for read in first_client.read(keys.clone()).await? {
+        assert_eq!(read.value.as_deref(), Some(b"second".as_slice()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_a_key_whose_writer_is_in_doubt_fails_naming_it() -> Result<()> {
     // Every participant prepares, then the coordinator dies before
     // deciding: the writer is in doubt and nobody can say its outcome.

@@ -582,20 +582,20 @@ impl Engine {
         }
     }
 
-    /// The transaction, if any, that voted Yes (or is applying), holds a
-    /// lock `prepare` needs, and is older than `prepare`'s (a smaller txid):
-    /// most often the previous transaction on the same keys, committed,
-    /// whose commit message is on its way. Its lock goes soon, so `prepare`
-    /// may wait for it a little rather than abort at once.
+    /// The transaction, if any, that voted Yes (or is applying) and holds
+    /// a lock `prepare` needs: most often the previous transaction on the
+    /// same keys, committed, whose commit message is on its way. Its lock
+    /// goes soon if it committed, so `prepare` may wait for it a little
+    /// rather than abort at once. (The runtime waits only while the
+    /// holder's coordinator is asked and after it answers Committed; a
+    /// committed holder waits for nobody, so no two prepares can wait for
+    /// each other past one question.)
     ///
-    /// Only a younger transaction waits for an older one, by the txid
-    /// order every participant shares: two prepares can then never wait
-    /// for each other at two participants. `None` as well when another
-    /// holder is not one to wait for: the prepare would vote No anyway, so
-    /// it does at once.
+    /// `None` when a holder is still preparing (undecided, it may wait for
+    /// anything) or is not one to wait for: the prepare would vote No
+    /// anyway, so it does at once.
     pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<Blocker<'_>> {
         let state = |holder: &TxnId| match self.txns.get(holder) {
-            _ if *holder >= prepare.txid => None,
             Some(TxnState::Prepared { .. }) => Some(false),
             Some(TxnState::Applying { .. }) => Some(true),
             _ => None,

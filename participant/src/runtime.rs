@@ -42,8 +42,8 @@ pub const READ_WAIT_MAX: Duration = Duration::from_secs(2);
 /// served if their writers finished, and their writers' outcomes asked
 /// (see `BLOCKER_ASKS_AFTER_MS`).
 pub const PARKED_READ_RECHECK: Duration = Duration::from_millis(50);
-/// A prepare (or one-phase commit) that needs a lock held by an older
-/// prepared transaction asks that holder's coordinator at once; if it
+/// A prepare (or one-phase commit) that needs a lock held by a prepared
+/// transaction (whatever its txid) asks that holder's coordinator at once; if it
 /// committed, the prepare waits this long at most for the commit to apply,
 /// then votes No (lock conflict). The holder is most often the previous
 /// transaction on the same keys, with its commit message on the way;
