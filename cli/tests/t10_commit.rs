@@ -88,6 +88,26 @@ async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_file_listing_the_participants_in_another_order_is_the_same_cluster() -> Result<()> {
+    // p2's file lists the participants backwards (as a configuration tool
+    // generating files per host might): same ring, so it serves.
+    let mut cluster = Cluster::new(2);
+    cluster.view_mut("p2").participant.reverse();
+    cluster.start_all()?;
+    let keys = cluster.key_per_participant("reordered");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"x".to_vec());
+    }
+    txn.commit().await?;
+    for read in client.read(keys.clone()).await? {
+        assert_eq!(read.value.as_deref(), Some(b"x".as_slice()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_expectation_aborts() -> Result<()> {
     let cluster = Cluster::start(3)?;
     let keys = cluster.key_per_participant("expect");

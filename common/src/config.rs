@@ -136,21 +136,24 @@ impl ClusterConfig {
 
     /// How `other` describes a different cluster than this one, in words
     /// (the first difference: vnodes, then the coordinators, then the
-    /// participants, by id and address, in order); `None` if it is the same
-    /// cluster. The admin token is not compared.
+    /// participants, by id and address, in the order of their ids); `None`
+    /// if it is the same cluster, whatever order the files list them in.
+    /// The admin token is not compared.
     pub fn difference(&self, other: &ClusterConfig) -> Option<String> {
         if self.vnodes != other.vnodes {
             return Some(format!("vnodes {} instead of {}", other.vnodes, self.vnodes));
         }
         let list = |entries: &[NodeEntry]| {
-            entries.iter().map(|e| format!("{}@{}", e.id, e.addr)).collect::<Vec<_>>().join(", ")
+            let mut listed: Vec<String> = entries.iter().map(|e| format!("{}@{}", e.id, e.addr)).collect();
+            listed.sort();
+            listed.join(", ")
         };
         for (role, mine, theirs) in [
-            ("coordinators", &self.coordinator, &other.coordinator),
-            ("participants", &self.participant, &other.participant),
+            ("coordinators", list(&self.coordinator), list(&other.coordinator)),
+            ("participants", list(&self.participant), list(&other.participant)),
         ] {
             if mine != theirs {
-                return Some(format!("{role} {} instead of {}", list(theirs), list(mine)));
+                return Some(format!("{role} {theirs} instead of {mine}"));
             }
         }
         None
@@ -236,6 +239,9 @@ mod tests {
         let fewer = ClusterConfig::loopback(1, 2, 7000);
         let why = c.difference(&fewer).unwrap();
         assert!(why.starts_with("participants p1@127.0.0.1:7001, p2@127.0.0.1:7002 instead of"), "{why}");
+        let mut reordered = c.clone();
+        reordered.participant.reverse();
+        assert_eq!(c.difference(&reordered), None, "the same participants listed in another order");
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub const RING_FILE: &str = "RING";
 pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
     let nodes: Vec<String> = ring.nodes().iter().map(ToString::to_string).collect();
     let wanted = format!("{:#x} {}\n", ring.fingerprint(), nodes.join(","));
+    if written_in_another_order(dir, ring) {
+        let path = dir.join(RING_FILE);
+        write_synced(dir, &path, &wanted).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+    }
     claim_file(dir, RING_FILE, &wanted, |found| {
         let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
         format!(
@@ -73,6 +77,25 @@ pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
             nodes.join(","),
         )
     })
+}
+
+/// Whether `dir`'s ring file names `ring` as releases before sorting the
+/// participants wrote it: the same participants and vnodes, in the cluster
+/// file's order then, fingerprinted in that order.
+fn written_in_another_order(dir: &Path, ring: &Ring) -> bool {
+    let Ok(found) = std::fs::read_to_string(dir.join(RING_FILE)) else {
+        return false;
+    };
+    let Some((fingerprint, listed)) = found.trim().split_once(' ') else {
+        return false;
+    };
+    let Ok(listed) = listed.split(',').map(crate::NodeId::new).collect::<Result<Vec<_>, _>>() else {
+        return false;
+    };
+    let mut sorted = listed.clone();
+    sorted.sort();
+    let legacy = crate::ring::fingerprint_of(&listed, ring.vnodes());
+    sorted != listed && sorted == ring.nodes() && fingerprint == format!("{legacy:#x}")
 }
 
 /// Writes `text` to `path` durably: a temp file, synced, renamed, and the
@@ -111,5 +134,25 @@ mod tests {
         claim_ring(dir.path(), &ring(&["p1", "p2", "p3"])).expect("the same ring again");
         let fewer = claim_ring(dir.path(), &ring(&["p1", "p2"])).unwrap_err();
         assert!(fewer.contains("participants were p1,p2,p3") && fewer.contains("now lists p1,p2"), "{fewer}");
+        claim_ring(dir.path(), &ring(&["p3", "p1", "p2"])).expect("the same participants in another order");
+    }
+
+    #[test]
+    fn a_ring_file_written_in_the_cluster_files_order_is_still_claimed() {
+        use crate::{ring::fingerprint_of, NodeId};
+        let ids = |ids: &[&str]| ids.iter().map(|i| NodeId::new(i).unwrap()).collect::<Vec<_>>();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RING_FILE);
+        // As releases before sorting wrote it for a file listing p2, p1, p3.
+        let legacy = format!("{:#x} p2,p1,p3\n", fingerprint_of(&ids(&["p2", "p1", "p3"]), 64));
+        std::fs::write(&path, &legacy).unwrap();
+        let wrong_vnodes = claim_ring(dir.path(), &Ring::new(&ids(&["p2", "p1", "p3"]), 32)).unwrap_err();
+        assert!(wrong_vnodes.contains("or other vnodes"), "{wrong_vnodes}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), legacy, "a refused claim rewrote the file");
+        claim_ring(dir.path(), &Ring::new(&ids(&["p1", "p3", "p2"]), 64)).expect("the same ring, listed anew");
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(now.ends_with(" p1,p2,p3\n"), "{now}");
+        claim_ring(dir.path(), &Ring::new(&ids(&["p1", "p2", "p3"]), 64)).expect("and again");
+        assert!(claim_ring(dir.path(), &Ring::new(&ids(&["p1", "p2"]), 64)).is_err());
     }
 }

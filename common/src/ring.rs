@@ -34,34 +34,44 @@ fn splitmix64(mut z: u64) -> u64 {
 pub struct Ring {
     points: Vec<(u64, usize)>,
     nodes: Vec<NodeId>,
+    vnodes: u32,
     fingerprint: u64,
+}
+
+/// The fingerprint of `nodes` in the order given. [`Ring::new`] gives them
+/// sorted; releases before it gave them in the cluster file's order, and
+/// their participants' `RING` files hold that (see
+/// `data_dir::claim_ring`).
+pub fn fingerprint_of(nodes: &[NodeId], vnodes: u32) -> u64 {
+    let mut input = format!("vnodes={vnodes}");
+    for node in nodes {
+        input.push(';');
+        input.push_str(node.as_str());
+    }
+    stable_hash(input.as_bytes())
 }
 
 impl Ring {
     /// Builds the ring. Panics on an empty participant list or a zero vnode
-    /// count: the cluster config validates both first.
+    /// count: the cluster config validates both first. The order of
+    /// `participants` does not matter (they are taken sorted by id): two
+    /// cluster files listing the same participants in another order route
+    /// alike and have one fingerprint.
     pub fn new(participants: &[NodeId], vnodes: u32) -> Self {
         assert!(!participants.is_empty(), "a ring needs at least one participant");
         assert!((1..=MAX_VNODES).contains(&vnodes), "vnodes out of range");
+        let mut nodes = participants.to_vec();
+        nodes.sort();
         let mut points = BTreeMap::new();
-        for (index, node) in participants.iter().enumerate() {
+        for (index, node) in nodes.iter().enumerate() {
             for v in 0..vnodes {
                 let point = stable_hash(format!("{node}#{v}").as_bytes());
-                // On the (astronomically unlikely) collision the lower index wins,
-                // deterministically.
+                // On the (astronomically unlikely) collision the smaller id
+                // wins, deterministically.
                 points.entry(point).or_insert(index);
             }
         }
-        let mut fp_input = format!("vnodes={vnodes}");
-        for node in participants {
-            fp_input.push(';');
-            fp_input.push_str(node.as_str());
-        }
-        Ring {
-            points: points.into_iter().collect(),
-            nodes: participants.to_vec(),
-            fingerprint: stable_hash(fp_input.as_bytes()),
-        }
+        Ring { points: points.into_iter().collect(), fingerprint: fingerprint_of(&nodes, vnodes), nodes, vnodes }
     }
 
     /// Identifies this ring: equal fingerprints route every key alike.
@@ -69,8 +79,13 @@ impl Ring {
         self.fingerprint
     }
 
+    /// The participants, sorted by id.
     pub fn nodes(&self) -> &[NodeId] {
         &self.nodes
+    }
+
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
     }
 
     /// The participant that owns `key`.
@@ -123,5 +138,20 @@ mod tests {
             .count();
         assert!(moved < 4_000, "{moved} of 10000 keys moved");
         assert_ne!(before.fingerprint(), after.fingerprint());
+    }
+
+    #[test]
+    fn the_order_of_the_participants_does_not_matter() {
+        let listed = nodes(3);
+        let reordered = vec![listed[2].clone(), listed[0].clone(), listed[1].clone()];
+        let (a, b) = (Ring::new(&listed, DEFAULT_VNODES), Ring::new(&reordered, DEFAULT_VNODES));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(b.nodes(), listed.as_slice());
+        for i in 0..1_000 {
+            let k = format!("key-{i}");
+            assert_eq!(a.owner(k.as_bytes()), b.owner(k.as_bytes()));
+        }
+        // Listed sorted, the fingerprint is the one earlier releases wrote.
+        assert_eq!(a.fingerprint(), fingerprint_of(&listed, DEFAULT_VNODES));
     }
 }
