@@ -98,6 +98,35 @@ async fn a_coordinator_killed_after_syncing_commit_recommits_everywhere_after_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_restarted_on_a_new_data_directory_leaves_older_commits_in_doubt_not_aborted() -> Result<()> {
+    // c1 logs a commit and dies; an operator then starts c1 on another
+    // (empty) directory, a mistyped --data-dir. That log never ran the
+    // epoch of the commit: it must not presume it aborted.
+    let mut cluster = cluster_with_coordinator_faults("coordinator.after-decision-synced=crash", None)?;
+    let keys = cluster.key_per_participant("new-dir");
+    let (txid, _) = write_everywhere(&cluster, &keys).await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    let (real, elsewhere) = (cluster.data_dir("c1"), cluster.dir().join("c1-real"));
+    std::fs::rename(&real, &elsewhere)?;
+    cluster.spawn("c1", &[])?;
+    // The participants ask it (their in-doubt timer) and are told it
+    // cannot know.
+    support::wait_for("p1 to ask the new c1", Duration::from_secs(15), || cluster.log("p1").contains("never ran"))?;
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} gave up a committed transaction");
+    }
+    let asked = cluster.client().await?.outcome(&txid).await.expect_err("a log that never ran the epoch answered");
+    assert!(asked.to_string().contains("never ran"), "{asked}");
+    // Back on its own directory, c1 re-drives the commit.
+    cluster.kill("c1");
+    std::fs::remove_dir_all(&real)?;
+    std::fs::rename(&elsewhere, &real)?;
+    cluster.spawn("c1", &[])?;
+    wait_all_committed(&cluster, &keys).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_before_deciding_aborts_everywhere_after_restart() -> Result<()> {
     let mut cluster = cluster_with_coordinator_faults("coordinator.before-decision=crash", None)?;
     let keys = cluster.key_per_participant("kill-c-undecided");

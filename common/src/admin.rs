@@ -88,6 +88,10 @@ pub enum AdminReply {
 /// until it does, and listed by `twopc admin in-doubt`.
 pub const ONE_PHASE_UNANSWERED: &str = "one-phase-unanswered";
 
+/// A coordinator's state for a txid of an epoch its log never ran: minted
+/// by another instance of it, so its outcome is unknown there.
+pub const FOREIGN_EPOCH: &str = "foreign-epoch";
+
 /// One process's view of one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnView {

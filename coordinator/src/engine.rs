@@ -15,8 +15,9 @@
 //! - an answered Aborted is final: the txid is removed from the begun set
 //!   (a later commit is refused) and remembered as aborted.
 
+use crate::epochs::EpochHistory;
 use std::collections::{BTreeMap, BTreeSet};
-use twopc_common::admin::{TxnView, ONE_PHASE_UNANSWERED};
+use twopc_common::admin::{TxnView, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Vote};
@@ -44,6 +45,8 @@ pub enum Event {
     /// `commits` are logged decisions, `ended` says which were finished.
     Recovered {
         epoch: u64,
+        /// The epochs the log ran (`epoch` included).
+        epochs: EpochHistory,
         commits: Vec<(TxnId, Vec<NodeId>, bool)>,
         /// Heuristic mismatches logged earlier.
         mixed: Vec<(TxnId, NodeId)>,
@@ -234,6 +237,7 @@ enum Known {
 pub struct Engine {
     me: NodeId,
     epoch: u64,
+    epochs: EpochHistory,
     next_seq: u64,
     /// Begun, not yet committing: seq → begun at (ms).
     open: BTreeMap<u64, u64>,
@@ -250,6 +254,7 @@ impl Engine {
         Engine {
             me,
             epoch: 0,
+            epochs: EpochHistory::default(),
             next_seq: 1,
             open: BTreeMap::new(),
             active: BTreeMap::new(),
@@ -270,10 +275,12 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Recovered { epoch, commits, mixed } => {
+            Event::Recovered { epoch, epochs, commits, mixed } => {
                 for (txid, participant) in mixed {
                     self.mixed.entry(txid).or_default().insert(participant);
                 }
+                assert!(epochs.ran(epoch), "the log runs its current epoch");
+                self.epochs = epochs;
                 self.recovered(epoch, commits, &mut out)
             }
             Event::HeuristicMixed { txid, from } => self.heuristic_mixed(txid, from, &mut out),
@@ -387,6 +394,9 @@ impl Engine {
             None => {}
         }
         if txid.epoch != self.epoch || self.open.remove(&txid.seq).is_none() {
+            if let Some(e) = self.not_minted_here(&txid) {
+                return out.push(reply(Reply::Error(e)));
+            }
             if txid.epoch < self.epoch {
                 self.known.insert(txid, Known::Aborted);
                 return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
@@ -423,6 +433,10 @@ impl Engine {
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
         let reply = if self.active.contains_key(&txid) || self.known.get(&txid) == Some(&Known::Committed) {
             Reply::Error(ServiceError::Invalid(format!("{txid} is already committing")))
+        } else if let Some(e) = self.not_minted_here(&txid) {
+            // Marking it aborted would answer its participants "aborted"
+            // for an id this log never minted (or mints later).
+            Reply::Error(e)
         } else {
             if txid.coordinator == self.me && txid.epoch == self.epoch {
                 self.open.remove(&txid.seq);
@@ -612,11 +626,10 @@ impl Engine {
             self.known.insert(txid, Known::Aborted);
             return out.push(reply(OutcomeStatus::Aborted));
         }
-        if txid.epoch > self.epoch || (txid.epoch == self.epoch && txid.seq >= self.next_seq) {
-            // Never minted: unknown, and asking changes nothing. (A question
-            // once moved the sequence past the id asked about, so one about
-            // seq u64::MAX - 1 made the next begin overflow.)
-            let e = ServiceError::UnknownTxn(txid);
+        // Never minted here: unknown, and asking changes nothing. (A
+        // question once moved the sequence past the id asked about, so one
+        // about seq u64::MAX - 1 made the next begin overflow.)
+        if let Some(e) = self.not_minted_here(&txid) {
             return out.push(Command::Reply { req, reply: Reply::Error(e) });
         }
         // Finished and forgotten, or from an older run: a two-phase commit
@@ -627,6 +640,20 @@ impl Engine {
         if waiting.len() == 1 {
             out.push(Command::Probe { txid });
         }
+    }
+
+    /// Why `txid` (of this coordinator) is not one this log minted, if it
+    /// is not: a later epoch or sequence (`UnknownTxn`), or an epoch the
+    /// log never ran (`ForeignEpoch`: another instance minted it, and only
+    /// its log knows the outcome).
+    fn not_minted_here(&self, txid: &TxnId) -> Option<ServiceError> {
+        if txid.coordinator != self.me {
+            return None;
+        }
+        if txid.epoch > self.epoch || (txid.epoch == self.epoch && txid.seq >= self.next_seq) {
+            return Some(ServiceError::UnknownTxn(txid.clone()));
+        }
+        (!self.epochs.ran(txid.epoch)).then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
     }
 
     fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
@@ -678,6 +705,7 @@ impl Engine {
             }
             (None, Some(Known::Committed)) => "committed".into(),
             (None, Some(Known::Aborted)) => "aborted".into(),
+            (None, None) if txid.coordinator == self.me && !self.epochs.ran(txid.epoch) => FOREIGN_EPOCH.into(),
             (None, None) => "unknown".into(),
         };
         view.mixed = self.mixed.get(txid).map(|m| m.iter().cloned().collect()).unwrap_or_default();

@@ -5,8 +5,9 @@
 //! - [`batcher`]: messages to one participant, batched (the shared shape).
 //! - [`commit_batch`]: second-phase commits, batched per participant.
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
+//! - [`epochs`]: which epochs the log ran (presumed abort holds for those).
 //! - [`prepare_batch`]: first-phase prepares, batched per participant.
-//! - [`record`]: what the coordinator logs (Epoch, Commit, End).
+//! - [`record`]: what the coordinator logs (Epoch, Commit, End, ...).
 //! - [`routing`]: splitting a transaction by owning participant.
 //! - [`runtime`]: runs the engine with tokio, RocksDB and tarpc: recovery,
 //!   the decision log, sending to participants with retries.
@@ -15,6 +16,7 @@
 pub mod batcher;
 pub mod commit_batch;
 pub mod engine;
+pub mod epochs;
 pub mod prepare_batch;
 pub mod record;
 pub mod routing;

@@ -8,11 +8,12 @@
 
 use crate::commit_batch::CommitSender;
 use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
+use crate::epochs::{EpochHistory, MAX_KEPT_EPOCHS};
 use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
 use futures::future::join_all;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,17 +263,15 @@ impl EngineTask {
     /// Replays the log, syncs the next epoch, and re-drives undelivered
     /// commits. Returns the new epoch.
     fn recover(&mut self) -> Result<u64, CoordinatorError> {
-        let mut last_epoch = 0;
-        let mut epoch_lsns = Vec::new();
+        let mut epochs: Vec<(u64, Lsn)> = Vec::new();
+        let mut legacy_up_to = None;
         let mut commits: Vec<(TxnId, Vec<NodeId>, Lsn)> = Vec::new();
         let mut ends: HashMap<TxnId, Lsn> = HashMap::new();
         let mut mixed = Vec::new();
         for (lsn, record) in self.wal.replay()? {
             match record {
-                CoordinatorRecord::Epoch(e) => {
-                    last_epoch = last_epoch.max(e);
-                    epoch_lsns.push(lsn);
-                }
+                CoordinatorRecord::Epoch(e) => epochs.push((e, lsn)),
+                CoordinatorRecord::EpochsKept { legacy_up_to: up_to } => legacy_up_to = Some(up_to),
                 CoordinatorRecord::Commit { txid, participants } => commits.push((txid, participants, lsn)),
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid, lsn);
@@ -283,11 +282,22 @@ impl EngineTask {
                 }
             }
         }
+        epochs.sort_unstable();
+        let last_epoch = epochs.last().map_or(0, |(e, _)| *e);
         let epoch = next_epoch(last_epoch, now_ms());
         let mut batch = WalBatch::new();
+        if legacy_up_to.is_none() {
+            // A log from before epochs were kept holds only its last one
+            // (0 for an empty log): its earlier epochs are taken as its own.
+            batch.append.push(CoordinatorRecord::EpochsKept { legacy_up_to: last_epoch });
+        }
         batch.append.push(CoordinatorRecord::Epoch(epoch));
-        batch.remove = epoch_lsns;
+        let dropped = (epochs.len() + 1).saturating_sub(MAX_KEPT_EPOCHS);
+        batch.remove = epochs.drain(..dropped).map(|(_, lsn)| lsn).collect();
         self.wal.write(batch, Durability::Sync)?;
+        let mut ran: BTreeSet<u64> = epochs.iter().map(|(e, _)| *e).collect();
+        ran.insert(epoch);
+        let epochs = EpochHistory { legacy_up_to: legacy_up_to.unwrap_or(last_epoch), ran };
         let mut recovered = Vec::new();
         for (txid, participants, lsn) in commits {
             let end = ends.remove(&txid);
@@ -302,7 +312,7 @@ impl EngineTask {
         }
         // End records whose Commit was already trimmed.
         self.ended.extend(ends.into_values().map(|end| (None, end)));
-        let commands = self.engine.handle(Event::Recovered { epoch, commits: recovered, mixed });
+        let commands = self.engine.handle(Event::Recovered { epoch, epochs, commits: recovered, mixed });
         self.execute(commands);
         Ok(epoch)
     }

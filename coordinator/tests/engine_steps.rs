@@ -4,6 +4,7 @@
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply, Unanswered, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS};
+use twopc_coordinator::epochs::EpochHistory;
 
 fn node(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
@@ -16,7 +17,15 @@ fn txid(epoch: u64, seq: u64) -> TxnId {
 /// An engine recovered into epoch 2 with nothing to re-drive.
 fn engine() -> Engine {
     let mut e = Engine::new(node("c1"));
-    assert_eq!(e.handle(Event::Recovered { epoch: 2, commits: vec![], mixed: vec![] }), vec![]);
+    assert_eq!(
+        e.handle(Event::Recovered {
+            epoch: 2,
+            epochs: EpochHistory::every_epoch_up_to(2),
+            commits: vec![],
+            mixed: vec![]
+        }),
+        vec![]
+    );
     e
 }
 
@@ -200,6 +209,7 @@ fn recovery_redrives_logged_commits_and_remembers_ended_ones() {
     let ps = vec![node("p1"), node("p2")];
     let out = e.handle(Event::Recovered {
         epoch: 3,
+        epochs: EpochHistory::every_epoch_up_to(3),
         commits: vec![(txid(2, 5), ps.clone(), false), (txid(2, 6), ps, true)],
         mixed: vec![],
     });
@@ -285,6 +295,35 @@ fn commit_of_an_older_epoch_or_unknown_txid_is_refused() {
 }
 
 #[test]
+fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
+    // This log began at epoch 5 (a new data directory) and ran 5 and 9;
+    // another instance of c1 ran epoch 7 and may have committed c1.7.1.
+    let mut e = Engine::new(node("c1"));
+    let epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into() };
+    assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
+    for foreign in [txid(7, 1), txid(3, 1)] {
+        let refused = Reply::Error(ServiceError::ForeignEpoch { txid: foreign.clone() });
+        assert_eq!(e.handle(Event::Outcome { req: 1, txid: foreign.clone() }), vec![reply(1, refused.clone())]);
+        let out = e.handle(Event::Commit { req: 2, txid: foreign.clone(), plan: plan(&foreign, &["p1", "p2"]) });
+        assert_eq!(out, vec![reply(2, refused.clone())]);
+        // A client's abort does not mark it aborted either.
+        assert_eq!(e.handle(Event::ClientAbort { req: 3, txid: foreign.clone() }), vec![reply(3, refused.clone())]);
+        assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), vec![reply(4, refused)]);
+        assert_eq!(e.view(&foreign).state, "foreign-epoch");
+    }
+    // Its own older epoch: presumed abort, after asking the participants.
+    assert_eq!(e.handle(Event::Outcome { req: 5, txid: txid(5, 1) }), vec![Command::Probe { txid: txid(5, 1) }]);
+    assert_eq!(e.view(&txid(5, 1)).state, "unknown");
+    // An abort of an id not minted yet does not poison it.
+    let future = txid(9, 1);
+    assert_eq!(
+        e.handle(Event::ClientAbort { req: 6, txid: future.clone() }),
+        vec![reply(6, Reply::Error(ServiceError::UnknownTxn(future.clone())))]
+    );
+    assert_eq!(begin(&mut e, 7), future);
+}
+
+#[test]
 fn abandoned_transactions_expire() {
     let mut e = engine();
     let t = begin(&mut e, 1);
@@ -331,7 +370,12 @@ fn a_heuristic_mismatch_stops_retries_and_is_logged_once() {
 fn recover_now_resends_every_undelivered_commit() {
     let mut e = Engine::new(node("c1"));
     let ps = vec![node("p1"), node("p2")];
-    e.handle(Event::Recovered { epoch: 3, commits: vec![(txid(2, 5), ps, false)], mixed: vec![] });
+    e.handle(Event::Recovered {
+        epoch: 3,
+        epochs: EpochHistory::every_epoch_up_to(3),
+        commits: vec![(txid(2, 5), ps, false)],
+        mixed: vec![],
+    });
     e.handle(Event::CommitAcked { txid: txid(2, 5), from: node("p1") });
     assert_eq!(
         e.handle(Event::RecoverNow { req: 7 }),

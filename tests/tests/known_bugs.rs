@@ -6,6 +6,7 @@
 use twopc_common::txn::PrepareRequest;
 use twopc_common::{NodeId, Outcome, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply};
+use twopc_coordinator::epochs::EpochHistory;
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -36,7 +37,7 @@ fn answered(out: &[Command], req: u64) -> bool {
 #[test]
 fn a_commit_retried_while_committing_is_answered() {
     let mut e = Engine::new(node("c1"));
-    e.handle(Event::Recovered { epoch: 1, commits: vec![], mixed: vec![] });
+    e.handle(Event::Recovered { epoch: 1, epochs: EpochHistory::every_epoch_up_to(1), commits: vec![], mixed: vec![] });
     let out = e.handle(Event::Begin { req: 1, now_ms: 0 });
     let Some(Command::Reply { reply: Reply::Begun(txid), .. }) = out.into_iter().next() else { panic!("no txid") };
     e.handle(Event::Commit { req: 2, txid: txid.clone(), plan: plan(&txid) });

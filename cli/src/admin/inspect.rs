@@ -6,7 +6,7 @@ use super::render::{age, key, now_ms, table};
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use twopc_common::admin::{AdminReply, AdminRequest, TxnView, ONE_PHASE_UNANSWERED};
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
 use twopc_common::TxnId;
 
 pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
@@ -159,6 +159,9 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 
 /// The decision words for a txid with no Commit record at its coordinator.
 pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
+/// A txid of an epoch the coordinator's log never ran.
+const FOREIGN_EPOCH_WORDS: &str = "unknown: this coordinator's log never ran that epoch (another instance with its id \
+     minted it: another data directory, or a stale cluster file; start the one whose log has it)";
 
 /// The decision words for a one-phase commit sent and not answered.
 pub const ONE_PHASE_UNANSWERED_WORDS: &str =
@@ -185,6 +188,7 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
         // participants (committed if one applied it, else aborted).
         "unknown" => NO_DECISION_LOGGED,
         ONE_PHASE_UNANSWERED => ONE_PHASE_UNANSWERED_WORDS,
+        FOREIGN_EPOCH => FOREIGN_EPOCH_WORDS,
         "preparing" => "none yet (collecting votes)",
         "deciding" => "commit (being logged)",
         "one-phase" => "none yet (one-phase commit in flight)",

@@ -8,6 +8,7 @@ use super::{ModelConfig, ModelSabotage, Property};
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_common::{NodeId, OutcomeStatus, TxnId};
 use twopc_coordinator::engine::{Command as CCommand, Engine as CEngine, Event as CEvent, Reply as CReply};
+use twopc_coordinator::epochs::EpochHistory;
 use twopc_participant::engine::{Engine as PEngine, Event as PEvent};
 
 /// A process that can crash.
@@ -426,7 +427,16 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             c.calls.clear();
             c.unsent.clear();
             c.probes.clear();
-            exec::feed_coordinator(cfg, s, CEvent::Recovered { epoch, commits: recovered, mixed: Vec::new() });
+            exec::feed_coordinator(
+                cfg,
+                s,
+                CEvent::Recovered {
+                    epoch,
+                    epochs: EpochHistory::every_epoch_up_to(epoch),
+                    commits: recovered,
+                    mixed: Vec::new(),
+                },
+            );
         }
         Node::Participant(p) => {
             let part = &mut s.participants[p as usize];

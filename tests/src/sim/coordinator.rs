@@ -17,6 +17,7 @@ use twopc_common::ring::Ring;
 use twopc_common::txn::ProbeAnswer;
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId};
 use twopc_coordinator::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
+use twopc_coordinator::epochs::EpochHistory;
 use twopc_coordinator::record::CoordinatorRecord;
 use twopc_coordinator::routing;
 use twopc_coordinator::runtime::{backoff, ABORT_TIMEOUT};
@@ -104,6 +105,8 @@ impl CoordinatorNode {
                     ends.insert(txid);
                 }
                 CoordinatorRecord::Mixed { txid, participant } => mixed.push((txid, participant)),
+                // The simulated log is never lost: every epoch is its own.
+                CoordinatorRecord::EpochsKept { .. } => {}
             }
         }
         let epoch = last_epoch + 1;
@@ -118,7 +121,7 @@ impl CoordinatorNode {
         if env.sabotage == Sabotage::ForgetfulCoordinator {
             commits.clear();
         }
-        self.feed(env, Event::Recovered { epoch, commits, mixed });
+        self.feed(env, Event::Recovered { epoch, epochs: EpochHistory::every_epoch_up_to(epoch), commits, mixed });
         env.timer(Addr::Coordinator, TICK_MS, Timer::Tick);
     }
 
