@@ -35,3 +35,34 @@ async fn a_corrupted_record_refuses_to_start_naming_it() -> Result<()> {
     assert!(!stderr.contains("panicked"), "a corrupted log must be a clean error, not a panic: {stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_data_directory_is_removed_while_it_runs_stops_rather_than_vote() -> Result<()> {
+    // Files deleted while open stay writable: p2 used to go on voting Yes
+    // and acknowledging commits kept only in deleted files.
+    let mut cluster = Cluster::start(3)?;
+    let keys = cluster.key_per_participant("removed-dir");
+    let client = cluster.client().await?;
+    let write = |value: &'static [u8]| {
+        let (client, keys) = (client.clone(), keys.clone());
+        async move {
+            let mut txn = client.begin().await?;
+            for key in &keys {
+                txn.put(key, value.to_vec());
+            }
+            txn.commit().await
+        }
+    };
+    write(b"before").await?;
+    std::fs::remove_dir_all(cluster.data_dir("p2"))?;
+    let after = write(b"after").await;
+    assert!(after.is_err(), "committed {after:?} with p2's directory gone");
+    let status = cluster.wait_exit("p2", std::time::Duration::from_secs(10))?;
+    assert!(!status.success());
+    let log = cluster.log("p2");
+    assert!(log.contains("was removed while it was open"), "{}", cluster.log_tail("p2", 20));
+    for key in &keys[..1] {
+        assert_ne!(cluster.read_at("p1", key).await?.value.as_deref(), Some(b"after".as_slice()));
+    }
+    Ok(())
+}

@@ -39,6 +39,7 @@
 //! and admin answers.
 
 use crate::batch::{EncodedBatch, MAX_BATCH_BYTES};
+use crate::dir_identity::DirIdentity;
 use crate::record::{encode_value, lsn_key};
 use crate::rocks::Db;
 use crate::rocks::{cf, DATA_CF, LOG_CF, META_CF, NEXT_LSN_KEY};
@@ -129,6 +130,9 @@ pub(crate) struct Shared {
 /// The writer's state: whoever holds the lock may write.
 pub(crate) struct Writer {
     pub db: Arc<Db>,
+    /// The database directory as opened: checked before a synced write
+    /// is reported done (`None`: not checked).
+    pub dir: Option<DirIdentity>,
     /// Human-readable database path, used in error messages.
     pub location: String,
     /// Next LSN to assign; never rolled back (even after a failed write,
@@ -353,7 +357,10 @@ impl Writer {
     /// failure also fails the next synced write, which stops the process).
     fn sync_written(&mut self) -> Finished {
         let result = if self.unsynced { self.db.flush_wal(true).map(|()| true) } else { Ok(false) };
-        let result = match result {
+        let result = match result.map_err(|e| e.to_string()).and_then(|synced| {
+            self.check_dir().map_err(|e| e.to_string())?;
+            Ok(synced)
+        }) {
             Ok(synced) => {
                 if synced {
                     self.unsynced = false;
@@ -474,7 +481,17 @@ impl Writer {
         } else {
             Ok(false)
         };
-        res.map_err(|e| WalError::Storage(format!("{}: write failed: {e}", self.location)))
+        let wrote = res.map_err(|e| WalError::Storage(format!("{}: write failed: {e}", self.location)))?;
+        if sync {
+            self.check_dir()?;
+        }
+        Ok(wrote)
+    }
+
+    /// Fails once the database directory is gone or replaced (see
+    /// [`DirIdentity`]): what a sync made "durable" is then not.
+    fn check_dir(&self) -> Result<(), WalError> {
+        self.dir.as_ref().map_or(Ok(()), DirIdentity::check)
     }
 }
 
@@ -494,6 +511,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shared = Shared::new(Writer {
             db: Arc::new(open_db(dir.path(), true).unwrap()),
+            dir: None,
             location: "test".into(),
             next_lsn: 1,
             stats: Arc::default(),

@@ -27,6 +27,7 @@
 //!   them: their completion was either never run or was `Lazy`).
 
 mod batch;
+mod dir_identity;
 mod error;
 mod group_commit;
 pub mod mem;

@@ -14,6 +14,7 @@
 //! go straight to the database from the calling thread.
 
 use crate::batch::EncodedBatch;
+use crate::dir_identity::DirIdentity;
 use crate::group_commit::{AtomicStats, Inline, Request, Shared, Writer, WAL_QUEUE_CAPACITY};
 use crate::record::{decode_lsn_key, decode_record, decode_value, hex};
 use crate::{Completion, DataEntry, Durability, Lsn, Submission, Wal, WalBatch, WalError, WalStats};
@@ -121,6 +122,19 @@ fn holds_data_files(dir: &Path) -> bool {
     })
 }
 
+/// How many RocksDB write-ahead files (`NNNNNN.log`) `dir` holds.
+fn write_ahead_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name().to_string_lossy().strip_suffix(".log").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count()
+}
+
 /// Writes `marker` (saying that the log at `log` exists) durably: the
 /// file and its directory synced.
 fn write_marker(marker: &Path, log: &Path) -> std::io::Result<()> {
@@ -205,6 +219,15 @@ impl<R> RocksWal<R> {
         // a damaged log (RocksDB, asked to create one there, refuses once
         // but leaves a new `CURRENT` behind), not room for a new one.
         if created.exists() || (holds_data_files(path) && !path.join("CURRENT").exists()) {
+            if path.join("CURRENT").exists() && write_ahead_files(path) == 0 {
+                // RocksDB keeps its current write-ahead file, even empty,
+                // across every close and crash; without one it would open
+                // as the flushed tables alone, the latest writes lost.
+                return Err(WalError::Missing {
+                    location: path.display().to_string(),
+                    reason: "no write-ahead file (*.log) in it: the latest writes are gone".into(),
+                });
+            }
             return Self::open_db_with(path, lazy_sync, false);
         }
         let wal = Self::open_db_with(path, lazy_sync, true)?;
@@ -219,8 +242,10 @@ impl<R> RocksWal<R> {
         let next_lsn = recover_next_lsn(&db, &location)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);
+        let dir = DirIdentity::of(path).map_err(|e| WalError::Storage(format!("{location}: {e}")))?;
         let shared = Shared::new(Writer {
             db: Arc::clone(&db),
+            dir: Some(dir),
             location: location.clone(),
             next_lsn,
             stats: Arc::clone(&stats),

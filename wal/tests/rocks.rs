@@ -275,6 +275,44 @@ fn open_failure_names_the_path() {
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
 
+/// Every `*.log` (write-ahead) file RocksDB keeps in `dir`.
+fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+#[test]
+fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
+    // Synced records living only in the write-ahead file: removing it (an
+    // operator cleaning "logs") must not open as a shorter, valid log.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let wal = open().unwrap();
+    for id in 0..3 {
+        wal.write(appends([id]), Durability::Sync).unwrap();
+    }
+    drop(wal);
+    let wal = open().expect("a clean reopen");
+    assert_eq!(ids(&wal).len(), 3);
+    drop(wal);
+    let logs = log_files(&log);
+    assert!(!logs.is_empty(), "no write-ahead file in {}", log.display());
+    for file in &logs {
+        std::fs::remove_file(file).unwrap();
+    }
+    for attempt in 0..2 {
+        let err = open().map(|wal| ids(&wal)).expect_err("opened without its latest records");
+        assert!(matches!(err, WalError::Missing { .. }), "attempt {attempt}: {err}");
+        assert!(err.to_string().contains("no write-ahead file"), "{err}");
+    }
+}
+
 /// Holds the writer inside a completion until the returned sender is used
 /// (or dropped), so that everything submitted meanwhile forms one group.
 fn hold_writer(wal: &RocksWal<Rec>) -> mpsc::Sender<()> {
