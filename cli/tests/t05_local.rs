@@ -196,6 +196,27 @@ fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(&port), "the busy port is named: {}", text(&out));
     assert!(!data.exists(), "a refused start created its dir");
+
+    // So do the servers started by hand: a busy port leaves no new (valid
+    // looking, empty) data directory behind; a file given as the data
+    // directory is said to be one.
+    let busy_too = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let other = busy_too.local_addr()?.port();
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        format!("[[coordinator]]\nid = \"c1\"\naddr = \"127.0.0.1:{other}\"\n[[participant]]\nid = \"p1\"\naddr = \"127.0.0.1:{port}\"\n"),
+    )?;
+    let cluster_arg = cluster.display().to_string();
+    for (role, id) in [("participant", "p1"), ("coordinator", "c1")] {
+        let out = twopc(&[role, "--config", &cluster_arg, "--id", id, "--data-dir", &data_arg])?;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("cannot listen"), "{}", text(&out));
+        assert!(!data.exists(), "{role}: a refused start created its dir");
+    }
+    drop((busy, busy_too));
+    let out = twopc(&["participant", "--config", &cluster_arg, "--id", "p1", "--data-dir", &cluster_arg])?;
+    assert!(text(&out).contains("exists and is not a directory"), "{}", text(&out));
     Ok(())
 }
 

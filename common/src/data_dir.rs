@@ -50,6 +50,15 @@ fn claim_file(dir: &Path, name: &str, wanted: &str, refuse: impl FnOnce(&str) ->
     }
 }
 
+/// Creates `dir` (and its parents) if missing; a file in its place is an
+/// error saying so (`create_dir_all` said only "File exists").
+pub fn create(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(std::io::Error::other("it exists and is not a directory"));
+    }
+    std::fs::create_dir_all(dir)
+}
+
 /// The file, inside a participant's data directory, that names the ring
 /// (the participant list) its data was written under.
 pub const RING_FILE: &str = "RING";

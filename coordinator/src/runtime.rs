@@ -123,7 +123,10 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir)
+    // Bound first: a busy port (another instance running) then leaves no
+    // new data directory behind.
+    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
+    twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     twopc_common::data_dir::claim(&opts.data_dir, "coordinator", &opts.id).map_err(CoordinatorError::DataDirOwner)?;
     // Lazy writes are synced in the background, except while a durability
@@ -134,7 +137,6 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         &opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
-    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant

@@ -160,7 +160,10 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    std::fs::create_dir_all(&opts.data_dir)
+    // Bound first: a busy port (another instance running) then leaves no
+    // new data directory behind.
+    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
+    twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     twopc_common::data_dir::claim(&opts.data_dir, "participant", &opts.id).map_err(ParticipantError::DataDirOwner)?;
     twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(ParticipantError::DataDirOwner)?;
@@ -172,7 +175,6 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         &opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
-    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
     let coordinators = opts
         .cluster
         .coordinator
