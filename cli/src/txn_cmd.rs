@@ -32,14 +32,9 @@ pub struct TxnArgs {
     /// get K | expect K V | expect-absent K. `put-file` stores FILE's bytes
     /// as the value (for values too big for a command line, or binary; at
     /// most 1 MiB). Flags must come before the first OP: everything from the
-    /// first OP on is taken literally (so values may start with '-').
-    #[arg(
-        value_name = "OP",
-        required = true,
-        num_args = 1..,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// first OP on is taken literally (so values may start with '-'; an
+    /// unknown flag before it is an error).
+    #[arg(value_name = "OP", required = true, num_args = 1.., trailing_var_arg = true)]
     pub ops: Vec<String>,
 }
 
@@ -60,15 +55,10 @@ pub struct GetArgs {
     /// exit code 1 if it is absent.
     #[arg(long)]
     pub raw: bool,
-    /// The keys to read. Flags must come before the first key: everything
-    /// from the first key on is taken literally.
-    #[arg(
-        value_name = "K",
-        required = true,
-        num_args = 1..,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The keys to read. Flags must come before the first key; a flag after
+    /// a key is refused (it would be read as a key). To read keys that
+    /// start with '-', put them after `--`: `twopc get --coordinator C -- --raw`.
+    #[arg(value_name = "K", required = true, num_args = 1.., trailing_var_arg = true)]
     pub keys: Vec<String>,
 }
 
@@ -236,10 +226,16 @@ fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
 const GET_FLAGS: [&str; 5] = ["--json", "--raw", "--coordinator", "--help", "-h"];
 
 pub async fn run_get(args: GetArgs) -> u8 {
-    if let Some(flag) = args.keys.iter().find(|k| GET_FLAGS.contains(&k.split('=').next().unwrap_or(k))) {
+    // After `--` every word is a key, as the user asked.
+    let literal = std::env::args_os().any(|a| a == "--");
+    let flag_like = |k: &&String| GET_FLAGS.contains(&k.split('=').next().unwrap_or(k));
+    if let Some(flag) = args.keys.iter().find(flag_like).filter(|_| !literal) {
         return error(
             args.json,
-            &format!("{flag:?} after a key would be read as a key: flags must come before the first key"),
+            &format!(
+                "{flag:?} after a key would be read as a key: flags must come before the first key \
+                 (to read a key named {flag:?}, put the keys after `--`)"
+            ),
         );
     }
     if args.raw && args.keys.len() != 1 {

@@ -88,6 +88,17 @@ fn a_malformed_txn_is_a_usage_error_before_connecting() -> Result<()> {
     let out = twopc(&["get", "--coordinator", "127.0.0.1:1", "k", "--json"])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("flags must come before the first key"), "{}", text(&out));
+    // An unknown flag before the OPs is named (it was taken for an OP, and
+    // the error said --coordinator was missing).
+    for command in ["txn", "get"] {
+        let out = twopc(&[command, "--bogus", "--coordinator", "127.0.0.1:1", "put", "a", "b"])?;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("unexpected argument '--bogus'"), "{command}: {}", text(&out));
+    }
+    // After `--`, a key named like a flag is a key: past parsing, the
+    // command gets as far as connecting.
+    let out = twopc(&["get", "--coordinator", "127.0.0.1:1", "--", "--raw"])?;
+    assert!(text(&out).contains("cannot connect"), "{}", text(&out));
     Ok(())
 }
 
