@@ -42,6 +42,10 @@ pub struct NodeStats {
     pub wal_batches: u64,
     pub wal_groups: u64,
     pub wal_records: u64,
+    /// Participant: reads of its committed data that failed in storage
+    /// (damaged data files, most often); its log names the key and error.
+    #[serde(default)]
+    pub storage_errors: u64,
 }
 
 /// An admin operation, sent with the token.

@@ -380,6 +380,7 @@ impl EngineTask {
             wal_batches: wal.batches,
             wal_groups: wal.groups,
             wal_records: wal.records_appended,
+            storage_errors: crate::store::storage_errors(),
             ..NodeStats::default()
         }
     }

@@ -13,9 +13,13 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut rows = Vec::new();
     let mut nodes = Vec::new();
     let mut all_reached = true;
+    let mut damaged = Vec::new();
     for node in &cluster.nodes {
         let stats = cluster.stats(node).await;
         all_reached &= stats.is_ok();
+        if let Some(errors) = stats.as_ref().ok().map(|s| s.storage_errors).filter(|e| *e > 0) {
+            damaged.push(format!("{} ({errors})", node.id));
+        }
         let dash = || "-".to_string();
         rows.push(match &stats {
             Ok(s) => vec![
@@ -67,6 +71,12 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
             println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them");
+        }
+        if !damaged.is_empty() {
+            println!(
+                "STORAGE ERRORS: reads of committed data failed at {} (damaged data files?); their logs name the keys",
+                damaged.join(", ")
+            );
         }
     }
     Ok(complete_if(all_reached))
