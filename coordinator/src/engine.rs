@@ -705,7 +705,9 @@ impl Engine {
             }
             (None, Some(Known::Committed)) => "committed".into(),
             (None, Some(Known::Aborted)) => "aborted".into(),
-            (None, None) if txid.coordinator == self.me && !self.epochs.ran(txid.epoch) => FOREIGN_EPOCH.into(),
+            (None, None) if matches!(self.not_minted_here(txid), Some(ServiceError::ForeignEpoch { .. })) => {
+                FOREIGN_EPOCH.into()
+            }
             (None, None) => "unknown".into(),
         };
         view.mixed = self.mixed.get(txid).map(|m| m.iter().cloned().collect()).unwrap_or_default();

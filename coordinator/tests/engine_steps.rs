@@ -320,6 +320,7 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
         e.handle(Event::ClientAbort { req: 6, txid: future.clone() }),
         vec![reply(6, Reply::Error(ServiceError::UnknownTxn(future.clone())))]
     );
+    assert_eq!(e.view(&txid(12, 1)).state, "unknown", "a later epoch is not foreign, just not minted yet");
     assert_eq!(begin(&mut e, 7), future);
 }
 

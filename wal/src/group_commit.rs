@@ -357,10 +357,11 @@ impl Writer {
     /// failure also fails the next synced write, which stops the process).
     fn sync_written(&mut self) -> Finished {
         let result = if self.unsynced { self.db.flush_wal(true).map(|()| true) } else { Ok(false) };
-        let result = match result.map_err(|e| e.to_string()).and_then(|synced| {
-            self.check_dir().map_err(|e| e.to_string())?;
-            Ok(synced)
-        }) {
+        let result = match result {
+            Ok(synced) => self.check_dir().map(|()| synced),
+            Err(e) => Err(WalError::Storage(format!("{}: sync failed: {e}", self.location))),
+        };
+        let result = match result {
             Ok(synced) => {
                 if synced {
                     self.unsynced = false;
@@ -370,7 +371,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, location = %self.location, "background WAL sync failed");
-                Err(WalError::Storage(format!("{}: sync failed: {e}", self.location)))
+                Err(e)
             }
         };
         let mut finished = Vec::new();
