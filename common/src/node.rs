@@ -21,6 +21,16 @@ pub fn now_ms() -> u64 {
     wall_ms.saturating_add(at.elapsed().as_millis() as u64)
 }
 
+/// Whether failed attempt number `attempt` (from 0) of something retried
+/// for as long as it takes is worth a log line: the first few, then ever
+/// more rarely (attempts 0, 1, 3, 7, 15, …). With retries every few
+/// seconds that is one line every few minutes after the first minute, so
+/// a peer that is down for an hour does not fill the log with a line per
+/// transaction per retry; `twopc admin status` counts what waits meanwhile.
+pub fn worth_a_warning(attempt: u32) -> bool {
+    attempt.wrapping_add(1).is_power_of_two()
+}
+
 /// The RPC layer's way into an engine task: a bounded queue of inputs,
 /// each carrying the sender its answer comes back on.
 pub struct Mailbox<I> {
@@ -83,7 +93,13 @@ impl<E> Running<E> {
 
 #[cfg(test)]
 mod clock_tests {
-    use super::now_ms;
+    use super::{now_ms, worth_a_warning};
+
+    #[test]
+    fn retries_warn_ever_more_rarely() {
+        let warned: Vec<u32> = (0..64).filter(|&a| worth_a_warning(a)).collect();
+        assert_eq!(warned, [0, 1, 3, 7, 15, 31, 63]);
+    }
 
     #[test]
     fn now_ms_starts_at_the_wall_clock_and_never_goes_back() {

@@ -115,7 +115,7 @@ async fn send_batch(
 }
 
 fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String) -> Event {
-    if crate::runtime::worth_a_warning(attempt) {
+    if twopc_common::node::worth_a_warning(attempt) {
         tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
     }
     Event::CommitFailed { txid, from, attempt }

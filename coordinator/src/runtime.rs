@@ -22,7 +22,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
 use twopc_common::net::{self, client_config, context_with_timeout, CallError, Expected, Peer, CALL_GUARD};
-use twopc_common::node::{now_ms, Mailbox, Running};
+use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
 use twopc_common::ring::Ring;
 use twopc_common::service::{participant_hello, CoordinatorRpc, ParticipantRpcClient, Role};
 use twopc_common::txn::PrepareRequest;
@@ -208,16 +208,6 @@ fn decision_durability() -> Durability {
     } else {
         Durability::Sync
     }
-}
-
-/// Whether failed attempt number `attempt` (from 0) is worth a warning:
-/// the first few, then ever more rarely (attempts 0, 1, 3, 7, 15, …; with
-/// the backoff capped at 5 s, one every few minutes after the first
-/// minute), so a participant that is down for an hour does not fill the
-/// log with one line per transaction every 5 s. `twopc admin status`
-/// shows the undelivered commits meanwhile.
-pub fn worth_a_warning(attempt: u32) -> bool {
-    attempt.wrapping_add(1).is_power_of_two()
 }
 
 /// Delay before retry number `attempt` (0: none).
@@ -661,12 +651,6 @@ fn next_epoch(last_epoch: u64, now_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retries_warn_ever_more_rarely() {
-        let warned: Vec<u32> = (0..64).filter(|&a| worth_a_warning(a)).collect();
-        assert_eq!(warned, [0, 1, 3, 7, 15, 31, 63]);
-    }
 
     #[test]
     fn an_epoch_follows_the_log_and_the_clock() {

@@ -20,7 +20,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, LockView, NodeStats, MAX_ADM
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
-use twopc_common::node::{now_ms, Mailbox, Running};
+use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
 use twopc_common::service::{coordinator_hello, CoordinatorRpcClient, ParticipantRpc, Role};
 use twopc_common::txn::{OutcomeStatus, PrepareRequest};
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
@@ -224,9 +224,10 @@ struct EngineTask {
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
     /// Prepared transactions whose outcome was asked of their coordinator
-    /// (in doubt), so that their end gets a closing line however it comes
+    /// (in doubt), with how many times, so that their end gets a closing
+    /// line however it comes and the asking is logged ever more rarely
     /// (a subset of `prepared_lsn`'s, removed with it).
-    asked_outcome: HashSet<TxnId>,
+    asked_outcome: HashMap<TxnId, u32>,
     /// LSNs of Done records, oldest first (trimmed to the engine's memory).
     done_lsns: VecDeque<Lsn>,
     done_tx: mpsc::UnboundedSender<Completion>,
@@ -269,7 +270,7 @@ impl EngineTask {
             pending: HashMap::new(),
             next_req: 0,
             prepared_lsn: HashMap::new(),
-            asked_outcome: HashSet::new(),
+            asked_outcome: HashMap::new(),
             done_lsns: VecDeque::new(),
             done_tx,
             done_rx,
@@ -723,7 +724,7 @@ impl EngineTask {
         let mut batch = WalBatch::new();
         batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
         batch.remove.extend(self.prepared_lsn.remove(txid));
-        if self.asked_outcome.remove(txid) {
+        if self.asked_outcome.remove(txid).is_some() {
             tracing::info!(%txid, ?decision, "in-doubt transaction resolved");
         }
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
@@ -732,15 +733,26 @@ impl EngineTask {
         batch
     }
 
+    /// Asks the coordinator of in-doubt `txid` (every 2 s while it stays
+    /// in doubt); the question and a failed answer are logged at the 1st,
+    /// 2nd, 4th, 8th… time (a thousand transactions in doubt behind a
+    /// coordinator down for an hour wrote 500 warnings a second).
     fn ask_outcome(&mut self, txid: TxnId) {
-        if self.prepared_lsn.contains_key(&txid) {
-            self.asked_outcome.insert(txid.clone());
-        }
+        let asked = if self.prepared_lsn.contains_key(&txid) {
+            let asked = self.asked_outcome.entry(txid.clone()).or_default();
+            *asked = asked.saturating_add(1);
+            *asked - 1
+        } else {
+            0
+        };
+        let loud = worth_a_warning(asked);
         if !self.coordinators.contains_key(txid.coordinator.as_str()) {
-            tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
+            if loud {
+                tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
+            }
             return;
         }
-        self.query_outcome(txid, true);
+        self.query_outcome(txid, loud);
     }
 
     /// Asks `txid`'s coordinator for its outcome, which comes back as an
