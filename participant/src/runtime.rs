@@ -736,7 +736,7 @@ impl EngineTask {
     /// Asks the coordinator of in-doubt `txid` (every 2 s while it stays
     /// in doubt); the question and a failed answer are logged at the 1st,
     /// 2nd, 4th, 8th… time (a thousand transactions in doubt behind a
-    /// coordinator down for an hour wrote 500 warnings a second).
+    /// coordinator down for an hour would write 500 warnings a second).
     fn ask_outcome(&mut self, txid: TxnId) {
         let asked = if self.prepared_lsn.contains_key(&txid) {
             let asked = self.asked_outcome.entry(txid.clone()).or_default();
