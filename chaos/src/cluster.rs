@@ -179,6 +179,9 @@ impl Cluster {
             .arg(id)
             .arg("--data-dir")
             .arg(self.data_dir(id))
+            // First starts create the directories; a log lost later is
+            // still refused (LOG_CREATED).
+            .arg("--init")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tarpc=warn".into()))
             .stdin(Stdio::null());
         for (k, v) in self.env.get(id).into_iter().flatten() {

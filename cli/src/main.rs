@@ -147,12 +147,15 @@ enum Command {
     /// coordinator cannot be reached. Asking about an id that was begun but
     /// never committed aborts it for good. An id newer than any its
     /// coordinator minted is an unknown transaction (exit 3); an older one
-    /// it has no record of is aborted (presumed abort: its participants are
-    /// asked, and fenced so that it can never commit), even if that id was
-    /// never used.
-    /// Exit code 0 committed, 1 aborted, 2 still pending, 3 usage or
-    /// connection error, or an unknown transaction. Default log level:
-    /// warn (tarpc: off).
+    /// of an epoch its log ran, with no record, is aborted (presumed abort:
+    /// its participants are asked, and fenced so that it can never commit),
+    /// even if that id was never used. One of an epoch its log never ran
+    /// (the coordinator was started on another data directory, or another
+    /// process had its id) prints `TXID: unknown` (exit 2): only the other
+    /// log knows.
+    /// Exit code 0 committed, 1 aborted, 2 still pending or unknown here,
+    /// 3 usage or connection error, or an unknown transaction. Default log
+    /// level: warn (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Outcome(outcome_cmd::OutcomeArgs),
 
@@ -233,10 +236,18 @@ struct ServerArgs {
     /// address it listens on.
     #[arg(long, value_name = "ID")]
     id: String,
-    /// Directory of this server's durable state (RocksDB); created if
-    /// missing. Restarting on the same directory recovers from it.
+    /// Directory of this server's durable state (RocksDB). Restarting on
+    /// the same directory recovers from it.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
+    /// Begin a new, empty log in --data-dir (created if missing) if it
+    /// holds none: this server's first start, or a start after its data
+    /// was given up for good. Without it such a directory is refused, so a
+    /// mistyped --data-dir cannot start an empty participant that serves
+    /// its committed keys as absent. Harmless when the directory holds a
+    /// log (it is recovered as usual).
+    #[arg(long)]
+    init: bool,
 }
 
 fn main() -> ExitCode {
@@ -376,7 +387,7 @@ async fn run_participant(args: ServerArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir };
+    let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
     match signals::serve_until_stopped(twopc_participant::run(opts)).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),
@@ -388,7 +399,7 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir };
+    let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
     match signals::serve_until_stopped(twopc_coordinator::run(opts)).await {
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e.to_string()),

@@ -11,7 +11,7 @@ use clap::Args;
 use std::time::{Duration, Instant};
 use twopc_common::client::{Client, ClientError};
 use twopc_common::txn::OutcomeStatus;
-use twopc_common::TxnId;
+use twopc_common::{ServiceError, TxnId};
 
 /// With `--wait`, how often a pending transaction is asked about again.
 pub const OUTCOME_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -23,14 +23,16 @@ pub struct OutcomeArgs {
     /// that minted TXID is found by asking.
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
-    /// Ask again every 0.5 s while the transaction is pending or its
-    /// coordinator cannot be reached, for at most this long (e.g. 30s,
+    /// Ask again every 0.5 s while the transaction is pending, its
+    /// coordinator cannot be reached or cannot know it (started on another
+    /// data directory), for at most this long (e.g. 30s,
     /// 2m); without it, ask once.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub wait: Option<Duration>,
     /// Print exactly one JSON object on stdout instead of a line:
-    /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"}; on a
-    /// usage or connection error {"error": "..."}.
+    /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"|"unknown"}
+    /// ("unknown": the coordinator runs on a log that never ran the
+    /// txid's epoch); on a usage or connection error {"error": "..."}.
     #[arg(long)]
     pub json: bool,
     /// The transaction id, as `twopc txn` printed it (e.g. c1.1.19).
@@ -85,6 +87,23 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
                     said_waiting = true;
                 }
             }
+            // Its coordinator runs on a log that cannot know (another data
+            // directory): in doubt, not an error; it may come back.
+            Err(Ask::NotKnownHere(e)) if time_left() => {
+                if !said_waiting {
+                    eprintln!("{e}\nasking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
+                    said_waiting = true;
+                }
+            }
+            Err(Ask::NotKnownHere(e)) => {
+                if args.json {
+                    println!("{}", output::outcome_json(&txid.to_string(), "unknown"));
+                } else {
+                    println!("{txid}: unknown");
+                }
+                eprintln!("{e}");
+                return EXIT_UNKNOWN;
+            }
             Err(Ask::Unreachable(e) | Ask::Failed(e)) => return error(args.json, &e),
         }
         tokio::time::sleep(OUTCOME_POLL_INTERVAL).await;
@@ -106,12 +125,16 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
 /// again while waiting), or it answered with an error.
 enum Ask {
     Unreachable(String),
+    /// The coordinator's log never ran the txid's epoch: the outcome is
+    /// in another log (see `ServiceError::ForeignEpoch`).
+    NotKnownHere(String),
     Failed(String),
 }
 
 async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
     client.outcome(txid).await.map_err(|e| match e {
         ClientError::Connection(e) => Ask::Unreachable(e),
+        ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
         other => Ask::Failed(other.to_string()),
     })
 }

@@ -218,6 +218,9 @@ fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
         .arg(&node.id)
         .arg("--data-dir")
         .arg(&node.data_dir)
+        // `local` makes the directories and refuses a node whose data went
+        // missing itself (at start, and in `restart`).
+        .arg("--init")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)

@@ -215,8 +215,16 @@ fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()
         assert!(!data.exists(), "{role}: a refused start created its dir");
     }
     drop((busy, busy_too));
-    let out = twopc(&["participant", "--config", &cluster_arg, "--id", "p1", "--data-dir", &cluster_arg])?;
+    let out = twopc(&["participant", "--config", &cluster_arg, "--id", "p1", "--data-dir", &cluster_arg, "--init"])?;
     assert!(text(&out).contains("exists and is not a directory"), "{}", text(&out));
+    // A directory with no log (a mistyped --data-dir) is refused without
+    // --init, before anything is written there.
+    for (role, id) in [("participant", "p1"), ("coordinator", "c1")] {
+        let out = twopc(&[role, "--config", &cluster_arg, "--id", id, "--data-dir", &data_arg])?;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("holds no twopc log") && text(&out).contains("--init"), "{}", text(&out));
+        assert!(!data.exists(), "{role}: a refused start created its dir");
+    }
     Ok(())
 }
 

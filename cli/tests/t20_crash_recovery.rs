@@ -117,6 +117,10 @@ async fn a_coordinator_restarted_on_a_new_data_directory_leaves_older_commits_in
     }
     let asked = cluster.client().await?.outcome(&txid).await.expect_err("a log that never ran the epoch answered");
     assert!(asked.to_string().contains("never ran"), "{asked}");
+    // The CLI says unknown (exit 2), as for any outcome not known yet.
+    let out = support::twopc(&["outcome", "--coordinator", &cluster.coordinator_addr(), &txid.to_string()])?;
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    assert!(support::text(&out).contains(&format!("{txid}: unknown")), "{}", support::text(&out));
     // Back on its own directory, c1 re-drives the commit.
     cluster.kill("c1");
     std::fs::remove_dir_all(&real)?;

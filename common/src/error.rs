@@ -12,18 +12,6 @@ pub enum ServiceError {
     /// The txid is not one this process knows (or it already finished).
     #[error("unknown transaction {0}")]
     UnknownTxn(TxnId),
-    /// The txid is of an epoch its coordinator's log never ran: another
-    /// instance with that coordinator id minted it, so its outcome cannot
-    /// be known from this log (it is not presumed aborted).
-    #[error(
-        "{txid} is from epoch {}, which this coordinator's log never ran: another instance of {} minted it \
-         (another data directory, or another process given its id), or it is older than every start this log \
-         keeps; its outcome cannot be known here. Start the instance whose log has it, or decide it with \
-         `twopc admin resolve`",
-        txid.epoch,
-        txid.coordinator
-    )]
-    ForeignEpoch { txid: TxnId },
     /// The txid belongs to another coordinator.
     #[error("transaction {txid} belongs to coordinator {owner}, not this one")]
     WrongCoordinator { txid: TxnId, owner: String },
@@ -45,4 +33,18 @@ pub enum ServiceError {
     /// The admin token was missing or wrong.
     #[error("unauthorised: {0}")]
     Unauthorised(String),
+    // New variants go last: errors cross the wire by variant position, so
+    // one inserted earlier made older processes misread every later one.
+    /// The txid is of an epoch its coordinator's log never ran: another
+    /// instance with that coordinator id minted it, so its outcome cannot
+    /// be known from this log (it is not presumed aborted).
+    #[error(
+        "{txid} is from epoch {}, which this coordinator's log never ran: another instance of {} minted it \
+         (another data directory, or another process given its id), or it is older than every start this log \
+         keeps; its outcome cannot be known here. Start the instance whose log has it, or decide it with \
+         `twopc admin resolve`",
+        txid.epoch,
+        txid.coordinator
+    )]
+    ForeignEpoch { txid: TxnId },
 }

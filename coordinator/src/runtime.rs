@@ -65,6 +65,9 @@ pub struct CoordinatorOptions {
     pub id: String,
     pub cluster: ClusterConfig,
     pub data_dir: PathBuf,
+    /// May begin a new log in `data_dir` if it holds none (`--init`);
+    /// otherwise such a directory is refused.
+    pub init: bool,
 }
 
 pub(crate) enum Request {
@@ -126,6 +129,10 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
+    if !opts.init {
+        twopc_common::data_dir::refuse_without_init(&opts.data_dir, "coordinator", &opts.id)
+            .map_err(CoordinatorError::DataDirOwner)?;
+    }
     twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     twopc_common::data_dir::claim(&opts.data_dir, "coordinator", &opts.id).map_err(CoordinatorError::DataDirOwner)?;

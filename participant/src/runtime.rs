@@ -79,6 +79,9 @@ pub struct ParticipantOptions {
     pub id: String,
     pub cluster: ClusterConfig,
     pub data_dir: PathBuf,
+    /// May begin a new log in `data_dir` if it holds none (`--init`);
+    /// otherwise such a directory is refused.
+    pub init: bool,
 }
 
 /// A request from the RPC layer to the engine task.
@@ -163,6 +166,10 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
+    if !opts.init {
+        twopc_common::data_dir::refuse_without_init(&opts.data_dir, "participant", &opts.id)
+            .map_err(ParticipantError::DataDirOwner)?;
+    }
     twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
     twopc_common::data_dir::claim(&opts.data_dir, "participant", &opts.id).map_err(ParticipantError::DataDirOwner)?;

@@ -1,6 +1,8 @@
 //! The admin commands that change state: `recover` and `resolve`.
 
-use super::inspect::{collect_in_doubt, coordinator_decision, COORDINATOR_UNREACHABLE, NO_DECISION_LOGGED};
+use super::inspect::{
+    collect_in_doubt, coordinator_decision, COORDINATOR_UNREACHABLE, FOREIGN_EPOCH_WORDS, NO_DECISION_LOGGED,
+};
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
 use std::collections::BTreeSet;
@@ -133,6 +135,13 @@ pub async fn resolve(
     } else if decision == "deciding" {
         Some(format!(
             "the coordinator is still deciding {txid}; wait, or run `twopc admin recover`; --force to override"
+        ))
+    } else if decision == FOREIGN_EPOCH_WORDS {
+        Some(format!(
+            "the coordinator of {txid} runs on a log that never ran its epoch, so no decision can be known \
+             here: start that coordinator on the data directory whose log minted {txid} (then `twopc admin \
+             recover`), or --force to {wanted} anyway (if that log decided otherwise, the mismatch will be \
+             reported as heuristic-mixed)"
         ))
     } else if !agrees {
         Some(format!(

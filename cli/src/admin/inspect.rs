@@ -170,7 +170,8 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 /// The decision words for a txid with no Commit record at its coordinator.
 pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
 /// A txid of an epoch the coordinator's log never ran.
-const FOREIGN_EPOCH_WORDS: &str = "unknown: this coordinator's log never ran that epoch (another instance with its id \
+pub const FOREIGN_EPOCH_WORDS: &str =
+    "unknown: this coordinator's log never ran that epoch (another instance with its id \
      minted it: another data directory, or a stale cluster file; start the one whose log has it)";
 
 /// The decision words for a one-phase commit sent and not answered.
@@ -249,6 +250,12 @@ pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: 
         println!(
             "resolve: `twopc admin recover` (coordinator reachable) or `twopc admin resolve TXID --commit|--abort`"
         );
+        if entries.iter().any(|e| e.decision == FOREIGN_EPOCH_WORDS) {
+            println!(
+                "a coordinator that \"never ran that epoch\" runs on another data directory than the one whose \
+                 log minted the transaction: start it on that one, then `twopc admin recover`"
+            );
+        }
     }
     for u in unreachable {
         println!("warning: could not ask {u}");
