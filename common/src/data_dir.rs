@@ -50,40 +50,18 @@ fn claim_file(dir: &Path, name: &str, wanted: &str, refuse: impl FnOnce(&str) ->
     }
 }
 
-/// Whether the data directory `dir` holds a server's log (or what is left
-/// of one: a damaged log is for the log to refuse, naming the damage).
-pub fn holds_log(dir: &Path) -> bool {
-    let log_files = |wal: &Path| {
-        std::fs::read_dir(wal).is_ok_and(|mut entries| {
-            entries.any(|e| {
-                e.is_ok_and(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name == "CURRENT"
-                        || name.starts_with("MANIFEST-")
-                        || name.ends_with(".sst")
-                        || name.ends_with(".log")
-                })
-            })
-        })
-    };
-    dir.join(LOG_CREATED_FILE).exists() || log_files(&dir.join(WAL_DIR))
-}
-
-/// Why a server started without `--init` refuses `dir`, if it does: it
-/// holds no log, so starting would begin a new, empty one (a mistyped
-/// `--data-dir` once started an empty participant that served its
-/// committed keys as absent and took writes over them).
-pub fn refuse_without_init(dir: &Path, role: &str, id: &str) -> Result<(), String> {
-    if holds_log(dir) {
-        return Ok(());
-    }
-    Err(format!(
+/// Why a server started without `--init` refuses `dir`, which holds no
+/// log: starting would begin a new, empty one (a mistyped `--data-dir`
+/// once started an empty participant that served its committed keys as
+/// absent and took writes over them).
+pub fn no_log_without_init(dir: &Path, role: &str, id: &str) -> String {
+    format!(
         "{} holds no twopc log: starting {role} {id} there would begin a new, empty one{}. If this is {id}'s \
          first start (or its data is given up for good), start it once with --init; otherwise give the \
          --data-dir that holds its log",
         dir.display(),
         if role == "participant" { " and serve its keys as absent" } else { "" },
-    ))
+    )
 }
 
 /// Creates `dir` (and its parents) if missing; a file in its place is an

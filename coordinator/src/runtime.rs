@@ -129,9 +129,16 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
-    if !opts.init {
-        twopc_common::data_dir::refuse_without_init(&opts.data_dir, "coordinator", &opts.id)
-            .map_err(CoordinatorError::DataDirOwner)?;
+    let (wal_dir, log_created) = (
+        opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
+        opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
+    );
+    if !opts.init && !RocksWal::<CoordinatorRecord>::exists_at(&wal_dir, &log_created) {
+        return Err(CoordinatorError::DataDirOwner(twopc_common::data_dir::no_log_without_init(
+            &opts.data_dir,
+            "coordinator",
+            &opts.id,
+        )));
     }
     twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
@@ -140,8 +147,8 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
-        &opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
-        &opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
+        &wal_dir,
+        &log_created,
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let participants: HashMap<NodeId, ParticipantPeer> = opts

@@ -166,9 +166,16 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
-    if !opts.init {
-        twopc_common::data_dir::refuse_without_init(&opts.data_dir, "participant", &opts.id)
-            .map_err(ParticipantError::DataDirOwner)?;
+    let (wal_dir, log_created) = (
+        opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
+        opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
+    );
+    if !opts.init && !RocksWal::<ParticipantRecord>::exists_at(&wal_dir, &log_created) {
+        return Err(ParticipantError::DataDirOwner(twopc_common::data_dir::no_log_without_init(
+            &opts.data_dir,
+            "participant",
+            &opts.id,
+        )));
     }
     twopc_common::data_dir::create(&opts.data_dir)
         .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
@@ -178,8 +185,8 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
-        &opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
-        &opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
+        &wal_dir,
+        &log_created,
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let coordinators = opts

@@ -206,6 +206,14 @@ impl<R> RocksWal<R> {
         Self::open_db_with(path, lazy_sync, true)
     }
 
+    /// Whether a log was created at `path` ([`Self::open_created_once`]'s
+    /// `created` marker), or files of one are there (a log from before the
+    /// marker, or what is left of a damaged one: for the open to refuse,
+    /// naming the damage).
+    pub fn exists_at(path: &Path, created: &Path) -> bool {
+        created.exists() || holds_data_files(path)
+    }
+
     /// Same, for a log created at most once: `created`, a file outside
     /// `path`, is written (synced) once the log exists; from then on a
     /// missing log (its directory gone, or RocksDB's `CURRENT` file lost)
