@@ -225,6 +225,21 @@ fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()
         assert!(text(&out).contains("holds no twopc log") && text(&out).contains("--init"), "{}", text(&out));
         assert!(!data.exists(), "{role}: a refused start created its dir");
     }
+    // Once begun with --init, the log is recovered without it.
+    let log = dir.path().join("p1.log");
+    for init in [true, false] {
+        let mut args = vec!["participant", "--config", &cluster_arg, "--id", "p1", "--data-dir", &data_arg];
+        args.extend(init.then_some("--init"));
+        let stderr = std::fs::File::create(&log)?;
+        let mut p1 = Command::new(twopc_bin()).args(&args).stdout(Stdio::null()).stderr(stderr).spawn()?;
+        let serving = wait_for("p1 to serve", Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("participant serving"))
+        });
+        let _ = p1.kill();
+        let _ = p1.wait();
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        serving.with_context(|| format!("--init {init}: {said}"))?;
+    }
     Ok(())
 }
 
