@@ -28,3 +28,20 @@ fi
 if [ ! -e "$CARGO_TARGET_DIR/debug/build" ]; then
     echo "twopc: first build on this machine: RocksDB compiles from C++ source (~15 min on 2 cores)" >&2
 fi
+
+# Runs a copy of the binary just built ($CARGO_TARGET_DIR/debug/twopc) kept
+# at $CARGO_TARGET_DIR/$1/twopc, with the remaining arguments. The plain and
+# the fault-point builds both link to debug/twopc; each script runs its own
+# copy, so building one cannot swap the binary a running `twopc local` of
+# the other restarts its servers from.
+exec_own_copy() {
+    local copy="$CARGO_TARGET_DIR/$1/twopc"
+    shift
+    mkdir -p "$(dirname "$copy")"
+    if ! cmp -s "$CARGO_TARGET_DIR/debug/twopc" "$copy"; then
+        # A rename, not an overwrite: a running copy keeps its file.
+        cp "$CARGO_TARGET_DIR/debug/twopc" "$copy.new.$$"
+        mv -f "$copy.new.$$" "$copy"
+    fi
+    exec "$copy" "$@"
+}

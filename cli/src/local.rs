@@ -374,10 +374,11 @@ fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
     let twopc = std::env::args_os().next().map_or_else(|| "twopc".to_string(), |a| a.to_string_lossy().into_owned());
     let c = format!("--coordinator {coordinator}");
     let mut lines = vec![
-        format!("{twopc} txn {c} put alice 100 put bob 50"),
-        format!("{twopc} txn {c} get alice get bob expect bob 50 put alice 90 put bob 60"),
-        format!("{twopc} txn {c} --json expect-absent carol put carol 1"),
-        format!("{twopc} get {c} alice bob carol"),
+        // With 3 participants alice is p2's, erin p1's, grace p3's.
+        format!("{twopc} txn {c} put alice 100 put erin 50"),
+        format!("{twopc} txn {c} get alice get erin put alice 90 put erin 60"),
+        format!("{twopc} txn {c} --json get grace put grace 1"),
+        format!("{twopc} get {c} alice erin grace"),
     ];
     let config = dir.join("cluster.toml");
     lines.push(format!("{twopc} admin --config {} status", config.display()));

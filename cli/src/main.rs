@@ -243,9 +243,9 @@ struct ServerArgs {
     /// Begin a new, empty log in --data-dir (created if missing) if it
     /// holds none: this server's first start, or a start after its data
     /// was given up for good. Without it such a directory is refused, so a
-    /// mistyped --data-dir cannot start an empty participant that serves
-    /// its committed keys as absent. Harmless when the directory holds a
-    /// log (it is recovered as usual).
+    /// mistyped --data-dir cannot start this server on an empty log (a
+    /// participant would serve its committed keys as absent). Harmless when
+    /// the directory holds a log (it is recovered as usual).
     #[arg(long)]
     init: bool,
 }

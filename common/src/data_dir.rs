@@ -91,13 +91,17 @@ pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
     }
     claim_file(dir, RING_FILE, &wanted, |found| {
         let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
+        let now = if old_nodes == nodes.join(",") {
+            format!("the same participants with vnodes = {}, so the vnodes differ", ring.vnodes())
+        } else {
+            format!("{} (vnodes = {})", nodes.join(","), ring.vnodes())
+        };
         format!(
-            "{} holds data written when the participants were {old_nodes}; the cluster file now lists {} \
-             (or other vnodes). twopc does not move data between participants: keys would be routed \
-             elsewhere and committed data would seem absent. Restore the participant list, or start a new \
+            "{} holds data written when the participants were {old_nodes}; the cluster file now lists {now}. \
+             twopc does not move data between participants: keys would be routed elsewhere and committed \
+             data would seem absent. Restore the cluster file's participants and vnodes, or start a new \
              cluster in new directories",
             dir.display(),
-            nodes.join(","),
         )
     })
 }
@@ -170,7 +174,7 @@ mod tests {
         let legacy = format!("{:#x} p2,p1,p3\n", fingerprint_of(&ids(&["p2", "p1", "p3"]), 64));
         std::fs::write(&path, &legacy).unwrap();
         let wrong_vnodes = claim_ring(dir.path(), &Ring::new(&ids(&["p2", "p1", "p3"]), 32)).unwrap_err();
-        assert!(wrong_vnodes.contains("or other vnodes"), "{wrong_vnodes}");
+        assert!(wrong_vnodes.contains("vnodes = 32"), "{wrong_vnodes}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), legacy, "a refused claim rewrote the file");
         claim_ring(dir.path(), &Ring::new(&ids(&["p1", "p3", "p2"]), 64)).expect("the same ring, listed anew");
         let now = std::fs::read_to_string(&path).unwrap();
