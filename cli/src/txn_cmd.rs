@@ -141,8 +141,17 @@ fn read_value_file(path: &str) -> Result<Vec<u8>, String> {
     file.take(MAX_VALUE_BYTES as u64 + 1)
         .read_to_end(&mut value)
         .map_err(|e| format!("put-file: cannot read {path:?}: {e}"))?;
+    if value.len() > MAX_VALUE_BYTES {
+        // Only one byte past the limit was read: say the file's own size.
+        let size = file_size(path).map_or_else(|| "more than that".to_string(), |n| format!("{n} bytes"));
+        return Err(format!("put-file {path:?}: {size}, over the value limit of {MAX_VALUE_BYTES} bytes"));
+    }
     check_value(&value).map_err(|e| format!("put-file {path:?}: {e}"))?;
     Ok(value)
+}
+
+fn file_size(path: &str) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
 }
 
 /// `twopc txn`: returns the exit code.

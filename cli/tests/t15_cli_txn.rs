@@ -63,8 +63,9 @@ async fn put_file_stores_a_binary_value_too_big_for_a_command_line() -> Result<(
     // A file over the value limit, or missing, is a usage error said before
     // anything is sent.
     let big = dir.path().join("big.bin");
-    std::fs::write(&big, vec![0u8; twopc_common::limits::MAX_VALUE_BYTES + 1])?;
-    for (path, says) in [(big.to_str().unwrap(), "exceeds the limit"), ("/nonexistent/v", "cannot open")] {
+    std::fs::write(&big, vec![0u8; 3 * twopc_common::limits::MAX_VALUE_BYTES])?;
+    let too_big = format!("{} bytes, over the value limit", 3 * twopc_common::limits::MAX_VALUE_BYTES);
+    for (path, says) in [(big.to_str().unwrap(), too_big.as_str()), ("/nonexistent/v", "cannot open")] {
         let out = twopc(&["txn", "--coordinator", &c, "put-file", "blob", path])?;
         assert_eq!(out.status.code(), Some(3), "{}", text(&out));
         assert!(text(&out).contains(says), "{}", text(&out));

@@ -97,6 +97,12 @@ async fn an_undecided_transaction_is_listed_and_a_forced_abort_releases_it() -> 
     let out = admin(&config, &["show", &txid.to_string()], None)?;
     assert!(!text(&out).contains("HEURISTIC-MIXED"), "{}", text(&out));
     assert!(text(&out).contains("coordinator lost"), "the reason is recorded: {}", text(&out));
+    // An id of an epoch c1's log never ran is known nowhere: exit 2, and
+    // the coordinator's words say why.
+    let foreign = format!("c1.{}.1", txid.epoch - 1);
+    let out = admin(&config, &["show", &foreign], None)?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("never ran that epoch"), "{}", text(&out));
     Ok(())
 }
 

@@ -274,7 +274,8 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
         };
         views.push((node.id.clone(), view));
     }
-    let known = coordinator.as_ref().is_some_and(|v| v.state != "unknown")
+    // A coordinator whose log never ran the txid's epoch does not know it.
+    let known = coordinator.as_ref().is_some_and(|v| v.state != "unknown" && v.state != FOREIGN_EPOCH)
         || views.iter().any(|(_, v)| v.as_ref().is_ok_and(|v| v.state != "unknown"));
     let mixed = mixed_findings(&decision, coordinator.as_ref(), &views);
     if json {
