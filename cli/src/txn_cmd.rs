@@ -388,10 +388,10 @@ mod tests {
     fn limits_are_checked_before_connecting() {
         let long_key = "k".repeat(twopc_common::limits::MAX_KEY_BYTES + 1);
         let err = parse_ops(&["del".to_string(), long_key]).unwrap_err();
-        assert!(err.contains("exceeds the limit"), "{err}");
+        assert!(err.contains(&format!("{} bytes, over the value limit", MAX_VALUE_BYTES + 1)), "{err}");
         let big_value = "v".repeat(twopc_common::limits::MAX_VALUE_BYTES + 1);
         let err = parse_ops(&["put".to_string(), "k".to_string(), big_value]).unwrap_err();
-        assert!(err.contains("exceeds the limit"), "{err}");
+        assert!(err.contains(&format!("{} bytes, over the value limit", MAX_VALUE_BYTES + 1)), "{err}");
         let many: Vec<String> = (0..=MAX_OPS_PER_TXN).flat_map(|i| ["get".to_string(), format!("k{i}")]).collect();
         assert!(parse_ops(&many).unwrap_err().contains("more than"));
     }
@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(ops, vec![Op::Put { key: b"k".to_vec(), value }]);
         std::fs::write(path("big"), vec![b'x'; MAX_VALUE_BYTES + 1]).unwrap();
         let err = parse_ops(&["put-file".into(), "k".into(), path("big")]).unwrap_err();
-        assert!(err.contains("exceeds the limit"), "{err}");
+        assert!(err.contains(&format!("{} bytes, over the value limit", MAX_VALUE_BYTES + 1)), "{err}");
         let err = parse_ops(&["put-file".into(), "k".into(), path("missing")]).unwrap_err();
         assert!(err.starts_with("put-file: cannot open") && !err.contains('\n'), "{err}");
         assert!(parse_ops(&words("put-file k")).unwrap_err().contains("missing FILE"));
