@@ -10,7 +10,7 @@
 
 use crate::ring::Ring;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The file, inside the data directory, that names its owner.
 pub const OWNER_FILE: &str = "OWNER";
@@ -50,11 +50,40 @@ fn claim_file(dir: &Path, name: &str, wanted: &str, refuse: impl FnOnce(&str) ->
     }
 }
 
+/// Where a server's log lives in its data directory.
+pub struct LogPaths {
+    /// The log's own directory (`WAL_DIR`).
+    pub wal: PathBuf,
+    /// The marker written once the log exists (`LOG_CREATED_FILE`).
+    pub created: PathBuf,
+}
+
+/// Readies `dir` for `role` `id` at start, in the order every server keeps:
+/// without `init`, a directory holding no log (`has_log`, asked of the
+/// log's paths) is refused before anything is written there; then `dir` is
+/// created if missing and claimed for its owner. The caller binds its port
+/// first, so that a busy port leaves nothing behind either.
+pub fn ready(
+    dir: &Path,
+    role: &str,
+    id: &str,
+    init: bool,
+    has_log: impl FnOnce(&LogPaths) -> bool,
+) -> Result<LogPaths, String> {
+    let paths = LogPaths { wal: dir.join(WAL_DIR), created: dir.join(LOG_CREATED_FILE) };
+    if !init && !has_log(&paths) {
+        return Err(no_log_without_init(dir, role, id));
+    }
+    create(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    claim(dir, role, id)?;
+    Ok(paths)
+}
+
 /// Why a server started without `--init` refuses `dir`, which holds no
 /// log: starting would begin a new, empty one (a mistyped `--data-dir`
 /// once started an empty participant that served its committed keys as
 /// absent and took writes over them).
-pub fn no_log_without_init(dir: &Path, role: &str, id: &str) -> String {
+fn no_log_without_init(dir: &Path, role: &str, id: &str) -> String {
     format!(
         "{} holds no twopc log: starting {role} {id} there would begin a new, empty one{}. If this is {id}'s \
          first start (or its data is given up for good), start it once with --init; otherwise give the \
@@ -66,7 +95,7 @@ pub fn no_log_without_init(dir: &Path, role: &str, id: &str) -> String {
 
 /// Creates `dir` (and its parents) if missing; a file in its place is an
 /// error saying so (`create_dir_all` said only "File exists").
-pub fn create(dir: &Path) -> std::io::Result<()> {
+fn create(dir: &Path) -> std::io::Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(std::io::Error::other("it exists and is not a directory"));
     }

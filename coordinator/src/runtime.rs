@@ -50,11 +50,10 @@ pub enum CoordinatorError {
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
-    /// The data directory is another node's (or its owner file failed).
+    /// The data directory cannot be used: it holds no log (and no --init),
+    /// cannot be created, or is another node's.
     #[error("{0}")]
-    DataDirOwner(String),
+    DataDir(String),
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -129,26 +128,16 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
-    let (wal_dir, log_created) = (
-        opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
-        opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
-    );
-    if !opts.init && !RocksWal::<CoordinatorRecord>::exists_at(&wal_dir, &log_created) {
-        return Err(CoordinatorError::DataDirOwner(twopc_common::data_dir::no_log_without_init(
-            &opts.data_dir,
-            "coordinator",
-            &opts.id,
-        )));
-    }
-    twopc_common::data_dir::create(&opts.data_dir)
-        .map_err(|source| CoordinatorError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    twopc_common::data_dir::claim(&opts.data_dir, "coordinator", &opts.id).map_err(CoordinatorError::DataDirOwner)?;
+    let log = twopc_common::data_dir::ready(&opts.data_dir, "coordinator", &opts.id, opts.init, |log| {
+        RocksWal::<CoordinatorRecord>::exists_at(&log.wal, &log.created)
+    })
+    .map_err(CoordinatorError::DataDir)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
-        &wal_dir,
-        &log_created,
+        &log.wal,
+        &log.created,
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let participants: HashMap<NodeId, ParticipantPeer> = opts

@@ -63,12 +63,11 @@ pub enum ParticipantError {
     UnknownId(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
-    /// The data directory is another node's, or holds data written under
-    /// another participant list (or its owner or ring file failed).
+    /// The data directory cannot be used: it holds no log (and no --init),
+    /// cannot be created, is another node's, or holds data written under
+    /// another participant list.
     #[error("{0}")]
-    DataDirOwner(String),
+    DataDir(String),
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
@@ -166,27 +165,17 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Bound first: a busy port (another instance running) then leaves no
     // new data directory behind.
     let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
-    let (wal_dir, log_created) = (
-        opts.data_dir.join(twopc_common::data_dir::WAL_DIR),
-        opts.data_dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
-    );
-    if !opts.init && !RocksWal::<ParticipantRecord>::exists_at(&wal_dir, &log_created) {
-        return Err(ParticipantError::DataDirOwner(twopc_common::data_dir::no_log_without_init(
-            &opts.data_dir,
-            "participant",
-            &opts.id,
-        )));
-    }
-    twopc_common::data_dir::create(&opts.data_dir)
-        .map_err(|source| ParticipantError::DataDir { path: opts.data_dir.display().to_string(), source })?;
-    twopc_common::data_dir::claim(&opts.data_dir, "participant", &opts.id).map_err(ParticipantError::DataDirOwner)?;
-    twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(ParticipantError::DataDirOwner)?;
+    let log = twopc_common::data_dir::ready(&opts.data_dir, "participant", &opts.id, opts.init, |log| {
+        RocksWal::<ParticipantRecord>::exists_at(&log.wal, &log.created)
+    })
+    .map_err(ParticipantError::DataDir)?;
+    twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(ParticipantError::DataDir)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
     let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
-        &wal_dir,
-        &log_created,
+        &log.wal,
+        &log.created,
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let coordinators = opts
