@@ -143,6 +143,10 @@ async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> 
     let out = admin(&config, &["resolve", &txid.to_string(), "--abort", "--force"], None)?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None);
+    // Not forgotten while the coordinator's commit may still contradict it.
+    let out = admin(&config, &["forget", &txid.to_string()], None)?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no mismatch is recorded"), "{}", text(&out));
 
     // Back, the coordinator re-drives its commit: the participants refuse
     // it and both sides report the mismatch.
@@ -174,6 +178,28 @@ async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> 
     assert!(text(&out).contains("MIXED: coordinator decided"), "{}", text(&out));
     assert!(cluster.log("c1").contains("heuristic-mixed"), "the coordinator's log says it");
     assert!(cluster.log("p1").contains("heuristic-mixed"), "the participant's log says it");
+
+    // Dealt with: forgotten everywhere, for good (restarts replay no
+    // record of it), and a second forget finds nothing.
+    let out = admin(&config, &["forget", &txid.to_string(), "--json"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let forgotten = json(&out)["forgotten_at"].clone();
+    for id in ["p1", "p2", "p3", "c1"] {
+        assert!(forgotten.as_array().unwrap().iter().any(|f| f == id), "{id} not in {forgotten}");
+    }
+    for id in ["c1", "p1"] {
+        cluster.kill(id);
+        cluster.spawn(id, &[])?;
+    }
+    let out = admin(&config, &["status", "--json"], None)?;
+    for node in json(&out)["nodes"].as_array().unwrap() {
+        assert_eq!(node["stats"]["heuristic_mixed"], 0, "{node}");
+        assert_eq!(node["stats"]["heuristics"], 0, "{node}");
+    }
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    assert_eq!(json(&out)["heuristics"], serde_json::json!([]), "{}", text(&out));
+    let out = admin(&config, &["forget", &txid.to_string()], None)?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     Ok(())
 }
 

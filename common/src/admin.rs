@@ -68,8 +68,14 @@ pub enum AdminRequest {
     /// Coordinator only: the cluster (token removed), for `--coordinator`.
     Cluster,
     /// Participant only: every outcome forced here by an operator (kept
-    /// for good), agreeing with the coordinator or not.
+    /// until forgotten), agreeing with the coordinator or not.
     Heuristics,
+    /// An operator acknowledges a forced outcome (`twopc admin forget`):
+    /// a participant drops its heuristic record of the txid, a coordinator
+    /// its heuristic-mixed findings. The CLI checks first that the record
+    /// is settled (see `twopc admin forget --help`). New variants go last:
+    /// requests cross the wire by variant position.
+    Forget(TxnId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +91,8 @@ pub enum AdminReply {
     /// struct's serde attributes are written for TOML (an omitted token),
     /// which a bincode reader cannot follow.
     Cluster(String),
+    /// `Forget` was done (the log no longer holds the record).
+    Forgotten,
 }
 
 /// A coordinator's state for a one-phase commit that may have reached its

@@ -60,6 +60,12 @@ pub enum Event {
     RecoverNow {
         req: RequestId,
     },
+    /// An operator acknowledges the heuristic-mixed findings of `txid`
+    /// (`twopc admin forget`): they go.
+    ForgetMixed {
+        req: RequestId,
+        txid: TxnId,
+    },
     Begin {
         req: RequestId,
         now_ms: u64,
@@ -161,6 +167,10 @@ pub enum Command {
     LogMixed {
         txid: TxnId,
         participant: NodeId,
+    },
+    /// Remove every `Mixed` record of the txid, synced, before what follows.
+    DropMixed {
+        txid: TxnId,
     },
     Reply {
         req: RequestId,
@@ -284,6 +294,17 @@ impl Engine {
                 self.recovered(epoch, commits, &mut out)
             }
             Event::HeuristicMixed { txid, from } => self.heuristic_mixed(txid, from, &mut out),
+            Event::ForgetMixed { req, txid } => {
+                let reply = if self.mixed.remove(&txid).is_some() {
+                    out.push(Command::DropMixed { txid });
+                    Reply::Ack
+                } else {
+                    Reply::Error(ServiceError::Invalid(format!(
+                        "no heuristic-mixed finding of {txid} is recorded here"
+                    )))
+                };
+                out.push(Command::Reply { req, reply });
+            }
             Event::RecoverNow { req } => {
                 let mut asked = 0;
                 for (txid, active) in &self.active {

@@ -16,7 +16,7 @@ pub enum CoordinatorRecord {
     /// means the commit is re-driven).
     End { txid: TxnId },
     /// A participant refused the commit because an operator had forced it
-    /// to abort (heuristic-mixed). Synced; kept for operators.
+    /// to abort (heuristic-mixed). Synced; kept until an operator forgets it.
     Mixed { txid: TxnId, participant: NodeId },
     /// Written by the first start that keeps every epoch: epochs up to
     /// `legacy_up_to` ran before (a log then kept only its last Epoch

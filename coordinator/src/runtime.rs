@@ -196,6 +196,9 @@ struct EngineTask {
     /// Ended transactions' (Commit, End) LSNs, oldest first: kept so that
     /// outcome questions stay exact for recent commits, then trimmed.
     ended: VecDeque<(Option<Lsn>, Lsn)>,
+    /// LSNs of each txid's Mixed records (removed when an operator
+    /// forgets them).
+    mixed_lsns: HashMap<TxnId, Vec<Lsn>>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     /// WAL writes of the inputs handled since the last flush, in order.
@@ -249,6 +252,7 @@ impl EngineTask {
             next_req: 0,
             commit_lsn: HashMap::new(),
             ended: VecDeque::new(),
+            mixed_lsns: HashMap::new(),
             done_tx,
             done_rx,
             held_writes: HeldWrites::default(),
@@ -272,6 +276,7 @@ impl EngineTask {
                     ends.insert(txid, lsn);
                 }
                 CoordinatorRecord::Mixed { txid, participant } => {
+                    self.mixed_lsns.entry(txid.clone()).or_default().push(lsn);
                     tracing::error!(%txid, %participant, "heuristic-mixed: a participant was forced against the logged decision");
                     mixed.push((txid, participant));
                 }
@@ -405,7 +410,7 @@ impl EngineTask {
             AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } | AdminRequest::Heuristics => {
                 Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
             }
-            AdminRequest::Recover => {
+            AdminRequest::Recover | AdminRequest::Forget(_) => {
                 let req = self.next_req;
                 self.next_req += 1;
                 let (engine_tx, engine_rx) = oneshot::channel();
@@ -413,12 +418,18 @@ impl EngineTask {
                 tokio::spawn(async move {
                     let answer = match engine_rx.await {
                         Ok(Reply::Recovered { asked }) => Ok(AdminReply::Recovered { asked }),
+                        Ok(Reply::Ack) => Ok(AdminReply::Forgotten),
+                        Ok(Reply::Error(e)) => Err(e),
                         Ok(other) => Err(ServiceError::Invalid(format!("unexpected engine reply {other:?}"))),
                         Err(_) => Err(ServiceError::Unavailable("coordinator is stopping".into())),
                     };
                     let _ = reply.send(answer);
                 });
-                let commands = self.engine.handle(Event::RecoverNow { req });
+                let event = match request {
+                    AdminRequest::Forget(txid) => Event::ForgetMixed { req, txid },
+                    _ => Event::RecoverNow { req },
+                };
+                let commands = self.engine.handle(event);
                 return self.execute(commands);
             }
         };
@@ -518,12 +529,15 @@ impl EngineTask {
                 Command::LogMixed { txid, participant } => {
                     tracing::error!(%txid, %participant, "heuristic-mixed: participant was forced to abort a committed transaction");
                     let mut batch = WalBatch::new();
-                    batch.append.push(CoordinatorRecord::Mixed { txid, participant });
-                    // Rare (after an operator's forced abort): written inline.
-                    self.flush_writes();
-                    if let Err(e) = self.wal.write(batch, Durability::Sync) {
-                        let _ = self.done_tx.send(Completion::Fatal(e));
-                    }
+                    batch.append.push(CoordinatorRecord::Mixed { txid: txid.clone(), participant });
+                    let lsns = self.write_inline(batch);
+                    self.mixed_lsns.entry(txid).or_default().extend(lsns);
+                }
+                Command::DropMixed { txid } => {
+                    tracing::warn!(%txid, "heuristic-mixed finding forgotten by an operator");
+                    let mut batch = WalBatch::new();
+                    batch.remove = self.mixed_lsns.remove(&txid).unwrap_or_default();
+                    self.write_inline(batch);
                 }
                 Command::Reply { req, reply } => {
                     if let Some(sender) = self.pending.remove(&req) {
@@ -579,6 +593,17 @@ impl EngineTask {
             Some(sender) => sender.send(txid, attempt),
             None => panic!("commit for {to}, which is not in the cluster"),
         }
+    }
+
+    /// Writes an operator's rare record at once, synced, after everything
+    /// held: before the commands that follow it. A failed write stops the
+    /// server.
+    fn write_inline(&mut self, batch: WalBatch<CoordinatorRecord>) -> Vec<Lsn> {
+        self.flush_writes();
+        self.wal.write(batch, Durability::Sync).unwrap_or_else(|e| {
+            let _ = self.done_tx.send(Completion::Fatal(e));
+            Vec::new()
+        })
     }
 
     /// Submits the held writes (see `HeldWrites::flush`).

@@ -365,6 +365,14 @@ fn a_heuristic_mismatch_stops_retries_and_is_logged_once() {
     assert_eq!(e.handle(Event::HeuristicMixed { txid: t.clone(), from: node("p2") }), vec![]);
     let view = e.view(&t);
     assert_eq!((view.state.as_str(), view.mixed), ("committed", vec![node("p2")]));
+    // An operator dealt with it: the finding goes (dropped before the ack).
+    let out = e.handle(Event::ForgetMixed { req: 20, txid: t.clone() });
+    assert_eq!(out, vec![Command::DropMixed { txid: t.clone() }, reply(20, Reply::Ack)]);
+    assert_eq!(e.counts().2, 0);
+    let view = e.view(&t);
+    assert_eq!((view.state.as_str(), view.mixed), ("committed", vec![]));
+    let out = e.handle(Event::ForgetMixed { req: 21, txid: t });
+    assert!(matches!(&out[..], [Command::Reply { req: 21, reply: Reply::Error(_) }]), "{out:?}");
 }
 
 #[test]

@@ -58,6 +58,12 @@ pub enum Event {
         reason: String,
         now_ms: u64,
     },
+    /// An operator acknowledges the forced outcome of `txid`: its record
+    /// goes (`twopc admin forget`).
+    ForgetHeuristic {
+        req: RequestId,
+        txid: TxnId,
+    },
     /// An operator asks for a recovery pass: ask every outcome now.
     RecoverNow {
         req: RequestId,
@@ -146,6 +152,11 @@ pub enum Command {
     },
     /// Append the record, synced, before the commands after it.
     LogHeuristic(HeuristicRecord),
+    /// Remove every heuristic record of the txid, synced, before the
+    /// commands after it.
+    DropHeuristic {
+        txid: TxnId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +227,7 @@ impl Engine {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.heuristic(req, txid, commit, reason, &mut out)
             }
+            Event::ForgetHeuristic { req, txid } => self.forget_heuristic(req, txid, &mut out),
             Event::RecoverNow { req } => {
                 let due: Vec<TxnId> = self.in_doubt().map(|r| r.txid.clone()).collect();
                 let asked = due.len();
@@ -477,6 +489,20 @@ impl Engine {
             participant: self.me.to_string(),
             forced: heuristic.decision.name().to_string(),
         })
+    }
+
+    /// Drops a forced outcome an operator has dealt with. A decision of
+    /// the coordinator arriving later is then no longer compared with it:
+    /// the CLI forgets only settled ones (the coordinator's decision agrees,
+    /// or the mismatch is recorded) unless told `--force`.
+    fn forget_heuristic(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
+        let reply = if self.heuristics.remove(&txid).is_some() {
+            out.push(Command::DropHeuristic { txid });
+            Reply::Ack
+        } else {
+            Reply::Error(ServiceError::Invalid(format!("no forced outcome of {txid} is recorded here")))
+        };
+        out.push(Command::Reply { req, reply });
     }
 
     fn heuristic(&mut self, req: RequestId, txid: TxnId, commit: bool, reason: String, out: &mut Vec<Command>) {

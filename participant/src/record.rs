@@ -26,9 +26,10 @@ pub enum Decision {
 }
 
 /// An outcome an operator forced on an in-doubt transaction (`twopc
-/// admin resolve`). Synced, never trimmed: it must outlive every restart
-/// so a later conflicting decision is reported, never hidden. The latest
-/// record of a txid wins at replay.
+/// admin resolve`). Synced, and kept until an operator forgets it (`twopc
+/// admin forget`): it must outlive every restart so a later conflicting
+/// decision is reported, never hidden. The latest record of a txid wins
+/// at replay.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeuristicRecord {
     pub txid: TxnId,

@@ -233,6 +233,9 @@ struct EngineTask {
     asked_outcome: HashMap<TxnId, u32>,
     /// LSNs of Done records, oldest first (trimmed to the engine's memory).
     done_lsns: VecDeque<Lsn>,
+    /// LSNs of each txid's heuristic records (removed when an operator
+    /// forgets it).
+    heuristic_lsns: HashMap<TxnId, Vec<Lsn>>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     /// WAL writes of the inputs handled since the last flush, in order.
@@ -275,6 +278,7 @@ impl EngineTask {
             prepared_lsn: HashMap::new(),
             asked_outcome: HashMap::new(),
             done_lsns: VecDeque::new(),
+            heuristic_lsns: HashMap::new(),
             done_tx,
             done_rx,
             held_writes: HeldWrites::default(),
@@ -304,6 +308,7 @@ impl EngineTask {
                 }
                 // The latest record of a txid wins.
                 ParticipantRecord::Heuristic(h) => {
+                    self.heuristic_lsns.entry(h.txid.clone()).or_default().push(lsn);
                     heuristics.insert(h.txid.clone(), h);
                 }
             }
@@ -392,6 +397,10 @@ impl EngineTask {
     /// An operator's request: views are answered here; recovery and
     /// heuristic resolution go through the engine.
     fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
+        let on_ack = match request {
+            AdminRequest::Forget(_) => AdminReply::Forgotten,
+            _ => AdminReply::Recovered { asked: 0 },
+        };
         let event = match request {
             AdminRequest::Ping => return drop(reply.send(Ok(AdminReply::Pong))),
             AdminRequest::InDoubt => {
@@ -429,6 +438,7 @@ impl EngineTask {
             AdminRequest::Resolve { txid, commit, reason } => {
                 Event::Heuristic { req: self.next_req, txid, commit, reason, now_ms: now_ms() }
             }
+            AdminRequest::Forget(txid) => Event::ForgetHeuristic { req: self.next_req, txid },
         };
         let (engine_tx, engine_rx) = oneshot::channel();
         self.pending.insert(self.next_req, (engine_tx, false));
@@ -436,7 +446,7 @@ impl EngineTask {
         tokio::spawn(async move {
             let answer = match engine_rx.await {
                 Ok(Reply::Recovered { asked }) => Ok(AdminReply::Recovered { asked }),
-                Ok(Reply::Ack) => Ok(AdminReply::Recovered { asked: 0 }),
+                Ok(Reply::Ack) => Ok(on_ack),
                 Ok(Reply::Error(e)) => Err(e),
                 Ok(other) => Err(ServiceError::Invalid(format!("unexpected engine reply {other:?}"))),
                 Err(_) => Err(ServiceError::Unavailable("participant is stopping".into())),
@@ -681,15 +691,31 @@ impl EngineTask {
                     } else {
                         tracing::warn!(txid = %record.txid, forced = record.decision.name(), reason = %record.reason, "heuristic decision forced by an operator");
                     }
+                    let txid = record.txid.clone();
                     let mut batch = WalBatch::new();
                     batch.append.push(ParticipantRecord::Heuristic(record));
-                    self.flush_writes();
-                    if let Err(e) = self.wal.write(batch, Durability::Sync) {
-                        let _ = self.done_tx.send(Completion::Fatal(e));
-                    }
+                    let lsns = self.write_inline(batch);
+                    self.heuristic_lsns.entry(txid).or_default().extend(lsns);
+                }
+                Command::DropHeuristic { txid } => {
+                    tracing::warn!(%txid, "forced outcome forgotten by an operator");
+                    let mut batch = WalBatch::new();
+                    batch.remove = self.heuristic_lsns.remove(&txid).unwrap_or_default();
+                    self.write_inline(batch);
                 }
             }
         }
+    }
+
+    /// Writes an operator's rare record at once, synced, after everything
+    /// held: before the commands that follow it. A failed write stops the
+    /// server.
+    fn write_inline(&mut self, batch: WalBatch<ParticipantRecord>) -> Vec<Lsn> {
+        self.flush_writes();
+        self.wal.write(batch, Durability::Sync).unwrap_or_else(|e| {
+            let _ = self.done_tx.send(Completion::Fatal(e));
+            Vec::new()
+        })
     }
 
     /// Submits the held writes (see `HeldWrites::flush`).

@@ -369,6 +369,27 @@ fn a_forced_abort_is_logged_before_the_locks_are_released() {
 }
 
 #[test]
+fn a_forgotten_forced_outcome_is_dropped_from_the_log_and_no_longer_reported() {
+    let mut e = prepared_engine();
+    e.handle(Event::Heuristic { req: 9, txid: txid(1), commit: false, reason: "operator".into(), now_ms: 1_000 });
+    let out = e.handle(Event::ForgetHeuristic { req: 10, txid: txid(1) });
+    assert_eq!(out, vec![Command::DropHeuristic { txid: txid(1) }, reply(10, Reply::Ack)], "dropped before the ack");
+    assert_eq!(e.heuristic_counts(), (0, 0));
+    assert_eq!(e.heuristic_txids().count(), 0);
+    let view = e.view(&txid(1));
+    assert_eq!((view.state.as_str(), view.heuristic), ("aborted", None));
+    // Nothing left to forget: refused, nothing dropped.
+    let out = e.handle(Event::ForgetHeuristic { req: 11, txid: txid(1) });
+    assert!(
+        matches!(&out[..], [Command::Reply { req: 11, reply: Reply::Error(ServiceError::Invalid(m)) }] if m.contains("no forced outcome")),
+        "{out:?}"
+    );
+    // The abort it forced is still remembered: a late commit is refused.
+    let out = e.handle(Event::Commit { req: Some(12), txid: txid(1) });
+    assert!(matches!(&out[..], [Command::Reply { reply: Reply::Error(_), .. }]), "{out:?}");
+}
+
+#[test]
 fn a_forced_commit_applies_and_agrees_with_a_later_commit() {
     let mut e = prepared_engine();
     let out =

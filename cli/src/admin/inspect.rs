@@ -70,7 +70,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         println!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
-            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them");
+            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");
         }
         if !damaged.is_empty() {
             println!(

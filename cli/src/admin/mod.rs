@@ -5,9 +5,11 @@
 //! - `nodes.rs`: reaching every process of the cluster with the token.
 //! - `inspect.rs`: `status`, `in-doubt`, `show`, `locks` (read-only).
 //! - `act.rs`: `recover` and `resolve` (they change state).
+//! - `forget.rs`: `forget` (drops settled forced outcomes).
 //! - `render.rs`: tables and durations for humans.
 
 mod act;
+mod forget;
 mod inspect;
 mod nodes;
 mod render;
@@ -126,6 +128,23 @@ pub enum AdminCommand {
     /// (heuristic-mixed: the data of that transaction is not atomic, and
     /// needs an operator's repair).
     Heuristics,
+    /// Forget the forced outcome of a transaction once you have dealt with
+    /// it (checked, or repaired its data): every participant drops its
+    /// heuristic record of TXID, and the coordinator its heuristic-mixed
+    /// finding, so `status` and `heuristics` stop reporting it.
+    ///
+    /// Refused without --force unless each forced outcome is settled: the
+    /// mismatch is already recorded, or the coordinator's decision is the
+    /// same one. Otherwise a decision still on its way could contradict it
+    /// unnoticed (run `recover` first).
+    Forget {
+        /// Transaction id, e.g. c1.3.17.
+        txid: String,
+        /// Forget even what is not settled (a later mismatch then goes
+        /// unreported).
+        #[arg(long)]
+        force: bool,
+    },
     /// The lock table: which transaction holds which key, since when.
     Locks {
         /// Only this key.
@@ -156,6 +175,9 @@ pub async fn run(args: AdminArgs) -> u8 {
             AdminCommand::Show { txid } => inspect::show(&cluster, &nodes::parse_txid(&txid)?, json).await,
             AdminCommand::Locks { key } => inspect::locks(&cluster, key, json).await,
             AdminCommand::Heuristics => inspect::heuristics(&cluster, json).await,
+            AdminCommand::Forget { txid, force } => {
+                forget::forget(&cluster, &nodes::parse_txid(&txid)?, force, json).await
+            }
             AdminCommand::Recover { wait } => act::recover(&cluster, wait, json).await,
             AdminCommand::Resolve { txid, commit, abort: _, force, reason } => {
                 act::resolve(&cluster, &nodes::parse_txid(&txid)?, commit, force, &reason, json).await

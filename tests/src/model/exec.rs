@@ -157,6 +157,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
             }
         }
         PCommand::LogHeuristic(record) => panic!("no operator in the model, yet a heuristic decision: {record:?}"),
+        PCommand::DropHeuristic { txid } => panic!("no operator in the model, yet a heuristic forgotten: {txid}"),
     }
 }
 
@@ -218,6 +219,7 @@ fn coordinator_command(cfg: &ModelConfig, s: &mut State, command: CCommand) {
             send(s, &to, PCall::Abort, txid);
         }
         CCommand::LogMixed { txid, .. } => panic!("no operator in the model, yet heuristic-mixed {txid}"),
+        CCommand::DropMixed { txid } => panic!("no operator in the model, yet heuristic-mixed forgotten: {txid}"),
         CCommand::LogEnd { txid } => s.coordinator.disk.lazy.push(CWrite::End { txid }),
         CCommand::Probe { txid } => {
             s.coordinator.probes.insert(txid.clone(), vec![None; cfg.participants as usize]);

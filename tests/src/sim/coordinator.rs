@@ -361,6 +361,7 @@ impl CoordinatorNode {
                         panic!("coordinator Mixed write failed: {e}");
                     }
                 }
+                Command::DropMixed { txid } => panic!("no operator in the simulation forgets {txid}"),
                 Command::LogEnd { txid } => {
                     let mut batch = WalBatch::new();
                     batch.append.push(CoordinatorRecord::End { txid });

@@ -407,6 +407,7 @@ impl ParticipantNode {
                         panic!("{}: heuristic write failed: {e}", self.id);
                     }
                 }
+                Command::DropHeuristic { txid } => panic!("{}: no operator in the simulation forgets {txid}", self.id),
             }
         }
     }
