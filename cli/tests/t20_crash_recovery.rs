@@ -347,3 +347,45 @@ async fn prepares_queued_behind_a_paused_participant_fail_with_the_first_deadlin
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_paused_participant_fail_naming_it_not_the_coordinator() -> Result<()> {
+    // Found by a user: with p2 paused, reads of its keys failed with the
+    // client's own deadline ("the request exceeded its deadline
+    // (coordinator address)"), as if the coordinator were down. More
+    // reads than a connection carries at once: the queued ones too.
+    let cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let key = cluster.key_per_participant("paused-read").remove(1);
+    client.read(vec![key.clone()]).await?;
+    cluster.signal("p2", libc::SIGSTOP)?;
+    // Commits to p2 in flight at the same time, as in an application.
+    let commits = (0..8).map(|i| {
+        let (client, keys) = (&client, cluster.key_per_participant(&format!("paused-read-{i}")));
+        async move {
+            let mut txn = client.begin().await?;
+            for key in &keys {
+                txn.put(key, b"x".to_vec());
+            }
+            anyhow::Ok(txn.commit().await.is_err())
+        }
+    });
+    let reads = (0..32).map(|i| {
+        let (client, key) = (&client, key.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            client.read(vec![key]).await
+        }
+    });
+    let (results, _) = futures::future::join(futures::future::join_all(reads), futures::future::join_all(commits)).await;
+    cluster.signal("p2", libc::SIGCONT)?;
+    for result in results {
+        match result {
+            Err(ClientError::Service(e)) => assert!(e.to_string().contains("participant p2"), "{e}"),
+            other => panic!("expected an error naming p2, got {other:?}"),
+        }
+    }
+    // Back: reads are served again.
+    assert_eq!(client.read(vec![key]).await?[0].value, None);
+    Ok(())
+}

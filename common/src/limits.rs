@@ -39,6 +39,12 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
 pub const MAX_DEADLINE_MISSES_PER_CONNECTION: u32 = 3;
 /// Deadline of ordinary RPCs (reads, prepare, commit, outcome).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a coordinator waits for a participant's answer to a read it
+/// forwards: a participant answers within its 2 s wait for an in-doubt
+/// writer (then fails naming it), so a participant silent for longer is
+/// hung or paused, and is named in the error well before the client's
+/// own [`RPC_TIMEOUT`] (which would blame the coordinator).
+pub const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of an application's commit call (prepare + decision + reply).
 pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Prepares one `prepare_many` call may carry.

@@ -7,7 +7,7 @@ use futures::future::join_all;
 use std::collections::BTreeMap;
 use tarpc::context::Context;
 use twopc_common::admin::{authorise, AdminReply, AdminRequest, NodeStats};
-use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
+use twopc_common::limits::{MAX_BEGIN_BATCH, READ_FORWARD_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::net::{context_with_timeout, GUARD_SLACK};
 use twopc_common::service::{CoordinatorRpc, Hello, Role};
 use twopc_common::txn::{check_read_keys, check_read_reply};
@@ -53,17 +53,20 @@ impl CoordinatorRpc for CoordinatorServer {
         }
         // The participants get less time than the client gave: a slow one
         // is then named in the answer, before the client's own deadline.
-        let timeout = forwarded_timeout(ctx.deadline);
+        let timeout = forwarded_timeout(ctx.deadline).min(READ_FORWARD_TIMEOUT);
         let reads = by_owner.into_iter().map(|(owner, indexes)| {
             let peer = self.handle.participants[&owner].clone();
             let wanted: Vec<Key> = indexes.iter().map(|i| keys[*i].clone()).collect();
             async move {
-                let got = peer
-                    .call_within(timeout.saturating_add(GUARD_SLACK), |c| {
-                        let wanted = wanted.clone();
-                        async move { c.read(context_with_timeout(timeout), wanted).await }
-                    })
-                    .await;
+                let call = peer.call_within(timeout.saturating_add(GUARD_SLACK), |c| {
+                    let wanted = wanted.clone();
+                    async move { c.read(context_with_timeout(timeout), wanted).await }
+                });
+                // Also bounds a read queued behind the connection's calls
+                // in flight, which tarpc's deadline does not cover yet.
+                let got = tokio::time::timeout(timeout, call)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {timeout:?} (hung or paused?)")));
                 let values = got.map_err(|e| ServiceError::Unavailable(format!("participant {owner}: {e}")))??;
                 if values.len() != indexes.len() {
                     return Err(ServiceError::Unavailable(format!("participant {owner} returned a short read")));
