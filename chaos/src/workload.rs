@@ -103,6 +103,7 @@ pub fn abort_category(reason: &AbortReason) -> &'static str {
         AbortReason::ClientAborted => "client-aborted",
         AbortReason::CoordinatorRestarted => "coordinator-restarted",
         AbortReason::NoDecisionLogged => "no-decision-logged",
+        AbortReason::Expired { .. } => "expired",
     }
 }
 

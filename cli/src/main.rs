@@ -19,7 +19,8 @@
 //!
 //! # Exit codes
 //! 0 success (committed); 1 aborted, or a server / `local` failed;
-//! 2 outcome unknown; 3 usage or connection error.
+//! 2 outcome unknown; 3 usage error or refused request; 4 nothing done,
+//! and trying again later may succeed (connection, unavailable, overloaded).
 
 /// Every message allocates (tarpc, serde, tokio); mimalloc bought +13%
 /// throughput at concurrency 64 over glibc's malloc (`twopc bench`).
@@ -50,15 +51,22 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: the commit outcome is unknown (ask again later).
 pub const EXIT_UNKNOWN: u8 = 2;
-/// Exit code: bad command line, or the coordinator could not be used.
+/// Exit code: bad command line, or a request refused for good.
 pub const EXIT_USAGE: u8 = 3;
+/// Exit code: nothing was done, and trying again later may succeed (a
+/// coordinator or participant that cannot be used for now, an overloaded
+/// server, a read whose key's writer is still in doubt).
+pub const EXIT_RETRY: u8 = 4;
 
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (txn, outcome: committed)
   1  txn, outcome: aborted; participant/coordinator/local: failed
   2  txn: outcome unknown (the commit may or may not have happened); outcome: still pending
-  3  usage error, or the coordinator could not be reached or refused the request
+  3  usage error, or the request was refused (it would be again)
+  4  txn, get, outcome: nothing was done, and trying again later may succeed
+     (a coordinator or participant that cannot be used for now, an overloaded
+     server, a read whose key's writer is still in doubt)
 (each command's --help gives its own)
 
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it.";
@@ -124,8 +132,13 @@ enum Command {
     /// committed value, not this transaction's own writes) are buffered and sent
     /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or
     /// `outcome unknown TXID: DETAIL`, then `K = V` / `K = (absent)` for each
-    /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage or
-    /// connection error. Default log level: warn (tarpc: off).
+    /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage
+    /// error or refused request, 4 nothing done and trying again later may
+    /// succeed (coordinator unreachable, participant unavailable,
+    /// overloaded, a read's writer still in doubt). With --json an abort
+    /// also says `"retryable"`: whether running it again may commit (a lock
+    /// conflict, a stale read, an unavailable participant: yes; a failed
+    /// `expect`: no). Default log level: warn (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Txn(txn_cmd::TxnArgs),
 
@@ -133,8 +146,10 @@ enum Command {
     ///
     /// Prints `K = V` or `K = (absent)` for each key (`--json` for
     /// machines, `--raw` for one value's exact bytes). Exit code 0, 1 if
-    /// `--raw`'s key is absent, 3 on a usage or connection error. Default
-    /// log level: warn (tarpc: off).
+    /// `--raw`'s key is absent, 3 on a usage error or refused request, 4
+    /// when trying again later may succeed (coordinator unreachable,
+    /// participant unavailable, overloaded, a key's writer still in doubt).
+    /// Default log level: warn (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Get(txn_cmd::GetArgs),
 
@@ -154,8 +169,9 @@ enum Command {
     /// process had its id) prints `TXID: unknown` (exit 2): only the other
     /// log knows.
     /// Exit code 0 committed, 1 aborted, 2 still pending or unknown here,
-    /// 3 usage or connection error, or an unknown transaction. Default log
-    /// level: warn (tarpc: off).
+    /// 3 usage error or an unknown transaction, 4 the coordinator could not
+    /// be asked (try again later, or --wait). Default log level: warn
+    /// (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Outcome(outcome_cmd::OutcomeArgs),
 

@@ -5,7 +5,7 @@
 
 use crate::duration::parse_duration;
 use crate::output;
-use crate::txn_cmd::{connect, error};
+use crate::txn_cmd::{connect, error, failure};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
 use clap::Args;
 use std::time::{Duration, Instant};
@@ -32,7 +32,8 @@ pub struct OutcomeArgs {
     /// Print exactly one JSON object on stdout instead of a line:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"|"unknown"}
     /// ("unknown": the coordinator runs on a log that never ran the
-    /// txid's epoch); on a usage or connection error {"error": "..."}.
+    /// txid's epoch); on a usage error {"error": "..."}, on a failed
+    /// request {"error": "...", "retryable": true|false}.
     #[arg(long)]
     pub json: bool,
     /// The transaction id, as `twopc txn` printed it (e.g. c1.1.19).
@@ -60,7 +61,7 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
                         client = Some(connected);
                         answer
                     }
-                    Err(e) => Err(Ask::Unreachable(e)),
+                    Err(e) => Err(Ask::Unreachable(e.to_string())),
                 },
             }
         };
@@ -104,7 +105,8 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
                 eprintln!("{e}");
                 return EXIT_UNKNOWN;
             }
-            Err(Ask::Unreachable(e) | Ask::Failed(e)) => return error(args.json, &e),
+            Err(Ask::Unreachable(e)) => return failure(args.json, &ClientError::Connection(e)),
+            Err(Ask::Failed(e)) => return failure(args.json, &e),
         }
         tokio::time::sleep(OUTCOME_POLL_INTERVAL).await;
     };
@@ -128,13 +130,13 @@ enum Ask {
     /// The coordinator's log never ran the txid's epoch: the outcome is
     /// in another log (see `ServiceError::ForeignEpoch`).
     NotKnownHere(String),
-    Failed(String),
+    Failed(ClientError),
 }
 
 async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
     client.outcome(txid).await.map_err(|e| match e {
         ClientError::Connection(e) => Ask::Unreachable(e),
         ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
-        other => Ask::Failed(other.to_string()),
+        other => Ask::Failed(other),
     })
 }

@@ -1,8 +1,9 @@
 //! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
-//! exactly one JSON object for scripts. Bytes are shown as UTF-8, lossily;
-//! in human lines, control characters are escaped (`\n`, `\u{0}`, `\u{1b}`):
-//! one read stays one line, and a value cannot drive the terminal.
-//! (`twopc get --raw` writes a value's exact bytes.)
+//! exactly one JSON object for scripts. In human lines bytes are shown as
+//! UTF-8, lossily, and control characters are escaped (`\n`, `\u{0}`,
+//! `\u{1b}`): one read stays one line, and a value cannot drive the
+//! terminal. In JSON a value that is not UTF-8 is given exactly, as
+//! `{"base64": "..."}`. (`twopc get --raw` writes a value's exact bytes.)
 
 use serde_json::{json, Map, Value as Json};
 
@@ -13,8 +14,12 @@ pub type Read = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOutcome {
     Committed,
-    /// Nothing was written; the reason says why.
-    Aborted(String),
+    /// Nothing was written; the reason says why, and whether running it
+    /// again may commit (a conflict or a passing failure).
+    Aborted {
+        reason: String,
+        retryable: bool,
+    },
     /// The commit may or may not have happened; the detail says what failed.
     Unknown(String),
 }
@@ -34,27 +39,30 @@ impl TxnReport {
     pub fn human(&self) -> String {
         let mut out = match &self.outcome {
             TxnOutcome::Committed => format!("committed {}\n", self.txid),
-            TxnOutcome::Aborted(reason) => format!("aborted {}: {reason}\n", self.txid),
+            TxnOutcome::Aborted { reason, .. } => format!("aborted {}: {reason}\n", self.txid),
             TxnOutcome::Unknown(detail) => format!("outcome unknown {}: {detail}\n", self.txid),
         };
         out.push_str(&reads_human(&self.reads));
         out
     }
 
-    /// `{"txid": ..., "outcome": ..., "reason": ..., "reads": {...}}`.
+    /// `{"txid": ..., "outcome": ..., "reason": ..., "retryable": ...,
+    /// "reads": {...}}` (`retryable`: an abort that running the transaction
+    /// again may commit; false otherwise).
     pub fn json(&self) -> String {
-        let (outcome, reason) = match &self.outcome {
-            TxnOutcome::Committed => ("committed", Json::Null),
-            TxnOutcome::Aborted(reason) => ("aborted", Json::from(reason.as_str())),
-            TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str())),
+        let (outcome, reason, retryable) = match &self.outcome {
+            TxnOutcome::Committed => ("committed", Json::Null, false),
+            TxnOutcome::Aborted { reason, retryable } => ("aborted", Json::from(reason.as_str()), *retryable),
+            TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str()), false),
         };
         // Written field by field to keep the documented order (serde_json's
         // map would sort the keys).
         format!(
-            "{{\"txid\":{},\"outcome\":{},\"reason\":{},\"reads\":{}}}",
+            "{{\"txid\":{},\"outcome\":{},\"reason\":{},\"retryable\":{},\"reads\":{}}}",
             Json::from(self.txid.as_str()),
             Json::from(outcome),
             reason,
+            retryable,
             reads_map(&self.reads)
         )
     }
@@ -86,12 +94,28 @@ pub fn error_json(message: &str) -> String {
     json!({ "error": message }).to_string()
 }
 
+/// `{"error": "...", "retryable": ...}` (`retryable`: trying again later
+/// may succeed).
+pub fn failure_json(message: &str, retryable: bool) -> String {
+    format!("{{\"error\":{},\"retryable\":{retryable}}}", Json::from(message))
+}
+
 fn reads_map(reads: &[Read]) -> Json {
     let mut map = Map::new();
     for (key, value) in reads {
-        map.insert(lossy(key), value.as_deref().map_or(Json::Null, |v| Json::from(lossy(v))));
+        map.insert(lossy(key), value.as_deref().map_or(Json::Null, value_json));
     }
     Json::Object(map)
+}
+
+/// A value as a JSON string, or `{"base64": "..."}` if it is not UTF-8
+/// (a string would have to replace those bytes).
+fn value_json(value: &[u8]) -> Json {
+    use base64::Engine as _;
+    match std::str::from_utf8(value) {
+        Ok(text) => Json::from(text),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(value) }),
+    }
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -119,7 +143,10 @@ mod tests {
     fn human_lines_escape_control_characters() {
         let reads = vec![(b"k\n".to_vec(), Some(b"a\0b\x1b[2Jc\xffd".to_vec()))];
         assert_eq!(reads_human(&reads), "k\\n = a\\u{0}b\\u{1b}[2Jc\u{fffd}d\n");
-        assert_eq!(reads_json(&reads), "{\"reads\":{\"k\\n\":\"a\\u0000b\\u001b[2Jc\u{fffd}d\"}}");
+        // JSON escapes control characters itself (and gives bytes that are
+        // not UTF-8 as base64).
+        let reads = vec![(b"k\n".to_vec(), Some(b"a\0b\x1b[2Jc".to_vec()))];
+        assert_eq!(reads_json(&reads), "{\"reads\":{\"k\\n\":\"a\\u0000b\\u001b[2Jc\"}}");
     }
 
     fn reads() -> Vec<Read> {
@@ -130,7 +157,8 @@ mod tests {
     fn human_output_names_the_outcome_and_every_read() {
         let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
         assert_eq!(report.human(), "committed c1.1.5\na = 1\nc = (absent)\n");
-        let report = TxnReport { txid: "c1.1.6".into(), outcome: TxnOutcome::Aborted("stale".into()), reads: vec![] };
+        let aborted = TxnOutcome::Aborted { reason: "stale".into(), retryable: true };
+        let report = TxnReport { txid: "c1.1.6".into(), outcome: aborted, reads: vec![] };
         assert_eq!(report.human(), "aborted c1.1.6: stale\n");
         let report = TxnReport { txid: "c1.1.7".into(), outcome: TxnOutcome::Unknown("timeout".into()), reads: vec![] };
         assert_eq!(report.human(), "outcome unknown c1.1.7: timeout\n");
@@ -139,11 +167,13 @@ mod tests {
     #[test]
     fn json_output_is_one_object_with_fixed_fields() {
         let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
-        assert!(report.json().starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"reads":"#));
+        assert!(report
+            .json()
+            .starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"retryable":false,"reads":"#));
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(
             parsed,
-            json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "reads": {"a": "1", "c": null}})
+            json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "retryable": false, "reads": {"a": "1", "c": null}})
         );
         let report = TxnReport { txid: "c1.1.6".into(), outcome: TxnOutcome::Unknown("x".into()), reads: vec![] };
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
@@ -158,6 +188,15 @@ mod tests {
         assert_eq!(parsed, json!({"reads": {"a": "1", "c": null}}));
         let parsed: Json = serde_json::from_str(&error_json("no \"quote\"")).unwrap();
         assert_eq!(parsed, json!({"error": "no \"quote\""}));
+        let parsed: Json = serde_json::from_str(&failure_json("down", true)).unwrap();
+        assert_eq!(parsed, json!({"error": "down", "retryable": true}));
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_given_exactly_in_json() {
+        let reads = vec![(b"bin".to_vec(), Some(vec![0xff, 0xfe, 0, b'b'])), (b"text".to_vec(), Some(b"ok".to_vec()))];
+        let parsed: Json = serde_json::from_str(&reads_json(&reads)).unwrap();
+        assert_eq!(parsed, json!({"reads": {"bin": {"base64": "//4AYg=="}, "text": "ok"}}));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! validated at commit), commits, and maps the result to an exit code.
 
 use crate::output::{self, Read, TxnOutcome, TxnReport};
-use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_RETRY, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::io::Read as _;
 use twopc_common::client::{Client, ClientError};
@@ -24,8 +24,10 @@ pub struct TxnArgs {
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
-    /// "reason": "..." or null, "reads": {"K": "V" or null}}; on a usage or
-    /// connection error {"error": "..."}.
+    /// "reason": "..." or null, "retryable": true|false, "reads": {"K": "V"
+    /// or null}} (a value that is not UTF-8 is {"base64": "..."}); on a
+    /// usage error {"error": "..."}, on a failed request {"error": "...",
+    /// "retryable": true|false}.
     #[arg(long)]
     pub json: bool,
     /// The operations, run in order: put K V | put-file K FILE | del K |
@@ -46,12 +48,14 @@ pub struct GetArgs {
     #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
-    /// {"reads": {"K": "V" or null}}; on an error {"error": "..."}.
+    /// {"reads": {"K": "V" or null}} (a value that is not UTF-8 is
+    /// {"base64": "..."}); on a usage error {"error": "..."}, on a failed
+    /// request {"error": "...", "retryable": true|false}.
     #[arg(long, conflicts_with = "raw")]
     pub json: bool,
     /// Write the value's bytes to stdout exactly as stored (no newline;
-    /// binary-safe: `twopc get --raw photo > photo.jpg`; the lines and
-    /// `--json` show bytes that are not UTF-8 as U+FFFD). Takes one key;
+    /// binary-safe: `twopc get --raw photo > photo.jpg`; the lines show
+    /// bytes that are not UTF-8 as U+FFFD, `--json` as base64). Takes one key;
     /// exit code 1 if it is absent.
     #[arg(long)]
     pub raw: bool,
@@ -169,7 +173,7 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
             }
             match report.outcome {
                 TxnOutcome::Committed => EXIT_OK,
-                TxnOutcome::Aborted(_) => EXIT_FAILED,
+                TxnOutcome::Aborted { .. } => EXIT_FAILED,
                 TxnOutcome::Unknown(_) => {
                     let coordinator = args.coordinator.split(',').next().unwrap_or_default();
                     eprintln!(
@@ -181,15 +185,16 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
                 }
             }
         }
-        Err(e) => error(args.json, &e),
+        Err(e) => failure(args.json, &e),
     }
 }
 
-/// Runs `ops` in one transaction. `Err` is a usage or connection error (the
-/// transaction did not commit); aborts and unknown outcomes are reports.
-async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
+/// Runs `ops` in one transaction. `Err` is a request or connection error
+/// (the transaction did not commit); aborts and unknown outcomes are
+/// reports.
+async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, ClientError> {
     let client = connect(coordinator).await?;
-    let mut txn = client.begin().await.map_err(|e| e.to_string())?;
+    let mut txn = client.begin().await?;
     let mut reads: Vec<Read> = Vec::new();
     for op in ops {
         match op {
@@ -200,34 +205,33 @@ async fn execute(coordinator: &str, ops: Vec<Op>) -> Result<TxnReport, String> {
             Op::Get { key } => match txn.get(&key).await {
                 Ok(value) => reads.push((key, value)),
                 Err(e) => {
-                    let shown = e.to_string();
                     if !matches!(e, ClientError::Connection(_)) {
                         // Best effort: the coordinator forgets it either way.
                         let _ = txn.abort().await;
                     }
-                    return report_or_error(e, reads).ok_or(shown);
+                    return report_or_error(e, reads);
                 }
             },
         }
     }
     match txn.commit().await {
         Ok(txid) => Ok(TxnReport { txid: txid.to_string(), outcome: TxnOutcome::Committed, reads }),
-        Err(e) => {
-            let shown = e.to_string();
-            report_or_error(e, reads).ok_or(shown)
-        }
+        Err(e) => report_or_error(e, reads),
     }
 }
 
 /// An abort or an unknown outcome is a result to report; anything else is
-/// an error (`None`).
-fn report_or_error(e: ClientError, reads: Vec<Read>) -> Option<TxnReport> {
+/// an error.
+fn report_or_error(e: ClientError, reads: Vec<Read>) -> Result<TxnReport, ClientError> {
     let (txid, outcome) = match e {
-        ClientError::Aborted { txid, reason } => (txid.to_string(), TxnOutcome::Aborted(reason.to_string())),
+        ClientError::Aborted { txid, reason } => {
+            let retryable = reason.is_transient();
+            (txid.to_string(), TxnOutcome::Aborted { reason: reason.to_string(), retryable })
+        }
         ClientError::OutcomeUnknown { txid, detail } => (txid.to_string(), TxnOutcome::Unknown(detail)),
-        ClientError::Connection(_) | ClientError::Service(_) | ClientError::Invalid(_) => return None,
+        other => return Err(other),
     };
-    Some(TxnReport { txid, outcome, reads })
+    Ok(TxnReport { txid, outcome, reads })
 }
 
 /// `twopc get`: returns the exit code.
@@ -261,14 +265,14 @@ pub async fn run_get(args: GetArgs) -> u8 {
             }
             EXIT_OK
         }
-        Err(e) => error(args.json, &e),
+        Err(e) => failure(args.json, &e),
     }
 }
 
 /// A client of the coordinators listed in `--coordinator` (comma-separated).
-pub(crate) async fn connect(coordinators: &str) -> Result<Client, String> {
+pub(crate) async fn connect(coordinators: &str) -> Result<Client, ClientError> {
     let addrs: Vec<&str> = coordinators.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
-    Client::connect_any(&addrs).await.map_err(|e| e.to_string())
+    Client::connect_any(&addrs).await
 }
 
 /// `get --raw`: the value's bytes on stdout; exit code 1 if absent.
@@ -288,23 +292,42 @@ fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
     }
 }
 
-async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, String> {
+async fn read(coordinator: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Read>, ClientError> {
     let client = connect(coordinator).await?;
-    let got = client.read(keys.clone()).await.map_err(|e| e.to_string())?;
+    let got = client.read(keys.clone()).await?;
     if got.len() != keys.len() {
-        return Err(format!("coordinator {coordinator} returned {} values for {} keys", got.len(), keys.len()));
+        let short = format!("coordinator {coordinator} returned {} values for {} keys", got.len(), keys.len());
+        return Err(ClientError::Connection(short));
     }
     Ok(keys.into_iter().zip(got).map(|(k, v)| (k, v.value)).collect())
 }
 
 /// Reports a usage or connection error; returns exit code 3.
 pub(crate) fn error(json: bool, message: &str) -> u8 {
+    say_error(json, message, false);
+    EXIT_USAGE
+}
+
+/// Reports a request that failed (nothing committed): exit code 4 if
+/// trying again later may succeed (a coordinator or participant that could
+/// not be used for now, an overloaded server, a read's writer still in
+/// doubt), else 3.
+pub(crate) fn failure(json: bool, e: &ClientError) -> u8 {
+    let retryable = e.is_retryable();
+    say_error(json, &e.to_string(), retryable);
+    if retryable {
+        EXIT_RETRY
+    } else {
+        EXIT_USAGE
+    }
+}
+
+fn say_error(json: bool, message: &str, retryable: bool) {
     if json {
-        println!("{}", output::error_json(message));
+        println!("{}", output::failure_json(message, retryable));
     } else {
         eprintln!("error: {message}");
     }
-    EXIT_USAGE
 }
 
 #[cfg(test)]

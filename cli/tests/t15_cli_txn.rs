@@ -23,16 +23,26 @@ async fn txn_and_get_report_outcomes_and_values_with_their_exit_codes() -> Resul
     assert_eq!(report["reads"]["alice"], "100");
     assert!(report["reads"]["carol"].is_null(), "{report}");
 
-    // A failed condition aborts (exit 1) and writes nothing.
+    // A failed condition aborts (exit 1) and writes nothing; running it
+    // again would fail the same way.
     let out = twopc(&["txn", "--coordinator", &c, "expect", "bob", "999", "put", "bob", "0"])?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("aborted"), "{}", text(&out));
+    let out = twopc(&["txn", "--coordinator", &c, "--json", "expect", "bob", "999", "put", "bob", "0"])?;
+    assert_eq!((json(&out)["outcome"].clone(), json(&out)["retryable"].clone()), ("aborted".into(), false.into()));
 
     let out = twopc(&["get", "--coordinator", &c, "--json", "alice", "bob", "carol", "dave"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let reads = &json(&out)["reads"];
     assert_eq!((&reads["alice"], &reads["bob"], &reads["carol"]), (&"100".into(), &"50".into(), &"1".into()));
     assert!(reads["dave"].is_null());
+
+    // Nothing listens: nothing was done, and it may work later (exit 4).
+    for command in [&["get", "k"][..], &["txn", "put", "k", "v"][..]] {
+        let out = twopc(&[&command[..1], &["--coordinator", "127.0.0.1:1", "--json"], &command[1..]].concat())?;
+        assert_eq!(out.status.code(), Some(4), "{command:?}: {}", text(&out));
+        assert_eq!(json(&out)["retryable"], true, "{command:?}: {}", text(&out));
+    }
     Ok(())
 }
 
@@ -55,6 +65,11 @@ async fn put_file_stores_a_binary_value_too_big_for_a_command_line() -> Result<(
     let out = twopc(&["get", "--coordinator", &c, "--raw", "blob"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(out.stdout == value, "get --raw returned {} bytes, not the stored value", out.stdout.len());
+    // In JSON, exactly too (base64: it is not UTF-8), where it was lossy.
+    let out = twopc(&["get", "--coordinator", &c, "--json", "blob"])?;
+    let encoded = json(&out)["reads"]["blob"]["base64"].as_str().map(str::to_owned).unwrap_or_default();
+    use base64::Engine as _;
+    assert!(base64::engine::general_purpose::STANDARD.decode(encoded)? == value, "{}", text(&out));
     let out = twopc(&["get", "--coordinator", &c, "--raw", "no-such-key"])?;
     assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0), "{}", text(&out));
     let out = twopc(&["get", "--coordinator", &c, "--raw", "blob", "other"])?;
@@ -217,11 +232,13 @@ async fn outcome_tells_and_waits_for_what_happened_to_a_transaction() -> Result<
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("not a transaction id"), "{}", text(&out));
 
-    // Its coordinator down: asked once, a connection error (exit 3);
-    // `--wait` waits for it to come back.
+    // Its coordinator down: asked once, a connection error (exit 4: try
+    // again later); `--wait` waits for it to come back.
     cluster.kill("c1");
     let out = twopc(&["outcome", "--coordinator", &c, &committed])?;
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = twopc(&["outcome", "--json", "--coordinator", &c, &committed])?;
+    assert_eq!(json(&out)["retryable"], true, "{}", text(&out));
     let waiter = outcome_waiting(&c, &committed);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     cluster.spawn("c1", &[])?;

@@ -377,7 +377,8 @@ async fn reads_of_a_paused_participant_fail_naming_it_not_the_coordinator() -> R
             client.read(vec![key]).await
         }
     });
-    let (results, _) = futures::future::join(futures::future::join_all(reads), futures::future::join_all(commits)).await;
+    let (results, _) =
+        futures::future::join(futures::future::join_all(reads), futures::future::join_all(commits)).await;
     cluster.signal("p2", libc::SIGCONT)?;
     for result in results {
         match result {
@@ -388,4 +389,60 @@ async fn reads_of_a_paused_participant_fail_naming_it_not_the_coordinator() -> R
     // Back: reads are served again.
     assert_eq!(client.read(vec![key]).await?[0].value, None);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_coordinator_does_not_keep_another_ones_transactions_in_doubt() -> Result<()> {
+    // Found by a user: questions to a paused coordinator (its kernel still
+    // accepts connections; each question waits out its deadline) held all
+    // of a participant's outcome-question slots, so the in-doubt
+    // transactions of the other coordinator, up and answering, stayed in
+    // doubt with their locks until the paused one came back.
+    let mut cluster = Cluster::plan(2, 2);
+    for id in cluster.participant_ids() {
+        cluster.spawn(&id, &[])?;
+    }
+    cluster.spawn("c1", &[("TWOPC_FAULTS", "coordinator.commit-send=drop")])?;
+    cluster.spawn("c2", &[("TWOPC_FAULTS", "coordinator.before-decision=crash")])?;
+    // Many more c1 transactions left prepared than a coordinator may be
+    // asked about at once (committed; their commit messages withheld).
+    let via_c1 = twopc_common::client::Client::connect(&cluster.addr("c1")).await?;
+    let commits = (0..400).map(|i| {
+        let (client, keys) = (&via_c1, cluster.key_per_participant(&format!("hung-c1-{i}")));
+        async move {
+            let mut txn = client.begin().await?;
+            for key in &keys {
+                txn.put(key, b"x".to_vec());
+            }
+            anyhow::Ok(txn.commit().await?)
+        }
+    });
+    for result in futures::future::join_all(commits).await {
+        result?;
+    }
+    cluster.signal("c1", libc::SIGSTOP)?;
+    // One c2 transaction left prepared: c2 dies before deciding it, and
+    // comes back (no Commit record: aborted, once a participant asks).
+    let via_c2 = twopc_common::client::Client::connect(&cluster.addr("c2")).await?;
+    let mut txn = via_c2.begin().await?;
+    for key in cluster.key_per_participant("hung-c2") {
+        txn.put(&key, b"x".to_vec());
+    }
+    assert!(txn.commit().await.is_err());
+    cluster.wait_exit("c2", Duration::from_secs(10))?;
+    let p1 = cluster.participant("p1").await?;
+    let in_doubt = || async {
+        let stats = p1.stats(twopc_common::net::context_with_timeout(Duration::from_secs(5))).await?;
+        anyhow::Ok(stats.in_doubt)
+    };
+    let before = in_doubt().await?;
+    assert!(before > 300, "only {before} in doubt at p1: the test needs more than a coordinator's slots");
+    cluster.spawn("c2", &[])?;
+    let result = cluster
+        .eventually("c2's transaction resolved at p1 while c1 is paused", Duration::from_secs(30), || async {
+            Ok(in_doubt().await? == before - 1)
+        })
+        .await;
+    cluster.signal("c1", libc::SIGCONT)?;
+    result
 }

@@ -59,6 +59,23 @@ pub enum ClientError {
     Invalid(String),
 }
 
+impl ClientError {
+    /// Whether running the same operations again, in a new transaction (or
+    /// the same read again), may succeed: a conflict, a coordinator or
+    /// participant that could not be used for now, an overloaded server.
+    /// Not an `OutcomeUnknown`: that one may have committed, so ask
+    /// [`Client::outcome`] first. Not a failed condition, a refused or
+    /// invalid request: those fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Aborted { reason, .. } => reason.is_transient(),
+            ClientError::Connection(e) => !crate::service::names_wrong_process(e),
+            ClientError::Service(e) => e.is_transient(),
+            ClientError::OutcomeUnknown { .. } | ClientError::Invalid(_) => false,
+        }
+    }
+}
+
 /// A connection to a coordinator (or to the first reachable of several).
 /// Cheap to clone; clones share the connection, which multiplexes many
 /// concurrent transactions. A connection found dead (the coordinator

@@ -48,3 +48,12 @@ pub enum ServiceError {
     )]
     ForeignEpoch { txid: TxnId },
 }
+
+impl ServiceError {
+    /// Whether the same request may succeed later unchanged: a peer it
+    /// needs is unavailable (down, paused, or a read's writer still in
+    /// doubt) or the server is overloaded.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ServiceError::Unavailable(_) | ServiceError::Overloaded(_))
+    }
+}

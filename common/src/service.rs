@@ -57,6 +57,13 @@ impl Hello {
     }
 }
 
+/// Whether a connection failure is [`Hello::expect`]'s: another process
+/// answers at the address. Trying again fails the same way, unlike a
+/// process that is down or hung.
+pub fn names_wrong_process(failure: &str) -> bool {
+    (failure.contains(" is coordinator ") || failure.contains(" is participant ")) && failure.contains(", not ")
+}
+
 #[tarpc::service]
 pub trait ParticipantRpc {
     /// Who this is (first in both services: see the module).
@@ -155,4 +162,21 @@ pub fn coordinator_hello(client: CoordinatorRpcClient) -> BoxFuture<'static, Res
 /// Asks a participant who it is, within [`HELLO_TIMEOUT`].
 pub fn participant_hello(client: ParticipantRpcClient) -> BoxFuture<'static, Result<Hello, RpcError>> {
     Box::pin(async move { client.hello(context_with_timeout(HELLO_TIMEOUT)).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_process_is_told_from_one_that_is_down() {
+        let participant = Hello { role: Role::Participant, id: "p1".into() };
+        let wrong_role = participant.expect("127.0.0.1:7001", Role::Coordinator, None).unwrap_err();
+        assert!(names_wrong_process(&wrong_role), "{wrong_role}");
+        let wrong_id = participant.expect("127.0.0.1:7001", Role::Participant, Some("p2")).unwrap_err();
+        assert!(names_wrong_process(&wrong_id), "{wrong_id}");
+        let hung = hello_failure("127.0.0.1:7001", Role::Coordinator, &RpcError::DeadlineExceeded);
+        assert!(!names_wrong_process(&hung), "{hung}");
+        assert!(!names_wrong_process("cannot connect to 127.0.0.1:7000: Connection refused (os error 111)"));
+    }
 }

@@ -201,6 +201,28 @@ pub enum AbortReason {
     CoordinatorRestarted,
     /// Decided by presumed abort: no commit record exists.
     NoDecisionLogged,
+    /// The id was begun longer ago than the coordinator keeps an
+    /// uncommitted transaction open (`after_ms`): it was aborted then.
+    /// New variants go last: reasons cross the wire by variant position.
+    Expired { after_ms: u64 },
+}
+
+impl AbortReason {
+    /// Whether the same operations, run again in a new transaction, may
+    /// commit: the abort came from contention or a passing failure, not
+    /// from the data (a failed condition) or the request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AbortReason::LockConflict { .. }
+            | AbortReason::StaleRead { .. }
+            | AbortReason::ParticipantUnavailable { .. }
+            | AbortReason::AbortedEarlier
+            | AbortReason::CoordinatorRestarted
+            | AbortReason::NoDecisionLogged
+            | AbortReason::Expired { .. } => true,
+            AbortReason::ConditionFailed { .. } | AbortReason::Refused { .. } | AbortReason::ClientAborted => false,
+        }
+    }
 }
 
 impl fmt::Display for AbortReason {
@@ -228,6 +250,12 @@ impl fmt::Display for AbortReason {
             AbortReason::NoDecisionLogged => {
                 write!(f, "no commit decision logged (presumed abort)")
             }
+            AbortReason::Expired { after_ms } => write!(
+                f,
+                "transaction expired: begun more than {} s before its commit, so the coordinator aborted it \
+                 (begin a new one)",
+                after_ms / 1000
+            ),
         }
     }
 }

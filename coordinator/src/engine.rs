@@ -239,6 +239,8 @@ struct Active {
 enum Known {
     Committed,
     Aborted,
+    /// Begun and not committed within [`OPEN_TXN_TIMEOUT_MS`]: aborted.
+    Expired,
 }
 
 /// Cloneable and hashable so the model checker can explore its states;
@@ -386,7 +388,7 @@ impl Engine {
                 break;
             }
             let seq = entry.remove_entry().0;
-            self.known.insert(self.txid(seq), Known::Aborted);
+            self.known.insert(self.txid(seq), Known::Expired);
         }
     }
 
@@ -411,6 +413,10 @@ impl Engine {
             Some(Known::Committed) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
             Some(Known::Aborted) => {
                 return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
+            }
+            Some(Known::Expired) => {
+                let idle = AbortReason::Expired { after_ms: OPEN_TXN_TIMEOUT_MS };
+                return out.push(reply(Reply::Outcome(Outcome::Aborted(idle))));
             }
             None => {}
         }
@@ -639,7 +645,7 @@ impl Engine {
         }
         match self.known.get(&txid) {
             Some(Known::Committed) => return out.push(reply(OutcomeStatus::Committed)),
-            Some(Known::Aborted) => return out.push(reply(OutcomeStatus::Aborted)),
+            Some(Known::Aborted | Known::Expired) => return out.push(reply(OutcomeStatus::Aborted)),
             None => {}
         }
         if txid.epoch == self.epoch && self.open.remove(&txid.seq).is_some() {
@@ -725,7 +731,7 @@ impl Engine {
                 phase_name(&active.phase).into()
             }
             (None, Some(Known::Committed)) => "committed".into(),
-            (None, Some(Known::Aborted)) => "aborted".into(),
+            (None, Some(Known::Aborted | Known::Expired)) => "aborted".into(),
             (None, None) if matches!(self.not_minted_here(txid), Some(ServiceError::ForeignEpoch { .. })) => {
                 FOREIGN_EPOCH.into()
             }

@@ -19,6 +19,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use twopc_common::limits::{MAX_PREPARE_BATCH, MAX_PREPARE_BATCH_BYTES, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
+use twopc_common::node::worth_a_warning;
 use twopc_common::txn::{AbortReason, PrepareRequest, Vote};
 use twopc_common::NodeId;
 use twopc_common::ServiceError;
@@ -50,8 +51,16 @@ struct Queued {
 }
 
 /// When a call to the participant last went unanswered (its deadline
-/// passed, or it could not be made).
-type LastUnanswered = Arc<Mutex<Option<Instant>>>;
+/// passed, or it could not be made), and how many went unanswered since
+/// one was answered (the warning is logged at the 1st, 2nd, 4th, 8th…:
+/// a participant down under load failed 100 calls a second, each logged).
+type LastUnanswered = Arc<Mutex<Unanswered>>;
+
+#[derive(Default)]
+struct Unanswered {
+    last: Option<Instant>,
+    in_a_row: u32,
+}
 
 impl PrepareSender {
     /// Starts the participant's sender task.
@@ -88,7 +97,7 @@ async fn send_batch(
     // waited behind calls to a participant that does not answer (paused,
     // hung): they fail now rather than wait out a deadline of their own
     // (a paused participant held such clients 10 s instead of 5).
-    let cutoff = *last_unanswered.lock().expect("lock");
+    let cutoff = last_unanswered.lock().expect("lock").last;
     let (stale, batch): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| cutoff.is_some_and(|c| q.at < c));
     for q in stale {
         let detail = "it left an earlier prepare unanswered while this one waited to be sent".to_string();
@@ -106,15 +115,34 @@ async fn send_batch(
             async move { c.prepare_many(context_with_timeout(RPC_TIMEOUT), batch).await }
         })
         .await;
-    if let Err(e) = &answers {
-        *last_unanswered.lock().expect("lock") = Some(Instant::now());
-        // One line per batch, naming its transactions (they all abort).
-        const NAMED: usize = 8;
-        let mut txids: Vec<String> = batch.iter().take(NAMED).map(|p| p.txid.to_string()).collect();
-        if batch.len() > NAMED {
-            txids.push(format!("and {} more", batch.len() - NAMED));
+    match &answers {
+        Err(e) => {
+            let in_a_row = {
+                let mut unanswered = last_unanswered.lock().expect("lock");
+                unanswered.last = Some(Instant::now());
+                unanswered.in_a_row = unanswered.in_a_row.saturating_add(1);
+                unanswered.in_a_row
+            };
+            // Naming its transactions (they all abort); every txid is in
+            // the debug line of its vote.
+            const NAMED: usize = 8;
+            let mut txids: Vec<String> = batch.iter().take(NAMED).map(|p| p.txid.to_string()).collect();
+            if batch.len() > NAMED {
+                txids.push(format!("and {} more", batch.len() - NAMED));
+            }
+            let txids = txids.join(",");
+            if worth_a_warning(in_a_row - 1) {
+                tracing::warn!(participant = %to, error = %e, in_a_row, %txids, "prepare unanswered: aborting");
+            } else {
+                tracing::debug!(participant = %to, error = %e, in_a_row, %txids, "prepare unanswered: aborting");
+            }
         }
-        tracing::warn!(participant = %to, error = %e, txids = %txids.join(","), "prepare unanswered: aborting");
+        Ok(_) => {
+            let in_a_row = std::mem::take(&mut last_unanswered.lock().expect("lock").in_a_row);
+            if in_a_row > 0 {
+                tracing::info!(participant = %to, unanswered = in_a_row, "participant answers prepares again");
+            }
+        }
     }
     let refused = |e: ServiceError| AbortReason::Refused { participant: to.clone(), detail: e.to_string() };
     let votes: Vec<Result<Vote, AbortReason>> = match answers {

@@ -330,7 +330,12 @@ fn abandoned_transactions_expire() {
     let t = begin(&mut e, 1);
     assert_eq!(e.handle(Event::Tick { now_ms: OPEN_TXN_TIMEOUT_MS }), vec![]);
     let out = e.handle(Event::Commit { req: 2, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
-    assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted)))]);
+    // Said as it is (a user was told "coordinator restarted", which it had not).
+    let expired = AbortReason::Expired { after_ms: OPEN_TXN_TIMEOUT_MS };
+    assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(expired)))]);
+    assert_eq!(e.view(&t).state, "aborted");
+    let out = e.handle(Event::Outcome { req: 3, txid: t });
+    assert_eq!(out, vec![reply(3, Reply::Status(OutcomeStatus::Aborted))]);
 }
 
 #[test]

@@ -30,8 +30,12 @@ use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
 pub const ENGINE_QUEUE_CAPACITY: usize = 8_192;
 /// How often the engine is ticked (to ask outcomes of in-doubt txns).
 pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
-/// Outcome questions in flight at once, at most.
-pub const MAX_OUTCOME_QUERIES_IN_FLIGHT: usize = 256;
+/// Outcome questions in flight at once to one coordinator, at most. Each
+/// coordinator has its own: questions to one that accepts connections but
+/// does not answer (paused, or its host gone) wait out their deadlines,
+/// and once shared they held every slot, so transactions of the other
+/// coordinators, up and answering, stayed in doubt with their locks.
+pub const MAX_OUTCOME_QUERIES_PER_COORDINATOR: usize = 256;
 /// Reads waiting for a prepared writer's outcome, at most.
 pub const MAX_PARKED_READS: usize = 10_000;
 /// A read waits this long for a prepared writer's outcome, then fails
@@ -240,7 +244,8 @@ struct EngineTask {
     done_rx: mpsc::UnboundedReceiver<Completion>,
     /// WAL writes of the inputs handled since the last flush, in order.
     held_writes: HeldWrites<ParticipantRecord>,
-    queries_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Per coordinator id: the outcome questions it may still be sent.
+    queries_in_flight: HashMap<String, Arc<tokio::sync::Semaphore>>,
     parked: Vec<ParkedRead>,
     parked_prepares: Vec<ParkedPrepare>,
     /// Holders whose coordinator was asked for parked prepares, and did not
@@ -269,6 +274,8 @@ impl EngineTask {
         coordinators: HashMap<String, Arc<Peer<CoordinatorRpcClient>>>,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let budget = || Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_PER_COORDINATOR));
+        let queries_in_flight = coordinators.keys().map(|id| (id.clone(), budget())).collect();
         EngineTask {
             engine,
             wal,
@@ -282,7 +289,7 @@ impl EngineTask {
             done_tx,
             done_rx,
             held_writes: HeldWrites::default(),
-            queries_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTCOME_QUERIES_IN_FLIGHT)),
+            queries_in_flight,
             parked: Vec::new(),
             parked_prepares: Vec::new(),
             holders_asked: HashSet::new(),
@@ -767,21 +774,20 @@ impl EngineTask {
     /// 2nd, 4th, 8th… time (a thousand transactions in doubt behind a
     /// coordinator down for an hour would write 500 warnings a second).
     fn ask_outcome(&mut self, txid: TxnId) {
-        let asked = if self.prepared_lsn.contains_key(&txid) {
-            let asked = self.asked_outcome.entry(txid.clone()).or_default();
-            *asked = asked.saturating_add(1);
-            *asked - 1
-        } else {
-            0
-        };
+        let in_doubt = self.prepared_lsn.contains_key(&txid);
+        let asked = if in_doubt { *self.asked_outcome.entry(txid.clone()).or_default() } else { 0 };
         let loud = worth_a_warning(asked);
-        if !self.coordinators.contains_key(txid.coordinator.as_str()) {
-            if loud {
-                tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
-            }
-            return;
+        let known = self.coordinators.contains_key(txid.coordinator.as_str());
+        if !known && loud {
+            tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
         }
-        self.query_outcome(txid, loud);
+        // Counted only when asked (or unaskable): a question not sent, all
+        // of its coordinator's slots being taken, is not a try.
+        if (!known || self.query_outcome(txid.clone(), loud)) && in_doubt {
+            if let Some(asked) = self.asked_outcome.get_mut(&txid) {
+                *asked = asked.saturating_add(1);
+            }
+        }
     }
 
     /// Asks `txid`'s coordinator for its outcome, which comes back as an
@@ -791,7 +797,9 @@ impl EngineTask {
         let Some(peer) = self.coordinators.get(txid.coordinator.as_str()).cloned() else {
             return false;
         };
-        let Ok(permit) = self.queries_in_flight.clone().try_acquire_owned() else {
+        let Some(Ok(permit)) =
+            self.queries_in_flight.get(txid.coordinator.as_str()).map(|s| s.clone().try_acquire_owned())
+        else {
             return false;
         };
         let tx = self.done_tx.clone();
