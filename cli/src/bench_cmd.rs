@@ -37,24 +37,25 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     participants: usize,
     /// Concurrency levels to sweep, each once, in this order: closed-loop
-    /// clients, each running one transaction after another. Given once
-    /// (a comma-separated list).
+    /// clients, each running one transaction after another, 1 to 4096.
+    /// Given once (a comma-separated list).
     #[arg(long, action = ArgAction::Set, value_delimiter = ',', default_value = "1,4,16,64,256", value_name = "C,C,..")]
     concurrency: Vec<usize>,
-    /// Measured time per level (e.g. 10s, 500ms, 1m).
+    /// Measured time per level (e.g. 10s, 500ms, 1m), 100ms to 1h.
     #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     duration: Duration,
-    /// Unmeasured load before each level's window.
+    /// Unmeasured load before each level's window, at most 10m.
     #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     warmup: Duration,
     /// What each transaction does.
     #[arg(long, value_enum, default_value_t = WorkloadArg::MultiShard)]
     workload: WorkloadArg,
-    /// Zipfian key choice with exponent S (contention; e.g. 0.99); uniform
-    /// when absent.
-    #[arg(long, value_name = "S")]
+    /// Zipfian key choice with exponent S, above 0 and at most 10
+    /// (contention; e.g. 0.99); uniform when absent.
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
     zipf: Option<f64>,
-    /// Keys per participant (the key space; bank accounts start at 1000).
+    /// Keys per participant, 1 to 1,000,000 (the key space; bank accounts
+    /// start at 1000).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     keys: usize,
     /// Also run the same workload against this system, side by side.

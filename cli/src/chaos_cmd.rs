@@ -59,9 +59,9 @@ Exit codes:
 /// `twopc chaos` options.
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
-    /// Seed of the fault schedule and the clients' choices (default: random;
-    /// printed, with the command that replays it).
-    #[arg(long, value_name = "N")]
+    /// Seed of the fault schedule and the clients' choices, 0 to 2^64-1
+    /// (default: random; printed, with the command that replays it).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     seed: Option<u64>,
     /// How long the workload runs under faults, e.g. 60s, 2m; at least
     /// 1.5s, the longest wait before the first fault (then everything is
@@ -71,14 +71,14 @@ pub struct ChaosArgs {
     /// The workload: bank or atomic-set.
     #[arg(long, value_name = "NAME", default_value = "bank", value_parser = ["bank", "atomic-set"])]
     workload: String,
-    /// Participant processes (shards).
+    /// Participant processes (shards), 1 to 16.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     participants: u16,
     /// Coordinator processes (each client prefers one, spread over them,
-    /// and moves on to the others while it cannot be reached).
+    /// and moves on to the others while it cannot be reached), 1 to 4.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     coordinators: u16,
-    /// Concurrent clients, each with its own connection.
+    /// Concurrent clients, each with its own connection, 1 to 256.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     clients: u16,
     /// Fault kinds to inject: some of kill,pause,partition,delay,drop,crash,

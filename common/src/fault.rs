@@ -53,6 +53,10 @@ pub const POINTS: &[&str] = &[
 ];
 /// What an armed point may do.
 pub const ACTIONS: &[&str] = &["crash", "drop", "crash-soon"];
+/// The points whose caller can skip its step, so `drop` and `crash-soon`
+/// mean something there; the others only `crash` (`drop` there was
+/// accepted, logged "dropping", and the step ran anyway).
+pub const SKIPPABLE_POINTS: &[&str] = &["coordinator.before-commit-send", "coordinator.commit-send"];
 /// The rules [`SABOTAGE_ENV`] may break.
 pub const SABOTAGES: &[&str] = &["vote-before-sync", "commit-before-sync", "ack-before-sync"];
 
@@ -72,6 +76,12 @@ fn parse_entry(entry: &str) -> Result<(&str, &str, Option<u64>), String> {
     }
     if !ACTIONS.contains(&action) {
         return Err(format!("{FAULTS_ENV}: unknown action {action:?} at {point} (known: {})", ACTIONS.join(", ")));
+    }
+    if action != "crash" && !SKIPPABLE_POINTS.contains(&point) {
+        return Err(format!(
+            "{FAULTS_ENV}: {point} can only crash ({action} skips a step, which only {} can)",
+            SKIPPABLE_POINTS.join(" and ")
+        ));
     }
     Ok((point, action, nth))
 }
@@ -222,6 +232,9 @@ mod tests {
     #[test]
     fn entries_name_a_known_point_and_action() {
         assert_eq!(parse_entry("coordinator.commit-send=drop"), Ok(("coordinator.commit-send", "drop", None)));
+        assert!(parse_entry("participant.before-apply=drop").unwrap_err().contains("can only crash"));
+        assert!(parse_entry("coordinator.before-decision=crash-soon").is_err());
+        assert!(parse_entry("coordinator.before-commit-send=crash-soon").is_ok());
         assert_eq!(parse_entry("participant.before-apply=crash@3"), Ok(("participant.before-apply", "crash", Some(3))));
         for bad in [
             "participant.before-aply=crash",

@@ -65,6 +65,10 @@ pub const MAX_WAL_FILES_BYTES: u64 = 64 << 20;
 
 /// RocksDB info LOG files kept (the current one and older ones).
 pub const MAX_INFO_LOG_FILES: usize = 5;
+/// Size at which RocksDB starts a new info LOG file. Unset, it rotated
+/// only at restarts, so a long-running server's grew for good (about 30 KB
+/// a minute under load). With [`MAX_INFO_LOG_FILES`]: 20 MiB at most.
+pub const MAX_INFO_LOG_BYTES: usize = 4 << 20;
 
 /// SST files RocksDB keeps open at once (its default keeps every one open,
 /// so a large store could use up the process's file descriptors).
@@ -83,6 +87,7 @@ pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
     // RocksDB starts a new info LOG at every open and keeps 1,000 old
     // ones: a server crash-looping on a full disk added one per attempt.
     opts.set_keep_log_file_num(MAX_INFO_LOG_FILES);
+    opts.set_max_log_file_size(MAX_INFO_LOG_BYTES);
     // Memory: all memtables together stay under MEMTABLE_BUDGET_BYTES
     // (RocksDB flushes the largest when the budget is reached).
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
