@@ -1,11 +1,11 @@
 //! The admin commands that change state: `recover` and `resolve`.
 
 use super::inspect::{
-    collect_in_doubt, coordinator_decision, COORDINATOR_UNREACHABLE, FOREIGN_EPOCH_WORDS, NO_DECISION_LOGGED,
+    collect_in_doubt, coordinator_decision, InDoubt, COORDINATOR_UNREACHABLE, FOREIGN_EPOCH_WORDS, NO_DECISION_LOGGED,
 };
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use twopc_common::admin::{AdminReply, AdminRequest};
 use twopc_common::TxnId;
@@ -64,9 +64,7 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             println!("nothing is in doubt at the processes reached; not checked: {}", not_asked.join(", "));
         } else {
             println!("still in doubt: {}", after.len());
-            for e in &after {
-                println!("  {} (coordinator decision: {})", e.txid, e.decision);
-            }
+            print!("{}", by_decision(&after));
         }
         for u in &unreachable {
             println!("warning: could not ask {u}");
@@ -81,6 +79,31 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
         ADMIN_OK
     })
 }
+
+/// Transactions listed by their coordinator's decision, each decision
+/// said once (a thousand left in doubt behind one unreachable coordinator
+/// repeated its long reason a thousand times), at most
+/// [`LISTED_PER_DECISION`] txids each.
+fn by_decision(entries: &[InDoubt]) -> String {
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for e in entries {
+        groups.entry(e.decision.as_str()).or_default().push(e.txid.as_str());
+    }
+    let mut out = String::new();
+    for (decision, txids) in groups {
+        out.push_str(&format!("  coordinator decision {decision}: {}\n", txids.len()));
+        let more = txids.len().saturating_sub(LISTED_PER_DECISION);
+        out.push_str(&format!("    {}", txids[..txids.len() - more].join(" ")));
+        if more > 0 {
+            out.push_str(&format!(" and {more} more (`twopc admin in-doubt` lists every one)"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Txids `recover` lists per coordinator decision.
+const LISTED_PER_DECISION: usize = 20;
 
 fn list(txids: &[&str]) -> String {
     if txids.is_empty() {
@@ -184,4 +207,32 @@ pub async fn resolve(
     // A participant not reached (or that failed to apply) may still hold
     // it prepared: the report is incomplete, as for every admin command.
     Ok(if failed.is_empty() { ADMIN_OK } else { ADMIN_INCOMPLETE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(txid: &str, decision: &str) -> InDoubt {
+        InDoubt {
+            txid: txid.into(),
+            since_ms: None,
+            age_ms: None,
+            participants: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            decision: decision.into(),
+        }
+    }
+
+    #[test]
+    fn each_decision_is_said_once_with_at_most_twenty_txids() {
+        let mut entries: Vec<InDoubt> = (0..25).map(|i| entry(&format!("c1.1.{i}"), "unknown (down)")).collect();
+        entries.push(entry("c2.1.1", "abort"));
+        let out = by_decision(&entries);
+        assert_eq!(out.matches("unknown (down)").count(), 1, "{out}");
+        assert!(out.contains("coordinator decision unknown (down): 25\n"), "{out}");
+        assert!(out.contains("c1.1.19 and 5 more"), "{out}");
+        assert!(!out.contains("c1.1.20"), "{out}");
+        assert!(out.contains("coordinator decision abort: 1\n    c2.1.1\n"), "{out}");
+    }
 }
