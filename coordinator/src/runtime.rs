@@ -506,6 +506,7 @@ impl EngineTask {
                     self.send_commit(txid, to, attempt)
                 }
                 Command::SendAbort { txid, to } => {
+                    tracing::debug!(%txid, participant = %to, "aborting: telling the participant");
                     let peer = self.peer(&to);
                     let tx = self.done_tx.clone();
                     tokio::spawn(async move {
@@ -584,6 +585,7 @@ impl EngineTask {
                     Err(Unanswered::Lost(e))
                 }
             };
+            tracing::debug!(%txid, participant = %to, attempt, ?result, "one-phase commit answered");
             let _ = tx.send(Completion::Event(Event::OnePhaseResult { txid, result, attempt }));
         });
     }
