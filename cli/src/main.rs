@@ -177,11 +177,13 @@ enum Command {
 
     /// Operate a cluster: see and resolve every in-doubt transaction.
     ///
-    /// `status`, `in-doubt`, `show TXID` and `locks` only look; `recover`
-    /// re-drives every logged decision now; `resolve TXID --commit|--abort`
-    /// forces an outcome when the coordinator is lost (checked against the
-    /// coordinator's decision first). Every subcommand is idempotent and
-    /// safe while the cluster serves traffic. Needs the admin token.
+    /// `status`, `in-doubt`, `show TXID`, `heuristics` and `locks` only
+    /// look; `recover` re-drives every logged decision now; `resolve TXID
+    /// --commit|--abort` forces an outcome when the coordinator is lost
+    /// (checked against the coordinator's decision first); `forget TXID`
+    /// clears a forced outcome once dealt with (only a settled one, unless
+    /// --force). Every subcommand is idempotent and safe while the cluster
+    /// serves traffic. Needs the admin token.
     #[command(after_help = admin::ADMIN_AFTER_HELP)]
     Admin(admin::AdminArgs),
 

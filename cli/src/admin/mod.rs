@@ -38,8 +38,9 @@ constant time; a wrong or missing token is refused and changes nothing.
 
 Exit codes:
   0  done (nothing refused, nothing left in doubt)
-  1  refused for safety (resolve), or transactions are still in doubt (recover)
-  2  unknown transaction (no process knows it, or it is not in doubt)
+  1  refused for safety (resolve, forget), or transactions are still in doubt (recover)
+  2  unknown transaction (no process knows it, it is not in doubt, or nothing
+     forced is recorded for it: forget)
   3  usage error, malformed txid, or a process could not be reached
   4  the admin token was missing or wrong";
 
