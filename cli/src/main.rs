@@ -132,12 +132,13 @@ enum Command {
     /// committed value, not this transaction's own writes) are buffered and sent
     /// at commit. Prints `committed TXID`, `aborted TXID: REASON` or
     /// `outcome unknown TXID: DETAIL`, then `K = V` / `K = (absent)` for each
-    /// get. Exit code 0 committed, 1 aborted, 2 outcome unknown, 3 usage
-    /// error or refused request, 4 nothing done and trying again later may
-    /// succeed (coordinator unreachable, participant unavailable,
-    /// overloaded, a read's writer still in doubt). With --json an abort
-    /// also says `"retryable"`: whether running it again may commit (a lock
-    /// conflict, a stale read, an unavailable participant: yes; a failed
+    /// get. Exit code 0 committed, 1 aborted (whatever the cause), 2
+    /// outcome unknown, 3 usage error or refused request, 4 nothing done
+    /// and trying again later may succeed (coordinator unreachable,
+    /// overloaded, a `get` failing: its participant unavailable or the
+    /// key's writer still in doubt). With --json an abort also says
+    /// `"retryable"`: whether running it again may commit (a lock conflict,
+    /// a stale read, a participant unavailable at prepare: yes; a failed
     /// `expect`: no). Default log level: warn (tarpc: off).
     #[command(after_help = LOG_HELP)]
     Txn(txn_cmd::TxnArgs),

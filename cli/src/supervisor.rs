@@ -218,14 +218,18 @@ fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
         .arg(&node.id)
         .arg("--data-dir")
         .arg(&node.data_dir)
-        // `local` makes the directories and refuses a node whose data went
-        // missing itself (at start, and in `restart`).
-        .arg("--init")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)
         // Its own process group: a terminal's Ctrl-C reaches only us.
         .process_group(0);
+    // A new log only for a node that never started (no owner file yet):
+    // one that ran and lost its log is refused by the server itself, at
+    // every restart, rather than started empty (restarts passed --init,
+    // and a node whose log files were removed came back with no data).
+    if !node.data_dir.join(twopc_common::data_dir::OWNER_FILE).exists() {
+        command.arg("--init");
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: the closure runs between fork and exec and only calls
     // prctl(2), which is async-signal-safe. The death signal follows the

@@ -155,6 +155,18 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     let out = twopc(&["get", "--coordinator", &coordinator, "--json", "alice", "bob", "carol"])?;
     let reads: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
     assert_eq!(reads["reads"], serde_json::json!({"alice": "100", "bob": "50", "carol": "1"}));
+
+    // Found by a user: a node that ran, its log files removed, was
+    // restarted with --init and served its keys as absent. Now it is
+    // refused at every restart, and says why.
+    std::fs::remove_dir_all(data.join("p1").join("wal"))?;
+    std::fs::remove_file(data.join("p1").join("LOG_CREATED"))?;
+    let pid = again.pid_of("p1")?;
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    wait_for("p1 to refuse its emptied directory", Duration::from_secs(30), || {
+        std::fs::read_to_string(data.join("p1.log")).is_ok_and(|log| log.contains("holds no twopc log"))
+    })?;
+    assert!(!data.join("p1").join("wal").exists(), "a new, empty log was begun");
     assert_eq!(again.terminate()?, Some(0), "{}", again.output());
     Ok(())
 }

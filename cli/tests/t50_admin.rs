@@ -336,3 +336,64 @@ async fn a_coordinator_of_another_cluster_is_not_taken_for_this_one() -> Result<
     assert!(text(&out).contains("serves another cluster"), "{}", text(&out));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_against_a_forced_abort_forgotten_with_force_ends_as_mixed_not_retried_forever() -> Result<()> {
+    // Found by a user: the coordinator logged its commit and died; an
+    // operator forced an abort, then `forget --force` dropped the record.
+    // The coordinator, back, re-sent its commit forever ("was aborted
+    // here; it cannot commit"), listed in doubt for good, with no way out.
+    let (mut cluster, config) = cluster("coordinator.after-decision-synced=crash")?;
+    let (txid, _) = commit_everywhere(&cluster, "adm-forgotten").await?;
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    let out = admin(&config, &["resolve", &txid.to_string(), "--abort", "--force"], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = admin(&config, &["forget", &txid.to_string()], None)?;
+    assert_eq!(out.status.code(), Some(1), "unsettled (coordinator down): {}", text(&out));
+    let out = admin(&config, &["forget", &txid.to_string(), "--force"], None)?;
+    assert_eq!(out.status.code(), Some(3), "the coordinator could not be asked: {}", text(&out));
+    cluster.spawn("c1", &[])?;
+    cluster
+        .eventually("the re-driven commit ends, as a mismatch", Duration::from_secs(30), || async {
+            let out = admin(&config, &["in-doubt", "--json"], None)?;
+            Ok(json(&out)["in_doubt"] == serde_json::json!([]))
+        })
+        .await?;
+    let out = admin(&config, &["status", "--json"], None)?;
+    let nodes = json(&out)["nodes"].clone();
+    let c1 = nodes.as_array().unwrap().iter().find(|n| n["id"] == "c1").cloned().unwrap_or_default();
+    assert_eq!(c1["stats"]["heuristic_mixed"], 1, "{nodes}");
+    // And that finding, in turn, can be forgotten.
+    let out = admin(&config, &["forget", &txid.to_string()], None)?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_never_forced_while_the_coordinator_is_collecting_its_votes() -> Result<()> {
+    // Found by a user: with p3 paused, an abort forced at p1 and p2 while
+    // the coordinator waited for p3's vote; p3's Yes came, and the client
+    // heard "committed" with one write of five applied.
+    let (cluster, config) = cluster("")?;
+    // A first commit opens the coordinator's connections (a new one to a
+    // paused process fails at its greeting, and the prepare with it).
+    commit_everywhere(&cluster, "adm-deciding-first").await?;
+    cluster.signal("p3", libc::SIGSTOP)?;
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().to_string();
+    for key in cluster.key_per_participant("adm-deciding") {
+        txn.put(&key, b"v".to_vec());
+    }
+    let pending = tokio::spawn(txn.commit());
+    // p1 and p2 prepare at once; the coordinator waits up to 5 s for p3.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = admin(&config, &["resolve", &txid, "--abort", "--force"], None)?;
+    cluster.signal("p3", libc::SIGCONT)?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("refused even with --force"), "{}", text(&out));
+    let _ = pending.await?;
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    assert_eq!(json(&out)["heuristics"], serde_json::json!([]), "{}", text(&out));
+    Ok(())
+}

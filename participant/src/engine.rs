@@ -429,9 +429,18 @@ impl Engine {
                 ack(out, reply);
             }
             None => match self.decided.get(&txid) {
+                // Only an operator's forced abort, its record since
+                // forgotten (`admin forget --force`), leads here: the
+                // coordinator never commits what a participant aborted.
+                // Said as the mismatch it is, so the coordinator records
+                // it and stops re-sending (it retried forever).
                 Some(Decision::Aborted) => {
-                    let msg = format!("{txid} was aborted here; it cannot commit");
-                    ack(out, Reply::Error(ServiceError::Invalid(msg)));
+                    let mixed = ServiceError::HeuristicMixed {
+                        txid: txid.clone(),
+                        participant: self.me.to_string(),
+                        forced: Decision::Aborted.name().to_string(),
+                    };
+                    ack(out, Reply::Error(mixed));
                 }
                 // Applied earlier (duplicate), or applied and forgotten.
                 _ => ack(out, Reply::Ack),

@@ -43,6 +43,7 @@ use crate::dir_identity::DirIdentity;
 use crate::record::{encode_value, lsn_key};
 use crate::rocks::Db;
 use crate::rocks::{cf, DATA_CF, LOG_CF, META_CF, NEXT_LSN_KEY};
+use crate::synced_mark::SyncedMark;
 use crate::{Completion, Durability, Lsn, WalError, WalStats};
 use rocksdb::{WriteBatch, WriteOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -138,6 +139,10 @@ pub(crate) struct Writer {
     /// Next LSN to assign; never rolled back (even after a failed write,
     /// whose records may have partly reached the storage engine).
     pub next_lsn: Lsn,
+    /// The next LSN as the last successful write stored it, and as the
+    /// last successful sync covered it (what the synced mark may say).
+    pub stored_next_lsn: Lsn,
+    pub durable_next_lsn: Lsn,
     pub stats: Arc<AtomicStats>,
     /// Lazy writes reached RocksDB since the last sync.
     pub unsynced: bool,
@@ -228,24 +233,39 @@ impl Shared {
     }
 
     /// Start the writer thread ("wal-writer").
-    pub fn spawn(self: &Arc<Self>, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
+    /// `mark`: the synced mark it keeps (`None`: none).
+    pub fn spawn(self: &Arc<Self>, rx: Receiver<Request>, mark: Option<SyncedMark>) -> std::io::Result<JoinHandle<()>> {
         let shared = Arc::clone(self);
-        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || shared.run(rx))
+        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || shared.run(rx, mark))
+    }
+
+    /// Rewrites the synced mark if it is due (outside the writer's lock:
+    /// its fsync holds up no write).
+    fn update_mark(&self, mark: &mut Option<SyncedMark>) {
+        if let Some(mark) = mark {
+            let durable = self.lock().durable_next_lsn;
+            mark.update(durable);
+        }
     }
 
     /// Serve groups until every sender is gone and the queue is drained.
     /// Lazy writes left unsynced are synced after [`LAZY_SYNC_INTERVAL`]
     /// of quiet, so "lazy" means "durable soon", never "maybe never";
     /// deferred completions get their sync within [`DEFERRED_SYNC_WAIT`].
-    fn run(&self, rx: Receiver<Request>) {
+    fn run(&self, rx: Receiver<Request>, mut mark: Option<SyncedMark>) {
         let mut carry: Option<Request> = None;
         loop {
+            self.update_mark(&mut mark);
             let first = match carry.take() {
                 Some(req) => req,
                 None => {
                     let wait = {
                         let mut writer = self.lock();
-                        let wait = writer.sleep_for();
+                        let mark_due = mark.as_ref().and_then(|m| m.due_in(writer.durable_next_lsn));
+                        let wait = match (writer.sleep_for(), mark_due) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
                         writer.asleep = Some(wait.map(|wait| Instant::now() + wait));
                         wait
                     };
@@ -314,6 +334,9 @@ impl Shared {
             }
         };
         run_all(finished);
+        if let Some(mark) = &mut mark {
+            mark.update_now(self.lock().durable_next_lsn);
+        }
     }
 }
 
@@ -367,6 +390,7 @@ impl Writer {
                     self.unsynced = false;
                     self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 }
+                self.durable_next_lsn = self.stored_next_lsn;
                 Ok(())
             }
             Err(e) => {
@@ -483,8 +507,13 @@ impl Writer {
             Ok(false)
         };
         let wrote = res.map_err(|e| WalError::Storage(format!("{}: write failed: {e}", self.location)))?;
+        if next != start_lsn {
+            self.stored_next_lsn = next;
+        }
         if sync {
             self.check_dir()?;
+            // Everything written so far is durable (a sync covers all).
+            self.durable_next_lsn = self.stored_next_lsn;
         }
         Ok(wrote)
     }
@@ -515,6 +544,8 @@ mod tests {
             dir: None,
             location: "test".into(),
             next_lsn: 1,
+            stored_next_lsn: 1,
+            durable_next_lsn: 1,
             stats: Arc::default(),
             unsynced: false,
             lazy_sync: None,

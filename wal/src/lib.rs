@@ -33,6 +33,7 @@ mod group_commit;
 pub mod mem;
 pub mod record;
 pub mod rocks;
+mod synced_mark;
 pub mod testing;
 
 pub use batch::{WalBatch, MAX_BATCH_BYTES, MAX_VALUE_BYTES};

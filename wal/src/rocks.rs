@@ -253,6 +253,7 @@ impl<R> RocksWal<R> {
         let location = path.display().to_string();
         let db = Arc::new(open_db(path, create)?);
         let next_lsn = recover_next_lsn(&db, &location)?;
+        crate::synced_mark::check(path, &location, next_lsn)?;
         let stats = Arc::new(AtomicStats::default());
         let (tx, rx) = sync_channel(WAL_QUEUE_CAPACITY);
         let dir = DirIdentity::of(path).map_err(|e| WalError::Storage(format!("{location}: {e}")))?;
@@ -261,6 +262,9 @@ impl<R> RocksWal<R> {
             dir: Some(dir),
             location: location.clone(),
             next_lsn,
+            // RocksDB flushed what it recovered to synced tables at open.
+            stored_next_lsn: next_lsn,
+            durable_next_lsn: next_lsn,
             stats: Arc::clone(&stats),
             unsynced: false,
             lazy_sync,
@@ -271,8 +275,10 @@ impl<R> RocksWal<R> {
             last_write: std::time::Instant::now(),
             asleep: None,
         });
-        let writer =
-            shared.spawn(rx).map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
+        let mark = crate::synced_mark::SyncedMark::new(path, crate::synced_mark::read(path).unwrap_or(0));
+        let writer = shared
+            .spawn(rx, Some(mark))
+            .map_err(|e| WalError::Storage(format!("{location}: cannot start writer thread: {e}")))?;
         tracing::debug!(path = %location, next_lsn, "opened RocksDB WAL");
         Ok(RocksWal {
             db,

@@ -313,6 +313,44 @@ fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     }
 }
 
+#[test]
+fn a_write_ahead_file_emptied_while_closed_is_refused_at_open() {
+    // The file is still there but its synced records are gone (as when
+    // the newest of several write-ahead files is deleted): RocksDB alone
+    // opens what is left; the synced mark says records are missing.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let wal = open().unwrap();
+    for id in 0..3 {
+        wal.write(appends([id]), Durability::Sync).unwrap();
+    }
+    drop(wal);
+    let newest = log_files(&log).into_iter().max().expect("a write-ahead file");
+    std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(0).unwrap();
+    let err = open().map(|wal| ids(&wal)).expect_err("opened without its latest records");
+    assert!(matches!(err, WalError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("were synced, but the log now ends before"), "{err}");
+    // An operator who accepts the loss removes the mark, as the error says.
+    std::fs::remove_file(log.join("TWOPC_SYNCED_MARK")).unwrap();
+    assert!(open().is_ok());
+}
+
+#[test]
+fn reopening_a_log_many_times_never_trips_its_synced_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, Some(std::time::Duration::from_millis(10)));
+    for round in 0..5u64 {
+        let wal = open().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        wal.write(appends([round]), Durability::Lazy).unwrap();
+        wal.write(appends([round + 100]), Durability::Sync).unwrap();
+        wal.write(appends([round + 200]), Durability::Lazy).unwrap();
+        drop(wal);
+    }
+    assert_eq!(ids(&open().unwrap()).len(), 15);
+}
+
 /// Holds the writer inside a completion until the returned sender is used
 /// (or dropped), so that everything submitted meanwhile forms one group.
 fn hold_writer(wal: &RocksWal<Rec>) -> mpsc::Sender<()> {

@@ -142,6 +142,22 @@ pub async fn resolve(
         return Err(Failure::new(code, message));
     }
     let (decision, view) = coordinator_decision(cluster, txid).await?;
+    // The coordinator is up and deciding it right now: it will decide
+    // within its deadlines and tell the participants. Forcing meanwhile can
+    // only break atomicity (a user forced an abort while the votes were
+    // being collected; the last vote came, and the client heard
+    // "committed" with one write of five applied), so not even --force.
+    let state = view.as_ref().map(|v| v.state.as_str());
+    if matches!(state, Some("preparing" | "deciding" | "one-phase")) {
+        return Err(Failure::new(
+            ADMIN_REFUSED,
+            format!(
+                "the coordinator is up and deciding {txid} now ({decision}): it decides within its 5 s \
+                 prepare deadline and tells the participants. Forcing an outcome meanwhile could only break \
+                 atomicity, so it is refused even with --force; wait, then run `twopc admin recover`"
+            ),
+        ));
+    }
     // With no decision logged, abort is what the coordinator presumes.
     let agrees = decision.starts_with(wanted) || (!commit && decision == NO_DECISION_LOGGED);
     let refusal = if view.is_none() {

@@ -20,6 +20,10 @@ pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) ->
         }
     }
     let (decision, view) = coordinator_decision(cluster, txid).await?;
+    if view.is_none() {
+        // It may hold a heuristic-mixed finding of the txid: not cleared.
+        unreachable.push(format!("coordinator {} ({decision})", txid.coordinator));
+    }
     let mixed_at_coordinator = view.as_ref().is_some_and(|v| !v.mixed.is_empty());
     if forced.is_empty() && !mixed_at_coordinator {
         let mut message = format!("no forced outcome of {txid} is recorded at any reachable process");

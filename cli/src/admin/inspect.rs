@@ -467,8 +467,10 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         println!("{}", serde_json::json!({ "heuristics": all, "unreachable": unreachable }));
         return Ok(code);
     }
-    if found.is_empty() {
+    if found.is_empty() && unreachable.is_empty() {
         println!("no outcome was forced");
+    } else if found.is_empty() {
+        println!("no outcome was forced at the participants reached (not all could be asked: see below)");
     } else {
         let now = now_ms();
         let rows: Vec<Vec<String>> = found
