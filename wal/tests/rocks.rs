@@ -286,6 +286,13 @@ fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
     logs
 }
 
+/// Writes records 0, 1 and 2, each synced, and closes the log.
+fn write_three_synced(wal: RocksWal<Rec>) {
+    for id in 0..3 {
+        wal.write(appends([id]), Durability::Sync).unwrap();
+    }
+}
+
 #[test]
 fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     // Synced records living only in the write-ahead file: removing it (an
@@ -293,11 +300,7 @@ fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
     let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
-    let wal = open().unwrap();
-    for id in 0..3 {
-        wal.write(appends([id]), Durability::Sync).unwrap();
-    }
-    drop(wal);
+    write_three_synced(open().unwrap());
     let wal = open().expect("a clean reopen");
     assert_eq!(ids(&wal).len(), 3);
     drop(wal);
@@ -321,11 +324,7 @@ fn a_write_ahead_file_emptied_while_closed_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
     let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
-    let wal = open().unwrap();
-    for id in 0..3 {
-        wal.write(appends([id]), Durability::Sync).unwrap();
-    }
-    drop(wal);
+    write_three_synced(open().unwrap());
     let newest = log_files(&log).into_iter().max().expect("a write-ahead file");
     std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(0).unwrap();
     let err = open().map(|wal| ids(&wal)).expect_err("opened without its latest records");
