@@ -242,7 +242,7 @@ impl Shared {
     /// Rewrites the synced mark if it is due (outside the writer's lock:
     /// its fsync holds up no write).
     fn update_mark(&self, mark: &mut Option<SyncedMark>) {
-        if let Some(mark) = mark {
+        if let Some(mark) = mark.as_mut().filter(|m| m.may_be_due()) {
             let durable = self.lock().durable_next_lsn;
             mark.update(durable);
         }

@@ -10,7 +10,9 @@
 //!   writer thread merges concurrently submitted batches into one RocksDB
 //!   write (group commit), so N concurrent `Sync` submitters cost ~1 fsync.
 //!   A group submitted to an idle log is written by its submitter
-//!   ([`Wal::submit_group`]).
+//!   ([`Wal::submit_group`]). Its writer thread also keeps a synced mark
+//!   file (how far the log was once durable): a log that opens with fewer
+//!   records, its write-ahead files deleted or truncated, is refused.
 //! * [`MemWal`] applies batches inline and keeps an "unsynced tail" that
 //!   [`MemWal::crash`] throws away, exactly like a power cut would.
 //! * [`record`] defines the on-disk envelope (`version | crc32c | payload`).

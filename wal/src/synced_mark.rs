@@ -45,6 +45,12 @@ impl SyncedMark {
         Some(self.written_at.map_or(Duration::ZERO, |at| MARK_INTERVAL.saturating_sub(at.elapsed())))
     }
 
+    /// Whether the mark may be due (without knowing what is durable): not
+    /// within [`MARK_INTERVAL`] of its last write.
+    pub fn may_be_due(&self) -> bool {
+        self.written_at.is_none_or(|at| at.elapsed() >= MARK_INTERVAL)
+    }
+
     /// Rewrites the mark if it is due. A failure is logged and tried
     /// again later: the old mark stays, which is safe.
     pub fn update(&mut self, durable: Lsn) {
