@@ -225,11 +225,18 @@ fn resume_command(args: &LocalArgs) -> String {
 /// data directory gone or emptied (an unmounted volume looks like that):
 /// started empty, that node would silently lose its committed data (a
 /// coordinator, its decisions).
+///
+/// A node without data counts as lost if its log file says it served, or
+/// if it has no log file while others have data; one whose log shows it
+/// was started but never served (killed during its very first start) is
+/// new, and is started with --init (it was refused for good).
 fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
-    let ids = cluster.coordinator.iter().chain(&cluster.participant).map(|e| e.id.as_str());
-    let (present, missing): (Vec<&str>, Vec<&str>) =
-        ids.partition(|id| dir.join(id).join(twopc_common::data_dir::WAL_DIR).exists());
-    if present.is_empty() || missing.is_empty() {
+    let nodes = nodes(cluster, dir);
+    let has_data = |n: &Node| n.data_dir.join(twopc_common::data_dir::WAL_DIR).exists();
+    let present: Vec<&str> = nodes.iter().filter(|n| has_data(n)).map(|n| n.id.as_str()).collect();
+    let lost = |n: &&Node| !has_data(n) && (n.has_served() || (!present.is_empty() && !n.log.exists()));
+    let missing: Vec<String> = nodes.iter().filter(lost).map(|n| n.data_dir.display().to_string()).collect();
+    if missing.is_empty() {
         return Ok(());
     }
     Err(format!(
@@ -237,8 +244,8 @@ fn missing_data_dir(cluster: &ClusterConfig, dir: &Path) -> Result<(), String> {
          Started empty, they would silently lose their committed data: restore them, or start a new cluster \
          with another --dir",
         dir.display(),
-        present.join(", "),
-        missing.iter().map(|id| dir.join(id).display().to_string()).collect::<Vec<_>>().join(", "),
+        if present.is_empty() { "none left".to_string() } else { present.join(", ") },
+        missing.join(", "),
     ))
 }
 
@@ -531,6 +538,13 @@ mod tests {
         assert!(refused.contains("p1") && refused.contains("silently lose"), "emptied: {refused}");
         std::fs::remove_dir(dir.path().join("p1")).unwrap();
         assert!(missing_data_dir(&cluster, dir.path()).is_err(), "removed");
+        // Started once and killed before it served: new, not lost.
+        std::fs::write(dir.path().join("p1.log"), "--- twopc local: starting participant p1 ---\n").unwrap();
+        assert!(missing_data_dir(&cluster, dir.path()).is_ok(), "never served");
+        // Its log says it served: lost.
+        std::fs::write(dir.path().join("p1.log"), "... INFO twopc_participant::runtime: participant serving\n")
+            .unwrap();
+        assert!(missing_data_dir(&cluster, dir.path()).is_err(), "served, then emptied");
     }
 
     #[test]

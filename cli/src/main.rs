@@ -290,12 +290,27 @@ fn main() -> ExitCode {
 /// A report piped into `head` ends the command the Unix way, killed by
 /// SIGPIPE, instead of panicking in `println!` (Rust ignores SIGPIPE, so a
 /// write to a closed pipe fails). Only for the client commands: they have
-/// no children to stop and nothing to clean up.
+/// no children to stop and nothing to clean up. Only a closed stdout does
+/// that: a SIGPIPE from a socket whose coordinator died mid-send is
+/// ignored, and the write fails as a connection error (with SIGPIPE simply
+/// back to its default, `txn` died then with exit 141 and no output: no
+/// txid to ask about, and no word on whether anything was sent).
 fn end_quietly_on_a_closed_pipe() {
-    // SAFETY: setting a signal's disposition to the default, before any
+    extern "C" fn on_sigpipe(_: libc::c_int) {
+        let mut stdout = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: poll, signal and raise are async-signal-safe; `stdout`
+        // lives for the call. A pipe whose reader is gone reports POLLERR.
+        unsafe {
+            if libc::poll(&mut stdout, 1, 0) == 1 && stdout.revents & libc::POLLERR != 0 {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+    }
+    // SAFETY: installing a handler (itself async-signal-safe) before any
     // thread is started.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t);
     }
 }
 
@@ -441,6 +456,24 @@ fn one_line_message(message: &str) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_socket_closed_by_its_peer_is_a_write_error_not_a_death_by_sigpipe() {
+        // Found by a user: `txn` died with exit 141 and no output when its
+        // coordinator was killed while a large commit was being sent.
+        // (Sockets are written with writev, as tokio's framed writes do:
+        // unlike std's send, it has no MSG_NOSIGNAL.)
+        use std::os::fd::AsRawFd;
+        end_quietly_on_a_closed_pipe();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(theirs);
+        let bytes = [0u8; 64];
+        let iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        // SAFETY: one valid iovec over `bytes`, which outlives the call.
+        let written = unsafe { libc::writev(ours.as_raw_fd(), &iov, 1) };
+        let err = std::io::Error::last_os_error();
+        assert_eq!((written, err.kind()), (-1, std::io::ErrorKind::BrokenPipe), "{err}");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -72,6 +72,16 @@ pub struct Node {
     pub log: PathBuf,
 }
 
+impl Node {
+    /// Whether this node ever finished a start (its log file says it
+    /// served): from then on its data directory must hold its log.
+    pub fn has_served(&self) -> bool {
+        let said = format!("{} serving", self.role.as_str());
+        let Ok(file) = std::fs::File::open(&self.log) else { return false };
+        std::io::BufRead::lines(std::io::BufReader::new(file)).map_while(Result::ok).any(|line| line.contains(&said))
+    }
+}
+
 /// One supervised server and its current process.
 struct Proc {
     node: Node,
@@ -223,11 +233,12 @@ fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
         .stderr(stderr)
         // Its own process group: a terminal's Ctrl-C reaches only us.
         .process_group(0);
-    // A new log only for a node that never started (no owner file yet):
-    // one that ran and lost its log is refused by the server itself, at
-    // every restart, rather than started empty (restarts passed --init,
-    // and a node whose log files were removed came back with no data).
-    if !node.data_dir.join(twopc_common::data_dir::OWNER_FILE).exists() {
+    // A new log only for a node that never served: one that ran and lost
+    // its log is refused by the server itself, at every restart, rather
+    // than started empty (restarts passed --init, and a node whose log
+    // files were removed came back with no data). One killed during its
+    // very first start, before its log existed, gets --init again.
+    if !node.has_served() {
         command.arg("--init");
     }
     #[cfg(target_os = "linux")]

@@ -116,7 +116,9 @@ pub struct TxnView {
     /// committed, aborted, unknown.
     pub state: String,
     pub participants: Vec<NodeId>,
-    /// Since when (ms since the Unix epoch): prepared at, for participants.
+    /// Since when (ms since the Unix epoch): prepared at, for participants;
+    /// for a coordinator's commit not delivered everywhere (`admin
+    /// in-doubt` only), since its decision was durable there.
     pub since_ms: Option<u64>,
     /// Participant: keys locked by it.
     pub locks: Vec<Key>,

@@ -191,8 +191,11 @@ struct EngineTask {
     commit_senders: HashMap<NodeId, CommitSender>,
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_req: RequestId,
-    /// LSN of each Commit record whose transaction has not ended.
-    commit_lsn: HashMap<TxnId, Lsn>,
+    /// LSN of each Commit record whose transaction has not ended, and
+    /// since when (ms since the Unix epoch) it is durable here: logged by
+    /// this process, or found in the log when it started. `admin in-doubt`
+    /// shows that age for commits not yet delivered everywhere.
+    commit_lsn: HashMap<TxnId, (Lsn, u64)>,
     /// Ended transactions' (Commit, End) LSNs, oldest first: kept so that
     /// outcome questions stay exact for recent commits, then trimmed.
     ended: VecDeque<(Option<Lsn>, Lsn)>,
@@ -305,7 +308,7 @@ impl EngineTask {
                 Some(end_lsn) => self.ended.push_back((Some(lsn), end_lsn)),
                 None => {
                     tracing::info!(%txid, "re-driving logged commit decision");
-                    self.commit_lsn.insert(txid.clone(), lsn);
+                    self.commit_lsn.insert(txid.clone(), (lsn, now_ms()));
                 }
             }
             recovered.push((txid, participants, end.is_some()));
@@ -364,7 +367,7 @@ impl EngineTask {
             }
             Completion::CommitLogged { txid, lsn } => {
                 fault::hit("coordinator.after-decision-synced", Some(&txid));
-                self.commit_lsn.insert(txid.clone(), lsn);
+                self.commit_lsn.insert(txid.clone(), (lsn, now_ms()));
                 let commands = self.engine.handle(Event::DecisionSynced { txid });
                 self.execute(commands);
             }
@@ -404,7 +407,14 @@ impl EngineTask {
     fn admin(&mut self, request: AdminRequest, reply: AdminResult) {
         let answer = match request {
             AdminRequest::Ping => Ok(AdminReply::Pong),
-            AdminRequest::InDoubt => Ok(AdminReply::Txns(self.engine.active_views())),
+            AdminRequest::InDoubt => {
+                let mut views = self.engine.active_views();
+                for view in &mut views {
+                    let logged = view.txid.as_ref().and_then(|txid| self.commit_lsn.get(txid));
+                    view.since_ms = logged.map(|(_, at_ms)| *at_ms);
+                }
+                Ok(AdminReply::Txns(views))
+            }
             AdminRequest::Show(txid) => Ok(AdminReply::Txn(Box::new(self.engine.view(&txid)))),
             AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.to_toml())),
             AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } | AdminRequest::Heuristics => {
@@ -616,7 +626,7 @@ impl EngineTask {
     /// Logs End lazily and trims the oldest finished transactions beyond
     /// what the engine remembers.
     fn log_end(&mut self, txid: TxnId) {
-        let commit_lsn = self.commit_lsn.remove(&txid);
+        let commit_lsn = self.commit_lsn.remove(&txid).map(|(lsn, _)| lsn);
         let mut batch = WalBatch::new();
         batch.append.push(CoordinatorRecord::End { txid });
         while self.ended.len() >= crate::engine::MAX_REMEMBERED_OUTCOMES {

@@ -28,6 +28,22 @@ pub enum WalError {
         /// What RocksDB said.
         reason: String,
     },
+    /// The log opened with fewer records than it had once synced (its
+    /// synced mark says so): write-ahead files were deleted or truncated.
+    #[error(
+        "the write-ahead log at {location} lost records it had synced ({reason}); refusing to serve what is \
+         left, which would silently lose committed data and prepared transactions. Restore the data directory \
+         from a backup; if the loss is accepted (say, a backup restored on purpose), delete {mark} to start from \
+         what is left"
+    )]
+    Shortened {
+        /// The log's directory.
+        location: String,
+        /// How far it was synced, and where it ends now.
+        reason: String,
+        /// The mark file to delete to accept the loss.
+        mark: String,
+    },
     /// The storage engine failed (message includes the database path).
     #[error("WAL storage error: {0}")]
     Storage(String),

@@ -93,16 +93,14 @@ pub(crate) fn read(dir: &Path) -> Option<Lsn> {
 /// Refuses a log opened with fewer records than its mark says were durable.
 pub(crate) fn check(dir: &Path, location: &str, next_lsn: Lsn) -> Result<(), WalError> {
     match read(dir) {
-        Some(mark) if next_lsn < mark => Err(WalError::Missing {
+        Some(mark) if next_lsn < mark => Err(WalError::Shortened {
             location: location.to_string(),
             reason: format!(
                 "records up to LSN {} were synced, but the log now ends before LSN {next_lsn}: write-ahead \
-                 files (*.log) were deleted or truncated, and the latest writes are gone. Restore this \
-                 directory from a backup; if the loss is accepted (a backup restored on purpose), delete {} \
-                 to start from what is left",
-                mark - 1,
-                dir.join(SYNCED_MARK_FILE).display()
+                 files (*.log) were deleted or truncated, and the latest writes are gone",
+                mark - 1
             ),
+            mark: dir.join(SYNCED_MARK_FILE).display().to_string(),
         }),
         _ => Ok(()),
     }

@@ -143,10 +143,12 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
             for p in &view.participants {
                 entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
             }
+            // The oldest of the participants' prepare times and the
+            // coordinator's decision time (commits not delivered everywhere).
+            entry.since_ms = Some(entry.since_ms.unwrap_or(u64::MAX).min(view.since_ms.unwrap_or(u64::MAX)));
             if node.role == "participant" {
                 entry.participants.insert(node.id.clone(), view.state.clone());
                 entry.locks.insert(node.id.clone(), view.locks.iter().map(|k| key(k)).collect());
-                entry.since_ms = Some(entry.since_ms.unwrap_or(u64::MAX).min(view.since_ms.unwrap_or(u64::MAX)));
             } else {
                 for p in &view.unacked {
                     entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
