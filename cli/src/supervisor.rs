@@ -99,6 +99,17 @@ struct Proc {
     quick_exits: u32,
     /// The task reporting that a restarted process accepts connections.
     ready_watch: Option<JoinHandle<()>>,
+    /// Its log said it served once (looked up until it does: then its
+    /// data directory must hold its log, and it is never given --init).
+    served: bool,
+}
+
+impl Proc {
+    /// Whether to start it with --init: it never served.
+    fn needs_init(&mut self) -> bool {
+        self.served = self.served || self.node.has_served();
+        !self.served
+    }
 }
 
 /// Every server of the local cluster, spawned from `exe`.
@@ -123,6 +134,7 @@ impl Supervisor {
                 restart_delay: RESTART_DELAY,
                 quick_exits: 0,
                 ready_watch: None,
+                served: false,
             })
             .collect();
         Supervisor { exe, config, procs }
@@ -138,7 +150,8 @@ impl Supervisor {
     /// running: call [`Supervisor::stop`].
     pub async fn start(&mut self) -> Result<(), String> {
         for proc in &mut self.procs {
-            let child = spawn(&self.exe, &self.config, &proc.node)
+            let init = proc.needs_init();
+            let child = spawn(&self.exe, &self.config, &proc.node, init)
                 .map_err(|e| format!("cannot start {} {}: {e}", proc.node.role.as_str(), proc.node.id))?;
             proc.pid = child.id().unwrap_or_default();
             proc.child = Some(child);
@@ -215,7 +228,8 @@ impl Supervisor {
 }
 
 /// Starts one server with its output appended to its log file.
-fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
+/// `init`: may begin a new log (see [`Proc::needs_init`]).
+fn spawn(exe: &Path, config: &Path, node: &Node, init: bool) -> std::io::Result<Child> {
     let mut log = OpenOptions::new().create(true).append(true).open(&node.log)?;
     writeln!(log, "{START_MARKER} {} {} ---", node.role.as_str(), node.id)?;
     let stderr = log.try_clone()?;
@@ -238,7 +252,7 @@ fn spawn(exe: &Path, config: &Path, node: &Node) -> std::io::Result<Child> {
     // than started empty (restarts passed --init, and a node whose log
     // files were removed came back with no data). One killed during its
     // very first start, before its log existed, gets --init again.
-    if !node.has_served() {
+    if init {
         command.arg("--init");
     }
     #[cfg(target_os = "linux")]
@@ -347,7 +361,8 @@ fn restart(proc: &mut Proc, exe: &Path, config: &Path) {
         );
         return;
     }
-    match spawn(exe, config, &proc.node) {
+    let init = proc.needs_init();
+    match spawn(exe, config, &proc.node, init) {
         Ok(child) => {
             let pid = child.id().unwrap_or_default();
             say!("{role} {id} restarted: pid {pid} (log {})", proc.node.log.display());
