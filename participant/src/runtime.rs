@@ -718,8 +718,7 @@ impl EngineTask {
     /// held: before the commands that follow it. A failed write stops the
     /// server.
     fn write_inline(&mut self, batch: WalBatch<ParticipantRecord>) -> Vec<Lsn> {
-        self.flush_writes();
-        self.wal.write(batch, Durability::Sync).unwrap_or_else(|e| {
+        self.held_writes.write_now(&*self.wal, self.pending.len(), batch).unwrap_or_else(|e| {
             let _ = self.done_tx.send(Completion::Fatal(e));
             Vec::new()
         })

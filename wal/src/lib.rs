@@ -130,6 +130,18 @@ impl<R: 'static> HeldWrites<R> {
             wal.submit_group(std::mem::take(&mut self.writes), in_progress <= INLINE_MAX_IN_PROGRESS);
         }
     }
+
+    /// Writes `batch` now, synced, after every held write (so before
+    /// whatever the caller does next): for an operator's rare records.
+    pub fn write_now(
+        &mut self,
+        wal: &dyn Wal<R>,
+        in_progress: usize,
+        batch: WalBatch<R>,
+    ) -> Result<Vec<Lsn>, WalError> {
+        self.flush(wal, in_progress);
+        wal.write(batch, Durability::Sync)
+    }
 }
 
 /// Counters describing the work a WAL has done.
