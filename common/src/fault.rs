@@ -19,7 +19,8 @@
 //!   have been delivered too: the End record is what is missing);
 //! - `coordinator.before-commit-send`: the client was answered Committed,
 //!   the commit messages are about to be queued (use `crash-soon`: the
-//!   client hears Committed, no participant hears the commit);
+//!   client hears Committed, no participant hears the commit; questions
+//!   about that transaction's outcome go unanswered too);
 //! - `coordinator.commit-send`: each commit message (use `drop` to withhold).
 
 //!

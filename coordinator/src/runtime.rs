@@ -13,7 +13,7 @@ use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
 use futures::future::join_all;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,6 +206,13 @@ struct EngineTask {
     done_rx: mpsc::UnboundedReceiver<Completion>,
     /// WAL writes of the inputs handled since the last flush, in order.
     held_writes: HeldWrites<CoordinatorRecord>,
+    /// Commits withheld by the `coordinator.before-commit-send` fault
+    /// point (fault-point builds only; empty otherwise): their outcome is
+    /// not told to anyone asking either, so that the point models a crash
+    /// before any participant heard the commit (a participant waiting on
+    /// the transaction's lock asks within a millisecond). At most one
+    /// entry per firing of the point (`crash-soon` then kills the process).
+    withheld_commits: HashSet<TxnId>,
 }
 
 /// Sync before Committed. Only the negative control
@@ -259,6 +266,7 @@ impl EngineTask {
             done_tx,
             done_rx,
             held_writes: HeldWrites::default(),
+            withheld_commits: HashSet::new(),
         }
     }
 
@@ -469,6 +477,10 @@ impl EngineTask {
         let event = match request {
             Request::Commit { txid, plan } => Event::Commit { req, txid, plan },
             Request::Abort(txid) => Event::ClientAbort { req, txid },
+            Request::Outcome(txid) if self.withheld_commits.contains(&txid) => {
+                tracing::warn!(%txid, "fault point: not answering an outcome question about a withheld commit");
+                return;
+            }
             Request::Outcome(txid) => Event::Outcome { req, txid },
         };
         self.pending.insert(req, reply);
@@ -481,7 +493,6 @@ impl EngineTask {
     }
 
     fn execute(&mut self, commands: Vec<Command>) {
-        let mut withheld: Option<TxnId> = None;
         for command in commands {
             match command {
                 Command::SendPrepare { to, prepare } => self.send_prepare(to, prepare),
@@ -507,10 +518,10 @@ impl EngineTask {
                     // Fault point: withhold every first commit of this
                     // transaction (they come in one command list).
                     if attempt == 0
-                        && (withheld.as_ref() == Some(&txid)
+                        && (self.withheld_commits.contains(&txid)
                             || fault::hit("coordinator.before-commit-send", Some(&txid)))
                     {
-                        withheld = Some(txid);
+                        self.withheld_commits.insert(txid);
                         continue;
                     }
                     self.send_commit(txid, to, attempt)
