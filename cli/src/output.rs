@@ -1,9 +1,10 @@
 //! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
 //! exactly one JSON object for scripts. In human lines bytes are shown as
-//! UTF-8, lossily, and control characters are escaped (`\n`, `\u{0}`,
-//! `\u{1b}`): one read stays one line, and a value cannot drive the
-//! terminal. In JSON a value that is not UTF-8 is given exactly, as
-//! `{"base64": "..."}`. (`twopc get --raw` writes a value's exact bytes.)
+//! UTF-8, a byte that is not UTF-8 as `\xNN`, and control characters are
+//! escaped (`\n`, `\u{0}`, `\u{1b}`): one read stays one line, and a
+//! value cannot drive the terminal. In JSON a value that is not UTF-8 is
+//! given exactly, as `{"base64": "..."}`. (`twopc get --raw` writes a
+//! value's exact bytes.)
 
 use serde_json::{json, Map, Value as Json};
 
@@ -122,14 +123,21 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// [`lossy`], with control characters escaped.
+/// Text for a terminal: control characters escaped, and bytes that are
+/// not UTF-8 shown as `\xNN` (not replaced: two different values never
+/// print the same).
 fn printable(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
-    for c in String::from_utf8_lossy(bytes).chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
@@ -142,7 +150,7 @@ mod tests {
     #[test]
     fn human_lines_escape_control_characters() {
         let reads = vec![(b"k\n".to_vec(), Some(b"a\0b\x1b[2Jc\xffd".to_vec()))];
-        assert_eq!(reads_human(&reads), "k\\n = a\\u{0}b\\u{1b}[2Jc\u{fffd}d\n");
+        assert_eq!(reads_human(&reads), "k\\n = a\\u{0}b\\u{1b}[2Jc\\xffd\n");
         // JSON escapes control characters itself (and gives bytes that are
         // not UTF-8 as base64).
         let reads = vec![(b"k\n".to_vec(), Some(b"a\0b\x1b[2Jc".to_vec()))];
@@ -200,8 +208,10 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_is_shown_lossily() {
-        let reads = vec![(b"k".to_vec(), Some(vec![0xff, b'x']))];
-        assert_eq!(reads_human(&reads), "k = \u{fffd}x\n");
+    fn bytes_that_are_not_utf8_are_shown_as_hex_escapes() {
+        // Two different values never print the same (a replacement
+        // character would stand for any invalid byte).
+        let reads = vec![(b"k".to_vec(), Some(vec![0xff, b'x'])), (b"\xfe".to_vec(), Some(b"caf\xc3\xa9".to_vec()))];
+        assert_eq!(reads_human(&reads), "k = \\xffx\n\\xfe = caf\u{e9}\n");
     }
 }

@@ -55,7 +55,7 @@ pub struct GetArgs {
     pub json: bool,
     /// Write the value's bytes to stdout exactly as stored (no newline;
     /// binary-safe: `twopc get --raw photo > photo.jpg`; the lines show
-    /// bytes that are not UTF-8 as U+FFFD, `--json` as base64). Takes one key;
+    /// bytes that are not UTF-8 as `\xNN`, `--json` as base64). Takes one key;
     /// exit code 1 if it is absent.
     #[arg(long)]
     pub raw: bool,

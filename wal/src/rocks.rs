@@ -127,6 +127,37 @@ fn holds_data_files(dir: &Path) -> bool {
     })
 }
 
+/// Whether `dir` holds what a RocksDB killed while creating a database
+/// leaves: a `MANIFEST-*` but no `CURRENT`, no table (`.sst`) and no
+/// write-ahead file (`.log`), so no record. (A log that ever held a
+/// record keeps a write-ahead file or a table.)
+fn creation_interrupted(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let names: Vec<String> =
+        entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.iter().any(|n| n.starts_with("MANIFEST-"))
+        && !names.iter().any(|n| n == "CURRENT" || n.ends_with(".sst") || n.ends_with(".log"))
+}
+
+/// Removes the files of an interrupted creation that would make RocksDB
+/// refuse to create the database there (its info `LOG`s stay).
+fn clear_interrupted_creation(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("MANIFEST-")
+            || name.starts_with("OPTIONS-")
+            || name.ends_with(".dbtmp")
+            || name == "IDENTITY"
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// How many RocksDB write-ahead files (`NNNNNN.log`) `dir` holds.
 fn write_ahead_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -228,6 +259,15 @@ impl<R> RocksWal<R> {
         created: &Path,
         lazy_sync: Option<std::time::Duration>,
     ) -> Result<Self, WalError> {
+        if !created.exists() && creation_interrupted(path) {
+            // Killed while RocksDB created the log, before its `CURRENT`
+            // and its first write-ahead file: nothing was ever written
+            // to it (no table, no write-ahead file), so it is begun again.
+            tracing::warn!(path = %path.display(), "the log's creation was interrupted: creating it again");
+            clear_interrupted_creation(path).map_err(|e| {
+                WalError::Storage(format!("{}: cannot clear an interrupted creation: {e}", path.display()))
+            })?;
+        }
         // A log from before `created` existed: files without `CURRENT` are
         // a damaged log (RocksDB, asked to create one there, refuses once
         // but leaves a new `CURRENT` behind), not room for a new one.

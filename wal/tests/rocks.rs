@@ -497,6 +497,37 @@ fn write_ahead_files_stay_bounded() {
     );
 }
 
+/// A first start killed while RocksDB created the log (a `MANIFEST` but
+/// no `CURRENT`, no write-ahead file, no table: no record ever) does not
+/// leave a directory every later start refuses: the next start creates
+/// the log. A log that held records, missing its `CURRENT`, stays refused.
+#[test]
+fn a_first_start_killed_while_creating_the_log_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    drop(open().unwrap());
+    // What a kill before `CURRENT` leaves: the marker was never written.
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(log.join("CURRENT")).unwrap();
+    for file in log_files(&log) {
+        std::fs::remove_file(file).unwrap();
+    }
+    std::fs::write(log.join("000001.dbtmp"), b"MANIFEST-000001\n").unwrap();
+    let wal = open().expect("the interrupted creation is begun again");
+    assert!(marker.exists(), "the creation was not recorded");
+    wal.write(appends([7]), Durability::Sync).unwrap();
+    drop(wal);
+    let reopened: Vec<u64> = ids(&open().unwrap()).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(reopened, vec![7]);
+
+    // The same files beside a write-ahead file: a damaged log, refused.
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(log.join("CURRENT")).unwrap();
+    let err = open().err().expect("a log with records but no CURRENT opened");
+    assert!(matches!(err, WalError::Missing { .. }), "{err}");
+}
+
 /// A log created once is never created again: with RocksDB's `CURRENT`
 /// file lost, or the whole log directory removed, opening it is refused,
 /// every time, and nothing is created in its place (a failed open once
