@@ -524,7 +524,7 @@ fn a_first_start_killed_while_creating_the_log_is_finished_by_the_next() {
     // The same files beside a write-ahead file: a damaged log, refused.
     std::fs::remove_file(&marker).unwrap();
     std::fs::remove_file(log.join("CURRENT")).unwrap();
-    let err = open().err().expect("a log with records but no CURRENT opened");
+    let Err(err) = open() else { panic!("a log with records but no CURRENT opened") };
     assert!(matches!(err, WalError::Missing { .. }), "{err}");
 }
 
