@@ -4,6 +4,7 @@
 //! writes the SVG plot.
 
 use crate::duration::parse_duration;
+use crate::say::say_err;
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use clap::{ArgAction, Args, ValueEnum};
@@ -123,7 +124,7 @@ fn fail(json: bool, code: u8, message: &str) -> u8 {
     if json {
         println!("{}", crate::output::error_json(message));
     }
-    eprintln!("error: {message}");
+    say_err!("error: {message}");
     code
 }
 
@@ -165,7 +166,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             if args.json {
                 println!("{}", crate::output::error_json(&format!("{signal}: benchmark stopped")));
             }
-            eprintln!("{signal}: benchmark stopped");
+            say_err!("{signal}: benchmark stopped");
             return EXIT_FAILED;
         }
     };
@@ -196,7 +197,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     if let Some(PlotFile { path, mut file, .. }) = plot {
         let svg = bench::plot::svg(&report);
         if let Err(e) = file.set_len(0).and_then(|()| file.write_all(svg.as_bytes())) {
-            eprintln!("error: cannot write the plot {}: {e}", path.display());
+            say_err!("error: cannot write the plot {}: {e}", path.display());
             return EXIT_FAILED;
         }
         if !args.json {

@@ -4,6 +4,7 @@
 //! crate does the work).
 
 use crate::duration::parse_duration;
+use crate::say::say_err;
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
@@ -162,7 +163,7 @@ fn usage(json: bool, message: &str) -> u8 {
     if json {
         println!("{}", crate::output::error_json(message));
     }
-    eprintln!("error: {message}");
+    say_err!("error: {message}");
     EXIT_USAGE
 }
 
@@ -213,10 +214,10 @@ pub async fn run(args: ChaosArgs) -> u8 {
         Err(e) => return usage(args.json, &e),
     };
     if !args.json {
-        eprintln!("twopc chaos: seed {} (replay: {})", opts.seed, opts.replay_command());
+        say_err!("twopc chaos: seed {} (replay: {})", opts.seed, opts.replay_command());
         let skipped: Vec<&str> = opts.faults.difference(&opts.active_faults()).map(|k| k.name()).collect();
         if !skipped.is_empty() {
-            eprintln!(
+            say_err!(
                 "note: skipping {}: aimed kills need a build with fault points (./scripts/twopc-fault-points)",
                 skipped.join(",")
             );
@@ -225,7 +226,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
     let mut signals = match StopSignals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot listen for signals: {e}");
+            say_err!("error: cannot listen for signals: {e}");
             return EXIT_FAILED;
         }
     };
@@ -245,7 +246,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
             if args.json {
                 println!("{}", crate::output::error_json(&format!("{signal}: chaos run stopped")));
             }
-            eprintln!("{signal}: stopping the cluster");
+            say_err!("{signal}: stopping the cluster");
             tokio::time::sleep(Duration::from_millis(500)).await;
             return EXIT_FAILED;
         }
@@ -258,7 +259,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
                 print!("{}", report.summary());
             }
             if let Some(e) = &report.history_error {
-                eprintln!("error: {e}");
+                say_err!("error: {e}");
             }
             match (report.ok(), &report.inconclusive, &report.history_error) {
                 (false, _, _) => EXIT_FAILED,

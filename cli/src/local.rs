@@ -10,7 +10,7 @@
 //!    that writes one key on every participant.
 //! 4. Restarts servers that die until Ctrl-C or SIGTERM, then stops them.
 
-use crate::say::{say, say_raw};
+use crate::say::{say, say_err, say_raw};
 use crate::signals::StopSignals;
 use crate::supervisor::{Node, Role, Supervisor};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -64,7 +64,7 @@ pub async fn run(args: LocalArgs) -> u8 {
         Err(e) => return fail(&format!("cannot listen for signals: {e}")),
     };
     if let Err(e) = ports_fit(&args).and_then(|()| twopc_common::fault::check_env()) {
-        eprintln!("error: {e}");
+        say_err!("error: {e}");
         return EXIT_USAGE;
     }
     // `_lock` is held until this function returns.
@@ -83,7 +83,7 @@ pub async fn run(args: LocalArgs) -> u8 {
         name = signals.recv() => Err(format!("{name} while starting")),
     };
     if let Err(e) = started {
-        eprintln!("error: {e}");
+        say_err!("error: {e}");
         supervisor.stop().await;
         return EXIT_FAILED;
     }
@@ -114,7 +114,7 @@ pub async fn run(args: LocalArgs) -> u8 {
 }
 
 fn fail(message: &str) -> u8 {
-    eprintln!("error: {message}");
+    say_err!("error: {message}");
     EXIT_FAILED
 }
 
@@ -175,7 +175,13 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
     let reused = path.exists();
     let cluster = if reused {
-        let existing = ClusterConfig::load(&path).map_err(|e| e.to_string())?;
+        let existing = ClusterConfig::load(&path).map_err(|e| {
+            format!(
+                "{e}. If it was damaged (say, emptied by a crash), delete it: the next run writes a new one for \
+                 the same nodes and keeps their data (with a new admin token; give the --participants and \
+                 --base-port it was started with)"
+            )
+        })?;
         if !same_nodes(&existing, &wanted) {
             return Err(mismatch(&path, &existing, args));
         }
@@ -321,10 +327,10 @@ fn write_config(path: &Path, config: &ClusterConfig, args: &LocalArgs) -> Result
         args.base_port,
         config.to_toml()
     );
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    // Synced: a crash (or an I/O error) once left it empty, and every
+    // later start refused the cluster "with no [[coordinator]] entries".
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    twopc_common::data_dir::write_synced(dir, path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn check_port_free(addr: &str) -> Result<(), String> {

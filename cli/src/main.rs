@@ -39,6 +39,7 @@ mod signals;
 mod supervisor;
 mod txn_cmd;
 
+use crate::say::say_err;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -280,7 +281,7 @@ fn main() -> ExitCode {
     let runtime = match server_or_client_runtime(&cli.command) {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("twopc: cannot start the async runtime: {e}");
+            say_err!("twopc: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -422,8 +423,8 @@ async fn run_participant(args: ServerArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
-    match signals::serve_until_stopped(twopc_participant::run(opts)).await {
-        Ok(()) => EXIT_OK,
+    match twopc_participant::start(opts, None).await {
+        Ok(running) => fail(&signals::serve_until_stopped(running).await),
         Err(e) => fail(&e.to_string()),
     }
 }
@@ -434,8 +435,8 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
-    match signals::serve_until_stopped(twopc_coordinator::run(opts)).await {
-        Ok(()) => EXIT_OK,
+    match twopc_coordinator::start(opts, None).await {
+        Ok(running) => fail(&signals::serve_until_stopped(running).await),
         Err(e) => fail(&e.to_string()),
     }
 }
@@ -443,7 +444,7 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
 /// Prints `error: ...` on one line (a multi-line message, such as a TOML
 /// parse error, is joined with "; "); returns exit code 1.
 fn fail(message: &str) -> u8 {
-    eprintln!("error: {}", one_line_message(message));
+    say_err!("error: {}", one_line_message(message));
     EXIT_FAILED
 }
 

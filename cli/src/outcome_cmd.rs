@@ -5,6 +5,7 @@
 
 use crate::duration::parse_duration;
 use crate::output;
+use crate::say::say_err;
 use crate::txn_cmd::{connect, error, failure};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
 use clap::Args;
@@ -84,7 +85,7 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
             // most often), --wait waits for it to come back.
             Err(Ask::Unreachable(e)) if time_left() => {
                 if !said_waiting {
-                    eprintln!("{e}; asking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
+                    say_err!("{e}; asking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
                     said_waiting = true;
                 }
             }
@@ -92,17 +93,17 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
             // directory): in doubt, not an error; it may come back.
             Err(Ask::NotKnownHere(e)) if time_left() => {
                 if !said_waiting {
-                    eprintln!("{e}\nasking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
+                    say_err!("{e}\nasking again every {OUTCOME_POLL_INTERVAL:?} until --wait runs out");
                     said_waiting = true;
                 }
             }
-            Err(Ask::NotKnownHere(e)) => {
+            Err(Ask::NotKnownHere(e) | Ask::Forgotten(e)) => {
                 if args.json {
                     println!("{}", output::outcome_json(&txid.to_string(), "unknown"));
                 } else {
                     println!("{txid}: unknown");
                 }
-                eprintln!("{e}");
+                say_err!("{e}");
                 return EXIT_UNKNOWN;
             }
             Err(Ask::Unreachable(e)) => return failure(args.json, &ClientError::Connection(e)),
@@ -130,6 +131,9 @@ enum Ask {
     /// The coordinator's log never ran the txid's epoch: the outcome is
     /// in another log (see `ServiceError::ForeignEpoch`).
     NotKnownHere(String),
+    /// Forgotten (see `ServiceError::Forgotten`): asking again changes
+    /// nothing.
+    Forgotten(String),
     Failed(ClientError),
 }
 
@@ -137,6 +141,7 @@ async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
     client.outcome(txid).await.map_err(|e| match e {
         ClientError::Connection(e) => Ask::Unreachable(e),
         ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
+        ClientError::Service(e @ ServiceError::Forgotten { .. }) => Ask::Forgotten(e.to_string()),
         other => Ask::Failed(other),
     })
 }

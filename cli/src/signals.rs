@@ -4,6 +4,7 @@
 //! them and removes their temporary files.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use twopc_common::node::Running;
 
 /// SIGINT and SIGTERM, listened to from creation on.
 pub struct StopSignals {
@@ -30,25 +31,31 @@ impl StopSignals {
     }
 }
 
-/// Runs a server until it ends or a stop signal comes. On a signal it says
-/// so in the log (a server's log otherwise just ends), then dies of that
-/// signal as it would have without a handler: nothing needs a graceful
-/// stop, since everything acknowledged is already synced.
-pub async fn serve_until_stopped<T>(server: impl std::future::Future<Output = T>) -> T {
+/// Runs a server until it stops (returns why: a fatal error) or a stop
+/// signal comes. On a signal it says so in the log (a server's log
+/// otherwise just ends), syncs its log and rewrites the synced mark (so a
+/// write-ahead file cut short while it is stopped is caught at the next
+/// start), then dies of that signal as it would have without a handler:
+/// everything acknowledged is already synced, so nothing else needs a
+/// graceful stop.
+pub async fn serve_until_stopped<E: std::fmt::Display>(running: Running<E>) -> String {
+    let (stopped, at_stop) = running.into_stop_parts();
+    let why = |ended: Result<E, tokio::task::JoinError>| ended.map_or_else(|e| e.to_string(), |e| e.to_string());
     let mut signals = match StopSignals::new() {
         Ok(signals) => signals,
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for stop signals; they will end the server without a line");
-            return server.await;
+            return why(stopped.await);
         }
     };
     let (number, name) = tokio::select! {
-        ended = server => return ended,
+        ended = stopped => return why(ended),
         stop = signals.recv_number() => stop,
     };
     tracing::info!(
         "{name}: stopping (what was acknowledged is durable; in-doubt transactions resume at the next start)"
     );
+    at_stop();
     // SAFETY: restoring a signal's default disposition and raising it have
     // no memory-safety preconditions.
     unsafe {

@@ -5,6 +5,7 @@
 //! validated at commit), commits, and maps the result to an exit code.
 
 use crate::output::{self, Read, TxnOutcome, TxnReport};
+use crate::say::say_err;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_RETRY, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::io::Read as _;
@@ -176,7 +177,7 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
                 TxnOutcome::Aborted { .. } => EXIT_FAILED,
                 TxnOutcome::Unknown(_) => {
                     let coordinator = args.coordinator.split(',').next().unwrap_or_default();
-                    eprintln!(
+                    say_err!(
                         "hint: it settles once its coordinator is up and reaches every participant; \
                          `twopc outcome --coordinator {coordinator} --wait 1m {}` waits for it",
                         report.txid
@@ -279,14 +280,14 @@ pub(crate) async fn connect(coordinators: &str) -> Result<Client, ClientError> {
 fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
     use std::io::Write as _;
     let Some(value) = value else {
-        eprintln!("{key} is absent");
+        say_err!("{key} is absent");
         return EXIT_FAILED;
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(value).and_then(|()| stdout.flush()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: cannot write the value to stdout: {e}");
+            say_err!("error: cannot write the value to stdout: {e}");
             EXIT_FAILED
         }
     }
@@ -326,7 +327,7 @@ fn say_error(json: bool, message: &str, retryable: bool) {
     if json {
         println!("{}", output::failure_json(message, retryable));
     } else {
-        eprintln!("error: {message}");
+        say_err!("error: {message}");
     }
 }
 

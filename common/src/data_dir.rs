@@ -154,9 +154,10 @@ fn written_in_another_order(dir: &Path, ring: &Ring) -> bool {
     sorted != listed && sorted == ring.nodes() && fingerprint == format!("{legacy:#x}")
 }
 
-/// Writes `text` to `path` durably: a temp file, synced, renamed, and the
-/// directory synced.
-fn write_synced(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` (in `dir`) durably: a temp file, synced,
+/// renamed, and the directory synced. A crash leaves the old file or the
+/// new one, never an empty one.
+pub fn write_synced(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(".new");
     let temp = std::path::PathBuf::from(temp);

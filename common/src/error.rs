@@ -47,6 +47,18 @@ pub enum ServiceError {
         txid.coordinator
     )]
     ForeignEpoch { txid: TxnId },
+    /// The outcome of `txid` (minted in this coordinator run) was
+    /// forgotten: the coordinator keeps only its latest outcomes, and no
+    /// participant remembers applying it (they keep theirs only so long
+    /// too). Aborted and committed are both possible; answering "aborted"
+    /// (presumed abort) was wrong for transactions that committed long
+    /// ago (a soak test: two committed transactions were "aborted" after
+    /// 476,000 more commits).
+    #[error(
+        "the outcome of {txid} is no longer remembered: its coordinator keeps only its latest outcomes, and no \
+         participant remembers applying it. It may have committed or aborted: read its keys to know"
+    )]
+    Forgotten { txid: TxnId },
 }
 
 impl ServiceError {

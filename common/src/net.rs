@@ -131,11 +131,49 @@ pub fn client_config() -> tarpc::client::Config {
     config
 }
 
-/// Binds `addr` (use port 0 for any free port).
-pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
+/// Connections a listening server lets wait to be accepted.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A server's port, bound but not yet listening: no other server can
+/// listen on it, and a client connecting is refused (not left waiting)
+/// until [`ReservedPort::listen`]. A server reserves its port before it
+/// touches its data directory (a busy port then leaves nothing behind)
+/// and listens once it can serve: a port that accepts connections means
+/// a server that is up, not one about to fail opening its log (`twopc
+/// local` said "accepts connections again" of servers that then died).
+pub struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+    /// The address bound (with the port chosen, for port 0).
+    pub local: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn listen(self) -> std::io::Result<TcpListener> {
+        self.socket.listen(LISTEN_BACKLOG)
+    }
+}
+
+/// Reserves `addr` (port 0: any free port): the first of its resolved
+/// addresses that binds. Fails if a server listens there.
+pub async fn reserve(addr: &str) -> std::io::Result<ReservedPort> {
+    let mut last_error = None;
+    for candidate in tokio::net::lookup_host(addr).await? {
+        let socket =
+            if candidate.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As `TcpListener::bind` does: a restart may bind over its old
+        // connections in TIME_WAIT (never over a listener).
+        socket.set_reuseaddr(true)?;
+        match socket.bind(candidate) {
+            Ok(()) => {
+                let local = socket.local_addr()?;
+                return Ok(ReservedPort { socket, local });
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to no address"))
+    }))
 }
 
 /// Accepts connections forever, serving each with `serve` (given the
@@ -474,7 +512,9 @@ mod accept_tests {
     /// A server of at most 2 connections whose connections live until the
     /// test drops the sender it is handed for each.
     async fn server_of_two() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>) {
-        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+        let port = reserve("127.0.0.1:0").await.unwrap();
+        let addr = port.local;
+        let listener = port.listen().unwrap();
         let (kept_tx, kept) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(accept_loop(listener, 2, move |stream, _activity| {
             let (end_tx, end) = tokio::sync::oneshot::channel::<()>();
@@ -518,7 +558,9 @@ mod accept_tests {
     #[tokio::test]
     async fn transports_probe_idle_peers() {
         use std::os::fd::AsRawFd;
-        let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
+        let port = reserve("127.0.0.1:0").await.unwrap();
+        let addr = port.local;
+        let listener = port.listen().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
         let _accepted = listener.accept().await.unwrap();
         // Through `transport`, as every connection is made; the socket

@@ -62,12 +62,17 @@ impl<I: Send> Mailbox<I> {
     }
 }
 
+/// What a server does when a stop signal ends its process: make what it
+/// wrote durable and say so on disk (its log's sync and synced mark).
+pub type AtStop = Box<dyn FnOnce() + Send>;
+
 /// A server running in this process.
 pub struct Running<E> {
     pub addr: std::net::SocketAddr,
     /// Ends with the reason the server stopped (a fatal WAL error).
     pub stopped: tokio::task::JoinHandle<E>,
     pub(crate) server: tokio::task::JoinHandle<()>,
+    at_stop: AtStop,
 }
 
 impl<E> Running<E> {
@@ -75,8 +80,15 @@ impl<E> Running<E> {
         addr: std::net::SocketAddr,
         stopped: tokio::task::JoinHandle<E>,
         server: tokio::task::JoinHandle<()>,
+        at_stop: AtStop,
     ) -> Self {
-        Running { addr, stopped, server }
+        Running { addr, stopped, server, at_stop }
+    }
+
+    /// For a process that a stop signal ends: what ends when the server
+    /// stops, and what to do before the process dies.
+    pub fn into_stop_parts(self) -> (tokio::task::JoinHandle<E>, AtStop) {
+        (self.stopped, self.at_stop)
     }
 
     /// Stops serving at once (as a crash would: nothing is flushed).

@@ -208,6 +208,21 @@ pub enum AbortReason {
 }
 
 impl AbortReason {
+    /// The abort that `participant`'s error answer to a prepare (or a
+    /// one-phase commit) causes: an outage it reports itself (stopping,
+    /// overloaded) is `ParticipantUnavailable`, retryable like one seen
+    /// from outside (a trial's participant, stopping on a full disk,
+    /// answered "unavailable: participant is stopping", and clients were
+    /// told the abort was final); anything else is `Refused`.
+    pub fn from_participant_error(participant: NodeId, error: &crate::ServiceError) -> Self {
+        let detail = error.to_string();
+        if error.is_transient() {
+            AbortReason::ParticipantUnavailable { participant, detail }
+        } else {
+            AbortReason::Refused { participant, detail }
+        }
+    }
+
     /// Whether the same operations, run again in a new transaction, may
     /// commit: the abort came from contention or a passing failure, not
     /// from the data (a failed condition) or the request.
@@ -299,6 +314,21 @@ pub enum ProbeAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ServiceError;
+
+    #[test]
+    fn a_participant_reporting_an_outage_aborts_retryably_and_a_refusal_finally() {
+        let p1 = NodeId::new("p1").unwrap();
+        let stopping = ServiceError::Unavailable("participant is stopping".into());
+        let reason = AbortReason::from_participant_error(p1.clone(), &stopping);
+        assert!(matches!(reason, AbortReason::ParticipantUnavailable { .. }) && reason.is_transient(), "{reason:?}");
+        let overloaded = ServiceError::Overloaded("too many prepares in flight".into());
+        assert!(AbortReason::from_participant_error(p1.clone(), &overloaded).is_transient());
+        for final_error in [ServiceError::ConfigMismatch("ring differs".into()), ServiceError::Storage("eio".into())] {
+            let reason = AbortReason::from_participant_error(p1.clone(), &final_error);
+            assert!(matches!(reason, AbortReason::Refused { .. }) && !reason.is_transient(), "{reason:?}");
+        }
+    }
 
     #[test]
     fn a_transaction_over_the_size_limit_is_refused_with_advice() {

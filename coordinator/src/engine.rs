@@ -255,6 +255,10 @@ pub struct Engine {
     open: BTreeMap<u64, u64>,
     active: BTreeMap<TxnId, Active>,
     known: Recent<TxnId, Known>,
+    /// The highest sequence number of this run's txids whose outcome
+    /// `known` dropped (`None`: none dropped yet): an id at or below it
+    /// that nothing else remembers may have committed.
+    forgotten_up_to: Option<u64>,
     /// Participants that refused a commit decision (heuristic-mixed).
     mixed: BTreeMap<TxnId, BTreeSet<NodeId>>,
     /// Outcome questions waiting for a probe: txid → requests.
@@ -271,6 +275,7 @@ impl Engine {
             open: BTreeMap::new(),
             active: BTreeMap::new(),
             known: Recent::new(MAX_REMEMBERED_OUTCOMES),
+            forgotten_up_to: None,
             probing: BTreeMap::new(),
             mixed: BTreeMap::new(),
         }
@@ -347,7 +352,7 @@ impl Engine {
         self.epoch = epoch;
         self.next_seq = 1;
         for (txid, participants, ended) in commits {
-            self.known.insert(txid.clone(), Known::Committed);
+            self.remember(txid.clone(), Known::Committed);
             if ended {
                 continue;
             }
@@ -388,7 +393,7 @@ impl Engine {
                 break;
             }
             let seq = entry.remove_entry().0;
-            self.known.insert(self.txid(seq), Known::Expired);
+            self.remember(self.txid(seq), Known::Expired);
         }
     }
 
@@ -425,13 +430,13 @@ impl Engine {
                 return out.push(reply(Reply::Error(e)));
             }
             if txid.epoch < self.epoch {
-                self.known.insert(txid, Known::Aborted);
+                self.remember(txid, Known::Aborted);
                 return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))));
             }
             return out.push(reply(Reply::Error(ServiceError::UnknownTxn(txid))));
         }
         if self.active.len() >= MAX_ACTIVE_TXNS {
-            self.known.insert(txid, Known::Aborted);
+            self.remember(txid, Known::Aborted);
             let detail = format!("{MAX_ACTIVE_TXNS} transactions already committing");
             return out.push(reply(Reply::Error(ServiceError::Overloaded(detail))));
         }
@@ -439,7 +444,7 @@ impl Engine {
         let phase = match plan.len() {
             0 => {
                 // Nothing to read or write: trivially committed.
-                self.known.insert(txid, Known::Committed);
+                self.remember(txid, Known::Committed);
                 return out.push(reply(Reply::Outcome(Outcome::Committed)));
             }
             1 => {
@@ -468,7 +473,7 @@ impl Engine {
             if txid.coordinator == self.me && txid.epoch == self.epoch {
                 self.open.remove(&txid.seq);
             }
-            self.known.insert(txid, Known::Aborted);
+            self.remember(txid, Known::Aborted);
             Reply::Ack
         };
         out.push(Command::Reply { req, reply });
@@ -496,7 +501,6 @@ impl Engine {
             Err(reason) => (reason, true),
         };
         // Presumed abort: no log write. Tell the others, then answer.
-        self.known.insert(txid.clone(), Known::Aborted);
         let others: BTreeSet<NodeId> = active.participants.iter().filter(|p| **p != from).cloned().collect();
         for to in &others {
             out.push(Command::SendAbort { txid: txid.clone(), to: to.clone() });
@@ -510,6 +514,7 @@ impl Engine {
             out.push(Command::SendAbort { txid: txid.clone(), to: from });
         }
         active.phase = Phase::Aborting { unsent: others, reason };
+        self.remember(txid.clone(), Known::Aborted);
         self.finish_abort_if_sent(txid, out);
     }
 
@@ -572,7 +577,7 @@ impl Engine {
         for to in &active.participants {
             out.push(Command::SendCommit { txid: txid.clone(), to: to.clone(), attempt: 0 });
         }
-        self.known.insert(txid, Known::Committed);
+        self.remember(txid, Known::Committed);
     }
 
     fn commit_acked(&mut self, txid: TxnId, from: NodeId, out: &mut Vec<Command>) {
@@ -622,7 +627,7 @@ impl Engine {
         };
         let active = self.active.remove(&txid).expect("checked above");
         let known = if outcome == Outcome::Committed { Known::Committed } else { Known::Aborted };
-        self.known.insert(txid, known);
+        self.remember(txid, known);
         for req in active.waiters {
             out.push(Command::Reply { req, reply: Reply::Outcome(outcome.clone()) });
         }
@@ -650,7 +655,7 @@ impl Engine {
         }
         if txid.epoch == self.epoch && self.open.remove(&txid.seq).is_some() {
             // Begun but not committing: abort it for good.
-            self.known.insert(txid, Known::Aborted);
+            self.remember(txid, Known::Aborted);
             return out.push(reply(OutcomeStatus::Aborted));
         }
         // Never minted here: unknown, and asking changes nothing. (A
@@ -683,21 +688,48 @@ impl Engine {
         (!self.epochs.ran(txid.epoch)).then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
     }
 
+    /// Remembers `txid`'s outcome, noting how far this run's forgotten
+    /// outcomes reach when the oldest remembered one is dropped.
+    fn remember(&mut self, txid: TxnId, known: Known) {
+        if let Some((dropped, _)) = self.known.insert(txid, known) {
+            if dropped.epoch == self.epoch && dropped.coordinator == self.me {
+                self.forgotten_up_to = self.forgotten_up_to.max(Some(dropped.seq));
+            }
+        }
+    }
+
+    /// Whether the outcome of `txid`, which nothing here remembers, may
+    /// have been forgotten. (Only this run's are tracked: an id of an
+    /// earlier run is presumed aborted when no participant has it.)
+    fn maybe_forgotten(&self, txid: &TxnId) -> bool {
+        txid.epoch == self.epoch && self.forgotten_up_to.is_some_and(|seq| txid.seq <= seq)
+    }
+
     fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
         let Some(waiters) = self.probing.remove(&txid) else {
             return;
         };
         let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
         let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
+        // A participant still prepared never acked a commit, so a Commit
+        // record would still be here: that id was not forgotten.
+        let prepared = answers.iter().any(|a| a == &Ok(ProbeAnswer::Prepared));
+        if !committed && !unsure && !prepared && self.maybe_forgotten(&txid) {
+            for req in waiters {
+                let e = ServiceError::Forgotten { txid: txid.clone() };
+                out.push(Command::Reply { req, reply: Reply::Error(e) });
+            }
+            return;
+        }
         let status = if committed {
-            self.known.insert(txid, Known::Committed);
+            self.remember(txid, Known::Committed);
             OutcomeStatus::Committed
         } else if unsure {
             OutcomeStatus::Pending
         } else {
             // Every participant answered and none applied it; those that
             // never saw it are fenced. No Commit record exists: aborted.
-            self.known.insert(txid, Known::Aborted);
+            self.remember(txid, Known::Aborted);
             OutcomeStatus::Aborted
         };
         for req in waiters {

@@ -23,4 +23,4 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 
-pub use runtime::{run, start, CoordinatorError, CoordinatorOptions, RunningCoordinator};
+pub use runtime::{start, CoordinatorError, CoordinatorOptions, RunningCoordinator};

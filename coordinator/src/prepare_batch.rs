@@ -144,7 +144,7 @@ async fn send_batch(
             }
         }
     }
-    let refused = |e: ServiceError| AbortReason::Refused { participant: to.clone(), detail: e.to_string() };
+    let refused = |e: ServiceError| AbortReason::from_participant_error(to.clone(), &e);
     let votes: Vec<Result<Vote, AbortReason>> = match answers {
         // The participant refused the whole call (say, its cluster file
         // differs): that is its answer, not an outage.

@@ -116,18 +116,15 @@ impl Handle {
 /// A coordinator serving in this process.
 pub type RunningCoordinator = Running<CoordinatorError>;
 
-pub async fn run(opts: CoordinatorOptions) -> Result<(), CoordinatorError> {
-    let running = start(opts, None).await?;
-    Err(running.stopped().await.map_err(CoordinatorError::Fatal)?)
-}
-
 pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
     let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    // Bound first: a busy port (another instance running) then leaves no
-    // new data directory behind.
-    let (listener, local) = net::bind(&addr).await.map_err(|source| CoordinatorError::Bind { addr, source })?;
+    // Reserved first: a busy port (another instance running) then leaves
+    // no new data directory behind. Listening waits until the server can
+    // serve (see `net::ReservedPort`).
+    let port = net::reserve(&addr).await.map_err(|source| CoordinatorError::Bind { addr: addr.clone(), source })?;
+    let local = port.local;
     let log = twopc_common::data_dir::ready(&opts.data_dir, "coordinator", &opts.id, opts.init, |log| {
         RocksWal::<CoordinatorRecord>::exists_at(&log.wal, &log.created)
     })
@@ -135,11 +132,13 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
-    let wal: Arc<CoordinatorWal> = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
+    let rocks_wal = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
         &log.wal,
         &log.created,
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
+    let wal: Arc<CoordinatorWal> = Arc::clone(&rocks_wal) as Arc<CoordinatorWal>;
+    let at_stop_wal = rocks_wal;
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
@@ -169,9 +168,14 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants };
     let server = CoordinatorServer { handle, admin_token, me: me.clone() };
+    let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     tracing::debug!(epoch, "started");
-    Ok(Running::new(local, stopped, server))
+    let at_stop: twopc_common::node::AtStop = Box::new(move || match at_stop_wal.sync_for_stop() {
+        Ok(()) => tracing::info!("log synced for the stop"),
+        Err(e) => tracing::warn!(error = %e, "could not sync the log for the stop"),
+    });
+    Ok(Running::new(local, stopped, server, at_stop))
 }
 
 pub(crate) enum Completion {
@@ -595,9 +599,7 @@ impl EngineTask {
             {
                 Ok(Ok(outcome)) => Ok(outcome),
                 // Refused before doing anything: a definite abort.
-                Ok(Err(e)) => {
-                    Ok(Outcome::Aborted(AbortReason::Refused { participant: to.clone(), detail: e.to_string() }))
-                }
+                Ok(Err(e)) => Ok(Outcome::Aborted(AbortReason::from_participant_error(to.clone(), &e))),
                 Err(CallError::Unreachable(e)) => Err(Unanswered::NotSent(e)),
                 Err(CallError::Lost(e)) => {
                     if worth_a_warning(attempt) {

@@ -3,7 +3,9 @@
 
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
-use twopc_coordinator::engine::{Command, Engine, Event, Reply, Unanswered, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS};
+use twopc_coordinator::engine::{
+    Command, Engine, Event, Reply, Unanswered, MAX_REMEMBERED_OUTCOMES, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS,
+};
 use twopc_coordinator::epochs::EpochHistory;
 
 fn node(s: &str) -> NodeId {
@@ -252,6 +254,40 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     assert_eq!(
         e.handle(Event::ProbeResult { txid: w, answers }),
         vec![reply(4, Reply::Status(OutcomeStatus::Pending))]
+    );
+}
+
+/// An id of this run whose outcome the engine no longer remembers, and
+/// that no participant remembers applying, may have committed long ago:
+/// it is "forgotten", not presumed aborted (a soak test's committed
+/// transactions were answered "aborted" after 476,000 more commits).
+#[test]
+fn an_outcome_forgotten_in_this_run_is_never_presumed_aborted() {
+    let mut e = engine();
+    let first = begin(&mut e, 0);
+    e.handle(Event::Outcome { req: 0, txid: first.clone() });
+    for req in 1..=MAX_REMEMBERED_OUTCOMES as u64 {
+        let t = begin(&mut e, req);
+        e.handle(Event::Outcome { req, txid: t });
+    }
+    assert_eq!(e.handle(Event::Outcome { req: 1, txid: first.clone() }), vec![Command::Probe { txid: first.clone() }]);
+    let all_aborted = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)];
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: first.clone(), answers: all_aborted.clone() }),
+        vec![reply(1, Reply::Error(ServiceError::Forgotten { txid: first.clone() }))]
+    );
+    // A participant still prepared never acked a commit: aborted.
+    e.handle(Event::Outcome { req: 2, txid: first.clone() });
+    let answers = vec![Ok(ProbeAnswer::Prepared), Ok(ProbeAnswer::Aborted)];
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: first, answers }),
+        vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]
+    );
+    // The latest ones are still remembered.
+    let recent = txid(2, MAX_REMEMBERED_OUTCOMES as u64 + 1);
+    assert_eq!(
+        e.handle(Event::Outcome { req: 3, txid: recent }),
+        vec![reply(3, Reply::Status(OutcomeStatus::Aborted))]
     );
 }
 

@@ -19,4 +19,4 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 
-pub use runtime::{run, start, ParticipantError, ParticipantOptions, RunningParticipant};
+pub use runtime::{start, ParticipantError, ParticipantOptions, RunningParticipant};

@@ -154,21 +154,17 @@ impl Handle {
 /// A participant serving in this process.
 pub type RunningParticipant = Running<ParticipantError>;
 
-/// Runs until a fatal error.
-pub async fn run(opts: ParticipantOptions) -> Result<(), ParticipantError> {
-    let running = start(opts, None).await?;
-    Err(running.stopped().await.map_err(ParticipantError::Fatal)?)
-}
-
 /// Opens the log, recovers, and starts serving on the cluster file's
 /// address (or `listen`, e.g. `127.0.0.1:0` in tests).
 pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<RunningParticipant, ParticipantError> {
     let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
     let addr = listen.unwrap_or(&entry.addr).to_string();
-    // Bound first: a busy port (another instance running) then leaves no
-    // new data directory behind.
-    let (listener, local) = net::bind(&addr).await.map_err(|source| ParticipantError::Bind { addr, source })?;
+    // Reserved first: a busy port (another instance running) then leaves
+    // no new data directory behind. Listening waits until the server can
+    // serve (see `net::ReservedPort`).
+    let port = net::reserve(&addr).await.map_err(|source| ParticipantError::Bind { addr: addr.clone(), source })?;
+    let local = port.local;
     let log = twopc_common::data_dir::ready(&opts.data_dir, "participant", &opts.id, opts.init, |log| {
         RocksWal::<ParticipantRecord>::exists_at(&log.wal, &log.created)
     })
@@ -177,11 +173,13 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
-    let wal: Arc<ParticipantWal> = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
+    let rocks_wal = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
         &log.wal,
         &log.created,
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
+    let wal: Arc<ParticipantWal> = Arc::clone(&rocks_wal) as Arc<ParticipantWal>;
+    let at_stop_wal = rocks_wal;
     let coordinators = opts
         .cluster
         .coordinator
@@ -208,8 +206,13 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let ring = Arc::new(opts.cluster.ring());
     let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone() };
+    let listener = port.listen().map_err(|source| ParticipantError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    Ok(Running::new(local, stopped, server))
+    let at_stop: twopc_common::node::AtStop = Box::new(move || match at_stop_wal.sync_for_stop() {
+        Ok(()) => tracing::info!("log synced for the stop"),
+        Err(e) => tracing::warn!(error = %e, "could not sync the log for the stop"),
+    });
+    Ok(Running::new(local, stopped, server, at_stop))
 }
 
 /// Completions fed back into the engine task.

@@ -126,6 +126,9 @@ pub(crate) struct Shared {
     writer: Mutex<Writer>,
     /// Requests submitted whose group is not finished yet.
     queued: AtomicUsize,
+    /// The synced mark (`None`: none kept). Its own lock: rewriting it
+    /// (an fsync) holds up no write.
+    mark: Mutex<Option<SyncedMark>>,
 }
 
 /// The writer's state: whoever holds the lock may write.
@@ -176,8 +179,9 @@ fn run_all(finished: Finished) {
 }
 
 impl Shared {
-    pub fn new(writer: Writer) -> Arc<Self> {
-        Arc::new(Shared { writer: Mutex::new(writer), queued: AtomicUsize::new(0) })
+    /// `mark`: the synced mark to keep (`None`: none).
+    pub fn new(writer: Writer, mark: Option<SyncedMark>) -> Arc<Self> {
+        Arc::new(Shared { writer: Mutex::new(writer), queued: AtomicUsize::new(0), mark: Mutex::new(mark) })
     }
 
     /// The writer's state. A panic while it was held can only come from
@@ -233,18 +237,35 @@ impl Shared {
     }
 
     /// Start the writer thread ("wal-writer").
-    /// `mark`: the synced mark it keeps (`None`: none).
-    pub fn spawn(self: &Arc<Self>, rx: Receiver<Request>, mark: Option<SyncedMark>) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(self: &Arc<Self>, rx: Receiver<Request>) -> std::io::Result<JoinHandle<()>> {
         let shared = Arc::clone(self);
-        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || shared.run(rx, mark))
+        std::thread::Builder::new().name("wal-writer".to_string()).spawn(move || shared.run(rx))
+    }
+
+    fn lock_mark(&self) -> MutexGuard<'_, Option<SyncedMark>> {
+        self.mark.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Rewrites the synced mark if it is due (outside the writer's lock:
     /// its fsync holds up no write).
-    fn update_mark(&self, mark: &mut Option<SyncedMark>) {
-        if let Some(mark) = mark.as_mut().filter(|m| m.may_be_due()) {
+    fn update_mark(&self) {
+        if let Some(mark) = self.lock_mark().as_mut().filter(|m| m.may_be_due()) {
             let durable = self.lock().durable_next_lsn;
             mark.update(durable);
+        }
+    }
+
+    /// How long until the mark should be rewritten (`None`: not owed).
+    fn mark_due_in(&self, durable: Lsn) -> Option<Duration> {
+        self.lock_mark().as_ref().and_then(|m| m.due_in(durable))
+    }
+
+    /// Rewrites the synced mark now, if it is behind what is durable (at a
+    /// close or a stop).
+    pub fn mark_now(&self) {
+        if let Some(mark) = self.lock_mark().as_mut() {
+            let durable = self.lock().durable_next_lsn;
+            mark.update_now(durable);
         }
     }
 
@@ -252,16 +273,17 @@ impl Shared {
     /// Lazy writes left unsynced are synced after [`LAZY_SYNC_INTERVAL`]
     /// of quiet, so "lazy" means "durable soon", never "maybe never";
     /// deferred completions get their sync within [`DEFERRED_SYNC_WAIT`].
-    fn run(&self, rx: Receiver<Request>, mut mark: Option<SyncedMark>) {
+    fn run(&self, rx: Receiver<Request>) {
         let mut carry: Option<Request> = None;
         loop {
-            self.update_mark(&mut mark);
+            self.update_mark();
             let first = match carry.take() {
                 Some(req) => req,
                 None => {
                     let wait = {
+                        let durable = self.lock().durable_next_lsn;
+                        let mark_due = self.mark_due_in(durable);
                         let mut writer = self.lock();
-                        let mark_due = mark.as_ref().and_then(|m| m.due_in(writer.durable_next_lsn));
                         let wait = match (writer.sleep_for(), mark_due) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
@@ -334,9 +356,7 @@ impl Shared {
             }
         };
         run_all(finished);
-        if let Some(mark) = &mut mark {
-            mark.update_now(self.lock().durable_next_lsn);
-        }
+        self.mark_now();
     }
 }
 
@@ -539,23 +559,26 @@ mod tests {
     #[test]
     fn a_slow_inline_write_pauses_the_fast_path() {
         let dir = tempfile::tempdir().unwrap();
-        let shared = Shared::new(Writer {
-            db: Arc::new(open_db(dir.path(), true).unwrap()),
-            dir: None,
-            location: "test".into(),
-            next_lsn: 1,
-            stored_next_lsn: 1,
-            durable_next_lsn: 1,
-            stats: Arc::default(),
-            unsynced: false,
-            lazy_sync: None,
-            deferred: Vec::new(),
-            deferred_since: None,
-            slow_inline_write: Duration::ZERO,
-            inline_paused_until: None,
-            last_write: Instant::now(),
-            asleep: None,
-        });
+        let shared = Shared::new(
+            Writer {
+                db: Arc::new(open_db(dir.path(), true).unwrap()),
+                dir: None,
+                location: "test".into(),
+                next_lsn: 1,
+                stored_next_lsn: 1,
+                durable_next_lsn: 1,
+                stats: Arc::default(),
+                unsynced: false,
+                lazy_sync: None,
+                deferred: Vec::new(),
+                deferred_since: None,
+                slow_inline_write: Duration::ZERO,
+                inline_paused_until: None,
+                last_write: Instant::now(),
+                asleep: None,
+            },
+            None,
+        );
         assert!(matches!(shared.try_inline(vec![request(Durability::Sync)]), Inline::Done { .. }));
         assert!(matches!(shared.try_inline(vec![request(Durability::Sync)]), Inline::Busy(_)));
         shared.lock().inline_paused_until = Some(Instant::now());

@@ -14,6 +14,7 @@ mod inspect;
 mod nodes;
 mod render;
 
+use crate::say::say_err;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -192,7 +193,7 @@ pub async fn run(args: AdminArgs) -> u8 {
             if json {
                 println!("{}", serde_json::json!({ "error": f.message }));
             }
-            eprintln!("error: {}", f.message);
+            say_err!("error: {}", f.message);
             f.code
         }
     }
