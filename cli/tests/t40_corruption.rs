@@ -36,6 +36,19 @@ async fn a_corrupted_record_refuses_to_start_naming_it() -> Result<()> {
     Ok(())
 }
 
+/// Commits one transaction writing `value` to every key of `keys`.
+async fn put_every_key(
+    client: &twopc_common::client::Client,
+    keys: &[Vec<u8>],
+    value: &[u8],
+) -> Result<twopc_common::TxnId, twopc_common::client::ClientError> {
+    let mut txn = client.begin().await?;
+    for key in keys {
+        txn.put(key, value.to_vec());
+    }
+    txn.commit().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_data_directory_is_removed_while_it_runs_stops_rather_than_vote() -> Result<()> {
     // Files deleted while open stay writable: p2 used to go on voting Yes
@@ -43,19 +56,9 @@ async fn a_participant_whose_data_directory_is_removed_while_it_runs_stops_rathe
     let mut cluster = Cluster::start(3)?;
     let keys = cluster.key_per_participant("removed-dir");
     let client = cluster.client().await?;
-    let write = |value: &'static [u8]| {
-        let (client, keys) = (client.clone(), keys.clone());
-        async move {
-            let mut txn = client.begin().await?;
-            for key in &keys {
-                txn.put(key, value.to_vec());
-            }
-            txn.commit().await
-        }
-    };
-    write(b"before").await?;
+    put_every_key(&client, &keys, b"before").await?;
     std::fs::remove_dir_all(cluster.data_dir("p2"))?;
-    let after = write(b"after").await;
+    let after = put_every_key(&client, &keys, b"after").await;
     assert!(after.is_err(), "committed {after:?} with p2's directory gone");
     let status = cluster.wait_exit("p2", std::time::Duration::from_secs(10))?;
     assert!(!status.success());
@@ -90,23 +93,13 @@ async fn a_write_ahead_file_cut_back_after_a_sigterm_stop_is_refused() -> Result
     let mut cluster = Cluster::start(2)?;
     let keys = cluster.key_per_participant("cut-after-stop");
     let client = cluster.client().await?;
-    let commit = |value: &'static [u8]| {
-        let (client, keys) = (client.clone(), keys.clone());
-        async move {
-            let mut txn = client.begin().await?;
-            for key in &keys {
-                txn.put(key, value.to_vec());
-            }
-            txn.commit().await
-        }
-    };
-    commit(b"first").await?;
+    put_every_key(&client, &keys, b"first").await?;
     // Long enough for p1's lazy writes to be synced and the mark to cover
     // them (it is then not due again for a second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let wal_dir = cluster.data_dir("p1").join("wal");
     let (file, size) = newest_write_ahead_file(&wal_dir)?;
-    commit(b"second").await?;
+    put_every_key(&client, &keys, b"second").await?;
     cluster.signal("p1", libc::SIGTERM)?;
     cluster.wait_exit("p1", Duration::from_secs(10))?;
     let (after, grown) = newest_write_ahead_file(&wal_dir)?;
