@@ -430,7 +430,15 @@ impl<C: Clone> Peer<C> {
     {
         let mut last = String::new();
         for attempt in 0..2 {
-            let (number, client) = match self.connection().await {
+            // Bounded too: a new connection (connect and hello) is made by
+            // one caller while the others wait for it, and to a peer that
+            // accepts but does not answer (a paused process) each made its
+            // waiters wait its hello's 2 s more, so calls took 10 s and
+            // more, not their guard (trial 14).
+            let connection = tokio::time::timeout(guard * 100, self.connection()).await.unwrap_or_else(|_| {
+                Err(format!("no connection to {} within {guard:?} (it does not answer: paused or hung?)", self.addr))
+            });
+            let (number, client) = match connection {
                 Ok(connection) => connection,
                 Err(e) if attempt == 0 => return Err(CallError::Unreachable(e)),
                 Err(e) => return Err(CallError::Lost(format!("{last}; then {e}"))),
@@ -494,6 +502,35 @@ mod self_connection_tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let real = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         assert!(refuse_self_connection(real).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A peer that accepts connections and never answers `hello` (a
+    /// paused process): every concurrent call gives up within its guard,
+    /// not one after another behind the connection being made.
+    #[tokio::test]
+    async fn calls_to_a_peer_that_never_answers_end_within_their_guard() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let expected =
+            Expected { hello: |_: ()| Box::pin(futures::future::pending()), role: Role::Participant, id: None };
+        let peer = Peer::expecting(addr, |_, _| (), expected);
+        let guard = Duration::from_millis(300);
+        let started = Instant::now();
+        let calls = (0..4).map(|_| {
+            let peer = Arc::clone(&peer);
+            async move { peer.try_call_within(guard, |()| async { Ok::<(), tarpc::client::RpcError>(()) }).await }
+        });
+        for answer in futures::future::join_all(calls).await {
+            assert!(matches!(answer, Err(CallError::Unreachable(_))), "{:?}", answer.err());
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "the calls took {:?}", started.elapsed());
+        drop(listener);
     }
 }
 
