@@ -435,7 +435,7 @@ impl<C: Clone> Peer<C> {
             // accepts but does not answer (a paused process) each made its
             // waiters wait its hello's 2 s more, so calls took 10 s and
             // more, not their guard (trial 14).
-            let connection = tokio::time::timeout(guard * 100, self.connection()).await.unwrap_or_else(|_| {
+            let connection = tokio::time::timeout(guard, self.connection()).await.unwrap_or_else(|_| {
                 Err(format!("no connection to {} within {guard:?} (it does not answer: paused or hung?)", self.addr))
             });
             let (number, client) = match connection {
