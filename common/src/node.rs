@@ -70,7 +70,7 @@ pub type AtStop = Box<dyn FnOnce() + Send>;
 pub struct Running<E> {
     pub addr: std::net::SocketAddr,
     /// Ends with the reason the server stopped (a fatal WAL error).
-    pub stopped: tokio::task::JoinHandle<E>,
+    stopped: tokio::task::JoinHandle<E>,
     pub(crate) server: tokio::task::JoinHandle<()>,
     at_stop: AtStop,
 }
@@ -95,11 +95,6 @@ impl<E> Running<E> {
     pub fn kill(self) {
         self.server.abort();
         self.stopped.abort();
-    }
-
-    /// Waits until the server stops and returns why.
-    pub async fn stopped(self) -> Result<E, String> {
-        self.stopped.await.map_err(|e| e.to_string())
     }
 }
 

@@ -137,8 +137,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         &log.created,
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
-    let wal: Arc<CoordinatorWal> = Arc::clone(&rocks_wal) as Arc<CoordinatorWal>;
-    let at_stop_wal = rocks_wal;
+    let wal: Arc<CoordinatorWal> = rocks_wal.clone();
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
@@ -171,7 +170,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     tracing::debug!(epoch, "started");
-    let at_stop: twopc_common::node::AtStop = Box::new(move || match at_stop_wal.sync_for_stop() {
+    let at_stop: twopc_common::node::AtStop = Box::new(move || match rocks_wal.sync_for_stop() {
         Ok(()) => tracing::info!("log synced for the stop"),
         Err(e) => tracing::warn!(error = %e, "could not sync the log for the stop"),
     });

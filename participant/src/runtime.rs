@@ -178,8 +178,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
         &log.created,
         fault::unless_sabotaged(&["vote-before-sync", "ack-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
-    let wal: Arc<ParticipantWal> = Arc::clone(&rocks_wal) as Arc<ParticipantWal>;
-    let at_stop_wal = rocks_wal;
+    let wal: Arc<ParticipantWal> = rocks_wal.clone();
     let coordinators = opts
         .cluster
         .coordinator
@@ -208,7 +207,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone() };
     let listener = port.listen().map_err(|source| ParticipantError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
-    let at_stop: twopc_common::node::AtStop = Box::new(move || match at_stop_wal.sync_for_stop() {
+    let at_stop: twopc_common::node::AtStop = Box::new(move || match rocks_wal.sync_for_stop() {
         Ok(()) => tracing::info!("log synced for the stop"),
         Err(e) => tracing::warn!(error = %e, "could not sync the log for the stop"),
     });
