@@ -143,7 +143,7 @@ impl ChaosOptions {
         let faults: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
         let mut cmd = format!(
             "{} chaos --seed {} --duration {} --workload {} --participants {} --coordinators {} --clients {} --faults {}",
-            self.binary.display(),
+            twopc_common::shell::quote_path(&self.binary),
             self.seed,
             format_duration(self.duration),
             self.workload,

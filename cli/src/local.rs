@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use twopc_common::client::{Client, ClientError};
 use twopc_common::config::ClusterConfig;
+use twopc_common::shell::quote_path;
 
 /// Most participants `twopc local` runs.
 pub const MAX_LOCAL_PARTICIPANTS: u16 = 64;
@@ -217,7 +218,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
 /// The command that starts this cluster again: `--dir`, plus the flags
 /// that differ from their defaults.
 fn resume_command(args: &LocalArgs) -> String {
-    let mut command = format!("twopc local --dir {}", args.dir.display());
+    let mut command = format!("twopc local --dir {}", quote_path(&args.dir));
     if args.participants != DEFAULT_PARTICIPANTS {
         command.push_str(&format!(" --participants {}", args.participants));
     }
@@ -384,7 +385,7 @@ fn table(supervisor: &Supervisor) -> String {
 
 /// The commands to try against this cluster.
 fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
-    let twopc = std::env::args_os().next().map_or_else(|| "twopc".to_string(), |a| a.to_string_lossy().into_owned());
+    let twopc = std::env::args_os().next().map_or_else(|| "twopc".to_string(), |a| quote_path(Path::new(&a)));
     let c = format!("--coordinator {coordinator}");
     let mut lines = vec![
         // With 3 participants alice is p2's, erin p1's, grace p3's.
@@ -394,8 +395,8 @@ fn hints(coordinator: &str, supervisor: &Supervisor, dir: &Path) -> String {
         format!("{twopc} get {c} alice erin grace"),
     ];
     let config = dir.join("cluster.toml");
-    lines.push(format!("{twopc} admin --config {} status", config.display()));
-    lines.push(format!("{twopc} admin --config {} in-doubt", config.display()));
+    lines.push(format!("{twopc} admin --config {} status", quote_path(&config)));
+    lines.push(format!("{twopc} admin --config {} in-doubt", quote_path(&config)));
     let participant = supervisor.servers().find(|(node, _)| node.role == Role::Participant);
     if let Some((node, Some(pid))) = participant {
         lines.push(format!(

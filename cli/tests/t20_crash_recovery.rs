@@ -446,3 +446,42 @@ async fn a_hung_coordinator_does_not_keep_another_ones_transactions_in_doubt() -
     cluster.signal("c1", libc::SIGCONT)?;
     result
 }
+
+/// The log says, per epoch, how far the outcomes it trimmed reach: after
+/// a restart, an id of an earlier run at or below that point, which no
+/// participant remembers, is "unknown" (it may have committed), and one
+/// past it is presumed aborted. (Trimming takes 100,000 ended
+/// transactions, so the test writes the record a trim would write.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_trimmed_from_the_log_before_a_restart_is_unknown_not_presumed_aborted() -> Result<()> {
+    use twopc_coordinator::record::CoordinatorRecord;
+    use twopc_wal::{Durability, RocksWal, Wal, WalBatch};
+
+    let mut cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let trimmed = client.begin().await?.txid().clone();
+    let past_the_trim = client.begin().await?.txid().clone();
+    drop(client);
+    cluster.kill("c1");
+    let dir = cluster.data_dir("c1");
+    let wal = RocksWal::<CoordinatorRecord>::open_created_once(
+        &dir.join(twopc_common::data_dir::WAL_DIR),
+        &dir.join(twopc_common::data_dir::LOG_CREATED_FILE),
+        None,
+    )?;
+    let mut batch = WalBatch::new();
+    batch.append.push(CoordinatorRecord::Forgotten { epoch: trimmed.epoch, up_to: trimmed.seq });
+    wal.write(batch, Durability::Sync)?;
+    drop(wal);
+    cluster.spawn("c1", &[])?;
+
+    let c = cluster.coordinator_addr();
+    let out = support::twopc(&["outcome", "--coordinator", &c, &trimmed.to_string()])?;
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    assert!(support::text(&out).contains(&format!("{trimmed}: unknown")), "{}", support::text(&out));
+    assert!(support::text(&out).contains("no longer remembered"), "{}", support::text(&out));
+    let out = support::twopc(&["outcome", "--coordinator", &c, &past_the_trim.to_string()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    assert!(support::text(&out).contains(&format!("{past_the_trim}: aborted")), "{}", support::text(&out));
+    Ok(())
+}

@@ -27,12 +27,22 @@ pub const LOG_CREATED_FILE: &str = "LOG_CREATED";
 /// The error says whose directory it is.
 pub fn claim(dir: &Path, role: &str, id: &str) -> Result<(), String> {
     claim_file(dir, OWNER_FILE, &format!("twopc {role} {id}\n"), |found| {
-        format!(
-            "{} belongs to {}, not to {role} {id}: started on it, this node would serve another node's data \
-             as its own. Give it its own --data-dir",
-            dir.display(),
-            found.trim().strip_prefix("twopc ").unwrap_or(found.trim()),
-        )
+        let owner = found.trim().strip_prefix("twopc ").filter(|o| o.split(' ').count() == 2);
+        match owner {
+            Some(owner) => format!(
+                "{} belongs to {owner}, not to {role} {id}: started on it, this node would serve another node's \
+                 data as its own. Give it its own --data-dir",
+                dir.display(),
+            ),
+            None => format!(
+                "{} is damaged: it holds {:?}, not the owner of {} (\"twopc ROLE ID\"). If this is {role} \
+                 {id}'s data directory, write \"twopc {role} {id}\" into it and start again; otherwise give \
+                 {id} its own --data-dir",
+                dir.join(OWNER_FILE).display(),
+                excerpt(found),
+                dir.display(),
+            ),
+        }
     })
 }
 
@@ -119,7 +129,18 @@ pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
         write_synced(dir, &path, &wanted).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
     }
     claim_file(dir, RING_FILE, &wanted, |found| {
-        let (_, old_nodes) = found.trim().split_once(' ').unwrap_or(("", found.trim()));
+        let Some(old_nodes) = ring_file_nodes(found) else {
+            return format!(
+                "{} is damaged: it holds {:?}, not the participants {}'s data was written under. If they \
+                 are the cluster file's ({}, vnodes = {}), remove the file and start again (it is rewritten); \
+                 otherwise restore it from a backup",
+                dir.join(RING_FILE).display(),
+                excerpt(found),
+                dir.display(),
+                nodes.join(","),
+                ring.vnodes(),
+            );
+        };
         let now = if old_nodes == nodes.join(",") {
             format!("the same participants with vnodes = {}, so the vnodes differ", ring.vnodes())
         } else {
@@ -133,6 +154,19 @@ pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
             dir.display(),
         )
     })
+}
+
+/// The start of a damaged file's text, for an error message.
+fn excerpt(found: &str) -> String {
+    found.chars().take(60).collect()
+}
+
+/// The participant list a ring file names ("FINGERPRINT P1,P2,..."), if
+/// it is one.
+fn ring_file_nodes(found: &str) -> Option<&str> {
+    let (fingerprint, nodes) = found.trim().split_once(' ')?;
+    let valid = fingerprint.starts_with("0x") && nodes.split(',').all(|n| crate::NodeId::new(n).is_ok());
+    valid.then_some(nodes)
 }
 
 /// Whether `dir`'s ring file names `ring` as releases before sorting the
@@ -192,6 +226,17 @@ mod tests {
         let fewer = claim_ring(dir.path(), &ring(&["p1", "p2"])).unwrap_err();
         assert!(fewer.contains("participants were p1,p2,p3") && fewer.contains("now lists p1,p2"), "{fewer}");
         claim_ring(dir.path(), &ring(&["p3", "p1", "p2"])).expect("the same participants in another order");
+        std::fs::write(dir.path().join(RING_FILE), "\0\0garbage").unwrap();
+        let damaged = claim_ring(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap_err();
+        assert!(damaged.contains("is damaged") && damaged.contains("are the cluster file's (p1,p2,p3"), "{damaged}");
+    }
+
+    #[test]
+    fn a_damaged_owner_file_is_called_damaged_not_someone_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OWNER_FILE), "").unwrap();
+        let damaged = claim(dir.path(), "participant", "p2").unwrap_err();
+        assert!(damaged.contains("is damaged") && damaged.contains("write \"twopc participant p2\""), "{damaged}");
     }
 
     #[test]

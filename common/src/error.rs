@@ -47,8 +47,9 @@ pub enum ServiceError {
         txid.coordinator
     )]
     ForeignEpoch { txid: TxnId },
-    /// The outcome of `txid` (minted in this coordinator run) was
-    /// forgotten: the coordinator keeps only its latest outcomes, and no
+    /// The outcome of `txid` was forgotten: the coordinator keeps only
+    /// its latest outcomes (in memory, and in its log across restarts:
+    /// how far its trimmed ones reach is logged per epoch), and no
     /// participant remembers applying it (they keep theirs only so long
     /// too). Aborted and committed are both possible; answering "aborted"
     /// (presumed abort) was wrong for transactions that committed long

@@ -19,6 +19,7 @@
 //!   over one coordinator or the first reachable of several
 //!   (`coordinator_set`).
 //! - [`error`]: the errors that cross the wire.
+//! - [`shell`]: quoting for the command lines printed to users.
 
 pub mod admin;
 pub mod client;
@@ -37,6 +38,7 @@ pub mod open_files;
 pub mod recent;
 pub mod ring;
 pub mod service;
+pub mod shell;
 pub mod txn;
 
 pub use error::ServiceError;

@@ -255,10 +255,6 @@ pub struct Engine {
     open: BTreeMap<u64, u64>,
     active: BTreeMap<TxnId, Active>,
     known: Recent<TxnId, Known>,
-    /// The highest sequence number of this run's txids whose outcome
-    /// `known` dropped (`None`: none dropped yet): an id at or below it
-    /// that nothing else remembers may have committed.
-    forgotten_up_to: Option<u64>,
     /// Participants that refused a commit decision (heuristic-mixed).
     mixed: BTreeMap<TxnId, BTreeSet<NodeId>>,
     /// Outcome questions waiting for a probe: txid → requests.
@@ -275,7 +271,6 @@ impl Engine {
             open: BTreeMap::new(),
             active: BTreeMap::new(),
             known: Recent::new(MAX_REMEMBERED_OUTCOMES),
-            forgotten_up_to: None,
             probing: BTreeMap::new(),
             mixed: BTreeMap::new(),
         }
@@ -626,10 +621,16 @@ impl Engine {
             }
         };
         let active = self.active.remove(&txid).expect("checked above");
-        let known = if outcome == Outcome::Committed { Known::Committed } else { Known::Aborted };
-        self.remember(txid, known);
         for req in active.waiters {
             out.push(Command::Reply { req, reply: Reply::Outcome(outcome.clone()) });
+        }
+        if outcome == Outcome::Committed {
+            // Only the participant logged it: an End record here keeps it
+            // known after a restart, and counted when trimmed.
+            out.push(Command::LogEnd { txid: txid.clone() });
+            self.remember(txid, Known::Committed);
+        } else {
+            self.remember(txid, Known::Aborted);
         }
     }
 
@@ -688,21 +689,21 @@ impl Engine {
         (!self.epochs.ran(txid.epoch)).then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
     }
 
-    /// Remembers `txid`'s outcome, noting how far this run's forgotten
+    /// Remembers `txid`'s outcome, noting how far its epoch's forgotten
     /// outcomes reach when the oldest remembered one is dropped.
     fn remember(&mut self, txid: TxnId, known: Known) {
         if let Some((dropped, _)) = self.known.insert(txid, known) {
-            if dropped.epoch == self.epoch && dropped.coordinator == self.me {
-                self.forgotten_up_to = self.forgotten_up_to.max(Some(dropped.seq));
+            if dropped.coordinator == self.me {
+                self.epochs.forgot(dropped.epoch, dropped.seq);
             }
         }
     }
 
     /// Whether the outcome of `txid`, which nothing here remembers, may
-    /// have been forgotten. (Only this run's are tracked: an id of an
-    /// earlier run is presumed aborted when no participant has it.)
+    /// have been forgotten: dropped from memory in this run, or trimmed
+    /// from the log in an earlier one.
     fn maybe_forgotten(&self, txid: &TxnId) -> bool {
-        txid.epoch == self.epoch && self.forgotten_up_to.is_some_and(|seq| txid.seq <= seq)
+        txid.coordinator == self.me && self.epochs.maybe_forgotten(txid.epoch, txid.seq)
     }
 
     fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {

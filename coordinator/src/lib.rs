@@ -4,8 +4,11 @@
 //! # Layout
 //! - [`batcher`]: messages to one participant, batched (the shared shape).
 //! - [`commit_batch`]: second-phase commits, batched per participant.
+//! - [`ended`]: the log's ended transactions, trimmed beyond a bound, and
+//!   how far the trimmed ones reach per epoch.
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
-//! - [`epochs`]: which epochs the log ran (presumed abort holds for those).
+//! - [`epochs`]: which epochs the log ran and how far each one's outcomes
+//!   were forgotten (presumed abort holds for the rest).
 //! - [`prepare_batch`]: first-phase prepares, batched per participant.
 //! - [`record`]: what the coordinator logs (Epoch, Commit, End, ...).
 //! - [`routing`]: splitting a transaction by owning participant.
@@ -15,6 +18,7 @@
 
 pub mod batcher;
 pub mod commit_batch;
+pub mod ended;
 pub mod engine;
 pub mod epochs;
 pub mod prepare_batch;

@@ -22,4 +22,9 @@ pub enum CoordinatorRecord {
     /// `legacy_up_to` ran before (a log then kept only its last Epoch
     /// record) and are taken as this log's; 0 for a log begun keeping them.
     EpochsKept { legacy_up_to: u64 },
+    /// Ended transactions of `epoch` up to seq `up_to` had their records
+    /// trimmed: their outcomes are unknown here, never presumed aborted.
+    /// (One per epoch is current; a later one for the same epoch replaces
+    /// it.)
+    Forgotten { epoch: u64, up_to: u64 },
 }

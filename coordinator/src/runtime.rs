@@ -7,13 +7,14 @@
 //! without End.
 
 use crate::commit_batch::CommitSender;
+use crate::ended::EndedLog;
 use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
 use crate::epochs::{EpochHistory, MAX_KEPT_EPOCHS};
 use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
 use futures::future::join_all;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,7 +181,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
 pub(crate) enum Completion {
     Event(Event),
     CommitLogged { txid: TxnId, lsn: Lsn },
-    EndLogged { commit_lsn: Option<Lsn>, end_lsn: Lsn },
+    EndLogged { txid: TxnId, commit_lsn: Option<Lsn>, end_lsn: Lsn, horizons: Vec<(u64, Lsn)> },
     Fatal(WalError),
 }
 
@@ -199,9 +200,9 @@ struct EngineTask {
     /// this process, or found in the log when it started. `admin in-doubt`
     /// shows that age for commits not yet delivered everywhere.
     commit_lsn: HashMap<TxnId, (Lsn, u64)>,
-    /// Ended transactions' (Commit, End) LSNs, oldest first: kept so that
-    /// outcome questions stay exact for recent commits, then trimmed.
-    ended: VecDeque<(Option<Lsn>, Lsn)>,
+    /// Ended transactions' records, trimmed beyond what the engine
+    /// remembers (see [`EndedLog`]).
+    ended: EndedLog,
     /// LSNs of each txid's Mixed records (removed when an operator
     /// forgets them).
     mixed_lsns: HashMap<TxnId, Vec<Lsn>>,
@@ -264,7 +265,7 @@ impl EngineTask {
             pending: HashMap::new(),
             next_req: 0,
             commit_lsn: HashMap::new(),
-            ended: VecDeque::new(),
+            ended: EndedLog::new(crate::engine::MAX_REMEMBERED_OUTCOMES),
             mixed_lsns: HashMap::new(),
             done_tx,
             done_rx,
@@ -289,6 +290,7 @@ impl EngineTask {
                 CoordinatorRecord::End { txid } => {
                     ends.insert(txid, lsn);
                 }
+                CoordinatorRecord::Forgotten { epoch, up_to } => self.ended.found_horizon(epoch, up_to, lsn),
                 CoordinatorRecord::Mixed { txid, participant } => {
                     self.mixed_lsns.entry(txid.clone()).or_default().push(lsn);
                     tracing::error!(%txid, %participant, "heuristic-mixed: a participant was forced against the logged decision");
@@ -308,15 +310,18 @@ impl EngineTask {
         batch.append.push(CoordinatorRecord::Epoch(epoch));
         let dropped = (epochs.len() + 1).saturating_sub(MAX_KEPT_EPOCHS);
         batch.remove = epochs.drain(..dropped).map(|(_, lsn)| lsn).collect();
+        let oldest_kept = epochs.first().map_or(epoch, |(e, _)| *e);
+        self.ended.drop_epochs_before(oldest_kept, &mut batch.remove);
         self.wal.write(batch, Durability::Sync)?;
         let mut ran: BTreeSet<u64> = epochs.iter().map(|(e, _)| *e).collect();
         ran.insert(epoch);
-        let epochs = EpochHistory { legacy_up_to: legacy_up_to.unwrap_or(last_epoch), ran };
+        let epochs =
+            EpochHistory { legacy_up_to: legacy_up_to.unwrap_or(last_epoch), ran, forgotten: self.ended.forgotten() };
         let mut recovered = Vec::new();
         for (txid, participants, lsn) in commits {
             let end = ends.remove(&txid);
             match end {
-                Some(end_lsn) => self.ended.push_back((Some(lsn), end_lsn)),
+                Some(end_lsn) => self.ended.push(&txid, Some(lsn), end_lsn),
                 None => {
                     tracing::info!(%txid, "re-driving logged commit decision");
                     self.commit_lsn.insert(txid.clone(), (lsn, now_ms()));
@@ -324,8 +329,14 @@ impl EngineTask {
             }
             recovered.push((txid, participants, end.is_some()));
         }
-        // End records whose Commit was already trimmed.
-        self.ended.extend(ends.into_values().map(|end| (None, end)));
+        // End records without a Commit record: one-phase commits (the
+        // participant logged the decision), oldest first.
+        let mut ends: Vec<(TxnId, Lsn)> = ends.into_iter().collect();
+        ends.sort_unstable_by_key(|(_, lsn)| *lsn);
+        for (txid, end_lsn) in ends {
+            self.ended.push(&txid, None, end_lsn);
+            recovered.push((txid, Vec::new(), true));
+        }
         let commands = self.engine.handle(Event::Recovered { epoch, epochs, commits: recovered, mixed });
         self.execute(commands);
         Ok(epoch)
@@ -382,7 +393,12 @@ impl EngineTask {
                 let commands = self.engine.handle(Event::DecisionSynced { txid });
                 self.execute(commands);
             }
-            Completion::EndLogged { commit_lsn, end_lsn } => self.ended.push_back((commit_lsn, end_lsn)),
+            Completion::EndLogged { txid, commit_lsn, end_lsn, horizons } => {
+                self.ended.push(&txid, commit_lsn, end_lsn);
+                for (epoch, lsn) in horizons {
+                    self.ended.horizon_logged(epoch, lsn);
+                }
+            }
             Completion::Fatal(e) => {
                 tracing::error!(error = %e, "decision log failed; stopping");
                 return Some(CoordinatorError::Wal(e));
@@ -639,19 +655,20 @@ impl EngineTask {
     fn log_end(&mut self, txid: TxnId) {
         let commit_lsn = self.commit_lsn.remove(&txid).map(|(lsn, _)| lsn);
         let mut batch = WalBatch::new();
-        batch.append.push(CoordinatorRecord::End { txid });
-        while self.ended.len() >= crate::engine::MAX_REMEMBERED_OUTCOMES {
-            let (old_commit, old_end) = self.ended.pop_front().expect("not empty");
-            batch.remove.extend(old_commit);
-            batch.remove.push(old_end);
-        }
+        batch.append.push(CoordinatorRecord::End { txid: txid.clone() });
+        let trimmed_epochs = self.ended.trim_for_one_more(&mut batch);
         let tx = self.done_tx.clone();
         self.held_writes.hold(
             batch,
             Durability::Lazy,
             Box::new(move |result| {
                 let _ = tx.send(match result {
-                    Ok(lsns) => Completion::EndLogged { commit_lsn, end_lsn: lsns[0] },
+                    Ok(lsns) => Completion::EndLogged {
+                        txid,
+                        commit_lsn,
+                        end_lsn: lsns[0],
+                        horizons: trimmed_epochs.into_iter().zip(lsns[1..].iter().copied()).collect(),
+                    },
                     Err(e) => Completion::Fatal(e),
                 });
             }),

@@ -170,7 +170,8 @@ fn one_participant_means_one_phase_retried_until_definite() {
         vec![reply(11, Reply::Status(OutcomeStatus::Pending))]
     );
     let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Ok(Outcome::Committed), attempt: 1 });
-    assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Committed))]);
+    // Logged here too (lazily), so that it stays known after a restart.
+    assert_eq!(out, vec![reply(10, Reply::Outcome(Outcome::Committed)), Command::LogEnd { txid: t }]);
 }
 
 /// A one-phase commit no attempt of which reached the participant (it is
@@ -202,7 +203,7 @@ fn a_one_phase_commit_never_sent_aborts_and_one_maybe_sent_waits_for_the_answer(
     let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Err(refused), attempt: 1 });
     assert_eq!(out, vec![Command::SendOnePhase { to: node("p1"), prepare: p[0].1.clone(), attempt: 2 }]);
     let out = e.handle(Event::OnePhaseResult { txid: t.clone(), result: Ok(Outcome::Committed), attempt: 2 });
-    assert_eq!(out, vec![reply(20, Reply::Outcome(Outcome::Committed))]);
+    assert_eq!(out, vec![reply(20, Reply::Outcome(Outcome::Committed)), Command::LogEnd { txid: t }]);
 }
 
 #[test]
@@ -291,6 +292,32 @@ fn an_outcome_forgotten_in_this_run_is_never_presumed_aborted() {
     );
 }
 
+/// After a restart, the log's horizon says how far an earlier run's
+/// trimmed outcomes reach: an id at or below it that no participant
+/// remembers is "forgotten", and one above it is presumed aborted.
+#[test]
+fn an_outcome_trimmed_in_an_earlier_run_is_never_presumed_aborted() {
+    let mut e = Engine::new(node("c1"));
+    let mut epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into(), ..Default::default() };
+    epochs.forgot(5, 700);
+    assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
+    let all_aborted = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)];
+    for (req, seq) in [(1, 1), (2, 700)] {
+        let old = txid(5, seq);
+        assert_eq!(e.handle(Event::Outcome { req, txid: old.clone() }), vec![Command::Probe { txid: old.clone() }]);
+        assert_eq!(
+            e.handle(Event::ProbeResult { txid: old.clone(), answers: all_aborted.clone() }),
+            vec![reply(req, Reply::Error(ServiceError::Forgotten { txid: old }))]
+        );
+    }
+    let later = txid(5, 701);
+    e.handle(Event::Outcome { req: 3, txid: later.clone() });
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: later, answers: all_aborted }),
+        vec![reply(3, Reply::Status(OutcomeStatus::Aborted))]
+    );
+}
+
 #[test]
 fn an_answered_abort_is_final() {
     let mut e = engine();
@@ -335,7 +362,7 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
     // This log began at epoch 5 (a new data directory) and ran 5 and 9;
     // another instance of c1 ran epoch 7 and may have committed c1.7.1.
     let mut e = Engine::new(node("c1"));
-    let epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into() };
+    let epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into(), ..Default::default() };
     assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
     for foreign in [txid(7, 1), txid(3, 1)] {
         let refused = Reply::Error(ServiceError::ForeignEpoch { txid: foreign.clone() });

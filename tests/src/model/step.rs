@@ -416,6 +416,9 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
             *epoch += 1;
             let mut recovered: Vec<_> =
                 commits.iter().map(|(t, ps)| (t.clone(), ps.clone(), ends.contains(t))).collect();
+            // End records without a Commit record: one-phase commits.
+            let one_phase = ends.iter().filter(|t| !commits.contains_key(*t));
+            recovered.extend(one_phase.map(|t| (t.clone(), Vec::new(), true)));
             if cfg.sabotage == ModelSabotage::ForgetfulCoordinator {
                 recovered.clear();
             }

@@ -105,8 +105,9 @@ impl CoordinatorNode {
                     ends.insert(txid);
                 }
                 CoordinatorRecord::Mixed { txid, participant } => mixed.push((txid, participant)),
-                // The simulated log is never lost: every epoch is its own.
-                CoordinatorRecord::EpochsKept { .. } => {}
+                // The simulated log is never lost (every epoch is its own)
+                // nor trimmed.
+                CoordinatorRecord::EpochsKept { .. } | CoordinatorRecord::Forgotten { .. } => {}
             }
         }
         let epoch = last_epoch + 1;
@@ -116,8 +117,9 @@ impl CoordinatorNode {
         if let Err(e) = self.disk.wal.write(batch, Durability::Sync) {
             panic!("coordinator epoch sync failed: {e}");
         }
-        let mut commits: Vec<_> =
-            commits.into_iter().map(|(txid, p)| (txid.clone(), p, ends.contains(&txid))).collect();
+        let mut commits: Vec<_> = commits.into_iter().map(|(txid, p)| (txid.clone(), p, ends.remove(&txid))).collect();
+        // End records without a Commit record: one-phase commits.
+        commits.extend(ends.into_iter().map(|txid| (txid, Vec::new(), true)));
         if env.sabotage == Sabotage::ForgetfulCoordinator {
             commits.clear();
         }
