@@ -436,7 +436,7 @@ impl<C: Clone> Peer<C> {
             // waiters wait its hello's 2 s more, so calls took 10 s and
             // more, not their guard (trial 14).
             let connection = tokio::time::timeout(guard, self.connection()).await.unwrap_or_else(|_| {
-                Err(format!("no connection to {} within {guard:?} (it does not answer: paused or hung?)", self.addr))
+                Err(format!("no connection to {} within {guard:?} (it does not answer: paused, hung, or stuck on a disk that does not complete its writes?)", self.addr))
             });
             let (number, client) = match connection {
                 Ok(connection) => connection,

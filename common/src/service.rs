@@ -142,7 +142,7 @@ pub async fn introduce(
 fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
     match e {
         RpcError::DeadlineExceeded => {
-            format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung or stopped?)")
+            format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung, stopped, or stuck on a disk that does not complete its writes?)")
         }
         // The connection closed before any answer: the process died or
         // is restarting (a kill mid-load did this), or it does not speak
