@@ -13,12 +13,13 @@ pub enum WalError {
         /// What is wrong (checksum mismatch, unknown version, ...).
         reason: String,
     },
-    /// A log that was created before is gone or incomplete (its directory
-    /// or RocksDB's `CURRENT` file missing); nothing was created in its
-    /// place.
+    /// A log that was created before is gone or incomplete (its directory,
+    /// RocksDB's `CURRENT` file, or a write-ahead file it still needs
+    /// missing); nothing was created in its place.
     #[error(
         "the write-ahead log at {location} was created before but is missing or incomplete ({reason}); \
-         refusing to start with a new, empty log, which would silently lose committed data and prepared \
+         refusing to start with a new, empty log or without the missing records, which would silently lose \
+         committed data and prepared \
          transactions. Restore the data directory from a backup; to give up this node's data for good, delete \
          the whole data directory"
     )]

@@ -83,6 +83,11 @@ pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
     opts.set_manual_wal_flush(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
+    // Every closed, synced write-ahead file is listed in the MANIFEST, so
+    // that one deleted while still needed (an older file, whose records a
+    // column family has not flushed yet) fails the open instead of opening
+    // without its records (the synced mark catches only the newest ones).
+    opts.set_track_and_verify_wals_in_manifest(true);
     opts.set_max_open_files(MAX_OPEN_TABLE_FILES);
     // RocksDB starts a new info LOG at every open and keeps 1,000 old
     // ones: a server crash-looping on a full disk added one per attempt.
@@ -106,6 +111,10 @@ pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
         let text = e.to_string();
         if !create && (text.contains("does not exist") || !path.exists()) {
             return WalError::Missing { location, reason: text };
+        }
+        if text.contains("Missing WAL with log number") {
+            let reason = format!("a write-ahead file (*.log) it still needs was deleted; RocksDB: {text}");
+            return WalError::Missing { location, reason };
         }
         let in_use = text.contains("LOCK");
         let what = if in_use { "open failed (is another process using this data directory?)" } else { "open failed" };

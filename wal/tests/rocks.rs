@@ -337,6 +337,40 @@ fn a_write_ahead_file_emptied_while_closed_is_refused_at_open() {
 }
 
 #[test]
+fn an_older_write_ahead_file_deleted_while_closed_is_refused_at_open() {
+    // Record 0 lives in the first write-ahead file; data written after it
+    // fills a memtable, whose flush moves writes to a second file while
+    // the first still holds record 0 (its column family not flushed).
+    // Deleting the first (an operator cleaning "old logs") must not open
+    // as a valid log without record 0 (trial 11 lost a prepared
+    // transaction that way).
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let wal = open().unwrap();
+    wal.write(appends([0]), Durability::Sync).unwrap();
+    let value = vec![7u8; 1 << 20];
+    for i in 0.. {
+        if log_files(&log).len() >= 2 {
+            break;
+        }
+        assert!(i < 200, "no second write-ahead file after {i} MiB");
+        let mut batch = WalBatch::new();
+        batch.data = vec![put(&format!("key{}", i % 8), "")];
+        batch.data[0].1 = Some(value.clone());
+        wal.write(batch, Durability::Sync).unwrap();
+    }
+    // A later record, in the newer file: the synced mark is satisfied.
+    wal.write(appends([1]), Durability::Sync).unwrap();
+    drop(wal);
+    let oldest = log_files(&log).into_iter().min().expect("a write-ahead file");
+    std::fs::remove_file(&oldest).unwrap();
+    let err = open().map(|wal| ids(&wal)).expect_err("opened without record 0");
+    assert!(matches!(err, WalError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("write-ahead file"), "{err}");
+}
+
+#[test]
 fn reopening_a_log_many_times_never_trips_its_synced_mark() {
     let dir = tempfile::tempdir().unwrap();
     let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
