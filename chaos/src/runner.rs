@@ -140,7 +140,9 @@ impl ChaosOptions {
 
     /// The command line that replays this run's seed.
     pub fn replay_command(&self) -> String {
-        let faults: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
+        // The faults it ran: a binary without fault points runs all but
+        // crash, and its replay asking for crash would be refused.
+        let faults: Vec<&str> = self.active_faults().iter().map(|k| k.name()).collect();
         let mut cmd = format!(
             "{} chaos --seed {} --duration {} --workload {} --participants {} --coordinators {} --clients {} --faults {}",
             twopc_common::shell::quote_path(&self.binary),
@@ -713,5 +715,10 @@ mod tests {
             "/bin/twopc chaos --seed 42 --duration 8s --workload bank --participants 3 --coordinators 1 \
              --clients 8 --faults kill,delay --sabotage vote-before-sync"
         );
+        // Without fault points, crash did not run: the replay leaves it out.
+        opts.sabotage = None;
+        opts.fault_points = false;
+        opts.faults = crate::nemesis::parse_faults("kill,crash").unwrap();
+        assert!(opts.replay_command().ends_with("--faults kill"), "{}", opts.replay_command());
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::duration::parse_duration;
 use crate::say::say_err;
+use crate::say::{out, out_raw};
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use clap::{ArgAction, Args, ValueEnum};
@@ -122,7 +123,7 @@ struct PlotFile<'a> {
 /// `--json`, as `chaos` and `txn` do); returns `code`.
 fn fail(json: bool, code: u8, message: &str) -> u8 {
     if json {
-        println!("{}", crate::output::error_json(message));
+        out!("{}", crate::output::error_json(message));
     }
     say_err!("error: {message}");
     code
@@ -164,7 +165,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             // once its blocking tasks have ended (before the exit).
             discard_plot(plot);
             if args.json {
-                println!("{}", crate::output::error_json(&format!("{signal}: benchmark stopped")));
+                out!("{}", crate::output::error_json(&format!("{signal}: benchmark stopped")));
             }
             say_err!("{signal}: benchmark stopped");
             return EXIT_FAILED;
@@ -187,11 +188,11 @@ pub async fn run(args: BenchArgs) -> u8 {
     ));
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => out!("{json}"),
             Err(e) => return fail(true, EXIT_FAILED, &e.to_string()),
         }
     } else {
-        print!("{}", report.table());
+        out_raw!("{}", report.table());
     }
     // Written after the report is out: a failure here loses no result.
     if let Some(PlotFile { path, mut file, .. }) = plot {
@@ -201,7 +202,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             return EXIT_FAILED;
         }
         if !args.json {
-            println!("plot: {}", path.display());
+            out!("plot: {}", path.display());
         }
     }
     EXIT_OK

@@ -5,6 +5,7 @@
 
 use crate::duration::parse_duration;
 use crate::say::say_err;
+use crate::say::{out, out_raw};
 use crate::signals::StopSignals;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
@@ -161,7 +162,7 @@ fn random_seed() -> u64 {
 
 fn usage(json: bool, message: &str) -> u8 {
     if json {
-        println!("{}", crate::output::error_json(message));
+        out!("{}", crate::output::error_json(message));
     }
     say_err!("error: {message}");
     EXIT_USAGE
@@ -244,7 +245,7 @@ pub async fn run(args: ChaosArgs) -> u8 {
                 h.discard();
             }
             if args.json {
-                println!("{}", crate::output::error_json(&format!("{signal}: chaos run stopped")));
+                out!("{}", crate::output::error_json(&format!("{signal}: chaos run stopped")));
             }
             say_err!("{signal}: stopping the cluster");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -254,9 +255,9 @@ pub async fn run(args: ChaosArgs) -> u8 {
     match outcome {
         Ok(report) => {
             if args.json {
-                println!("{}", report.to_json());
+                out!("{}", report.to_json());
             } else {
-                print!("{}", report.summary());
+                out_raw!("{}", report.summary());
             }
             if let Some(e) = &report.history_error {
                 say_err!("error: {e}");

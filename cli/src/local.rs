@@ -174,7 +174,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
     let path = args.dir.join("cluster.toml");
     let held = if args.dir.is_dir() { Some(lock_dir(&args.dir)?) } else { None };
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
-    let reused = path.exists();
+    let mut reused = path.exists();
     let cluster = if reused {
         let existing = ClusterConfig::load(&path).map_err(|e| {
             format!(
@@ -183,9 +183,21 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
                  --base-port it was started with)"
             )
         })?;
-        if !same_nodes(&existing, &wanted) {
-            return Err(mismatch(&path, &existing, args));
-        }
+        let existing = match loopback_settings(&existing) {
+            _ if same_nodes(&existing, &wanted) => existing,
+            // Only the ports differ: data is tied to node ids, not to
+            // addresses, so the cluster moves (the file is rewritten).
+            Some((count, old_port)) if count == usize::from(n) => {
+                say!("twopc local: moving the cluster from --base-port {old_port} to {}", args.base_port);
+                reused = false;
+                ClusterConfig {
+                    coordinator: wanted.coordinator.clone(),
+                    participant: wanted.participant.clone(),
+                    ..existing
+                }
+            }
+            _ => return Err(mismatch(&path, &existing, args)),
+        };
         missing_data_dir(&existing, &args.dir)?;
         // The file as written (it may set vnodes or an admin token).
         existing

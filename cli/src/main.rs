@@ -27,6 +27,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod address;
 mod admin;
 mod bench_cmd;
 mod chaos_cmd;
@@ -39,6 +40,7 @@ mod signals;
 mod supervisor;
 mod txn_cmd;
 
+use crate::say::out;
 use crate::say::say_err;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -278,6 +280,9 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Txn(_) | Command::Get(_) | Command::Outcome(_) | Command::Admin(_)) {
         end_quietly_on_a_closed_pipe();
     }
+    if matches!(cli.command, Command::Participant(_) | Command::Coordinator(_)) {
+        fail_writes_over_the_file_size_limit();
+    }
     let runtime = match server_or_client_runtime(&cli.command) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -285,7 +290,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli)))
+    // Where the exit code says what was printed (a read, a report), an
+    // output that could not be written is a failure; `txn` and `outcome`
+    // keep the transaction's outcome as their exit code.
+    let output_is_the_result = matches!(cli.command, Command::Get(_) | Command::Admin(_) | Command::Bench(_));
+    let code = runtime.block_on(run(cli));
+    match say::stdout_failure() {
+        Some(e) => {
+            say_err!("twopc: could not write the output to stdout: {e}");
+            ExitCode::from(if code == EXIT_OK && output_is_the_result { EXIT_FAILED } else { code })
+        }
+        None => ExitCode::from(code),
+    }
+}
+
+/// A server's write past the file-size limit (`ulimit -f`, systemd's
+/// `LimitFSIZE`) fails with "File too large", and the server stops saying
+/// so, instead of being killed by SIGXFSZ without a word in its log.
+fn fail_writes_over_the_file_size_limit() {
+    // SAFETY: setting a signal's disposition to ignore, before any thread
+    // is started.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// A report piped into `head` ends the command the Unix way, killed by
@@ -368,7 +395,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         return ExitCode::from(EXIT_OK);
     }
     if std::env::args_os().any(|a| a == "--json") {
-        println!("{}", output::error_json(&one_line(&e.render().to_string())));
+        out!("{}", output::error_json(&one_line(&e.render().to_string())));
     }
     let _ = e.print();
     ExitCode::from(EXIT_USAGE)

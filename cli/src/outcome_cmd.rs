@@ -5,6 +5,7 @@
 
 use crate::duration::parse_duration;
 use crate::output;
+use crate::say::out;
 use crate::say::say_err;
 use crate::txn_cmd::{connect, error, failure};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
@@ -22,7 +23,7 @@ pub struct OutcomeArgs {
     /// Address of a coordinator (`twopc local` prints it: 127.0.0.1:7000
     /// unless given --base-port), or several, comma-separated: the one
     /// that minted TXID is found by asking.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
     pub coordinator: String,
     /// Ask again every 0.5 s while the transaction is pending, its
     /// coordinator cannot be reached or cannot know it (started on another
@@ -42,6 +43,9 @@ pub struct OutcomeArgs {
     pub txid: String,
 }
 
+/// The least time the first question gets, whatever `--wait` says.
+const FIRST_QUESTION_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `twopc outcome`: returns the exit code.
 pub async fn run_outcome(args: OutcomeArgs) -> u8 {
     let txid: TxnId = match args.txid.parse() {
@@ -49,6 +53,7 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         Err(e) => return error(args.json, &format!("{:?} is not a transaction id: {e}", args.txid)),
     };
     let deadline = args.wait.map(|wait| Instant::now() + wait);
+    let first_question_until = Instant::now() + FIRST_QUESTION_TIME;
     let time_left = || deadline.is_some_and(|d| Instant::now() + OUTCOME_POLL_INTERVAL < d);
     let mut client = None;
     let mut said_waiting = false;
@@ -67,9 +72,11 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
             }
         };
         // --wait bounds the whole command, a question to a coordinator
-        // that does not answer (a paused one) included.
+        // that does not answer (a paused one) included; the first question
+        // gets at least FIRST_QUESTION_TIME (`--wait 0s` failed without
+        // asking anything).
         let answer = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), asking).await {
+            Some(deadline) => match tokio::time::timeout_at(deadline.max(first_question_until).into(), asking).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Ask::Unreachable(format!(
                     "no answer from the coordinator within --wait {:?}",
@@ -99,9 +106,9 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
             }
             Err(Ask::NotKnownHere(e) | Ask::Forgotten(e)) => {
                 if args.json {
-                    println!("{}", output::outcome_json(&txid.to_string(), "unknown"));
+                    out!("{}", output::outcome_json(&txid.to_string(), "unknown"));
                 } else {
-                    println!("{txid}: unknown");
+                    out!("{txid}: unknown");
                 }
                 say_err!("{e}");
                 return EXIT_UNKNOWN;
@@ -117,9 +124,9 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         OutcomeStatus::Pending => ("pending", EXIT_UNKNOWN),
     };
     if args.json {
-        println!("{}", output::outcome_json(&txid.to_string(), word));
+        out!("{}", output::outcome_json(&txid.to_string(), word));
     } else {
-        println!("{txid}: {word}");
+        out!("{txid}: {word}");
     }
     code
 }

@@ -6,6 +6,7 @@
 
 use crate::output::{self, Read, TxnOutcome, TxnReport};
 use crate::say::say_err;
+use crate::say::{out, out_raw};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_RETRY, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::io::Read as _;
@@ -21,7 +22,7 @@ pub struct TxnArgs {
     /// Address of the coordinator that runs the transaction (`twopc local`
     /// prints it: 127.0.0.1:7000 unless given --base-port), or several,
     /// comma-separated: the first that can be reached runs it.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
@@ -46,7 +47,7 @@ pub struct GetArgs {
     /// Address of the coordinator to read through (`twopc local` prints it:
     /// 127.0.0.1:7000 unless given --base-port), or several,
     /// comma-separated: the first that can be reached serves the read.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR")]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"reads": {"K": "V" or null}} (a value that is not UTF-8 is
@@ -148,15 +149,16 @@ fn read_value_file(path: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("put-file: cannot read {path:?}: {e}"))?;
     if value.len() > MAX_VALUE_BYTES {
         // Only one byte past the limit was read: say the file's own size.
-        let size = file_size(path).map_or_else(|| "more than that".to_string(), |n| format!("{n} bytes"));
-        return Err(format!("put-file {path:?}: {size}, over the value limit of {MAX_VALUE_BYTES} bytes"));
+        let size = file_size(path).map_or_else(|| "more bytes than".to_string(), |n| format!("{n} bytes, over"));
+        return Err(format!("put-file {path:?}: {size} the value limit of {MAX_VALUE_BYTES} bytes"));
     }
     check_value(&value).map_err(|e| format!("put-file {path:?}: {e}"))?;
     Ok(value)
 }
 
+/// The size of a regular file (a pipe's or a device's metadata says 0).
 fn file_size(path: &str) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.len())
+    std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len())
 }
 
 /// `twopc txn`: returns the exit code.
@@ -168,9 +170,9 @@ pub async fn run_txn(args: TxnArgs) -> u8 {
     match execute(&args.coordinator, ops).await {
         Ok(report) => {
             if args.json {
-                println!("{}", report.json());
+                out!("{}", report.json());
             } else {
-                print!("{}", report.human());
+                out_raw!("{}", report.human());
             }
             match report.outcome {
                 TxnOutcome::Committed => EXIT_OK,
@@ -260,9 +262,9 @@ pub async fn run_get(args: GetArgs) -> u8 {
         Ok(reads) if args.raw => write_raw(&args.keys[0], &reads[0].1),
         Ok(reads) => {
             if args.json {
-                println!("{}", output::reads_json(&reads));
+                out!("{}", output::reads_json(&reads));
             } else {
-                print!("{}", output::reads_human(&reads));
+                out_raw!("{}", output::reads_human(&reads));
             }
             EXIT_OK
         }
@@ -325,7 +327,7 @@ pub(crate) fn failure(json: bool, e: &ClientError) -> u8 {
 
 fn say_error(json: bool, message: &str, retryable: bool) {
     if json {
-        println!("{}", output::failure_json(message, retryable));
+        out!("{}", output::failure_json(message, retryable));
     } else {
         say_err!("error: {message}");
     }

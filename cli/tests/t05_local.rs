@@ -156,6 +156,24 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     let reads: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
     assert_eq!(reads["reads"], serde_json::json!({"alice": "100", "bob": "50", "carol": "1"}));
 
+    // On other ports it moves: data is tied to node ids, not addresses
+    // (it was refused as "a different cluster").
+    assert_eq!(again.terminate()?, Some(0), "{}", again.output());
+    wait_for("every server to stop", Duration::from_secs(10), || processes_mentioning(&again.marker).is_empty())?;
+    drop(again);
+    let moved_port = loop {
+        let p = free_port_range()?;
+        if p != port {
+            break p;
+        }
+    };
+    let mut again = Local::start(&data, moved_port)?;
+    again.wait_for_line("smoke test: committed")?;
+    let moved = format!("moving the cluster from --base-port {port} to {moved_port}");
+    assert!(again.output().contains(&moved), "{}", again.output());
+    let out = twopc(&["get", "--coordinator", &format!("127.0.0.1:{moved_port}"), "--json", "alice"])?;
+    assert!(text(&out).contains(r#""alice":"100""#), "{}", text(&out));
+
     // Found by a user: a node that ran, its log files removed, was
     // restarted with --init and served its keys as absent. Now it is
     // refused at every restart, and says why.

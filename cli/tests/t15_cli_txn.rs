@@ -296,3 +296,38 @@ async fn a_participant_given_as_coordinator_is_named_and_never_asked_anything_el
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     Ok(())
 }
+
+/// Output that cannot be written (stdout on a full disk) is said on
+/// stderr, not a panic (exit 101, after a transaction had committed):
+/// `txn` keeps its outcome's exit code, `get` fails (exit 1). And an
+/// address that can never work is a usage error (exit 3), not "try
+/// again later" (exit 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_output_and_impossible_addresses_get_their_own_exit_codes() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let c = cluster.coordinator_addr();
+    let to_full_disk = |args: &[&str]| -> Result<Output> {
+        Ok(Command::new(twopc_bin()).args(args).stdout(std::fs::File::create("/dev/full")?).output()?)
+    };
+    let out = to_full_disk(&["txn", "--coordinator", &c, "put", "full", "1"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("could not write the output to stdout"), "{}", text(&out));
+    let out = twopc(&["get", "--coordinator", &c, "full"])?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "full = 1\n", "it committed");
+    let out = to_full_disk(&["get", "--coordinator", &c, "full"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("No space left on device"), "{}", text(&out));
+
+    for bad in ["nonsense", "127.0.0.1:99999", &format!("{c},127.0.0.1:0")] {
+        let out = twopc(&["txn", "--coordinator", bad, "put", "a", "1"])?;
+        assert_eq!(out.status.code(), Some(3), "{bad}: {}", text(&out));
+        let out = twopc(&["outcome", "--coordinator", bad, "--wait", "3s", "c1.1.1"])?;
+        assert_eq!(out.status.code(), Some(3), "{bad}: {}", text(&out));
+    }
+    // `--wait 0s` still asks once.
+    let out = twopc(&["txn", "--coordinator", &c, "put", "w", "1"])?;
+    let txid = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_string();
+    let out = twopc(&["outcome", "--coordinator", &c, "--wait", "0s", &txid])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}

@@ -26,6 +26,19 @@ pub const LOG_CREATED_FILE: &str = "LOG_CREATED";
 /// (a new directory, or one from before owner files), else checks it.
 /// The error says whose directory it is.
 pub fn claim(dir: &Path, role: &str, id: &str) -> Result<(), String> {
+    // A directory holding a log but no owner file cannot say whose it is:
+    // adopted, it let p2 start on p1's data (the owner file deleted) and
+    // serve p2's keys as absent (trial 15).
+    let has_log = dir.join(LOG_CREATED_FILE).exists() || dir.join(WAL_DIR).exists();
+    if has_log && !dir.join(OWNER_FILE).exists() {
+        return Err(format!(
+            "{} holds a twopc log but no {OWNER_FILE} file, so whose data it is cannot be checked. If it is \
+             {role} {id}'s, write \"twopc {role} {id}\" into {} and start again; otherwise give {id} its own \
+             --data-dir",
+            dir.display(),
+            dir.join(OWNER_FILE).display(),
+        ));
+    }
     claim_file(dir, OWNER_FILE, &format!("twopc {role} {id}\n"), |found| {
         let owner = found.trim().strip_prefix("twopc ").filter(|o| o.split(' ').count() == 2);
         match owner {
@@ -229,6 +242,18 @@ mod tests {
         std::fs::write(dir.path().join(RING_FILE), "\0\0garbage").unwrap();
         let damaged = claim_ring(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap_err();
         assert!(damaged.contains("is damaged") && damaged.contains("are the cluster file's (p1,p2,p3"), "{damaged}");
+    }
+
+    #[test]
+    fn a_log_without_an_owner_file_is_not_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        claim(dir.path(), "participant", "p1").unwrap();
+        std::fs::create_dir(dir.path().join(WAL_DIR)).unwrap();
+        std::fs::remove_file(dir.path().join(OWNER_FILE)).unwrap();
+        let refused = claim(dir.path(), "participant", "p2").unwrap_err();
+        assert!(refused.contains("no OWNER file") && refused.contains("write \"twopc participant p2\""), "{refused}");
+        std::fs::write(dir.path().join(OWNER_FILE), "twopc participant p1\n").unwrap();
+        claim(dir.path(), "participant", "p1").expect("its owner, named again");
     }
 
     #[test]

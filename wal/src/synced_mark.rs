@@ -29,11 +29,15 @@ pub(crate) struct SyncedMark {
     dir: PathBuf,
     written: Lsn,
     written_at: Option<Instant>,
+    /// Failed writes in a row (warned at the 1st, 2nd, 4th, 8th, ...: a
+    /// full or read-only disk failed it every second, and said so each
+    /// time).
+    failures: u32,
 }
 
 impl SyncedMark {
     pub fn new(dir: &Path, written: Lsn) -> Self {
-        SyncedMark { dir: dir.to_path_buf(), written, written_at: None }
+        SyncedMark { dir: dir.to_path_buf(), written, written_at: None, failures: 0 }
     }
 
     /// How long until the mark should be rewritten to `durable` (`None`:
@@ -66,8 +70,22 @@ impl SyncedMark {
         }
         self.written_at = Some(Instant::now());
         match write(&self.dir, durable) {
-            Ok(()) => self.written = durable,
-            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the synced mark"),
+            Ok(()) => {
+                self.written = durable;
+                if self.failures > 0 {
+                    tracing::info!(dir = %self.dir.display(), failures = self.failures, "the synced mark is written again");
+                    self.failures = 0;
+                }
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                if self.failures.is_power_of_two() {
+                    tracing::warn!(
+                        dir = %self.dir.display(), error = %e, failures_in_a_row = self.failures,
+                        "cannot write the synced mark (a deleted newest write-ahead file goes unnoticed until it is)"
+                    );
+                }
+            }
         }
     }
 }

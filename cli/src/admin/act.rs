@@ -5,6 +5,7 @@ use super::inspect::{
 };
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
+use crate::say::{out, out_raw};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use twopc_common::admin::{AdminReply, AdminRequest};
@@ -45,7 +46,7 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
     if json {
         let asked: serde_json::Map<String, serde_json::Value> =
             asked.iter().map(|(id, n)| (id.clone(), serde_json::json!(n))).collect();
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "asked": asked, "resolved": resolved, "still_in_doubt": after,
@@ -54,20 +55,20 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
         );
     } else {
         for (id, n) in &asked {
-            println!("{id}: re-sent {n} question(s)/commit(s)");
+            out!("{id}: re-sent {n} question(s)/commit(s)");
         }
-        println!("resolved {} transaction(s){}", resolved.len(), list(&resolved));
+        out!("resolved {} transaction(s){}", resolved.len(), list(&resolved));
         if after.is_empty() && not_asked.is_empty() {
-            println!("nothing is in doubt");
+            out!("nothing is in doubt");
         } else if after.is_empty() {
             // An unreachable participant may hold prepared transactions.
-            println!("nothing is in doubt at the processes reached; not checked: {}", not_asked.join(", "));
+            out!("nothing is in doubt at the processes reached; not checked: {}", not_asked.join(", "));
         } else {
-            println!("still in doubt: {}", after.len());
-            print!("{}", by_decision(&after));
+            out!("still in doubt: {}", after.len());
+            out_raw!("{}", by_decision(&after));
         }
         for u in &unreachable {
-            println!("warning: could not ask {u}");
+            out!("warning: could not ask {u}");
         }
     }
     // Incomplete first: a process not checked may hold more in doubt.
@@ -204,7 +205,7 @@ pub async fn resolve(
     }
     let forced_against = refusal.is_some();
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "txid": txid.to_string(), "applied": wanted, "coordinator_decision": decision,
@@ -212,12 +213,12 @@ pub async fn resolve(
             })
         );
     } else {
-        println!("{txid}: {wanted} applied at {} (coordinator decision: {decision})", resolved.join(", "));
+        out!("{txid}: {wanted} applied at {} (coordinator decision: {decision})", resolved.join(", "));
         if forced_against {
-            println!("recorded as heuristic at each participant; a conflicting coordinator decision will be reported as heuristic-mixed");
+            out!("recorded as heuristic at each participant; a conflicting coordinator decision will be reported as heuristic-mixed");
         }
         for f in &failed {
-            println!("warning: {f}");
+            out!("warning: {f}");
         }
     }
     // A participant not reached (or that failed to apply) may still hold

@@ -6,6 +6,7 @@
 use super::inspect::coordinator_decision;
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
+use crate::say::out;
 use twopc_common::admin::{AdminReply, AdminRequest, HeuristicView};
 use twopc_common::TxnId;
 
@@ -69,7 +70,7 @@ pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) ->
         }
     }
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "txid": txid.to_string(), "forgotten_at": forgotten, "coordinator_decision": decision,
@@ -77,12 +78,12 @@ pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) ->
             })
         );
     } else {
-        println!("{txid}: forgotten at {} (coordinator decision: {decision})", forgotten.join(", "));
+        out!("{txid}: forgotten at {} (coordinator decision: {decision})", forgotten.join(", "));
         for f in &failed {
-            println!("warning: not forgotten at {f}");
+            out!("warning: not forgotten at {f}");
         }
         for u in &unreachable {
-            println!("warning: could not ask {u}; a forced outcome recorded there is left");
+            out!("warning: could not ask {u}; a forced outcome recorded there is left");
         }
     }
     Ok(if failed.is_empty() && unreachable.is_empty() { ADMIN_OK } else { ADMIN_INCOMPLETE })

@@ -4,6 +4,7 @@
 use super::nodes::{Cluster, Node};
 use super::render::{age, key, now_ms, table};
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
+use crate::say::{out, out_raw};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use twopc_common::admin::{AdminReply, AdminRequest, TxnView, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
@@ -50,7 +51,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         }));
     }
     if json {
-        println!("{}", serde_json::json!({ "nodes": nodes }));
+        out!("{}", serde_json::json!({ "nodes": nodes }));
     } else {
         let header = [
             "ID",
@@ -66,14 +67,14 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             "FSYNCS",
             "",
         ];
-        print!("{}", table(&header, &rows));
-        println!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
+        out_raw!("{}", table(&header, &rows));
+        out!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
-            println!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");
+            out!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");
         }
         if !damaged.is_empty() {
-            println!(
+            out!(
                 "STORAGE ERRORS: reads of committed data failed at {} (damaged data files?); their logs name the keys",
                 damaged.join(", ")
             );
@@ -221,15 +222,15 @@ pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: 
     if json {
         let report =
             serde_json::json!({ "in_doubt": entries, "younger_not_listed": younger, "unreachable": unreachable });
-        println!("{report}");
+        out!("{report}");
         return Ok(code);
     }
     let left_out =
         if younger > 0 { format!(" ({younger} younger than {older_than:?} not listed)") } else { String::new() };
     if entries.is_empty() && unreachable.is_empty() {
-        println!("no transaction is in doubt{left_out}");
+        out!("no transaction is in doubt{left_out}");
     } else if entries.is_empty() {
-        println!("no transaction is in doubt at the processes reached{left_out} (not all could be asked: see below)");
+        out!("no transaction is in doubt at the processes reached{left_out} (not all could be asked: see below)");
     } else {
         let rows: Vec<Vec<String>> = entries
             .iter()
@@ -245,22 +246,20 @@ pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: 
                 ]
             })
             .collect();
-        print!("{}", table(&["TXID", "AGE", "PARTICIPANTS", "COORDINATOR DECISION", "LOCKS"], &rows));
+        out_raw!("{}", table(&["TXID", "AGE", "PARTICIPANTS", "COORDINATOR DECISION", "LOCKS"], &rows));
         if younger > 0 {
-            println!("{younger} younger than {older_than:?} not listed");
+            out!("{younger} younger than {older_than:?} not listed");
         }
-        println!(
-            "resolve: `twopc admin recover` (coordinator reachable) or `twopc admin resolve TXID --commit|--abort`"
-        );
+        out!("resolve: `twopc admin recover` (coordinator reachable) or `twopc admin resolve TXID --commit|--abort`");
         if entries.iter().any(|e| e.decision == FOREIGN_EPOCH_WORDS) {
-            println!(
+            out!(
                 "a coordinator that \"never ran that epoch\" runs on another data directory than the one whose \
                  log minted the transaction: start it on that one, then `twopc admin recover`"
             );
         }
     }
     for u in unreachable {
-        println!("warning: could not ask {u}");
+        out!("warning: could not ask {u}");
     }
     Ok(code)
 }
@@ -285,7 +284,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
             .iter()
             .map(|(id, v)| (id.as_str(), v.as_ref().map_or_else(|e| serde_json::json!({ "error": e }), view_json)))
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "txid": txid.to_string(), "known": known, "decision": decision,
@@ -294,22 +293,22 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
             })
         );
     } else {
-        println!("transaction {txid}");
+        out!("transaction {txid}");
         match &coordinator {
             Some(v) => {
-                println!("  coordinator {}: {} -> decision: {decision}", v.node, v.state);
+                out!("  coordinator {}: {} -> decision: {decision}", v.node, v.state);
                 if !v.participants.is_empty() {
-                    println!("    participants: {}", join(&v.participants));
+                    out!("    participants: {}", join(&v.participants));
                 }
                 if !v.unacked.is_empty() {
-                    println!("    commit not yet acked by: {}", join(&v.unacked));
+                    out!("    commit not yet acked by: {}", join(&v.unacked));
                 }
             }
-            None => println!("  coordinator {}: {decision}", txid.coordinator),
+            None => out!("  coordinator {}: {decision}", txid.coordinator),
         }
         for (id, view) in &views {
             match view {
-                Err(e) => println!("  participant {id}: UNREACHABLE ({e})"),
+                Err(e) => out!("  participant {id}: UNREACHABLE ({e})"),
                 Ok(v) => {
                     let state = match v.state.as_str() {
                         "unknown" => "no record (not involved, or finished and forgotten)",
@@ -326,9 +325,9 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
                     if v.writes > 0 {
                         line.push_str(&format!(", {} write(s)", v.writes));
                     }
-                    println!("{line}");
+                    out!("{line}");
                     if let Some(h) = &v.heuristic {
-                        println!(
+                        out!(
                             "    heuristic {} forced {} ago: {}{}",
                             h.decision,
                             age(now_ms().saturating_sub(h.at_ms)),
@@ -340,7 +339,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
             }
         }
         for m in &mixed {
-            println!("  HEURISTIC-MIXED: {m}");
+            out!("  HEURISTIC-MIXED: {m}");
         }
     }
     let all_reached = views.iter().all(|(_, v)| v.is_ok()) && !decision.contains("unreachable");
@@ -423,15 +422,15 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
     }
     let code = complete_if(unreachable.is_empty());
     if json {
-        println!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
+        out!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
     } else {
         if rows.is_empty() {
-            println!("no locks held");
+            out!("no locks held");
         } else {
-            print!("{}", table(&["KEY", "HOLDER", "PARTICIPANT", "HELD FOR"], &rows));
+            out_raw!("{}", table(&["KEY", "HOLDER", "PARTICIPANT", "HELD FOR"], &rows));
         }
         for u in unreachable {
-            println!("warning: could not ask {u}");
+            out!("warning: could not ask {u}");
         }
     }
     Ok(code)
@@ -466,13 +465,13 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "heuristics": all, "unreachable": unreachable }));
+        out!("{}", serde_json::json!({ "heuristics": all, "unreachable": unreachable }));
         return Ok(code);
     }
     if found.is_empty() && unreachable.is_empty() {
-        println!("no outcome was forced");
+        out!("no outcome was forced");
     } else if found.is_empty() {
-        println!("no outcome was forced at the participants reached (not all could be asked: see below)");
+        out!("no outcome was forced at the participants reached (not all could be asked: see below)");
     } else {
         let now = now_ms();
         let rows: Vec<Vec<String>> = found
@@ -488,13 +487,13 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                 ]
             })
             .collect();
-        print!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
+        out_raw!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
         if found.iter().any(|(agrees, ..)| !agrees) {
-            println!("MIXED: an outcome was forced against the coordinator's decision, so that transaction is not atomic (some participants may have applied the other outcome, and the coordinator reports its own); check and repair its data by hand (`twopc admin show TXID` has its participants)");
+            out!("MIXED: an outcome was forced against the coordinator's decision, so that transaction is not atomic (some participants may have applied the other outcome, and the coordinator reports its own); check and repair its data by hand (`twopc admin show TXID` has its participants)");
         }
     }
     for u in unreachable {
-        println!("warning: could not ask {u}");
+        out!("warning: could not ask {u}");
     }
     Ok(code)
 }

@@ -14,6 +14,7 @@ mod inspect;
 mod nodes;
 mod render;
 
+use crate::say::out;
 use crate::say::say_err;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -67,7 +68,7 @@ pub struct Target {
     pub config: Option<PathBuf>,
     /// A coordinator's address; the rest of the cluster is asked from it
     /// (the token must then come from TWOPC_ADMIN_TOKEN).
-    #[arg(long, value_name = "HOST:PORT", global = true)]
+    #[arg(long, value_name = "HOST:PORT", global = true, value_parser = crate::address::host_port)]
     pub coordinator: Option<String>,
 }
 
@@ -191,7 +192,7 @@ pub async fn run(args: AdminArgs) -> u8 {
         Ok(code) => code,
         Err(f) => {
             if json {
-                println!("{}", serde_json::json!({ "error": f.message }));
+                out!("{}", serde_json::json!({ "error": f.message }));
             }
             say_err!("error: {}", f.message);
             f.code

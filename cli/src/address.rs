@@ -1,0 +1,41 @@
+//! `--coordinator` values checked when parsed: an address that can never
+//! work (no port, a port out of range, an empty host) is a usage error
+//! (exit 3), not "cannot connect, try again later" (exit 4, retryable).
+
+/// One `HOST:PORT`.
+pub fn host_port(text: &str) -> Result<String, String> {
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT (no port)"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{text:?} is not HOST:PORT (no host)"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(text.to_string()),
+        _ => Err(format!("{text:?}: the port must be a number from 1 to 65535")),
+    }
+}
+
+/// `HOST:PORT[,HOST:PORT...]`, each checked.
+pub fn host_port_list(text: &str) -> Result<String, String> {
+    for one in text.split(',') {
+        host_port(one.trim())?;
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_that_can_never_work_are_refused_when_parsed() {
+        for good in ["127.0.0.1:7000", "localhost:1", "[::1]:7000", "db.example:65535"] {
+            assert_eq!(host_port(good).as_deref(), Ok(good));
+        }
+        for bad in ["nonsense", "127.0.0.1:99999", "127.0.0.1:0", ":7000", "127.0.0.1:", "127.0.0.1:x"] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
+        assert!(host_port_list("127.0.0.1:7000, 127.0.0.1:7010").is_ok());
+        assert!(host_port_list("127.0.0.1:7000,nonsense").is_err());
+    }
+}
