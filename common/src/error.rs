@@ -67,6 +67,12 @@ impl ServiceError {
     /// needs is unavailable (down, paused, or a read's writer still in
     /// doubt) or the server is overloaded.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ServiceError::Unavailable(_) | ServiceError::Overloaded(_))
+        match self {
+            // Unless another process answers at the address (a wrong
+            // cluster file): that fails the same way again.
+            ServiceError::Unavailable(detail) => !crate::service::names_wrong_process(detail),
+            ServiceError::Overloaded(_) => true,
+            _ => false,
+        }
     }
 }

@@ -228,9 +228,12 @@ impl AbortReason {
     /// from the data (a failed condition) or the request.
     pub fn is_transient(&self) -> bool {
         match self {
+            // Another process at its address (a wrong cluster file): the
+            // same again fails the same way (it was called retryable, and a
+            // retrying client would loop for good).
+            AbortReason::ParticipantUnavailable { detail, .. } => !crate::service::names_wrong_process(detail),
             AbortReason::LockConflict { .. }
             | AbortReason::StaleRead { .. }
-            | AbortReason::ParticipantUnavailable { .. }
             | AbortReason::AbortedEarlier
             | AbortReason::CoordinatorRestarted
             | AbortReason::NoDecisionLogged
@@ -328,6 +331,18 @@ mod tests {
             let reason = AbortReason::from_participant_error(p1.clone(), &final_error);
             assert!(matches!(reason, AbortReason::Refused { .. }) && !reason.is_transient(), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn another_process_at_a_participants_address_is_not_retryable() {
+        let p1 = NodeId::new("p1").unwrap();
+        let wrong = "127.0.0.1:7472 is participant p2, not p1: the cluster file's address for p1 is wrong";
+        let reason = AbortReason::ParticipantUnavailable { participant: p1.clone(), detail: wrong.into() };
+        assert!(!reason.is_transient());
+        assert!(!ServiceError::Unavailable(format!("participant p1: {wrong}")).is_transient());
+        let down = "cannot connect to 127.0.0.1:7471: Connection refused (os error 111)";
+        assert!(AbortReason::ParticipantUnavailable { participant: p1, detail: down.into() }.is_transient());
+        assert!(ServiceError::Unavailable(down.into()).is_transient());
     }
 
     #[test]
