@@ -1,7 +1,7 @@
 //! Which epochs this coordinator's log ran, and how far each one's
 //! outcomes were forgotten: presumed abort holds only for the txids of
-//! those epochs past that point. A txid of an epoch the log never ran was minted by another
-//! instance of this coordinator id (a mistyped or new data directory, a
+//! those epochs past that point. A txid of an epoch the log never ran was
+//! minted by another instance of this coordinator id (a mistyped or new data directory, a
 //! stale cluster file giving the id to a second process), whose Commit
 //! record, if any, is in another log: "no record here" proves nothing, so
 //! its outcome is unknown here, never presumed aborted. (A client was told
