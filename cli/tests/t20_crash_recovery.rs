@@ -485,3 +485,69 @@ async fn an_outcome_trimmed_from_the_log_before_a_restart_is_unknown_not_presume
     assert!(support::text(&out).contains(&format!("{past_the_trim}: aborted")), "{}", support::text(&out));
     Ok(())
 }
+
+/// A one-phase commit is decided by its participant alone: if its
+/// coordinator's lazy End record is lost in a crash, only the
+/// participant's Done record knows it committed. Once the participant has
+/// trimmed that too (100,000 decisions later), `twopc outcome` must say
+/// unknown, not presume an abort. (The test removes the records the
+/// crash and the trim would remove, and writes the record a trim writes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_phase_commit_forgotten_by_its_participant_and_unlogged_by_its_coordinator_is_unknown() -> Result<()> {
+    use twopc_coordinator::record::CoordinatorRecord;
+    use twopc_participant::forgotten::Horizons;
+    use twopc_participant::record::ParticipantRecord;
+    use twopc_wal::{Durability, RocksWal, Wal, WalBatch};
+
+    fn open<R: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
+        dir: &std::path::Path,
+    ) -> Result<RocksWal<R>> {
+        let wal = dir.join(twopc_common::data_dir::WAL_DIR);
+        Ok(RocksWal::<R>::open_created_once(&wal, &dir.join(twopc_common::data_dir::LOG_CREATED_FILE), None)?)
+    }
+
+    let mut cluster = Cluster::start(2)?;
+    let participant = cluster.participant_ids()[0].clone();
+    let key = cluster.key_per_participant("one-phase")[0].clone();
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    let txid = txn.txid().clone();
+    txn.put(&key, b"committed".to_vec());
+    txn.commit().await?;
+    drop(client);
+    cluster.kill("c1");
+    cluster.kill(&participant);
+
+    let wal = open::<CoordinatorRecord>(&cluster.data_dir("c1"))?;
+    let mut batch = WalBatch::new();
+    for (lsn, record) in wal.replay()? {
+        if matches!(&record, CoordinatorRecord::End { txid: t } | CoordinatorRecord::Commit { txid: t, .. } if *t == txid)
+        {
+            batch.remove.push(lsn);
+        }
+    }
+    wal.write(batch, Durability::Sync)?;
+    drop(wal);
+
+    let wal = open::<ParticipantRecord>(&cluster.data_dir(&participant))?;
+    let mut batch = WalBatch::new();
+    for (lsn, record) in wal.replay()? {
+        if matches!(&record, ParticipantRecord::Done { txid: t, .. } if *t == txid) {
+            batch.remove.push(lsn);
+        }
+    }
+    assert_eq!(batch.remove.len(), 1, "the participant logged its decision");
+    let mut trimmed = Horizons::default();
+    trimmed.forget(&txid);
+    batch.append.push(ParticipantRecord::Forgotten(trimmed));
+    wal.write(batch, Durability::Sync)?;
+    drop(wal);
+
+    cluster.spawn(&participant, &[])?;
+    cluster.spawn("c1", &[])?;
+    let out = support::twopc(&["outcome", "--coordinator", &cluster.coordinator_addr(), &txid.to_string()])?;
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    assert!(support::text(&out).contains(&format!("{txid}: unknown")), "{}", support::text(&out));
+    assert_eq!(cluster.read_at(&participant, &key).await?.value.as_deref(), Some(b"committed".as_slice()));
+    Ok(())
+}

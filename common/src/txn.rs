@@ -312,6 +312,9 @@ pub enum ProbeAnswer {
     Prepared,
     /// A request for it is being processed right now.
     InFlight,
+    /// Not remembered, and it may have been decided here: its decision
+    /// was dropped with older ones (see `twopc_participant::forgotten`).
+    Forgotten,
 }
 
 #[cfg(test)]

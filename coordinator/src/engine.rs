@@ -715,7 +715,11 @@ impl Engine {
         // A participant still prepared never acked a commit, so a Commit
         // record would still be here: that id was not forgotten.
         let prepared = answers.iter().any(|a| a == &Ok(ProbeAnswer::Prepared));
-        if !committed && !unsure && !prepared && self.maybe_forgotten(&txid) {
+        // A participant that dropped its decision may have applied it
+        // (a one-phase commit leaves no record here if its lazy End was
+        // lost in a crash).
+        let forgotten_there = answers.iter().any(|a| a == &Ok(ProbeAnswer::Forgotten));
+        if !committed && !unsure && !prepared && (forgotten_there || self.maybe_forgotten(&txid)) {
             for req in waiters {
                 let e = ServiceError::Forgotten { txid: txid.clone() };
                 out.push(Command::Reply { req, reply: Reply::Error(e) });

@@ -318,6 +318,29 @@ fn an_outcome_trimmed_in_an_earlier_run_is_never_presumed_aborted() {
     );
 }
 
+/// A one-phase commit of an earlier run whose lazy End record was lost in
+/// a crash is known only to its participant; once that participant has
+/// dropped its decision too, it answers "forgotten", and so does the
+/// coordinator (it presumed an abort of a commit).
+#[test]
+fn an_outcome_a_participant_forgot_is_never_presumed_aborted() {
+    let mut e = engine();
+    let t = txid(1, 9);
+    e.handle(Event::Outcome { req: 1, txid: t.clone() });
+    let answers = vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Aborted)];
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: t.clone(), answers }),
+        vec![reply(1, Reply::Error(ServiceError::Forgotten { txid: t.clone() }))]
+    );
+    // Another that applied it still says so.
+    e.handle(Event::Outcome { req: 2, txid: t.clone() });
+    let answers = vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Committed)];
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: t, answers }),
+        vec![reply(2, Reply::Status(OutcomeStatus::Committed))]
+    );
+}
+
 #[test]
 fn an_answered_abort_is_final() {
     let mut e = engine();

@@ -15,6 +15,7 @@
 //! - locks are taken at prepare and released only when the outcome is
 //!   applied, so they survive restarts through the Prepared record.
 
+use crate::forgotten::Horizons;
 use crate::locks::LockTable;
 use crate::record::{Decision, HeuristicRecord, PreparedRecord};
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,8 @@ pub enum Event {
         prepared: Vec<PreparedRecord>,
         decided: Vec<(TxnId, Decision)>,
         heuristics: Vec<HeuristicRecord>,
+        /// How far decisions were trimmed from the log.
+        forgotten: Horizons,
         now_ms: u64,
     },
     /// An operator forces the outcome of an in-doubt transaction.
@@ -190,6 +193,8 @@ pub struct Engine {
     locks: LockTable,
     txns: BTreeMap<TxnId, TxnState>,
     decided: Recent<TxnId, Decision>,
+    /// How far decisions dropped from `decided` (or from the log) reach.
+    forgotten: Horizons,
     heuristics: BTreeMap<TxnId, HeuristicRecord>,
     now_ms: u64,
 }
@@ -211,6 +216,7 @@ impl Engine {
             locks: LockTable::default(),
             txns: BTreeMap::new(),
             decided: Recent::new(MAX_REMEMBERED_DECISIONS),
+            forgotten: Horizons::default(),
             heuristics: BTreeMap::new(),
             now_ms: 0,
         }
@@ -219,8 +225,9 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Recovered { prepared, decided, heuristics, now_ms } => {
+            Event::Recovered { prepared, decided, heuristics, forgotten, now_ms } => {
                 self.heuristics = heuristics.into_iter().map(|h| (h.txid.clone(), h)).collect();
+                self.forgotten = forgotten;
                 self.recovered(prepared, decided, now_ms, &mut out)
             }
             Event::Heuristic { req, txid, commit, reason, now_ms } => {
@@ -267,7 +274,7 @@ impl Engine {
     ) {
         self.now_ms = now_ms;
         for (txid, decision) in decided {
-            self.decided.insert(txid, decision);
+            self.decide(txid, decision);
         }
         for record in prepared {
             assert!(
@@ -329,7 +336,7 @@ impl Engine {
             if let AbortReason::LockConflict { holder, .. } = &reason {
                 self.ask_about_blocker(holder, out);
             }
-            self.decided.insert(txid, Decision::Aborted);
+            self.decide(txid, Decision::Aborted);
             out.push(reply(if one_phase {
                 Reply::Outcome(Outcome::Aborted(reason))
             } else {
@@ -472,7 +479,7 @@ impl Engine {
                 Some(Decision::Aborted) => {}
                 // Abort before prepare: remember it so a late prepare votes No.
                 None => {
-                    self.decided.insert(txid, Decision::Aborted);
+                    self.decide(txid, Decision::Aborted);
                 }
             },
         }
@@ -536,7 +543,7 @@ impl Engine {
 
     fn finish_abort(&mut self, txid: &TxnId, locks: &[Key], out: &mut Vec<Command>) {
         self.locks.release(txid, locks);
-        self.decided.insert(txid.clone(), Decision::Aborted);
+        self.decide(txid.clone(), Decision::Aborted);
         out.push(Command::ForgetAborted { txid: txid.clone() });
     }
 
@@ -545,10 +552,18 @@ impl Engine {
             panic!("Applied for {txid}, which is not applying");
         };
         self.locks.release(&txid, &locks);
-        self.decided.insert(txid, Decision::Committed);
+        self.decide(txid, Decision::Committed);
         let reply = if one_phase { Reply::Outcome(Outcome::Committed) } else { Reply::Ack };
         for req in waiters {
             out.push(Command::Reply { req, reply: reply.clone() });
+        }
+    }
+
+    /// Remembers `txid`'s decision; the oldest one dropped to make room
+    /// is forgotten.
+    fn decide(&mut self, txid: TxnId, decision: Decision) {
+        if let Some((old, _)) = self.decided.insert(txid, decision) {
+            self.forgotten.forget(&old);
         }
     }
 
@@ -558,9 +573,11 @@ impl Engine {
             (Some(_), _) => ProbeAnswer::InFlight,
             (None, Some(Decision::Committed)) => ProbeAnswer::Committed,
             (None, Some(Decision::Aborted)) => ProbeAnswer::Aborted,
+            // Not fenced: a fence would answer "aborted" next time.
+            (None, None) if self.forgotten.covers(&txid) => ProbeAnswer::Forgotten,
             (None, None) => {
                 // Fence: a request for this txid still on its way must abort.
-                self.decided.insert(txid, Decision::Aborted);
+                self.decide(txid, Decision::Aborted);
                 ProbeAnswer::Aborted
             }
         };

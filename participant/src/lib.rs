@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
+//! - [`forgotten`]: how far decisions were forgotten, per coordinator.
 //! - [`locks`]: the lock table (exclusive, never waited for).
-//! - [`record`]: what the participant logs (Prepared, Done).
+//! - [`record`]: what the participant logs (Prepared, Done, Heuristic, Forgotten).
 //! - [`store`]: how committed values are kept in the WAL's data space.
 //! - [`runtime`]: runs the engine with tokio, RocksDB and tarpc.
 //! - [`server`]: the `ParticipantRpc` service.
@@ -13,6 +14,7 @@
 //! "apply the writes + drop the Prepared record" is one atomic synced batch.
 
 pub mod engine;
+pub mod forgotten;
 pub mod locks;
 pub mod record;
 pub mod runtime;

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use twopc_common::{Key, NodeId, TxnId, Versioned};
 
+use crate::forgotten::Horizons;
+
 /// A prepared transaction, synced before the participant votes Yes. It
 /// carries the final state of every key it writes (version already
 /// bumped: locks are held from prepare to apply, so no other transaction
@@ -44,8 +46,14 @@ pub struct HeuristicRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParticipantRecord {
     Prepared(PreparedRecord),
-    Done { txid: TxnId, decision: Decision },
+    Done {
+        txid: TxnId,
+        decision: Decision,
+    },
     Heuristic(HeuristicRecord),
+    /// How far each coordinator's decisions were trimmed from this log
+    /// (see [`crate::forgotten`]); the newest record holds them all.
+    Forgotten(Horizons),
 }
 
 impl Decision {

@@ -8,6 +8,7 @@
 //! completion (fed back as `PrepareSynced`) lets the engine vote Yes.
 
 use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::forgotten::LoggedHorizons;
 use crate::record::{Decision, ParticipantRecord};
 use crate::server::ParticipantServer;
 use crate::store::{self, ParticipantWal};
@@ -217,9 +218,25 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
 /// Completions fed back into the engine task.
 enum Completion {
     Event(Event),
-    PrepareLogged { txid: TxnId, lsn: Lsn },
-    DoneLogged { lsn: Lsn },
+    PrepareLogged {
+        txid: TxnId,
+        lsn: Lsn,
+    },
+    /// A Done record of `txid`, and the `Forgotten` record written with
+    /// it, if any.
+    DoneLogged {
+        txid: TxnId,
+        lsn: Lsn,
+        forgotten: Option<Lsn>,
+    },
     Fatal(WalError),
+}
+
+impl Completion {
+    /// The batch of [`EngineTask::finish_batch`] was written at `lsns`.
+    fn done_logged(txid: TxnId, lsns: &[Lsn]) -> Self {
+        Completion::DoneLogged { txid, lsn: lsns[0], forgotten: lsns.get(1).copied() }
+    }
 }
 
 struct EngineTask {
@@ -237,8 +254,10 @@ struct EngineTask {
     /// line however it comes and the asking is logged ever more rarely
     /// (a subset of `prepared_lsn`'s, removed with it).
     asked_outcome: HashMap<TxnId, u32>,
-    /// LSNs of Done records, oldest first (trimmed to the engine's memory).
-    done_lsns: VecDeque<Lsn>,
+    /// Done records, oldest first (trimmed to the engine's memory).
+    done_lsns: VecDeque<(Lsn, TxnId)>,
+    /// How far the trimmed ones reach, per coordinator.
+    forgotten: LoggedHorizons,
     /// LSNs of each txid's heuristic records (removed when an operator
     /// forgets it).
     heuristic_lsns: HashMap<TxnId, Vec<Lsn>>,
@@ -287,6 +306,7 @@ impl EngineTask {
             prepared_lsn: HashMap::new(),
             asked_outcome: HashMap::new(),
             done_lsns: VecDeque::new(),
+            forgotten: LoggedHorizons::default(),
             heuristic_lsns: HashMap::new(),
             done_tx,
             done_rx,
@@ -312,9 +332,10 @@ impl EngineTask {
                     prepared.push(record);
                 }
                 ParticipantRecord::Done { txid, decision } => {
-                    self.done_lsns.push_back(lsn);
+                    self.done_lsns.push_back((lsn, txid.clone()));
                     decided.push((txid, decision));
                 }
+                ParticipantRecord::Forgotten(horizons) => self.forgotten.found(&horizons, lsn),
                 // The latest record of a txid wins.
                 ParticipantRecord::Heuristic(h) => {
                     self.heuristic_lsns.entry(h.txid.clone()).or_default().push(lsn);
@@ -332,7 +353,9 @@ impl EngineTask {
             tracing::error!(txid = %h.txid, forced = h.decision.name(), "heuristic-mixed: an operator forced this transaction against the coordinator's decision");
         }
         let heuristics = heuristics.into_values().collect();
-        let commands = self.engine.handle(Event::Recovered { prepared, decided, heuristics, now_ms: now_ms() });
+        let forgotten = self.forgotten.horizons().clone();
+        let commands =
+            self.engine.handle(Event::Recovered { prepared, decided, heuristics, forgotten, now_ms: now_ms() });
         self.execute(commands);
         Ok(())
     }
@@ -558,7 +581,12 @@ impl EngineTask {
                 let commands = self.engine.handle(Event::PrepareSynced { txid });
                 self.execute(commands);
             }
-            Completion::DoneLogged { lsn } => self.done_lsns.push_back(lsn),
+            Completion::DoneLogged { txid, lsn, forgotten } => {
+                self.done_lsns.push_back((lsn, txid));
+                if let Some(lsn) = forgotten {
+                    self.forgotten.logged(lsn);
+                }
+            }
             Completion::Fatal(e) => {
                 tracing::error!(error = %e, "write-ahead log failed; stopping");
                 return Some(ParticipantError::Wal(e));
@@ -662,7 +690,7 @@ impl EngineTask {
                         durability,
                         Box::new(move |result| match result {
                             Ok(lsns) => {
-                                let _ = tx.send(Completion::DoneLogged { lsn: lsns[0] });
+                                let _ = tx.send(Completion::done_logged(txid.clone(), &lsns));
                                 let _ = tx.send(Completion::Event(Event::Applied { txid }));
                             }
                             Err(e) => drop(tx.send(Completion::Fatal(e))),
@@ -680,7 +708,7 @@ impl EngineTask {
                         Durability::Lazy,
                         Box::new(move |result| {
                             let _ = tx.send(match result {
-                                Ok(lsns) => Completion::DoneLogged { lsn: lsns[0] },
+                                Ok(lsns) => Completion::done_logged(txid, &lsns),
                                 Err(e) => Completion::Fatal(e),
                             });
                         }),
@@ -765,7 +793,9 @@ impl EngineTask {
             tracing::info!(%txid, ?decision, "in-doubt transaction resolved");
         }
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
-            batch.remove.extend(self.done_lsns.pop_front());
+            let (lsn, old) = self.done_lsns.pop_front().expect("not empty");
+            batch.remove.push(lsn);
+            self.forgotten.trimmed(&old, &mut batch);
         }
         batch
     }

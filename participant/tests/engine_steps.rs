@@ -6,7 +6,10 @@ use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{
     AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned, Vote,
 };
-use twopc_participant::engine::{Command, Engine, Event, Reply, BLOCKER_ASKS_AFTER_MS, IN_DOUBT_AFTER_MS};
+use twopc_participant::engine::{
+    Command, Engine, Event, Reply, BLOCKER_ASKS_AFTER_MS, IN_DOUBT_AFTER_MS, MAX_REMEMBERED_DECISIONS,
+};
+use twopc_participant::forgotten::Horizons;
 use twopc_participant::record::{Decision, HeuristicRecord, PreparedRecord};
 
 const RING: u64 = 42;
@@ -232,6 +235,7 @@ fn recovery_retakes_locks_and_asks_the_coordinator() {
         prepared: vec![record(1, "a", "1")],
         decided: vec![(txid(9), Decision::Committed)],
         heuristics: vec![],
+        forgotten: Horizons::default(),
         now_ms: 0,
     });
     assert_eq!(out, vec![Command::AskOutcome { txid: txid(1) }]);
@@ -313,6 +317,41 @@ fn probe_fences_unknown_txids() {
     let cur = current(&ops, &[]);
     let out = e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
     assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier)))]);
+}
+
+/// A one-phase commit's coordinator may have lost its lazy End record in
+/// a crash; once this participant dropped the decision, "never seen"
+/// would make the coordinator presume an abort of a commit.
+#[test]
+fn a_probe_about_a_decision_dropped_from_memory_answers_forgotten_and_fences_nothing() {
+    let mut e = engine();
+    let decided = (1..=MAX_REMEMBERED_DECISIONS as u64 + 1).map(|seq| (txid(seq), Decision::Committed)).collect();
+    e.handle(Event::Recovered {
+        prepared: vec![],
+        decided,
+        heuristics: vec![],
+        forgotten: Horizons::default(),
+        now_ms: 0,
+    });
+    let forgotten = reply(1, Reply::Probe(ProbeAnswer::Forgotten));
+    assert_eq!(e.handle(Event::Probe { req: 1, txid: txid(1) }), vec![forgotten.clone()]);
+    assert_eq!(e.handle(Event::Probe { req: 1, txid: txid(1) }), vec![forgotten], "not fenced as aborted");
+    assert_eq!(e.handle(Event::Probe { req: 2, txid: txid(2) }), vec![reply(2, Reply::Probe(ProbeAnswer::Committed))]);
+    let later = TxnId { seq: MAX_REMEMBERED_DECISIONS as u64 + 2, ..txid(0) };
+    assert_eq!(e.handle(Event::Probe { req: 3, txid: later }), vec![reply(3, Reply::Probe(ProbeAnswer::Aborted))]);
+    let other = TxnId { coordinator: node("c2"), ..txid(1) };
+    assert_eq!(e.handle(Event::Probe { req: 4, txid: other }), vec![reply(4, Reply::Probe(ProbeAnswer::Aborted))]);
+}
+
+/// The same across a restart: the log's horizon comes back with it.
+#[test]
+fn a_probe_about_a_decision_trimmed_from_the_log_answers_forgotten() {
+    let mut e = engine();
+    let mut forgotten = Horizons::default();
+    forgotten.forget(&txid(5));
+    e.handle(Event::Recovered { prepared: vec![], decided: vec![], heuristics: vec![], forgotten, now_ms: 0 });
+    assert_eq!(e.handle(Event::Probe { req: 1, txid: txid(4) }), vec![reply(1, Reply::Probe(ProbeAnswer::Forgotten))]);
+    assert_eq!(e.handle(Event::Probe { req: 2, txid: txid(6) }), vec![reply(2, Reply::Probe(ProbeAnswer::Aborted))]);
 }
 
 #[test]
@@ -420,7 +459,13 @@ fn heuristics_survive_recovery() {
     let mut e = engine();
     let mut h = heuristic(txid(1), Decision::Aborted);
     h.conflict = Some(Decision::Committed);
-    e.handle(Event::Recovered { prepared: vec![], decided: vec![], heuristics: vec![h], now_ms: 0 });
+    e.handle(Event::Recovered {
+        prepared: vec![],
+        decided: vec![],
+        heuristics: vec![h],
+        forgotten: Horizons::default(),
+        now_ms: 0,
+    });
     assert_eq!(e.heuristic_counts(), (1, 1));
     assert_eq!(e.view(&txid(1)).state, "aborted");
     assert_eq!(e.view(&txid(1)).heuristic.unwrap().conflict.as_deref(), Some("commit"));

@@ -453,7 +453,13 @@ pub fn restart(cfg: &ModelConfig, s: &mut State, node: Node) {
                 cfg,
                 s,
                 p,
-                PEvent::Recovered { prepared, decided, heuristics: Vec::new(), now_ms: 0 },
+                PEvent::Recovered {
+                    prepared,
+                    decided,
+                    heuristics: Vec::new(),
+                    forgotten: Default::default(),
+                    now_ms: 0,
+                },
             );
         }
     }

@@ -150,7 +150,10 @@ fn durable_state(
                 }
                 // A Prepared record whose lazy abort was lost is re-resolved
                 // at the next start (the final restart checked that).
-                ParticipantRecord::Done { .. } | ParticipantRecord::Prepared(_) | ParticipantRecord::Heuristic(_) => {}
+                ParticipantRecord::Done { .. }
+                | ParticipantRecord::Prepared(_)
+                | ParticipantRecord::Heuristic(_)
+                | ParticipantRecord::Forgotten(_) => {}
             }
         }
         let ghost: BTreeSet<TxnId> = history.applied[p.index].keys().cloned().collect();

@@ -15,6 +15,7 @@ use twopc_common::txn::PrepareRequest;
 use twopc_common::{Key, NodeId, ServiceError, TxnId, Versioned, Vote};
 use twopc_coordinator::engine::Reply as CReply;
 use twopc_participant::engine::{Command, Engine, Event, Reply, RequestId};
+use twopc_participant::forgotten::Horizons;
 use twopc_participant::record::{Decision, ParticipantRecord};
 use twopc_participant::runtime::{MAX_PARKED_READS, PARKED_READ_RECHECK, READ_WAIT_MAX};
 use twopc_participant::store::{self, ParticipantWal};
@@ -101,6 +102,7 @@ impl ParticipantNode {
         self.recheck_armed = false;
         let mut prepared = Vec::new();
         let mut decided = Vec::new();
+        let mut forgotten = Horizons::default();
         // The latest Heuristic record of a txid wins (as in the runtime).
         let mut heuristics = BTreeMap::new();
         let records = self.disk.wal.replay().unwrap_or_else(|e| panic!("{}: replay failed: {e}", self.id));
@@ -114,10 +116,11 @@ impl ParticipantNode {
                 ParticipantRecord::Heuristic(h) => {
                     heuristics.insert(h.txid.clone(), h);
                 }
+                ParticipantRecord::Forgotten(h) => forgotten.merge(&h),
             }
         }
         let heuristics = heuristics.into_values().collect();
-        self.feed(env, Event::Recovered { prepared, decided, heuristics, now_ms: env.now_ms });
+        self.feed(env, Event::Recovered { prepared, decided, heuristics, forgotten, now_ms: env.now_ms });
         env.timer(self.me(), TICK_MS, Timer::Tick);
     }
 
