@@ -110,7 +110,9 @@ pub struct TxnView {
     pub txid: Option<TxnId>,
     /// The process answering.
     pub node: String,
-    /// Participant: preparing, prepared, applying, committed, aborted, unknown.
+    /// Participant: preparing, prepared, applying, committed, aborted,
+    /// forgotten (no record, and its decision here may have been dropped
+    /// with older ones), unknown (never seen here).
     /// Coordinator: preparing, deciding, committing, aborting, one-phase,
     /// one-phase-unanswered (sent, perhaps applied, no answer yet),
     /// committed, aborted, unknown.

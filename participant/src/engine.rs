@@ -671,6 +671,7 @@ impl Engine {
             None => match (self.decided.get(txid), self.heuristics.get(txid).map(|h| h.decision)) {
                 (Some(Decision::Committed), _) | (None, Some(Decision::Committed)) => ("committed", None),
                 (Some(Decision::Aborted), _) | (None, Some(Decision::Aborted)) => ("aborted", None),
+                (None, None) if self.forgotten.covers(txid) => ("forgotten", None),
                 (None, None) => ("unknown", None),
             },
         };

@@ -8,7 +8,7 @@ use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TX
 use crate::say::{out, out_raw};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use twopc_common::admin::{AdminReply, AdminRequest};
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView};
 use twopc_common::TxnId;
 
 /// How often `recover` looks again while waiting.
@@ -126,12 +126,33 @@ pub async fn resolve(
     // Where it is in doubt, first: a txid no participant holds prepared
     // needs no decision (and is refused as unknown, whatever is asked).
     let mut holders = Vec::new();
+    let mut views = Vec::new();
     let mut failed = Vec::new();
     for node in cluster.participants() {
         match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
-            Ok(AdminReply::Txn(view)) if view.state == "prepared" => holders.push(node),
+            Ok(AdminReply::Txn(view)) => {
+                if view.state == "prepared" {
+                    holders.push(node);
+                }
+                views.push(*view);
+            }
             Ok(_) => {}
             Err(e) => failed.push(format!("{}: unreachable ({e})", node.id)),
+        }
+    }
+    if !holders.is_empty() {
+        let cannot = cannot_take(commit, &views);
+        if !cannot.is_empty() {
+            let other = if commit { "--abort" } else { "--commit" };
+            return Err(Failure::new(
+                ADMIN_REFUSED,
+                format!(
+                    "{txid} cannot {wanted} atomically: {}. Forcing {wanted} would apply it at some participants \
+                     only, so it is refused even with --force; the outcome that keeps it atomic is {other} \
+                     (`twopc admin resolve {txid} {other}`)",
+                    cannot.join("; ")
+                ),
+            ));
         }
     }
     if holders.is_empty() {
@@ -226,9 +247,65 @@ pub async fn resolve(
     Ok(if failed.is_empty() { ADMIN_OK } else { ADMIN_INCOMPLETE })
 }
 
+/// Why `commit` (else abort) cannot be applied everywhere: a participant
+/// of the transaction (as its prepared records list them) that took, or
+/// can only take, the other outcome. One that never prepared it cannot
+/// commit it (it never voted yes); one that applied a commit (the
+/// coordinator's, or one forced here) cannot abort it. One whose
+/// decision was forgotten, or that is unreachable, proves nothing.
+fn cannot_take(commit: bool, views: &[TxnView]) -> Vec<String> {
+    let involved: BTreeSet<&str> = views
+        .iter()
+        .filter(|v| v.state == "prepared")
+        .flat_map(|v| v.participants.iter().map(|p| p.as_str()))
+        .collect();
+    let forced = |v: &TxnView| if v.heuristic.is_some() { " (forced by an operator)" } else { "" };
+    views
+        .iter()
+        .filter(|v| involved.contains(v.node.as_str()))
+        .filter_map(|v| match (commit, v.state.as_str()) {
+            (true, "unknown") => Some(format!("{} has no record of it (it never prepared it)", v.node)),
+            (true, "aborted") => Some(format!("{} aborted it{}", v.node, forced(v))),
+            (false, "committed" | "applying") => Some(format!("{} committed it{}", v.node, forced(v))),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twopc_common::admin::HeuristicView;
+    use twopc_common::NodeId;
+
+    fn view(node: &str, state: &str, participants: &[&str]) -> TxnView {
+        TxnView {
+            node: node.into(),
+            state: state.into(),
+            participants: participants.iter().map(|p| NodeId::new(p).unwrap()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Trial 16A: a forced commit while p3 (restarted, never prepared)
+    /// had no record applied the transaction at p1 and p2 only.
+    #[test]
+    fn an_outcome_a_participant_cannot_take_is_named() {
+        let all = ["p1", "p2", "p3"];
+        let views = [view("p1", "prepared", &all), view("p2", "prepared", &all), view("p3", "unknown", &[])];
+        assert_eq!(cannot_take(true, &views), vec!["p3 has no record of it (it never prepared it)"]);
+        assert!(cannot_take(false, &views).is_empty());
+
+        let mut forced = view("p1", "committed", &[]);
+        forced.heuristic =
+            Some(HeuristicView { decision: "commit".into(), at_ms: 0, reason: String::new(), conflict: None });
+        let views = [forced, view("p2", "committed", &[]), view("p3", "prepared", &all)];
+        assert_eq!(cannot_take(false, &views), vec!["p1 committed it (forced by an operator)", "p2 committed it"]);
+        assert!(cannot_take(true, &views).is_empty());
+
+        let views = [view("p1", "prepared", &["p1", "p2"]), view("p2", "forgotten", &[]), view("p3", "unknown", &[])];
+        assert!(cannot_take(true, &views).is_empty(), "a forgotten decision or an uninvolved node proves nothing");
+    }
 
     fn entry(txid: &str, decision: &str) -> InDoubt {
         InDoubt {

@@ -277,7 +277,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
     }
     // A coordinator whose log never ran the txid's epoch does not know it.
     let known = coordinator.as_ref().is_some_and(|v| v.state != "unknown" && v.state != FOREIGN_EPOCH)
-        || views.iter().any(|(_, v)| v.as_ref().is_ok_and(|v| v.state != "unknown"));
+        || views.iter().any(|(_, v)| v.as_ref().is_ok_and(|v| v.state != "unknown" && v.state != "forgotten"));
     let mixed = mixed_findings(&decision, coordinator.as_ref(), &views);
     if json {
         let participants: BTreeMap<&str, serde_json::Value> = views
@@ -311,7 +311,8 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
                 Err(e) => out!("  participant {id}: UNREACHABLE ({e})"),
                 Ok(v) => {
                     let state = match v.state.as_str() {
-                        "unknown" => "no record (not involved, or finished and forgotten)",
+                        "unknown" => "no record (never seen here)",
+                        "forgotten" => "no record (not involved, or finished and forgotten)",
                         state => state,
                     };
                     let mut line = format!("  participant {id}: {state}");

@@ -1,20 +1,40 @@
 //! Tables and durations for humans.
 
+/// Longest a table cell is shown, in characters; a longer one is cut
+/// with "…" (`--json` has it whole). A table with a 4 KiB key list or a
+/// long forced-outcome reason in one column stays readable.
+pub const MAX_CELL_CHARS: usize = 120;
+
 /// Left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    let cut = |cell: &str| -> String {
+        if cell.chars().count() <= MAX_CELL_CHARS {
+            return cell.to_string();
+        }
+        cell.chars().take(MAX_CELL_CHARS - 1).chain(std::iter::once('…')).collect()
+    };
+    let header: Vec<String> = header.iter().map(|h| cut(h)).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|c| cut(c)).collect()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        padded.join("  ").trim_end().to_string() + "\n"
+    let line = |cells: &[String]| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(cell.chars().count())));
+        }
+        line.trim_end().to_string() + "\n"
     };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        out.push_str(&line(row.clone()));
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(row));
     }
     out
 }
@@ -52,5 +72,13 @@ mod tests {
     fn tables_align() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    /// A cell wider than 65,535 characters once panicked the formatter.
+    #[test]
+    fn long_cells_are_cut() {
+        let t = table(&["A", "B"], &[vec!["x".repeat(100_000), "é".into()]]);
+        let cell = format!("{}…", "x".repeat(MAX_CELL_CHARS - 1));
+        assert_eq!(t, format!("A{}  B\n{cell}  é\n", " ".repeat(MAX_CELL_CHARS - 1)));
     }
 }
