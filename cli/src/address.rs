@@ -4,6 +4,11 @@
 
 /// One `HOST:PORT`.
 pub fn host_port(text: &str) -> Result<String, String> {
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(format!(
+            "{text:?} is not HOST:PORT (no {scheme}:// scheme: twopc speaks its own protocol over TCP)"
+        ));
+    }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT (no port)"))?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
@@ -32,7 +37,15 @@ mod tests {
         for good in ["127.0.0.1:7000", "localhost:1", "[::1]:7000", "db.example:65535"] {
             assert_eq!(host_port(good).as_deref(), Ok(good));
         }
-        for bad in ["nonsense", "127.0.0.1:99999", "127.0.0.1:0", ":7000", "127.0.0.1:", "127.0.0.1:x"] {
+        for bad in [
+            "http://127.0.0.1:7000",
+            "nonsense",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+            ":7000",
+            "127.0.0.1:",
+            "127.0.0.1:x",
+        ] {
             assert!(host_port(bad).is_err(), "{bad}");
         }
         assert!(host_port_list("127.0.0.1:7000, 127.0.0.1:7010").is_ok());

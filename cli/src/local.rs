@@ -175,6 +175,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
     let held = if args.dir.is_dir() { Some(lock_dir(&args.dir)?) } else { None };
     let wanted = ClusterConfig::loopback(1, usize::from(n), args.base_port);
     let mut reused = path.exists();
+    let mut moved_from = None;
     let cluster = if reused {
         let existing = ClusterConfig::load(&path).map_err(|e| {
             format!(
@@ -188,7 +189,7 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
             // Only the ports differ: data is tied to node ids, not to
             // addresses, so the cluster moves (the file is rewritten).
             Some((count, old_port)) if count == usize::from(n) => {
-                say!("twopc local: moving the cluster from --base-port {old_port} to {}", args.base_port);
+                moved_from = Some(old_port);
                 reused = false;
                 ClusterConfig {
                     coordinator: wanted.coordinator.clone(),
@@ -210,6 +211,11 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
     // Before touching DIR: a busy port leaves nothing behind.
     for node in cluster.coordinator.iter().chain(&cluster.participant) {
         check_port_free(&node.addr)?;
+    }
+    // Said once the new ports are known to be free (it was said, then the
+    // move failed on a busy port).
+    if let Some(old_port) = moved_from {
+        say!("twopc local: moving the cluster from --base-port {old_port} to {}", args.base_port);
     }
     if !reused {
         if args.dir.exists() && !args.dir.is_dir() {

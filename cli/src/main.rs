@@ -72,10 +72,13 @@ Exit codes:
      server, a read whose key's writer is still in doubt)
 (each command's --help gives its own)
 
-Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it.";
+Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it
+(the RPC library's own lines, which name no txid, only if it is named:
+RUST_LOG=debug,tarpc=debug).";
 
 /// The footer of a command whose help text gives its own exit codes.
-const LOG_HELP: &str = "Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it.";
+const LOG_HELP: &str = "Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it \
+(the RPC library's own lines, which name no txid, only if it is named: RUST_LOG=debug,tarpc=debug).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -411,10 +414,18 @@ fn one_line(rendered: &str) -> String {
 }
 
 /// Logs to stderr, filtered by RUST_LOG, or `default` when it is unset or
-/// unparsable.
+/// unparsable. tarpc's lines stay off unless RUST_LOG names tarpc: at
+/// error level they say "DeadlineExceeded" with no txid and no peer
+/// (trial 16A, with RUST_LOG=info), and the caller logs the same failure
+/// with both.
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if spec.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(default),
+        Ok(spec) if spec.contains("tarpc") => tracing_subscriber::EnvFilter::try_new(spec),
+        Ok(spec) => tracing_subscriber::EnvFilter::try_new(format!("{spec},tarpc=off")),
+        Err(_) => tracing_subscriber::EnvFilter::try_new(default),
+    };
+    let filter = filter.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -258,6 +258,11 @@ pub async fn run_get(args: GetArgs) -> u8 {
         return error(false, &format!("--raw takes exactly one key, not {}", args.keys.len()));
     }
     let keys: Vec<Vec<u8>> = args.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    // Checked before connecting: a key no server accepts is a usage error
+    // (exit 3) whether or not the coordinator is up.
+    if let Err(e) = twopc_common::txn::check_read_keys(&keys) {
+        return failure(args.json, &ClientError::Invalid(e));
+    }
     match read(&args.coordinator, keys).await {
         Ok(reads) if args.raw => write_raw(&args.keys[0], &reads[0].1),
         Ok(reads) => {

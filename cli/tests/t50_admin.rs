@@ -289,11 +289,12 @@ async fn an_unanswered_one_phase_commit_is_listed_until_its_participant_answers(
     let commit = tokio::spawn(async move { txn.commit().await });
     cluster.wait_exit("p2", Duration::from_secs(10))?;
 
-    // Listed once the coordinator has seen its call fail.
+    // Listed once the coordinator has seen its call fail, with an age
+    // once its timer has seen it (trial 16A: it never had one).
     let mut out = admin(&config, &["in-doubt", "--json"], None)?;
-    wait_for("the one-phase commit listed", Duration::from_secs(10), || {
+    wait_for("the one-phase commit listed with its age", Duration::from_secs(10), || {
         out = admin(&config, &["in-doubt", "--json"], None).unwrap();
-        json(&out)["in_doubt"].as_array().is_some_and(|a| !a.is_empty())
+        json(&out)["in_doubt"][0]["age_ms"].is_u64()
     })?;
     assert_eq!(out.status.code(), Some(3), "p2 could not be asked: {}", text(&out));
     let listed = json(&out);

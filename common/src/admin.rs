@@ -120,7 +120,9 @@ pub struct TxnView {
     pub participants: Vec<NodeId>,
     /// Since when (ms since the Unix epoch): prepared at, for participants;
     /// for a coordinator's commit not delivered everywhere (`admin
-    /// in-doubt` only), since its decision was durable there.
+    /// in-doubt` only), since its decision was durable there; for a
+    /// one-phase commit left unanswered, since the coordinator's timer
+    /// first saw it in commit (trial 16A: it showed no age).
     pub since_ms: Option<u64>,
     /// Participant: keys locked by it.
     pub locks: Vec<Key>,

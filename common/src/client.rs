@@ -278,9 +278,10 @@ impl Client {
         }
         Err(last.unwrap_or_else(|| {
             ClientError::Invalid(format!(
-                "{txid} belongs to coordinator {}, which is none of this client's coordinators: ask it \
-                 (its address is in the cluster file)",
-                txid.coordinator
+                "{txid} was begun by a coordinator named {c} (a txid is COORDINATOR.EPOCH.SEQ), which is none of \
+                 this client's coordinators: ask {c} (its address is in the cluster file; if no coordinator \
+                 there is named {c}, no transaction has this id)",
+                c = txid.coordinator
             ))
         }))
     }

@@ -58,9 +58,15 @@ impl FromStr for TxnId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let malformed = || format!("malformed txid {s:?}: expected COORDINATOR.EPOCH.SEQ, e.g. c1.3.17");
+        // Digits as printed, only: "+1" or "01" named the same id as "1",
+        // and the id echoed back differed from the one given.
+        let number = |p: &str| -> Option<u64> {
+            let canonical = p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
+            canonical.then(|| p.parse().ok()).flatten()
+        };
         let mut parts = s.rsplitn(3, '.');
-        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(malformed)?;
-        let epoch = parts.next().and_then(|p| p.parse().ok()).ok_or_else(malformed)?;
+        let seq = parts.next().and_then(number).ok_or_else(malformed)?;
+        let epoch = parts.next().and_then(number).ok_or_else(malformed)?;
         let coordinator = parts.next().ok_or_else(malformed)?;
         let coordinator = NodeId::new(coordinator).map_err(|e| format!("{}: {e}", malformed()))?;
         Ok(TxnId { coordinator, epoch, seq })
@@ -80,7 +86,8 @@ mod tests {
 
     #[test]
     fn malformed_txids_are_rejected() {
-        for bad in ["", "c1", "c1.3", "c1.x.1", "c1.1.-1", "c 1.1.1", ".1.1"] {
+        for bad in ["", "c1", "c1.3", "c1.x.1", "c1.1.-1", "c 1.1.1", ".1.1", "c1.1.+1", "c1.01.1", "c1.1.01", "c1.1."]
+        {
             assert!(bad.parse::<TxnId>().is_err(), "{bad:?} parsed");
         }
     }

@@ -147,8 +147,19 @@ fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
         // The connection closed before any answer: the process died or
         // is restarting (a kill mid-load did this), or it does not speak
         // twopc and dropped what it could not read.
-        RpcError::Shutdown | RpcError::Channel(_) => {
+        RpcError::Shutdown => {
             format!("{addr} closed the connection without answering (stopping or restarting, or not a twopc {role}?)")
+        }
+        // Also what a server speaking another protocol causes: its bytes
+        // do not decode (an echo server was said to have closed).
+        RpcError::Channel(e) => {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            format!("{addr} gave no twopc answer ({why}): stopping or restarting, or not a twopc {role}?")
         }
         e => format!("{addr}: {e} (is it a twopc {role}?)"),
     }

@@ -257,6 +257,8 @@ impl fmt::Display for AbortReason {
                 write!(f, "condition on {:?} failed at {participant}", key(k))
             }
             AbortReason::ParticipantUnavailable { participant, detail } => {
+                // The detail is often the participant's own `Unavailable` error.
+                let detail = detail.strip_prefix("unavailable: ").unwrap_or(detail);
                 write!(f, "participant {participant} unavailable: {detail}")
             }
             AbortReason::Refused { participant, detail } => write!(f, "refused by {participant}: {detail}"),
@@ -328,6 +330,7 @@ mod tests {
         let stopping = ServiceError::Unavailable("participant is stopping".into());
         let reason = AbortReason::from_participant_error(p1.clone(), &stopping);
         assert!(matches!(reason, AbortReason::ParticipantUnavailable { .. }) && reason.is_transient(), "{reason:?}");
+        assert_eq!(reason.to_string(), "participant p1 unavailable: participant is stopping", "said once");
         let overloaded = ServiceError::Overloaded("too many prepares in flight".into());
         assert!(AbortReason::from_participant_error(p1.clone(), &overloaded).is_transient());
         for final_error in [ServiceError::ConfigMismatch("ring differs".into()), ServiceError::Storage("eio".into())] {

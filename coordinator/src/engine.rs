@@ -229,8 +229,9 @@ pub enum Unanswered {
 struct Active {
     participants: Vec<NodeId>,
     phase: Phase,
-    /// When a tick first saw it Preparing (for [`PREPARE_STUCK_MS`]).
-    preparing_seen_ms: Option<u64>,
+    /// When a tick first saw it in commit: for [`PREPARE_STUCK_MS`], and
+    /// for operators, the age of a one-phase commit left unanswered.
+    first_tick_ms: Option<u64>,
     /// Clients waiting for the outcome.
     waiters: Vec<RequestId>,
 }
@@ -357,7 +358,7 @@ impl Engine {
             let unacked = participants.iter().cloned().collect();
             self.active.insert(
                 txid,
-                Active { participants, phase: Phase::Committing { unacked }, waiters: vec![], preparing_seen_ms: None },
+                Active { participants, phase: Phase::Committing { unacked }, waiters: vec![], first_tick_ms: None },
             );
         }
     }
@@ -454,7 +455,7 @@ impl Engine {
                 Phase::Preparing { waiting_for: participants.iter().cloned().collect() }
             }
         };
-        self.active.insert(txid, Active { participants, phase, waiters: vec![req], preparing_seen_ms: None });
+        self.active.insert(txid, Active { participants, phase, waiters: vec![req], first_tick_ms: None });
     }
 
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
@@ -517,8 +518,8 @@ impl Engine {
     fn abort_stuck_prepares(&mut self, now_ms: u64, out: &mut Vec<Command>) {
         let mut stuck = Vec::new();
         for (txid, active) in &mut self.active {
+            let seen = *active.first_tick_ms.get_or_insert(now_ms);
             let Phase::Preparing { waiting_for } = &active.phase else { continue };
-            let seen = *active.preparing_seen_ms.get_or_insert(now_ms);
             if now_ms.saturating_sub(seen) >= PREPARE_STUCK_MS {
                 if let Some(silent) = waiting_for.iter().next() {
                     stuck.push((txid.clone(), silent.clone()));
@@ -761,7 +762,8 @@ impl Engine {
                 match &active.phase {
                     Phase::Committing { unacked } => view.unacked = unacked.iter().cloned().collect(),
                     Phase::SingleParticipant { maybe_delivered: true, .. } => {
-                        view.unacked = active.participants.clone()
+                        view.unacked = active.participants.clone();
+                        view.since_ms = active.first_tick_ms;
                     }
                     _ => {}
                 }

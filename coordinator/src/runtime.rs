@@ -438,7 +438,9 @@ impl EngineTask {
                 let mut views = self.engine.active_views();
                 for view in &mut views {
                     let logged = view.txid.as_ref().and_then(|txid| self.commit_lsn.get(txid));
-                    view.since_ms = logged.map(|(_, at_ms)| *at_ms);
+                    if let Some((_, at_ms)) = logged {
+                        view.since_ms = Some(*at_ms);
+                    }
                 }
                 Ok(AdminReply::Txns(views))
             }
