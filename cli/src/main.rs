@@ -33,6 +33,7 @@ mod bench_cmd;
 mod chaos_cmd;
 mod duration;
 mod local;
+mod memory;
 mod outcome_cmd;
 mod output;
 mod say;
@@ -378,8 +379,14 @@ async fn run(cli: Cli) -> u8 {
     });
     match cli.command {
         Command::Local(args) => local::run(args).await,
-        Command::Participant(args) => run_participant(args).await,
-        Command::Coordinator(args) => run_coordinator(args).await,
+        Command::Participant(args) => {
+            memory::give_back_freed_memory();
+            run_participant(args).await
+        }
+        Command::Coordinator(args) => {
+            memory::give_back_freed_memory();
+            run_coordinator(args).await
+        }
         Command::Txn(args) => txn_cmd::run_txn(args).await,
         Command::Get(args) => txn_cmd::run_get(args).await,
         Command::Outcome(args) => outcome_cmd::run_outcome(args).await,

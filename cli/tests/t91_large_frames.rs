@@ -63,6 +63,53 @@ async fn half_sent_large_frames_take_bounded_memory_and_small_requests_go_on() -
     Ok(())
 }
 
+/// Complete large frames of garbage, more at once than the budget admits:
+/// each is received, fails to decode, and closes its connection. The
+/// memory they took is handed back once they are gone (trial 16B: the
+/// allocator kept it, and a participant stayed at 575 MB for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_of_large_garbage_frames_is_given_back() -> Result<()> {
+    const SENDERS: usize = 8;
+    let mut cluster = Cluster::start(3)?;
+    let client = cluster.client().await?;
+    commit_round(&cluster, &client, "before-garbage", 10).await?;
+    let p1 = cluster.pid("p1").expect("p1 runs");
+    let before = resident_bytes(p1)?;
+
+    let addr = cluster.addr("p1");
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await?;
+                stream.write_all(&(MAX_FRAME_BYTES as u32).to_be_bytes()).await?;
+                let chunk = vec![i as u8 ^ 0x5a; 1024 * 1024];
+                for _ in 0..MAX_FRAME_BYTES / chunk.len() {
+                    if stream.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+                )
+                .await;
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await??;
+    }
+    commit_round(&cluster, &client, "after-garbage", 10).await?;
+    assert!(cluster.is_running("p1"));
+    support::wait_for("p1 gives the frames' memory back", Duration::from_secs(15), || {
+        resident_bytes(p1).is_ok_and(|now| now.saturating_sub(before) < MAX_GROWTH_BYTES)
+    })?;
+    Ok(())
+}
+
 /// Commits a value of `size` bytes to a key on every participant.
 async fn commit_round(
     cluster: &Cluster,

@@ -64,6 +64,8 @@ pub struct FrameBudget {
     /// oldest may be admitted (and a new frame only when none waits).
     line: Mutex<BTreeSet<u64>>,
     next_ticket: AtomicU64,
+    /// Large frames admitted since the process started.
+    admitted: AtomicU64,
 }
 
 impl FrameBudget {
@@ -73,6 +75,7 @@ impl FrameBudget {
             limit,
             line: Mutex::new(BTreeSet::new()),
             next_ticket: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
         }
     }
 
@@ -86,6 +89,7 @@ impl FrameBudget {
             None => line.is_empty(),
         };
         if first && self.try_take(bytes) {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
             if let Some(mine) = ticket.take() {
                 line.remove(&mine);
             }
@@ -102,6 +106,11 @@ impl FrameBudget {
     /// Gives up a place in line (the connection closed or gave up).
     fn leave_line(&self, ticket: u64) {
         self.line.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&ticket);
+    }
+
+    /// Large frames admitted so far (to tell whether any came lately).
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
     }
 
     /// Bytes taken now.
