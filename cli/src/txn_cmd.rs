@@ -27,7 +27,9 @@ pub struct TxnArgs {
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
     /// "reason": "..." or null, "retryable": true|false, "reads": {"K": "V"
-    /// or null}} (a value that is not UTF-8 is {"base64": "..."}); on a
+    /// or null}} (a value that is not UTF-8 is {"base64": "..."}; a key
+    /// read twice, say before and after its own put, shows its last read:
+    /// the lines without --json list every read in order); on a
     /// usage error {"error": "..."}, on a failed request {"error": "...",
     /// "retryable": true|false}.
     #[arg(long)]

@@ -404,7 +404,8 @@ async fn an_outcome_is_never_forced_while_the_coordinator_is_collecting_its_vote
 /// (half its writes applied) with nothing flagged as mixed. An outcome a
 /// reachable participant of the transaction already contradicts is now
 /// refused, even with --force, naming it and the outcome that keeps the
-/// transaction atomic.
+/// transaction atomic; so is a commit no coordinator decision backs while
+/// a participant of it cannot be reached (it may never have prepared).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_another_participant_already_contradicts_is_refused_even_with_force() -> Result<()> {
     let (mut cluster, config) = cluster("coordinator.before-decision=crash")?;
@@ -414,22 +415,27 @@ async fn an_outcome_another_participant_already_contradicts_is_refused_even_with
     cluster.kill("p1");
     cluster.kill("p2");
     let out = admin(&config, &["resolve", &t, "--commit", "--force", "--reason", "p3 first"], None)?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("p1, p2 of"), "{}", text(&out));
+    assert!(text(&out).contains("cannot be reached"), "{}", text(&out));
+    let out = admin(&config, &["resolve", &t, "--abort", "--force", "--reason", "p3 first"], None)?;
     assert_eq!(out.status.code(), Some(3), "applied where reachable, incomplete: {}", text(&out));
     cluster.spawn("p1", &[])?;
     cluster.spawn("p2", &[])?;
 
-    let out = admin(&config, &["resolve", &t, "--abort", "--force", "--reason", "the other way"], None)?;
+    let out = admin(&config, &["resolve", &t, "--commit", "--force", "--reason", "the other way"], None)?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("p3 committed it (forced by an operator)"), "{}", text(&out));
-    assert!(text(&out).contains("--commit"), "{}", text(&out));
+    assert!(text(&out).contains("p3 aborted it (forced by an operator)"), "{}", text(&out));
+    assert!(text(&out).contains("--abort"), "{}", text(&out));
     for (key, id) in keys.iter().zip(cluster.participant_ids()).take(2) {
         assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} is still prepared");
     }
 
-    let out = admin(&config, &["resolve", &t, "--commit", "--force", "--reason", "the same way"], None)?;
+    let out = admin(&config, &["resolve", &t, "--abort", "--force", "--reason", "the same way"], None)?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
-        assert_eq!(cluster.read_at(&id, key).await?.value.as_deref(), Some(b"v".as_slice()), "{id}");
+        assert_eq!(cluster.lock_holder(&id, key).await?, None, "{id} released its lock");
+        assert_eq!(cluster.read_at(&id, key).await?.value, None, "{id}");
     }
     Ok(())
 }

@@ -112,7 +112,8 @@ pub struct TxnView {
     pub node: String,
     /// Participant: preparing, prepared, applying, committed, aborted,
     /// forgotten (no record, and its decision here may have been dropped
-    /// with older ones), unknown (never seen here).
+    /// with older ones), fenced (never seen here when its coordinator
+    /// probed: a late request for it aborts), unknown (never seen here).
     /// Coordinator: preparing, deciding, committing, aborting, one-phase,
     /// one-phase-unanswered (sent, perhaps applied, no answer yet),
     /// committed, aborted, unknown.

@@ -184,6 +184,26 @@ enum TxnState {
     Applying { locks: Vec<Key>, waiters: Vec<RequestId>, one_phase: bool },
 }
 
+/// What the engine remembers of a txid it is done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Memory {
+    Decided(Decision),
+    /// Never seen here when a probe asked about it: a request for it
+    /// still on its way must abort. Shown to operators as "fenced", not
+    /// "aborted": `admin show` listed participants a transaction never
+    /// involved as aborted, which read as a mixed outcome (trial 16C).
+    Fenced,
+}
+
+impl Memory {
+    fn decision(self) -> Decision {
+        match self {
+            Memory::Decided(decision) => decision,
+            Memory::Fenced => Decision::Aborted,
+        }
+    }
+}
+
 /// Cloneable and hashable so the model checker can explore its states;
 /// ordered maps keep every run deterministic for the simulator.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -192,7 +212,7 @@ pub struct Engine {
     ring: u64,
     locks: LockTable,
     txns: BTreeMap<TxnId, TxnState>,
-    decided: Recent<TxnId, Decision>,
+    decided: Recent<TxnId, Memory>,
     /// How far decisions dropped from `decided` (or from the log) reach.
     forgotten: Horizons,
     heuristics: BTreeMap<TxnId, HeuristicRecord>,
@@ -307,8 +327,8 @@ impl Engine {
             return;
         }
         let txid = prepare.txid.clone();
-        if let Some(decision) = self.decided.get(&txid) {
-            out.push(reply(answer_for_decided(*decision, one_phase)));
+        if let Some(memory) = self.decided.get(&txid) {
+            out.push(reply(answer_for_decided(memory.decision(), one_phase)));
             return;
         }
         match self.txns.get_mut(&txid) {
@@ -435,7 +455,7 @@ impl Engine {
                 let reply = self.against_heuristic(&txid, Decision::Committed, out);
                 ack(out, reply);
             }
-            None => match self.decided.get(&txid) {
+            None => match self.decided.get(&txid).map(|m| m.decision()) {
                 // Only an operator's forced abort, its record since
                 // forgotten (`admin forget --force`), leads here: the
                 // coordinator never commits what a participant aborted.
@@ -472,7 +492,7 @@ impl Engine {
             None if self.heuristics.contains_key(&txid) => {
                 reply = self.against_heuristic(&txid, Decision::Aborted, out)
             }
-            None => match self.decided.get(&txid) {
+            None => match self.decided.get(&txid).map(|m| m.decision()) {
                 Some(Decision::Committed) => {
                     reply = Reply::Error(ServiceError::Invalid(format!("{txid} was committed here; it cannot abort")));
                 }
@@ -522,11 +542,17 @@ impl Engine {
     }
 
     fn heuristic(&mut self, req: RequestId, txid: TxnId, commit: bool, reason: String, out: &mut Vec<Command>) {
-        let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else {
+        // Looked at before it is taken out: a forced abort arriving while
+        // a forced commit was being applied removed the applying state,
+        // and its end panicked the participant (trial 16C).
+        if !matches!(self.txns.get(&txid), Some(TxnState::Prepared { .. })) {
             let state = self.view(&txid).state;
             let msg = format!("{txid} is not in doubt here (it is {state}); nothing to resolve");
             out.push(Command::Reply { req, reply: Reply::Error(ServiceError::Invalid(msg)) });
             return;
+        }
+        let Some(TxnState::Prepared { record, .. }) = self.txns.remove(&txid) else {
+            unreachable!("{txid} was prepared a moment ago");
         };
         let decision = if commit { Decision::Committed } else { Decision::Aborted };
         let heuristic = HeuristicRecord { txid: txid.clone(), decision, at_ms: self.now_ms, reason, conflict: None };
@@ -562,13 +588,17 @@ impl Engine {
     /// Remembers `txid`'s decision; the oldest one dropped to make room
     /// is forgotten.
     fn decide(&mut self, txid: TxnId, decision: Decision) {
-        if let Some((old, _)) = self.decided.insert(txid, decision) {
+        self.remember(txid, Memory::Decided(decision));
+    }
+
+    fn remember(&mut self, txid: TxnId, memory: Memory) {
+        if let Some((old, _)) = self.decided.insert(txid, memory) {
             self.forgotten.forget(&old);
         }
     }
 
     fn probe(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let answer = match (self.txns.get(&txid), self.decided.get(&txid)) {
+        let answer = match (self.txns.get(&txid), self.decided.get(&txid).map(|m| m.decision())) {
             (Some(TxnState::Prepared { .. }), _) => ProbeAnswer::Prepared,
             (Some(_), _) => ProbeAnswer::InFlight,
             (None, Some(Decision::Committed)) => ProbeAnswer::Committed,
@@ -577,7 +607,7 @@ impl Engine {
             (None, None) if self.forgotten.covers(&txid) => ProbeAnswer::Forgotten,
             (None, None) => {
                 // Fence: a request for this txid still on its way must abort.
-                self.decide(txid, Decision::Aborted);
+                self.remember(txid, Memory::Fenced);
                 ProbeAnswer::Aborted
             }
         };
@@ -668,9 +698,11 @@ impl Engine {
                 view.locks = locks.clone();
                 ("applying", None)
             }
-            None => match (self.decided.get(txid), self.heuristics.get(txid).map(|h| h.decision)) {
-                (Some(Decision::Committed), _) | (None, Some(Decision::Committed)) => ("committed", None),
-                (Some(Decision::Aborted), _) | (None, Some(Decision::Aborted)) => ("aborted", None),
+            None => match (self.decided.get(txid).copied(), self.heuristics.get(txid).map(|h| h.decision)) {
+                (Some(Memory::Fenced), None) => ("fenced", None),
+                (Some(m), _) if m.decision() == Decision::Committed => ("committed", None),
+                (None, Some(Decision::Committed)) => ("committed", None),
+                (Some(_), _) | (None, Some(Decision::Aborted)) => ("aborted", None),
                 (None, None) if self.forgotten.covers(txid) => ("forgotten", None),
                 (None, None) => ("unknown", None),
             },

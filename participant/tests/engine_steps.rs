@@ -313,6 +313,9 @@ fn in_doubt_transactions_ask_again_after_a_quiet_period() {
 fn probe_fences_unknown_txids() {
     let mut e = engine();
     assert_eq!(e.handle(Event::Probe { req: 1, txid: txid(1) }), vec![reply(1, Reply::Probe(ProbeAnswer::Aborted))]);
+    // Operators see a fence, not an abort (trial 16C: participants a
+    // transaction never involved were listed as aborted).
+    assert_eq!(e.view(&txid(1)).state, "fenced");
     let ops = write("a", "1");
     let cur = current(&ops, &[]);
     let out = e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
@@ -452,6 +455,21 @@ fn only_in_doubt_transactions_can_be_forced() {
     assert!(
         matches!(&out[..], [Command::Reply { reply: Reply::Error(ServiceError::Invalid(m)), .. }] if m.contains("not in doubt"))
     );
+}
+
+/// Trial 16C: two operators forced opposite outcomes at once; the abort
+/// arrived while the forced commit was being applied, removed its state,
+/// and the participant panicked once the apply was written.
+#[test]
+fn a_forced_abort_while_a_forced_commit_applies_is_refused() {
+    let mut e = prepared_engine();
+    e.handle(Event::Heuristic { req: 9, txid: txid(1), commit: true, reason: "one".into(), now_ms: 1_000 });
+    let out = e.handle(Event::Heuristic { req: 10, txid: txid(1), commit: false, reason: "two".into(), now_ms: 1_001 });
+    assert!(
+        matches!(&out[..], [Command::Reply { req: 10, reply: Reply::Error(ServiceError::Invalid(m)) }] if m.contains("it is applying")),
+        "{out:?}"
+    );
+    assert_eq!(e.handle(Event::Applied { txid: txid(1) }), vec![reply(9, Reply::Ack)]);
 }
 
 #[test]

@@ -128,6 +128,7 @@ pub async fn resolve(
     let mut holders = Vec::new();
     let mut views = Vec::new();
     let mut failed = Vec::new();
+    let mut unreachable = BTreeSet::new();
     for node in cluster.participants() {
         match cluster.admin(node, AdminRequest::Show(txid.clone())).await? {
             Ok(AdminReply::Txn(view)) => {
@@ -137,7 +138,10 @@ pub async fn resolve(
                 views.push(*view);
             }
             Ok(_) => {}
-            Err(e) => failed.push(format!("{}: unreachable ({e})", node.id)),
+            Err(e) => {
+                failed.push(format!("{}: unreachable ({e})", node.id));
+                unreachable.insert(node.id.clone());
+            }
         }
     }
     if !holders.is_empty() {
@@ -149,7 +153,7 @@ pub async fn resolve(
                 format!(
                     "{txid} cannot {wanted} atomically: {}. Forcing {wanted} would apply it at some participants \
                      only, so it is refused even with --force; the outcome that keeps it atomic is {other} \
-                     (`twopc admin resolve {txid} {other}`)",
+                     (`twopc admin resolve {txid} {other}`, with --force if its coordinator cannot tell)",
                     cannot.join("; ")
                 ),
             ));
@@ -215,14 +219,55 @@ pub async fn resolve(
     if let (Some(refusal), false) = (&refusal, force) {
         return Err(Failure::new(ADMIN_REFUSED, refusal.clone()));
     }
+    // A commit no coordinator decision backs needs every participant's
+    // yes: one that cannot be reached may never have prepared (its
+    // prepare lost), and would then be left out for good, with nothing
+    // to tell (trial 16C: committed at p1, p2; p3 never had it). An
+    // abort is safe whatever it holds.
+    let down: Vec<&str> = involved(&views).into_iter().filter(|p| unreachable.contains(*p)).collect();
+    if commit && refusal.is_some() && !down.is_empty() {
+        return Err(Failure::new(
+            ADMIN_REFUSED,
+            format!(
+                "{} of {txid} cannot be reached, so whether it voted yes is unknown: it may never have prepared \
+                 it, and a commit forced now would leave it out for good. Bring it back and run this again, or \
+                 abort (safe whatever it holds: `twopc admin resolve {txid} --abort --force`); refused even with \
+                 --force",
+                down.join(", ")
+            ),
+        ));
+    }
     let reason = if refusal.is_some() { format!("{reason} (forced against: {decision})") } else { reason.to_string() };
     let mut resolved = Vec::new();
+    // In the cluster file's order, and stopping at a participant that took
+    // another outcome meanwhile: two operators resolving it opposite ways
+    // at once (trial 16C) meet at the first participant, where one wins
+    // and the other stops before applying anything.
+    let mut stopped = None;
     for node in holders {
         let request = AdminRequest::Resolve { txid: txid.clone(), commit, reason: reason.clone() };
         match cluster.admin(node, request).await? {
             Ok(_) => resolved.push(node.id.clone()),
+            Err(e) if e.contains("not in doubt here") => {
+                stopped = Some(format!("{}: {e}", node.id));
+                break;
+            }
             Err(e) => failed.push(format!("{}: {e}", node.id)),
         }
+    }
+    if let Some(why) = stopped {
+        let applied = if resolved.is_empty() {
+            "nothing was applied".to_string()
+        } else {
+            format!("applied at {}", resolved.join(", "))
+        };
+        return Err(Failure::new(
+            ADMIN_REFUSED,
+            format!(
+                "stopped: {why} (resolved meanwhile, by another `twopc admin resolve` or its coordinator); \
+                 {applied}. See `twopc admin show {txid}`"
+            ),
+        ));
     }
     let forced_against = refusal.is_some();
     if json {
@@ -247,6 +292,11 @@ pub async fn resolve(
     Ok(if failed.is_empty() { ADMIN_OK } else { ADMIN_INCOMPLETE })
 }
 
+/// The transaction's participants, as its prepared records list them.
+fn involved(views: &[TxnView]) -> BTreeSet<&str> {
+    views.iter().filter(|v| v.state == "prepared").flat_map(|v| v.participants.iter().map(|p| p.as_str())).collect()
+}
+
 /// Why `commit` (else abort) cannot be applied everywhere: a participant
 /// of the transaction (as its prepared records list them) that took, or
 /// can only take, the other outcome. One that never prepared it cannot
@@ -254,17 +304,13 @@ pub async fn resolve(
 /// coordinator's, or one forced here) cannot abort it. One whose
 /// decision was forgotten, or that is unreachable, proves nothing.
 fn cannot_take(commit: bool, views: &[TxnView]) -> Vec<String> {
-    let involved: BTreeSet<&str> = views
-        .iter()
-        .filter(|v| v.state == "prepared")
-        .flat_map(|v| v.participants.iter().map(|p| p.as_str()))
-        .collect();
+    let involved = involved(views);
     let forced = |v: &TxnView| if v.heuristic.is_some() { " (forced by an operator)" } else { "" };
     views
         .iter()
         .filter(|v| involved.contains(v.node.as_str()))
         .filter_map(|v| match (commit, v.state.as_str()) {
-            (true, "unknown") => Some(format!("{} has no record of it (it never prepared it)", v.node)),
+            (true, "unknown" | "fenced") => Some(format!("{} has no record of it (it never prepared it)", v.node)),
             (true, "aborted") => Some(format!("{} aborted it{}", v.node, forced(v))),
             (false, "committed" | "applying") => Some(format!("{} committed it{}", v.node, forced(v))),
             _ => None,

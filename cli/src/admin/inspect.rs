@@ -277,7 +277,9 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
     }
     // A coordinator whose log never ran the txid's epoch does not know it.
     let known = coordinator.as_ref().is_some_and(|v| v.state != "unknown" && v.state != FOREIGN_EPOCH)
-        || views.iter().any(|(_, v)| v.as_ref().is_ok_and(|v| v.state != "unknown" && v.state != "forgotten"));
+        || views
+            .iter()
+            .any(|(_, v)| v.as_ref().is_ok_and(|v| !matches!(v.state.as_str(), "unknown" | "forgotten" | "fenced")));
     let mixed = mixed_findings(&decision, coordinator.as_ref(), &views);
     if json {
         let participants: BTreeMap<&str, serde_json::Value> = views
@@ -312,6 +314,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
                 Ok(v) => {
                     let state = match v.state.as_str() {
                         "unknown" => "no record (never seen here)",
+                        "fenced" => "never seen here (fenced: a late request for it aborts)",
                         "forgotten" => "no record (not involved, or finished and forgotten)",
                         state => state,
                     };
