@@ -304,6 +304,9 @@ async fn an_unanswered_one_phase_commit_is_listed_until_its_participant_answers(
     assert!(entry["decision"].as_str().unwrap().contains("one-phase commit sent, unanswered"), "{listed}");
     let out = admin(&config, &["show", &txid.to_string()], None)?;
     assert!(text(&out).contains("one-phase-unanswered"), "{}", text(&out));
+    let out = admin(&config, &["status", "--json"], None)?;
+    let c1 = json(&out)["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "c1").cloned().unwrap();
+    assert_eq!(c1["stats"]["undelivered_commits"], 1, "counted as not yet acked: {c1}");
 
     cluster.spawn("p2", &[])?;
     let outcome = tokio::time::timeout(Duration::from_secs(30), commit).await??;

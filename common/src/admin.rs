@@ -33,7 +33,9 @@ pub struct NodeStats {
     /// Coordinator: ids begun and neither committed nor aborted yet
     /// (clients' spares included; expired after a minute unused).
     pub open: usize,
-    /// Coordinator: committed transactions not yet acked by every participant.
+    /// Coordinator: committed transactions not yet acked by every
+    /// participant, and one-phase commits that may have reached their
+    /// participant and are unanswered.
     pub undelivered_commits: usize,
     /// Heuristic decisions recorded here (participant) and mismatches seen.
     pub heuristics: usize,

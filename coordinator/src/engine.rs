@@ -788,7 +788,16 @@ impl Engine {
     /// Transactions in commit, commits not yet acked everywhere, mixed
     /// outcomes, and ids begun but not finished.
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let undelivered = self.active.values().filter(|a| matches!(a.phase, Phase::Committing { .. })).count();
+        // A one-phase commit that may have reached its participant, and is
+        // unanswered, is a commit not yet acked too (trial 16C: `status`
+        // showed 0 while `show` said "not yet acked by p1").
+        let undelivered = self
+            .active
+            .values()
+            .filter(|a| {
+                matches!(a.phase, Phase::Committing { .. } | Phase::SingleParticipant { maybe_delivered: true, .. })
+            })
+            .count();
         (self.active.len(), undelivered, self.mixed.len(), self.open.len())
     }
 

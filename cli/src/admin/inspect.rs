@@ -71,7 +71,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         out!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
-            out!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} findings at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");
+            out!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} finding(s) at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");
         }
         if !damaged.is_empty() {
             out!(
