@@ -102,6 +102,12 @@ pub enum AdminReply {
 /// until it does, and listed by `twopc admin in-doubt`.
 pub const ONE_PHASE_UNANSWERED: &str = "one-phase-unanswered";
 
+/// A coordinator's state for a transaction committed by a participant,
+/// with no Commit record at the coordinator: a one-phase commit, or a
+/// commit its probe found applied (by the coordinator's own decision
+/// since trimmed, or by an operator's commit forced everywhere).
+pub const APPLIED: &str = "applied";
+
 /// A coordinator's state for a txid of an epoch its log never ran: minted
 /// by another instance of it, so its outcome is unknown there.
 pub const FOREIGN_EPOCH: &str = "foreign-epoch";

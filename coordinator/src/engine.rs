@@ -17,7 +17,7 @@
 
 use crate::epochs::EpochHistory;
 use std::collections::{BTreeMap, BTreeSet};
-use twopc_common::admin::{TxnView, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
+use twopc_common::admin::{TxnView, APPLIED, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Vote};
@@ -238,7 +238,12 @@ struct Active {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Known {
+    /// By a Commit record of this coordinator.
     Committed,
+    /// By a participant, with no Commit record here: a one-phase commit,
+    /// or a commit a probe found applied (shown to operators as
+    /// "applied": `admin show` called it "commit (logged)", trial 16C).
+    Applied,
     Aborted,
     /// Begun and not committed within [`OPEN_TXN_TIMEOUT_MS`]: aborted.
     Expired,
@@ -348,7 +353,9 @@ impl Engine {
         self.epoch = epoch;
         self.next_seq = 1;
         for (txid, participants, ended) in commits {
-            self.remember(txid.clone(), Known::Committed);
+            // An End record alone (no participants): a one-phase commit.
+            let known = if participants.is_empty() { Known::Applied } else { Known::Committed };
+            self.remember(txid.clone(), known);
             if ended {
                 continue;
             }
@@ -411,7 +418,7 @@ impl Engine {
             return;
         }
         match self.known.get(&txid) {
-            Some(Known::Committed) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
+            Some(Known::Committed | Known::Applied) => return out.push(reply(Reply::Outcome(Outcome::Committed))),
             Some(Known::Aborted) => {
                 return out.push(reply(Reply::Outcome(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
             }
@@ -459,7 +466,8 @@ impl Engine {
     }
 
     fn client_abort(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
-        let reply = if self.active.contains_key(&txid) || self.known.get(&txid) == Some(&Known::Committed) {
+        let committed = matches!(self.known.get(&txid), Some(Known::Committed | Known::Applied));
+        let reply = if self.active.contains_key(&txid) || committed {
             Reply::Error(ServiceError::Invalid(format!("{txid} is already committing")))
         } else if let Some(e) = self.not_minted_here(&txid) {
             // Marking it aborted would answer its participants "aborted"
@@ -629,7 +637,7 @@ impl Engine {
             // Only the participant logged it: an End record here keeps it
             // known after a restart, and counted when trimmed.
             out.push(Command::LogEnd { txid: txid.clone() });
-            self.remember(txid, Known::Committed);
+            self.remember(txid, Known::Applied);
         } else {
             self.remember(txid, Known::Aborted);
         }
@@ -651,7 +659,7 @@ impl Engine {
             return out.push(reply(status));
         }
         match self.known.get(&txid) {
-            Some(Known::Committed) => return out.push(reply(OutcomeStatus::Committed)),
+            Some(Known::Committed | Known::Applied) => return out.push(reply(OutcomeStatus::Committed)),
             Some(Known::Aborted | Known::Expired) => return out.push(reply(OutcomeStatus::Aborted)),
             None => {}
         }
@@ -728,7 +736,7 @@ impl Engine {
             return;
         }
         let status = if committed {
-            self.remember(txid, Known::Committed);
+            self.remember(txid, Known::Applied);
             OutcomeStatus::Committed
         } else if unsure {
             OutcomeStatus::Pending
@@ -770,6 +778,7 @@ impl Engine {
                 phase_name(&active.phase).into()
             }
             (None, Some(Known::Committed)) => "committed".into(),
+            (None, Some(Known::Applied)) => APPLIED.into(),
             (None, Some(Known::Aborted | Known::Expired)) => "aborted".into(),
             (None, None) if matches!(self.not_minted_here(txid), Some(ServiceError::ForeignEpoch { .. })) => {
                 FOREIGN_EPOCH.into()

@@ -245,9 +245,11 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     e.handle(Event::Outcome { req: 3, txid: u.clone() });
     let answers = vec![Ok(ProbeAnswer::Committed), Ok(ProbeAnswer::Aborted)];
     assert_eq!(
-        e.handle(Event::ProbeResult { txid: u, answers }),
+        e.handle(Event::ProbeResult { txid: u.clone(), answers }),
         vec![reply(3, Reply::Status(OutcomeStatus::Committed))]
     );
+    // Operators are not told a Commit record was logged (trial 16C).
+    assert_eq!(e.view(&u).state, "applied");
     // Unreachable participants leave it pending.
     let w = txid(1, 11);
     e.handle(Event::Outcome { req: 4, txid: w.clone() });

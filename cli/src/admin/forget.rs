@@ -7,7 +7,7 @@ use super::inspect::coordinator_decision;
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
 use crate::say::out;
-use twopc_common::admin::{AdminReply, AdminRequest, HeuristicView};
+use twopc_common::admin::{AdminReply, AdminRequest, HeuristicView, APPLIED};
 use twopc_common::TxnId;
 
 pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) -> Result<u8, Failure> {
@@ -99,7 +99,8 @@ fn settled(forced: &HeuristicView, state: Option<&str>) -> bool {
     forced.conflict.is_some()
         || matches!(
             (forced.decision.as_str(), state),
-            ("commit", Some("committed" | "committing")) | ("abort", Some("aborted" | "aborting" | "unknown"))
+            ("commit", Some("committed" | "committing" | APPLIED))
+                | ("abort", Some("aborted" | "aborting" | "unknown"))
         )
 }
 

@@ -7,7 +7,7 @@ use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use crate::say::{out, out_raw};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use twopc_common::admin::{AdminReply, AdminRequest, TxnView, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView, APPLIED, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
 use twopc_common::TxnId;
 
 pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
@@ -172,6 +172,9 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 
 /// The decision words for a txid with no Commit record at its coordinator.
 pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
+/// A commit applied by a participant, with no Commit record here.
+pub const APPLIED_WORDS: &str =
+    "commit (applied at a participant: a one-phase commit, or found applied there; no Commit record)";
 /// A txid of an epoch the coordinator's log never ran.
 pub const FOREIGN_EPOCH_WORDS: &str =
     "unknown: this coordinator's log never ran that epoch (another instance with its id \
@@ -197,6 +200,7 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
     };
     let words = match view.state.as_str() {
         "committed" | "committing" => "commit (logged)",
+        APPLIED => APPLIED_WORDS,
         "aborted" | "aborting" => "abort",
         // No Commit record: asked, the coordinator answers from the
         // participants (committed if one applied it, else aborted).
