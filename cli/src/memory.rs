@@ -5,7 +5,7 @@
 //! stayed there once it went quiet (trial 16B). A thread asks mimalloc to
 //! collect every [`COLLECT_INTERVAL`] while large frames arrive (and for
 //! [`COLLECT_AFTER_QUIET`] after the last): the same burst peaked at
-//! 297 MB and fell back to 28 MB. Only then: collecting all the time
+//! 337 MB and fell back to 28 MB. Only then: collecting all the time
 //! purged pages that busy small requests reuse at once (throughput at
 //! concurrency 256 looked about 10% lower, within the noise).
 

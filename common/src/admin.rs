@@ -102,6 +102,11 @@ pub enum AdminReply {
 /// until it does, and listed by `twopc admin in-doubt`.
 pub const ONE_PHASE_UNANSWERED: &str = "one-phase-unanswered";
 
+/// Words of a participant's refusal to force an outcome on a transaction
+/// it no longer holds prepared; `admin resolve` stops at the first one
+/// (another resolve, or its coordinator, got there first).
+pub const NOT_IN_DOUBT_HERE: &str = "is not in doubt here";
+
 /// A coordinator's state for a transaction committed by a participant,
 /// with no Commit record at the coordinator: a one-phase commit, or a
 /// commit its probe found applied (by the coordinator's own decision

@@ -19,7 +19,7 @@ use crate::forgotten::Horizons;
 use crate::locks::LockTable;
 use crate::record::{Decision, HeuristicRecord, PreparedRecord};
 use std::collections::{BTreeMap, HashMap};
-use twopc_common::admin::{HeuristicView, TxnView};
+use twopc_common::admin::{HeuristicView, TxnView, NOT_IN_DOUBT_HERE};
 use twopc_common::recent::Recent;
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, Key, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, Versioned, Vote};
@@ -547,7 +547,7 @@ impl Engine {
         // and its end panicked the participant (trial 16C).
         if !matches!(self.txns.get(&txid), Some(TxnState::Prepared { .. })) {
             let state = self.view(&txid).state;
-            let msg = format!("{txid} is not in doubt here (it is {state}); nothing to resolve");
+            let msg = format!("{txid} {NOT_IN_DOUBT_HERE} (it is {state}); nothing to resolve");
             out.push(Command::Reply { req, reply: Reply::Error(ServiceError::Invalid(msg)) });
             return;
         }

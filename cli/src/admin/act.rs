@@ -8,7 +8,7 @@ use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TX
 use crate::say::{out, out_raw};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use twopc_common::admin::{AdminReply, AdminRequest, TxnView};
+use twopc_common::admin::{AdminReply, AdminRequest, TxnView, NOT_IN_DOUBT_HERE};
 use twopc_common::TxnId;
 
 /// How often `recover` looks again while waiting.
@@ -248,7 +248,7 @@ pub async fn resolve(
         let request = AdminRequest::Resolve { txid: txid.clone(), commit, reason: reason.clone() };
         match cluster.admin(node, request).await? {
             Ok(_) => resolved.push(node.id.clone()),
-            Err(e) if e.contains("not in doubt here") => {
+            Err(e) if e.contains(NOT_IN_DOUBT_HERE) => {
                 stopped = Some(format!("{}: {e}", node.id));
                 break;
             }
