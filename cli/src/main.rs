@@ -65,7 +65,7 @@ pub const EXIT_RETRY: u8 = 4;
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (txn, outcome: committed)
-  1  txn, outcome: aborted; participant/coordinator/local: failed
+  1  txn, outcome: aborted (outcome: or mixed); participant/coordinator/local: failed
   2  txn: outcome unknown (the commit may or may not have happened); outcome: still pending
   3  usage error, or the request was refused (it would be again)
   4  txn, get, outcome: nothing was done, and trying again later may succeed
@@ -115,7 +115,8 @@ enum Command {
     /// Run one participant (a shard: data, locks and prepare log).
     ///
     /// Listens on the address the cluster file gives this id and serves
-    /// until a fatal error (exit code 1, with `error: ...` on stderr).
+    /// until a fatal error (exit code 1, with `error: ...` on stderr); a
+    /// cluster file it cannot use, or an --id not in it, is exit code 3.
     /// Default log level: info.
     #[command(after_help = LOG_HELP)]
     Participant(ServerArgs),
@@ -123,7 +124,8 @@ enum Command {
     /// Run one coordinator (runs transactions, keeps the decision log).
     ///
     /// Listens on the address the cluster file gives this id and serves
-    /// until a fatal error (exit code 1, with `error: ...` on stderr).
+    /// until a fatal error (exit code 1, with `error: ...` on stderr); a
+    /// cluster file it cannot use, or an --id not in it, is exit code 3.
     /// Default log level: info.
     #[command(after_help = LOG_HELP)]
     Coordinator(ServerArgs),
@@ -175,8 +177,10 @@ enum Command {
     /// even if that id was never used. One of an epoch its log never ran
     /// (the coordinator was started on another data directory, or another
     /// process had its id) prints `TXID: unknown` (exit 2): only the other
-    /// log knows.
-    /// Exit code 0 committed, 1 aborted, 2 still pending or unknown here,
+    /// log knows. A commit an operator then forced to abort at some of its
+    /// participants (`twopc admin resolve --force` while the coordinator
+    /// was down) prints `TXID: mixed` (exit 1), naming them.
+    /// Exit code 0 committed, 1 aborted or mixed, 2 still pending or unknown here,
     /// 3 usage error or an unknown transaction, 4 the coordinator could not
     /// be asked (try again later, or --wait). Default log level: warn
     /// (tarpc: off).
@@ -465,7 +469,7 @@ fn load_server_config(args: &ServerArgs, role: &str) -> Result<ClusterConfig, St
 async fn run_participant(args: ServerArgs) -> u8 {
     let cluster = match load_server_config(&args, "participant") {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return refuse(&e),
     };
     let opts = twopc_participant::ParticipantOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
     match twopc_participant::start(opts, None).await {
@@ -477,7 +481,7 @@ async fn run_participant(args: ServerArgs) -> u8 {
 async fn run_coordinator(args: ServerArgs) -> u8 {
     let cluster = match load_server_config(&args, "coordinator") {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return refuse(&e),
     };
     let opts = twopc_coordinator::CoordinatorOptions { id: args.id, cluster, data_dir: args.data_dir, init: args.init };
     match twopc_coordinator::start(opts, None).await {
@@ -491,6 +495,13 @@ async fn run_coordinator(args: ServerArgs) -> u8 {
 fn fail(message: &str) -> u8 {
     say_err!("error: {}", one_line_message(message));
     EXIT_FAILED
+}
+
+/// As [`fail`], for a cluster file or `--id` that cannot be used: exit
+/// code 3 (a usage error, as `admin` says of the same file).
+fn refuse(message: &str) -> u8 {
+    fail(message);
+    EXIT_USAGE
 }
 
 fn one_line_message(message: &str) -> String {

@@ -32,9 +32,10 @@ pub struct OutcomeArgs {
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub wait: Option<Duration>,
     /// Print exactly one JSON object on stdout instead of a line:
-    /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"|"unknown"}
+    /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"|"unknown"|"mixed"}
     /// ("unknown": the coordinator runs on a log that never ran the
-    /// txid's epoch); on a usage error {"error": "..."}, on a failed
+    /// txid's epoch; "mixed": committed, but an operator forced abort at
+    /// some participants); on a usage error {"error": "..."}, on a failed
     /// request {"error": "...", "retryable": true|false}.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +114,18 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
                 say_err!("{e}");
                 return EXIT_UNKNOWN;
             }
+            Err(Ask::Mixed(e)) => {
+                if args.json {
+                    out!("{}", output::outcome_json(&txid.to_string(), "mixed"));
+                } else {
+                    out!("{txid}: mixed");
+                }
+                say_err!(
+                    "{e}: the coordinator decided commit, and an operator forced abort there; \
+                     `twopc admin show {txid}` tells each participant's state"
+                );
+                return EXIT_FAILED;
+            }
             Err(Ask::Unreachable(e)) => return failure(args.json, &ClientError::Connection(e)),
             Err(Ask::Failed(e)) => return failure(args.json, &e),
         }
@@ -141,6 +154,9 @@ enum Ask {
     /// Forgotten (see `ServiceError::Forgotten`): asking again changes
     /// nothing.
     Forgotten(String),
+    /// Committed by the coordinator, forced to abort by an operator at
+    /// some participants (see `ServiceError::HeuristicMixed`).
+    Mixed(String),
     Failed(ClientError),
 }
 
@@ -149,6 +165,7 @@ async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
         ClientError::Connection(e) => Ask::Unreachable(e),
         ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
         ClientError::Service(e @ ServiceError::Forgotten { .. }) => Ask::Forgotten(e.to_string()),
+        ClientError::Service(e @ ServiceError::HeuristicMixed { .. }) => Ask::Mixed(e.to_string()),
         other => Ask::Failed(other),
     })
 }

@@ -238,6 +238,15 @@ fn local_refuses_bad_flags_and_busy_ports_before_touching_its_dir() -> Result<()
         format!("[[coordinator]]\nid = \"c1\"\naddr = \"127.0.0.1:{other}\"\n[[participant]]\nid = \"p1\"\naddr = \"127.0.0.1:{port}\"\n"),
     )?;
     let cluster_arg = cluster.display().to_string();
+    // A cluster file that cannot be used is a usage error, as for `admin`.
+    for (role, id) in [("participant", "c1"), ("coordinator", "p1")] {
+        let out = twopc(&[role, "--config", &cluster_arg, "--id", id, "--data-dir", &data_arg])?;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains(&format!("no {role} with id \"{id}\"")), "{}", text(&out));
+    }
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let out = twopc(&["participant", "--config", &missing, "--id", "p1", "--data-dir", &data_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     for (role, id) in [("participant", "p1"), ("coordinator", "c1")] {
         let out = twopc(&[role, "--config", &cluster_arg, "--id", id, "--data-dir", &data_arg])?;
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -7,7 +7,7 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-use support::{json, text, twopc_bin, wait_for, Cluster};
+use support::{json, text, twopc, twopc_bin, wait_for, Cluster};
 use twopc_common::TxnId;
 
 const TOKEN: &str = "test-admin-token";
@@ -178,6 +178,12 @@ async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> 
     assert!(text(&out).contains("MIXED: coordinator decided"), "{}", text(&out));
     assert!(cluster.log("c1").contains("heuristic-mixed"), "the coordinator's log says it");
     assert!(cluster.log("p1").contains("heuristic-mixed"), "the participant's log says it");
+    // The application asking is not told "committed": its writes are gone.
+    let c1 = cluster.coordinator_addr();
+    let out = twopc(&["outcome", "--coordinator", &c1, "--json", &txid.to_string()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(json(&out), serde_json::json!({"txid": txid.to_string(), "outcome": "mixed"}), "{}", text(&out));
+    assert!(text(&out).contains("forced to abort at p1"), "{}", text(&out));
 
     // Dealt with: forgotten everywhere, for good (restarts replay no
     // record of it), and a second forget finds nothing.

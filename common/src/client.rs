@@ -310,6 +310,10 @@ impl Client {
                     return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
                 }
                 Ok(Ok(OutcomeStatus::Pending)) => last = "still pending".into(),
+                // Known for good: asking again changes nothing.
+                Ok(Err(ClientError::Service(e @ ServiceError::HeuristicMixed { .. }))) => {
+                    return Err(ClientError::Service(e))
+                }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => {
                     last = format!(

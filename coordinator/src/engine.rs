@@ -407,6 +407,9 @@ impl Engine {
             out.push(reply(Reply::Error(ServiceError::WrongCoordinator { txid, owner })));
             return;
         }
+        if let Some(e) = self.forced_against(&txid) {
+            return out.push(reply(Reply::Error(e)));
+        }
         if let Some(active) = self.active.get_mut(&txid) {
             // A retried commit joins the one in progress; once the decision
             // is durable it is answered at once (nobody answers waiters
@@ -650,6 +653,9 @@ impl Engine {
             let e = ServiceError::WrongCoordinator { txid, owner };
             return out.push(Command::Reply { req, reply: Reply::Error(e) });
         }
+        if let Some(e) = self.forced_against(&txid) {
+            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+        }
         if let Some(active) = self.active.get(&txid) {
             let status = match active.phase {
                 Phase::Committing { .. } => OutcomeStatus::Committed,
@@ -749,6 +755,17 @@ impl Engine {
         for req in waiters {
             out.push(Command::Reply { req, reply: Reply::Status(status.clone()) });
         }
+    }
+
+    /// A commit operators forced to abort at some of its participants:
+    /// "committed" would be a wrong answer to its client (their writes are
+    /// gone), so `outcome` and a repeated `commit` get this instead, until
+    /// an operator forgets the finding. Only commits can be mixed here (an
+    /// abort is never logged, so none is re-sent against a forced commit).
+    fn forced_against(&self, txid: &TxnId) -> Option<ServiceError> {
+        let forced_at = self.mixed.get(txid).filter(|m| !m.is_empty())?;
+        let participant = forced_at.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+        Some(ServiceError::HeuristicMixed { txid: txid.clone(), participant, forced: "abort".into() })
     }
 
     fn heuristic_mixed(&mut self, txid: TxnId, from: NodeId, out: &mut Vec<Command>) {

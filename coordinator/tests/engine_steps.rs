@@ -458,6 +458,9 @@ fn a_heuristic_mismatch_stops_retries_and_is_logged_once() {
     assert_eq!(e.handle(Event::HeuristicMixed { txid: t.clone(), from: node("p2") }), vec![]);
     let view = e.view(&t);
     assert_eq!((view.state.as_str(), view.mixed), ("committed", vec![node("p2")]));
+    // A client asking is not told "committed": p2 holds the abort.
+    let mixed = ServiceError::HeuristicMixed { txid: t.clone(), participant: "p2".into(), forced: "abort".into() };
+    assert_eq!(e.handle(Event::Outcome { req: 19, txid: t.clone() }), vec![reply(19, Reply::Error(mixed))]);
     // An operator dealt with it: the finding goes (dropped before the ack).
     let out = e.handle(Event::ForgetMixed { req: 20, txid: t.clone() });
     assert_eq!(out, vec![Command::DropMixed { txid: t.clone() }, reply(20, Reply::Ack)]);
