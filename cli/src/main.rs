@@ -27,7 +27,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod address;
 mod admin;
 mod bench_cmd;
 mod chaos_cmd;

@@ -23,7 +23,7 @@ pub struct OutcomeArgs {
     /// Address of a coordinator (`twopc local` prints it: 127.0.0.1:7000
     /// unless given --base-port), or several, comma-separated: the one
     /// that minted TXID is found by asking.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = twopc_common::address::host_port_list)]
     pub coordinator: String,
     /// Ask again every 0.5 s while the transaction is pending, its
     /// coordinator cannot be reached or cannot know it (started on another

@@ -22,7 +22,7 @@ pub struct TxnArgs {
     /// Address of the coordinator that runs the transaction (`twopc local`
     /// prints it: 127.0.0.1:7000 unless given --base-port), or several,
     /// comma-separated: the first that can be reached runs it.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = twopc_common::address::host_port_list)]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
@@ -49,7 +49,7 @@ pub struct GetArgs {
     /// Address of the coordinator to read through (`twopc local` prints it:
     /// 127.0.0.1:7000 unless given --base-port), or several,
     /// comma-separated: the first that can be reached serves the read.
-    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = crate::address::host_port_list)]
+    #[arg(long, value_name = "HOST:PORT[,..]", env = "TWOPC_COORDINATOR", value_parser = twopc_common::address::host_port_list)]
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"reads": {"K": "V" or null}} (a value that is not UTF-8 is

@@ -222,8 +222,7 @@ async fn a_dropped_transaction_is_aborted_not_left_open() -> Result<()> {
     // Found by a user: 64 tasks that began, read and dropped their
     // transactions filled the coordinator's count of open ids in seconds,
     // and every client's `begin` failed as overloaded for a minute.
-    use twopc_common::net::{client_config, connect, context_with_timeout, transport};
-    use twopc_common::service::CoordinatorRpcClient;
+    use twopc_common::net::context_with_timeout;
     const DROPPED: usize = 500;
     let cluster = Cluster::start(2)?;
     let client = cluster.client().await?;
@@ -233,8 +232,7 @@ async fn a_dropped_transaction_is_aborted_not_left_open() -> Result<()> {
         txn.get(&key).await?;
         drop(txn);
     }
-    let stream = connect(&cluster.coordinator_addr()).await.map_err(anyhow::Error::msg)?;
-    let c1 = CoordinatorRpcClient::new(client_config(), transport(stream)).spawn();
+    let c1 = coordinator_rpc(&cluster).await?;
     let spares = twopc_common::client::SPARE_TXIDS;
     cluster
         .eventually("the dropped transactions' ids are released", Duration::from_secs(10), || async {
@@ -243,4 +241,54 @@ async fn a_dropped_transaction_is_aborted_not_left_open() -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_clients_and_commits_cut_short_leave_no_id_open() -> Result<()> {
+    // Trial 18B: each dropped client left its spare ids open for a minute,
+    // so a program making a client per request filled the coordinator's
+    // cap on open ids in seconds; a commit future dropped before its
+    // request left also left its id open.
+    let cluster = Cluster::start(2)?;
+    for round in 0..20 {
+        let client = cluster.client().await?;
+        for i in 0..2 {
+            let mut txn = client.begin().await?;
+            txn.put(format!("spare-{round}-{i}").as_bytes(), b"v".to_vec());
+            txn.commit().await?;
+        }
+        for i in 0..10u64 {
+            let mut txn = client.begin().await?;
+            txn.put(format!("cut-{round}-{i}").as_bytes(), b"v".to_vec());
+            let _ = tokio::time::timeout(Duration::from_micros(100 * i), txn.commit()).await;
+        }
+        drop(client);
+    }
+    let c1 = coordinator_rpc(&cluster).await?;
+    cluster
+        .eventually("every id of the dropped clients is released", Duration::from_secs(10), || async {
+            let stats = c1.stats(twopc_common::net::context_with_timeout(Duration::from_secs(2))).await?;
+            Ok(stats.open == 0)
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_address_that_can_never_work_is_an_invalid_request_not_a_retryable_one() {
+    for bad in ["127.0.0.1", "", "127.0.0.1:99999", "http://127.0.0.1:7000", ":7000"] {
+        match Client::connect(bad).await {
+            Err(e @ ClientError::Invalid(_)) => assert!(!e.is_retryable(), "{bad}: {e}"),
+            Err(e) => panic!("{bad:?}: not Invalid: {e:?}"),
+            Ok(_) => panic!("{bad:?} connected"),
+        }
+    }
+    let Err(e) = Client::connect_any(&["127.0.0.1:1", "nonsense"]).await else { panic!("connected") };
+    assert!(matches!(e, ClientError::Invalid(ref m) if m.contains("nonsense")), "{e:?}");
+}
+
+async fn coordinator_rpc(cluster: &Cluster) -> Result<twopc_common::service::CoordinatorRpcClient> {
+    use twopc_common::net::{client_config, connect, transport};
+    let stream = connect(&cluster.coordinator_addr()).await.map_err(anyhow::Error::msg)?;
+    Ok(twopc_common::service::CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
 }

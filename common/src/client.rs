@@ -23,7 +23,7 @@
 use crate::coordinator_set::{CoordinatorPeer, CoordinatorSet};
 use crate::error::ServiceError;
 use crate::ids::TxnId;
-use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, RPC_TIMEOUT};
+use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, OPEN_TXN_TIMEOUT, RPC_TIMEOUT};
 use crate::net::{context_with_timeout, CallError, GUARD_SLACK};
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{
@@ -91,13 +91,14 @@ pub struct Client {
     /// transaction's critical path. Spares are minted only for a client
     /// that began before, so a one-shot client (the CLI) leaves no unused
     /// id behind.
-    spare_txids: Arc<Mutex<VecDeque<Minted>>>,
+    spare_txids: Arc<SpareTxids>,
     begun: Arc<AtomicBool>,
     /// A refill is in flight (at most one per client).
     refilling: Arc<AtomicBool>,
 }
 
 /// A transaction id and where it came from.
+#[derive(Clone)]
 struct Minted {
     txid: TxnId,
     at: Instant,
@@ -106,6 +107,55 @@ struct Minted {
     /// Its connection then: ids from before a reconnect are not used as
     /// spares (a restarted coordinator aborts the ids of its earlier runs).
     connection: u64,
+}
+
+/// A client's spare ids. When the last clone of the client goes, the
+/// unused ones are aborted in the background: each dropped client left up
+/// to [`SPARE_TXIDS`] ids open at the coordinator for a minute, and a
+/// program making a client per request filled the coordinator's cap on
+/// open ids in seconds, shutting every client out of `begin` (trial 18B).
+struct SpareTxids {
+    coordinators: Arc<CoordinatorSet>,
+    ids: Mutex<VecDeque<Minted>>,
+}
+
+impl SpareTxids {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Minted>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for SpareTxids {
+    fn drop(&mut self) {
+        let ids = std::mem::take(self.ids.get_mut().unwrap_or_else(|e| e.into_inner()));
+        // Ids minted on an earlier connection were aborted by the
+        // coordinator's restart; a closed connection's coordinator may be
+        // gone (its ids expire there).
+        let open: Vec<Minted> = ids
+            .into_iter()
+            .filter(|m| {
+                let peer = self.coordinators.peer(m.coordinator);
+                !peer.connection_closed() && peer.connections_opened() == m.connection
+            })
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        // Outside a runtime there is nothing to send with: they expire.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let coordinators = self.coordinators.clone();
+        runtime.spawn(async move {
+            let aborts = open.into_iter().map(|m| {
+                let peer = coordinators.peer(m.coordinator).clone();
+                async move {
+                    if let Err(e) = send_abort(&peer, m.txid.clone()).await {
+                        tracing::debug!(txid = %m.txid, error = %e, "abort of an unused spare id failed");
+                    }
+                }
+            });
+            futures::future::join_all(aborts).await;
+        });
+    }
 }
 
 /// Spare transaction ids a client keeps, at most.
@@ -125,15 +175,20 @@ impl Client {
     /// the current one cannot be reached, new transactions and reads go to
     /// the next; a transaction always commits through the coordinator that
     /// minted its id.
+    /// An address that can never work (`HOST:PORT` is required) is
+    /// `ClientError::Invalid`, not a retryable connection error.
     pub async fn connect_any(addrs: &[&str]) -> Result<Client, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::Invalid("no coordinator address given".into()));
         }
-        let coordinators = CoordinatorSet::new(addrs);
+        for addr in addrs {
+            crate::address::host_port(addr).map_err(ClientError::Invalid)?;
+        }
+        let coordinators = Arc::new(CoordinatorSet::new(addrs));
         coordinators.connect_first().await.map_err(ClientError::Connection)?;
         Ok(Client {
-            coordinators: Arc::new(coordinators),
-            spare_txids: Arc::default(),
+            spare_txids: Arc::new(SpareTxids { coordinators: coordinators.clone(), ids: Mutex::default() }),
+            coordinators,
             begun: Arc::default(),
             refilling: Arc::default(),
         })
@@ -201,7 +256,7 @@ impl Client {
             return None;
         }
         let connection = peer.connections_opened();
-        let mut spare = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spare = self.spare_txids.lock();
         while let Some(minted) = spare.pop_front() {
             let usable = minted.coordinator == current && minted.connection == connection;
             if usable && minted.at.elapsed() < SPARE_TXID_MAX_AGE {
@@ -214,14 +269,14 @@ impl Client {
     /// Tops the spares up in the background once fewer than half are left
     /// (one `begin_many` call, one refill at a time per client).
     fn refill_spare_txids(&self) {
-        let have = self.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let have = self.spare_txids.lock().len();
         if have >= SPARE_TXIDS / 2 || self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
         let client = self.clone();
         tokio::spawn(async move {
             if let Ok(minted) = client.mint(SPARE_TXIDS - have).await {
-                client.spare_txids.lock().unwrap_or_else(|e| e.into_inner()).extend(minted);
+                client.spare_txids.lock().extend(minted);
             }
             client.refilling.store(false, Ordering::Release);
         });
@@ -309,7 +364,11 @@ impl Client {
                 Ok(Ok(OutcomeStatus::Aborted)) => {
                     return Err(ClientError::Aborted { txid, reason: AbortReason::NoDecisionLogged })
                 }
-                Ok(Ok(OutcomeStatus::Pending)) => last = "still pending".into(),
+                Ok(Ok(OutcomeStatus::Pending)) => {
+                    last = "the coordinator has not decided yet (a participant it waits for may be down or \
+                            paused: `twopc admin in-doubt` names it); ask again later (`twopc outcome TXID --wait 1m`)"
+                        .into()
+                }
                 // Known for good: asking again changes nothing.
                 Ok(Err(ClientError::Service(e @ ServiceError::HeuristicMixed { .. }))) => {
                     return Err(ClientError::Service(e))
@@ -421,15 +480,30 @@ impl Transaction {
     /// since the id was minted (the new run aborts it: presumed abort), or
     /// if the coordinator could not be reached at all (the request never
     /// left; the fresh id comes from the next coordinator that answers).
+    /// Not once the id is older than [`OPEN_TXN_TIMEOUT`]: that is
+    /// `Aborted` with [`AbortReason::Expired`], as the coordinator would
+    /// have answered.
+    ///
+    /// A commit future dropped before an answer aborts its id in the
+    /// background, as a dropped transaction does; if the commit had
+    /// reached the coordinator, that abort is refused and the commit goes
+    /// on: ask [`Client::outcome`].
     pub async fn commit(mut self) -> Result<TxnId, ClientError> {
         let ops = self.ops();
         ops.validate().map_err(ClientError::Invalid)?;
         let client = self.client.clone();
-        let Minted { mut txid, mut coordinator, connection, .. } = self.minted.take().expect("not yet finished");
+        // `self.minted` stays until an answer, so that dropping this future
+        // aborts the id (see `Drop`) instead of leaving it open.
+        let Minted { mut txid, mut coordinator, connection, at } = self.minted().clone();
         let mut answer = client.send_commit(coordinator, &txid, &ops).await;
+        self.minted = None;
         let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
             && client.coordinators.peer(coordinator).connections_opened() != connection;
         let unreachable = matches!(answer, Err(CallError::Unreachable(_)));
+        if (restarted || unreachable) && at.elapsed() >= OPEN_TXN_TIMEOUT {
+            let after_ms = OPEN_TXN_TIMEOUT.as_millis() as u64;
+            return Err(ClientError::Aborted { txid, reason: AbortReason::Expired { after_ms } });
+        }
         if restarted || unreachable {
             tracing::debug!(%txid, restarted, "this id can no longer commit: committing under a fresh id");
             let fresh = if restarted {
@@ -438,8 +512,10 @@ impl Transaction {
                 client.mint(1).await?
             };
             let fresh = fresh.into_iter().next().expect("mint returns at least one id");
-            (txid, coordinator) = (fresh.txid, fresh.coordinator);
+            (txid, coordinator) = (fresh.txid.clone(), fresh.coordinator);
+            self.minted = Some(fresh);
             answer = client.send_commit(coordinator, &txid, &ops).await;
+            self.minted = None;
         }
         match answer {
             Ok(Ok(Outcome::Committed)) => Ok(txid),

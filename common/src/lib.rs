@@ -21,6 +21,7 @@
 //! - [`error`]: the errors that cross the wire.
 //! - [`shell`]: quoting for the command lines printed to users.
 
+pub mod address;
 pub mod admin;
 pub mod client;
 pub mod config;

@@ -45,6 +45,10 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// hung or paused, and is named in the error well before the client's
 /// own [`RPC_TIMEOUT`] (which would blame the coordinator).
 pub const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// A coordinator aborts a transaction begun this long ago with no commit
+/// (and the client library does not commit its operations again under a
+/// fresh id once its id is this old).
+pub const OPEN_TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline of an application's commit call (prepare + decision + reply).
 pub const CLIENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Prepares one `prepare_many` call may carry.

@@ -29,7 +29,7 @@ pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 /// Transactions begun and not yet committed or aborted, at most.
 pub const MAX_OPEN_TXNS: usize = 100_000;
 /// A begun transaction with no commit after this long is aborted.
-pub const OPEN_TXN_TIMEOUT_MS: u64 = 60_000;
+pub const OPEN_TXN_TIMEOUT_MS: u64 = twopc_common::limits::OPEN_TXN_TIMEOUT.as_millis() as u64;
 /// Transactions in commit at once, at most.
 pub const MAX_ACTIVE_TXNS: usize = 50_000;
 /// Safety net: a transaction still collecting votes this long after a

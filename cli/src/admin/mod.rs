@@ -68,7 +68,7 @@ pub struct Target {
     pub config: Option<PathBuf>,
     /// A coordinator's address; the rest of the cluster is asked from it
     /// (the token must then come from TWOPC_ADMIN_TOKEN).
-    #[arg(long, value_name = "HOST:PORT", global = true, value_parser = crate::address::host_port)]
+    #[arg(long, value_name = "HOST:PORT", global = true, value_parser = twopc_common::address::host_port)]
     pub coordinator: Option<String>,
 }
 

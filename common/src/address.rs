@@ -1,6 +1,8 @@
-//! `--coordinator` values checked when parsed: an address that can never
-//! work (no port, a port out of range, an empty host) is a usage error
-//! (exit 3), not "cannot connect, try again later" (exit 4, retryable).
+//! Addresses a user gives (`--coordinator`, `Client::connect`) checked
+//! before any connection: one that can never work (no port, a port out of
+//! range, an empty host, a URL) is an invalid request (the CLI's exit 3,
+//! the client's `ClientError::Invalid`, not retryable), not "cannot
+//! connect, try again later".
 
 /// One `HOST:PORT`.
 pub fn host_port(text: &str) -> Result<String, String> {
