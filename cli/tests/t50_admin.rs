@@ -275,6 +275,32 @@ async fn a_wrong_token_is_refused_and_changes_nothing() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_refusing_the_token_the_others_take_is_reported_not_shown_as_up() -> Result<()> {
+    // Trial 18C: `status` showed such a participant as up (its statistics
+    // need no token) while every other command failed on it.
+    let mut cluster = Cluster::new(3);
+    cluster.set_admin_token(TOKEN);
+    cluster.spawn("p1", &[])?;
+    cluster.spawn("p2", &[])?;
+    cluster.spawn("p3", &[("TWOPC_ADMIN_TOKEN", "another-token")])?;
+    cluster.spawn("c1", &[])?;
+    let config = cluster.write_cluster_file()?;
+    let out = admin(&config, &["status", "--json"], None)?;
+    assert_eq!(out.status.code(), Some(3), "incomplete: {}", text(&out));
+    let nodes = json(&out)["nodes"].as_array().cloned().unwrap_or_default();
+    let p3 = nodes.iter().find(|n| n["id"] == "p3").expect("p3 listed");
+    assert_eq!(p3["reachable"], false, "{p3}");
+    assert!(p3["error"].as_str().unwrap_or("").contains("wrong admin token"), "{p3}");
+    let p2 = nodes.iter().find(|n| n["id"] == "p2").expect("p2 listed");
+    assert_eq!(p2["reachable"], true, "{p2}");
+    // The others still report; p3 is named as not asked.
+    let out = admin(&config, &["in-doubt"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("p3"), "{}", text(&out));
+    Ok(())
+}
+
 /// A one-phase commit that reached its participant, which died before
 /// answering, is retried by the coordinator and listed as in doubt (the
 /// participant's answer decides) until the participant is back.
@@ -373,9 +399,21 @@ async fn a_commit_against_a_forced_abort_forgotten_with_force_ends_as_mixed_not_
     let nodes = json(&out)["nodes"].clone();
     let c1 = nodes.as_array().unwrap().iter().find(|n| n["id"] == "c1").cloned().unwrap_or_default();
     assert_eq!(c1["stats"]["heuristic_mixed"], 1, "{nodes}");
+    // `heuristics`, which `status` points to, lists it though no
+    // participant keeps its record (trial 18C: "no outcome was forced").
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    let listed = json(&out)["heuristics"].as_array().cloned().unwrap_or_default();
+    assert!(!listed.is_empty(), "{}", text(&out));
+    for finding in &listed {
+        assert_eq!(finding["txid"], txid.to_string(), "{finding}");
+        assert_eq!(finding["mixed"], true, "{finding}");
+        assert!(finding["reason"].as_str().unwrap_or("").contains("reported by c1"), "{finding}");
+    }
     // And that finding, in turn, can be forgotten.
     let out = admin(&config, &["forget", &txid.to_string()], None)?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = admin(&config, &["heuristics", "--json"], None)?;
+    assert_eq!(json(&out)["heuristics"], serde_json::json!([]), "{}", text(&out));
     Ok(())
 }
 

@@ -69,8 +69,10 @@ pub enum AdminRequest {
     Resolve { txid: TxnId, commit: bool, reason: String },
     /// Coordinator only: the cluster (token removed), for `--coordinator`.
     Cluster,
-    /// Participant only: every outcome forced here by an operator (kept
-    /// until forgotten), agreeing with the coordinator or not.
+    /// Participant: every outcome forced here by an operator (kept until
+    /// forgotten), agreeing with the coordinator or not. Coordinator: every
+    /// heuristic-mixed finding (a commit some participant refused, forced
+    /// to abort), until forgotten.
     Heuristics,
     /// An operator acknowledges a forced outcome (`twopc admin forget`):
     /// a participant drops its heuristic record of the txid, a coordinator

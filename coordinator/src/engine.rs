@@ -811,6 +811,12 @@ impl Engine {
         self.active.keys().map(|txid| self.view(txid)).collect()
     }
 
+    /// Every commit some participant refused, having been forced to
+    /// abort it (heuristic-mixed), until an operator forgets it.
+    pub fn mixed_views(&self) -> Vec<TxnView> {
+        self.mixed.keys().map(|txid| self.view(txid)).collect()
+    }
+
     /// Transactions in commit, commits not yet acked everywhere, mixed
     /// outcomes, and ids begun but not finished.
     pub fn counts(&self) -> (usize, usize, usize, usize) {

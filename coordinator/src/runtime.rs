@@ -446,7 +446,11 @@ impl EngineTask {
             }
             AdminRequest::Show(txid) => Ok(AdminReply::Txn(Box::new(self.engine.view(&txid)))),
             AdminRequest::Cluster => Ok(AdminReply::Cluster(self.cluster.to_toml())),
-            AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } | AdminRequest::Heuristics => {
+            // Forced outcomes live at participants; a coordinator has its
+            // heuristic-mixed findings, which outlive a participant's
+            // record forgotten with --force (trial 18C).
+            AdminRequest::Heuristics => Ok(AdminReply::Txns(self.engine.mixed_views())),
+            AdminRequest::Locks { .. } | AdminRequest::Resolve { .. } => {
                 Err(ServiceError::Invalid("locks and heuristic resolution live at participants".into()))
             }
             AdminRequest::Recover | AdminRequest::Forget(_) => {

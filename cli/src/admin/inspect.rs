@@ -7,7 +7,9 @@ use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use crate::say::{out, out_raw};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use twopc_common::admin::{AdminReply, AdminRequest, TxnView, APPLIED, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED};
+use twopc_common::admin::{
+    AdminReply, AdminRequest, HeuristicView, TxnView, APPLIED, FOREIGN_EPOCH, ONE_PHASE_UNANSWERED,
+};
 use twopc_common::TxnId;
 
 pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
@@ -444,21 +446,41 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
     Ok(code)
 }
 
-/// Every forced outcome at every participant, mixed ones first.
+/// Every forced outcome at every participant, and every heuristic-mixed
+/// finding a coordinator holds whose participant no longer has its record
+/// (forgotten there with --force), mixed ones first.
 pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut found = Vec::new();
+    let mut at_coordinators = Vec::new();
     let mut unreachable = Vec::new();
-    for node in cluster.participants() {
+    for node in &cluster.nodes {
         match cluster.admin(node, AdminRequest::Heuristics).await? {
             Ok(AdminReply::Txns(views)) => {
                 for view in views {
-                    let (Some(txid), Some(forced)) = (view.txid, view.heuristic) else { continue };
-                    found.push((forced.conflict.is_none(), txid, node.id.clone(), forced));
+                    let Some(txid) = view.txid else { continue };
+                    if let Some(forced) = view.heuristic {
+                        found.push((forced.conflict.is_none(), txid, node.id.clone(), forced));
+                        continue;
+                    }
+                    for participant in view.mixed {
+                        at_coordinators.push((txid.clone(), participant.to_string(), node.id.clone()));
+                    }
                 }
             }
             Ok(_) => {}
             Err(e) => unreachable.push(unreachable_note(node, &e)),
         }
+    }
+    for (txid, participant, coordinator) in at_coordinators {
+        if found.iter().any(|(_, t, p, _)| *t == txid && *p == participant) {
+            continue;
+        }
+        let reason = format!(
+            "reported by {coordinator}: {participant} refused its commit, having been forced to abort; \
+             {participant}'s own record was forgotten"
+        );
+        let forced = HeuristicView { decision: "abort".into(), at_ms: 0, reason, conflict: Some("commit".into()) };
+        found.push((false, txid, participant, forced));
     }
     found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
     let code = complete_if(unreachable.is_empty());
@@ -468,7 +490,7 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             .map(|(_, txid, participant, h)| {
                 serde_json::json!({
                     "txid": txid.to_string(), "participant": participant, "forced": h.decision,
-                    "at_ms": h.at_ms, "reason": h.reason, "mixed": h.conflict.is_some(),
+                    "at_ms": (h.at_ms != 0).then_some(h.at_ms), "reason": h.reason, "mixed": h.conflict.is_some(),
                     "coordinator_decision": h.conflict,
                 })
             })
@@ -490,7 +512,7 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                     participant.clone(),
                     h.decision.clone(),
                     h.conflict.as_ref().map_or_else(|| "-".into(), |c| format!("MIXED: coordinator decided {c}")),
-                    age(now.saturating_sub(h.at_ms)),
+                    if h.at_ms == 0 { "-".into() } else { age(now.saturating_sub(h.at_ms)) },
                     h.reason.clone(),
                 ]
             })

@@ -143,8 +143,10 @@ pub enum AdminCommand {
     Forget {
         /// Transaction id, e.g. c1.3.17.
         txid: String,
-        /// Forget even what is not settled (a later mismatch then goes
-        /// unreported).
+        /// Forget even what is not settled: the participants drop their
+        /// record, so a later mismatch is reported by the coordinator
+        /// alone (`status` counts it, `heuristics` lists it), without the
+        /// participant's reason or time.
         #[arg(long)]
         force: bool,
     },

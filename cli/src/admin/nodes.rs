@@ -88,16 +88,48 @@ impl Cluster {
             nodes.push(Node { id: entry.id.clone(), role: "participant", addr: entry.addr.clone(), client });
         }
         let mut cluster = Cluster { nodes, token };
-        // A wrong token is refused before anything is shown.
-        for node in cluster.nodes.iter().filter(|n| n.client.is_ok()) {
-            if cluster.admin(node, AdminRequest::Ping).await?.is_ok() {
-                break;
-            }
-        }
+        cluster.set_aside_refusing_nodes().await?;
         if target.config.is_some() {
             cluster.shun_other_clusters(&config).await?;
         }
         Ok(cluster)
+    }
+
+    /// Asks every reachable process to check the token. A token no
+    /// process takes is refused before anything is shown; a process that
+    /// alone refuses it (another `admin_token`, or none, in its cluster
+    /// file) is set aside as not reached, naming why, and the report is
+    /// incomplete. Checking only the first process let `status` show such
+    /// a participant as up, while every other command failed on it (trial
+    /// 18C).
+    async fn set_aside_refusing_nodes(&mut self) -> Result<(), Failure> {
+        let mut refusals = Vec::new();
+        let mut accepted = false;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].client.is_err() {
+                continue;
+            }
+            match self.admin(&self.nodes[i], AdminRequest::Ping).await {
+                Ok(Ok(_)) => accepted = true,
+                // Not answered: later calls fail on it too, and say so.
+                Ok(Err(_)) => {}
+                Err(refused) => refusals.push((i, refused)),
+            }
+        }
+        if !accepted {
+            if let Some((_, refused)) = refusals.into_iter().next() {
+                return Err(refused);
+            }
+            return Ok(());
+        }
+        for (i, refused) in refusals {
+            let node = &mut self.nodes[i];
+            node.client = Err(format!(
+                "{} (the other processes take this token: is {}'s admin_token, or its {ADMIN_TOKEN_ENV}, another?)",
+                refused.message, node.id
+            ));
+        }
+        Ok(())
     }
 
     /// A coordinator whose own cluster file differs from `config` belongs
