@@ -551,3 +551,29 @@ async fn a_one_phase_commit_forgotten_by_its_participant_and_unlogged_by_its_coo
     assert_eq!(cluster.read_at(&participant, &key).await?.value.as_deref(), Some(b"committed".as_slice()));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_retried_until_its_participant_is_back_is_logged_as_delivered() -> Result<()> {
+    // Trial 18C: the coordinator warned at each failed attempt, and said
+    // nothing when the commit got through.
+    let mut cluster = Cluster::new(3);
+    cluster.spawn("p1", &[])?;
+    cluster.spawn("p2", &[("TWOPC_FAULTS", "participant.before-apply=crash")])?;
+    cluster.spawn("p3", &[])?;
+    cluster.spawn("c1", &[])?;
+    let keys = cluster.key_per_participant("delivered-late");
+    let (txid, result) = write_everywhere(&cluster, &keys).await?;
+    assert_eq!(result?, txid);
+    cluster.wait_exit("p2", Duration::from_secs(10))?;
+    cluster.spawn("p2", &[])?;
+    wait_all_committed(&cluster, &keys).await?;
+    cluster
+        .eventually("c1 logs that the commit got through", Duration::from_secs(20), || async {
+            let log = cluster.log("c1");
+            Ok(log.lines().any(|l| {
+                l.contains("commit delivered after retries") && l.contains(&txid.to_string()) && l.contains("p2")
+            }))
+        })
+        .await?;
+    Ok(())
+}
