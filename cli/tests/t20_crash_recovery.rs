@@ -577,3 +577,31 @@ async fn a_commit_retried_until_its_participant_is_back_is_logged_as_delivered()
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_stood_still_while_the_votes_came_commits_when_it_resumes() -> Result<()> {
+    // Trial 18A: p2 stopped, a commit sent, then the coordinator stopped
+    // and p2 resumed (it voted Yes); the coordinator, resumed 8 s later,
+    // aborted: "p2 unavailable: no vote", though every vote was Yes.
+    let cluster = Cluster::start(3)?;
+    // Connections are opened first (a new one to a stopped process fails).
+    let warm_up = cluster.key_per_participant("stood-still-warm-up");
+    write_everywhere(&cluster, &warm_up).await?.1?;
+    let keys = cluster.key_per_participant("stood-still");
+    cluster.signal("p2", libc::SIGSTOP)?;
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"written".to_vec());
+    }
+    let pending = tokio::spawn(txn.commit());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.signal("c1", libc::SIGSTOP)?;
+    cluster.signal("p2", libc::SIGCONT)?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cluster.signal("c1", libc::SIGCONT)?;
+    let result = pending.await?;
+    assert!(result.is_ok(), "every participant voted Yes: {result:?}");
+    wait_all_committed(&cluster, &keys).await?;
+    Ok(())
+}

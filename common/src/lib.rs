@@ -40,6 +40,7 @@ pub mod recent;
 pub mod ring;
 pub mod service;
 pub mod shell;
+pub mod stall;
 pub mod txn;
 
 pub use error::ServiceError;

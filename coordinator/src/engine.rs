@@ -38,6 +38,12 @@ pub const MAX_ACTIVE_TXNS: usize = 50_000;
 /// vote event is lost inside the runtime; it bounds how long a client can
 /// hold locks through the coordinator.
 pub const PREPARE_STUCK_MS: u64 = 2 * twopc_common::limits::RPC_TIMEOUT.as_millis() as u64;
+/// Ticks come every second: a longer gap than this between two means the
+/// process stood still (stopped, its machine stalled), and that time does
+/// not count towards [`PREPARE_STUCK_MS`] (trial 18A: a coordinator
+/// stopped for 8 s aborted prepares whose Yes votes waited in its
+/// sockets, blaming a participant).
+pub const STALLED_TICK_GAP_MS: u64 = 3_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -265,6 +271,7 @@ pub struct Engine {
     mixed: BTreeMap<TxnId, BTreeSet<NodeId>>,
     /// Outcome questions waiting for a probe: txid → requests.
     probing: BTreeMap<TxnId, Vec<RequestId>>,
+    last_tick_ms: Option<u64>,
 }
 
 impl Engine {
@@ -279,6 +286,7 @@ impl Engine {
             known: Recent::new(MAX_REMEMBERED_OUTCOMES),
             probing: BTreeMap::new(),
             mixed: BTreeMap::new(),
+            last_tick_ms: None,
         }
     }
 
@@ -341,6 +349,7 @@ impl Engine {
             Event::Outcome { req, txid } => self.outcome(req, txid, &mut out),
             Event::ProbeResult { txid, answers } => self.probe_result(txid, answers, &mut out),
             Event::Tick { now_ms } => {
+                self.discount_stall(now_ms);
                 self.expire_open(now_ms);
                 self.abort_stuck_prepares(now_ms, &mut out);
             }
@@ -523,6 +532,21 @@ impl Engine {
         active.phase = Phase::Aborting { unsent: others, reason };
         self.remember(txid.clone(), Known::Aborted);
         self.finish_abort_if_sent(txid, out);
+    }
+
+    /// After a gap between ticks over [`STALLED_TICK_GAP_MS`], prepares
+    /// are timed as if the gap had not been.
+    fn discount_stall(&mut self, now_ms: u64) {
+        let gap = self.last_tick_ms.map_or(0, |last| now_ms.saturating_sub(last));
+        self.last_tick_ms = Some(now_ms);
+        if gap <= STALLED_TICK_GAP_MS {
+            return;
+        }
+        for active in self.active.values_mut() {
+            if let (Phase::Preparing { .. }, Some(seen)) = (&active.phase, &mut active.first_tick_ms) {
+                *seen = seen.saturating_add(gap).min(now_ms);
+            }
+        }
     }
 
     /// The safety net of [`PREPARE_STUCK_MS`].

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use twopc_common::limits::{MAX_PREPARE_BATCH, MAX_PREPARE_BATCH_BYTES, RPC_TIMEOUT};
 use twopc_common::net::context_with_timeout;
 use twopc_common::node::worth_a_warning;
+use twopc_common::stall;
 use twopc_common::txn::{AbortReason, PrepareRequest, Vote};
 use twopc_common::NodeId;
 use twopc_common::ServiceError;
@@ -109,12 +110,23 @@ async fn send_batch(
         return;
     }
     let batch: Vec<PrepareRequest> = batch.into_iter().map(|q| q.prepare).collect();
-    let answers = peer
-        .call(|c| {
+    let call = || {
+        peer.call(|c| {
             let batch = batch.clone();
             async move { c.prepare_many(context_with_timeout(RPC_TIMEOUT), batch).await }
         })
-        .await;
+    };
+    let sent_at = Instant::now();
+    let mut answers = call().await;
+    if answers.is_err() && stall::stood_still_since(sent_at) {
+        // Its deadline ran out while this process stood still, the votes
+        // perhaps waiting in the socket: asked once more rather than blame
+        // the participant (a prepare is idempotent: one that voted answers
+        // with its vote again).
+        let first = batch[0].txid.to_string();
+        tracing::info!(participant = %to, txid = %first, prepares = batch.len(), "prepare unanswered while this process stood still: asking again");
+        answers = call().await;
+    }
     match &answers {
         Err(e) => {
             let in_a_row = {

@@ -120,6 +120,9 @@ pub type RunningCoordinator = Running<CoordinatorError>;
 pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<RunningCoordinator, CoordinatorError> {
     let entry = opts.cluster.coordinator_entry(&opts.id).ok_or_else(|| CoordinatorError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(CoordinatorError::Fatal)?;
+    // Deadlines that run out while this process stands still are not
+    // blamed on participants (see `twopc_common::stall`).
+    twopc_common::stall::watch();
     let addr = listen.unwrap_or(&entry.addr).to_string();
     // Reserved first: a busy port (another instance running) then leaves
     // no new data directory behind. Listening waits until the server can

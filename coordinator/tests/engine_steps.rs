@@ -5,6 +5,7 @@ use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{
     Command, Engine, Event, Reply, Unanswered, MAX_REMEMBERED_OUTCOMES, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS,
+    STALLED_TICK_GAP_MS,
 };
 use twopc_coordinator::epochs::EpochHistory;
 
@@ -499,6 +500,9 @@ fn a_transaction_stuck_preparing_is_aborted_by_the_safety_net() {
     e.handle(yes(&t, "p1"));
     // p2's vote never arrives (lost inside the runtime).
     assert_eq!(e.handle(Event::Tick { now_ms: 1_000 }), vec![], "first seen preparing");
+    for now_ms in (2_000..1_000 + PREPARE_STUCK_MS).step_by(1_000) {
+        assert_eq!(e.handle(Event::Tick { now_ms }), vec![], "not yet");
+    }
     assert_eq!(e.handle(Event::Tick { now_ms: 1_000 + PREPARE_STUCK_MS - 1 }), vec![], "not yet");
     let out = e.handle(Event::Tick { now_ms: 1_000 + PREPARE_STUCK_MS });
     let aborts = vec![
@@ -511,4 +515,34 @@ fn a_transaction_stuck_preparing_is_aborted_by_the_safety_net() {
     assert!(matches!(&out[..], [Command::Reply { req: 10, reply: Reply::Outcome(Outcome::Aborted(_)) }]), "{out:?}");
     assert_eq!(e.handle(Event::AbortSent { txid: t.clone(), to: node("p2"), delivered: false }), vec![]);
     assert_eq!(e.handle(yes(&t, "p2")), vec![], "a late vote changes nothing");
+}
+
+#[test]
+fn time_the_coordinator_stood_still_does_not_count_against_a_prepare() {
+    // Trial 18A: stopped (SIGSTOP) for 8 s while its prepares were out,
+    // the coordinator aborted on resuming, though every vote was Yes.
+    let mut e = engine();
+    let t = begin(&mut e, 1);
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    e.handle(yes(&t, "p1"));
+    assert_eq!(e.handle(Event::Tick { now_ms: 1_000 }), vec![], "first seen preparing");
+    assert_eq!(e.handle(Event::Tick { now_ms: 2_000 }), vec![]);
+    // No tick for longer than a prepare may take: the process stood still.
+    let resumed = 2_000 + PREPARE_STUCK_MS + STALLED_TICK_GAP_MS;
+    assert_eq!(e.handle(Event::Tick { now_ms: resumed }), vec![], "the stall is not the participant's");
+    let out = e.handle(yes(&t, "p2"));
+    assert!(out.iter().any(|c| matches!(c, Command::SyncDecision { .. })), "the votes decide: {out:?}");
+    // Without a vote, the net still fires once the time run since counts.
+    let mut e = engine();
+    let t = begin(&mut e, 1);
+    e.handle(Event::Commit { req: 10, txid: t.clone(), plan: plan(&t, &["p1", "p2"]) });
+    e.handle(Event::Tick { now_ms: 1_000 });
+    e.handle(Event::Tick { now_ms: 1_000 + 2 * PREPARE_STUCK_MS });
+    let mut now_ms = 1_000 + 2 * PREPARE_STUCK_MS;
+    let mut aborted = false;
+    for _ in 0..=PREPARE_STUCK_MS / 1_000 {
+        now_ms += 1_000;
+        aborted |= !e.handle(Event::Tick { now_ms }).is_empty();
+    }
+    assert!(aborted, "stuck after the stall too");
 }
