@@ -301,6 +301,23 @@ async fn a_process_refusing_the_token_the_others_take_is_reported_not_shown_as_u
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_an_abort_of_a_committed_transaction_says_it_committed() -> Result<()> {
+    // Trial 18C: "not in doubt at any reachable participant", and no word
+    // of the participants that had committed it.
+    let (cluster, config) = cluster("")?;
+    let (txid, keys) = commit_everywhere(&cluster, "adm-committed").await?;
+    cluster
+        .eventually("applied everywhere", Duration::from_secs(10), || async {
+            Ok(cluster.lock_holder("p1", &keys[0]).await?.is_none())
+        })
+        .await?;
+    let out = admin(&config, &["resolve", &txid.to_string(), "--abort", "--force"], None)?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("p1: committed") && text(&out).contains("cannot be aborted"), "{}", text(&out));
+    Ok(())
+}
+
 /// A one-phase commit that reached its participant, which died before
 /// answering, is retried by the coordinator and listed as in doubt (the
 /// participant's answer decides) until the participant is back.

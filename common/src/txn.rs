@@ -192,7 +192,9 @@ pub enum AbortReason {
     ParticipantUnavailable { participant: NodeId, detail: String },
     /// A participant refused the request.
     Refused { participant: NodeId, detail: String },
-    /// The abort reached the participant before the prepare.
+    /// The participant had aborted the transaction already: the abort
+    /// reached it before the prepare, or the request is a retry of one it
+    /// refused (the reason of that refusal is not kept).
     AbortedEarlier,
     /// The application asked for the abort.
     ClientAborted,
@@ -262,7 +264,15 @@ impl fmt::Display for AbortReason {
                 write!(f, "participant {participant} unavailable: {detail}")
             }
             AbortReason::Refused { participant, detail } => write!(f, "refused by {participant}: {detail}"),
-            AbortReason::AbortedEarlier => write!(f, "aborted before prepare"),
+            // Also the answer to a prepare or one-phase commit sent again
+            // after its first answer was lost (trial 18A: "aborted before
+            // prepare" for a retried one-phase commit whose first attempt
+            // had been refused).
+            AbortReason::AbortedEarlier => write!(
+                f,
+                "already aborted at its participant (an abort reached it first, or an earlier attempt of the \
+                 same request was refused there, its answer lost)"
+            ),
             AbortReason::ClientAborted => write!(f, "aborted by the application"),
             AbortReason::CoordinatorRestarted => {
                 write!(f, "coordinator restarted or outcome already presumed")

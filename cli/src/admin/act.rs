@@ -162,6 +162,16 @@ pub async fn resolve(
     if holders.is_empty() {
         let code = if failed.is_empty() { ADMIN_UNKNOWN_TXN } else { ADMIN_INCOMPLETE };
         let mut message = format!("{txid} is not in doubt at any reachable participant");
+        // What they hold instead (trial 18C: an abort refused this way
+        // with others committed did not say so).
+        let states: Vec<String> =
+            views.iter().filter(|v| v.state != "unknown").map(|v| format!("{}: {}", v.node, v.state)).collect();
+        if !states.is_empty() {
+            message.push_str(&format!(" ({})", states.join(", ")));
+            if views.iter().any(|v| v.state == "committed") && !commit {
+                message.push_str("; it committed there, so it cannot be aborted: the others learn the commit");
+            }
+        }
         if !failed.is_empty() {
             message.push_str(&format!(" (not asked: {})", failed.join("; ")));
         }

@@ -39,7 +39,9 @@ cluster file (`twopc local` writes one). Every process compares it in
 constant time; a wrong or missing token is refused and changes nothing.
 
 Exit codes:
-  0  done (nothing refused, nothing left in doubt)
+  0  done: a report (status, in-doubt, show, heuristics, locks) had an
+     answer from every process, whatever it lists; resolve, forget and
+     recover: nothing refused, nothing left in doubt
   1  refused for safety (resolve, forget), or transactions are still in doubt (recover)
   2  unknown transaction (no process knows it, it is not in doubt, or nothing
      forced is recorded for it: forget)
@@ -81,6 +83,10 @@ pub enum AdminCommand {
     /// Every transaction prepared anywhere and not yet resolved: its
     /// participants and their states, the coordinator's logged decision if
     /// any, age, and locks held.
+    ///
+    /// A report: exit 0 whether or not it lists any. For a monitor, test
+    /// the list: `twopc admin in-doubt --older-than 5s --json | jq -e
+    /// '.in_doubt == []'` fails while one is stuck.
     InDoubt {
         /// List only transactions prepared at least this long ago (e.g.
         /// `5s` for monitoring: under load, younger ones are mostly in
