@@ -229,6 +229,12 @@ fn prepare(args: &LocalArgs) -> Result<(ClusterConfig, PathBuf, bool, std::fs::F
     };
     if !reused {
         write_config(&path, &cluster, args)?;
+    } else if cluster.admin_token.is_some() {
+        // One written before it was made owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            say!("twopc local: warning: cannot make {} owner-only (it holds the admin token): {e}", path.display());
+        }
     }
     Ok((cluster, path, reused, lock))
 }
@@ -349,7 +355,9 @@ fn write_config(path: &Path, config: &ClusterConfig, args: &LocalArgs) -> Result
     // Synced: a crash (or an I/O error) once left it empty, and every
     // later start refused the cluster "with no [[coordinator]] entries".
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    twopc_common::data_dir::write_synced(dir, path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    // Owner-only: it holds the admin token (trial 19C: it was 0644).
+    twopc_common::data_dir::write_synced_private(dir, path, &text)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn check_port_free(addr: &str) -> Result<(), String> {

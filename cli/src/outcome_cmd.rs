@@ -114,9 +114,14 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
                 say_err!("{e}");
                 return EXIT_UNKNOWN;
             }
-            Err(Ask::Mixed(e)) => {
+            Err(Ask::Mixed { message: e, forced_abort_at }) => {
                 if args.json {
-                    out!("{}", output::outcome_json(&txid.to_string(), "mixed"));
+                    // The participants to repair, for a monitor (trial 19C:
+                    // only on stderr).
+                    let json = serde_json::json!({
+                        "txid": txid.to_string(), "outcome": "mixed", "forced_abort_at": forced_abort_at,
+                    });
+                    out!("{json}");
                 } else {
                     out!("{txid}: mixed");
                 }
@@ -156,7 +161,10 @@ enum Ask {
     Forgotten(String),
     /// Committed by the coordinator, forced to abort by an operator at
     /// some participants (see `ServiceError::HeuristicMixed`).
-    Mixed(String),
+    Mixed {
+        message: String,
+        forced_abort_at: Vec<String>,
+    },
     Failed(ClientError),
 }
 
@@ -165,7 +173,11 @@ async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
         ClientError::Connection(e) => Ask::Unreachable(e),
         ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
         ClientError::Service(e @ ServiceError::Forgotten { .. }) => Ask::Forgotten(e.to_string()),
-        ClientError::Service(e @ ServiceError::HeuristicMixed { .. }) => Ask::Mixed(e.to_string()),
+        ClientError::Service(e @ ServiceError::HeuristicMixed { .. }) => {
+            let ServiceError::HeuristicMixed { participant, .. } = &e else { unreachable!() };
+            let forced_abort_at = participant.split(", ").map(str::to_string).collect();
+            Ask::Mixed { message: e.to_string(), forced_abort_at }
+        }
         other => Ask::Failed(other),
     })
 }

@@ -1,7 +1,8 @@
 //! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
 //! exactly one JSON object for scripts. In human lines bytes are shown as
-//! UTF-8, a byte that is not UTF-8 as `\xNN`, and control characters are
-//! escaped (`\n`, `\u{0}`, `\u{1b}`): one read stays one line, and a
+//! UTF-8, a byte that is not UTF-8 as `\xNN`, control characters
+//! escaped (`\n`, `\u{0}`, `\u{1b}`) and a backslash doubled: one read
+//! stays one line, two different values never print the same, and a
 //! value cannot drive the terminal. In JSON a value that is not UTF-8 is
 //! given exactly, as `{"base64": "..."}`. (`twopc get --raw` writes a
 //! value's exact bytes.)
@@ -132,6 +133,9 @@ fn printable(bytes: &[u8]) -> String {
         for c in chunk.valid().chars() {
             if c.is_control() {
                 out.extend(c.escape_default());
+            } else if c == '\\' {
+                // Else a typed `\xff` printed as the byte 0xff does (trial 19C).
+                out.push_str("\\\\");
             } else {
                 out.push(c);
             }
@@ -213,5 +217,8 @@ mod tests {
         // character would stand for any invalid byte).
         let reads = vec![(b"k".to_vec(), Some(vec![0xff, b'x'])), (b"\xfe".to_vec(), Some(b"caf\xc3\xa9".to_vec()))];
         assert_eq!(reads_human(&reads), "k = \\xffx\n\\xfe = caf\u{e9}\n");
+        // Nor does a typed escape print as the byte or character it names.
+        let reads = vec![(b"k".to_vec(), Some(vec![0xff])), (b"t".to_vec(), Some(b"\\xff\\n".to_vec()))];
+        assert_eq!(reads_human(&reads), "k = \\xff\nt = \\\\xff\\\\n\n");
     }
 }

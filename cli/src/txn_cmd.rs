@@ -297,7 +297,7 @@ fn write_raw(key: &str, value: &Option<Vec<u8>>) -> u8 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             say_err!("error: cannot write the value to stdout: {e}");
-            EXIT_FAILED
+            crate::EXIT_OUTPUT
         }
     }
 }

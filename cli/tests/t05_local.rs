@@ -123,6 +123,10 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
 
     let mut local = Local::start(&data, port)?;
     local.wait_for_line("smoke test: committed")?;
+    // It holds the admin token: its owner's only (trial 19C: 0644).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("cluster.toml"))?.permissions().mode();
+    assert_eq!(mode & 0o077, 0, "cluster.toml mode {mode:o}");
     let out = twopc(&["txn", "--coordinator", &coordinator, "put", "alice", "100", "put", "bob", "50"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 

@@ -12,9 +12,19 @@ pub fn host_port(text: &str) -> Result<String, String> {
         ));
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT (no port)"))?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if host.is_empty() {
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let name = bracketed.unwrap_or(host);
+    if name.is_empty() {
         return Err(format!("{text:?} is not HOST:PORT (no host)"));
+    }
+    if host.contains(',') {
+        return Err(format!("{text:?} is not HOST:PORT: one address here, not a list"));
+    }
+    // A host name or an IP address (IPv6 in brackets).
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed.is_some() && c == ':');
+    if !name.chars().all(allowed) {
+        return Err(format!("{text:?} is not HOST:PORT (the host {host:?} is not a name or an IP address)"));
     }
     match port.parse::<u16>() {
         Ok(port) if port != 0 => Ok(text.to_string()),
@@ -47,6 +57,9 @@ mod tests {
             ":7000",
             "127.0.0.1:",
             "127.0.0.1:x",
+            "127.0.0.1:7000,127.0.0.1:7001",
+            "a host:7000",
+            "::1:7000",
         ] {
             assert!(host_port(bad).is_err(), "{bad}");
         }

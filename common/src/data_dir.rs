@@ -205,10 +205,26 @@ fn written_in_another_order(dir: &Path, ring: &Ring) -> bool {
 /// renamed, and the directory synced. A crash leaves the old file or the
 /// new one, never an empty one.
 pub fn write_synced(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    write_synced_with_mode(dir, path, text, 0o666)
+}
+
+/// [`write_synced`] for a file holding a secret (a cluster file with its
+/// admin token): readable and writable by its owner only.
+pub fn write_synced_private(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    write_synced_with_mode(dir, path, text, 0o600)
+}
+
+fn write_synced_with_mode(dir: &Path, path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut temp = path.as_os_str().to_owned();
     temp.push(".new");
     let temp = std::path::PathBuf::from(temp);
-    let mut file = std::fs::File::create(&temp)?;
+    // A leftover of a crash keeps its mode if opened: created anew.
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;

@@ -46,7 +46,8 @@ Exit codes:
   2  unknown transaction (no process knows it, it is not in doubt, or nothing
      forced is recorded for it: forget)
   3  usage error, malformed txid, or a process could not be reached
-  4  the admin token was missing or wrong";
+  4  the admin token was missing or wrong
+  5  the report could not be written to stdout";
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -60,9 +61,12 @@ pub struct AdminArgs {
     pub command: AdminCommand,
 }
 
-/// How to find the cluster.
+/// How to find the cluster: one of the two, before or after the
+/// subcommand (a required group was checked before the subcommand's own
+/// arguments were read, so `admin status --config F` was refused; trial
+/// 19C). Neither is a usage error from `Cluster::connect`.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 pub struct Target {
     /// The cluster file (also the source of the admin token if
     /// TWOPC_ADMIN_TOKEN is unset). `twopc local` writes DIR/cluster.toml.
