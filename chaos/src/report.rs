@@ -94,8 +94,23 @@ impl Report {
         self.violations.is_empty()
     }
 
+    /// "ok", "violated" or "inconclusive": what the exit code says.
+    pub fn verdict(&self) -> &'static str {
+        match (self.ok(), &self.inconclusive) {
+            (false, _) => "violated",
+            (true, Some(_)) => "inconclusive",
+            (true, None) => "ok",
+        }
+    }
+
+    /// The report, with its `verdict` (trial 19B: it had to be inferred
+    /// from `violations` and `inconclusive`).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serialises")
+        let mut value = serde_json::to_value(self).expect("a report always serialises");
+        if let serde_json::Value::Object(fields) = &mut value {
+            fields.insert("verdict".into(), self.verdict().into());
+        }
+        serde_json::to_string_pretty(&value).expect("a report always serialises")
     }
 
     /// The readable summary.

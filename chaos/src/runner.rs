@@ -130,6 +130,12 @@ impl ChaosOptions {
                  and reports what it cut as violations"
             ));
         }
+        let faults = self.active_faults();
+        if self.sabotage.is_some() && !faults.contains(&FaultKind::Kill) && !faults.contains(&FaultKind::Crash) {
+            return Err("--sabotage breaks a durability rule that only a killed or crashed process can expose: \
+                 give --faults including kill or crash (trial 19B: such a run ran in full, then said inconclusive)"
+                .into());
+        }
         Ok(())
     }
 
@@ -198,7 +204,8 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
         }
     }
     let mut cluster = match &opts.dir {
-        Some(dir) => Cluster::in_dir(&opts.binary, dir, opts.coordinators, opts.participants)?,
+        Some(dir) => Cluster::in_dir(&opts.binary, dir, opts.coordinators, opts.participants)
+            .with_context(|| format!("--dir {}: cannot use it as the run's directory", dir.display()))?,
         None => Cluster::new(&opts.binary, opts.coordinators, opts.participants)?,
     };
     let network = Arc::new(Network::start(&mut cluster).await?);
@@ -584,10 +591,22 @@ fn build_report(
         *injected.entry(e.label.clone()).or_default() += 1;
     }
     let killed_or_crashed = ["kill", "crash"].iter().filter_map(|label| injected.get(*label)).sum::<usize>();
-    let inconclusive = (opts.sabotage.is_some() && violations.is_empty() && killed_or_crashed == 0).then(|| {
-        "the negative control broke a durability rule, but no process was killed or crashed, so nothing could \
-         expose it: run longer, with --faults including kill or crash"
-            .to_string()
+    // A negative control that found nothing proves nothing, whatever was
+    // injected: it is never "OK" (trial 19B: commit-before-sync went
+    // uncaught for some seeds, the kill or crash having come when no
+    // unsynced decision had been answered, and the run said OK).
+    let inconclusive = (opts.sabotage.is_some() && violations.is_empty()).then(|| {
+        if killed_or_crashed == 0 {
+            "the negative control broke a durability rule, but no process was killed or crashed, so nothing could \
+             expose it: run longer, or with another --seed"
+                .to_string()
+        } else {
+            format!(
+                "the negative control broke a durability rule and {killed_or_crashed} process(es) were killed or \
+                 crashed, but none at a moment the broken rule mattered: the run proves nothing; try another --seed \
+                 or a longer --duration"
+            )
+        }
     });
     Report {
         seed: opts.seed,
@@ -701,6 +720,14 @@ mod tests {
         opts.duration = Duration::from_secs(1);
         assert!(opts.validate().unwrap_err().contains("--duration must be at least 1.5s"));
         opts.duration = MIN_DURATION;
+        assert_eq!(opts.validate(), Ok(()));
+        // A negative control nothing could expose (trial 19B).
+        opts.fault_points = true;
+        opts.sabotage = Some(Sabotage::VoteBeforeSync);
+        assert_eq!(opts.validate(), Ok(()), "all faults");
+        opts.faults = [FaultKind::Delay, FaultKind::Pause].into_iter().collect();
+        assert!(opts.validate().unwrap_err().contains("including kill or crash"));
+        opts.faults.insert(FaultKind::Crash);
         assert_eq!(opts.validate(), Ok(()));
     }
 

@@ -54,8 +54,9 @@ that replays its seed.
 Exit codes:
   0  no invariant violated
   1  an invariant was violated (the report says which, with the evidence)
-  2  inconclusive: a --sabotage run in which no process was killed or crashed
-     (the broken rule was never put to the test)
+  2  inconclusive: a --sabotage run that found no violation (no process was
+     killed or crashed at a moment the broken rule mattered: it proves
+     nothing; try another --seed or a longer --duration)
   3  usage error, or the harness could not run (e.g. the cluster did not start)";
 
 /// `twopc chaos` options.

@@ -124,6 +124,7 @@ fn the_chaos_command_reports_json_and_exits_zero_when_clean() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert_eq!(report["seed"], 7);
     assert_eq!(report["violations"], serde_json::json!([]));
+    assert_eq!(report["verdict"], "ok");
     assert!(report["txns"]["committed"].as_u64().unwrap() > 0, "{stdout}");
     assert!(report["max_resolve_ms"].is_u64(), "{stdout}");
     assert!(report["faults_injected"].is_object(), "{stdout}");
@@ -145,8 +146,10 @@ fn the_chaos_command_rejects_unknown_faults() {
 /// anything runs (with --json, as a JSON object on stdout).
 #[test]
 fn the_chaos_command_refuses_settings_that_cannot_give_a_verdict() {
-    let bad: [&[&str]; 8] = [
+    let bad: [&[&str]; 9] = [
         &["--faults", "none,kill"],
+        // Only a killed process can expose a broken durability rule.
+        &["--faults", "delay,pause", "--sabotage", "vote-before-sync"],
         &["--faults", "all,none"],
         &["--faults", ""],
         &["--faults", "kill,,delay"],
