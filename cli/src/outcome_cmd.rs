@@ -54,7 +54,11 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         Err(e) => return error(args.json, &format!("{:?} is not a transaction id: {e}", args.txid)),
     };
     let deadline = args.wait.map(|wait| Instant::now() + wait);
-    let first_question_until = Instant::now() + FIRST_QUESTION_TIME;
+    let mut first_question_until = Instant::now() + FIRST_QUESTION_TIME;
+    // A command stopped (SIGSTOP, a stalled machine) past its --wait asks
+    // once more on resuming rather than blame the coordinator (trial 19A).
+    twopc_common::stall::watch();
+    let mut asked_again_after_a_stall = false;
     let time_left = || deadline.is_some_and(|d| Instant::now() + OUTCOME_POLL_INTERVAL < d);
     let mut client = None;
     let mut said_waiting = false;
@@ -76,6 +80,7 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
         // that does not answer (a paused one) included; the first question
         // gets at least FIRST_QUESTION_TIME (`--wait 0s` failed without
         // asking anything).
+        let asked_at = Instant::now();
         let answer = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.max(first_question_until).into(), asking).await {
                 Ok(answer) => answer,
@@ -86,6 +91,14 @@ pub async fn run_outcome(args: OutcomeArgs) -> u8 {
             },
             None => asking.await,
         };
+        // Not answered while this command stood still (its own deadlines,
+        // or the connection's, ran out meanwhile): asked once more.
+        let unanswered = matches!(answer, Err(Ask::Unreachable(_)));
+        if unanswered && !asked_again_after_a_stall && twopc_common::stall::stood_still_since(asked_at) {
+            asked_again_after_a_stall = true;
+            first_question_until = Instant::now() + FIRST_QUESTION_TIME;
+            continue;
+        }
         match answer {
             Ok(OutcomeStatus::Pending) if time_left() => {}
             Ok(status) => break status,

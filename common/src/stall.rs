@@ -18,6 +18,8 @@ static WATCHING: AtomicBool = AtomicBool::new(false);
 static LAST_LOOK_MS: AtomicU64 = AtomicU64::new(0);
 /// When the latest stall the watch saw ended (ms since [`origin`]; 0: none).
 static LAST_STALL_END_MS: AtomicU64 = AtomicU64::new(0);
+/// Stalls seen since the watch started.
+static STALLS: AtomicU64 = AtomicU64::new(0);
 
 /// An instant well before any this process sees (so that 0 is never a
 /// time here).
@@ -55,11 +57,19 @@ fn look(now: Instant) {
     let gap = now_ms.saturating_sub(last);
     if gap > STALL_THRESHOLD.as_millis() as u64 {
         LAST_STALL_END_MS.store(now_ms, Ordering::Release);
-        tracing::warn!(
-            stood_still_ms = gap,
-            "this process stood still (stopped, its machine stalled, or starved of CPU): \
-             deadlines that ran out meanwhile are not blamed on the peers asked"
-        );
+        let stalls = STALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        // At the 1st, 2nd, 4th, 8th… (trial 19A: a process starved of CPU
+        // for 40 s logged it every second).
+        if (stalls as u32).is_power_of_two() {
+            tracing::warn!(
+                stood_still_ms = gap,
+                stalls,
+                "this process stood still (stopped, its machine stalled, or starved of CPU): \
+                 deadlines that ran out meanwhile are not blamed on the peers asked"
+            );
+        } else {
+            tracing::debug!(stood_still_ms = gap, stalls, "this process stood still");
+        }
     }
 }
 

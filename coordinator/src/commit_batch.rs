@@ -91,12 +91,16 @@ async fn send_batch(
         return;
     }
     let txids: Vec<TxnId> = batch.iter().map(|(txid, _)| txid.clone()).collect();
+    let sent_at = std::time::Instant::now();
     let answers = peer
         .call(|c| {
             let txids = txids.clone();
             async move { c.commit_many(context_with_timeout(RPC_TIMEOUT), txids).await }
         })
         .await;
+    // A deadline that ran out while this process stood still is not the
+    // participant's doing (trial 19A: warnings named healthy ones).
+    let stood_still = answers.is_err() && twopc_common::stall::stood_still_since(sent_at);
     let answers = batcher::spread(answers, batch.len());
     for ((txid, attempt), answer) in batch.into_iter().zip(answers) {
         let from = to.clone();
@@ -111,15 +115,17 @@ async fn send_batch(
             }
             // An operator forced the other outcome there.
             Ok(Err(ServiceError::HeuristicMixed { .. })) => Event::HeuristicMixed { txid, from },
-            Ok(Err(e)) => commit_failed(txid, from, attempt, e.to_string()),
-            Err(error) => commit_failed(txid, from, attempt, error),
+            Ok(Err(e)) => commit_failed(txid, from, attempt, e.to_string(), false),
+            Err(error) => commit_failed(txid, from, attempt, error, stood_still),
         };
         let _ = events.send(Completion::Event(event));
     }
 }
 
-fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String) -> Event {
-    if twopc_common::node::worth_a_warning(attempt) {
+fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String, stood_still: bool) -> Event {
+    if stood_still {
+        tracing::info!(%txid, participant = %from, attempt, %error, "commit not delivered while this process stood still; will retry");
+    } else if twopc_common::node::worth_a_warning(attempt) {
         tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
     }
     Event::CommitFailed { txid, from, attempt }

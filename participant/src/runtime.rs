@@ -160,6 +160,8 @@ pub type RunningParticipant = Running<ParticipantError>;
 pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<RunningParticipant, ParticipantError> {
     let entry = opts.cluster.participant_entry(&opts.id).ok_or_else(|| ParticipantError::UnknownId(opts.id.clone()))?;
     let me = NodeId::new(&opts.id).map_err(ParticipantError::Fatal)?;
+    // Says when this process stood still (stopped, starved of CPU).
+    twopc_common::stall::watch();
     let addr = listen.unwrap_or(&entry.addr).to_string();
     // Reserved first: a busy port (another instance running) then leaves
     // no new data directory behind. Listening waits until the server can
