@@ -12,24 +12,29 @@ pub fn host_port(text: &str) -> Result<String, String> {
         ));
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT (no port)"))?;
-    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    let name = bracketed.unwrap_or(host);
-    if name.is_empty() {
+    if host.is_empty() || host == "[]" {
         return Err(format!("{text:?} is not HOST:PORT (no host)"));
     }
     if host.contains(',') {
         return Err(format!("{text:?} is not HOST:PORT: one address here, not a list"));
     }
-    // A host name or an IP address (IPv6 in brackets).
-    let allowed =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed.is_some() && c == ':');
-    if !name.chars().all(allowed) {
+    if !is_host(host) {
         return Err(format!("{text:?} is not HOST:PORT (the host {host:?} is not a name or an IP address)"));
     }
     match port.parse::<u16>() {
         Ok(port) if port != 0 => Ok(text.to_string()),
         _ => Err(format!("{text:?}: the port must be a number from 1 to 65535")),
     }
+}
+
+/// Whether `host` can be a host name or an IP address (IPv6 in
+/// brackets): no spaces, no other punctuation.
+pub fn is_host(host: &str) -> bool {
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let name = bracketed.unwrap_or(host);
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed.is_some() && c == ':');
+    !name.is_empty() && name.chars().all(allowed)
 }
 
 /// `HOST:PORT[,HOST:PORT...]`, each checked.

@@ -186,11 +186,8 @@ fn check_addr(addr: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("address {addr:?} has no host"));
     }
-    // A host name or an IP address (IPv6 in brackets): no spaces, no
-    // other punctuation; found here, not when that one node fails to listen.
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed && c == ':');
-    if !host.trim_start_matches('[').trim_end_matches(']').chars().all(allowed) {
+    // Found here, not when that one node fails to listen.
+    if !crate::address::is_host(host) {
         return Err(format!("address {addr:?} has an invalid host {host:?}"));
     }
     match port.parse::<u16>() {
