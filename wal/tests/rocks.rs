@@ -263,6 +263,14 @@ fn dropping_last_handle_inside_a_completion_does_not_deadlock() {
     drop(wal);
     go_tx.send(()).unwrap();
     assert_eq!(done_rx.recv().unwrap().as_deref(), Some("wal-writer"));
+    // The writer closes the log when it exits, after this test could
+    // return: a temp dir removed first was left behind, holding the files
+    // the closing log wrote. The log opens again only once it is closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while RocksWal::<Rec>::open(dir.path()).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the log was never closed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
