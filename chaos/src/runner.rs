@@ -132,8 +132,9 @@ impl ChaosOptions {
         }
         let faults = self.active_faults();
         if self.sabotage.is_some() && !faults.contains(&FaultKind::Kill) && !faults.contains(&FaultKind::Crash) {
+            // Trial 19B: such a run ran in full, then said inconclusive.
             return Err("--sabotage breaks a durability rule that only a killed or crashed process can expose: \
-                 give --faults including kill or crash (trial 19B: such a run ran in full, then said inconclusive)"
+                 give --faults including kill or crash"
                 .into());
         }
         Ok(())

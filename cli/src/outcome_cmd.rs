@@ -186,11 +186,11 @@ async fn ask(client: &Client, txid: &TxnId) -> Result<OutcomeStatus, Ask> {
         ClientError::Connection(e) => Ask::Unreachable(e),
         ClientError::Service(e @ ServiceError::ForeignEpoch { .. }) => Ask::NotKnownHere(e.to_string()),
         ClientError::Service(e @ ServiceError::Forgotten { .. }) => Ask::Forgotten(e.to_string()),
-        ClientError::Service(e @ ServiceError::HeuristicMixed { .. }) => {
-            let ServiceError::HeuristicMixed { participant, .. } = &e else { unreachable!() };
-            let forced_abort_at = participant.split(", ").map(str::to_string).collect();
-            Ask::Mixed { message: e.to_string(), forced_abort_at }
-        }
+        // The coordinator names them joined by ", " (`forced_against`).
+        ClientError::Service(ref e @ ServiceError::HeuristicMixed { ref participant, .. }) => Ask::Mixed {
+            message: e.to_string(),
+            forced_abort_at: participant.split(", ").map(str::to_string).collect(),
+        },
         other => Ask::Failed(other),
     })
 }

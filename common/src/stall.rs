@@ -57,10 +57,11 @@ fn look(now: Instant) {
     let gap = now_ms.saturating_sub(last);
     if gap > STALL_THRESHOLD.as_millis() as u64 {
         LAST_STALL_END_MS.store(now_ms, Ordering::Release);
-        let stalls = STALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        let before = STALLS.fetch_add(1, Ordering::Relaxed);
+        let stalls = before + 1;
         // At the 1st, 2nd, 4th, 8th… (trial 19A: a process starved of CPU
         // for 40 s logged it every second).
-        if (stalls as u32).is_power_of_two() {
+        if crate::node::worth_a_warning(u32::try_from(before).unwrap_or(u32::MAX)) {
             tracing::warn!(
                 stood_still_ms = gap,
                 stalls,

@@ -446,6 +446,34 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
     Ok(code)
 }
 
+/// One forced outcome, as `heuristics` lists it.
+struct Forced {
+    txid: TxnId,
+    participant: String,
+    decision: String,
+    /// When it was forced; unknown for a finding only a coordinator holds.
+    at_ms: Option<u64>,
+    reason: String,
+    /// The coordinator's decision, when it is the other one.
+    against: Option<String>,
+}
+
+impl Forced {
+    fn at_participant(txid: TxnId, participant: String, h: HeuristicView) -> Forced {
+        Forced { txid, participant, decision: h.decision, at_ms: Some(h.at_ms), reason: h.reason, against: h.conflict }
+    }
+
+    /// A coordinator's heuristic-mixed finding whose participant no
+    /// longer keeps its record (forgotten there with --force).
+    fn at_coordinator(txid: TxnId, participant: String, coordinator: &str) -> Forced {
+        let reason = format!(
+            "reported by {coordinator}: {participant} refused its commit, having been forced to abort; \
+             {participant}'s own record was forgotten"
+        );
+        Forced { txid, participant, decision: "abort".into(), at_ms: None, reason, against: Some("commit".into()) }
+    }
+}
+
 /// Every forced outcome at every participant, and every heuristic-mixed
 /// finding a coordinator holds whose participant no longer has its record
 /// (forgotten there with --force), mixed ones first.
@@ -458,12 +486,12 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             Ok(AdminReply::Txns(views)) => {
                 for view in views {
                     let Some(txid) = view.txid else { continue };
-                    if let Some(forced) = view.heuristic {
-                        found.push((forced.conflict.is_none(), txid, node.id.clone(), forced));
+                    if let Some(h) = view.heuristic {
+                        found.push(Forced::at_participant(txid, node.id.clone(), h));
                         continue;
                     }
                     for participant in view.mixed {
-                        at_coordinators.push((txid.clone(), participant.to_string(), node.id.clone()));
+                        at_coordinators.push(Forced::at_coordinator(txid.clone(), participant.to_string(), &node.id));
                     }
                 }
             }
@@ -471,27 +499,23 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             Err(e) => unreachable.push(unreachable_note(node, &e)),
         }
     }
-    for (txid, participant, coordinator) in at_coordinators {
-        if found.iter().any(|(_, t, p, _)| *t == txid && *p == participant) {
-            continue;
+    for finding in at_coordinators {
+        if !found.iter().any(|f| f.txid == finding.txid && f.participant == finding.participant) {
+            found.push(finding);
         }
-        let reason = format!(
-            "reported by {coordinator}: {participant} refused its commit, having been forced to abort; \
-             {participant}'s own record was forgotten"
-        );
-        let forced = HeuristicView { decision: "abort".into(), at_ms: 0, reason, conflict: Some("commit".into()) };
-        found.push((false, txid, participant, forced));
     }
-    found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    found.sort_by(|a, b| {
+        (a.against.is_none(), &a.txid, &a.participant).cmp(&(b.against.is_none(), &b.txid, &b.participant))
+    });
     let code = complete_if(unreachable.is_empty());
     if json {
         let all: Vec<_> = found
             .iter()
-            .map(|(_, txid, participant, h)| {
+            .map(|f| {
                 serde_json::json!({
-                    "txid": txid.to_string(), "participant": participant, "forced": h.decision,
-                    "at_ms": (h.at_ms != 0).then_some(h.at_ms), "reason": h.reason, "mixed": h.conflict.is_some(),
-                    "coordinator_decision": h.conflict,
+                    "txid": f.txid.to_string(), "participant": f.participant, "forced": f.decision,
+                    "at_ms": f.at_ms, "reason": f.reason, "mixed": f.against.is_some(),
+                    "coordinator_decision": f.against,
                 })
             })
             .collect();
@@ -501,24 +525,24 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     if found.is_empty() && unreachable.is_empty() {
         out!("no outcome was forced");
     } else if found.is_empty() {
-        out!("no outcome was forced at the participants reached (not all could be asked: see below)");
+        out!("no outcome was forced at the processes reached (not all could be asked: see below)");
     } else {
         let now = now_ms();
         let rows: Vec<Vec<String>> = found
             .iter()
-            .map(|(_, txid, participant, h)| {
+            .map(|f| {
                 vec![
-                    txid.to_string(),
-                    participant.clone(),
-                    h.decision.clone(),
-                    h.conflict.as_ref().map_or_else(|| "-".into(), |c| format!("MIXED: coordinator decided {c}")),
-                    if h.at_ms == 0 { "-".into() } else { age(now.saturating_sub(h.at_ms)) },
-                    h.reason.clone(),
+                    f.txid.to_string(),
+                    f.participant.clone(),
+                    f.decision.clone(),
+                    f.against.as_ref().map_or_else(|| "-".into(), |c| format!("MIXED: coordinator decided {c}")),
+                    f.at_ms.map_or_else(|| "-".into(), |at| age(now.saturating_sub(at))),
+                    f.reason.clone(),
                 ]
             })
             .collect();
         out_raw!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
-        if found.iter().any(|(agrees, ..)| !agrees) {
+        if found.iter().any(|f| f.against.is_some()) {
             out!("MIXED: an outcome was forced against the coordinator's decision, so that transaction is not atomic (some participants may have applied the other outcome, and the coordinator reports its own); check and repair its data by hand (`twopc admin show TXID` has its participants)");
         }
     }
