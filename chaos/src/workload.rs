@@ -99,7 +99,7 @@ pub fn abort_category(reason: &AbortReason) -> &'static str {
         AbortReason::ConditionFailed { .. } => "condition-failed",
         AbortReason::ParticipantUnavailable { .. } => "participant-unavailable",
         AbortReason::Refused { .. } => "refused-by-participant",
-        AbortReason::AbortedEarlier => "aborted-earlier",
+        AbortReason::AbortedEarlier { .. } => "aborted-earlier",
         AbortReason::ClientAborted => "client-aborted",
         AbortReason::CoordinatorRestarted => "coordinator-restarted",
         AbortReason::NoDecisionLogged => "no-decision-logged",

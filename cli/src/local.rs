@@ -8,7 +8,7 @@
 //!    waits until each accepts connections.
 //! 3. Prints the servers and commands to try, then runs a smoke transaction
 //!    that writes one key on every participant.
-//! 4. Restarts servers that die until Ctrl-C or SIGTERM, then stops them.
+//! 4. Restarts servers that die until Ctrl-C, SIGTERM or SIGHUP, then stops them.
 
 use crate::say::{say, say_err, say_raw};
 use crate::signals::StopSignals;

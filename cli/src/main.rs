@@ -109,7 +109,7 @@ enum Command {
     /// cluster), starts each server as a child process with its data in
     /// DIR/<id> and its log appended to DIR/<id>.log, waits until all accept
     /// connections, runs a smoke transaction across every participant, then
-    /// restarts any server that dies (after 1 s) until Ctrl-C or SIGTERM,
+    /// restarts any server that dies (after 1 s) until Ctrl-C, SIGTERM or SIGHUP,
     /// which stops them all (SIGTERM, then SIGKILL after 3 s). Running it
     /// again on the same DIR resumes the same data. Exit code 0 after a clean
     /// stop, 1 if the cluster could not be started (a busy port, a DIR
@@ -121,7 +121,9 @@ enum Command {
     ///
     /// Listens on the address the cluster file gives this id and serves
     /// until a fatal error (exit code 1, with `error: ...` on stderr); a
-    /// cluster file it cannot use, or an --id not in it, is exit code 3.
+    /// cluster file it cannot read, or an --id not in it, is exit code 3.
+    /// A data directory it must not use (another node's, or written when
+    /// the cluster file listed other participants) is refused: exit 1.
     /// Default log level: info.
     #[command(after_help = LOG_HELP)]
     Participant(ServerArgs),
@@ -130,7 +132,9 @@ enum Command {
     ///
     /// Listens on the address the cluster file gives this id and serves
     /// until a fatal error (exit code 1, with `error: ...` on stderr); a
-    /// cluster file it cannot use, or an --id not in it, is exit code 3.
+    /// cluster file it cannot read, or an --id not in it, is exit code 3.
+    /// A data directory it must not use (another node's, or written when
+    /// the cluster file listed other participants) is refused: exit 1.
     /// Default log level: info.
     #[command(after_help = LOG_HELP)]
     Coordinator(ServerArgs),
@@ -224,8 +228,8 @@ enum Command {
     /// synchronous_commit on; found on PATH or in /usr/lib/postgresql/*/bin;
     /// run as the `postgres` user when root) and drives the same workload
     /// with PREPARE TRANSACTION / COMMIT PREPARED and a synced decision log.
-    /// Everything started is stopped and removed at the end, or on Ctrl-C
-    /// or SIGTERM. Exit code 0 after a run (whatever the numbers), 1 if it
+    /// Everything started is stopped and removed at the end, or on Ctrl-C,
+    /// SIGTERM or SIGHUP. Exit code 0 after a run (whatever the numbers), 1 if it
     /// failed or was stopped, 3 on a usage error (said before anything
     /// runs, an unwritable --plot included), 5 if the report could not be
     /// written to stdout. Default log level: warn (tarpc: off).
@@ -249,7 +253,7 @@ enum Command {
     /// evidence, and the time every in-doubt transaction took to resolve
     /// after heal; a failure prints the command replaying its seed. Exit
     /// code 0 clean, 1 an invariant was violated (or the run was stopped
-    /// by Ctrl-C or SIGTERM, which stop its cluster too), 2 inconclusive (a
+    /// by Ctrl-C, SIGTERM or SIGHUP, which stop its cluster too), 2 inconclusive (a
     /// --sabotage run in which no process was killed or crashed), 3 usage
     /// error or the harness could not run. Default log level: error
     /// (tarpc: off).

@@ -1,9 +1,10 @@
 //! What `twopc txn`, `twopc get` and `twopc outcome` print: human lines, or
 //! exactly one JSON object for scripts. In human lines bytes are shown as
 //! UTF-8, a byte that is not UTF-8 as `\xNN`, control characters
-//! escaped (`\n`, `\u{0}`, `\u{1b}`) and a backslash doubled: one read
-//! stays one line, two different values never print the same, and a
-//! value cannot drive the terminal. In JSON a value that is not UTF-8 is
+//! escaped (`\n`, `\u{0}`, `\u{1b}`), a backslash doubled and, in a key,
+//! `=` written `\=`: one read stays one line that splits at its first
+//! ` = `, two different values never print the same, and a value cannot
+//! drive the terminal. In JSON a value that is not UTF-8 is
 //! given exactly, as `{"base64": "..."}`. (`twopc get --raw` writes a
 //! value's exact bytes.)
 
@@ -75,8 +76,8 @@ pub fn reads_human(reads: &[Read]) -> String {
     reads
         .iter()
         .map(|(key, value)| match value {
-            Some(v) => format!("{} = {}\n", printable(key), printable(v)),
-            None => format!("{} = (absent)\n", printable(key)),
+            Some(v) => format!("{} = {}\n", printable_key(key), printable(v)),
+            None => format!("{} = (absent)\n", printable_key(key)),
         })
         .collect()
 }
@@ -145,6 +146,12 @@ fn printable(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A key for a `K = V` line: [`printable`], and `=` written `\=` (key
+/// `a = b` holding `c` printed as key `a` holding `b = c` did).
+fn printable_key(key: &[u8]) -> String {
+    printable(key).replace('=', "\\=")
 }
 
 #[cfg(test)]
@@ -220,5 +227,13 @@ mod tests {
         // Nor does a typed escape print as the byte or character it names.
         let reads = vec![(b"k".to_vec(), Some(vec![0xff])), (b"t".to_vec(), Some(b"\\xff\\n".to_vec()))];
         assert_eq!(reads_human(&reads), "k = \\xff\nt = \\\\xff\\\\n\n");
+    }
+
+    #[test]
+    fn a_line_splits_at_its_first_equals_sign() {
+        let reads = vec![(b"a = b".to_vec(), Some(b"c".to_vec())), (b"a".to_vec(), Some(b"b = c".to_vec()))];
+        assert_eq!(reads_human(&reads), "a \\= b = c\na = b = c\n");
+        let reads = vec![(b"x\\=".to_vec(), None)];
+        assert_eq!(reads_human(&reads), "x\\\\\\= = (absent)\n");
     }
 }

@@ -1,32 +1,38 @@
-//! The signals that stop a long-running command: SIGINT (Ctrl-C) and
-//! SIGTERM (what `kill`, service managers and CI timeouts send). Every
-//! command that starts servers listens to both, so that either one stops
-//! them and removes their temporary files.
+//! The signals that stop a long-running command: SIGINT (Ctrl-C), SIGTERM
+//! (what `kill`, service managers and CI timeouts send) and SIGHUP (its
+//! terminal closed). Every command that starts servers listens to all
+//! three, so that any one stops them and removes their temporary files.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use twopc_common::node::Running;
 
-/// SIGINT and SIGTERM, listened to from creation on.
+/// SIGINT, SIGTERM and SIGHUP, listened to from creation on.
 pub struct StopSignals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl StopSignals {
     pub fn new() -> std::io::Result<Self> {
-        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
 
-    /// Waits for either signal; returns its name.
+    /// Waits for any of them; returns its name.
     pub async fn recv(&mut self) -> &'static str {
         self.recv_number().await.1
     }
 
-    /// Waits for either signal; returns its number and name.
+    /// Waits for any of them; returns its number and name.
     async fn recv_number(&mut self) -> (libc::c_int, &'static str) {
         tokio::select! {
             _ = self.interrupt.recv() => (libc::SIGINT, "interrupted (Ctrl-C)"),
             _ = self.terminate.recv() => (libc::SIGTERM, "SIGTERM received"),
+            _ = self.hangup.recv() => (libc::SIGHUP, "SIGHUP received (terminal closed?)"),
         }
     }
 }

@@ -164,7 +164,7 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Restarts servers that die, until SIGINT or SIGTERM; returns the
+    /// Restarts servers that die, until SIGINT, SIGTERM or SIGHUP; returns the
     /// signal's name.
     pub async fn supervise(&mut self, signals: &mut StopSignals) -> &'static str {
         loop {

@@ -68,7 +68,12 @@ impl Local {
 
     /// Sends SIGTERM and returns the exit code once it has exited.
     fn terminate(&mut self) -> Result<Option<i32>> {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        self.stop_with("TERM")
+    }
+
+    /// Sends SIG`signal` and returns the exit code once it has exited.
+    fn stop_with(&mut self, signal: &str) -> Result<Option<i32>> {
+        Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status()?;
         let mut code = None;
         wait_for("twopc local to exit", Duration::from_secs(20), || {
             code = self.child.try_wait().ok().flatten().map(|s| s.code());
@@ -160,9 +165,13 @@ fn local_starts_restarts_a_killed_server_stops_on_sigterm_and_resumes() -> Resul
     let reads: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
     assert_eq!(reads["reads"], serde_json::json!({"alice": "100", "bob": "50", "carol": "1"}));
 
+    // A closed terminal (SIGHUP) stops it as SIGTERM does, saying so (it
+    // died at once, without its closing lines).
+    assert_eq!(again.stop_with("HUP")?, Some(0), "{}", again.output());
+    assert!(again.output().contains("SIGHUP received"), "{}", again.output());
+
     // On other ports it moves: data is tied to node ids, not addresses
     // (it was refused as "a different cluster").
-    assert_eq!(again.terminate()?, Some(0), "{}", again.output());
     wait_for("every server to stop", Duration::from_secs(10), || processes_mentioning(&again.marker).is_empty())?;
     drop(again);
     let moved_port = loop {

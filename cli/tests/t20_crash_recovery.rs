@@ -605,3 +605,55 @@ async fn a_coordinator_that_stood_still_while_the_votes_came_commits_when_it_res
     wait_all_committed(&cluster, &keys).await?;
     Ok(())
 }
+
+/// Trial 20B: with a participant added to the cluster file, the old
+/// participants refused to start, but the coordinator ran on its old
+/// directory with the new participant, which served the keys it now owned
+/// as absent and took writes to them (gone again once the file was put
+/// back). The coordinator now refuses another participant list too.
+#[test]
+fn a_coordinator_restarted_under_another_participant_list_refuses_to_start() -> Result<()> {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let write_cluster = |participants: &[&str]| -> Result<String> {
+        let mut toml = format!("[[coordinator]]\nid = \"c1\"\naddr = \"127.0.0.1:{port}\"\n");
+        for (i, p) in participants.iter().enumerate() {
+            toml += &format!("[[participant]]\nid = \"{p}\"\naddr = \"127.0.0.1:{}\"\n", i + 1);
+        }
+        let path = dir.path().join(format!("{}.toml", participants.len()));
+        std::fs::write(&path, toml)?;
+        Ok(path.display().to_string())
+    };
+    let data = dir.path().join("c1").display().to_string();
+    let start = |config: &str, init: bool| -> Result<std::process::Child> {
+        let mut args = vec!["coordinator", "--config", config, "--id", "c1", "--data-dir", &data];
+        args.extend(init.then_some("--init"));
+        Ok(Command::new(support::twopc_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?)
+    };
+    let serves_then_stops = |mut child: std::process::Child| -> Result<()> {
+        let up = support::wait_for("the coordinator to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        child.wait()?;
+        up
+    };
+    let three = write_cluster(&["p1", "p2", "p3"])?;
+    serves_then_stops(start(&three, true)?)?;
+    serves_then_stops(start(&three, false)?)?;
+
+    let four = write_cluster(&["p1", "p2", "p3", "p4"])?;
+    let mut child = start(&four, false)?;
+    let exited = support::wait_for("the coordinator to refuse", Duration::from_secs(30), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let _ = child.kill();
+    let refused = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    exited.map_err(|e| e.context(format!("it serves: {stderr}")))?;
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("written when the participants were p1,p2,p3"), "{stderr}");
+    // The old list still serves.
+    serves_then_stops(start(&three, false)?)
+}

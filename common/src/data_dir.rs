@@ -125,15 +125,17 @@ fn create(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// The file, inside a participant's data directory, that names the ring
-/// (the participant list) its data was written under.
+/// The file, inside a participant's or coordinator's data directory, that
+/// names the ring (the participant list) its data was written under.
 pub const RING_FILE: &str = "RING";
 
 /// Claims `dir` for `ring`: writes the ring file if there is none, else
 /// checks it. Keys are routed by the ring and twopc does not move data
 /// between participants, so a participant restarted under another
 /// participant list (one added or removed from the cluster file) would
-/// serve its committed keys as absent: it refuses to start instead.
+/// serve its committed keys as absent: it refuses to start instead. A
+/// coordinator refuses too, so that a participant added alone is not
+/// served keys that another participant holds.
 pub fn claim_ring(dir: &Path, ring: &Ring) -> Result<(), String> {
     let nodes: Vec<String> = ring.nodes().iter().map(ToString::to_string).collect();
     let wanted = format!("{:#x} {}\n", ring.fingerprint(), nodes.join(","));

@@ -195,7 +195,7 @@ pub enum AbortReason {
     /// The participant had aborted the transaction already: the abort
     /// reached it before the prepare, or the request is a retry of one it
     /// refused (the reason of that refusal is not kept).
-    AbortedEarlier,
+    AbortedEarlier { participant: NodeId },
     /// The application asked for the abort.
     ClientAborted,
     /// The coordinator restarted (or answered an outcome query) before the
@@ -236,7 +236,7 @@ impl AbortReason {
             AbortReason::ParticipantUnavailable { detail, .. } => !crate::service::names_wrong_process(detail),
             AbortReason::LockConflict { .. }
             | AbortReason::StaleRead { .. }
-            | AbortReason::AbortedEarlier
+            | AbortReason::AbortedEarlier { .. }
             | AbortReason::CoordinatorRestarted
             | AbortReason::NoDecisionLogged
             | AbortReason::Expired { .. } => true,
@@ -268,9 +268,9 @@ impl fmt::Display for AbortReason {
             // after its first answer was lost (trial 18A: "aborted before
             // prepare" for a retried one-phase commit whose first attempt
             // had been refused).
-            AbortReason::AbortedEarlier => write!(
+            AbortReason::AbortedEarlier { participant } => write!(
                 f,
-                "already aborted at its participant (an abort reached it first, or an earlier attempt of the \
+                "already aborted at {participant} (an abort reached it first, or an earlier attempt of the \
                  same request was refused there, its answer lost)"
             ),
             AbortReason::ClientAborted => write!(f, "aborted by the application"),

@@ -715,17 +715,22 @@ impl Engine {
     }
 
     /// Why `txid` (of this coordinator) is not one this log minted, if it
-    /// is not: a later epoch or sequence (`UnknownTxn`), or an epoch the
-    /// log never ran (`ForeignEpoch`: another instance minted it, and only
-    /// its log knows the outcome).
+    /// is not: a later sequence of this epoch (`UnknownTxn`), or an epoch
+    /// the log never ran (`ForeignEpoch`: another instance minted it, and
+    /// only its log knows the outcome). A later epoch is another
+    /// instance's too: this log's next epoch comes only with a restart
+    /// (trial 20B: a second c1, started later on a stale cluster file,
+    /// committed c1.E.1 with E past this one's epoch, and this one called
+    /// it an unknown transaction, which `admin` took for presumed abort).
     fn not_minted_here(&self, txid: &TxnId) -> Option<ServiceError> {
         if txid.coordinator != self.me {
             return None;
         }
-        if txid.epoch > self.epoch || (txid.epoch == self.epoch && txid.seq >= self.next_seq) {
+        if txid.epoch == self.epoch && txid.seq >= self.next_seq {
             return Some(ServiceError::UnknownTxn(txid.clone()));
         }
-        (!self.epochs.ran(txid.epoch)).then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
+        (txid.epoch > self.epoch || !self.epochs.ran(txid.epoch))
+            .then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
     }
 
     /// Remembers `txid`'s outcome, noting how far its epoch's forgotten

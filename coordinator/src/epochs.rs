@@ -18,7 +18,7 @@ pub const MAX_KEPT_EPOCHS: usize = 10_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EpochHistory {
-    /// Every epoch up to this one is taken as this log's: a log written
+    /// Every epoch from 1 up to this one is taken as this log's: a log written
     /// before epochs were kept holds only its last one (0 for a log that
     /// began keeping them).
     pub legacy_up_to: u64,
@@ -39,9 +39,11 @@ impl EpochHistory {
     }
 
     /// Whether this log ran `epoch`: only then does the absence of a
-    /// Commit record mean the transaction did not commit.
+    /// Commit record mean the transaction did not commit. Epochs start at
+    /// 1, so a new log's `legacy_up_to` of 0 covers none (`c1.0.1` was
+    /// answered "aborted", as if that epoch had run).
     pub fn ran(&self, epoch: u64) -> bool {
-        epoch <= self.legacy_up_to || self.ran.contains(&epoch)
+        (1..=self.legacy_up_to).contains(&epoch) || self.ran.contains(&epoch)
     }
 
     /// Notes that the outcome of txid `epoch.seq` was dropped.
@@ -67,6 +69,7 @@ mod tests {
         assert!(!new_log.ran(99) && !new_log.ran(200) && !new_log.ran(251));
         let upgraded = EpochHistory { legacy_up_to: 50, ran: BTreeSet::from([100]), ..Default::default() };
         assert!(upgraded.ran(1) && upgraded.ran(50) && upgraded.ran(100) && !upgraded.ran(70));
+        assert!(!new_log.ran(0) && !upgraded.ran(0), "no log runs epoch 0");
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         RocksWal::<CoordinatorRecord>::exists_at(&log.wal, &log.created)
     })
     .map_err(CoordinatorError::DataDir)?;
+    // As a participant does (trial 20B: with a participant added to the
+    // cluster file, the old participants refused to start, but this
+    // coordinator and the new participant ran, serving the keys the new
+    // participant now owned as absent and accepting writes to them).
+    twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(CoordinatorError::DataDir)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.

@@ -409,7 +409,12 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
         e.handle(Event::ClientAbort { req: 6, txid: future.clone() }),
         vec![reply(6, Reply::Error(ServiceError::UnknownTxn(future.clone())))]
     );
-    assert_eq!(e.view(&txid(12, 1)).state, "unknown", "a later epoch is not foreign, just not minted yet");
+    // A later epoch is another instance's: this one's next epoch comes
+    // only with a restart.
+    let later = txid(12, 1);
+    let refused = Reply::Error(ServiceError::ForeignEpoch { txid: later.clone() });
+    assert_eq!(e.handle(Event::Outcome { req: 8, txid: later.clone() }), vec![reply(8, refused)]);
+    assert_eq!(e.view(&later).state, "foreign-epoch");
     assert_eq!(begin(&mut e, 7), future);
 }
 

@@ -328,7 +328,7 @@ impl Engine {
         }
         let txid = prepare.txid.clone();
         if let Some(memory) = self.decided.get(&txid) {
-            out.push(reply(answer_for_decided(memory.decision(), one_phase)));
+            out.push(reply(answer_for_decided(memory.decision(), one_phase, &self.me)));
             return;
         }
         match self.txns.get_mut(&txid) {
@@ -417,7 +417,7 @@ impl Engine {
             // The abort overtook the sync: never vote Yes, drop the record.
             self.finish_abort(&txid, &record.locks, out);
             for req in waiters {
-                out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(AbortReason::AbortedEarlier)) });
+                out.push(Command::Reply { req, reply: Reply::Vote(Vote::No(self.aborted_earlier())) });
             }
             for req in aborts {
                 out.push(Command::Reply { req, reply: Reply::Ack });
@@ -734,6 +734,10 @@ impl Engine {
         (self.heuristics.len(), self.heuristics.values().filter(|h| h.conflict.is_some()).count())
     }
 
+    fn aborted_earlier(&self) -> AbortReason {
+        AbortReason::AbortedEarlier { participant: self.me.clone() }
+    }
+
     pub fn me(&self) -> &NodeId {
         &self.me
     }
@@ -743,12 +747,13 @@ impl Engine {
     }
 }
 
-fn answer_for_decided(decision: Decision, one_phase: bool) -> Reply {
+fn answer_for_decided(decision: Decision, one_phase: bool, me: &NodeId) -> Reply {
+    let earlier = || AbortReason::AbortedEarlier { participant: me.clone() };
     match (decision, one_phase) {
         (Decision::Committed, true) => Reply::Outcome(Outcome::Committed),
         (Decision::Committed, false) => Reply::Vote(Vote::Yes),
-        (Decision::Aborted, true) => Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier)),
-        (Decision::Aborted, false) => Reply::Vote(Vote::No(AbortReason::AbortedEarlier)),
+        (Decision::Aborted, true) => Reply::Outcome(Outcome::Aborted(earlier())),
+        (Decision::Aborted, false) => Reply::Vote(Vote::No(earlier())),
     }
 }
 

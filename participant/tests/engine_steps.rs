@@ -189,7 +189,7 @@ fn abort_releases_locks_without_a_sync() {
 fn abort_before_prepare_makes_the_late_prepare_vote_no() {
     let mut e = engine();
     assert_eq!(e.handle(Event::Abort { req: Some(1), txid: txid(1) }), vec![reply(1, Reply::Ack)]);
-    let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier));
+    let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier { participant: node("p1") }));
     assert_eq!(prepare(&mut e, 2, 1, write("a", "1")), vec![reply(2, no)]);
     assert!(e.locks().is_empty());
 }
@@ -199,7 +199,7 @@ fn abort_during_the_prepare_sync_never_votes_yes() {
     let mut e = engine();
     prepare(&mut e, 1, 1, write("a", "1"));
     assert_eq!(e.handle(Event::Abort { req: Some(2), txid: txid(1) }), vec![], "acked once the locks are released");
-    let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier));
+    let no = Reply::Vote(Vote::No(AbortReason::AbortedEarlier { participant: node("p1") }));
     assert_eq!(
         e.handle(Event::PrepareSynced { txid: txid(1) }),
         vec![Command::ForgetAborted { txid: txid(1) }, reply(1, no), reply(2, Reply::Ack)]
@@ -319,7 +319,10 @@ fn probe_fences_unknown_txids() {
     let ops = write("a", "1");
     let cur = current(&ops, &[]);
     let out = e.handle(Event::OnePhase { req: 2, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
-    assert_eq!(out, vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier)))]);
+    assert_eq!(
+        out,
+        vec![reply(2, Reply::Outcome(Outcome::Aborted(AbortReason::AbortedEarlier { participant: node("p1") })))]
+    );
 }
 
 /// A one-phase commit's coordinator may have lost its lazy End record in

@@ -285,7 +285,8 @@ pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PC
     let event = match (kind, answer) {
         (PCall::Prepare, Answer::Yes) => CEvent::Vote { txid, from: node, vote: Ok(Vote::Yes) },
         (PCall::Prepare, Answer::No) => {
-            CEvent::Vote { txid, from: node, vote: Ok(Vote::No(twopc_common::AbortReason::AbortedEarlier)) }
+            let reason = twopc_common::AbortReason::AbortedEarlier { participant: node.clone() };
+            CEvent::Vote { txid, from: node, vote: Ok(Vote::No(reason)) }
         }
         (PCall::Prepare, _) => {
             let reason = twopc_common::AbortReason::Refused { participant: node.clone(), detail: "refused".into() };
@@ -295,7 +296,7 @@ pub fn coordinator_response(cfg: &ModelConfig, s: &mut State, from: u8, kind: PC
             CEvent::OnePhaseResult { txid, result: Ok(Outcome::Committed), attempt: 0 }
         }
         (PCall::OnePhase, _) => {
-            let reason = twopc_common::AbortReason::AbortedEarlier;
+            let reason = twopc_common::AbortReason::AbortedEarlier { participant: node.clone() };
             CEvent::OnePhaseResult { txid, result: Ok(Outcome::Aborted(reason)), attempt: 0 }
         }
         (PCall::Commit, Answer::Ack) => CEvent::CommitAcked { txid, from: node },
