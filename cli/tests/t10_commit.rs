@@ -292,3 +292,65 @@ async fn coordinator_rpc(cluster: &Cluster) -> Result<twopc_common::service::Coo
     let stream = connect(&cluster.coordinator_addr()).await.map_err(anyhow::Error::msg)?;
     Ok(twopc_common::service::CoordinatorRpcClient::new(client_config(), transport(stream)).spawn())
 }
+
+/// A proxy to `target` whose first connection, once `silent` is set,
+/// swallows everything the target sends (a connection that stopped
+/// delivering); later connections forward both ways.
+async fn proxy_whose_first_connection_can_go_silent(
+    target: String,
+) -> Result<(String, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let silent = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = silent.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut from_client, &mut to_server).await });
+            let watched = first.then(|| flag.clone());
+            first = false;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                    if watched.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                        continue;
+                    }
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, silent))
+}
+
+/// Trial 20A: a commit whose connection went silent (its answer never
+/// came) asked for its outcome on that same connection, and reported
+/// "outcome unknown" although the coordinator answered on any new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_connection_went_silent_learns_its_outcome_on_a_new_one() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let (addr, silent) = proxy_whose_first_connection_can_go_silent(cluster.coordinator_addr()).await?;
+    let client = Client::connect(&addr).await?;
+    let mut txn = client.begin().await?;
+    let keys = cluster.key_per_participant("silent");
+    for key in &keys {
+        txn.put(key, b"landed".to_vec());
+    }
+    silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    let txid = txn.commit().await?;
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        cluster
+            .eventually(&format!("{id} to apply {txid}"), Duration::from_secs(10), || async {
+                Ok(cluster.read_at(&id, key).await?.value == Some(b"landed".to_vec()))
+            })
+            .await?;
+    }
+    Ok(())
+}

@@ -80,7 +80,8 @@ impl ClientError {
 /// Cheap to clone; clones share the connection, which multiplexes many
 /// concurrent transactions. A connection found dead (the coordinator
 /// restarted) is replaced by the next call, so a `Client` outlives
-/// coordinator restarts; with several coordinators, new transactions and
+/// coordinator restarts; a commit whose answer did not come asks its
+/// outcome on a new connection; with several coordinators, new transactions and
 /// reads move on to the next one while one cannot be reached.
 #[derive(Clone)]
 pub struct Client {
@@ -524,7 +525,13 @@ impl Transaction {
             // Never sent: nothing was committed.
             Err(CallError::Unreachable(e)) => Err(ClientError::Connection(e)),
             // The request may or may not have reached the coordinator.
-            Err(CallError::Lost(e)) => client.resolve(txid, e).await,
+            // Its outcome is asked on a new connection (trial 20A: a
+            // connection that went silent carried the questions too, and
+            // the answer was "outcome unknown" with the coordinator up).
+            Err(CallError::Lost(e)) => {
+                client.coordinators.peer(coordinator).reconnect_next_call().await;
+                client.resolve(txid, e).await
+            }
         }
     }
 

@@ -385,6 +385,14 @@ impl<C: Clone> Peer<C> {
         Ok((number, client))
     }
 
+    /// Makes the next call open a new connection; calls in flight on the
+    /// current one go on. For a call whose answer did not come: the
+    /// questions that follow it must not wait on the same connection,
+    /// which may have gone silent.
+    pub async fn reconnect_next_call(&self) {
+        *self.client.lock().await = None;
+    }
+
     /// Drops connection `number` if it is still the current one (another
     /// call may already have replaced it).
     async fn forget(&self, number: u64) {
