@@ -336,7 +336,8 @@ impl Client {
             ClientError::Invalid(format!(
                 "{txid} was begun by a coordinator named {c} (a txid is COORDINATOR.EPOCH.SEQ), which is none of \
                  this client's coordinators: ask {c} (its address is in the cluster file; if no coordinator \
-                 there is named {c}, no transaction has this id)",
+                 there is named {c}, it was removed from the file or the id is mistyped: `twopc admin in-doubt` \
+                 lists a removed coordinator's transactions that are still in doubt)",
                 c = txid.coordinator
             ))
         }))
