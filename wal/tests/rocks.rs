@@ -393,6 +393,47 @@ fn reopening_a_log_many_times_never_trips_its_synced_mark() {
     assert_eq!(ids(&open().unwrap()).len(), 15);
 }
 
+const RESTART_CHILD_ENV: &str = "TWOPC_WAL_RESTART_CHILD_DIR";
+
+/// Runs only inside the children of
+/// `a_log_killed_and_reopened_many_times_does_not_pile_up_tables`: a
+/// server's life in short (one record kept for good, as a coordinator
+/// keeps each start's epoch), then a kill.
+#[test]
+fn restart_child_entry() {
+    let Ok(dir) = std::env::var(RESTART_CHILD_ENV) else {
+        return;
+    };
+    let wal = RocksWal::<Rec>::open(Path::new(&dir)).unwrap();
+    wal.write(appends([7]), Durability::Sync).unwrap();
+    println!("WRITTEN");
+    std::process::abort();
+}
+
+/// Trial 20C: every open flushed the recovered log into a new table, and
+/// RocksDB moved those (whose keys never overlap) down without merging
+/// them: a coordinator killed and restarted gained a file per restart
+/// (it keeps a record of every start's epoch).
+#[test]
+fn a_log_killed_and_reopened_many_times_does_not_pile_up_tables() {
+    const ROUNDS: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    drop(RocksWal::<Rec>::open(dir.path()).unwrap());
+    for round in 0..ROUNDS {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["restart_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(RESTART_CHILD_ENV, dir.path())
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("WRITTEN"), "round {round}: {out:?}");
+    }
+    let tables = std::fs::read_dir(dir.path()).unwrap().flatten();
+    let tables = tables.filter(|e| e.path().extension().is_some_and(|x| x == "sst")).count();
+    eprintln!("TABLES {tables}");
+    assert!(tables <= 8, "{tables} table files after {ROUNDS} restarts");
+    assert_eq!(ids(&RocksWal::<Rec>::open(dir.path()).unwrap()).len(), ROUNDS);
+}
+
 /// Holds the writer inside a completion until the returned sender is used
 /// (or dropped), so that everything submitted meanwhile forms one group.
 fn hold_writer(wal: &RocksWal<Rec>) -> mpsc::Sender<()> {
