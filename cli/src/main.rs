@@ -254,7 +254,7 @@ enum Command {
     /// after heal; a failure prints the command replaying its seed. Exit
     /// code 0 clean, 1 an invariant was violated (or the run was stopped
     /// by Ctrl-C, SIGTERM or SIGHUP, which stop its cluster too), 2 inconclusive (a
-    /// --sabotage run in which no process was killed or crashed), 3 usage
+    /// --sabotage run that found no violation: it proves nothing), 3 usage
     /// error or the harness could not run. Default log level: error
     /// (tarpc: off).
     ///

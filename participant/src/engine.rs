@@ -328,7 +328,7 @@ impl Engine {
         }
         let txid = prepare.txid.clone();
         if let Some(memory) = self.decided.get(&txid) {
-            out.push(reply(answer_for_decided(memory.decision(), one_phase, &self.me)));
+            out.push(reply(self.answer_for_decided(memory.decision(), one_phase)));
             return;
         }
         match self.txns.get_mut(&txid) {
@@ -738,22 +738,23 @@ impl Engine {
         AbortReason::AbortedEarlier { participant: self.me.clone() }
     }
 
+    /// The answer to a prepare (or one-phase commit) of a transaction
+    /// already decided here: a repeat of one answered before.
+    fn answer_for_decided(&self, decision: Decision, one_phase: bool) -> Reply {
+        match (decision, one_phase) {
+            (Decision::Committed, true) => Reply::Outcome(Outcome::Committed),
+            (Decision::Committed, false) => Reply::Vote(Vote::Yes),
+            (Decision::Aborted, true) => Reply::Outcome(Outcome::Aborted(self.aborted_earlier())),
+            (Decision::Aborted, false) => Reply::Vote(Vote::No(self.aborted_earlier())),
+        }
+    }
+
     pub fn me(&self) -> &NodeId {
         &self.me
     }
 
     pub fn locks(&self) -> &LockTable {
         &self.locks
-    }
-}
-
-fn answer_for_decided(decision: Decision, one_phase: bool, me: &NodeId) -> Reply {
-    let earlier = || AbortReason::AbortedEarlier { participant: me.clone() };
-    match (decision, one_phase) {
-        (Decision::Committed, true) => Reply::Outcome(Outcome::Committed),
-        (Decision::Committed, false) => Reply::Vote(Vote::Yes),
-        (Decision::Aborted, true) => Reply::Outcome(Outcome::Aborted(earlier())),
-        (Decision::Aborted, false) => Reply::Vote(Vote::No(earlier())),
     }
 }
 

@@ -429,7 +429,6 @@ fn a_log_killed_and_reopened_many_times_does_not_pile_up_tables() {
     }
     let tables = std::fs::read_dir(dir.path()).unwrap().flatten();
     let tables = tables.filter(|e| e.path().extension().is_some_and(|x| x == "sst")).count();
-    eprintln!("TABLES {tables}");
     assert!(tables <= 8, "{tables} table files after {ROUNDS} restarts");
     assert_eq!(ids(&RocksWal::<Rec>::open(dir.path()).unwrap()).len(), ROUNDS);
 }
