@@ -38,6 +38,11 @@ pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Deadline of an abort message (the client's answer waits for it).
 pub const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest an abort message may take, a new connection included (to
+/// a participant that accepts connections but never answers, the
+/// connection's hello alone took 2 s: trial 20A's aborts took 5.5 s).
+/// A little over [`ABORT_TIMEOUT`], so a slow answer ends by its deadline.
+pub const ABORT_GUARD: Duration = ABORT_TIMEOUT.saturating_add(Duration::from_millis(250));
 /// Retry delays never exceed this (retries continue until acked: a logged
 /// decision must reach every participant).
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -567,7 +572,7 @@ impl EngineTask {
                         let sent = txid.clone();
                         // One try: a participant that misses it asks later.
                         let result = peer
-                            .call(|c| {
+                            .call_within(ABORT_GUARD, |c| {
                                 let sent = sent.clone();
                                 async move { c.abort(context_with_timeout(ABORT_TIMEOUT), sent).await }
                             })
