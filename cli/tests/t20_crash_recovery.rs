@@ -657,3 +657,46 @@ fn a_coordinator_restarted_under_another_participant_list_refuses_to_start() -> 
     // The old list still serves.
     serves_then_stops(start(&three, false)?)
 }
+
+/// A participant whose data was lost and begun anew (`--init` on an empty
+/// directory) is refused by the coordinator that worked with its old data:
+/// it would serve the keys committed there as absent and take
+/// `expect-absent` writes over them (trial 20B, with a second p2 started
+/// where the cluster file pointed). Transactions touching it abort naming
+/// why; removing its line from the coordinator's record lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_data_was_begun_anew_is_refused_by_the_coordinator_that_knew_it() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let keys = cluster.key_per_participant("begun-anew");
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"kept".to_vec());
+    }
+    txn.commit().await?;
+    cluster.kill("p2");
+    std::fs::remove_dir_all(cluster.data_dir("p2"))?;
+    cluster.spawn("p2", &[])?;
+
+    let mut txn = client.begin().await?;
+    txn.put(&keys[0], b"beside it".to_vec());
+    txn.expect_absent(&keys[1]);
+    txn.put(&keys[1], b"over a lost key".to_vec());
+    let refused = txn.commit().await.expect_err("committed at a p2 whose data was begun anew");
+    assert!(refused.to_string().contains("begun anew"), "{refused}");
+    let read = client.read(vec![keys[1].clone()]).await;
+    assert!(read.as_ref().is_err_and(|e| e.to_string().contains("begun anew")), "{read:?}");
+    assert!(cluster.log("c1").contains("begun anew"), "{}", cluster.log_tail("c1", 20));
+
+    // The operator gives p2's old data up: its line goes, c1 restarts.
+    let record = cluster.data_dir("c1").join("PARTICIPANT_DATA");
+    let kept: String = std::fs::read_to_string(&record)?.lines().filter(|l| !l.starts_with("p2 ")).collect();
+    std::fs::write(&record, format!("{kept}\n"))?;
+    cluster.kill("c1");
+    cluster.spawn("c1", &[])?;
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    txn.put(&keys[1], b"anew".to_vec());
+    txn.commit().await?;
+    Ok(())
+}

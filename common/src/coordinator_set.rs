@@ -30,7 +30,7 @@ impl CoordinatorSet {
                 Peer::expecting(
                     addr.to_string(),
                     |s, closed| spawn_watched(CoordinatorRpcClient::new(client_config(), transport(s)), closed),
-                    Expected { hello: coordinator_hello, role: Role::Coordinator, id: None },
+                    Expected { hello: coordinator_hello, role: Role::Coordinator, id: None, accept: None },
                 )
             })
             .collect();

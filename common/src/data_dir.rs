@@ -125,6 +125,43 @@ fn create(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
+/// The file, inside a data directory, that holds the id of the data there.
+pub const DATA_ID_FILE: &str = "DATA_ID";
+
+/// The id of the data in `dir`, which its server gives in `hello`: made
+/// anew (random) when its log is about to be created (`new_log`; before
+/// the log, so that a crash between the two leaves no old id beside a new
+/// log), or when there is none yet (a directory from before data ids);
+/// else read. A node whose data was lost and begun anew has another id,
+/// and a coordinator that worked with its old data refuses it.
+pub fn data_id(dir: &Path, new_log: bool) -> Result<String, String> {
+    let path = dir.join(DATA_ID_FILE);
+    if !new_log {
+        match std::fs::read_to_string(&path) {
+            Ok(found) if is_data_id(found.trim()) => return Ok(found.trim().to_string()),
+            Ok(found) => {
+                return Err(format!(
+                    "{} is damaged: it holds {:?}, not a data id (32 hex digits). Remove it and start again: a \
+                     new id is made, and coordinators that worked with this node's data refuse it until told \
+                     (the error they give says how)",
+                    path.display(),
+                    excerpt(&found),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    write_synced(dir, &path, &format!("{id}\n")).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// Whether `text` is a data id: 32 lowercase hex digits.
+pub fn is_data_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The file, inside a participant's or coordinator's data directory, that
 /// names the ring (the participant list) its data was written under.
 pub const RING_FILE: &str = "RING";
@@ -236,6 +273,21 @@ fn write_synced_with_mode(dir: &Path, path: &Path, text: &str, mode: u32) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_id_lasts_as_long_as_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = data_id(dir.path(), true).unwrap();
+        assert!(is_data_id(&first), "{first}");
+        assert_eq!(data_id(dir.path(), false).unwrap(), first, "read again at the next start");
+        let begun_anew = data_id(dir.path(), true).unwrap();
+        assert_ne!(begun_anew, first, "a new log has a new id");
+        std::fs::remove_file(dir.path().join(DATA_ID_FILE)).unwrap();
+        let made = data_id(dir.path(), false).unwrap();
+        assert!(is_data_id(&made) && made != begun_anew, "a directory from before data ids gets one");
+        std::fs::write(dir.path().join(DATA_ID_FILE), "not an id\n").unwrap();
+        assert!(data_id(dir.path(), false).unwrap_err().contains("is damaged"));
+    }
 
     #[test]
     fn a_directory_serves_only_its_owner() {

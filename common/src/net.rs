@@ -320,7 +320,13 @@ pub struct Expected<C> {
     pub hello: fn(C) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>>,
     pub role: Role,
     pub id: Option<String>,
+    /// A further check of the answer (the coordinator's of a participant's
+    /// data id); its error refuses the connection.
+    pub accept: Option<Accept>,
 }
+
+/// See [`Expected::accept`].
+pub type Accept = Arc<dyn Fn(&str, &Hello) -> Result<(), String> + Send + Sync>;
 
 impl<C: Clone> Peer<C> {
     /// A peer whose connections are used unchecked (tests' own services).
@@ -408,7 +414,11 @@ impl<C: Clone> Peer<C> {
         let closed = Closed::default();
         let client = (self.make)(connect(&self.addr).await?, closed.clone());
         if let Some(expected) = &self.expected {
-            introduce((expected.hello)(client.clone()), &self.addr, expected.role, expected.id.as_deref()).await?;
+            let hello =
+                introduce((expected.hello)(client.clone()), &self.addr, expected.role, expected.id.as_deref()).await?;
+            if let Some(accept) = &expected.accept {
+                accept(&self.addr, &hello)?;
+            }
         }
         Ok((client, closed))
     }
@@ -553,8 +563,12 @@ mod guard_tests {
     async fn calls_to_a_peer_that_never_answers_end_within_their_guard() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let expected =
-            Expected { hello: |_: ()| Box::pin(futures::future::pending()), role: Role::Participant, id: None };
+        let expected = Expected {
+            hello: |_: ()| Box::pin(futures::future::pending()),
+            role: Role::Participant,
+            id: None,
+            accept: None,
+        };
         let peer = Peer::expecting(addr, |_, _| (), expected);
         let guard = Duration::from_millis(300);
         let started = Instant::now();
@@ -585,7 +599,8 @@ mod guard_tests {
                 Err(tarpc::client::RpcError::DeadlineExceeded)
             })
         };
-        let peer = Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None });
+        let peer =
+            Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None, accept: None });
         let calls = (0..4).map(|_| {
             let peer = Arc::clone(&peer);
             async move {

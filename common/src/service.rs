@@ -40,6 +40,10 @@ impl std::fmt::Display for Role {
 pub struct Hello {
     pub role: Role,
     pub id: String,
+    /// The id of the data it serves, made when its log was created
+    /// ([`crate::data_dir::data_id`]): a node whose data was lost and
+    /// begun anew (`--init` on an empty directory) has another.
+    pub data_id: String,
 }
 
 impl Hello {
@@ -123,19 +127,22 @@ pub trait CoordinatorRpc {
 
 /// Asks `hello` (one of [`coordinator_hello`], [`participant_hello`]) of
 /// the process at `addr` and checks that it is a `role` (and `id`, if
-/// given); the error says what is there instead, or that nothing answered.
+/// given), returning its answer; the error says what is there instead, or
+/// that nothing answered.
 pub async fn introduce(
     hello: BoxFuture<'static, Result<Hello, RpcError>>,
     addr: &str,
     role: Role,
     id: Option<&str>,
-) -> Result<(), String> {
+) -> Result<Hello, String> {
     // A guard beside the call's own deadline: a call stranded on a dying
     // connection may never end by itself.
     let answer = tokio::time::timeout(HELLO_TIMEOUT + crate::net::GUARD_SLACK, hello)
         .await
         .unwrap_or(Err(RpcError::DeadlineExceeded));
-    answer.map_err(|e| hello_failure(addr, role, &e))?.expect(addr, role, id)
+    let hello = answer.map_err(|e| hello_failure(addr, role, &e))?;
+    hello.expect(addr, role, id)?;
+    Ok(hello)
 }
 
 /// Why `hello` to `addr` (expected to be a `role`) got no answer, in words.
@@ -181,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_wrong_process_is_told_from_one_that_is_down() {
-        let participant = Hello { role: Role::Participant, id: "p1".into() };
+        let participant = Hello { role: Role::Participant, id: "p1".into(), data_id: "d".into() };
         let wrong_role = participant.expect("127.0.0.1:7001", Role::Coordinator, None).unwrap_err();
         assert!(names_wrong_process(&wrong_role), "{wrong_role}");
         let wrong_id = participant.expect("127.0.0.1:7001", Role::Participant, Some("p2")).unwrap_err();

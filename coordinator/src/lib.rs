@@ -9,6 +9,8 @@
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
 //! - [`epochs`]: which epochs the log ran and how far each one's outcomes
 //!   were forgotten (presumed abort holds for the rest).
+//! - [`participant_data`]: the participants' data ids it worked with (a
+//!   participant whose data was begun anew is refused).
 //! - [`prepare_batch`]: first-phase prepares, batched per participant.
 //! - [`record`]: what the coordinator logs (Epoch, Commit, End, ...).
 //! - [`routing`]: splitting a transaction by owning participant.
@@ -21,6 +23,7 @@ pub mod commit_batch;
 pub mod ended;
 pub mod engine;
 pub mod epochs;
+pub mod participant_data;
 pub mod prepare_batch;
 pub mod record;
 pub mod routing;

@@ -10,6 +10,7 @@ use crate::commit_batch::CommitSender;
 use crate::ended::EndedLog;
 use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
 use crate::epochs::{EpochHistory, MAX_KEPT_EPOCHS};
+use crate::participant_data::ParticipantData;
 use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
@@ -146,12 +147,16 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
+    let data_id =
+        twopc_common::data_dir::data_id(&opts.data_dir, !log.created.exists()).map_err(CoordinatorError::DataDir)?;
+    let participant_data = Arc::new(ParticipantData::load(&opts.data_dir).map_err(CoordinatorError::DataDir)?);
     let rocks_wal = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
         &log.wal,
         &log.created,
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let wal: Arc<CoordinatorWal> = rocks_wal.clone();
+    let accept: twopc_common::net::Accept = Arc::new(move |addr, hello| participant_data.check(addr, hello));
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
@@ -165,7 +170,12 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
                     |s, closed| {
                         net::spawn_watched(ParticipantRpcClient::new(client_config(), net::transport(s)), closed)
                     },
-                    Expected { hello: participant_hello, role: Role::Participant, id: Some(p.id.clone()) },
+                    Expected {
+                        hello: participant_hello,
+                        role: Role::Participant,
+                        id: Some(p.id.clone()),
+                        accept: Some(accept.clone()),
+                    },
                 ),
             )
         })
@@ -180,7 +190,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants };
-    let server = CoordinatorServer { handle, admin_token, me: me.clone() };
+    let server = CoordinatorServer { handle, admin_token, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     tracing::debug!(epoch, "started");

@@ -19,6 +19,8 @@ pub struct CoordinatorServer {
     pub(crate) me: NodeId,
     /// The admin token this process enforces (`None`: admin disabled).
     pub(crate) admin_token: Option<std::sync::Arc<str>>,
+    /// The id of this coordinator's data ([`twopc_common::data_dir::data_id`]).
+    pub(crate) data_id: String,
 }
 
 fn unexpected(reply: Reply) -> ServiceError {
@@ -30,7 +32,7 @@ fn unexpected(reply: Reply) -> ServiceError {
 
 impl CoordinatorRpc for CoordinatorServer {
     async fn hello(self, _: Context) -> Hello {
-        Hello { role: Role::Coordinator, id: self.me.to_string() }
+        Hello { role: Role::Coordinator, id: self.me.to_string(), data_id: self.data_id }
     }
 
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {

@@ -176,6 +176,8 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.
+    let data_id =
+        twopc_common::data_dir::data_id(&opts.data_dir, !log.created.exists()).map_err(ParticipantError::DataDir)?;
     let rocks_wal = Arc::new(RocksWal::<ParticipantRecord>::open_created_once(
         &log.wal,
         &log.created,
@@ -194,7 +196,12 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
                     |s, closed| {
                         net::spawn_watched(CoordinatorRpcClient::new(client_config(), net::transport(s)), closed)
                     },
-                    Expected { hello: coordinator_hello, role: Role::Coordinator, id: Some(c.id.clone()) },
+                    Expected {
+                        hello: coordinator_hello,
+                        role: Role::Coordinator,
+                        id: Some(c.id.clone()),
+                        accept: None,
+                    },
                 ),
             )
         })
@@ -207,7 +214,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let ring = Arc::new(opts.cluster.ring());
-    let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone() };
+    let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| ParticipantError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     let at_stop: twopc_common::node::AtStop = Box::new(move || match rocks_wal.sync_for_stop() {

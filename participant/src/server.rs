@@ -21,6 +21,8 @@ pub struct ParticipantServer {
     /// refused (the sender's cluster file differs), not answered "absent".
     pub(crate) ring: std::sync::Arc<Ring>,
     pub(crate) me: NodeId,
+    /// The id of this participant's data ([`twopc_common::data_dir::data_id`]).
+    pub(crate) data_id: String,
 }
 
 fn unexpected(reply: Reply) -> ServiceError {
@@ -51,7 +53,7 @@ impl ParticipantServer {
 
 impl ParticipantRpc for ParticipantServer {
     async fn hello(self, _: Context) -> Hello {
-        Hello { role: Role::Participant, id: self.me.to_string() }
+        Hello { role: Role::Participant, id: self.me.to_string(), data_id: self.data_id }
     }
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
