@@ -61,7 +61,7 @@ pub const EXIT_USAGE: u8 = 3;
 /// coordinator or participant that cannot be used for now, an overloaded
 /// server, a read whose key's writer is still in doubt).
 pub const EXIT_RETRY: u8 = 4;
-/// Exit code: `get`, `admin` or `bench` could not write its output to
+/// Exit code: `get`, `admin`, `bench` or `chaos` could not write its output to
 /// stdout (a full disk, say): their other codes already mean something
 /// else (trial 19C: `get --raw k > f || echo absent` took it for absent).
 pub const EXIT_OUTPUT: u8 = 5;
@@ -75,7 +75,7 @@ Exit codes:
   4  txn, get, outcome: nothing was done, and trying again later may succeed
      (a coordinator or participant that cannot be used for now, an overloaded
      server, a read whose key's writer is still in doubt)
-  5  get, admin, bench: the output could not be written to stdout
+  5  get, admin, bench, chaos: the output could not be written to stdout
 (each command's --help gives its own)
 
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change it
@@ -255,8 +255,9 @@ enum Command {
     /// code 0 clean, 1 an invariant was violated (or the run was stopped
     /// by Ctrl-C, SIGTERM or SIGHUP, which stop its cluster too), 2 inconclusive (a
     /// --sabotage run that found no violation: it proves nothing), 3 usage
-    /// error or the harness could not run. Default log level: error
-    /// (tarpc: off).
+    /// error or the harness could not run, 5 a clean run whose report
+    /// could not be written to stdout. Default log level: error (tarpc:
+    /// off).
     ///
     /// Example: twopc chaos --seed 7 --duration 30s --workload atomic-set
     #[command(after_help = chaos_cmd::CHAOS_AFTER_HELP)]
@@ -313,7 +314,10 @@ fn main() -> ExitCode {
     // Where the exit code says what was printed (a read, a report), an
     // output that could not be written is a failure; `txn` and `outcome`
     // keep the transaction's outcome as their exit code.
-    let output_is_the_result = matches!(cli.command, Command::Get(_) | Command::Admin(_) | Command::Bench(_));
+    // (A clean chaos run whose report was lost is not clean to a script
+    // that keeps it: `chaos --json > report || echo violated`.)
+    let output_is_the_result =
+        matches!(cli.command, Command::Get(_) | Command::Admin(_) | Command::Bench(_) | Command::Chaos(_));
     let code = runtime.block_on(run(cli));
     match say::stdout_failure() {
         Some(e) => {

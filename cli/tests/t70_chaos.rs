@@ -131,6 +131,21 @@ fn the_chaos_command_reports_json_and_exits_zero_when_clean() {
     assert!(report["replay"].as_str().unwrap().contains("chaos --seed 7 --duration 3s"), "{stdout}");
 }
 
+/// A clean run whose report cannot be written (a full disk) is not
+/// "clean" to a script that keeps the report: exit 5, not 0.
+#[test]
+fn a_clean_chaos_run_whose_report_is_lost_exits_5() {
+    let _one = ONE_CLUSTER_AT_A_TIME.blocking_lock();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twopc"))
+        .args(["chaos", "--seed", "3", "--duration", "2s", "--faults", "delay", "--participants", "2", "--json"])
+        .stdout(std::fs::File::create("/dev/full").expect("open /dev/full"))
+        .output()
+        .expect("run twopc chaos");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("could not write the output to stdout"), "{stderr}");
+}
+
 #[test]
 fn the_chaos_command_rejects_unknown_faults() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_twopc"))
