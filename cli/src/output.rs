@@ -76,7 +76,7 @@ pub fn reads_human(reads: &[Read]) -> String {
     reads
         .iter()
         .map(|(key, value)| match value {
-            Some(v) => format!("{} = {}\n", printable_key(key), printable(v)),
+            Some(v) => format!("{} = {}\n", printable_key(key), printable_value(v)),
             None => format!("{} = (absent)\n", printable_key(key)),
         })
         .collect()
@@ -152,6 +152,16 @@ fn printable(bytes: &[u8]) -> String {
 /// `a = b` holding `c` printed as key `a` holding `b = c` did).
 fn printable_key(key: &[u8]) -> String {
     printable(key).replace('=', "\\=")
+}
+
+/// A value for a `K = V` line: [`printable`], and a leading `(` written
+/// `\(` (a stored `(absent)` printed as an absent key did, trial 21B).
+fn printable_value(value: &[u8]) -> String {
+    let text = printable(value);
+    match text.strip_prefix('(') {
+        Some(rest) => format!("\\({rest}"),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -235,5 +245,7 @@ mod tests {
         assert_eq!(reads_human(&reads), "a \\= b = c\na = b = c\n");
         let reads = vec![(b"x\\=".to_vec(), None)];
         assert_eq!(reads_human(&reads), "x\\\\\\= = (absent)\n");
+        let stored = vec![(b"k".to_vec(), Some(b"(absent)".to_vec())), (b"j".to_vec(), None)];
+        assert_eq!(reads_human(&stored), "k = \\(absent)\nj = (absent)\n");
     }
 }
