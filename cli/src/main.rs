@@ -469,11 +469,20 @@ fn init_logging(default: &str) {
 fn load_server_config(args: &ServerArgs, role: &str) -> Result<ClusterConfig, String> {
     twopc_common::fault::check_env()?;
     let cluster = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
-    let entries = if role == "participant" { &cluster.participant } else { &cluster.coordinator };
+    let (entries, others, other_role) = if role == "participant" {
+        (&cluster.participant, &cluster.coordinator, "coordinator")
+    } else {
+        (&cluster.coordinator, &cluster.participant, "participant")
+    };
     if !entries.iter().any(|e| e.id == args.id) {
         let known: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let hint = if others.iter().any(|e| e.id == args.id) {
+            format!(": {} is a {other_role} there (run `twopc {other_role}`)", args.id)
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "no {role} with id {:?} in {} ({role}s: {})",
+            "no {role} with id {:?} in {} ({role}s: {}){hint}",
             args.id,
             args.config.display(),
             known.join(", ")

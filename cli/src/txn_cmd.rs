@@ -111,7 +111,10 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
         };
         ops.push(op);
         if ops.len() > MAX_OPS_PER_TXN {
-            return Err(format!("more than {MAX_OPS_PER_TXN} OPs in one transaction"));
+            return Err(format!(
+                "more than {MAX_OPS_PER_TXN} OPs in one transaction (every transaction's limit): split it into \
+                 several transactions, each atomic on its own"
+            ));
         }
     }
     if ops.is_empty() {

@@ -297,6 +297,10 @@ async fn a_process_refusing_the_token_the_others_take_is_reported_not_shown_as_u
     assert!(p3["error"].as_str().unwrap_or("").contains("wrong admin token"), "{p3}");
     let p2 = nodes.iter().find(|n| n["id"] == "p2").expect("p2 listed");
     assert_eq!(p2["reachable"], true, "{p2}");
+    // The text form gives the whole reason too, not a cut table cell.
+    let out = admin(&config, &["status"], None)?;
+    let full = p3["error"].as_str().unwrap_or("");
+    assert!(text(&out).contains(&format!("UNREACHABLE p3 ({}): {full}", cluster.addr("p3"))), "{}", text(&out));
     // The others still report; p3 is named as not asked.
     let out = admin(&config, &["in-doubt"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

@@ -123,10 +123,13 @@ async fn send_batch(
 }
 
 fn commit_failed(txid: TxnId, from: NodeId, attempt: u32, error: String, stood_still: bool) -> Event {
+    // Counted from 1 in the log, as "delivered after retries" counts them
+    // (trial 21B read attempt=0, 1, 3, 7, then failed_attempts=8).
+    let failed_attempts = attempt.saturating_add(1);
     if stood_still {
-        tracing::info!(%txid, participant = %from, attempt, %error, "commit not delivered while this process stood still; will retry");
+        tracing::info!(%txid, participant = %from, failed_attempts, %error, "commit not delivered while this process stood still; will retry");
     } else if twopc_common::node::worth_a_warning(attempt) {
-        tracing::warn!(%txid, participant = %from, attempt, %error, "commit not delivered; will retry");
+        tracing::warn!(%txid, participant = %from, failed_attempts, %error, "commit not delivered; will retry");
     }
     Event::CommitFailed { txid, from, attempt }
 }

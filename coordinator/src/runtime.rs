@@ -647,7 +647,8 @@ impl EngineTask {
                 Err(CallError::Unreachable(e)) => Err(Unanswered::NotSent(e)),
                 Err(CallError::Lost(e)) => {
                     if worth_a_warning(attempt) {
-                        tracing::warn!(%txid, participant = %to, attempt, error = %e, "one-phase commit unanswered; retrying");
+                        let failed_attempts = attempt.saturating_add(1);
+                        tracing::warn!(%txid, participant = %to, failed_attempts, error = %e, "one-phase commit unanswered; retrying");
                     }
                     Err(Unanswered::Lost(e))
                 }

@@ -17,6 +17,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut nodes = Vec::new();
     let mut all_reached = true;
     let mut damaged = Vec::new();
+    let mut unreachable = Vec::new();
     for node in &cluster.nodes {
         let stats = cluster.stats(node).await;
         all_reached &= stats.is_ok();
@@ -41,7 +42,10 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             Err(e) => {
                 let mut row = vec![node.id.clone(), node.role.into(), node.addr.clone(), "UNREACHABLE".into()];
                 row.extend(std::iter::repeat_n("-".to_string(), 7));
-                row.push(e.clone());
+                // In full below the table (a cell is cut at 120
+                // characters, and the advice came last: trial 21B).
+                row.push("(why: below)".into());
+                unreachable.push(format!("{} ({}): {e}", node.id, node.addr));
                 row
             }
         });
@@ -71,6 +75,9 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         ];
         out_raw!("{}", table(&header, &rows));
         out!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
+        for why in &unreachable {
+            out!("UNREACHABLE {why}");
+        }
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
             out!("HEURISTIC-MIXED: forced outcomes disagree with the coordinator's decision ({mixed} finding(s) at the processes above: the coordinator and each participant count their own); `twopc admin heuristics` lists them; once dealt with, `twopc admin forget TXID` clears one");

@@ -41,7 +41,12 @@ impl Cluster {
     pub async fn connect(target: &Target) -> Result<Cluster, Failure> {
         let env_token = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty());
         let (config, token) = match (&target.config, &target.coordinator) {
-            (Some(path), _) => {
+            // clap's group does not see a global flag given on both sides
+            // of the subcommand (trial 21B: both taken, one silently used).
+            (Some(_), Some(_)) => {
+                return Err(Failure::new(ADMIN_USAGE, "give --config or --coordinator, not both".to_string()))
+            }
+            (Some(path), None) => {
                 let config = ClusterConfig::load(path).map_err(|e| Failure::new(ADMIN_USAGE, e.to_string()))?;
                 let token = env_token.or_else(|| config.admin_token.clone());
                 (config, token)
