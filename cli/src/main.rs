@@ -114,6 +114,8 @@ enum Command {
     /// again on the same DIR resumes the same data. Exit code 0 after a clean
     /// stop, 1 if the cluster could not be started (a busy port, a DIR
     /// holding another cluster), 3 on a usage error.
+    ///
+    /// Example: twopc local --dir /tmp/demo --participants 3 --base-port 7000
     #[command(after_help = LOG_HELP)]
     Local(local::LocalArgs),
 
@@ -125,6 +127,10 @@ enum Command {
     /// A data directory it must not use (another node's, or written when
     /// the cluster file listed other participants) is refused: exit 1.
     /// Default log level: info.
+    ///
+    /// Example (first start; later starts without --init):
+    ///
+    /// twopc participant --config cluster.toml --id p1 --data-dir /var/lib/twopc/p1 --init
     #[command(after_help = LOG_HELP)]
     Participant(ServerArgs),
 
@@ -136,6 +142,10 @@ enum Command {
     /// A data directory it must not use (another node's, or written when
     /// the cluster file listed other participants) is refused: exit 1.
     /// Default log level: info.
+    ///
+    /// Example (first start; later starts without --init):
+    ///
+    /// twopc coordinator --config cluster.toml --id c1 --data-dir /var/lib/twopc/c1 --init
     #[command(after_help = LOG_HELP)]
     Coordinator(ServerArgs),
 
@@ -158,6 +168,12 @@ enum Command {
     /// `"retryable"`: whether running it again may commit (a lock conflict,
     /// a stale read, a participant unavailable at prepare: yes; a failed
     /// `expect`: no). Default log level: warn (tarpc: off).
+    ///
+    /// Examples (TWOPC_COORDINATOR=127.0.0.1:7000 stands for --coordinator):
+    ///
+    /// twopc txn --coordinator 127.0.0.1:7000 put alice 100 put erin 50
+    ///
+    /// twopc txn --coordinator 127.0.0.1:7000 --json get erin expect erin 50 put erin 60
     #[command(after_help = LOG_HELP)]
     Txn(txn_cmd::TxnArgs),
 
@@ -170,6 +186,8 @@ enum Command {
     /// participant unavailable, overloaded, a key's writer still in doubt),
     /// 5 if the output could not be written to stdout. Default log level:
     /// warn (tarpc: off).
+    ///
+    /// Example: twopc get --coordinator 127.0.0.1:7000 --json alice erin
     #[command(after_help = LOG_HELP)]
     Get(txn_cmd::GetArgs),
 
@@ -195,6 +213,8 @@ enum Command {
     /// 3 usage error or an unknown transaction, 4 the coordinator could not
     /// be asked (try again later, or --wait). Default log level: warn
     /// (tarpc: off).
+    ///
+    /// Example: twopc outcome --coordinator 127.0.0.1:7000 --wait 1m c1.91561234567.4
     #[command(after_help = LOG_HELP)]
     Outcome(outcome_cmd::OutcomeArgs),
 

@@ -83,6 +83,8 @@ pub enum AdminCommand {
     /// Every process, reachable or not: role, epoch, in-doubt count, age of
     /// the oldest prepared transaction, locks held, heuristic decisions and
     /// mismatches.
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml status
     Status,
     /// Every transaction prepared anywhere and not yet resolved: its
     /// participants and their states, the coordinator's logged decision if
@@ -91,6 +93,9 @@ pub enum AdminCommand {
     /// A report: exit 0 whether or not it lists any. For a monitor, test
     /// the list: `twopc admin in-doubt --older-than 5s --json | jq -e
     /// '.in_doubt == []'` fails while one is stuck.
+    ///
+    /// Unanswered one-phase commits are listed too (their participant got
+    /// the commit and has not answered: applied or not, it alone knows).
     InDoubt {
         /// List only transactions prepared at least this long ago (e.g.
         /// `5s` for monitoring: under load, younger ones are mostly in
@@ -99,12 +104,16 @@ pub enum AdminCommand {
         older_than: std::time::Duration,
     },
     /// The full story of one transaction as every process's log knows it.
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml show c1.91561234567.4
     Show {
         /// Transaction id, e.g. c1.3.17 (as printed by `twopc txn`).
         txid: String,
     },
     /// Run a recovery pass now (coordinators re-send undelivered commits,
     /// participants ask for every in-doubt outcome) and report what changed.
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml recover --wait 30s
     Recover {
         /// How long to wait for transactions to resolve.
         #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
@@ -119,6 +128,8 @@ pub enum AdminCommand {
     /// A forced outcome is recorded in the participant's log as heuristic,
     /// with time and reason, and survives restarts. If the coordinator later
     /// holds the other decision, both sides report heuristic-mixed.
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml resolve c1.91561234567.4 --abort --force --reason "c1 lost"
     #[command(group = clap::ArgGroup::new("outcome").required(true).args(["commit", "abort"]))]
     Resolve {
         /// Transaction id, e.g. c1.3.17.
@@ -140,6 +151,8 @@ pub enum AdminCommand {
     /// when, why, and whether it disagrees with the coordinator's decision
     /// (heuristic-mixed: the data of that transaction is not atomic, and
     /// needs an operator's repair).
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml heuristics --json
     Heuristics,
     /// Forget the forced outcome of a transaction once you have dealt with
     /// it (checked, or repaired its data): every participant drops its
@@ -150,6 +163,8 @@ pub enum AdminCommand {
     /// mismatch is already recorded, or the coordinator's decision is the
     /// same one. Otherwise a decision still on its way could contradict it
     /// unnoticed (run `recover` first).
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml forget c1.91561234567.4
     Forget {
         /// Transaction id, e.g. c1.3.17.
         txid: String,
@@ -161,6 +176,8 @@ pub enum AdminCommand {
         force: bool,
     },
     /// The lock table: which transaction holds which key, since when.
+    ///
+    /// Example: twopc admin --config twopc-data/cluster.toml locks --key alice
     Locks {
         /// Only this key.
         #[arg(long, value_name = "K")]
