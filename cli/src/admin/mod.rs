@@ -157,7 +157,9 @@ pub enum AdminCommand {
     /// Forget the forced outcome of a transaction once you have dealt with
     /// it (checked, or repaired its data): every participant drops its
     /// heuristic record of TXID, and the coordinator its heuristic-mixed
-    /// finding, so `status` and `heuristics` stop reporting it.
+    /// finding, so `status` and `heuristics` stop reporting it, and `twopc
+    /// outcome` answers the coordinator's logged decision again (for a
+    /// mixed commit: committed, whatever the forced participants hold).
     ///
     /// Refused without --force unless each forced outcome is settled: the
     /// mismatch is already recorded, or the coordinator's decision is the
