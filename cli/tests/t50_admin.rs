@@ -174,8 +174,9 @@ async fn forcing_against_a_logged_commit_is_refused_then_reported_as_mixed() -> 
     assert_eq!(at_p1["txid"], txid.to_string(), "{listed}");
     assert_eq!(at_p1["forced"], "abort", "{listed}");
     assert_eq!(at_p1["mixed"], true, "{listed}");
+    assert!(at_p1["coordinator_decision"].as_str().is_some_and(|d| d.starts_with("commit")), "{listed}");
     let out = admin(&config, &["heuristics"], None)?;
-    assert!(text(&out).contains("MIXED: coordinator decided"), "{}", text(&out));
+    assert!(text(&out).contains("MIXED: commit"), "{}", text(&out));
     assert!(cluster.log("c1").contains("heuristic-mixed"), "the coordinator's log says it");
     assert!(cluster.log("p1").contains("heuristic-mixed"), "the participant's log says it");
     // The application asking is not told "committed": its writes are gone.

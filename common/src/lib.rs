@@ -11,6 +11,8 @@
 //!   with a connection cap, and reconnecting peers.
 //! - [`frame_gate`]: a process-wide bound on the memory of requests still
 //!   being received.
+//! - [`server_codec`]: how servers decode requests (tarpc's bincode, with
+//!   each request's deadline cut to a bound).
 //! - [`connections`]: a server's live connections; at the cap, a new one
 //!   takes the slot of the one idle longest.
 //! - [`data_dir`]: the owner file that ties a data directory to its node.
@@ -38,6 +40,7 @@ pub mod node;
 pub mod open_files;
 pub mod recent;
 pub mod ring;
+pub mod server_codec;
 pub mod service;
 pub mod shell;
 pub mod stall;

@@ -37,6 +37,11 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 4_096;
 /// A peer's connection is replaced after this many calls in a row ran
 /// out of time on it with no answer in between.
 pub const MAX_DEADLINE_MISSES_PER_CONNECTION: u32 = 3;
+/// The longest deadline a server takes from a request (a longer one is
+/// cut to it; twopc's own calls ask for 15 s at most). A request's
+/// deadline is a duration the server adds to its clock: one of 2^64 s
+/// overflowed it and panicked the server (trial 21A).
+pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(300);
 /// Deadline of ordinary RPCs (reads, prepare, commit, outcome).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a coordinator waits for a participant's answer to a read it

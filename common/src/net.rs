@@ -7,6 +7,7 @@ use crate::frame_gate::{GatedStream, LARGE_FRAME_RECEIVE_TIMEOUT, SERVER_FRAME_B
 use crate::limits::{
     CONNECT_TIMEOUT, MAX_DEADLINE_MISSES_PER_CONNECTION, MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION,
 };
+use crate::server_codec::ServerCodec;
 use crate::service::{introduce, Hello, Role};
 use futures::Future;
 use serde::{de::DeserializeOwned, Serialize};
@@ -27,8 +28,12 @@ pub const CALL_GUARD: std::time::Duration = crate::limits::RPC_TIMEOUT.saturatin
 
 /// A server's side of a connection: its inbound frames pass the
 /// [`frame_gate`](crate::frame_gate).
-pub type ServerTransport<In, Out> =
-    tarpc::serde_transport::Transport<GatedStream<TcpStream>, In, Out, Bincode<In, Out>>;
+pub type ServerTransport<Req, Resp> = tarpc::serde_transport::Transport<
+    GatedStream<TcpStream>,
+    tarpc::ClientMessage<Req>,
+    tarpc::Response<Resp>,
+    ServerCodec<Req, Resp>,
+>;
 
 /// Wraps a connected socket as a client's tarpc transport (its inbound
 /// frames are the answers of a server it chose to call).
@@ -42,16 +47,17 @@ where
 }
 
 /// Wraps an accepted socket as a server's tarpc transport: the memory of
-/// requests still being received is bounded process-wide.
-pub fn server_transport<In, Out>(stream: TcpStream) -> ServerTransport<In, Out>
+/// requests still being received is bounded process-wide, and their
+/// deadlines are cut to a bound ([`ServerCodec`]).
+pub fn server_transport<Req, Resp>(stream: TcpStream) -> ServerTransport<Req, Resp>
 where
-    In: DeserializeOwned,
-    Out: Serialize,
+    Req: DeserializeOwned,
+    Resp: Serialize,
 {
     tune(&stream);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown peer".to_string());
     let gated = GatedStream::new(stream, peer, &SERVER_FRAME_BUDGET, LARGE_FRAME_RECEIVE_TIMEOUT);
-    tarpc::serde_transport::new(Framed::new(gated, codec()), Bincode::default())
+    tarpc::serde_transport::new(Framed::new(gated, codec()), ServerCodec::default())
 }
 
 fn tune(stream: &TcpStream) {

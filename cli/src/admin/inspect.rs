@@ -514,6 +514,22 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     found.sort_by(|a, b| {
         (a.against.is_none(), &a.txid, &a.participant).cmp(&(b.against.is_none(), &b.txid, &b.participant))
     });
+    // The coordinator's decision, asked once per transaction (it was
+    // given only when it disagreed: null for a forced abort the
+    // coordinator also decided, trial 21B).
+    let mut decisions = BTreeMap::new();
+    for f in &found {
+        if !decisions.contains_key(&f.txid) {
+            let (words, _) = coordinator_decision(cluster, &f.txid).await?;
+            decisions.insert(f.txid.clone(), words);
+        }
+    }
+    let decision_of = |f: &Forced| match &f.against {
+        // What the finding was recorded against (the coordinator's log
+        // says so too, unless the finding outlived its record).
+        Some(against) if !decisions[&f.txid].starts_with(against.as_str()) => against.clone(),
+        _ => decisions[&f.txid].clone(),
+    };
     let code = complete_if(unreachable.is_empty());
     if json {
         let all: Vec<_> = found
@@ -522,7 +538,7 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                 serde_json::json!({
                     "txid": f.txid.to_string(), "participant": f.participant, "forced": f.decision,
                     "at_ms": f.at_ms, "reason": f.reason, "mixed": f.against.is_some(),
-                    "coordinator_decision": f.against,
+                    "coordinator_decision": decision_of(f),
                 })
             })
             .collect();
@@ -542,13 +558,16 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                     f.txid.to_string(),
                     f.participant.clone(),
                     f.decision.clone(),
-                    f.against.as_ref().map_or_else(|| "-".into(), |c| format!("MIXED: coordinator decided {c}")),
+                    match &f.against {
+                        Some(_) => format!("MIXED: {}", decision_of(f)),
+                        None => decision_of(f),
+                    },
                     f.at_ms.map_or_else(|| "-".into(), |at| age(now.saturating_sub(at))),
                     f.reason.clone(),
                 ]
             })
             .collect();
-        out_raw!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "AGAINST", "AGO", "REASON"], &rows));
+        out_raw!("{}", table(&["TXID", "PARTICIPANT", "FORCED", "COORDINATOR DECISION", "AGO", "REASON"], &rows));
         if found.iter().any(|f| f.against.is_some()) {
             out!("MIXED: an outcome was forced against the coordinator's decision, so that transaction is not atomic (some participants may have applied the other outcome, and the coordinator reports its own); check and repair its data by hand (`twopc admin show TXID` has its participants)");
         }
