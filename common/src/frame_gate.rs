@@ -152,6 +152,22 @@ enum Scan {
     WaitForBudget,
 }
 
+/// Connections closed for announcing a frame over the limit, in this
+/// process (logged at the 1st, 2nd, 4th, 8th…).
+static OVERSIZED_FRAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What a connection's first bytes suggest it speaks, if not twopc.
+fn not_twopc_hint(prefix: &[u8; PREFIX_BYTES]) -> &'static str {
+    match prefix {
+        b"GET " | b"POST" | b"HEAD" | b"PUT " | b"HTTP" | b"OPTI" | b"DELE" | b"PATC" | b"CONN" => {
+            " (an HTTP request? this port speaks twopc's RPC only)"
+        }
+        [0x16, 0x03, ..] => " (a TLS handshake? this port speaks twopc's RPC, without TLS)",
+        b"SSH-" => " (an SSH client? this port speaks twopc's RPC only)",
+        _ => "",
+    }
+}
+
 /// A socket whose inbound frames pass through the gate (see the module).
 pub struct GatedStream<S> {
     inner: S,
@@ -215,7 +231,19 @@ impl<S> GatedStream<S> {
                 Position::Prefix { bytes, have } if have == PREFIX_BYTES => {
                     let announced = u32::from_be_bytes(bytes) as usize;
                     if announced > MAX_FRAME_BYTES {
-                        tracing::warn!(peer = %self.peer, announced, max = MAX_FRAME_BYTES, "frame over the size limit: closing the connection");
+                        // A port scanner or health check did this on every
+                        // connection: 74 lines a second (trial 21A).
+                        let seen = OVERSIZED_FRAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if crate::node::worth_a_warning(seen.min(u64::from(u32::MAX)) as u32) {
+                            tracing::warn!(
+                                peer = %self.peer,
+                                announced,
+                                max = MAX_FRAME_BYTES,
+                                seen = seen + 1,
+                                "frame over the size limit{}: closing the connection",
+                                not_twopc_hint(&bytes)
+                            );
+                        }
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("a frame of {announced} bytes is over the limit of {MAX_FRAME_BYTES}"),
@@ -409,6 +437,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GatedStream<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connection_speaking_another_protocol_is_named_in_the_log() {
+        assert!(super::not_twopc_hint(b"GET ").contains("HTTP"));
+        assert!(super::not_twopc_hint(&[0x16, 0x03, 0x01, 0x02]).contains("TLS"));
+        assert!(super::not_twopc_hint(b"SSH-").contains("SSH"));
+        assert_eq!(super::not_twopc_hint(&[0xff, 0, 0, 0]), "");
+    }
+
     use super::*;
     use futures::StreamExt;
     use tokio::io::{AsyncWriteExt, DuplexStream};

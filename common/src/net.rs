@@ -56,8 +56,8 @@ where
 {
     tune(&stream);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown peer".to_string());
-    let gated = GatedStream::new(stream, peer, &SERVER_FRAME_BUDGET, LARGE_FRAME_RECEIVE_TIMEOUT);
-    tarpc::serde_transport::new(Framed::new(gated, codec()), ServerCodec::default())
+    let gated = GatedStream::new(stream, peer.clone(), &SERVER_FRAME_BUDGET, LARGE_FRAME_RECEIVE_TIMEOUT);
+    tarpc::serde_transport::new(Framed::new(gated, codec()), ServerCodec::new(peer))
 }
 
 fn tune(stream: &TcpStream) {

@@ -7,11 +7,13 @@
 //! and one for three years panicked its timer (trial 21A).
 
 use crate::limits::MAX_REQUEST_DEADLINE;
+use crate::node::worth_a_warning;
 use bincode::Options as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tarpc::{trace, ClientMessage, Response};
 
@@ -36,13 +38,22 @@ struct WireContext {
 }
 
 /// The codec of a server's transport, answering `Resp` to `Req`.
-pub struct ServerCodec<Req, Resp>(PhantomData<fn(Resp) -> Req>);
+pub struct ServerCodec<Req, Resp> {
+    /// Who is at the other end (for the log).
+    peer: String,
+    types: PhantomData<fn(Resp) -> Req>,
+}
 
-impl<Req, Resp> Default for ServerCodec<Req, Resp> {
-    fn default() -> Self {
-        ServerCodec(PhantomData)
+impl<Req, Resp> ServerCodec<Req, Resp> {
+    pub fn new(peer: String) -> Self {
+        ServerCodec { peer, types: PhantomData }
     }
 }
+
+/// Frames that did not decode as requests, in this process (logged at
+/// the 1st, 2nd, 4th, 8th…: such a connection is closed, and a client
+/// speaking something else had nothing logged at all, trial 21A).
+static UNDECODABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
 
 fn options() -> impl bincode::Options {
     // What tokio-serde's `Bincode` uses.
@@ -53,8 +64,15 @@ impl<Req: for<'a> Deserialize<'a>, Resp> tokio_serde::Deserializer<ClientMessage
     type Error = std::io::Error;
 
     fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<ClientMessage<Req>, Self::Error> {
-        let wire: WireMessage<Req> =
-            options().deserialize(src).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let wire: WireMessage<Req> = options().deserialize(src).map_err(|e| {
+            let seen = UNDECODABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
+            if worth_a_warning(seen.min(u64::from(u32::MAX)) as u32) {
+                let why = e.to_string().replace('\n', " ");
+                tracing::warn!(peer = %self.peer, bytes = src.len(), seen = seen + 1, error = %why,
+                    "a frame that is not a twopc request (another program, or another twopc version?): closing the connection");
+            }
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+        })?;
         Ok(match wire {
             WireMessage::Request(WireRequest { context, id, message }) => {
                 let mut ctx = tarpc::context::current();
@@ -89,7 +107,7 @@ mod tests {
     }
 
     fn decoded(bytes: &BytesMut) -> Sent {
-        Pin::new(&mut ServerCodec::<String, String>::default()).deserialize(bytes).unwrap()
+        Pin::new(&mut ServerCodec::<String, String>::new("test".into())).deserialize(bytes).unwrap()
     }
 
     fn request_with_deadline_in(timeout: Duration) -> BytesMut {
@@ -110,7 +128,7 @@ mod tests {
         assert!(matches!(decoded(&encoded(&cancel)), ClientMessage::Cancel { request_id: 9, .. }));
         // Answers go out as tarpc's client reads them.
         let answer = Response { request_id: 7, message: Ok("value".to_string()) };
-        let bytes = Pin::new(&mut ServerCodec::<String, String>::default()).serialize(&answer).unwrap();
+        let bytes = Pin::new(&mut ServerCodec::<String, String>::new("test".into())).serialize(&answer).unwrap();
         let mut client = tokio_serde::formats::Bincode::<Response<String>, Sent>::default();
         let read = Pin::new(&mut client).deserialize(&BytesMut::from(&bytes[..])).unwrap();
         assert_eq!(read.message.unwrap(), "value");
