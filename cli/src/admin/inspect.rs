@@ -2,7 +2,7 @@
 //! `locks`.
 
 use super::nodes::{Cluster, Node};
-use super::render::{age, key, now_ms, table};
+use super::render::{age, key, table};
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use crate::say::{out, out_raw};
 use serde::Serialize;
@@ -154,8 +154,12 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
                 entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
             }
             // The oldest of the participants' prepare times and the
-            // coordinator's decision time (commits not delivered everywhere).
+            // coordinator's decision time (commits not delivered everywhere),
+            // each aged on its own node's clock.
             entry.since_ms = Some(entry.since_ms.unwrap_or(u64::MAX).min(view.since_ms.unwrap_or(u64::MAX)));
+            if let Some(since) = view.since_ms {
+                entry.age_ms = Some(entry.age_ms.unwrap_or(0).max(cluster.age_at(node, since)));
+            }
             if node.role == "participant" {
                 entry.participants.insert(node.id.clone(), view.state.clone());
                 entry.locks.insert(node.id.clone(), view.locks.iter().map(|k| key(k)).collect());
@@ -166,14 +170,13 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
             }
         }
     }
-    let now = now_ms();
     for (txid, entry) in found.iter_mut() {
         for (p, state) in entry.participants.iter_mut() {
             if state == "?" {
                 *state = if reached.contains(p) { "not in doubt".into() } else { "unreachable".into() };
             }
         }
-        entry.age_ms = entry.since_ms.filter(|s| *s != u64::MAX).map(|s| now.saturating_sub(s));
+        entry.since_ms = entry.since_ms.filter(|s| *s != u64::MAX);
         entry.decision = coordinator_decision(cluster, txid).await?.0;
     }
     Ok((found.into_values().collect(), unreachable))
@@ -333,7 +336,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
                     };
                     let mut line = format!("  participant {id}: {state}");
                     if let Some(since) = v.since_ms {
-                        line.push_str(&format!(", prepared {} ago", age(now_ms().saturating_sub(since))));
+                        line.push_str(&format!(", prepared {} ago", age(cluster.age_at_id(id, since))));
                     }
                     if !v.locks.is_empty() {
                         let keys: Vec<String> = v.locks.iter().map(|k| key(k)).collect();
@@ -347,7 +350,7 @@ pub async fn show(cluster: &Cluster, txid: &TxnId, json: bool) -> Result<u8, Fai
                         out!(
                             "    heuristic {} forced {} ago: {}{}",
                             h.decision,
-                            age(now_ms().saturating_sub(h.at_ms)),
+                            age(cluster.age_at_id(id, h.at_ms)),
                             h.reason,
                             h.conflict.as_ref().map_or_else(String::new, |c| format!(" (coordinator decided {c})"))
                         );
@@ -425,7 +428,7 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
         match cluster.admin(node, AdminRequest::Locks { key: want.clone() }).await? {
             Ok(AdminReply::Locks(locks)) => {
                 for l in locks {
-                    let held = now_ms().saturating_sub(l.since_ms);
+                    let held = cluster.age_at(node, l.since_ms);
                     rows.push(vec![key(&l.key), l.holder.to_string(), node.id.clone(), age(held)]);
                     all.push(serde_json::json!({
                         "key": key(&l.key), "holder": l.holder.to_string(), "participant": node.id,
@@ -550,7 +553,6 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     } else if found.is_empty() {
         out!("no outcome was forced at the processes reached (not all could be asked: see below)");
     } else {
-        let now = now_ms();
         let rows: Vec<Vec<String>> = found
             .iter()
             .map(|f| {
@@ -562,7 +564,7 @@ pub async fn heuristics(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
                         Some(_) => format!("MIXED: {}", decision_of(f)),
                         None => decision_of(f),
                     },
-                    f.at_ms.map_or_else(|| "-".into(), |at| age(now.saturating_sub(at))),
+                    f.at_ms.map_or_else(|| "-".into(), |at| age(cluster.age_at_id(&f.participant, at))),
                     f.reason.clone(),
                 ]
             })

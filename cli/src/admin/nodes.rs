@@ -5,6 +5,7 @@ use std::time::Duration;
 use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
 use twopc_common::config::ClusterConfig;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
+use twopc_common::node::now_ms;
 use twopc_common::service::{
     coordinator_hello, introduce, participant_hello, CoordinatorRpcClient, ParticipantRpcClient, Role,
 };
@@ -28,6 +29,11 @@ pub struct Node {
     pub role: &'static str,
     pub addr: String,
     pub client: Result<Client, String>,
+    /// Its clock less this process's, in ms, as seen at connect time. A
+    /// node's times (prepared at, locked since) are aged on its own clock:
+    /// mixed with this process's, ages were off by 48 s after the wall
+    /// clock was stepped (trial 21C), or by the skew between hosts.
+    pub clock_offset_ms: i64,
 }
 
 pub struct Cluster {
@@ -86,18 +92,59 @@ impl Cluster {
         let mut nodes = Vec::new();
         for entry in &config.coordinator {
             let client = coordinator(&entry.addr, Some(&entry.id)).await.map(Client::Coordinator);
-            nodes.push(Node { id: entry.id.clone(), role: "coordinator", addr: entry.addr.clone(), client });
+            nodes.push(Node {
+                id: entry.id.clone(),
+                role: "coordinator",
+                addr: entry.addr.clone(),
+                client,
+                clock_offset_ms: 0,
+            });
         }
         for entry in &config.participant {
             let client = participant(&entry.addr, &entry.id).await.map(Client::Participant);
-            nodes.push(Node { id: entry.id.clone(), role: "participant", addr: entry.addr.clone(), client });
+            nodes.push(Node {
+                id: entry.id.clone(),
+                role: "participant",
+                addr: entry.addr.clone(),
+                client,
+                clock_offset_ms: 0,
+            });
         }
         let mut cluster = Cluster { nodes, token };
         cluster.set_aside_refusing_nodes().await?;
+        cluster.read_clocks().await;
         if target.config.is_some() {
             cluster.shun_other_clusters(&config).await?;
         }
         Ok(cluster)
+    }
+
+    /// Notes each reachable node's clock offset ([`Node::clock_offset_ms`]).
+    async fn read_clocks(&mut self) {
+        for i in 0..self.nodes.len() {
+            let asked = now_ms();
+            if let Ok(stats) = self.stats(&self.nodes[i]).await {
+                let midway = asked + now_ms().saturating_sub(asked) / 2;
+                self.nodes[i].clock_offset_ms = stats.now_ms as i64 - midway as i64;
+            }
+        }
+    }
+
+    /// The time now on `node`'s clock (ms since the Unix epoch), to age
+    /// the times it reports.
+    pub fn now_at(&self, node: &Node) -> u64 {
+        (now_ms() as i64).saturating_add(node.clock_offset_ms).max(0) as u64
+    }
+
+    /// How long ago `at` (a time `node` reported) was, on its clock.
+    pub fn age_at(&self, node: &Node, at: u64) -> u64 {
+        self.now_at(node).saturating_sub(at)
+    }
+
+    /// [`Cluster::age_at`] of the node named `id` (this process's clock
+    /// for a node not in the cluster).
+    pub fn age_at_id(&self, id: &str, at: u64) -> u64 {
+        self.node(id).map_or_else(|| now_ms().saturating_sub(at), |n| self.age_at(n, at))
     }
 
     /// Asks every reachable process to check the token. A token no
@@ -235,4 +282,28 @@ async fn participant(addr: &str, id: &str) -> Result<ParticipantRpcClient, Strin
     let client = ParticipantRpcClient::new(client_config(), transport(connect(addr).await?)).spawn();
     introduce(participant_hello(client.clone()), addr, Role::Participant, Some(id)).await?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trial 21C: a node whose clock is 48 s behind this one (its wall
+    /// clock read before a step) reported a transaction prepared 1 s ago,
+    /// which was listed as 49 s old.
+    #[test]
+    fn times_a_node_reports_are_aged_on_its_own_clock() {
+        let behind = Node {
+            id: "p1".into(),
+            role: "participant",
+            addr: "127.0.0.1:1".into(),
+            client: Err("not connected".into()),
+            clock_offset_ms: -48_000,
+        };
+        let cluster = Cluster { nodes: vec![behind], token: String::new() };
+        let prepared = now_ms() - 48_000 - 1_000;
+        let age = cluster.age_at_id("p1", prepared);
+        assert!((1_000..1_500).contains(&age), "{age} ms");
+        assert!(cluster.age_at_id("elsewhere", prepared) >= 49_000, "a node not in the cluster: this clock");
+    }
 }

@@ -54,8 +54,6 @@ pub fn key(k: &[u8]) -> String {
     String::from_utf8_lossy(k).into_owned()
 }
 
-pub use twopc_common::node::now_ms;
-
 #[cfg(test)]
 mod tests {
     use super::*;
