@@ -9,12 +9,11 @@ use crate::limits::{
 };
 use crate::server_codec::ServerCodec;
 use crate::service::{introduce, Hello, Role};
-use futures::Future;
+use futures::{Future, FutureExt as _};
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -312,14 +311,18 @@ pub struct Peer<C> {
     expected: Option<Expected<C>>,
     /// The current connection, its number (connections opened so far) and
     /// whether it has closed.
-    client: tokio::sync::Mutex<Option<(u64, C, Closed)>>,
+    client: std::sync::Mutex<Option<(u64, C, Closed)>>,
+    /// The attempt to open one under way, if any: every caller needing a
+    /// connection meanwhile waits for it (see [`Peer::connection`]).
+    attempt: std::sync::Mutex<Option<Attempt<C>>>,
     opened: AtomicU64,
     /// Calls on the current connection that ran out of time since its last
     /// answer.
     misses: AtomicU32,
-    /// When the last attempt to open a connection failed, and why.
-    failed_attempt: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+/// An attempt to open a connection, awaited by every caller that needs it.
+type Attempt<C> = futures::future::Shared<futures::future::BoxFuture<'static, Result<(u64, C), String>>>;
 
 /// Who a [`Peer`] must be: its role (and id, if known), asked with `hello`.
 pub struct Expected<C> {
@@ -334,7 +337,7 @@ pub struct Expected<C> {
 /// See [`Expected::accept`].
 pub type Accept = Arc<dyn Fn(&str, &Hello) -> Result<(), String> + Send + Sync>;
 
-impl<C: Clone> Peer<C> {
+impl<C: Clone + Send + Sync + 'static> Peer<C> {
     /// A peer whose connections are used unchecked (tests' own services).
     pub fn new(addr: String, make: fn(TcpStream, Closed) -> C) -> Arc<Self> {
         Self::build(addr, make, None)
@@ -351,10 +354,10 @@ impl<C: Clone> Peer<C> {
             addr,
             make,
             expected,
-            client: tokio::sync::Mutex::new(None),
+            client: std::sync::Mutex::new(None),
+            attempt: std::sync::Mutex::new(None),
             opened: AtomicU64::new(0),
             misses: AtomicU32::new(0),
-            failed_attempt: std::sync::Mutex::new(None),
         })
     }
 
@@ -369,50 +372,52 @@ impl<C: Clone> Peer<C> {
     }
 
     /// The current connection, opening one if there is none.
-    pub async fn client(&self) -> Result<C, String> {
+    pub async fn client(self: &Arc<Self>) -> Result<C, String> {
         self.connection().await.map(|(_, client)| client)
     }
 
     /// True if the current connection is known to have closed (the next
     /// call opens a new one). False while another call holds the slot.
     pub fn connection_closed(&self) -> bool {
-        self.client
-            .try_lock()
-            .is_ok_and(|slot| slot.as_ref().is_some_and(|(_, _, closed)| closed.load(Ordering::Acquire)))
+        let slot = self.client.lock().expect("lock");
+        slot.as_ref().is_some_and(|(_, _, closed)| closed.load(Ordering::Acquire))
     }
 
     /// The current connection, or a new one if there is none or it closed.
-    /// Callers that queued while another opened one share its failure:
-    /// to a peer that accepts connections but never answers (a black
-    /// hole, a paused process) each attempt waits out its hello, and
-    /// callers trying again one after another took 2 s more each (a
-    /// transaction took 6-8.6 s in trial 20A, not the hello's 2 s).
-    async fn connection(&self) -> Result<(u64, C), String> {
-        let asked = Instant::now();
-        let mut slot = self.client.lock().await;
-        if let Some((number, client, closed)) = slot.as_ref() {
+    /// One attempt at a time opens it, in a task of its own, and every
+    /// caller that needs a connection meanwhile waits for that attempt and
+    /// shares its result. To a peer that accepts connections but never
+    /// answers (a black hole, a paused process) an attempt waits out its
+    /// hello: callers trying one after another took 2 s more each (6-8.6 s
+    /// per transaction, trial 20A), and an attempt cut short by its
+    /// caller's deadline (an abort's 1.25 s) was begun again by the next
+    /// caller (3.25 s per transaction, trial 21C).
+    async fn connection(self: &Arc<Self>) -> Result<(u64, C), String> {
+        if let Some((number, client, closed)) = self.client.lock().expect("lock").as_ref() {
             if !closed.load(Ordering::Acquire) {
                 return Ok((*number, client.clone()));
             }
         }
-        *slot = None;
-        if let Some((at, why)) = self.failed_attempt.lock().expect("lock").as_ref() {
-            if *at >= asked {
-                return Err(why.clone());
-            }
-        }
-        match self.open().await {
-            Ok((client, closed)) => {
-                let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
-                self.misses.store(0, Ordering::Relaxed);
-                *slot = Some((number, client.clone(), closed));
-                Ok((number, client))
-            }
-            Err(why) => {
-                *self.failed_attempt.lock().expect("lock") = Some((Instant::now(), why.clone()));
-                Err(why)
-            }
-        }
+        let attempt = self.attempt.lock().expect("lock").get_or_insert_with(|| self.start_attempt()).clone();
+        attempt.await
+    }
+
+    /// Starts opening a connection; when done, it is the current one (or
+    /// the attempt failed) and the next caller needing one starts anew.
+    fn start_attempt(self: &Arc<Self>) -> Attempt<C> {
+        let peer = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let opened = peer.open().await.map(|(client, closed)| {
+                let number = peer.opened.fetch_add(1, Ordering::Relaxed) + 1;
+                peer.misses.store(0, Ordering::Relaxed);
+                *peer.client.lock().expect("lock") = Some((number, client.clone(), closed));
+                (number, client)
+            });
+            *peer.attempt.lock().expect("lock") = None;
+            opened
+        });
+        let addr = self.addr.clone();
+        async move { task.await.unwrap_or_else(|e| Err(format!("connecting to {addr} failed: {e}"))) }.boxed().shared()
     }
 
     /// Opens a connection and checks who answers there.
@@ -434,13 +439,13 @@ impl<C: Clone> Peer<C> {
     /// questions that follow it must not wait on the same connection,
     /// which may have gone silent.
     pub async fn reconnect_next_call(&self) {
-        *self.client.lock().await = None;
+        *self.client.lock().expect("lock") = None;
     }
 
     /// Drops connection `number` if it is still the current one (another
     /// call may already have replaced it).
     async fn forget(&self, number: u64) {
-        let mut slot = self.client.lock().await;
+        let mut slot = self.client.lock().expect("lock");
         if slot.as_ref().is_some_and(|(current, _, _)| *current == number) {
             *slot = None;
         }
@@ -454,7 +459,7 @@ impl<C: Clone> Peer<C> {
     /// between the connection is replaced: one that silently stopped
     /// delivering (a half-open TCP connection) would otherwise be used
     /// for good.
-    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, String>
+    pub async fn call<T, F, Fut>(self: &Arc<Self>, call: F) -> Result<T, String>
     where
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
@@ -465,7 +470,7 @@ impl<C: Clone> Peer<C> {
     /// [`Peer::call`] for a call whose deadline is not
     /// [`crate::limits::RPC_TIMEOUT`]: each attempt is abandoned after
     /// `guard`.
-    pub async fn call_within<T, F, Fut>(&self, guard: std::time::Duration, call: F) -> Result<T, String>
+    pub async fn call_within<T, F, Fut>(self: &Arc<Self>, guard: std::time::Duration, call: F) -> Result<T, String>
     where
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
@@ -475,7 +480,11 @@ impl<C: Clone> Peer<C> {
 
     /// [`Peer::call_within`], saying whether the request may have reached
     /// the peer when there is no answer.
-    pub async fn try_call_within<T, F, Fut>(&self, guard: std::time::Duration, call: F) -> Result<T, CallError>
+    pub async fn try_call_within<T, F, Fut>(
+        self: &Arc<Self>,
+        guard: std::time::Duration,
+        call: F,
+    ) -> Result<T, CallError>
     where
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, tarpc::client::RpcError>>,
@@ -623,6 +632,37 @@ mod guard_tests {
         let later = peer.try_call_within(Duration::from_secs(30), |()| async { Ok::<(), tarpc::client::RpcError>(()) });
         assert!(later.await.is_err());
         assert_eq!(HELLOS.load(Ordering::SeqCst), 2);
+        drop(listener);
+    }
+
+    static SLOW_HELLOS: AtomicU32 = AtomicU32::new(0);
+
+    /// An attempt whose caller gives up (an abort's short guard) goes on:
+    /// a caller that came meanwhile gets its result rather than begin one
+    /// of its own (trial 21C: 1.25 s + 2 s per transaction).
+    #[tokio::test]
+    async fn an_attempt_outlives_the_caller_that_began_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hello: fn(()) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>> = |_| {
+            SLOW_HELLOS.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Err(tarpc::client::RpcError::DeadlineExceeded)
+            })
+        };
+        let peer =
+            Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None, accept: None });
+        let ok = |()| async { Ok::<(), tarpc::client::RpcError>(()) };
+        let impatient = peer.try_call_within(Duration::from_millis(100), ok);
+        let patient = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            peer.try_call_within(Duration::from_secs(30), ok).await
+        };
+        let (impatient, patient) = futures::join!(impatient, patient);
+        assert!(impatient.unwrap_err().to_string().contains("no connection"));
+        assert!(patient.unwrap_err().to_string().contains("did not answer"));
+        assert_eq!(SLOW_HELLOS.load(Ordering::SeqCst), 1, "the patient caller began an attempt of its own");
         drop(listener);
     }
 }
