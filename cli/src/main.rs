@@ -179,7 +179,10 @@ enum Command {
 
     /// Read committed values (outside any transaction, taking no locks).
     ///
-    /// Prints `K = V` or `K = (absent)` for each key (`--json` for
+    /// Each key is read at its own participant: keys of several
+    /// participants are not one snapshot (a get of both sides of a
+    /// transfer being committed may see one side of it); `twopc txn get A
+    /// get B` reads them together, validated at commit. Prints `K = V` or `K = (absent)` for each key (`--json` for
     /// machines, `--raw` for one value's exact bytes). Exit code 0, 1 if
     /// `--raw`'s key is absent, 3 on a usage error or refused request, 4
     /// when trying again later may succeed (coordinator unreachable,
