@@ -208,7 +208,8 @@ enum Command {
     /// even if that id was never used. One of an epoch its log never ran
     /// (the coordinator was started on another data directory, or another
     /// process had its id) prints `TXID: unknown` (exit 2): only the other
-    /// log knows. A commit an operator then forced to abort at some of its
+    /// log knows; unless a participant applied it (an operator forced it
+    /// with `twopc admin resolve --commit --force`): committed. A commit an operator then forced to abort at some of its
     /// participants (`twopc admin resolve --force` while the coordinator
     /// was down) prints `TXID: mixed` (exit 1), naming them (with
     /// --json in `forced_abort_at`).

@@ -700,9 +700,15 @@ impl Engine {
         }
         // Never minted here: unknown, and asking changes nothing. (A
         // question once moved the sequence past the id asked about, so one
-        // about seq u64::MAX - 1 made the next begin overflow.)
-        if let Some(e) = self.not_minted_here(&txid) {
-            return out.push(Command::Reply { req, reply: Reply::Error(e) });
+        // about seq u64::MAX - 1 made the next begin overflow.) One of an
+        // epoch this log never ran is probed all the same: a participant
+        // that applied it knows it committed (an operator forced it after
+        // the log that minted it was lost, and `outcome` said "unknown"
+        // for good: trials 19, 21C); anything else stays unknown.
+        match self.not_minted_here(&txid) {
+            Some(ServiceError::ForeignEpoch { .. }) => {}
+            Some(e) => return out.push(Command::Reply { req, reply: Reply::Error(e) }),
+            None => {}
         }
         // Finished and forgotten, or from an older run: a two-phase commit
         // would have a Commit record, but a one-phase commit is known only
@@ -755,6 +761,13 @@ impl Engine {
             return;
         };
         let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
+        if let Some(foreign) = self.not_minted_here(&txid).filter(|_| !committed) {
+            // Only the log that minted it knows: nothing to presume.
+            for req in waiters {
+                out.push(Command::Reply { req, reply: Reply::Error(foreign.clone()) });
+            }
+            return;
+        }
         let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
         // A participant still prepared never acked a commit, so a Commit
         // record would still be here: that id was not forgotten.
@@ -771,7 +784,11 @@ impl Engine {
             return;
         }
         let status = if committed {
-            self.remember(txid, Known::Applied);
+            // (Another log's txid is not remembered here: asked again, it
+            // is probed again.)
+            if self.not_minted_here(&txid).is_none() {
+                self.remember(txid, Known::Applied);
+            }
             OutcomeStatus::Committed
         } else if unsure {
             OutcomeStatus::Pending

@@ -392,12 +392,22 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
     assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
     for foreign in [txid(7, 1), txid(3, 1)] {
         let refused = Reply::Error(ServiceError::ForeignEpoch { txid: foreign.clone() });
-        assert_eq!(e.handle(Event::Outcome { req: 1, txid: foreign.clone() }), vec![reply(1, refused.clone())]);
+        // Asked, its participants are probed; none applied it: unknown.
+        let probe = vec![Command::Probe { txid: foreign.clone() }];
+        assert_eq!(e.handle(Event::Outcome { req: 1, txid: foreign.clone() }), probe);
+        let answers = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Prepared)];
+        let out = e.handle(Event::ProbeResult { txid: foreign.clone(), answers });
+        assert_eq!(out, vec![reply(1, refused.clone())]);
         let out = e.handle(Event::Commit { req: 2, txid: foreign.clone(), plan: plan(&foreign, &["p1", "p2"]) });
         assert_eq!(out, vec![reply(2, refused.clone())]);
         // A client's abort does not mark it aborted either.
         assert_eq!(e.handle(Event::ClientAbort { req: 3, txid: foreign.clone() }), vec![reply(3, refused.clone())]);
-        assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), vec![reply(4, refused)]);
+        // One that a participant applied (an operator forced it, the log
+        // that minted it lost) is committed: trial 21C had "unknown" for good.
+        assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), probe);
+        let answers = vec![Ok(ProbeAnswer::Committed), Err("p2 unreachable".to_string())];
+        let out = e.handle(Event::ProbeResult { txid: foreign.clone(), answers });
+        assert_eq!(out, vec![reply(4, Reply::Status(OutcomeStatus::Committed))]);
         assert_eq!(e.view(&foreign).state, "foreign-epoch");
     }
     // Its own older epoch: presumed abort, after asking the participants.
@@ -413,7 +423,9 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
     // only with a restart.
     let later = txid(12, 1);
     let refused = Reply::Error(ServiceError::ForeignEpoch { txid: later.clone() });
-    assert_eq!(e.handle(Event::Outcome { req: 8, txid: later.clone() }), vec![reply(8, refused)]);
+    assert_eq!(e.handle(Event::Outcome { req: 8, txid: later.clone() }), vec![Command::Probe { txid: later.clone() }]);
+    let out = e.handle(Event::ProbeResult { txid: later.clone(), answers: vec![Ok(ProbeAnswer::Aborted)] });
+    assert_eq!(out, vec![reply(8, refused)]);
     assert_eq!(e.view(&later).state, "foreign-epoch");
     assert_eq!(begin(&mut e, 7), future);
 }
