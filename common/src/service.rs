@@ -17,6 +17,7 @@ use crate::net::context_with_timeout;
 use crate::txn::{Key, Outcome, OutcomeStatus, PrepareRequest, ProbeAnswer, TxnOps, Versioned, Vote};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::io::ErrorKind;
 pub use tarpc::client::RpcError;
 
 /// What kind of process answers.
@@ -65,8 +66,12 @@ impl Hello {
 /// answers at the address. Trying again fails the same way, unlike a
 /// process that is down or hung.
 pub fn names_wrong_process(failure: &str) -> bool {
-    (failure.contains(" is coordinator ") || failure.contains(" is participant ")) && failure.contains(", not ")
+    ((failure.contains(" is coordinator ") || failure.contains(" is participant ")) && failure.contains(", not "))
+        || failure.contains(NOT_TWOPC)
 }
+
+/// What [`hello_failure`] says of an answer that is not twopc's protocol.
+const NOT_TWOPC: &str = "does not speak twopc's protocol";
 
 #[tarpc::service]
 pub trait ParticipantRpc {
@@ -161,15 +166,40 @@ fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
         // do not decode (an echo server was said to have closed).
         RpcError::Channel(e) => {
             let mut why = e.to_string();
+            let mut undecodable = false;
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
                 why.push_str(&format!(": {s}"));
+                undecodable |= is_invalid_data(s);
                 source = s.source();
             }
-            format!("{addr} gave no twopc answer ({why}): stopping or restarting, or not a twopc {role}?")
+            // (bincode's messages span lines.)
+            let why = why.replace('\n', " ");
+            if undecodable {
+                // Bytes that are not twopc frames (an HTTP or SSH server
+                // there, or a twopc of another release): trying again
+                // fails the same way (it was exit 4, "retryable": trial 21A).
+                format!(
+                    "{addr} {NOT_TWOPC} ({why}): another program listens there, or a twopc {role} of another release?"
+                )
+            } else {
+                format!("{addr} gave no twopc answer ({why}): stopping or restarting, at its connection limit, or not a twopc {role}?")
+            }
         }
         e => format!("{addr}: {e} (is it a twopc {role}?)"),
     }
+}
+
+/// Whether `e` is, or wraps, an I/O error of kind `InvalidData` (bytes
+/// that do not decode). tarpc hands a transport's error on as an
+/// `Arc<dyn Error>`, wrapped in an `io::Error` of kind `Other`, whose
+/// `source()` skips the wrapped error itself.
+fn is_invalid_data(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io.kind() == ErrorKind::InvalidData || io.get_ref().is_some_and(|inner| is_invalid_data(inner));
+    }
+    e.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        .is_some_and(|shared| is_invalid_data(shared.as_ref()))
 }
 
 /// Asks a coordinator who it is, within [`HELLO_TIMEOUT`].
@@ -196,5 +226,20 @@ mod tests {
         let hung = hello_failure("127.0.0.1:7001", Role::Coordinator, &RpcError::DeadlineExceeded);
         assert!(!names_wrong_process(&hung), "{hung}");
         assert!(!names_wrong_process("cannot connect to 127.0.0.1:7000: Connection refused (os error 111)"));
+    }
+
+    /// Trial 21A: an SSH or HTTP server at the address was "retryable".
+    #[test]
+    fn an_answer_in_another_protocol_is_not_worth_retrying() {
+        let garbage =
+            std::io::Error::new(ErrorKind::InvalidData, "Byte 255 is treated as an extension point;\nit should not");
+        // Wrapped as tarpc's transport hands it on.
+        let garbage = std::io::Error::other(garbage);
+        let e = RpcError::Channel(tarpc::ChannelError::Read(std::sync::Arc::new(garbage)));
+        let said = hello_failure("127.0.0.1:22", Role::Coordinator, &e);
+        assert!(names_wrong_process(&said) && !said.contains('\n'), "{said}");
+        let reset = std::io::Error::new(ErrorKind::ConnectionReset, "Connection reset by peer");
+        let e = RpcError::Channel(tarpc::ChannelError::Read(std::sync::Arc::new(reset)));
+        assert!(!names_wrong_process(&hello_failure("127.0.0.1:7001", Role::Participant, &e)));
     }
 }
