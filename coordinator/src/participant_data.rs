@@ -60,10 +60,12 @@ impl ParticipantData {
             Some(data) => {
                 let why = format!(
                     "{addr} is participant {id}, but its data is not the data this coordinator worked with as {id} \
-                 (data id {now}, not {data}): it was begun anew (--init on an empty or another directory), so \
-                 keys committed at {id} would seem absent. Start the {id} that holds its data; if that data is \
-                 lost for good and this {id} takes its place, remove the line \"{id} {data}\" from {path} and \
-                 restart this coordinator",
+                 (data id {now}, not {data}): it was begun anew (--init on an empty or another directory), or \
+                 this coordinator's cluster file points {id} at another process than the one holding its data, \
+                 so keys committed at {id} would seem absent. Start the {id} that holds its data, or correct the \
+                 cluster file; only if that data is lost for good and this {id} takes its place, save `twopc \
+                 admin in-doubt` (transactions in doubt at the old {id} lose their writes there), remove the \
+                 line \"{id} {data}\" from {path} and restart this coordinator",
                     id = hello.id,
                     now = hello.data_id,
                     path = self.dir.join(PARTICIPANT_DATA_FILE).display(),
