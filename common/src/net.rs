@@ -377,7 +377,7 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
     }
 
     /// True if the current connection is known to have closed (the next
-    /// call opens a new one). False while another call holds the slot.
+    /// call opens a new one).
     pub fn connection_closed(&self) -> bool {
         let slot = self.client.lock().expect("lock");
         slot.as_ref().is_some_and(|(_, _, closed)| closed.load(Ordering::Acquire))

@@ -144,12 +144,12 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // coordinator and the new participant ran, serving the keys the new
     // participant now owned as absent and accepting writes to them).
     twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(CoordinatorError::DataDir)?;
-    // Lazy writes are synced in the background, except while a durability
-    // rule is sabotaged: a record written lazily in breach of it then stays
-    // loseable until the next synced write, so the checkers can see it.
     let data_id =
         twopc_common::data_dir::data_id(&opts.data_dir, !log.created.exists()).map_err(CoordinatorError::DataDir)?;
     let participant_data = Arc::new(ParticipantData::load(&opts.data_dir).map_err(CoordinatorError::DataDir)?);
+    // Lazy writes are synced in the background, except while a durability
+    // rule is sabotaged: a record written lazily in breach of it then stays
+    // loseable until the next synced write, so the checkers can see it.
     let rocks_wal = Arc::new(RocksWal::<CoordinatorRecord>::open_created_once(
         &log.wal,
         &log.created,
