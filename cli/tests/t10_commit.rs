@@ -274,6 +274,31 @@ async fn dropped_clients_and_commits_cut_short_leave_no_id_open() -> Result<()> 
     Ok(())
 }
 
+/// Trial 21D: a program returning from `main` right after dropping its
+/// client left its spare ids open (the background aborts never ran);
+/// `close` aborts them before it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_client_leaves_no_spare_id_open() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    for i in 0..3 {
+        let mut txn = client.begin().await?;
+        txn.put(format!("closed-{i}").as_bytes(), b"v".to_vec());
+        txn.commit().await?;
+    }
+    let c1 = coordinator_rpc(&cluster).await?;
+    let open = || async {
+        Ok::<_, anyhow::Error>(c1.stats(twopc_common::net::context_with_timeout(Duration::from_secs(2))).await?.open)
+    };
+    cluster
+        .eventually("the client holds spare ids", Duration::from_secs(10), || async { Ok(open().await? > 0) })
+        .await?;
+    client.close().await;
+    // At once, not eventually: the aborts were sent and answered.
+    assert_eq!(open().await?, 0, "spare ids left open after close");
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_address_that_can_never_work_is_an_invalid_request_not_a_retryable_one() {
     for bad in ["127.0.0.1", "", "127.0.0.1:99999", "http://127.0.0.1:7000", ":7000"] {

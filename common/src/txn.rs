@@ -282,8 +282,8 @@ impl fmt::Display for AbortReason {
             }
             AbortReason::Expired { after_ms } => write!(
                 f,
-                "transaction expired: begun more than {} s before its commit, so the coordinator aborted it \
-                 (begin a new one)",
+                "transaction expired: its id was minted more than {} s before its commit (by `begin`, or up \
+                 to 20 s before it, as a client's spare), so the coordinator aborted it (begin a new one)",
                 after_ms / 1000
             ),
         }
