@@ -54,6 +54,10 @@ const PREFIX_BYTES: usize = 4;
 
 const _: () = assert!(MAX_FRAME_BYTES <= MAX_LARGE_FRAME_BYTES_RECEIVING, "a largest frame must fit the budget");
 
+/// Large frames that had to wait for budget, in this process (logged at
+/// the 1st, 2nd, 4th, 8th…).
+static FRAMES_WAITED: AtomicU64 = AtomicU64::new(0);
+
 /// Announced bytes of the large frames being received, shared by every
 /// connection of a process, and the line of frames waiting for them.
 #[derive(Debug)]
@@ -99,6 +103,20 @@ impl FrameBudget {
             let mine = self.next_ticket.fetch_add(1, Ordering::Relaxed);
             line.insert(mine);
             *ticket = Some(mine);
+            // Slow senders of large frames can hold the budget: requests
+            // behind them waited 9-13 s with nothing logged (trial 21A).
+            let waited = FRAMES_WAITED.fetch_add(1, Ordering::Relaxed);
+            if crate::node::worth_a_warning(waited.min(u64::from(u32::MAX)) as u32) {
+                tracing::warn!(
+                    bytes,
+                    in_use = self.in_use(),
+                    limit = self.limit,
+                    waiting = line.len(),
+                    waited = waited + 1,
+                    "a large request waits: the memory for large requests being received is taken (by slow or \
+                     stalled senders?)"
+                );
+            }
         }
         false
     }
