@@ -666,7 +666,9 @@ fn a_coordinator_restarted_under_another_participant_list_refuses_to_start() -> 
 /// why; removing its line from the coordinator's record lets it in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_data_was_begun_anew_is_refused_by_the_coordinator_that_knew_it() -> Result<()> {
-    let mut cluster = Cluster::start(2)?;
+    let mut cluster = Cluster::new(2);
+    cluster.set_admin_token("begun-anew-token");
+    cluster.start_all()?;
     let keys = cluster.key_per_participant("begun-anew");
     let client = cluster.client().await?;
     let mut txn = client.begin().await?;
@@ -687,6 +689,10 @@ async fn a_participant_whose_data_was_begun_anew_is_refused_by_the_coordinator_t
     let read = client.read(vec![keys[1].clone()]).await;
     assert!(read.as_ref().is_err_and(|e| e.to_string().contains("begun anew")), "{read:?}");
     assert!(cluster.log("c1").contains("begun anew"), "{}", cluster.log_tail("c1", 20));
+    // `admin status` says so too: p2 itself is up.
+    let config = cluster.write_cluster_file()?;
+    let status = support::twopc(&["admin", "status", "--config", &config.display().to_string()])?;
+    assert!(support::text(&status).contains("REFUSED by c1: p2: "), "{}", support::text(&status));
 
     // The operator gives p2's old data up: its line goes, c1 restarts.
     let record = cluster.data_dir("c1").join("PARTICIPANT_DATA");

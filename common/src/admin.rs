@@ -48,6 +48,10 @@ pub struct NodeStats {
     /// (damaged data files, most often); its log names the key and error.
     #[serde(default)]
     pub storage_errors: u64,
+    /// Coordinator: participants whose connections it refuses because
+    /// their data is not the data it worked with, each as "ID: why".
+    #[serde(default)]
+    pub refused_participants: Vec<String>,
 }
 
 /// An admin operation, sent with the token.

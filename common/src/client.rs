@@ -31,7 +31,7 @@ use crate::txn::{
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,29 @@ pub struct Client {
     begun: Arc<AtomicBool>,
     /// A refill is in flight (at most one per client).
     refilling: Arc<AtomicBool>,
+    /// Background work in flight: spare refills, and aborts of dropped
+    /// transactions ([`Client::close`] waits for it).
+    background: Arc<AtomicUsize>,
 }
+
+/// One piece of a client's background work, counted while it lives.
+struct Background(Arc<AtomicUsize>);
+
+impl Background {
+    fn start(count: &Arc<AtomicUsize>) -> Background {
+        count.fetch_add(1, Ordering::AcqRel);
+        Background(count.clone())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long [`Client::close`] waits for background work, at most.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// A transaction id and where it came from.
 #[derive(Clone)]
@@ -201,6 +223,7 @@ impl Client {
             coordinators,
             begun: Arc::default(),
             refilling: Arc::default(),
+            background: Arc::default(),
         })
     }
 
@@ -284,7 +307,9 @@ impl Client {
             return;
         }
         let client = self.clone();
+        let working = Background::start(&self.background);
         tokio::spawn(async move {
+            let _working = working;
             if let Ok(minted) = client.mint(SPARE_TXIDS - have).await {
                 client.spare_txids.lock().extend(minted);
             }
@@ -324,13 +349,19 @@ impl Client {
         Ok(self.coordinators.first_answer(call).await.map_err(ClientError::Connection)??)
     }
 
-    /// Aborts this client's spare transaction ids now, and waits for it.
-    /// Dropping the last clone of a client does that in the background,
-    /// which a program that returns from `main` at once cuts short: its
-    /// spares then stay open at the coordinator for a minute (trial 21D:
-    /// 24 per run). Call it before a short program exits. The client
-    /// still works afterwards (`begin` mints new ids).
+    /// Aborts this client's spare transaction ids now, and waits for it
+    /// and for its background work (a refill of spares, aborts of dropped
+    /// transactions), up to [`CLOSE_WAIT`]. Dropping the last clone of a
+    /// client aborts the spares in the background, which a program that
+    /// returns from `main` at once cuts short: they then stay open at the
+    /// coordinator for a minute (trial 21D: 24 per run). Call it before a
+    /// short program exits. The client still works afterwards (`begin`
+    /// mints new ids).
     pub async fn close(&self) {
+        let until = Instant::now() + CLOSE_WAIT;
+        while self.background.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         if let Some(aborts) = self.spare_txids.take_aborts() {
             aborts.await;
         }
@@ -585,7 +616,9 @@ impl Drop for Transaction {
         // expires the id after a minute.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let peer = self.client.coordinators.peer(minted.coordinator).clone();
+        let working = Background::start(&self.client.background);
         runtime.spawn(async move {
+            let _working = working;
             if let Err(e) = send_abort(&peer, minted.txid.clone()).await {
                 tracing::debug!(txid = %minted.txid, error = %e, "abort of a dropped transaction failed");
             }

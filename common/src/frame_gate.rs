@@ -56,7 +56,7 @@ const _: () = assert!(MAX_FRAME_BYTES <= MAX_LARGE_FRAME_BYTES_RECEIVING, "a lar
 
 /// Large frames that had to wait for budget, in this process (logged at
 /// the 1st, 2nd, 4th, 8th…).
-static FRAMES_WAITED: AtomicU64 = AtomicU64::new(0);
+static FRAMES_WAITED: crate::node::LogThrottle = crate::node::LogThrottle::new();
 
 /// Announced bytes of the large frames being received, shared by every
 /// connection of a process, and the line of frames waiting for them.
@@ -105,14 +105,13 @@ impl FrameBudget {
             *ticket = Some(mine);
             // Slow senders of large frames can hold the budget: requests
             // behind them waited 9-13 s with nothing logged (trial 21A).
-            let waited = FRAMES_WAITED.fetch_add(1, Ordering::Relaxed);
-            if crate::node::worth_a_warning(waited.min(u64::from(u32::MAX)) as u32) {
+            if let Some(waited) = FRAMES_WAITED.event() {
                 tracing::warn!(
                     bytes,
                     in_use = self.in_use(),
                     limit = self.limit,
                     waiting = line.len(),
-                    waited = waited + 1,
+                    waited,
                     "a large request waits: the memory for large requests being received is taken (by slow or \
                      stalled senders?)"
                 );
@@ -172,7 +171,7 @@ enum Scan {
 
 /// Connections closed for announcing a frame over the limit, in this
 /// process (logged at the 1st, 2nd, 4th, 8th…).
-static OVERSIZED_FRAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static OVERSIZED_FRAMES: crate::node::LogThrottle = crate::node::LogThrottle::new();
 
 /// What a connection's first bytes suggest it speaks, if not twopc.
 fn not_twopc_hint(prefix: &[u8; PREFIX_BYTES]) -> &'static str {
@@ -251,13 +250,12 @@ impl<S> GatedStream<S> {
                     if announced > MAX_FRAME_BYTES {
                         // A port scanner or health check did this on every
                         // connection: 74 lines a second (trial 21A).
-                        let seen = OVERSIZED_FRAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if crate::node::worth_a_warning(seen.min(u64::from(u32::MAX)) as u32) {
+                        if let Some(seen) = OVERSIZED_FRAMES.event() {
                             tracing::warn!(
                                 peer = %self.peer,
                                 announced,
                                 max = MAX_FRAME_BYTES,
-                                seen = seen + 1,
+                                seen,
                                 "frame over the size limit{}: closing the connection",
                                 not_twopc_hint(&bytes)
                             );

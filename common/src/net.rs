@@ -324,6 +324,15 @@ pub struct Peer<C> {
 /// An attempt to open a connection, awaited by every caller that needs it.
 type Attempt<C> = futures::future::Shared<futures::future::BoxFuture<'static, Result<(u64, C), String>>>;
 
+/// Clears a peer's attempt slot when dropped (see [`Peer::start_attempt`]).
+struct EndOfAttempt<'a, C>(&'a std::sync::Mutex<Option<Attempt<C>>>);
+
+impl<C> Drop for EndOfAttempt<'_, C> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+}
+
 /// Who a [`Peer`] must be: its role (and id, if known), asked with `hello`.
 pub struct Expected<C> {
     pub hello: fn(C) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>>,
@@ -393,13 +402,26 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
     /// caller's deadline (an abort's 1.25 s) was begun again by the next
     /// caller (3.25 s per transaction, trial 21C).
     async fn connection(self: &Arc<Self>) -> Result<(u64, C), String> {
-        if let Some((number, client, closed)) = self.client.lock().expect("lock").as_ref() {
-            if !closed.load(Ordering::Acquire) {
-                return Ok((*number, client.clone()));
-            }
+        if let Some(live) = self.live_connection() {
+            return Ok(live);
         }
-        let attempt = self.attempt.lock().expect("lock").get_or_insert_with(|| self.start_attempt()).clone();
+        let attempt = {
+            let mut attempt = self.attempt.lock().expect("lock");
+            // Looked at again under the lock: an attempt that ended just
+            // now left its connection here (else a second one was opened).
+            if let Some(live) = self.live_connection() {
+                return Ok(live);
+            }
+            attempt.get_or_insert_with(|| self.start_attempt()).clone()
+        };
         attempt.await
+    }
+
+    /// The current connection, if it has not closed.
+    fn live_connection(&self) -> Option<(u64, C)> {
+        let slot = self.client.lock().expect("lock");
+        let (number, client, closed) = slot.as_ref()?;
+        (!closed.load(Ordering::Acquire)).then(|| (*number, client.clone()))
     }
 
     /// Starts opening a connection; when done, it is the current one (or
@@ -407,14 +429,16 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
     fn start_attempt(self: &Arc<Self>) -> Attempt<C> {
         let peer = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let opened = peer.open().await.map(|(client, closed)| {
+            // However the task ends (done, cancelled with its runtime, or
+            // a panic), the next caller starts anew: a finished attempt
+            // left in place would answer every later call with its error.
+            let _ends = EndOfAttempt(&peer.attempt);
+            peer.open().await.map(|(client, closed)| {
                 let number = peer.opened.fetch_add(1, Ordering::Relaxed) + 1;
                 peer.misses.store(0, Ordering::Relaxed);
                 *peer.client.lock().expect("lock") = Some((number, client.clone(), closed));
                 (number, client)
-            });
-            *peer.attempt.lock().expect("lock") = None;
-            opened
+            })
         });
         let addr = self.addr.clone();
         async move { task.await.unwrap_or_else(|e| Err(format!("connecting to {addr} failed: {e}"))) }.boxed().shared()

@@ -3,6 +3,7 @@
 //! running in this process, and the wall clock the engines are fed.
 
 use crate::error::ServiceError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Milliseconds since the Unix epoch, read from the wall clock once per
@@ -29,6 +30,45 @@ pub fn now_ms() -> u64 {
 /// transaction per retry; `twopc admin status` counts what waits meanwhile.
 pub fn worth_a_warning(attempt: u32) -> bool {
     attempt.wrapping_add(1).is_power_of_two()
+}
+
+/// Repeated events of one kind (garbage frames, refused connections),
+/// logged at the 1st, 2nd, 4th, 8th… and at least once a minute while
+/// they go on: counting alone went quiet for good after a burst (a port
+/// scanner's millions), hiding a later event of the same kind.
+pub struct LogThrottle {
+    count: AtomicU64,
+    last_logged_ms: AtomicU64,
+}
+
+/// The longest a [`LogThrottle`] stays quiet while its events go on.
+pub const LOG_THROTTLE_MAX_QUIET_MS: u64 = 60_000;
+
+impl LogThrottle {
+    pub const fn new() -> LogThrottle {
+        LogThrottle { count: AtomicU64::new(0), last_logged_ms: AtomicU64::new(0) }
+    }
+
+    /// Counts one event: `Some(events so far)` if it is worth a line.
+    pub fn event(&self) -> Option<u64> {
+        self.event_at(now_ms())
+    }
+
+    fn event_at(&self, now: u64) -> Option<u64> {
+        let seen = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let quiet_for = now.saturating_sub(self.last_logged_ms.load(Ordering::Relaxed));
+        if seen.is_power_of_two() || quiet_for >= LOG_THROTTLE_MAX_QUIET_MS {
+            self.last_logged_ms.store(now, Ordering::Relaxed);
+            return Some(seen);
+        }
+        None
+    }
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        LogThrottle::new()
+    }
 }
 
 /// The RPC layer's way into an engine task: a bounded queue of inputs,
@@ -100,7 +140,18 @@ impl<E> Running<E> {
 
 #[cfg(test)]
 mod clock_tests {
-    use super::{now_ms, worth_a_warning};
+    use super::{now_ms, worth_a_warning, LogThrottle, LOG_THROTTLE_MAX_QUIET_MS};
+
+    #[test]
+    fn a_throttled_log_speaks_at_powers_of_two_and_at_least_once_a_minute() {
+        let throttle = LogThrottle::new();
+        let start = 1_000_000_000;
+        let logged: Vec<u64> = (0..100).filter_map(|_| throttle.event_at(start)).collect();
+        assert_eq!(logged, vec![1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(throttle.event_at(start + 1_000), None);
+        assert_eq!(throttle.event_at(start + LOG_THROTTLE_MAX_QUIET_MS), Some(102), "quiet for a minute");
+        assert_eq!(throttle.event_at(start + LOG_THROTTLE_MAX_QUIET_MS + 1), None);
+    }
 
     #[test]
     fn retries_warn_ever_more_rarely() {

@@ -7,13 +7,12 @@
 //! and one for three years panicked its timer (trial 21A).
 
 use crate::limits::MAX_REQUEST_DEADLINE;
-use crate::node::worth_a_warning;
+use crate::node::LogThrottle;
 use bincode::Options as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tarpc::{trace, ClientMessage, Response};
 
@@ -53,7 +52,7 @@ impl<Req, Resp> ServerCodec<Req, Resp> {
 /// Frames that did not decode as requests, in this process (logged at
 /// the 1st, 2nd, 4th, 8th…: such a connection is closed, and a client
 /// speaking something else had nothing logged at all, trial 21A).
-static UNDECODABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+static UNDECODABLE_FRAMES: LogThrottle = LogThrottle::new();
 
 fn options() -> impl bincode::Options {
     // What tokio-serde's `Bincode` uses.
@@ -65,10 +64,9 @@ impl<Req: for<'a> Deserialize<'a>, Resp> tokio_serde::Deserializer<ClientMessage
 
     fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<ClientMessage<Req>, Self::Error> {
         let wire: WireMessage<Req> = options().deserialize(src).map_err(|e| {
-            let seen = UNDECODABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
-            if worth_a_warning(seen.min(u64::from(u32::MAX)) as u32) {
+            if let Some(seen) = UNDECODABLE_FRAMES.event() {
                 let why = e.to_string().replace('\n', " ");
-                tracing::warn!(peer = %self.peer, bytes = src.len(), seen = seen + 1, error = %why,
+                tracing::warn!(peer = %self.peer, bytes = src.len(), seen, error = %why,
                     "a frame that is not a twopc request (another program, or another twopc version?): closing the connection");
             }
             std::io::Error::new(std::io::ErrorKind::InvalidData, e)

@@ -271,8 +271,19 @@ pub struct Engine {
     mixed: BTreeMap<TxnId, BTreeSet<NodeId>>,
     /// Outcome questions waiting for a probe: txid → requests.
     probing: BTreeMap<TxnId, Vec<RequestId>>,
+    /// Txids of an older epoch this log never ran, probed and found
+    /// applied nowhere: txid → when (tick ms). Asked again within
+    /// [`FOREIGN_REPROBE_MS`], they are answered unknown without a probe
+    /// (in-doubt participants ask about them every few seconds).
+    foreign_probed: Recent<TxnId, u64>,
     last_tick_ms: Option<u64>,
 }
+
+/// How long a foreign txid found applied nowhere is answered unknown
+/// without probing again.
+pub const FOREIGN_REPROBE_MS: u64 = 10_000;
+/// Foreign txids remembered as probed, at most.
+pub const MAX_FOREIGN_PROBED: usize = 10_000;
 
 impl Engine {
     pub fn new(me: NodeId) -> Self {
@@ -285,6 +296,7 @@ impl Engine {
             active: BTreeMap::new(),
             known: Recent::new(MAX_REMEMBERED_OUTCOMES),
             probing: BTreeMap::new(),
+            foreign_probed: Recent::new(MAX_FOREIGN_PROBED),
             mixed: BTreeMap::new(),
             last_tick_ms: None,
         }
@@ -701,12 +713,16 @@ impl Engine {
         // Never minted here: unknown, and asking changes nothing. (A
         // question once moved the sequence past the id asked about, so one
         // about seq u64::MAX - 1 made the next begin overflow.) One of an
-        // epoch this log never ran is probed all the same: a participant
-        // that applied it knows it committed (an operator forced it after
-        // the log that minted it was lost, and `outcome` said "unknown"
-        // for good: trials 19, 21C); anything else stays unknown.
+        // older epoch this log never ran is probed all the same: a
+        // participant that applied it knows it committed (an operator
+        // forced it after the log that minted it was lost, and `outcome`
+        // said "unknown" for good: trials 19, 21C); anything else stays
+        // unknown. Not one of a later epoch: no lost log minted it (a
+        // second instance started later did, or nothing did: a probe of
+        // epoch 2^64-1 fenced it at every participant, and their record
+        // of forgotten outcomes jumped past every real txid).
         match self.not_minted_here(&txid) {
-            Some(ServiceError::ForeignEpoch { .. }) => {}
+            Some(ServiceError::ForeignEpoch { .. }) if txid.epoch < self.epoch && !self.probed_lately(&txid) => {}
             Some(e) => return out.push(Command::Reply { req, reply: Reply::Error(e) }),
             None => {}
         }
@@ -739,6 +755,12 @@ impl Engine {
             .then(|| ServiceError::ForeignEpoch { txid: txid.clone() })
     }
 
+    /// Whether `txid` (foreign) was probed and found applied nowhere lately.
+    fn probed_lately(&self, txid: &TxnId) -> bool {
+        let now = self.last_tick_ms.unwrap_or(0);
+        self.foreign_probed.get(txid).is_some_and(|at| now.saturating_sub(*at) < FOREIGN_REPROBE_MS)
+    }
+
     /// Remembers `txid`'s outcome, noting how far its epoch's forgotten
     /// outcomes reach when the oldest remembered one is dropped.
     fn remember(&mut self, txid: TxnId, known: Known) {
@@ -763,6 +785,7 @@ impl Engine {
         let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
         if let Some(foreign) = self.not_minted_here(&txid).filter(|_| !committed) {
             // Only the log that minted it knows: nothing to presume.
+            self.foreign_probed.insert(txid, self.last_tick_ms.unwrap_or(0));
             for req in waiters {
                 out.push(Command::Reply { req, reply: Reply::Error(foreign.clone()) });
             }

@@ -10,10 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use twopc_common::data_dir::{is_data_id, write_synced};
-use twopc_common::node::worth_a_warning;
+use twopc_common::node::LogThrottle;
 use twopc_common::service::Hello;
 
 /// The file, in a coordinator's data directory, that it keeps them in.
@@ -24,7 +23,9 @@ pub(crate) struct ParticipantData {
     dir: PathBuf,
     known: Mutex<BTreeMap<String, String>>,
     /// Connections refused so far (logged at the 1st, 2nd, 4th, 8th…).
-    refused: AtomicU32,
+    refused: LogThrottle,
+    /// Why each participant refused now is (its latest connection was).
+    refusing: Mutex<BTreeMap<String, String>>,
 }
 
 impl ParticipantData {
@@ -48,15 +49,33 @@ impl ParticipantData {
             };
             known.insert(id.to_string(), data.to_string());
         }
-        Ok(ParticipantData { dir: dir.to_path_buf(), known: Mutex::new(known), refused: AtomicU32::new(0) })
+        Ok(ParticipantData {
+            dir: dir.to_path_buf(),
+            known: Mutex::new(known),
+            refused: LogThrottle::new(),
+            refusing: Mutex::default(),
+        })
     }
 
     /// Accepts `hello` from the participant at `addr` if its data is the
     /// one known, or none is known yet (then recorded, synced, first).
     pub(crate) fn check(&self, addr: &str, hello: &Hello) -> Result<(), String> {
+        // Recorded as given, a malformed one would make the file
+        // unreadable at the next start.
+        if !is_data_id(&hello.data_id) {
+            return Err(format!(
+                "{addr} answered as participant {} with a malformed data id {:?} (not a twopc participant of this \
+                 release?)",
+                hello.id,
+                hello.data_id.chars().take(40).collect::<String>()
+            ));
+        }
         let mut known = self.known.lock().expect("lock");
         match known.get(&hello.id) {
-            Some(data) if *data == hello.data_id => Ok(()),
+            Some(data) if *data == hello.data_id => {
+                self.refusing.lock().expect("lock").remove(&hello.id);
+                Ok(())
+            }
             Some(data) => {
                 let why = format!(
                     "{addr} is participant {id}, but its data is not the data this coordinator worked with as {id} \
@@ -70,10 +89,10 @@ impl ParticipantData {
                     now = hello.data_id,
                     path = self.dir.join(PARTICIPANT_DATA_FILE).display(),
                 );
-                let refused = self.refused.fetch_add(1, Ordering::Relaxed);
-                if worth_a_warning(refused) {
-                    tracing::error!(participant = %hello.id, %addr, refused = refused + 1, "{why}");
+                if let Some(refused) = self.refused.event() {
+                    tracing::error!(participant = %hello.id, %addr, refused, "{why}");
                 }
+                self.refusing.lock().expect("lock").insert(hello.id.clone(), why.clone());
                 Err(why)
             }
             None => {
@@ -88,6 +107,15 @@ impl ParticipantData {
                 Ok(())
             }
         }
+    }
+}
+
+impl ParticipantData {
+    /// The participants refused now, each as "ID: why" (`twopc admin
+    /// status` shows them: the coordinator's log and its clients' errors
+    /// were the only place it was said, trial 21C).
+    pub(crate) fn refused(&self) -> Vec<String> {
+        self.refusing.lock().expect("lock").iter().map(|(id, why)| format!("{id}: {why}")).collect()
     }
 }
 
@@ -107,10 +135,17 @@ mod tests {
         data.check("a:1", &hello("p1", 'a')).unwrap();
         data.check("a:2", &hello("p2", 'b')).unwrap();
         data.check("moved:1", &hello("p1", 'a')).expect("the same data at another address");
+        let mut odd = hello("p3", 'a');
+        odd.data_id = "x\ny".into();
+        assert!(data.check("a:3", &odd).unwrap_err().contains("malformed"), "not recorded");
         // Kept across restarts.
         let data = ParticipantData::load(dir.path()).unwrap();
         let refused = data.check("a:2", &hello("p2", 'c')).unwrap_err();
         assert!(refused.contains("begun anew") && refused.contains(&"b".repeat(32)), "{refused}");
+        assert_eq!(data.refused(), vec![format!("p2: {refused}")]);
+        data.check("a:2", &hello("p2", 'b')).expect("the right p2 is back");
+        assert!(data.refused().is_empty());
+        let _ = data.check("a:2", &hello("p2", 'c'));
         // The operator removes p2's line: the new data is taken.
         let file = dir.path().join(PARTICIPANT_DATA_FILE);
         let kept: String = std::fs::read_to_string(&file).unwrap().lines().filter(|l| l.starts_with("p1 ")).collect();

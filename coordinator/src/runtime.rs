@@ -98,6 +98,7 @@ pub(crate) struct Handle {
     mailbox: Mailbox<Input>,
     pub(crate) ring: Arc<Ring>,
     pub(crate) participants: Arc<HashMap<NodeId, ParticipantPeer>>,
+    participant_data: Arc<ParticipantData>,
 }
 
 impl Handle {
@@ -111,7 +112,9 @@ impl Handle {
     }
 
     pub(crate) async fn stats(&self) -> NodeStats {
-        self.mailbox.ask(Input::Stats).await.unwrap_or_default()
+        let mut stats = self.mailbox.ask(Input::Stats).await.unwrap_or_default();
+        stats.refused_participants = self.participant_data.refused();
+        stats
     }
 
     /// An authorised operator's request.
@@ -144,8 +147,11 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     // coordinator and the new participant ran, serving the keys the new
     // participant now owned as absent and accepting writes to them).
     twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(CoordinatorError::DataDir)?;
-    let data_id =
-        twopc_common::data_dir::data_id(&opts.data_dir, !log.created.exists()).map_err(CoordinatorError::DataDir)?;
+    let data_id = twopc_common::data_dir::data_id(
+        &opts.data_dir,
+        !RocksWal::<CoordinatorRecord>::exists_at(&log.wal, &log.created),
+    )
+    .map_err(CoordinatorError::DataDir)?;
     let participant_data = Arc::new(ParticipantData::load(&opts.data_dir).map_err(CoordinatorError::DataDir)?);
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
@@ -156,7 +162,8 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         fault::unless_sabotaged(&["commit-before-sync"], twopc_wal::LAZY_SYNC_INTERVAL),
     )?);
     let wal: Arc<CoordinatorWal> = rocks_wal.clone();
-    let accept: twopc_common::net::Accept = Arc::new(move |addr, hello| participant_data.check(addr, hello));
+    let checker = participant_data.clone();
+    let accept: twopc_common::net::Accept = Arc::new(move |addr, hello| checker.check(addr, hello));
     let participants: HashMap<NodeId, ParticipantPeer> = opts
         .cluster
         .participant
@@ -189,7 +196,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
-    let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants };
+    let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants, participant_data };
     let server = CoordinatorServer { handle, admin_token, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });

@@ -4,8 +4,8 @@
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{AbortReason, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Vote};
 use twopc_coordinator::engine::{
-    Command, Engine, Event, Reply, Unanswered, MAX_REMEMBERED_OUTCOMES, OPEN_TXN_TIMEOUT_MS, PREPARE_STUCK_MS,
-    STALLED_TICK_GAP_MS,
+    Command, Engine, Event, Reply, Unanswered, FOREIGN_REPROBE_MS, MAX_REMEMBERED_OUTCOMES, OPEN_TXN_TIMEOUT_MS,
+    PREPARE_STUCK_MS, STALLED_TICK_GAP_MS,
 };
 use twopc_coordinator::epochs::EpochHistory;
 
@@ -390,6 +390,8 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
     let mut e = Engine::new(node("c1"));
     let epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into(), ..Default::default() };
     assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
+    let mut now_ms = 1_000_000;
+    let _ = e.handle(Event::Tick { now_ms });
     for foreign in [txid(7, 1), txid(3, 1)] {
         let refused = Reply::Error(ServiceError::ForeignEpoch { txid: foreign.clone() });
         // Asked, its participants are probed; none applied it: unknown.
@@ -402,8 +404,14 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
         assert_eq!(out, vec![reply(2, refused.clone())]);
         // A client's abort does not mark it aborted either.
         assert_eq!(e.handle(Event::ClientAbort { req: 3, txid: foreign.clone() }), vec![reply(3, refused.clone())]);
-        // One that a participant applied (an operator forced it, the log
-        // that minted it lost) is committed: trial 21C had "unknown" for good.
+        // Asked again soon (in-doubt participants ask every few seconds):
+        // unknown without another probe.
+        assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), vec![reply(4, refused.clone())]);
+        // Later, one that a participant applied meanwhile (an operator
+        // forced it, the log that minted it lost) is committed: trial 21C
+        // had "unknown" for good.
+        now_ms += FOREIGN_REPROBE_MS;
+        let _ = e.handle(Event::Tick { now_ms });
         assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), probe);
         let answers = vec![Ok(ProbeAnswer::Committed), Err("p2 unreachable".to_string())];
         let out = e.handle(Event::ProbeResult { txid: foreign.clone(), answers });
@@ -421,11 +429,10 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
     );
     // A later epoch is another instance's: this one's next epoch comes
     // only with a restart.
+    // It is not probed either (that would fence it at every participant).
     let later = txid(12, 1);
     let refused = Reply::Error(ServiceError::ForeignEpoch { txid: later.clone() });
-    assert_eq!(e.handle(Event::Outcome { req: 8, txid: later.clone() }), vec![Command::Probe { txid: later.clone() }]);
-    let out = e.handle(Event::ProbeResult { txid: later.clone(), answers: vec![Ok(ProbeAnswer::Aborted)] });
-    assert_eq!(out, vec![reply(8, refused)]);
+    assert_eq!(e.handle(Event::Outcome { req: 8, txid: later.clone() }), vec![reply(8, refused)]);
     assert_eq!(e.view(&later).state, "foreign-epoch");
     assert_eq!(begin(&mut e, 7), future);
 }

@@ -173,8 +173,11 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     })
     .map_err(ParticipantError::DataDir)?;
     twopc_common::data_dir::claim_ring(&opts.data_dir, &opts.cluster.ring()).map_err(ParticipantError::DataDir)?;
-    let data_id =
-        twopc_common::data_dir::data_id(&opts.data_dir, !log.created.exists()).map_err(ParticipantError::DataDir)?;
+    let data_id = twopc_common::data_dir::data_id(
+        &opts.data_dir,
+        !RocksWal::<ParticipantRecord>::exists_at(&log.wal, &log.created),
+    )
+    .map_err(ParticipantError::DataDir)?;
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.

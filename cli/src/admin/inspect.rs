@@ -18,8 +18,12 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut all_reached = true;
     let mut damaged = Vec::new();
     let mut unreachable = Vec::new();
+    let mut refused = Vec::new();
     for node in &cluster.nodes {
         let stats = cluster.stats(node).await;
+        if let Ok(s) = &stats {
+            refused.extend(s.refused_participants.iter().map(|why| format!("by {}: {why}", node.id)));
+        }
         all_reached &= stats.is_ok();
         if let Some(errors) = stats.as_ref().ok().map(|s| s.storage_errors).filter(|e| *e > 0) {
             damaged.push(format!("{} ({errors})", node.id));
@@ -77,6 +81,10 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
         out!("* participants: prepared transactions waiting for an outcome; coordinators: commits not yet acked by every participant");
         for why in &unreachable {
             out!("UNREACHABLE {why}");
+        }
+        // A participant can be up while a coordinator refuses it.
+        for why in &refused {
+            out!("REFUSED {why}");
         }
         let mixed: usize = rows.iter().filter_map(|r| r[9].parse::<usize>().ok()).sum();
         if mixed > 0 {
