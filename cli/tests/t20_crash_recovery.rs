@@ -161,8 +161,24 @@ async fn an_application_client_outlives_a_coordinator_restart() -> Result<()> {
         }
         txn.commit().await?;
     }
+    // Begun before the restart, committed after it: under a fresh id.
+    let mut across = client.begin().await?;
+    let keys = cluster.key_per_participant("outlive-across");
+    for key in &keys {
+        across.put(key, b"across".to_vec());
+    }
+    let old = across.txid().clone();
     cluster.kill("c1");
     cluster.spawn("c1", &[])?;
+    let fresh = across.commit().await?;
+    assert_ne!(fresh, old, "the restarted coordinator aborted the old id");
+    // Asked about the id it held, this client answers for the fresh one
+    // (trial 21D: a commit future dropped meanwhile was told "aborted",
+    // its writes committed under the fresh id); another client, about the
+    // old id itself.
+    assert_eq!(client.outcome(&old).await?, OutcomeStatus::Committed);
+    assert_eq!(cluster.client().await?.outcome(&old).await?, OutcomeStatus::Aborted);
+    assert_eq!(client.read(keys.clone()).await?[0].value, Some(b"across".to_vec()));
     // The same client: its dead connection is replaced, and the spare ids
     // of the coordinator's earlier run are not used (they would abort).
     for round in 0..5 {

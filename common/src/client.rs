@@ -25,6 +25,7 @@ use crate::error::ServiceError;
 use crate::ids::TxnId;
 use crate::limits::{CLIENT_COMMIT_TIMEOUT, MAX_BEGIN_BATCH, OPEN_TXN_TIMEOUT, RPC_TIMEOUT};
 use crate::net::{context_with_timeout, CallError, GUARD_SLACK};
+use crate::recent::Recent;
 use crate::service::CoordinatorRpcClient;
 use crate::txn::{
     check_read_keys, AbortReason, Condition, Key, Outcome, OutcomeStatus, TxnOps, Value, Version, Versioned,
@@ -100,7 +101,13 @@ pub struct Client {
     /// Background work in flight: spare refills, and aborts of dropped
     /// transactions ([`Client::close`] waits for it).
     background: Arc<AtomicUsize>,
+    /// Ids whose operations `commit` sent once more under a fresh id: old
+    /// → fresh ([`Client::outcome`] of the old answers for the fresh).
+    resent_as: Arc<Mutex<Recent<TxnId, TxnId>>>,
 }
+
+/// Resent ids a client remembers, at most (the newest).
+pub const MAX_RESENT_REMEMBERED: usize = 4_096;
 
 /// One piece of a client's background work, counted while it lives.
 struct Background(Arc<AtomicUsize>);
@@ -224,6 +231,7 @@ impl Client {
             begun: Arc::default(),
             refilling: Arc::default(),
             background: Arc::default(),
+            resent_as: Arc::new(Mutex::new(Recent::new(MAX_RESENT_REMEMBERED))),
         })
     }
 
@@ -371,8 +379,15 @@ impl Client {
     /// (found by asking each in turn if this client does not know it).
     /// Asking about an id that was begun and is not committing aborts it
     /// for good (its later commit is refused): ask only once its commit
-    /// was sent, or the answer was lost.
+    /// was sent, or the answer was lost. For an id whose operations this
+    /// client's `commit` sent once more under a fresh id, the answer is
+    /// the fresh id's (the old one can never commit): so a commit future
+    /// dropped meanwhile still has its outcome asked by the id the
+    /// application holds (trial 21D was told "aborted", its writes
+    /// committed under the fresh id).
     pub async fn outcome(&self, txid: &TxnId) -> Result<OutcomeStatus, ClientError> {
+        let resent = self.resent_as.lock().unwrap_or_else(|e| e.into_inner()).get(txid).cloned();
+        let txid = resent.as_ref().unwrap_or(txid);
         if let Some(index) = self.coordinators.owner(&txid.coordinator) {
             return self.outcome_at(index, txid).await;
         }
@@ -544,12 +559,12 @@ impl Transaction {
     /// A commit future dropped before an answer aborts its id in the
     /// background, as a dropped transaction does; if the commit had
     /// reached the coordinator, that abort is refused and the commit goes
-    /// on: ask [`Client::outcome`]. But if it was being committed once more
-    /// under a fresh id, the fresh id is lost with the future, and the old
-    /// one's outcome is "aborted" while the fresh one may have committed
-    /// (trial 21D). Where that matters, do not drop the future: it ends by
-    /// itself within [`CLIENT_COMMIT_TIMEOUT`] (twice, with a fresh id),
-    /// with `OutcomeUnknown` naming the id to ask about; or make the
+    /// on: ask [`Client::outcome`], of this client (or a clone): if it was
+    /// being committed once more under a fresh id, that answers for the
+    /// fresh one. Another client, or `twopc outcome`, asked about the old
+    /// id, answers "aborted" (that id never committed; the fresh one may
+    /// have): keep the client, or let `commit` end by itself (within
+    /// [`CLIENT_COMMIT_TIMEOUT`], twice with a fresh id), or make the
     /// transaction idempotent (a key of its own written with
     /// `expect_absent`).
     pub async fn commit(mut self) -> Result<TxnId, ClientError> {
@@ -576,6 +591,7 @@ impl Transaction {
                 client.mint(1).await?
             };
             let fresh = fresh.into_iter().next().expect("mint returns at least one id");
+            client.resent_as.lock().unwrap_or_else(|e| e.into_inner()).insert(txid.clone(), fresh.txid.clone());
             (txid, coordinator) = (fresh.txid.clone(), fresh.coordinator);
             self.minted = Some(fresh);
             answer = client.send_commit(coordinator, &txid, &ops).await;
