@@ -608,7 +608,7 @@ impl Transaction {
             // connection that went silent carried the questions too, and
             // the answer was "outcome unknown" with the coordinator up).
             Err(CallError::Lost(e)) => {
-                client.coordinators.peer(coordinator).reconnect_next_call().await;
+                client.coordinators.peer(coordinator).reconnect_next_call();
                 client.resolve(txid, e).await
             }
         }

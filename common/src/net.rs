@@ -462,13 +462,13 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
     /// current one go on. For a call whose answer did not come: the
     /// questions that follow it must not wait on the same connection,
     /// which may have gone silent.
-    pub async fn reconnect_next_call(&self) {
+    pub fn reconnect_next_call(&self) {
         *self.client.lock().expect("lock") = None;
     }
 
     /// Drops connection `number` if it is still the current one (another
     /// call may already have replaced it).
-    async fn forget(&self, number: u64) {
+    fn forget(&self, number: u64) {
         let mut slot = self.client.lock().expect("lock");
         if slot.as_ref().is_some_and(|(current, _, _)| *current == number) {
             *slot = None;
@@ -532,7 +532,7 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
             // being queued, and then the call never returns whatever its
             // deadline (found by the chaos harness): guard it here too.
             let Ok(answer) = tokio::time::timeout(guard, call(client)).await else {
-                self.forget(number).await;
+                self.forget(number);
                 return Err(CallError::Lost(format!("no answer within {guard:?} ({})", self.addr)));
             };
             match answer {
@@ -545,13 +545,13 @@ impl<C: Clone + Send + Sync + 'static> Peer<C> {
                     // on a replaced one says nothing about its successor).
                     let newest = number == self.opened.load(Ordering::Relaxed);
                     if newest && self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_DEADLINE_MISSES_PER_CONNECTION {
-                        self.forget(number).await;
+                        self.forget(number);
                     }
                     let e = tarpc::client::RpcError::DeadlineExceeded;
                     return Err(CallError::Lost(format!("{e} ({})", self.addr)));
                 }
                 Err(e) => {
-                    self.forget(number).await;
+                    self.forget(number);
                     last = format!("{e} ({})", self.addr);
                 }
             }

@@ -20,8 +20,8 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
     let mut unreachable = Vec::new();
     let mut refused = Vec::new();
     for node in &cluster.nodes {
-        let stats = cluster.stats(node).await;
-        if let Ok(s) = &stats {
+        let stats = &node.stats;
+        if let Ok(s) = stats {
             refused.extend(s.refused_participants.iter().map(|why| format!("by {}: {why}", node.id)));
         }
         all_reached &= stats.is_ok();
@@ -29,7 +29,7 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             damaged.push(format!("{} ({errors})", node.id));
         }
         let dash = || "-".to_string();
-        rows.push(match &stats {
+        rows.push(match stats {
             Ok(s) => vec![
                 node.id.clone(),
                 node.role.into(),

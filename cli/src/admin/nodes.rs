@@ -34,6 +34,8 @@ pub struct Node {
     /// mixed with this process's, ages were off by 48 s after the wall
     /// clock was stepped (trial 21C), or by the skew between hosts.
     pub clock_offset_ms: i64,
+    /// Its statistics, asked once at connect time.
+    pub stats: Result<NodeStats, String>,
 }
 
 pub struct Cluster {
@@ -98,6 +100,7 @@ impl Cluster {
                 addr: entry.addr.clone(),
                 client,
                 clock_offset_ms: 0,
+                stats: Err("not asked".into()),
             });
         }
         for entry in &config.participant {
@@ -108,25 +111,29 @@ impl Cluster {
                 addr: entry.addr.clone(),
                 client,
                 clock_offset_ms: 0,
+                stats: Err("not asked".into()),
             });
         }
         let mut cluster = Cluster { nodes, token };
         cluster.set_aside_refusing_nodes().await?;
-        cluster.read_clocks().await;
+        cluster.read_stats().await;
         if target.config.is_some() {
             cluster.shun_other_clusters(&config).await?;
         }
         Ok(cluster)
     }
 
-    /// Notes each reachable node's clock offset ([`Node::clock_offset_ms`]).
-    async fn read_clocks(&mut self) {
+    /// Asks each node for its statistics once, noting its clock offset
+    /// ([`Node::clock_offset_ms`]); `status` shows the same answers.
+    async fn read_stats(&mut self) {
         for i in 0..self.nodes.len() {
             let asked = now_ms();
-            if let Ok(stats) = self.stats(&self.nodes[i]).await {
+            let stats = self.ask_stats(&self.nodes[i]).await;
+            if let Ok(stats) = &stats {
                 let midway = asked + now_ms().saturating_sub(asked) / 2;
                 self.nodes[i].clock_offset_ms = stats.now_ms as i64 - midway as i64;
             }
+            self.nodes[i].stats = stats;
         }
     }
 
@@ -251,7 +258,8 @@ impl Cluster {
         }
     }
 
-    pub async fn stats(&self, node: &Node) -> Result<NodeStats, String> {
+    /// A node's statistics (no token needed).
+    async fn ask_stats(&self, node: &Node) -> Result<NodeStats, String> {
         let client = node.client.as_ref().map_err(Clone::clone)?;
         let ctx = context_with_timeout(ADMIN_RPC_TIMEOUT);
         let answer = match client {
@@ -299,6 +307,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             client: Err("not connected".into()),
             clock_offset_ms: -48_000,
+            stats: Err("not asked".into()),
         };
         let cluster = Cluster { nodes: vec![behind], token: String::new() };
         let prepared = now_ms() - 48_000 - 1_000;
