@@ -230,10 +230,19 @@ impl Shared {
             );
             writer.inline_paused_until = Some(Instant::now() + INLINE_PAUSE_AFTER_SLOW_WRITE);
         }
-        let wake_writer = writer.sleeps_past_deadline();
+        let sync_owed = writer.sleeps_past_deadline();
+        let (durable, asleep) = (writer.durable_next_lsn, writer.asleep);
         drop(writer);
         run_all(finished);
-        Inline::Done { wake_writer }
+        // The synced mark is the writer thread's to rewrite: one sleeping
+        // until a request comes would leave it behind for good while
+        // every write goes inline (a trial truncated a participant's
+        // write-ahead file after 25 s of one-phase commits, and its
+        // acknowledged keys opened as absent, unnoticed). Its own lock,
+        // taken after the writer's is released (`update_mark` takes them
+        // in the other order).
+        let mark_owed = self.mark_due_in(durable).is_some_and(|due| sleeps_past(asleep, due));
+        Inline::Done { wake_writer: sync_owed || mark_owed }
     }
 
     /// Start the writer thread ("wal-writer").
@@ -360,16 +369,21 @@ impl Shared {
     }
 }
 
+/// Whether a writer thread `asleep` so (see [`Writer::asleep`]) sleeps
+/// past something owed `due` from now.
+fn sleeps_past(asleep: Option<Option<Instant>>, due: Duration) -> bool {
+    match asleep {
+        None => false,
+        Some(None) => true,
+        Some(Some(until)) => until > Instant::now() + due,
+    }
+}
+
 impl Writer {
     /// Whether the writer thread sleeps past the sync it now owes (after
     /// an inline write), so it must be woken to keep the deadline.
     fn sleeps_past_deadline(&self) -> bool {
-        let Some(due) = self.sync_due() else { return false };
-        match self.asleep {
-            None => false,
-            Some(None) => true,
-            Some(Some(until)) => until > Instant::now() + due,
-        }
+        self.sync_due().is_some_and(|due| sleeps_past(self.asleep, due))
     }
 
     /// Time left until a sync is owed (`None`: nothing is owed): deferred

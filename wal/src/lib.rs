@@ -46,6 +46,7 @@ pub use group_commit::{
 };
 pub use mem::MemWal;
 pub use rocks::{RocksWal, MAX_WAL_FILES_BYTES};
+pub use synced_mark::MARK_INTERVAL;
 
 /// Log sequence number, assigned by the WAL, strictly increasing, starting
 /// at 1, never reused across restarts for durable records.

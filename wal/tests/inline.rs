@@ -128,6 +128,42 @@ fn inline_writes_get_their_owed_sync_without_more_traffic() {
     }
 }
 
+/// The synced mark follows inline writes with no further traffic: the
+/// writer thread, asleep until a request comes, is woken to rewrite it.
+/// Before, a participant committing one-phase transactions one at a time
+/// left its mark behind for good, and a write-ahead file cut short while
+/// it was down opened without those acknowledged commits.
+#[test]
+fn inline_synced_writes_move_the_synced_mark_without_more_traffic() {
+    const ATTEMPTS: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let wal = RocksWal::<Rec>::open_created_once(&log, &marker, None).unwrap();
+    let mark =
+        || std::fs::read_to_string(log.join("TWOPC_SYNCED_MARK")).ok().and_then(|m| m.trim().parse::<u64>().ok());
+    for attempt in 0..ATTEMPTS {
+        // Past the mark's interval and the writer's watch: it now sleeps
+        // until a request comes.
+        std::thread::sleep(twopc_wal::MARK_INTERVAL + twopc_wal::WATCH_AFTER_WRITE * 3);
+        let (write, done) = submission(appends([attempt]), Durability::Sync);
+        wal.submit_group(vec![write], true);
+        let Ok((res, thread)) = done.try_recv() else {
+            // Queued (the writer was awake): the writer thread wrote it.
+            done.recv_timeout(Duration::from_secs(10)).expect("queued write never completed").0.unwrap();
+            continue;
+        };
+        let lsn = *res.unwrap().last().unwrap();
+        assert_eq!(thread, std::thread::current().id());
+        let deadline = Instant::now() + twopc_wal::MARK_INTERVAL * 5;
+        while mark().is_none_or(|m| m <= lsn) {
+            assert!(Instant::now() < deadline, "the synced mark ({:?}) never covered LSN {lsn}", mark());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return;
+    }
+    panic!("in {ATTEMPTS} tries with the writer quiet, no write was made on the caller's thread");
+}
+
 const CHILD_ENV: &str = "TWOPC_WAL_INLINE_CRASH_CHILD_DIR";
 
 /// Runs only inside the child of `an_inline_sync_is_durable_when_it_completes`:
