@@ -680,6 +680,57 @@ fn a_coordinator_restarted_under_another_participant_list_refuses_to_start() -> 
 /// `expect-absent` writes over them (trial 20B, with a second p2 started
 /// where the cluster file pointed). Transactions touching it abort naming
 /// why; removing its line from the coordinator's record lets it in.
+/// A new coordinator and a new participant started together from a file
+/// that added that participant agreed with each other, and the new
+/// coordinator served keys the old participants held as absent at the new
+/// one (trial 22C): the old participants' own checks only saw keys they
+/// still owned. A coordinator now serves nothing until every participant
+/// routes keys by its participant list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_participant_list_differs_from_the_participants_serves_nothing() -> Result<()> {
+    let mut cluster = Cluster::plan(2, 3);
+    for old in ["c1", "p1", "p2"] {
+        let view = cluster.view_mut(old);
+        view.participant.retain(|p| p.id != "p3");
+        view.coordinator.retain(|c| c.id != "c2");
+    }
+    for id in ["p1", "p2", "c1"] {
+        cluster.start(id)?;
+    }
+    // Keys that the new list gives to p3: only p3 is asked about them.
+    let ring = cluster.config.ring();
+    let keys: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("moved-{i}").into_bytes())
+        .filter(|k| ring.owner(k).as_str() == "p3")
+        .take(10)
+        .collect();
+    let client = cluster.client().await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"held".to_vec());
+    }
+    txn.commit().await?;
+
+    // p3 and c2 join from the file that adds them.
+    cluster.start("p3")?;
+    cluster.start("c2")?;
+    let newcomer = twopc_common::client::Client::connect(&cluster.addr("c2")).await?;
+    let read = newcomer.read(keys.clone()).await;
+    let refused = read.as_ref().expect_err("read with another participant list").to_string();
+    assert!(refused.contains("lists the participants p1,p2 (vnodes"), "{refused}");
+    let mut txn = newcomer.begin().await?;
+    for key in &keys {
+        txn.expect_absent(key);
+        txn.put(key, b"over a held key".to_vec());
+    }
+    let refused = txn.commit().await.expect_err("committed with another participant list").to_string();
+    assert!(refused.contains("this coordinator serves no read or commit"), "{refused}");
+    // The old coordinator still serves every key as it was.
+    let values = client.read(keys.clone()).await?;
+    assert!(values.iter().all(|v| v.value.as_deref() == Some(&b"held"[..])), "{values:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_data_was_begun_anew_is_refused_by_the_coordinator_that_knew_it() -> Result<()> {
     let mut cluster = Cluster::new(2);

@@ -131,11 +131,26 @@ pub const DATA_ID_FILE: &str = "DATA_ID";
 /// The id of the data in `dir`, which its server gives in `hello`: made
 /// anew (random) when its log is about to be created (`new_log`; before
 /// the log, so that a crash between the two leaves no old id beside a new
-/// log), or when there is none yet (a directory from before data ids);
-/// else read. A node whose data was lost and begun anew has another id,
-/// and a coordinator that worked with its old data refuses it.
-pub fn data_id(dir: &Path, new_log: bool) -> Result<String, String> {
+/// log); else read. A node whose data was lost and begun anew has another
+/// id, and a coordinator that worked with its old data refuses it.
+///
+/// A log without an id: a participant's (`checked_by_coordinators`) is
+/// refused, since coordinators know its old id and a new one would lock it
+/// out of the cluster with an error saying its data was lost (a trial
+/// deleted the file); a coordinator's, whose id nobody checks, is made
+/// anew.
+pub fn data_id(dir: &Path, new_log: bool, checked_by_coordinators: bool) -> Result<String, String> {
     let path = dir.join(DATA_ID_FILE);
+    if !new_log && checked_by_coordinators && !path.exists() {
+        return Err(format!(
+            "{} holds a twopc log but no {DATA_ID_FILE} file. Coordinators that worked with this data know its \
+             id: copy it from this participant's line in a coordinator's PARTICIPANT_DATA file (\"ID DATA_ID\") \
+             into {} and start again. Only if no coordinator ever worked with it, write any 32 lowercase hex \
+             digits there",
+            dir.display(),
+            path.display(),
+        ));
+    }
     if !new_log {
         match std::fs::read_to_string(&path) {
             Ok(found) if is_data_id(found.trim()) => return Ok(found.trim().to_string()),
@@ -277,16 +292,19 @@ mod tests {
     #[test]
     fn a_data_id_lasts_as_long_as_its_log() {
         let dir = tempfile::tempdir().unwrap();
-        let first = data_id(dir.path(), true).unwrap();
+        let first = data_id(dir.path(), true, true).unwrap();
         assert!(is_data_id(&first), "{first}");
-        assert_eq!(data_id(dir.path(), false).unwrap(), first, "read again at the next start");
-        let begun_anew = data_id(dir.path(), true).unwrap();
+        assert_eq!(data_id(dir.path(), false, true).unwrap(), first, "read again at the next start");
+        let begun_anew = data_id(dir.path(), true, true).unwrap();
         assert_ne!(begun_anew, first, "a new log has a new id");
         std::fs::remove_file(dir.path().join(DATA_ID_FILE)).unwrap();
-        let made = data_id(dir.path(), false).unwrap();
-        assert!(is_data_id(&made) && made != begun_anew, "a directory from before data ids gets one");
+        let lost = data_id(dir.path(), false, true).unwrap_err();
+        assert!(lost.contains("no DATA_ID file") && lost.contains("PARTICIPANT_DATA"), "{lost}");
+        let made = data_id(dir.path(), false, false).unwrap();
+        assert!(is_data_id(&made) && made != begun_anew, "a coordinator's, which nobody checks, is made anew");
+        assert_eq!(data_id(dir.path(), false, true).unwrap(), made);
         std::fs::write(dir.path().join(DATA_ID_FILE), "not an id\n").unwrap();
-        assert!(data_id(dir.path(), false).unwrap_err().contains("is damaged"));
+        assert!(data_id(dir.path(), false, true).unwrap_err().contains("is damaged"));
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl Ring {
         self.vnodes
     }
 
+    /// The ring in words, for errors: "p1,p2,p3 (vnodes = 64)".
+    pub fn describe(&self) -> String {
+        let nodes: Vec<&str> = self.nodes.iter().map(NodeId::as_str).collect();
+        format!("{} (vnodes = {})", nodes.join(","), self.vnodes)
+    }
+
     /// The participant that owns `key`.
     pub fn owner(&self, key: &[u8]) -> &NodeId {
         let h = stable_hash(key);

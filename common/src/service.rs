@@ -45,9 +45,25 @@ pub struct Hello {
     /// ([`crate::data_dir::data_id`]): a node whose data was lost and
     /// begun anew (`--init` on an empty directory) has another.
     pub data_id: String,
+    /// The fingerprint of the ring it routes keys by (its cluster file's
+    /// participants and vnodes, [`crate::ring::Ring::fingerprint`]).
+    pub ring: u64,
+    /// That ring in words ([`crate::ring::Ring::describe`]), for errors.
+    pub ring_described: String,
 }
 
 impl Hello {
+    /// What a `role` `id` serving data `data_id` under `ring` answers.
+    pub fn new(role: Role, id: &str, data_id: &str, ring: &crate::ring::Ring) -> Hello {
+        Hello {
+            role,
+            id: id.to_string(),
+            data_id: data_id.to_string(),
+            ring: ring.fingerprint(),
+            ring_described: ring.describe(),
+        }
+    }
+
     /// Checks that the process at `addr` is a `role` (and `id`, if given).
     pub fn expect(&self, addr: &str, role: Role, id: Option<&str>) -> Result<(), String> {
         if self.role != role {
@@ -154,7 +170,7 @@ pub async fn introduce(
 fn hello_failure(addr: &str, role: Role, e: &RpcError) -> String {
     match e {
         RpcError::DeadlineExceeded => {
-            format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (hung, stopped, or stuck on a disk that does not complete its writes?)")
+            format!("{addr} accepted the connection but did not answer within {HELLO_TIMEOUT:?} (overloaded, hung, stopped, or stuck on a disk that does not complete its writes?)")
         }
         // The connection closed before any answer: the process died or
         // is restarting (a kill mid-load did this), or it does not speak
@@ -218,7 +234,8 @@ mod tests {
 
     #[test]
     fn a_wrong_process_is_told_from_one_that_is_down() {
-        let participant = Hello { role: Role::Participant, id: "p1".into(), data_id: "d".into() };
+        let ring = crate::ring::Ring::new(&[crate::NodeId::new("p1").unwrap()], 64);
+        let participant = Hello::new(Role::Participant, "p1", "d", &ring);
         let wrong_role = participant.expect("127.0.0.1:7001", Role::Coordinator, None).unwrap_err();
         assert!(names_wrong_process(&wrong_role), "{wrong_role}");
         let wrong_id = participant.expect("127.0.0.1:7001", Role::Participant, Some("p2")).unwrap_err();

@@ -7,13 +7,25 @@
 //! the keys committed at the old p2 as absent and take `expect-absent`
 //! writes over them (trial 20B), so its connections are refused, naming
 //! both ids and what the operator can do.
+//!
+//! A participant's `hello` also names the ring it routes keys by. One
+//! whose cluster file lists other participants (or vnodes) is refused,
+//! and while any is, or while a participant has never been heard from
+//! since this coordinator's data was created, the coordinator serves no
+//! read or commit at all ([`ParticipantData::ring_refusal`]): a new
+//! coordinator and a new p3 started together from a file that added p3
+//! agreed with each other, and served keys that p2 held as absent at p3
+//! (trial 22C); the old participants' own checks saw only keys they still
+//! owned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use twopc_common::data_dir::{is_data_id, write_synced};
 use twopc_common::node::LogThrottle;
+use twopc_common::ring::Ring;
 use twopc_common::service::Hello;
+use twopc_common::NodeId;
 
 /// The file, in a coordinator's data directory, that it keeps them in.
 pub const PARTICIPANT_DATA_FILE: &str = "PARTICIPANT_DATA";
@@ -26,11 +38,18 @@ pub(crate) struct ParticipantData {
     refused: LogThrottle,
     /// Why each participant refused now is (its latest connection was).
     refusing: Mutex<BTreeMap<String, String>>,
+    /// This coordinator's ring: its fingerprint, and in words.
+    ring: u64,
+    ring_described: String,
+    /// Why each participant whose latest `hello` named another ring is
+    /// refused.
+    other_ring: Mutex<BTreeMap<String, String>>,
 }
 
 impl ParticipantData {
-    /// Reads the file in `dir` (none yet: nothing known).
-    pub(crate) fn load(dir: &Path) -> Result<Self, String> {
+    /// Reads the file in `dir` (none yet: nothing known), for a
+    /// coordinator routing keys by `ring`.
+    pub(crate) fn load(dir: &Path, ring: &Ring) -> Result<Self, String> {
         let path = dir.join(PARTICIPANT_DATA_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -54,12 +73,35 @@ impl ParticipantData {
             known: Mutex::new(known),
             refused: LogThrottle::new(),
             refusing: Mutex::default(),
+            ring: ring.fingerprint(),
+            ring_described: ring.describe(),
+            other_ring: Mutex::default(),
         })
     }
 
-    /// Accepts `hello` from the participant at `addr` if its data is the
-    /// one known, or none is known yet (then recorded, synced, first).
+    /// Accepts `hello` from the participant at `addr` if it routes keys
+    /// by this coordinator's ring and its data is the one known, or none
+    /// is known yet (then recorded, synced, first).
     pub(crate) fn check(&self, addr: &str, hello: &Hello) -> Result<(), String> {
+        if hello.ring != self.ring {
+            let why = format!(
+                "{addr} is participant {id}, whose cluster file lists the participants {theirs}, where this \
+                 coordinator's lists {ours}: keys would be read and written at other participants than hold \
+                 them, and committed data would seem absent. Give every node the same cluster file (twopc does \
+                 not reshard: a participant cannot join a cluster that holds data); this coordinator serves no \
+                 read or commit until they agree",
+                id = hello.id,
+                theirs = hello.ring_described,
+                ours = self.ring_described,
+            );
+            if let Some(refused) = self.refused.event() {
+                tracing::error!(participant = %hello.id, %addr, refused, "{why}");
+            }
+            self.refusing.lock().expect("lock").insert(hello.id.clone(), why.clone());
+            self.other_ring.lock().expect("lock").insert(hello.id.clone(), why.clone());
+            return Err(why);
+        }
+        self.other_ring.lock().expect("lock").remove(&hello.id);
         // Recorded as given, a malformed one would make the file
         // unreadable at the next start.
         if !is_data_id(&hello.data_id) {
@@ -104,6 +146,7 @@ impl ParticipantData {
                     format!("cannot record {}'s data id in {}: {e}", hello.id, path.display())
                 })?;
                 tracing::info!(participant = %hello.id, data_id = %hello.data_id, "participant's data id recorded");
+                self.refusing.lock().expect("lock").remove(&hello.id);
                 Ok(())
             }
         }
@@ -111,6 +154,34 @@ impl ParticipantData {
 }
 
 impl ParticipantData {
+    /// Why this coordinator may serve no read or commit now, if so: a
+    /// participant routes keys by another ring, or one of `participants`
+    /// has never answered `hello` (its data id is then unknown) and its
+    /// ring is unchecked. The caller connects to those first
+    /// ([`ParticipantData::unheard`]).
+    pub(crate) fn ring_refusal<'a>(&self, participants: impl Iterator<Item = &'a NodeId>) -> Option<String> {
+        if let Some((_, why)) = self.other_ring.lock().expect("lock").iter().next() {
+            return Some(why.clone());
+        }
+        let unheard = self.unheard(participants);
+        (!unheard.is_empty()).then(|| {
+            let unheard: Vec<&str> = unheard.iter().map(NodeId::as_str).collect();
+            format!(
+                "this coordinator has not yet reached participant(s) {}, and serves no read or commit until it \
+                 has checked that every participant routes keys by its cluster file's participants ({}). Start \
+                 them, or correct their addresses in the cluster file",
+                unheard.join(","),
+                self.ring_described
+            )
+        })
+    }
+
+    /// Those of `participants` never heard from (no data id known).
+    pub(crate) fn unheard<'a>(&self, participants: impl Iterator<Item = &'a NodeId>) -> Vec<NodeId> {
+        let known = self.known.lock().expect("lock");
+        participants.filter(|p| !known.contains_key(p.as_str())).cloned().collect()
+    }
+
     /// The participants refused now, each as "ID: why" (`twopc admin
     /// status` shows them: the coordinator's log and its clients' errors
     /// were the only place it was said, trial 21C).
@@ -124,14 +195,19 @@ mod tests {
     use super::*;
     use twopc_common::service::Role;
 
+    fn ring(participants: &[&str]) -> Ring {
+        let ids: Vec<NodeId> = participants.iter().map(|p| NodeId::new(p).unwrap()).collect();
+        Ring::new(&ids, 64)
+    }
+
     fn hello(id: &str, data: char) -> Hello {
-        Hello { role: Role::Participant, id: id.into(), data_id: data.to_string().repeat(32) }
+        Hello::new(Role::Participant, id, &data.to_string().repeat(32), &ring(&["p1", "p2", "p3"]))
     }
 
     #[test]
     fn a_participant_whose_data_was_begun_anew_is_refused_until_its_line_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let data = ParticipantData::load(dir.path()).unwrap();
+        let data = ParticipantData::load(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap();
         data.check("a:1", &hello("p1", 'a')).unwrap();
         data.check("a:2", &hello("p2", 'b')).unwrap();
         data.check("moved:1", &hello("p1", 'a')).expect("the same data at another address");
@@ -139,7 +215,7 @@ mod tests {
         odd.data_id = "x\ny".into();
         assert!(data.check("a:3", &odd).unwrap_err().contains("malformed"), "not recorded");
         // Kept across restarts.
-        let data = ParticipantData::load(dir.path()).unwrap();
+        let data = ParticipantData::load(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap();
         let refused = data.check("a:2", &hello("p2", 'c')).unwrap_err();
         assert!(refused.contains("begun anew") && refused.contains(&"b".repeat(32)), "{refused}");
         assert_eq!(data.refused(), vec![format!("p2: {refused}")]);
@@ -150,10 +226,35 @@ mod tests {
         let file = dir.path().join(PARTICIPANT_DATA_FILE);
         let kept: String = std::fs::read_to_string(&file).unwrap().lines().filter(|l| l.starts_with("p1 ")).collect();
         std::fs::write(&file, format!("{kept}\n")).unwrap();
-        let data = ParticipantData::load(dir.path()).unwrap();
+        let data = ParticipantData::load(dir.path(), &ring(&["p1", "p2", "p3"])).unwrap();
         data.check("a:2", &hello("p2", 'c')).unwrap();
         data.check("a:1", &hello("p1", 'a')).unwrap();
         std::fs::write(&file, "p1\n").unwrap();
-        assert!(ParticipantData::load(dir.path()).err().unwrap().contains("is damaged"));
+        assert!(ParticipantData::load(dir.path(), &ring(&["p1", "p2", "p3"])).err().unwrap().contains("is damaged"));
+    }
+
+    #[test]
+    fn no_read_or_commit_is_served_until_every_participant_routes_keys_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ring(&["p1", "p2", "p3"]);
+        let data = ParticipantData::load(dir.path(), &cluster).unwrap();
+        let unheard = data.ring_refusal(cluster.nodes().iter()).expect("nothing heard yet");
+        assert!(unheard.contains("not yet reached participant(s) p1,p2,p3"), "{unheard}");
+        data.check("a:1", &hello("p1", 'a')).unwrap();
+        data.check("a:2", &hello("p2", 'b')).unwrap();
+        // p3 started from an older file, without p3 itself.
+        let mut old = Hello::new(Role::Participant, "p3", &"c".repeat(32), &ring(&["p1", "p2"]));
+        let refused = data.check("a:3", &old).unwrap_err();
+        assert!(refused.contains("lists the participants p1,p2 (vnodes = 64)"), "{refused}");
+        assert!(refused.contains("this coordinator's lists p1,p2,p3 (vnodes = 64)"), "{refused}");
+        assert_eq!(data.ring_refusal(cluster.nodes().iter()), Some(refused), "refused for every key");
+        assert_eq!(data.unheard(cluster.nodes().iter()), [NodeId::new("p3").unwrap()], "its data id not recorded");
+        old.ring = cluster.fingerprint();
+        data.check("a:3", &old).expect("restarted with the same file");
+        assert_eq!(data.ring_refusal(cluster.nodes().iter()), None);
+        assert!(data.refused().is_empty());
+        // Known from the file at the next start: no need to hear from each.
+        let data = ParticipantData::load(dir.path(), &cluster).unwrap();
+        assert_eq!(data.ring_refusal(cluster.nodes().iter()), None);
     }
 }

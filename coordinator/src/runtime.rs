@@ -111,6 +111,21 @@ impl Handle {
         self.mailbox.ask(|reply| Input::Begin(count, reply)).await?
     }
 
+    /// Refuses a read or commit while some participant routes keys by
+    /// another ring, or has never been heard from (connected to first: its
+    /// `hello` is checked as the connection opens; see
+    /// [`ParticipantData::ring_refusal`]).
+    pub(crate) async fn check_ring(&self) -> Result<(), ServiceError> {
+        let unheard = self.participant_data.unheard(self.participants.keys());
+        if !unheard.is_empty() {
+            join_all(unheard.iter().map(|id| self.participants[id].client())).await;
+        }
+        match self.participant_data.ring_refusal(self.participants.keys()) {
+            Some(why) => Err(ServiceError::ConfigMismatch(why)),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) async fn stats(&self) -> NodeStats {
         let mut stats = self.mailbox.ask(Input::Stats).await.unwrap_or_default();
         stats.refused_participants = self.participant_data.refused();
@@ -150,9 +165,11 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     let data_id = twopc_common::data_dir::data_id(
         &opts.data_dir,
         !RocksWal::<CoordinatorRecord>::exists_at(&log.wal, &log.created),
+        false,
     )
     .map_err(CoordinatorError::DataDir)?;
-    let participant_data = Arc::new(ParticipantData::load(&opts.data_dir).map_err(CoordinatorError::DataDir)?);
+    let participant_data =
+        Arc::new(ParticipantData::load(&opts.data_dir, &opts.cluster.ring()).map_err(CoordinatorError::DataDir)?);
     // Lazy writes are synced in the background, except while a durability
     // rule is sabotaged: a record written lazily in breach of it then stays
     // loseable until the next synced write, so the checkers can see it.

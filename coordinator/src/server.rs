@@ -32,7 +32,7 @@ fn unexpected(reply: Reply) -> ServiceError {
 
 impl CoordinatorRpc for CoordinatorServer {
     async fn hello(self, _: Context) -> Hello {
-        Hello { role: Role::Coordinator, id: self.me.to_string(), data_id: self.data_id }
+        Hello::new(Role::Coordinator, self.me.as_str(), &self.data_id, &self.handle.ring)
     }
 
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
@@ -49,6 +49,7 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn read(self, ctx: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
         check_read_keys(&keys).map_err(ServiceError::Invalid)?;
+        self.handle.check_ring().await?;
         let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             by_owner.entry(self.handle.ring.owner(key).clone()).or_default().push(i);
@@ -90,6 +91,7 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn commit(self, _: Context, txid: TxnId, ops: TxnOps) -> Result<Outcome, ServiceError> {
         ops.validate().map_err(ServiceError::Invalid)?;
+        self.handle.check_ring().await?;
         let plan = crate::routing::plan(&self.handle.ring, &txid, ops);
         match self.handle.call(Request::Commit { txid, plan }).await? {
             Reply::Outcome(outcome) => Ok(outcome),

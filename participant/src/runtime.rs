@@ -176,6 +176,7 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let data_id = twopc_common::data_dir::data_id(
         &opts.data_dir,
         !RocksWal::<ParticipantRecord>::exists_at(&log.wal, &log.created),
+        true,
     )
     .map_err(ParticipantError::DataDir)?;
     // Lazy writes are synced in the background, except while a durability

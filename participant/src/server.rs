@@ -53,7 +53,7 @@ impl ParticipantServer {
 
 impl ParticipantRpc for ParticipantServer {
     async fn hello(self, _: Context) -> Hello {
-        Hello { role: Role::Participant, id: self.me.to_string(), data_id: self.data_id }
+        Hello::new(Role::Participant, self.me.as_str(), &self.data_id, &self.ring)
     }
 
     async fn read(self, _: Context, keys: Vec<Key>) -> Result<Vec<Versioned>, ServiceError> {
