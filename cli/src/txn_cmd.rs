@@ -11,8 +11,8 @@ use crate::{EXIT_FAILED, EXIT_OK, EXIT_RETRY, EXIT_UNKNOWN, EXIT_USAGE};
 use clap::Args;
 use std::io::Read as _;
 use twopc_common::client::{Client, ClientError};
-use twopc_common::limits::{MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
-use twopc_common::txn::{check_key, check_value};
+use twopc_common::limits::{MAX_OPS_PER_TXN, MAX_TXN_BYTES, MAX_VALUE_BYTES};
+use twopc_common::txn::{check_key, check_value, TXN_BYTES_PER_OP};
 
 /// The OP grammar, for error messages.
 const OP_USAGE: &str = "put K V | put-file K FILE | del K | get K | expect K V | expect-absent K";
@@ -80,6 +80,18 @@ pub enum Op {
     ExpectAbsent { key: Vec<u8> },
 }
 
+impl Op {
+    /// What it counts towards the transaction's byte limit (as
+    /// `TxnOps::approx_bytes` counts it).
+    fn approx_bytes(&self) -> usize {
+        let (key, value) = match self {
+            Op::Put { key, value } | Op::Expect { key, value } => (key, value.len()),
+            Op::Del { key } | Op::Get { key } | Op::ExpectAbsent { key } => (key, 0),
+        };
+        key.len() + value + TXN_BYTES_PER_OP
+    }
+}
+
 /// Parses `put K V | put-file K FILE | del K | get K | expect K V |
 /// expect-absent K ...`, reading `put-file`'s files and checking the key
 /// and value limits. The error is one line.
@@ -119,6 +131,16 @@ pub fn parse_ops(words: &[String]) -> Result<Vec<Op>, String> {
     }
     if ops.is_empty() {
         return Err(format!("no OP given: expected {OP_USAGE}"));
+    }
+    // Checked here too, so that it is refused as a usage error with no
+    // coordinator reached: unreachable, it was a retryable "cannot
+    // connect" (trial 22B).
+    let bytes: usize = ops.iter().map(Op::approx_bytes).sum();
+    if bytes > MAX_TXN_BYTES {
+        return Err(format!(
+            "the OPs take about {bytes} bytes, over every transaction's limit of {MAX_TXN_BYTES} (keys and values, \
+             plus {TXN_BYTES_PER_OP} per OP): split them into several transactions, each atomic on its own"
+        ));
     }
     Ok(ops)
 }
@@ -255,7 +277,9 @@ pub async fn run_get(args: GetArgs) -> u8 {
             args.json,
             &format!(
                 "{flag:?} after a key would be read as a key: flags must come before the first key \
-                 (to read a key named {flag:?}, put the keys after `--`)"
+                 (to read a key named {flag:?}, put `--` before the first key: `twopc get [FLAGS] -- {first} \
+                 ...`; a `--` after a key is read as a key named \"--\")",
+                first = args.keys[0],
             ),
         );
     }
@@ -430,6 +454,12 @@ mod tests {
         assert!(err.contains("exceeds the limit"), "{err}");
         let many: Vec<String> = (0..=MAX_OPS_PER_TXN).flat_map(|i| ["get".to_string(), format!("k{i}")]).collect();
         assert!(parse_ops(&many).unwrap_err().contains("more than"));
+        let value = "v".repeat(twopc_common::limits::MAX_VALUE_BYTES);
+        let puts =
+            |n: usize| -> Vec<String> { (0..n).flat_map(|i| ["put".into(), format!("k{i}"), value.clone()]).collect() };
+        assert!(parse_ops(&puts(31)).is_ok());
+        let err = parse_ops(&puts(32)).unwrap_err();
+        assert!(err.contains("over every transaction's limit of 33554432"), "{err}");
     }
 
     #[test]

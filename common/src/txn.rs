@@ -8,6 +8,10 @@ use crate::limits::{
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// What each operation counts towards [`crate::limits::MAX_TXN_BYTES`]
+/// beside its key and value.
+pub const TXN_BYTES_PER_OP: usize = 16;
+
 pub type Key = Vec<u8>;
 pub type Value = Vec<u8>;
 /// Per-key version: 0 means "never written"; every committed write
@@ -67,7 +71,7 @@ impl TxnOps {
     /// About how many bytes the operations take on the wire (keys,
     /// values, and a little per operation).
     pub fn approx_bytes(&self) -> usize {
-        const PER_OP: usize = 16;
+        const PER_OP: usize = TXN_BYTES_PER_OP;
         let reads: usize = self.reads.iter().map(|(k, _)| k.len() + PER_OP).sum();
         let conditions: usize = self
             .conditions
