@@ -39,13 +39,13 @@ impl StopSignals {
 
 /// Runs a server until it stops (returns why: a fatal error) or a stop
 /// signal comes. On a signal it says so in the log (a server's log
-/// otherwise just ends), syncs its log and rewrites the synced mark (so a
+/// otherwise just ends), lets what is in progress finish (a coordinator's
+/// commits, briefly), syncs its log and rewrites the synced mark (so a
 /// write-ahead file cut short while it is stopped is caught at the next
 /// start), then dies of that signal as it would have without a handler:
-/// everything acknowledged is already synced, so nothing else needs a
-/// graceful stop.
+/// everything acknowledged is already synced.
 pub async fn serve_until_stopped<E: std::fmt::Display>(running: Running<E>) -> String {
-    let (stopped, at_stop) = running.into_stop_parts();
+    let (stopped, drain, at_stop) = running.into_stop_parts();
     let why = |ended: Result<E, tokio::task::JoinError>| ended.map_or_else(|e| e.to_string(), |e| e.to_string());
     let mut signals = match StopSignals::new() {
         Ok(signals) => signals,
@@ -61,6 +61,9 @@ pub async fn serve_until_stopped<E: std::fmt::Display>(running: Running<E>) -> S
     tracing::info!(
         "{name}: stopping (what was acknowledged is durable; in-doubt transactions resume at the next start)"
     );
+    if let Some(drain) = drain {
+        drain().await;
+    }
     at_stop();
     // SAFETY: restoring a signal's default disposition and raising it have
     // no memory-safety preconditions.

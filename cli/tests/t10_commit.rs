@@ -66,7 +66,10 @@ async fn a_stale_read_aborts_and_leaves_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusing() -> Result<()> {
     // p2 runs with a stale cluster file (other vnodes, so another ring): it
-    // is up, and it says no. The client hears that, not "unavailable".
+    // is up, and it says no. The client hears that, not "unavailable": the
+    // coordinator, told p2's ring as it connects, refuses the commit (it
+    // serves nothing while the rings differ); p2 itself would refuse the
+    // prepare.
     let mut cluster = Cluster::new(2);
     cluster.view_mut("p2").vnodes = 32;
     cluster.start_all()?;
@@ -77,11 +80,12 @@ async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusin
         txn.put(key, b"x".to_vec());
     }
     match txn.commit().await {
-        Err(ClientError::Aborted { reason: AbortReason::Refused { participant, detail }, .. }) => {
-            assert_eq!(participant.as_str(), "p2");
-            assert!(detail.contains("cluster configuration mismatch"), "{detail}");
+        Err(ClientError::Service(refused @ twopc_common::ServiceError::ConfigMismatch(_))) => {
+            let refused = refused.to_string();
+            assert!(refused.contains("cluster configuration mismatch"), "{refused}");
+            assert!(refused.contains("participant p2, whose cluster file lists"), "{refused}");
         }
-        other => panic!("expected a refusal by p2, got {other:?}"),
+        other => panic!("expected a refusal naming p2, got {other:?}"),
     }
     assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 kept a write of an aborted transaction");
     Ok(())

@@ -138,7 +138,7 @@ async fn oversized_transactions_and_reads_get_a_clear_error_and_change_nothing()
     // 40 MiB in one transaction: over the limit, refused before sending.
     let out = txn(puts(0..40))?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("split it into smaller transactions"), "{}", text(&out));
+    assert!(text(&out).contains("split them into several transactions"), "{}", text(&out));
     let read = cluster.client().await?.read(vec![b"big0".to_vec()]).await?;
     assert_eq!(read[0].value, None, "a refused transaction wrote");
 

@@ -680,6 +680,41 @@ fn a_coordinator_restarted_under_another_participant_list_refuses_to_start() -> 
 /// `expect-absent` writes over them (trial 20B, with a second p2 started
 /// where the cluster file pointed). Transactions touching it abort naming
 /// why; removing its line from the coordinator's record lets it in.
+/// A SIGTERM lets a coordinator's commits in progress finish before it
+/// dies (a rolling restart left their clients with "unknown", or a
+/// presumed abort, trial 22C); new ones are refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_coordinator_first_finishes_the_commits_in_progress() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let keys = cluster.key_per_participant("drained");
+    let client = cluster.client().await?;
+    let mut warm = client.begin().await?;
+    warm.put(&keys[0], b"warm".to_vec());
+    warm.commit().await?;
+    // p2 paused: the commit waits for its vote.
+    cluster.signal("p2", libc::SIGSTOP)?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"finished".to_vec());
+    }
+    let commit = tokio::spawn(txn.commit());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.signal("c1", libc::SIGTERM)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(cluster.is_running("c1"), "c1 died with a commit in progress");
+    cluster.signal("p2", libc::SIGCONT)?;
+    let committed = tokio::time::timeout(Duration::from_secs(10), commit).await??;
+    assert!(committed.is_ok(), "{committed:?}");
+    cluster.wait_exit("c1", Duration::from_secs(5))?;
+    assert!(cluster.log("c1").contains("waiting up to"), "{}", cluster.log_tail("c1", 10));
+    // Its commit messages may have gone out before the stop or not: the
+    // next start delivers them, and reads wait for them.
+    cluster.start("c1")?;
+    let values = cluster.client().await?.read(keys.clone()).await?;
+    assert!(values.iter().all(|v| v.value.as_deref() == Some(&b"finished"[..])), "{values:?}");
+    Ok(())
+}
+
 /// A new coordinator and a new participant started together from a file
 /// that added that participant agreed with each other, and the new
 /// coordinator served keys the old participants held as absent at the new

@@ -406,6 +406,10 @@ async fn a_coordinator_of_another_cluster_is_not_taken_for_this_one() -> Result<
     let out = admin(&stale, &["show", &txid.to_string(), "--json"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("serves another cluster"), "{}", text(&out));
+    // `status` too (it showed that c1 as up: trial 22C).
+    let out = admin(&stale, &["status"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("serves another cluster"), "{}", text(&out));
     Ok(())
 }
 

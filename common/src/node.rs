@@ -106,12 +106,17 @@ impl<I: Send> Mailbox<I> {
 /// wrote durable and say so on disk (its log's sync and synced mark).
 pub type AtStop = Box<dyn FnOnce() + Send>;
 
+/// What a server does first when a stop signal comes, before [`AtStop`]:
+/// lets what is in progress finish, within a bound of its own.
+pub type Drain = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
 /// A server running in this process.
 pub struct Running<E> {
     pub addr: std::net::SocketAddr,
     /// Ends with the reason the server stopped (a fatal WAL error).
     stopped: tokio::task::JoinHandle<E>,
     pub(crate) server: tokio::task::JoinHandle<()>,
+    drain: Option<Drain>,
     at_stop: AtStop,
 }
 
@@ -122,13 +127,20 @@ impl<E> Running<E> {
         server: tokio::task::JoinHandle<()>,
         at_stop: AtStop,
     ) -> Self {
-        Running { addr, stopped, server, at_stop }
+        Running { addr, stopped, server, drain: None, at_stop }
+    }
+
+    /// With `drain` run first at a stop signal.
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// For a process that a stop signal ends: what ends when the server
-    /// stops, and what to do before the process dies.
-    pub fn into_stop_parts(self) -> (tokio::task::JoinHandle<E>, AtStop) {
-        (self.stopped, self.at_stop)
+    /// stops, and what to do before the process dies (drain, then the
+    /// rest).
+    pub fn into_stop_parts(self) -> (tokio::task::JoinHandle<E>, Option<Drain>, AtStop) {
+        (self.stopped, self.drain, self.at_stop)
     }
 
     /// Stops serving at once (as a crash would: nothing is flushed).

@@ -282,7 +282,14 @@ impl fmt::Display for AbortReason {
                 write!(f, "coordinator restarted or outcome already presumed")
             }
             AbortReason::NoDecisionLogged => {
-                write!(f, "no commit decision logged (presumed abort)")
+                // Only a client asking after its commit call failed gets
+                // it: say so (trial 22C read it as unexplained).
+                write!(
+                    f,
+                    "no commit decision logged (presumed abort): the commit call got no answer (the coordinator \
+                     stopped or restarted, or the connection broke) and the coordinator has no commit of it, so \
+                     nothing was done"
+                )
             }
             AbortReason::Expired { after_ms } => write!(
                 f,

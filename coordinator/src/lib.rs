@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`batcher`]: messages to one participant, batched (the shared shape).
 //! - [`commit_batch`]: second-phase commits, batched per participant.
+//! - [`commit_gate`]: commits in progress, let finish at a stop.
 //! - [`ended`]: the log's ended transactions, trimmed beyond a bound, and
 //!   how far the trimmed ones reach per epoch.
 //! - [`engine`]: the pure protocol state machine (events in, commands out).
@@ -20,6 +21,7 @@
 
 pub mod batcher;
 pub mod commit_batch;
+pub mod commit_gate;
 pub mod ended;
 pub mod engine;
 pub mod epochs;

@@ -7,6 +7,7 @@
 //! without End.
 
 use crate::commit_batch::CommitSender;
+use crate::commit_gate::{CommitGate, STOP_DRAIN_TIMEOUT};
 use crate::ended::EndedLog;
 use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
 use crate::epochs::{EpochHistory, MAX_KEPT_EPOCHS};
@@ -99,6 +100,7 @@ pub(crate) struct Handle {
     pub(crate) ring: Arc<Ring>,
     pub(crate) participants: Arc<HashMap<NodeId, ParticipantPeer>>,
     participant_data: Arc<ParticipantData>,
+    pub(crate) commit_gate: Arc<CommitGate>,
 }
 
 impl Handle {
@@ -213,7 +215,14 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
     tracing::info!(coordinator = %me, addr = %local, epoch, "coordinator serving");
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
-    let handle = Handle { mailbox, ring: Arc::new(opts.cluster.ring()), participants, participant_data };
+    let commit_gate = Arc::new(CommitGate::default());
+    let handle = Handle {
+        mailbox,
+        ring: Arc::new(opts.cluster.ring()),
+        participants,
+        participant_data,
+        commit_gate: commit_gate.clone(),
+    };
     let server = CoordinatorServer { handle, admin_token, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
@@ -222,7 +231,22 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         Ok(()) => tracing::info!("log synced for the stop"),
         Err(e) => tracing::warn!(error = %e, "could not sync the log for the stop"),
     });
-    Ok(Running::new(local, stopped, server, at_stop))
+    let drain: twopc_common::node::Drain = Box::new(move || {
+        Box::pin(async move {
+            let in_progress = commit_gate.in_progress();
+            if in_progress > 0 {
+                tracing::info!(
+                    in_progress,
+                    "new commits refused; waiting up to {STOP_DRAIN_TIMEOUT:?} for those in progress"
+                );
+            }
+            let left = commit_gate.drain(STOP_DRAIN_TIMEOUT).await;
+            if left > 0 {
+                tracing::warn!(left, "commits still in progress at the stop: their clients get no answer (those logged are delivered, the rest presumed aborted, at the next start)");
+            }
+        })
+    });
+    Ok(Running::new(local, stopped, server, at_stop).with_drain(drain))
 }
 
 pub(crate) enum Completion {

@@ -91,6 +91,7 @@ impl CoordinatorRpc for CoordinatorServer {
 
     async fn commit(self, _: Context, txid: TxnId, ops: TxnOps) -> Result<Outcome, ServiceError> {
         ops.validate().map_err(ServiceError::Invalid)?;
+        let _in_progress = self.handle.commit_gate.enter(self.me.as_str())?;
         self.handle.check_ring().await?;
         let plan = crate::routing::plan(&self.handle.ring, &txid, ops);
         match self.handle.call(Request::Commit { txid, plan }).await? {

@@ -116,6 +116,17 @@ pub(crate) fn open_db(path: &Path, create: bool) -> Result<Db, WalError> {
             let reason = format!("a write-ahead file (*.log) it still needs was deleted; RocksDB: {text}");
             return WalError::Missing { location, reason };
         }
+        if text.contains("Corruption") {
+            // RocksDB's message names neither the file nor the offset; its
+            // own info log does (trial 22A flipped bytes in a *.log file).
+            let what = format!(
+                "open failed: a file of the log is damaged; RocksDB's own log ({}) names which file and where. \
+                 Nothing is opened rather than the records after the damage lost: restore this node's data \
+                 directory from a backup, or replace the node",
+                path.join("LOG").display()
+            );
+            return storage(&location, &what, e);
+        }
         let in_use = text.contains("LOCK");
         let what = if in_use { "open failed (is another process using this data directory?)" } else { "open failed" };
         storage(&location, what, e)

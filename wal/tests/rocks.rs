@@ -325,6 +325,24 @@ fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
 }
 
 #[test]
+fn a_damaged_write_ahead_file_is_refused_at_open_naming_where_to_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    write_three_synced(open().unwrap());
+    let newest = log_files(&log).into_iter().max().expect("a write-ahead file");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    assert!(bytes.len() > 20, "{} bytes", bytes.len());
+    for b in &mut bytes[10..14] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&newest, bytes).unwrap();
+    let err = open().map(|wal| ids(&wal)).expect_err("opened a damaged log").to_string();
+    assert!(err.contains("a file of the log is damaged"), "{err}");
+    assert!(err.contains(&log.join("LOG").display().to_string()), "{err}");
+}
+
+#[test]
 fn a_write_ahead_file_emptied_while_closed_is_refused_at_open() {
     // The file is still there but its synced records are gone (as when
     // the newest of several write-ahead files is deleted): RocksDB alone
