@@ -715,6 +715,40 @@ async fn a_stopped_coordinator_first_finishes_the_commits_in_progress() -> Resul
     Ok(())
 }
 
+/// While a coordinator stops, a client that knows another takes its new
+/// transactions there: the stopping one mints no id and commits nothing
+/// new (trial 23A: the CLI given both failed with "c1 is stopping").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moves_on_from_a_stopping_coordinator() -> Result<()> {
+    let mut cluster = Cluster::start_with_coordinators(2, 2)?;
+    let keys = cluster.key_per_participant("moves-on");
+    let (c1, c2) = (cluster.addr("c1"), cluster.addr("c2"));
+    for addr in [&c1, &c2] {
+        let client = twopc_common::client::Client::connect(addr).await?;
+        let mut warm = client.begin().await?;
+        warm.put(&keys[1], b"warm".to_vec());
+        warm.commit().await?;
+    }
+    // A commit in progress at c1 (p2 paused) keeps c1 stopping a while.
+    cluster.signal("p2", libc::SIGSTOP)?;
+    let held = twopc_common::client::Client::connect(&c1).await?;
+    let mut txn = held.begin().await?;
+    txn.put(&keys[1], b"held".to_vec());
+    let commit = tokio::spawn(txn.commit());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.signal("c1", libc::SIGTERM)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(cluster.is_running("c1"), "c1 is still finishing its commit");
+    let both = twopc_common::client::Client::connect_any(&[&c1, &c2]).await?;
+    let mut moved = both.begin().await?;
+    moved.put(&keys[0], b"moved".to_vec());
+    let txid = moved.commit().await?;
+    assert_eq!(txid.coordinator.as_str(), "c2", "committed at {txid}");
+    cluster.signal("p2", libc::SIGCONT)?;
+    assert!(tokio::time::timeout(Duration::from_secs(10), commit).await??.is_ok());
+    Ok(())
+}
+
 /// A new coordinator and a new participant started together from a file
 /// that added that participant agreed with each other, and the new
 /// coordinator served keys the old participants held as absent at the new

@@ -263,7 +263,14 @@ impl Client {
     /// from the first coordinator that answers.
     async fn mint(&self, count: usize) -> Result<Vec<Minted>, ClientError> {
         self.coordinators
-            .first_answer(|index| async move { self.mint_on(index, count).await.map_err(|e| e.to_string()) })
+            .first_answer(|index| async move {
+                match self.mint_on(index, count).await {
+                    // A stopping coordinator is passed over, as one that
+                    // cannot be reached is.
+                    Ok(Err(ClientError::Service(ServiceError::Stopping(e)))) => Err(e),
+                    answer => answer,
+                }
+            })
             .await
             .map_err(ClientError::Connection)?
     }
@@ -578,7 +585,8 @@ impl Transaction {
         self.minted = None;
         let restarted = matches!(answer, Ok(Ok(Outcome::Aborted(AbortReason::CoordinatorRestarted))))
             && client.coordinators.peer(coordinator).connections_opened() != connection;
-        let unreachable = matches!(answer, Err(CallError::Unreachable(_)));
+        // A coordinator that is stopping did nothing of it either.
+        let unreachable = matches!(answer, Err(CallError::Unreachable(_)) | Ok(Err(ServiceError::Stopping(_))));
         if (restarted || unreachable) && at.elapsed() >= OPEN_TXN_TIMEOUT {
             let after_ms = OPEN_TXN_TIMEOUT.as_millis() as u64;
             return Err(ClientError::Aborted { txid, reason: AbortReason::Expired { after_ms } });

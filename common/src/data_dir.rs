@@ -143,10 +143,8 @@ pub fn data_id(dir: &Path, new_log: bool, checked_by_coordinators: bool) -> Resu
     let path = dir.join(DATA_ID_FILE);
     if !new_log && checked_by_coordinators && !path.exists() {
         return Err(format!(
-            "{} holds a twopc log but no {DATA_ID_FILE} file. Coordinators that worked with this data know its \
-             id: copy it from this participant's line in a coordinator's PARTICIPANT_DATA file (\"ID DATA_ID\") \
-             into {} and start again. Only if no coordinator ever worked with it, write any 32 lowercase hex \
-             digits there",
+            "{} holds a twopc log but no {DATA_ID_FILE} file. {RESTORE_DATA_ID} into {} and start again. Only if \
+             no coordinator ever worked with this data, write any 32 lowercase hex digits there",
             dir.display(),
             path.display(),
         ));
@@ -155,13 +153,16 @@ pub fn data_id(dir: &Path, new_log: bool, checked_by_coordinators: bool) -> Resu
         match std::fs::read_to_string(&path) {
             Ok(found) if is_data_id(found.trim()) => return Ok(found.trim().to_string()),
             Ok(found) => {
+                let fix = if checked_by_coordinators {
+                    format!("{RESTORE_DATA_ID} in its place")
+                } else {
+                    "Remove it and start again: a new id is made".to_string()
+                };
                 return Err(format!(
-                    "{} is damaged: it holds {:?}, not a data id (32 hex digits). Remove it and start again: a \
-                     new id is made, and coordinators that worked with this node's data refuse it until told \
-                     (the error they give says how)",
+                    "{} is damaged: it holds {:?}, not a data id (32 lowercase hex digits). {fix}",
                     path.display(),
                     excerpt(&found),
-                ))
+                ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
@@ -171,6 +172,11 @@ pub fn data_id(dir: &Path, new_log: bool, checked_by_coordinators: bool) -> Resu
     write_synced(dir, &path, &format!("{id}\n")).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(id)
 }
+
+/// How a participant's lost or damaged data id is restored.
+const RESTORE_DATA_ID: &str = "Coordinators that worked with this data know its id: copy the 32 lowercase hex \
+     digits that follow this participant's id on its line of a coordinator's PARTICIPANT_DATA file (the id \
+     alone)";
 
 /// Whether `text` is a data id: 32 lowercase hex digits.
 pub fn is_data_id(text: &str) -> bool {

@@ -61,6 +61,11 @@ pub enum ServiceError {
          participant remembers applying it. It may have committed or aborted: read its keys to know"
     )]
     Forgotten { txid: TxnId },
+    /// The coordinator is stopping (a stop signal came): it takes no new
+    /// transaction or commit, and nothing of this request was done. A
+    /// client with other coordinators moves on to the next.
+    #[error("unavailable: {0}")]
+    Stopping(String),
 }
 
 impl ServiceError {
@@ -72,7 +77,7 @@ impl ServiceError {
             // Unless another process answers at the address (a wrong
             // cluster file): that fails the same way again.
             ServiceError::Unavailable(detail) => !crate::service::names_wrong_process(detail),
-            ServiceError::Overloaded(_) => true,
+            ServiceError::Overloaded(_) | ServiceError::Stopping(_) => true,
             _ => false,
         }
     }

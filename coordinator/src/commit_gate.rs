@@ -37,13 +37,20 @@ impl CommitGate {
     pub(crate) fn enter(self: &Arc<Self>, me: &str) -> Result<CommitPass, ServiceError> {
         self.in_progress.fetch_add(1, Ordering::SeqCst);
         let pass = CommitPass(Arc::clone(self));
+        self.refuse_if_stopping(me)?;
+        Ok(pass)
+    }
+
+    /// Refuses new work once stopping: commits, and new transaction ids
+    /// (so that a client with other coordinators mints on one of those).
+    pub(crate) fn refuse_if_stopping(&self, me: &str) -> Result<(), ServiceError> {
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(ServiceError::Unavailable(format!(
+            return Err(ServiceError::Stopping(format!(
                 "coordinator {me} is stopping: nothing of this transaction was done; retry it (on another \
                  coordinator, or once {me} is back)"
             )));
         }
-        Ok(pass)
+        Ok(())
     }
 
     /// How many commits are in progress now.

@@ -10,13 +10,13 @@
 //!
 //! A participant's `hello` also names the ring it routes keys by. One
 //! whose cluster file lists other participants (or vnodes) is refused,
-//! and while any is, or while a participant has never been heard from
-//! since this coordinator's data was created, the coordinator serves no
-//! read or commit at all ([`ParticipantData::ring_refusal`]): a new
-//! coordinator and a new p3 started together from a file that added p3
-//! agreed with each other, and served keys that p2 held as absent at p3
-//! (trial 22C); the old participants' own checks saw only keys they still
-//! owned.
+//! and its data id is not recorded. While some participant has never
+//! answered with this coordinator's ring since its data was created, the
+//! coordinator serves no read or commit at all
+//! ([`ParticipantData::ring_refusal`]): a new coordinator and a new p3
+//! started together from a file that added p3 agreed with each other, and
+//! served keys that p2 held as absent at p3 (trial 22C); the old
+//! participants' own checks saw only keys they still owned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use twopc_common::data_dir::{is_data_id, write_synced};
 use twopc_common::node::LogThrottle;
 use twopc_common::ring::Ring;
 use twopc_common::service::Hello;
-use twopc_common::NodeId;
+use twopc_common::{NodeId, ServiceError};
 
 /// The file, in a coordinator's data directory, that it keeps them in.
 pub const PARTICIPANT_DATA_FILE: &str = "PARTICIPANT_DATA";
@@ -88,8 +88,7 @@ impl ParticipantData {
                 "{addr} is participant {id}, whose cluster file lists the participants {theirs}, where this \
                  coordinator's lists {ours}: keys would be read and written at other participants than hold \
                  them, and committed data would seem absent. Give every node the same cluster file (twopc does \
-                 not reshard: a participant cannot join a cluster that holds data); this coordinator serves no \
-                 read or commit until they agree",
+                 not reshard: a participant cannot join a cluster that holds data)",
                 id = hello.id,
                 theirs = hello.ring_described,
                 ours = self.ring_described,
@@ -154,26 +153,45 @@ impl ParticipantData {
 }
 
 impl ParticipantData {
-    /// Why this coordinator may serve no read or commit now, if so: a
-    /// participant routes keys by another ring, or one of `participants`
-    /// has never answered `hello` (its data id is then unknown) and its
-    /// ring is unchecked. The caller connects to those first
-    /// ([`ParticipantData::unheard`]).
-    pub(crate) fn ring_refusal<'a>(&self, participants: impl Iterator<Item = &'a NodeId>) -> Option<String> {
-        if let Some((_, why)) = self.other_ring.lock().expect("lock").iter().next() {
-            return Some(why.clone());
-        }
+    /// Why this coordinator may serve no read or commit now, if so: one
+    /// of `participants` has never answered `hello` with this ring (its
+    /// data id is then unknown), so nothing yet says that this
+    /// coordinator routes keys as the participants placed them. A
+    /// participant that answered with another ring makes it a
+    /// configuration mismatch; one not reached (`unreached`: why, from the
+    /// caller's attempt to connect) makes it unavailable for now. A known
+    /// participant that later answers with another ring is refused alone,
+    /// as one whose data was begun anew is: the others' keys are routed
+    /// as they were placed (its refusal clears when it answers rightly).
+    pub(crate) fn ring_refusal<'a>(
+        &self,
+        participants: impl Iterator<Item = &'a NodeId>,
+        unreached: &BTreeMap<NodeId, String>,
+    ) -> Option<ServiceError> {
         let unheard = self.unheard(participants);
-        (!unheard.is_empty()).then(|| {
-            let unheard: Vec<&str> = unheard.iter().map(NodeId::as_str).collect();
-            format!(
-                "this coordinator has not yet reached participant(s) {}, and serves no read or commit until it \
-                 has checked that every participant routes keys by its cluster file's participants ({}). Start \
-                 them, or correct their addresses in the cluster file",
-                unheard.join(","),
-                self.ring_described
-            )
-        })
+        if unheard.is_empty() {
+            return None;
+        }
+        let other_ring = self.other_ring.lock().expect("lock");
+        if let Some(why) = unheard.iter().find_map(|p| other_ring.get(p.as_str())) {
+            return Some(ServiceError::ConfigMismatch(format!(
+                "{why}; this coordinator serves no read or commit until they agree"
+            )));
+        }
+        let reasons: Vec<String> = unheard
+            .iter()
+            .map(|p| match unreached.get(p) {
+                Some(why) => format!("{p}: {why}"),
+                None => p.to_string(),
+            })
+            .collect();
+        Some(ServiceError::Unavailable(format!(
+            "this coordinator has not yet reached {} since its data was created, and serves no read or commit \
+             until it has checked that every participant routes keys by its participants ({}); it does at the \
+             first request after they answer. Retry, or use another coordinator",
+            reasons.join("; "),
+            self.ring_described
+        )))
     }
 
     /// Those of `participants` never heard from (no data id known).
@@ -237,9 +255,16 @@ mod tests {
     fn no_read_or_commit_is_served_until_every_participant_routes_keys_alike() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = ring(&["p1", "p2", "p3"]);
+        let all = || cluster.nodes().iter();
+        let refusal = |data: &ParticipantData, unreached: &BTreeMap<NodeId, String>| {
+            data.ring_refusal(all(), unreached).map(|e| (e.is_transient(), e.to_string()))
+        };
+        let none = BTreeMap::new();
         let data = ParticipantData::load(dir.path(), &cluster).unwrap();
-        let unheard = data.ring_refusal(cluster.nodes().iter()).expect("nothing heard yet");
-        assert!(unheard.contains("not yet reached participant(s) p1,p2,p3"), "{unheard}");
+        let p3 = NodeId::new("p3").unwrap();
+        let down = BTreeMap::from([(p3.clone(), "cannot connect".to_string())]);
+        let (retryable, unheard) = refusal(&data, &down).expect("nothing heard yet");
+        assert!(retryable && unheard.contains("not yet reached p1; p2; p3: cannot connect since"), "{unheard}");
         data.check("a:1", &hello("p1", 'a')).unwrap();
         data.check("a:2", &hello("p2", 'b')).unwrap();
         // p3 started from an older file, without p3 itself.
@@ -247,14 +272,25 @@ mod tests {
         let refused = data.check("a:3", &old).unwrap_err();
         assert!(refused.contains("lists the participants p1,p2 (vnodes = 64)"), "{refused}");
         assert!(refused.contains("this coordinator's lists p1,p2,p3 (vnodes = 64)"), "{refused}");
-        assert_eq!(data.ring_refusal(cluster.nodes().iter()), Some(refused), "refused for every key");
-        assert_eq!(data.unheard(cluster.nodes().iter()), [NodeId::new("p3").unwrap()], "its data id not recorded");
+        let (retryable, mismatch) = refusal(&data, &none).expect("refused for every key");
+        assert!(!retryable && mismatch.contains(&refused) && mismatch.contains("serves no read or commit"));
+        assert_eq!(data.unheard(all()), [p3], "its data id not recorded");
         old.ring = cluster.fingerprint();
         data.check("a:3", &old).expect("restarted with the same file");
-        assert_eq!(data.ring_refusal(cluster.nodes().iter()), None);
+        assert_eq!(refusal(&data, &none), None);
+        assert!(data.refused().is_empty());
+        // Once known, a participant with another ring is refused alone, until
+        // it answers rightly (trial 23A: the whole coordinator stayed refused).
+        let mut rogue = Hello::new(Role::Participant, "p3", &"d".repeat(32), &ring(&["p1", "p2", "p3", "p4"]));
+        assert!(data.check("a:3", &rogue).is_err());
+        assert_eq!(refusal(&data, &none), None, "p1's and p2's keys are still served");
+        assert_eq!(data.refused().len(), 1);
+        rogue.ring = cluster.fingerprint();
+        rogue.data_id = "c".repeat(32);
+        data.check("a:3", &rogue).expect("the right p3 is back");
         assert!(data.refused().is_empty());
         // Known from the file at the next start: no need to hear from each.
         let data = ParticipantData::load(dir.path(), &cluster).unwrap();
-        assert_eq!(data.ring_refusal(cluster.nodes().iter()), None);
+        assert_eq!(refusal(&data, &none), None);
     }
 }

@@ -16,7 +16,7 @@ use crate::prepare_batch::PrepareSender;
 use crate::record::CoordinatorRecord;
 use crate::server::CoordinatorServer;
 use futures::future::join_all;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,24 +113,50 @@ impl Handle {
         self.mailbox.ask(|reply| Input::Begin(count, reply)).await?
     }
 
-    /// Refuses a read or commit while some participant routes keys by
-    /// another ring, or has never been heard from (connected to first: its
+    /// Refuses a read or commit while some participant has never been
+    /// heard from with this coordinator's ring (connected to first: its
     /// `hello` is checked as the connection opens; see
     /// [`ParticipantData::ring_refusal`]).
     pub(crate) async fn check_ring(&self) -> Result<(), ServiceError> {
         let unheard = self.participant_data.unheard(self.participants.keys());
-        if !unheard.is_empty() {
-            join_all(unheard.iter().map(|id| self.participants[id].client())).await;
+        if unheard.is_empty() {
+            return Ok(());
         }
-        match self.participant_data.ring_refusal(self.participants.keys()) {
-            Some(why) => Err(ServiceError::ConfigMismatch(why)),
+        let attempts = unheard.iter().map(|id| async move { (id.clone(), self.participants[id].client().await) });
+        let unreached: BTreeMap<NodeId, String> =
+            join_all(attempts).await.into_iter().filter_map(|(id, r)| r.err().map(|e| (id, e))).collect();
+        match self.participant_data.ring_refusal(self.participants.keys(), &unreached) {
+            Some(refused) => Err(refused),
             None => Ok(()),
+        }
+    }
+
+    /// Connects to every participant not yet heard from, so that a new
+    /// coordinator checks their rings (and records their data ids) before
+    /// its first request rather than at it.
+    pub(crate) fn greet_unheard(&self) {
+        for id in self.participant_data.unheard(self.participants.keys()) {
+            let peer = self.participants[&id].clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.client().await {
+                    tracing::debug!(participant = %id, error = %e, "participant not reached at start");
+                }
+            });
         }
     }
 
     pub(crate) async fn stats(&self) -> NodeStats {
         let mut stats = self.mailbox.ask(Input::Stats).await.unwrap_or_default();
         stats.refused_participants = self.participant_data.refused();
+        let unheard = self.participant_data.unheard(self.participants.keys());
+        if !unheard.is_empty() {
+            let unheard: Vec<&str> = unheard.iter().map(NodeId::as_str).collect();
+            stats.refused_participants.push(format!(
+                "{}: never reached since this coordinator's data was created, so it serves no read or commit \
+                 until they answer (their participant lists are unchecked)",
+                unheard.join(",")
+            ));
+        }
         stats
     }
 
@@ -223,6 +249,7 @@ pub async fn start(opts: CoordinatorOptions, listen: Option<&str>) -> Result<Run
         participant_data,
         commit_gate: commit_gate.clone(),
     };
+    handle.greet_unheard();
     let server = CoordinatorServer { handle, admin_token, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| CoordinatorError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });

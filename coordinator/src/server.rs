@@ -36,11 +36,13 @@ impl CoordinatorRpc for CoordinatorServer {
     }
 
     async fn begin(self, _: Context) -> Result<TxnId, ServiceError> {
+        self.handle.commit_gate.refuse_if_stopping(self.me.as_str())?;
         let txids = self.handle.begin(1).await?;
         txids.into_iter().next().ok_or_else(|| ServiceError::Unavailable("no transaction id minted".into()))
     }
 
     async fn begin_many(self, _: Context, count: u32) -> Result<Vec<TxnId>, ServiceError> {
+        self.handle.commit_gate.refuse_if_stopping(self.me.as_str())?;
         if !(1..=MAX_BEGIN_BATCH).contains(&count) {
             return Err(ServiceError::Invalid(format!("count must be 1..={MAX_BEGIN_BATCH}, not {count}")));
         }
