@@ -71,6 +71,7 @@ async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusin
     // serves nothing while the rings differ); p2 itself would refuse the
     // prepare.
     let mut cluster = Cluster::new(2);
+    cluster.set_admin_token("stale-file-token");
     cluster.view_mut("p2").vnodes = 32;
     cluster.start_all()?;
     let keys = cluster.key_per_participant("stale-file");
@@ -88,6 +89,38 @@ async fn a_participant_with_another_cluster_file_refuses_and_is_named_as_refusin
         other => panic!("expected a refusal naming p2, got {other:?}"),
     }
     assert_eq!(cluster.read_at("p1", &keys[0]).await?.value, None, "p1 kept a write of an aborted transaction");
+    // `admin` sets that p2 aside rather than take its word on transactions
+    // (trial 23B: a p3 from another file was shown "not in doubt").
+    let config = cluster.write_cluster_file()?;
+    let status = support::twopc(&["admin", "status", "--config", &config.display().to_string()])?;
+    let shown = support::text(&status);
+    assert_eq!(status.status.code(), Some(3), "{shown}");
+    assert!(shown.contains("p2 at") && shown.contains("serves another cluster"), "{shown}");
+    Ok(())
+}
+
+/// A participant refuses prepares from a coordinator its cluster file
+/// does not list: it could not ask that coordinator for the outcome of a
+/// transaction left in doubt (trial 23B: such locks stayed until `admin
+/// resolve`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_refuses_prepares_from_a_coordinator_it_does_not_know() -> Result<()> {
+    let mut cluster = Cluster::plan(2, 2);
+    for p in ["p1", "p2"] {
+        cluster.view_mut(p).coordinator.retain(|c| c.id != "c2");
+    }
+    cluster.start_all()?;
+    let keys = cluster.key_per_participant("unknown-coordinator");
+    let client = twopc_common::client::Client::connect(&cluster.addr("c2")).await?;
+    let mut txn = client.begin().await?;
+    for key in &keys {
+        txn.put(key, b"x".to_vec());
+    }
+    let refused = txn.commit().await.expect_err("prepared for a coordinator p1 cannot ask").to_string();
+    assert!(refused.contains("coordinator c2 is not in p1's cluster file"), "{refused}");
+    for (key, id) in keys.iter().zip(cluster.participant_ids()) {
+        assert_eq!(cluster.lock_holder(&id, key).await?, None, "{id} holds a lock for c2");
+    }
     Ok(())
 }
 

@@ -181,7 +181,7 @@ impl ParticipantData {
         let reasons: Vec<String> = unheard
             .iter()
             .map(|p| match unreached.get(p) {
-                Some(why) => format!("{p}: {why}"),
+                Some(why) => format!("{p} ({why})"),
                 None => p.to_string(),
             })
             .collect();
@@ -192,6 +192,23 @@ impl ParticipantData {
             reasons.join("; "),
             self.ring_described
         )))
+    }
+
+    /// Forgets what `participants` last answered about their rings, before
+    /// they are asked again: one that now cannot be reached is then
+    /// unreachable (retryable), not still "another list" (trial 23B).
+    pub(crate) fn forget_rings(&self, participants: &[NodeId]) {
+        let mut other_ring = self.other_ring.lock().expect("lock");
+        for p in participants {
+            other_ring.remove(p.as_str());
+        }
+    }
+
+    /// Those of `participants` never heard from (no data id known) that
+    /// did not answer with another ring either.
+    pub(crate) fn not_yet_answered<'a>(&self, participants: impl Iterator<Item = &'a NodeId>) -> Vec<NodeId> {
+        let other_ring = self.other_ring.lock().expect("lock");
+        self.unheard(participants).into_iter().filter(|p| !other_ring.contains_key(p.as_str())).collect()
     }
 
     /// Those of `participants` never heard from (no data id known).
@@ -264,7 +281,7 @@ mod tests {
         let p3 = NodeId::new("p3").unwrap();
         let down = BTreeMap::from([(p3.clone(), "cannot connect".to_string())]);
         let (retryable, unheard) = refusal(&data, &down).expect("nothing heard yet");
-        assert!(retryable && unheard.contains("not yet reached p1; p2; p3: cannot connect since"), "{unheard}");
+        assert!(retryable && unheard.contains("not yet reached p1; p2; p3 (cannot connect) since"), "{unheard}");
         data.check("a:1", &hello("p1", 'a')).unwrap();
         data.check("a:2", &hello("p2", 'b')).unwrap();
         // p3 started from an older file, without p3 itself.

@@ -122,6 +122,7 @@ impl Handle {
         if unheard.is_empty() {
             return Ok(());
         }
+        self.participant_data.forget_rings(&unheard);
         let attempts = unheard.iter().map(|id| async move { (id.clone(), self.participants[id].client().await) });
         let unreached: BTreeMap<NodeId, String> =
             join_all(attempts).await.into_iter().filter_map(|(id, r)| r.err().map(|e| (id, e))).collect();
@@ -148,11 +149,12 @@ impl Handle {
     pub(crate) async fn stats(&self) -> NodeStats {
         let mut stats = self.mailbox.ask(Input::Stats).await.unwrap_or_default();
         stats.refused_participants = self.participant_data.refused();
-        let unheard = self.participant_data.unheard(self.participants.keys());
+        // Those that answered with another list are listed with why.
+        let unheard = self.participant_data.not_yet_answered(self.participants.keys());
         if !unheard.is_empty() {
             let unheard: Vec<&str> = unheard.iter().map(NodeId::as_str).collect();
             stats.refused_participants.push(format!(
-                "{}: never reached since this coordinator's data was created, so it serves no read or commit \
+                "{}: not yet reached since this coordinator's data was created, so it serves no read or commit \
                  until they answer (their participant lists are unchecked)",
                 unheard.join(",")
             ));

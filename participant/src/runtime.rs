@@ -218,7 +218,9 @@ pub async fn start(opts: ParticipantOptions, listen: Option<&str>) -> Result<Run
     let stopped = tokio::spawn(task.run(rx));
     let admin_token = twopc_common::admin::server_token(&opts.cluster).map(Into::into);
     let ring = Arc::new(opts.cluster.ring());
-    let server = ParticipantServer { handle: Handle { mailbox }, admin_token, ring, me: me.clone(), data_id };
+    let coordinators = Arc::new(opts.cluster.coordinator.iter().map(|c| c.id.clone()).collect());
+    let server =
+        ParticipantServer { handle: Handle { mailbox }, admin_token, ring, coordinators, me: me.clone(), data_id };
     let listener = port.listen().map_err(|source| ParticipantError::Bind { addr, source })?;
     let server = tokio::spawn(async move { twopc_common::serve_tarpc!(listener, server).await });
     let at_stop: twopc_common::node::AtStop = Box::new(move || match rocks_wal.sync_for_stop() {

@@ -20,6 +20,11 @@ pub struct ParticipantServer {
     /// This participant's ring and id: a read of a key it does not own is
     /// refused (the sender's cluster file differs), not answered "absent".
     pub(crate) ring: std::sync::Arc<Ring>,
+    /// The coordinators of its cluster file: a prepare from another is
+    /// refused, since a transaction it left in doubt here could not be
+    /// resolved by asking it (trial 23B: a coordinator run from another
+    /// file left locks that only `admin resolve` cleared).
+    pub(crate) coordinators: std::sync::Arc<std::collections::BTreeSet<String>>,
     pub(crate) me: NodeId,
     /// The id of this participant's data ([`twopc_common::data_dir::data_id`]).
     pub(crate) data_id: String,
@@ -76,6 +81,14 @@ impl ParticipantRpc for ParticipantServer {
         _: Context,
         reqs: Vec<PrepareRequest>,
     ) -> Result<Vec<Result<Vote, ServiceError>>, ServiceError> {
+        if let Some(req) = reqs.iter().find(|r| !self.coordinators.contains(r.txid.coordinator.as_str())) {
+            return Err(ServiceError::ConfigMismatch(format!(
+                "{}'s coordinator {} is not in {}'s cluster file: a transaction it left in doubt here could not \
+                 be resolved by asking it. Give every node the same cluster file (add a coordinator to the \
+                 participants' files, and restart them, before starting it)",
+                req.txid, req.txid.coordinator, self.me
+            )));
+        }
         self.each(reqs, MAX_PREPARE_BATCH, "prepares", Request::Prepare, |reply| match reply {
             Reply::Vote(vote) => Ok(vote),
             other => Err(unexpected(other)),

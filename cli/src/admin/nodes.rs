@@ -6,6 +6,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats, ADMIN_TOKEN_ENV};
 use twopc_common::config::ClusterConfig;
 use twopc_common::net::{client_config, connect, context_with_timeout, transport};
 use twopc_common::node::now_ms;
+use twopc_common::ring::Ring;
 use twopc_common::service::{
     coordinator_hello, introduce, participant_hello, CoordinatorRpcClient, ParticipantRpcClient, Role,
 };
@@ -103,8 +104,9 @@ impl Cluster {
                 stats: Err("not asked".into()),
             });
         }
+        let ring = config.ring();
         for entry in &config.participant {
-            let client = participant(&entry.addr, &entry.id).await.map(Client::Participant);
+            let client = participant(&entry.addr, &entry.id, &ring).await.map(Client::Participant);
             nodes.push(Node {
                 id: entry.id.clone(),
                 role: "participant",
@@ -287,10 +289,21 @@ async fn coordinator(addr: &str, id: Option<&str>) -> Result<CoordinatorRpcClien
     Ok(client)
 }
 
-/// A connection to participant `id` at `addr`, checked with `hello`.
-async fn participant(addr: &str, id: &str) -> Result<ParticipantRpcClient, String> {
+/// A connection to participant `id` at `addr`, checked with `hello`: one
+/// routing keys by another participant list than `ring` serves another
+/// cluster, and is set aside as not reached (trial 23B: a p3 started from
+/// another file was shown "not in doubt" for a transaction the real p3
+/// held prepared).
+async fn participant(addr: &str, id: &str, ring: &Ring) -> Result<ParticipantRpcClient, String> {
     let client = ParticipantRpcClient::new(client_config(), transport(connect(addr).await?)).spawn();
-    introduce(participant_hello(client.clone()), addr, Role::Participant, Some(id)).await?;
+    let hello = introduce(participant_hello(client.clone()), addr, Role::Participant, Some(id)).await?;
+    if hello.ring != ring.fingerprint() {
+        return Err(format!(
+            "{id} at {addr} serves another cluster: its cluster file lists the participants {}, this one {}",
+            hello.ring_described,
+            ring.describe()
+        ));
+    }
     Ok(client)
 }
 
