@@ -199,8 +199,9 @@ impl ParticipantData {
     /// unreachable (retryable), not still "another list" (trial 23B).
     pub(crate) fn forget_rings(&self, participants: &[NodeId]) {
         let mut other_ring = self.other_ring.lock().expect("lock");
-        for p in participants {
-            other_ring.remove(p.as_str());
+        let mut refusing = self.refusing.lock().expect("lock");
+        for p in participants.iter().filter(|p| other_ring.remove(p.as_str()).is_some()) {
+            refusing.remove(p.as_str());
         }
     }
 
@@ -222,6 +223,11 @@ impl ParticipantData {
     /// were the only place it was said, trial 21C).
     pub(crate) fn refused(&self) -> Vec<String> {
         self.refusing.lock().expect("lock").iter().map(|(id, why)| format!("{id}: {why}")).collect()
+    }
+
+    /// The ids of the participants refused now.
+    pub(crate) fn refused_ids(&self) -> Vec<String> {
+        self.refusing.lock().expect("lock").keys().cloned().collect()
     }
 }
 

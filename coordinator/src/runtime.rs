@@ -149,6 +149,18 @@ impl Handle {
     pub(crate) async fn stats(&self) -> NodeStats {
         let mut stats = self.mailbox.ask(Input::Stats).await.unwrap_or_default();
         stats.refused_participants = self.participant_data.refused();
+        // A refusal is what the participant's latest connection said, and
+        // nothing reconnects to it by itself: ask again in the background,
+        // so that the next look shows a participant put right (trial 23B:
+        // `status` showed the refusal until a request touched it).
+        for id in self.participant_data.refused_ids() {
+            let Some(peer) = NodeId::new(&id).ok().and_then(|id| self.participants.get(&id)).cloned() else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = peer.client().await;
+            });
+        }
         // Those that answered with another list are listed with why.
         let unheard = self.participant_data.not_yet_answered(self.participants.keys());
         if !unheard.is_empty() {
