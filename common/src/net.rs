@@ -600,15 +600,7 @@ mod guard_tests {
     /// not one after another behind the connection being made.
     #[tokio::test]
     async fn calls_to_a_peer_that_never_answers_end_within_their_guard() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let expected = Expected {
-            hello: |_: ()| Box::pin(futures::future::pending()),
-            role: Role::Participant,
-            id: None,
-            accept: None,
-        };
-        let peer = Peer::expecting(addr, |_, _| (), expected);
+        let (listener, peer) = peer_whose_hello_is(|_| Box::pin(futures::future::pending()));
         let guard = Duration::from_millis(300);
         let started = Instant::now();
         let calls = (0..4).map(|_| {
@@ -622,6 +614,18 @@ mod guard_tests {
         drop(listener);
     }
 
+    /// A peer at a listener that accepts connections but never serves,
+    /// whose `hello` is `hello` (the listener must outlive the peer's use).
+    fn peer_whose_hello_is(
+        hello: fn(()) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>>,
+    ) -> (std::net::TcpListener, Arc<Peer<()>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer =
+            Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None, accept: None });
+        (listener, peer)
+    }
+
     static HELLOS: AtomicU32 = AtomicU32::new(0);
 
     /// Callers that queue while a connection is being opened to a peer
@@ -629,17 +633,13 @@ mod guard_tests {
     /// each make one of their own in turn (trial 20A: 2 s more each).
     #[tokio::test]
     async fn callers_queued_behind_a_failed_connection_attempt_share_its_failure() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let hello: fn(()) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>> = |_| {
+        let (listener, peer) = peer_whose_hello_is(|_| {
             HELLOS.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Err(tarpc::client::RpcError::DeadlineExceeded)
             })
-        };
-        let peer =
-            Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None, accept: None });
+        });
         let calls = (0..4).map(|_| {
             let peer = Arc::clone(&peer);
             async move {
@@ -666,17 +666,13 @@ mod guard_tests {
     /// of its own (trial 21C: 1.25 s + 2 s per transaction).
     #[tokio::test]
     async fn an_attempt_outlives_the_caller_that_began_it() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let hello: fn(()) -> futures::future::BoxFuture<'static, Result<Hello, tarpc::client::RpcError>> = |_| {
+        let (listener, peer) = peer_whose_hello_is(|_| {
             SLOW_HELLOS.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 tokio::time::sleep(Duration::from_millis(400)).await;
                 Err(tarpc::client::RpcError::DeadlineExceeded)
             })
-        };
-        let peer =
-            Peer::expecting(addr, |_, _| (), Expected { hello, role: Role::Participant, id: None, accept: None });
+        });
         let ok = |()| async { Ok::<(), tarpc::client::RpcError>(()) };
         let impatient = peer.try_call_within(Duration::from_millis(100), ok);
         let patient = async {

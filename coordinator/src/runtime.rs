@@ -136,11 +136,18 @@ impl Handle {
     /// coordinator checks their rings (and records their data ids) before
     /// its first request rather than at it.
     pub(crate) fn greet_unheard(&self) {
-        for id in self.participant_data.unheard(self.participants.keys()) {
-            let peer = self.participants[&id].clone();
+        self.connect_in_background(self.participant_data.unheard(self.participants.keys()));
+    }
+
+    /// Opens a connection to each of `ids` that has none, in the
+    /// background: its `hello` is checked as it opens (which records or
+    /// clears what [`ParticipantData`] holds about it).
+    fn connect_in_background(&self, ids: impl IntoIterator<Item = NodeId>) {
+        for id in ids {
+            let Some(peer) = self.participants.get(&id).cloned() else { continue };
             tokio::spawn(async move {
                 if let Err(e) = peer.client().await {
-                    tracing::debug!(participant = %id, error = %e, "participant not reached at start");
+                    tracing::debug!(participant = %id, error = %e, "participant not reached");
                 }
             });
         }
@@ -153,14 +160,7 @@ impl Handle {
         // nothing reconnects to it by itself: ask again in the background,
         // so that the next look shows a participant put right (trial 23B:
         // `status` showed the refusal until a request touched it).
-        for id in self.participant_data.refused_ids() {
-            let Some(peer) = NodeId::new(&id).ok().and_then(|id| self.participants.get(&id)).cloned() else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = peer.client().await;
-            });
-        }
+        self.connect_in_background(self.participant_data.refused_ids().iter().filter_map(|id| NodeId::new(id).ok()));
         // Those that answered with another list are listed with why.
         let unheard = self.participant_data.not_yet_answered(self.participants.keys());
         if !unheard.is_empty() {

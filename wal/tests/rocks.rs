@@ -294,10 +294,36 @@ fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
     logs
 }
 
-/// Writes records 0, 1 and 2, each synced, and closes the log.
-fn write_three_synced(wal: RocksWal<Rec>) {
-    for id in 0..3 {
-        wal.write(appends([id]), Durability::Sync).unwrap();
+/// A log created once (`open_created_once`, with its marker) in a temp dir.
+struct CreatedLog {
+    _dir: TempDir,
+    log: std::path::PathBuf,
+    marker: std::path::PathBuf,
+}
+
+impl CreatedLog {
+    fn new() -> CreatedLog {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
+        CreatedLog { _dir: dir, log, marker }
+    }
+
+    /// A new log holding records 0, 1 and 2, each synced, closed.
+    fn with_three_synced() -> CreatedLog {
+        let created = CreatedLog::new();
+        let wal = created.open().unwrap();
+        for id in 0..3 {
+            wal.write(appends([id]), Durability::Sync).unwrap();
+        }
+        created
+    }
+
+    fn open(&self) -> Result<RocksWal<Rec>, WalError> {
+        RocksWal::<Rec>::open_created_once(&self.log, &self.marker, None)
+    }
+
+    fn newest_file(&self) -> std::path::PathBuf {
+        log_files(&self.log).into_iter().max().expect("a write-ahead file")
     }
 }
 
@@ -305,14 +331,12 @@ fn write_three_synced(wal: RocksWal<Rec>) {
 fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     // Synced records living only in the write-ahead file: removing it (an
     // operator cleaning "logs") must not open as a shorter, valid log.
-    let dir = tempfile::tempdir().unwrap();
-    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
-    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
-    write_three_synced(open().unwrap());
+    let created = CreatedLog::with_three_synced();
+    let (log, open) = (&created.log, || created.open());
     let wal = open().expect("a clean reopen");
     assert_eq!(ids(&wal).len(), 3);
     drop(wal);
-    let logs = log_files(&log);
+    let logs = log_files(log);
     assert!(!logs.is_empty(), "no write-ahead file in {}", log.display());
     for file in &logs {
         std::fs::remove_file(file).unwrap();
@@ -326,11 +350,9 @@ fn a_write_ahead_file_deleted_while_closed_is_refused_at_open() {
 
 #[test]
 fn a_damaged_write_ahead_file_is_refused_at_open_naming_where_to_look() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
-    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
-    write_three_synced(open().unwrap());
-    let newest = log_files(&log).into_iter().max().expect("a write-ahead file");
+    let created = CreatedLog::with_three_synced();
+    let (log, open) = (&created.log, || created.open());
+    let newest = created.newest_file();
     let mut bytes = std::fs::read(&newest).unwrap();
     assert!(bytes.len() > 20, "{} bytes", bytes.len());
     for b in &mut bytes[10..14] {
@@ -347,11 +369,9 @@ fn a_write_ahead_file_emptied_while_closed_is_refused_at_open() {
     // The file is still there but its synced records are gone (as when
     // the newest of several write-ahead files is deleted): RocksDB alone
     // opens what is left; the synced mark says records are missing.
-    let dir = tempfile::tempdir().unwrap();
-    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
-    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
-    write_three_synced(open().unwrap());
-    let newest = log_files(&log).into_iter().max().expect("a write-ahead file");
+    let created = CreatedLog::with_three_synced();
+    let (log, open) = (&created.log, || created.open());
+    let newest = created.newest_file();
     std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(0).unwrap();
     let err = open().map(|wal| ids(&wal)).expect_err("opened without its latest records");
     assert!(matches!(err, WalError::Shortened { .. }), "{err}");
@@ -370,14 +390,13 @@ fn an_older_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     // Deleting the first (an operator cleaning "old logs") must not open
     // as a valid log without record 0 (trial 11 lost a prepared
     // transaction that way).
-    let dir = tempfile::tempdir().unwrap();
-    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
-    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let created = CreatedLog::new();
+    let (log, open) = (&created.log, || created.open());
     let wal = open().unwrap();
     wal.write(appends([0]), Durability::Sync).unwrap();
     let value = vec![7u8; 1 << 20];
     for i in 0.. {
-        if log_files(&log).len() >= 2 {
+        if log_files(log).len() >= 2 {
             break;
         }
         assert!(i < 200, "no second write-ahead file after {i} MiB");
@@ -389,7 +408,7 @@ fn an_older_write_ahead_file_deleted_while_closed_is_refused_at_open() {
     // A later record, in the newer file: the synced mark is satisfied.
     wal.write(appends([1]), Durability::Sync).unwrap();
     drop(wal);
-    let oldest = log_files(&log).into_iter().min().expect("a write-ahead file");
+    let oldest = log_files(log).into_iter().min().expect("a write-ahead file");
     std::fs::remove_file(&oldest).unwrap();
     let err = open().map(|wal| ids(&wal)).expect_err("opened without record 0");
     assert!(matches!(err, WalError::Missing { .. }), "{err}");
@@ -603,14 +622,13 @@ fn write_ahead_files_stay_bounded() {
 /// the log. A log that held records, missing its `CURRENT`, stays refused.
 #[test]
 fn a_first_start_killed_while_creating_the_log_is_finished_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, marker) = (dir.path().join("wal"), dir.path().join("LOG_CREATED"));
-    let open = || RocksWal::<Rec>::open_created_once(&log, &marker, None);
+    let created = CreatedLog::new();
+    let (log, marker, open) = (&created.log, &created.marker, || created.open());
     drop(open().unwrap());
     // What a kill before `CURRENT` leaves: the marker was never written.
-    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(marker).unwrap();
     std::fs::remove_file(log.join("CURRENT")).unwrap();
-    for file in log_files(&log) {
+    for file in log_files(log) {
         std::fs::remove_file(file).unwrap();
     }
     std::fs::write(log.join("000001.dbtmp"), b"MANIFEST-000001\n").unwrap();
@@ -622,7 +640,7 @@ fn a_first_start_killed_while_creating_the_log_is_finished_by_the_next() {
     assert_eq!(reopened, vec![7]);
 
     // The same files beside a write-ahead file: a damaged log, refused.
-    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(marker).unwrap();
     std::fs::remove_file(log.join("CURRENT")).unwrap();
     let Err(err) = open() else { panic!("a log with records but no CURRENT opened") };
     assert!(matches!(err, WalError::Missing { .. }), "{err}");
