@@ -95,6 +95,7 @@ pub enum Workload {
 pub fn abort_category(reason: &AbortReason) -> &'static str {
     match reason {
         AbortReason::LockConflict { .. } => "lock-conflict",
+        AbortReason::HeldInDoubt { .. } => "held-in-doubt",
         AbortReason::StaleRead { .. } => "stale-read",
         AbortReason::ConditionFailed { .. } => "condition-failed",
         AbortReason::ParticipantUnavailable { .. } => "participant-unavailable",

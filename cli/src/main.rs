@@ -201,13 +201,15 @@ enum Command {
     /// `TXID: committed`, `aborted` or `pending` (`--json` for machines);
     /// `--wait 1m` asks again every 0.5 s while it is pending or its
     /// coordinator cannot be reached. Asking about an id that was begun but
-    /// never committed aborts it for good. An id newer than any its
-    /// coordinator minted is an unknown transaction (exit 3); an older one
+    /// never committed aborts it for good. An id of its coordinator's
+    /// current run newer than any it minted is an unknown transaction
+    /// (exit 3); an older one
     /// of an epoch its log ran, with no record, is aborted (presumed abort:
     /// its participants are asked, and fenced so that it can never commit),
     /// even if that id was never used. One of an epoch its log never ran
     /// (the coordinator was started on another data directory, or another
-    /// process had its id) prints `TXID: unknown` (exit 2): only the other
+    /// process had its id; or a later epoch than its current one: also a
+    /// mistyped id) prints `TXID: unknown` (exit 2): only the other
     /// log knows; unless a participant applied it (an operator forced it
     /// with `twopc admin resolve --commit --force`): committed. A commit an operator then forced to abort at some of its
     /// participants (`twopc admin resolve --force` while the coordinator

@@ -220,6 +220,14 @@ async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<(
     cluster.wait_exit("c1", Duration::from_secs(10))?;
     let out = admin(&config, &["in-doubt", "--json"], None)?;
     assert_eq!(json(&out)["in_doubt"][0]["txid"], txid.to_string());
+    assert_eq!(json(&out)["in_doubt"][0]["decision_kind"], "unknown", "c1 is down: {}", text(&out));
+    // With c1 down it stays in doubt: counted only when old enough (trial
+    // 24C: under load, `recover` reported transactions in flight).
+    let out = admin(&config, &["recover", "--wait", "0s", "--older-than", "1h", "--json"], None)?;
+    assert_eq!(json(&out)["still_in_doubt"], serde_json::json!([]), "{}", text(&out));
+    assert_eq!(json(&out)["younger_not_counted"], 1, "{}", text(&out));
+    let out = admin(&config, &["recover", "--wait", "0s", "--older-than", "0s", "--json"], None)?;
+    assert_eq!(json(&out)["still_in_doubt"][0]["txid"], txid.to_string(), "{}", text(&out));
     cluster.spawn("c1", &[])?;
     let out = admin(&config, &["recover", "--wait", "20s", "--json"], None)?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -247,6 +255,10 @@ async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<(
     let out = admin(&config, &["in-doubt"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("could not ask p2"), "{}", text(&out));
+    // Not "no locks held": the key may be p2's.
+    let out = admin(&config, &["locks", "--key", "anything"], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("at the participants reached"), "{}", text(&out));
     // Recover cannot say nothing is in doubt: p2 may hold prepared
     // transactions (it once said so, with exit 0).
     let out = admin(&config, &["recover", "--wait", "1s"], None)?;

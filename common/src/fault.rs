@@ -13,8 +13,9 @@
 //! - `participant.after-commit-acked`: a commit's ack handed to the RPC layer;
 //! - `coordinator.before-decision`: every vote Yes, Commit record not written;
 //! - `coordinator.after-decision-synced`: Commit record durable, nobody told;
-//! - `coordinator.mid-commit-fanout`: the first participant's commit
-//!   acked, its ack not yet handed to the engine (commits to the others
+//! - `coordinator.mid-commit-fanout`: a participant's commit acked, its
+//!   ack not yet handed to the engine; hit once per participant's ack, so
+//!   `@n` counts acks, not transactions (trial 24A; commits to the others
 //!   go out in parallel, each participant's on its own sender, so they may
 //!   have been delivered too: the End record is what is missing);
 //! - `coordinator.before-commit-send`: the client was answered Committed,

@@ -24,13 +24,20 @@ pub fn now_ms() -> u64 {
 
 /// Whether failed attempt number `attempt` (from 0) of something retried
 /// for as long as it takes is worth a log line: the first few, then ever
-/// more rarely (attempts 0, 1, 3, 7, 15, …). With retries every few
-/// seconds that is one line every few minutes after the first minute, so
-/// a peer that is down for an hour does not fill the log with a line per
-/// transaction per retry; `twopc admin status` counts what waits meanwhile.
+/// more rarely (attempts 0, 1, 3, 7, 15, …), but at least one in
+/// [`WARN_AT_LEAST_EVERY`]. With retries every few seconds that is one
+/// line every few minutes after the first minute, so a peer that is down
+/// for an hour does not fill the log with a line per transaction per
+/// retry, nor goes silent about it (trial 24C: a line an hour after a
+/// day); `twopc admin status` counts what waits meanwhile.
 pub fn worth_a_warning(attempt: u32) -> bool {
-    attempt.wrapping_add(1).is_power_of_two()
+    let nth = attempt.wrapping_add(1);
+    nth.is_power_of_two() || nth.is_multiple_of(WARN_AT_LEAST_EVERY)
 }
+
+/// A retried failure is logged at least once in this many attempts (2 to
+/// 5 minutes at the 2 to 5 s between retries).
+pub const WARN_AT_LEAST_EVERY: u32 = 64;
 
 /// Repeated events of one kind (garbage frames, refused connections),
 /// logged at the 1st, 2nd, 4th, 8th… and at least once a minute while
@@ -184,5 +191,18 @@ mod clock_tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(now_ms() >= first + 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_retried_for_good_is_logged_ever_more_rarely_but_never_stops() {
+        let logged: Vec<u32> = (0..300).filter(|&a| worth_a_warning(a)).collect();
+        assert_eq!(logged, vec![0, 1, 3, 7, 15, 31, 63, 127, 191, 255]);
+        let after_a_day = (1_000_000..1_000_000 + WARN_AT_LEAST_EVERY).filter(|&a| worth_a_warning(a)).count();
+        assert_eq!(after_a_day, 1);
     }
 }

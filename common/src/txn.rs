@@ -211,9 +211,22 @@ pub enum AbortReason {
     /// uncommitted transaction open (`after_ms`): it was aborted then.
     /// New variants go last: reasons cross the wire by variant position.
     Expired { after_ms: u64 },
+    /// The key's lock is held by a transaction prepared at `participant`
+    /// at least `for_ms` ago whose coordinator has not given the outcome:
+    /// a lock conflict that lasts until it is resolved (trial 24C: told
+    /// only "lock conflict", clients retried it 120 times in 30 s).
+    HeldInDoubt { participant: NodeId, key: Key, holder: TxnId, for_ms: u64 },
 }
 
 impl AbortReason {
+    /// The transaction holding the lock that caused the abort, if a lock did.
+    pub fn lock_holder(&self) -> Option<&TxnId> {
+        match self {
+            AbortReason::LockConflict { holder, .. } | AbortReason::HeldInDoubt { holder, .. } => Some(holder),
+            _ => None,
+        }
+    }
+
     /// The abort that `participant`'s error answer to a prepare (or a
     /// one-phase commit) causes: an outage it reports itself (stopping,
     /// overloaded) is `ParticipantUnavailable`, retryable like one seen
@@ -238,7 +251,9 @@ impl AbortReason {
             // same again fails the same way (it was called retryable, and a
             // retrying client would loop for good).
             AbortReason::ParticipantUnavailable { detail, .. } => !crate::service::names_wrong_process(detail),
+            // Free again once the holder is resolved (`twopc admin`).
             AbortReason::LockConflict { .. }
+            | AbortReason::HeldInDoubt { .. }
             | AbortReason::StaleRead { .. }
             | AbortReason::AbortedEarlier { .. }
             | AbortReason::CoordinatorRestarted
@@ -256,6 +271,15 @@ impl fmt::Display for AbortReason {
             AbortReason::LockConflict { participant, key: k, holder } => {
                 write!(f, "lock conflict on {:?} at {participant}: held by {holder}", key(k))
             }
+            AbortReason::HeldInDoubt { participant, key: k, holder, for_ms } => write!(
+                f,
+                "lock conflict on {:?} at {participant}: held by {holder}, prepared there {} s ago and still in \
+                 doubt (its coordinator {} has not given the outcome); a retry conflicts the same way until it \
+                 is resolved: see `twopc admin in-doubt`",
+                key(k),
+                for_ms / 1000,
+                holder.coordinator
+            ),
             AbortReason::StaleRead { participant, key: k, read, current } => {
                 write!(f, "stale read of {:?} at {participant}: read version {read}, now {current}", key(k))
             }

@@ -171,7 +171,10 @@ async fn send_batch(
     };
     for (prepare, vote) in batch.into_iter().zip(votes) {
         let txid = prepare.txid;
-        tracing::debug!(%txid, participant = %to, ?vote, "vote");
+        match &vote {
+            Ok(Vote::Yes) => tracing::debug!(%txid, participant = %to, "vote: yes"),
+            Ok(Vote::No(reason)) | Err(reason) => tracing::debug!(%txid, participant = %to, %reason, "vote: no"),
+        }
         let _ = events.send(Completion::Event(Event::Vote { txid, from: to.clone(), vote }));
     }
 }

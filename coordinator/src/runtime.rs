@@ -28,7 +28,7 @@ use twopc_common::net::{self, client_config, context_with_timeout, CallError, Ex
 use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
 use twopc_common::ring::Ring;
 use twopc_common::service::{participant_hello, CoordinatorRpc, ParticipantRpcClient, Role};
-use twopc_common::txn::PrepareRequest;
+use twopc_common::txn::{PrepareRequest, ProbeAnswer};
 use twopc_common::{fault, AbortReason, NodeId, Outcome, ServiceError, TxnId};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, Wal, WalBatch, WalError};
 
@@ -815,6 +815,18 @@ impl EngineTask {
                 }
             });
             let answers = join_all(asks).await;
+            // The coordinator's side of a presumed abort (trial 24C: only
+            // the participants said anything).
+            let count = |answer: ProbeAnswer| answers.iter().filter(|a| **a == Ok(answer)).count();
+            let unanswered = answers.iter().filter(|a| a.is_err()).count();
+            tracing::info!(
+                %txid,
+                applied = count(ProbeAnswer::Committed),
+                prepared = count(ProbeAnswer::Prepared),
+                unanswered,
+                "no Commit record here, participants asked: committed if one applied it, else presumed aborted \
+                 once every one has answered"
+            );
             let _ = tx.send(Completion::Event(Event::ProbeResult { txid, answers }));
         });
     }

@@ -353,8 +353,8 @@ impl Engine {
         }
         let locks = dedup_keys(prepare.ops.keys());
         if let Err(reason) = self.check(&txid, &prepare, &locks, &current) {
-            if let AbortReason::LockConflict { holder, .. } = &reason {
-                self.ask_about_blocker(holder, out);
+            if let Some(holder) = reason.lock_holder().cloned() {
+                self.ask_about_blocker(&holder, out);
             }
             self.decide(txid, Decision::Aborted);
             out.push(reply(if one_phase {
@@ -392,7 +392,15 @@ impl Engine {
     ) -> Result<(), AbortReason> {
         let participant = self.me.clone();
         if let Some((key, holder)) = self.locks.conflict(txid, locks) {
-            return Err(AbortReason::LockConflict { participant, key, holder });
+            return Err(match self.txns.get(&holder) {
+                Some(TxnState::Prepared { record, .. })
+                    if self.now_ms.saturating_sub(record.prepared_at_ms) >= IN_DOUBT_AFTER_MS =>
+                {
+                    let for_ms = self.now_ms - record.prepared_at_ms;
+                    AbortReason::HeldInDoubt { participant, key, holder, for_ms }
+                }
+                _ => AbortReason::LockConflict { participant, key, holder },
+            });
         }
         let now = |key: &Key| lookup(current, key);
         for condition in &prepare.ops.conditions {

@@ -7,7 +7,7 @@
 //! the commands in order. `SyncPrepared` goes to the WAL; only its
 //! completion (fed back as `PrepareSynced`) lets the engine vote Yes.
 
-use crate::engine::{Command, Engine, Event, Reply, RequestId};
+use crate::engine::{Command, Engine, Event, Reply, RequestId, IN_DOUBT_AFTER_MS};
 use crate::forgotten::LoggedHorizons;
 use crate::record::{Decision, ParticipantRecord};
 use crate::server::ParticipantServer;
@@ -23,7 +23,7 @@ use twopc_common::limits::RPC_TIMEOUT;
 use twopc_common::net::{self, client_config, context_with_timeout, Expected, Peer};
 use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
 use twopc_common::service::{coordinator_hello, CoordinatorRpcClient, ParticipantRpc, Role};
-use twopc_common::txn::{OutcomeStatus, PrepareRequest};
+use twopc_common::txn::{OutcomeStatus, PrepareRequest, Vote};
 use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
 
@@ -86,6 +86,23 @@ pub struct ParticipantOptions {
     /// May begin a new log in `data_dir` if it holds none (`--init`);
     /// otherwise such a directory is refused.
     pub init: bool,
+}
+
+/// The outcome questions asked about one prepared transaction.
+#[derive(Debug, Default)]
+struct Asked {
+    times: u32,
+    /// A line said it is in doubt: its end is logged at info too.
+    logged_in_doubt: bool,
+}
+
+/// What a loud outcome question says of its transaction.
+#[derive(Debug, Clone, Copy)]
+struct InDoubtFor {
+    /// Seconds since it was prepared here.
+    in_doubt_s: u64,
+    /// Keys it holds locked here.
+    locks: usize,
 }
 
 /// A request from the RPC layer to the engine task.
@@ -264,11 +281,12 @@ struct EngineTask {
     next_req: RequestId,
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
-    /// Prepared transactions whose outcome was asked of their coordinator
-    /// (in doubt), with how many times, so that their end gets a closing
-    /// line however it comes and the asking is logged ever more rarely
-    /// (a subset of `prepared_lsn`'s, removed with it).
-    asked_outcome: HashMap<TxnId, u32>,
+    /// Prepared transactions whose outcome was asked of their coordinator,
+    /// with how many times (so that the asking is logged ever more rarely)
+    /// and whether a line said it was in doubt (so that its end gets a
+    /// closing line however it comes); a subset of `prepared_lsn`'s,
+    /// removed with it.
+    asked_outcome: HashMap<TxnId, Asked>,
     /// Done records, oldest first (trimmed to the engine's memory).
     done_lsns: VecDeque<(Lsn, TxnId)>,
     /// How far the trimmed ones reach, per coordinator.
@@ -593,6 +611,7 @@ impl EngineTask {
             Completion::PrepareLogged { txid, lsn } => {
                 fault::hit("participant.after-prepare-synced", Some(&txid));
                 self.prepared_lsn.insert(txid.clone(), lsn);
+                tracing::debug!(%txid, "prepared record synced: voting yes");
                 let commands = self.engine.handle(Event::PrepareSynced { txid });
                 self.execute(commands);
             }
@@ -627,7 +646,7 @@ impl EngineTask {
             // ends the wait.
             let asked = applying
                 || self.holders_asked.contains(&holder)
-                || (self.holders_asked.len() < MAX_PARKED_PREPARES && self.query_outcome(holder.clone(), false));
+                || (self.holders_asked.len() < MAX_PARKED_PREPARES && self.query_outcome(holder.clone(), None));
             if asked {
                 tracing::debug!(%txid, %holder, "prepare waits for the prepared holder of a lock it needs");
                 if !applying {
@@ -640,6 +659,16 @@ impl EngineTask {
         let req = self.next_req;
         self.next_req += 1;
         let is_commit = matches!(request, Request::Commit(_));
+        // What each transaction was asked, at debug (trial 24C: an abort
+        // left no line at a participant, nor a No vote its key).
+        let (txid, asked) = match &request {
+            Request::Prepare(p) => (p.txid.clone(), "prepare"),
+            Request::OnePhase(p) => (p.txid.clone(), "one-phase commit"),
+            Request::Commit(txid) => (txid.clone(), "commit"),
+            Request::Abort(txid) => (txid.clone(), "abort"),
+            Request::Probe(txid) => (txid.clone(), "probe"),
+        };
+        tracing::debug!(%txid, "{asked} received");
         let event = match request {
             Request::Prepare(prepare) => match self.current(&prepare) {
                 Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
@@ -655,6 +684,11 @@ impl EngineTask {
         };
         self.pending.insert(req, (reply, is_commit));
         let commands = self.engine.handle(event);
+        for command in &commands {
+            if let Command::Reply { reply: Reply::Vote(Vote::No(reason)), .. } = command {
+                tracing::debug!(%txid, %reason, "voting no");
+            }
+        }
         self.execute(commands);
     }
 
@@ -804,8 +838,15 @@ impl EngineTask {
         let mut batch = WalBatch::new();
         batch.append.push(ParticipantRecord::Done { txid: txid.clone(), decision });
         batch.remove.extend(self.prepared_lsn.remove(txid));
-        if self.asked_outcome.remove(txid).is_some() {
-            tracing::info!(%txid, ?decision, "in-doubt transaction resolved");
+        // Only a transaction said to be in doubt gets a line at info: one
+        // asked about young, for a prepare it blocked, was not (trial 24C:
+        // 150 routine aborts a minute logged as "in-doubt … resolved").
+        match self.asked_outcome.remove(txid) {
+            Some(Asked { logged_in_doubt: true, .. }) => {
+                tracing::info!(%txid, ?decision, "in-doubt transaction resolved")
+            }
+            Some(_) => tracing::debug!(%txid, ?decision, "asked-about transaction resolved"),
+            None => {}
         }
         while self.done_lsns.len() >= crate::engine::MAX_REMEMBERED_DECISIONS {
             let (lsn, old) = self.done_lsns.pop_front().expect("not empty");
@@ -821,17 +862,28 @@ impl EngineTask {
     /// coordinator down for an hour would write 500 warnings a second).
     fn ask_outcome(&mut self, txid: TxnId) {
         let in_doubt = self.prepared_lsn.contains_key(&txid);
-        let asked = if in_doubt { *self.asked_outcome.entry(txid.clone()).or_default() } else { 0 };
-        let loud = worth_a_warning(asked);
+        let view = self.engine.view(&txid);
+        let prepared_ms_ago = view.since_ms.map_or(0, |since| now_ms().saturating_sub(since));
+        // Loud only once it is in doubt by the engine's measure (asked
+        // sooner for a prepare it blocks, it is mostly just deciding), and
+        // then saying how long and what it holds (trial 24C: the lines
+        // thinned out and said neither).
+        let loud = match in_doubt.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
+            Some(asked) if worth_a_warning(asked.times) && prepared_ms_ago >= IN_DOUBT_AFTER_MS => {
+                asked.logged_in_doubt = true;
+                Some(InDoubtFor { in_doubt_s: prepared_ms_ago / 1000, locks: view.locks.len() })
+            }
+            _ => None,
+        };
         let known = self.coordinators.contains_key(txid.coordinator.as_str());
-        if !known && loud {
-            tracing::error!(%txid, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
+        if let (false, Some(InDoubtFor { in_doubt_s, locks })) = (known, &loud) {
+            tracing::error!(%txid, in_doubt_s, locks, "in doubt, and its coordinator is not in the cluster file: resolve with twopc admin");
         }
         // Counted only when asked (or unaskable): a question not sent, all
         // of its coordinator's slots being taken, is not a try.
         if (!known || self.query_outcome(txid.clone(), loud)) && in_doubt {
             if let Some(asked) = self.asked_outcome.get_mut(&txid) {
-                *asked = asked.saturating_add(1);
+                asked.times = asked.times.saturating_add(1);
             }
         }
     }
@@ -839,7 +891,7 @@ impl EngineTask {
     /// Asks `txid`'s coordinator for its outcome, which comes back as an
     /// `OutcomeAnswer` event; `loud` logs the answer (or the failure) at
     /// info (warn) rather than debug. False if no question could be sent.
-    fn query_outcome(&self, txid: TxnId, loud: bool) -> bool {
+    fn query_outcome(&self, txid: TxnId, loud: Option<InDoubtFor>) -> bool {
         let Some(peer) = self.coordinators.get(txid.coordinator.as_str()).cloned() else {
             return false;
         };
@@ -858,23 +910,25 @@ impl EngineTask {
                     async move { c.outcome(context_with_timeout(RPC_TIMEOUT), asked).await }
                 })
                 .await;
-            match answer {
-                Ok(Ok(status)) => {
+            match (answer, loud) {
+                (Ok(Ok(status)), loud) => {
                     // "Pending" comes every 100 ms while a read waits for
                     // the outcome: only a decision is worth a line.
-                    if loud && status != OutcomeStatus::Pending {
+                    if loud.is_some() && status != OutcomeStatus::Pending {
                         tracing::info!(%txid, ?status, "coordinator answered outcome question");
                     } else {
                         tracing::debug!(%txid, ?status, "coordinator answered outcome question");
                     }
                     let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
                 }
-                Ok(Err(e)) if loud => tracing::warn!(%txid, error = %e, "coordinator refused outcome question"),
-                Err(e) if loud => {
-                    tracing::warn!(%txid, error = %e, "coordinator unreachable; still in doubt, will ask again")
+                (Ok(Err(e)), Some(InDoubtFor { in_doubt_s, locks })) => {
+                    tracing::warn!(%txid, in_doubt_s, locks, error = %e, "coordinator refused outcome question; still in doubt, will ask again")
                 }
-                Ok(Err(e)) => tracing::debug!(%txid, error = %e, "coordinator refused outcome question"),
-                Err(e) => tracing::debug!(%txid, error = %e, "coordinator unreachable"),
+                (Err(e), Some(InDoubtFor { in_doubt_s, locks })) => {
+                    tracing::warn!(%txid, in_doubt_s, locks, error = %e, "coordinator unreachable; still in doubt, will ask again")
+                }
+                (Ok(Err(e)), None) => tracing::debug!(%txid, error = %e, "coordinator refused outcome question"),
+                (Err(e), None) => tracing::debug!(%txid, error = %e, "coordinator unreachable"),
             }
         });
         true

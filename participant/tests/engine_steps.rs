@@ -98,6 +98,28 @@ fn lock_conflict_votes_no_naming_the_holder_without_waiting() {
 }
 
 #[test]
+fn a_conflict_with_a_holder_in_doubt_says_so() {
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    let conflict_at = |e: &mut Engine, seq: u64, now_ms: u64| {
+        let ops = write("a", "2");
+        let current = current(&ops, &[]);
+        e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms })
+    };
+    // Prepared at 1_000: not in doubt yet one tick before the threshold.
+    let young = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
+    let just_before = conflict_at(&mut e, 2, 1_000 + IN_DOUBT_AFTER_MS - 1);
+    assert!(just_before.contains(&reply(2, Reply::Vote(Vote::No(young)))), "{just_before:?}");
+    let for_ms = IN_DOUBT_AFTER_MS + 500;
+    let stuck = AbortReason::HeldInDoubt { participant: node("p1"), key: k("a"), holder: txid(1), for_ms };
+    let after = conflict_at(&mut e, 3, 1_000 + for_ms);
+    assert!(after.contains(&reply(3, Reply::Vote(Vote::No(stuck.clone())))), "{after:?}");
+    assert!(stuck.to_string().contains("still in doubt"), "{stuck}");
+    assert!(stuck.is_transient(), "free again once resolved");
+}
+
+#[test]
 fn a_prepare_may_wait_only_for_holders_that_voted_yes_whatever_their_txids() {
     let mut e = engine();
     let holder =

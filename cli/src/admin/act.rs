@@ -5,7 +5,7 @@ use super::inspect::{
 };
 use super::nodes::Cluster;
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_REFUSED, ADMIN_UNKNOWN_TXN};
-use crate::say::{out, out_raw};
+use crate::say::{out, out_raw, say_err};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use twopc_common::admin::{AdminReply, AdminRequest, TxnView, NOT_IN_DOUBT_HERE};
@@ -14,8 +14,12 @@ use twopc_common::TxnId;
 /// How often `recover` looks again while waiting.
 const RECOVER_POLL: Duration = Duration::from_millis(250);
 
-pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8, Failure> {
-    let (before, _) = collect_in_doubt(cluster).await?;
+pub async fn recover(cluster: &Cluster, wait: Duration, older_than: Duration, json: bool) -> Result<u8, Failure> {
+    // An entry of unknown age counts: it may be old.
+    let min_age_ms = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+    let old_enough = |e: &InDoubt| e.age_ms.is_none_or(|age| age >= min_age_ms);
+    let (mut before, _) = collect_in_doubt(cluster).await?;
+    before.retain(old_enough);
     let mut asked = Vec::new();
     let mut unreachable = Vec::new();
     for node in &cluster.nodes {
@@ -26,15 +30,23 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
         }
     }
     let deadline = Instant::now() + wait;
-    // A progress line redrawn in place: only on a terminal.
+    // A progress line redrawn in place on a terminal; elsewhere (a log,
+    // a pipe) one line when the waiting starts (trial 24C: 10 s silent).
     let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (after, not_asked) = loop {
-        let (now, not_asked) = collect_in_doubt(cluster).await?;
+    let mut said_waiting = progress || json;
+    let (after, younger, not_asked) = loop {
+        let (mut now, not_asked) = collect_in_doubt(cluster).await?;
+        let listed = now.len();
+        now.retain(old_enough);
         if now.is_empty() || Instant::now() >= deadline {
-            break (now, not_asked);
+            let younger = listed - now.len();
+            break (now, younger, not_asked);
         }
         if progress {
             eprint!("\rwaiting for {} transaction(s) to resolve...", now.len());
+        } else if !said_waiting {
+            say_err!("waiting up to {wait:?} for {} transaction(s) to resolve...", now.len());
+            said_waiting = true;
         }
         tokio::time::sleep(RECOVER_POLL).await;
     };
@@ -50,7 +62,7 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             "{}",
             serde_json::json!({
                 "asked": asked, "resolved": resolved, "still_in_doubt": after,
-                "unreachable": unreachable, "not_checked": not_asked,
+                "younger_not_counted": younger, "unreachable": unreachable, "not_checked": not_asked,
             })
         );
     } else {
@@ -58,6 +70,9 @@ pub async fn recover(cluster: &Cluster, wait: Duration, json: bool) -> Result<u8
             out!("{id}: re-sent {n} question(s)/commit(s)");
         }
         out!("resolved {} transaction(s){}", resolved.len(), list(&resolved));
+        if younger > 0 {
+            out!("{younger} prepared less than {older_than:?} ago not counted (in flight, most likely)");
+        }
         if after.is_empty() && not_asked.is_empty() {
             out!("nothing is in doubt");
         } else if after.is_empty() {
@@ -371,6 +386,7 @@ mod tests {
             participants: BTreeMap::new(),
             locks: BTreeMap::new(),
             decision: decision.into(),
+            decision_kind: "unknown",
         }
     }
 

@@ -79,6 +79,14 @@ pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) ->
         );
     } else {
         out!("{txid}: forgotten at {} (coordinator decision: {decision})", forgotten.join(", "));
+        if mixed_at_coordinator {
+            // Trial 24C: `outcome` answered "committed" for a commit forced
+            // to abort everywhere, and nothing had said it would.
+            out!(
+                "note: `twopc outcome {txid}` now answers the coordinator's decision ({decision}) again, whatever \
+                 the forced participants hold"
+            );
+        }
         for f in &failed {
             out!("warning: not forgotten at {f}");
         }

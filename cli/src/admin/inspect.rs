@@ -58,6 +58,9 @@ pub async fn status(cluster: &Cluster, json: bool) -> Result<u8, Failure> {
             "reachable": stats.is_ok(),
             "error": stats.as_ref().err(),
             "stats": stats.as_ref().ok(),
+            // The age the text shows (`oldest_prepared_ms` is a time):
+            // a monitor need not subtract clocks (trial 24C).
+            "oldest_prepared_age_ms": stats.as_ref().ok().and_then(|s| s.oldest_prepared_ms.map(|t| s.now_ms.saturating_sub(t))),
         }));
     }
     if json {
@@ -124,6 +127,22 @@ pub struct InDoubt {
     /// The coordinator's logged decision: "commit (logged)", "abort",
     /// "none logged (...)", "deciding", "unknown (coordinator unreachable: why)".
     pub decision: String,
+    /// The same for a program to branch on (trial 24C): "commit",
+    /// "abort", "none" (no Commit record: presumed abort), "pending"
+    /// (being decided, or a one-phase answer awaited) or "unknown"
+    /// (coordinator unreachable, or its log never ran the epoch).
+    pub decision_kind: &'static str,
+}
+
+/// [`InDoubt::decision_kind`] of a coordinator's view (none: not reached).
+fn decision_kind(view: Option<&TxnView>) -> &'static str {
+    match view.map(|v| v.state.as_str()) {
+        Some("committed" | "committing" | APPLIED) => "commit",
+        Some("aborted" | "aborting") => "abort",
+        Some("unknown") => "none",
+        Some("preparing" | "deciding" | "one-phase" | ONE_PHASE_UNANSWERED) => "pending",
+        _ => "unknown",
+    }
 }
 
 /// Every transaction prepared somewhere (or committed and not acked), with
@@ -157,6 +176,7 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
                 participants: BTreeMap::new(),
                 locks: BTreeMap::new(),
                 decision: String::new(),
+                decision_kind: "unknown",
             });
             for p in &view.participants {
                 entry.participants.entry(p.to_string()).or_insert_with(|| "?".into());
@@ -185,7 +205,9 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
             }
         }
         entry.since_ms = entry.since_ms.filter(|s| *s != u64::MAX);
-        entry.decision = coordinator_decision(cluster, txid).await?.0;
+        let (words, view) = coordinator_decision(cluster, txid).await?;
+        entry.decision = words;
+        entry.decision_kind = decision_kind(view.as_ref());
     }
     Ok((found.into_values().collect(), unreachable))
 }
@@ -452,7 +474,11 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
     if json {
         out!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
     } else {
-        if rows.is_empty() {
+        if rows.is_empty() && !unreachable.is_empty() {
+            // The key may live at one not asked (trial 24C: "no locks held"
+            // with the key's own participant stopped).
+            out!("no locks held at the participants reached (not all could be asked: see below)");
+        } else if rows.is_empty() {
             out!("no locks held");
         } else {
             out_raw!("{}", table(&["KEY", "HOLDER", "PARTICIPANT", "HELD FOR"], &rows));

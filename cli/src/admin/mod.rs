@@ -118,6 +118,12 @@ pub enum AdminCommand {
         /// How long to wait for transactions to resolve.
         #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
         wait: std::time::Duration,
+        /// Count only transactions prepared at least this long ago (the
+        /// participants' own in-doubt threshold by default): younger ones
+        /// are mostly in flight under load, not stuck, and are left out
+        /// of "resolved" and "still in doubt" (how many is said).
+        #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
+        older_than: std::time::Duration,
     },
     /// Force the outcome of an in-doubt transaction at its participants
     /// (heuristic resolution, for when the coordinator is lost).
@@ -212,7 +218,7 @@ pub async fn run(args: AdminArgs) -> u8 {
             AdminCommand::Forget { txid, force } => {
                 forget::forget(&cluster, &nodes::parse_txid(&txid)?, force, json).await
             }
-            AdminCommand::Recover { wait } => act::recover(&cluster, wait, json).await,
+            AdminCommand::Recover { wait, older_than } => act::recover(&cluster, wait, older_than, json).await,
             AdminCommand::Resolve { txid, commit, abort: _, force, reason } => {
                 act::resolve(&cluster, &nodes::parse_txid(&txid)?, commit, force, &reason, json).await
             }

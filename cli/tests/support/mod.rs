@@ -174,8 +174,10 @@ impl Cluster {
         p.abort(context_with_timeout(Duration::from_secs(5)), txid).await??;
         Ok(match vote {
             Vote::Yes => None,
-            Vote::No(twopc_common::AbortReason::LockConflict { holder, .. }) => Some(holder),
-            Vote::No(other) => bail!("probe prepare voted No for another reason: {other:?}"),
+            Vote::No(reason) => match reason.lock_holder() {
+                Some(holder) => Some(holder.clone()),
+                None => bail!("probe prepare voted No for another reason: {reason:?}"),
+            },
         })
     }
 
@@ -190,10 +192,20 @@ impl Cluster {
             match check().await {
                 Ok(true) => return Ok(()),
                 Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-                Ok(false) => bail!("{what}: not true after {timeout:?}"),
-                Err(e) => bail!("{what}: {e:#}"),
+                Ok(false) => bail!("{what}: not true after {timeout:?}\n{}", self.log_tails()),
+                Err(e) => bail!("{what}: {e:#}\n{}", self.log_tails()),
             }
         }
+    }
+
+    /// The last lines of every process's log, for a failure that is rare
+    /// enough that its logs are the only way to tell why.
+    pub fn log_tails(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|id| format!("--- {id} log tail:\n{}", self.log_tail(id, 15)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
