@@ -21,7 +21,7 @@ use std::time::Duration;
 use twopc_common::client::{Client, ClientError, OUTCOME_QUERY_ATTEMPTS, OUTCOME_QUERY_INTERVAL};
 use twopc_common::limits::{CLIENT_COMMIT_TIMEOUT, RPC_TIMEOUT};
 use twopc_common::ring::Ring;
-use twopc_common::{AbortReason, Versioned};
+use twopc_common::Versioned;
 
 /// Bank accounts on each participant.
 pub const ACCOUNTS_PER_PARTICIPANT: usize = 4;
@@ -91,23 +91,6 @@ pub enum Workload {
     },
 }
 
-/// Short name of an abort reason, for counting.
-pub fn abort_category(reason: &AbortReason) -> &'static str {
-    match reason {
-        AbortReason::LockConflict { .. } => "lock-conflict",
-        AbortReason::HeldInDoubt { .. } => "held-in-doubt",
-        AbortReason::StaleRead { .. } => "stale-read",
-        AbortReason::ConditionFailed { .. } => "condition-failed",
-        AbortReason::ParticipantUnavailable { .. } => "participant-unavailable",
-        AbortReason::Refused { .. } => "refused-by-participant",
-        AbortReason::AbortedEarlier { .. } => "aborted-earlier",
-        AbortReason::ClientAborted => "client-aborted",
-        AbortReason::CoordinatorRestarted => "coordinator-restarted",
-        AbortReason::NoDecisionLogged => "no-decision-logged",
-        AbortReason::Expired { .. } => "expired",
-    }
-}
-
 /// The txid a commit's result names (the one the library committed under).
 pub fn reported_txid(result: &Result<twopc_common::TxnId, ClientError>) -> Option<&twopc_common::TxnId> {
     match result {
@@ -133,7 +116,7 @@ pub fn told(result: &Result<twopc_common::TxnId, ClientError>) -> Told {
     match result {
         Ok(_) => Told::Committed,
         Err(ClientError::Aborted { reason, .. }) => {
-            Told::Aborted { category: abort_category(reason).into(), reason: reason.to_string() }
+            Told::Aborted { category: reason.kind().into(), reason: reason.to_string() }
         }
         // The library documents these as "nothing was committed".
         Err(ClientError::Service(e)) => {

@@ -22,6 +22,8 @@ pub enum TxnOutcome {
     Aborted {
         reason: String,
         retryable: bool,
+        /// [`twopc_common::AbortReason::kind`].
+        kind: &'static str,
     },
     /// The commit may or may not have happened; the detail says what failed.
     Unknown(String),
@@ -53,18 +55,21 @@ impl TxnReport {
     /// "reads": {...}}` (`retryable`: an abort that running the transaction
     /// again may commit; false otherwise).
     pub fn json(&self) -> String {
-        let (outcome, reason, retryable) = match &self.outcome {
-            TxnOutcome::Committed => ("committed", Json::Null, false),
-            TxnOutcome::Aborted { reason, retryable } => ("aborted", Json::from(reason.as_str()), *retryable),
-            TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str()), false),
+        let (outcome, reason, kind, retryable) = match &self.outcome {
+            TxnOutcome::Committed => ("committed", Json::Null, Json::Null, false),
+            TxnOutcome::Aborted { reason, retryable, kind } => {
+                ("aborted", Json::from(reason.as_str()), Json::from(*kind), *retryable)
+            }
+            TxnOutcome::Unknown(detail) => ("unknown", Json::from(detail.as_str()), Json::Null, false),
         };
         // Written field by field to keep the documented order (serde_json's
         // map would sort the keys).
         format!(
-            "{{\"txid\":{},\"outcome\":{},\"reason\":{},\"retryable\":{},\"reads\":{}}}",
+            "{{\"txid\":{},\"outcome\":{},\"reason\":{},\"reason_kind\":{},\"retryable\":{},\"reads\":{}}}",
             Json::from(self.txid.as_str()),
             Json::from(outcome),
             reason,
+            kind,
             retryable,
             reads_map(&self.reads)
         )
@@ -186,7 +191,7 @@ mod tests {
     fn human_output_names_the_outcome_and_every_read() {
         let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
         assert_eq!(report.human(), "committed c1.1.5\na = 1\nc = (absent)\n");
-        let aborted = TxnOutcome::Aborted { reason: "stale".into(), retryable: true };
+        let aborted = TxnOutcome::Aborted { reason: "stale".into(), retryable: true, kind: "stale-read" };
         let report = TxnReport { txid: "c1.1.6".into(), outcome: aborted, reads: vec![] };
         assert_eq!(report.human(), "aborted c1.1.6: stale\n");
         let report = TxnReport { txid: "c1.1.7".into(), outcome: TxnOutcome::Unknown("timeout".into()), reads: vec![] };
@@ -196,13 +201,13 @@ mod tests {
     #[test]
     fn json_output_is_one_object_with_fixed_fields() {
         let report = TxnReport { txid: "c1.1.5".into(), outcome: TxnOutcome::Committed, reads: reads() };
-        assert!(report
-            .json()
-            .starts_with(r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"retryable":false,"reads":"#));
+        assert!(report.json().starts_with(
+            r#"{"txid":"c1.1.5","outcome":"committed","reason":null,"reason_kind":null,"retryable":false,"reads":"#
+        ));
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(
             parsed,
-            json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "retryable": false, "reads": {"a": "1", "c": null}})
+            json!({"txid": "c1.1.5", "outcome": "committed", "reason": null, "reason_kind": null, "retryable": false, "reads": {"a": "1", "c": null}})
         );
         let report = TxnReport { txid: "c1.1.6".into(), outcome: TxnOutcome::Unknown("x".into()), reads: vec![] };
         let parsed: Json = serde_json::from_str(&report.json()).unwrap();

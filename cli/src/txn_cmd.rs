@@ -26,7 +26,9 @@ pub struct TxnArgs {
     pub coordinator: String,
     /// Print exactly one JSON object on stdout instead of lines:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"unknown",
-    /// "reason": "..." or null, "retryable": true|false, "reads": {"K": "V"
+    /// "reason": "..." or null, "reason_kind": "lock-conflict",
+    /// "held-in-doubt", "stale-read", "condition-failed", … or null,
+    /// "retryable": true|false, "reads": {"K": "V"
     /// or null}} (a value that is not UTF-8 is {"base64": "..."}; a key
     /// read twice, say before and after its own put, shows its last read:
     /// the lines without --json list every read in order); on a
@@ -256,7 +258,7 @@ fn report_or_error(e: ClientError, reads: Vec<Read>) -> Result<TxnReport, Client
     let (txid, outcome) = match e {
         ClientError::Aborted { txid, reason } => {
             let retryable = reason.is_transient();
-            (txid.to_string(), TxnOutcome::Aborted { reason: reason.to_string(), retryable })
+            (txid.to_string(), TxnOutcome::Aborted { reason: reason.to_string(), retryable, kind: reason.kind() })
         }
         ClientError::OutcomeUnknown { txid, detail } => (txid.to_string(), TxnOutcome::Unknown(detail)),
         other => return Err(other),

@@ -190,8 +190,8 @@ async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
     second.put(&keys[0], b"second".to_vec());
     second.put(&keys[2], b"second".to_vec());
     match second.commit().await {
-        // A lock conflict, or (c1 having been dead 2 s) one with a holder
-        // in doubt.
+        // A lock conflict, or (c1 having been dead 10 s on a slow machine)
+        // one with a holder in doubt.
         Err(ClientError::Aborted {
             reason: AbortReason::LockConflict { holder: h, key, .. } | AbortReason::HeldInDoubt { holder: h, key, .. },
             ..
@@ -201,10 +201,9 @@ async fn a_lock_conflict_aborts_naming_the_holder() -> Result<()> {
         }
         other => panic!("expected a lock conflict, got {other:?}"),
     }
-    // Past the participants' in-doubt threshold, the CLI's abort says the
-    // holder is in doubt and where to look (trial 24C: "lock conflict",
-    // retried 120 times in 30 s).
-    tokio::time::sleep(Duration::from_millis(twopc_participant::engine::IN_DOUBT_AFTER_MS)).await;
+    // Once it is stuck, the CLI's abort says the holder is in doubt and
+    // where to look (trial 24C: "lock conflict", retried 120 times in 30 s).
+    tokio::time::sleep(Duration::from_millis(twopc_participant::engine::STUCK_AFTER_MS)).await;
     let key = String::from_utf8(keys[0].clone())?;
     let out = support::twopc(&["txn", "--coordinator", &cluster.addr("c2"), "put", &key, "third"])?;
     assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));

@@ -111,7 +111,8 @@ async fn a_coordinator_restarted_on_a_new_data_directory_leaves_older_commits_in
     cluster.spawn("c1", &[])?;
     // The participants ask it (their in-doubt timer) and are told it
     // cannot know.
-    support::wait_for("p1 to ask the new c1", Duration::from_secs(15), || cluster.log("p1").contains("never ran"))?;
+    // (Logged once it is stuck: 10 s after its prepare.)
+    support::wait_for("p1 to ask the new c1", Duration::from_secs(30), || cluster.log("p1").contains("never ran"))?;
     for (key, id) in keys.iter().zip(cluster.participant_ids()) {
         assert_eq!(cluster.lock_holder(&id, key).await?, Some(txid.clone()), "{id} gave up a committed transaction");
     }

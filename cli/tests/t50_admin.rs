@@ -255,10 +255,17 @@ async fn recover_after_the_coordinator_returns_resolves_everything() -> Result<(
     let out = admin(&config, &["in-doubt"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("could not ask p2"), "{}", text(&out));
-    // Not "no locks held": the key may be p2's.
-    let out = admin(&config, &["locks", "--key", "anything"], None)?;
+    // Not "no locks held": some may be p2's; a key's owner alone decides.
+    let out = admin(&config, &["locks"], None)?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("at the participants reached"), "{}", text(&out));
+    let [p1_key, p2_key] = [&keys[0], &keys[1]].map(|k| String::from_utf8(k.clone()).unwrap());
+    let out = admin(&config, &["locks", "--key", &p2_key], None)?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("the key's participant, p2, could not be asked"), "{}", text(&out));
+    let out = admin(&config, &["locks", "--key", &p1_key], None)?;
+    assert_eq!(out.status.code(), Some(0), "p1 answered for its key: {}", text(&out));
+    assert!(text(&out).contains("no locks held"), "{}", text(&out));
     // Recover cannot say nothing is in doubt: p2 may hold prepared
     // transactions (it once said so, with exit 0).
     let out = admin(&config, &["recover", "--wait", "1s"], None)?;

@@ -219,6 +219,24 @@ pub enum AbortReason {
 }
 
 impl AbortReason {
+    /// A short stable name of the reason, for programs and counting
+    /// (`twopc txn --json`'s `reason_kind`, the chaos report).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AbortReason::LockConflict { .. } => "lock-conflict",
+            AbortReason::HeldInDoubt { .. } => "held-in-doubt",
+            AbortReason::StaleRead { .. } => "stale-read",
+            AbortReason::ConditionFailed { .. } => "condition-failed",
+            AbortReason::ParticipantUnavailable { .. } => "participant-unavailable",
+            AbortReason::Refused { .. } => "refused-by-participant",
+            AbortReason::AbortedEarlier { .. } => "aborted-earlier",
+            AbortReason::ClientAborted => "client-aborted",
+            AbortReason::CoordinatorRestarted => "coordinator-restarted",
+            AbortReason::NoDecisionLogged => "no-decision-logged",
+            AbortReason::Expired { .. } => "expired",
+        }
+    }
+
     /// The transaction holding the lock that caused the abort, if a lock did.
     pub fn lock_holder(&self) -> Option<&TxnId> {
         match self {

@@ -25,7 +25,7 @@ use twopc_common::admin::{AdminReply, AdminRequest, NodeStats};
 use twopc_common::config::ClusterConfig;
 use twopc_common::limits::{MAX_BEGIN_BATCH, RPC_TIMEOUT};
 use twopc_common::net::{self, client_config, context_with_timeout, CallError, Expected, Peer, CALL_GUARD};
-use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
+use twopc_common::node::{now_ms, worth_a_warning, LogThrottle, Mailbox, Running};
 use twopc_common::ring::Ring;
 use twopc_common::service::{participant_hello, CoordinatorRpc, ParticipantRpcClient, Role};
 use twopc_common::txn::{PrepareRequest, ProbeAnswer};
@@ -66,6 +66,16 @@ pub enum CoordinatorError {
     Wal(#[from] WalError),
     #[error("stopped: {0}")]
     Fatal(String),
+    /// A new log (no start recorded) on a clock before 2024: its first
+    /// epoch would be 1, and a lost log's ids would be minted again.
+    #[error(
+        "this coordinator's log records no earlier start, and the clock reads {now_ms} ms since 1970, before \
+         2024-01-01: a new log takes its first epoch from the clock, so that it never mints the transaction ids \
+         of a log lost before it (with the clock this early it would start at epoch 1, and participants would \
+         take its new transactions for old ones they already decided: commits half applied). Set the clock \
+         (NTP), then start it again"
+    )]
+    ClockBefore2024 { now_ms: u64 },
 }
 
 pub struct CoordinatorOptions {
@@ -412,7 +422,7 @@ impl EngineTask {
         }
         epochs.sort_unstable();
         let last_epoch = epochs.last().map_or(0, |(e, _)| *e);
-        let epoch = next_epoch(last_epoch, now_ms());
+        let epoch = next_epoch(epochs.last().map(|(e, _)| *e), now_ms())?;
         let mut batch = WalBatch::new();
         if legacy_up_to.is_none() {
             // A log from before epochs were kept holds only its last one
@@ -795,10 +805,12 @@ impl EngineTask {
     }
 
     fn probe(&self, txid: TxnId) {
-        let peers: Vec<ParticipantPeer> = self.participants.values().cloned().collect();
+        let peers: Vec<(NodeId, ParticipantPeer)> =
+            self.participants.iter().map(|(id, peer)| (id.clone(), peer.clone())).collect();
+        let ids: Vec<NodeId> = peers.iter().map(|(id, _)| id.clone()).collect();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let asks = peers.into_iter().map(|peer| {
+            let asks = peers.into_iter().map(|(_, peer)| {
                 let txid = txid.clone();
                 async move {
                     match peer
@@ -815,20 +827,30 @@ impl EngineTask {
                 }
             });
             let answers = join_all(asks).await;
-            // The coordinator's side of a presumed abort (trial 24C: only
-            // the participants said anything).
-            let count = |answer: ProbeAnswer| answers.iter().filter(|a| **a == Ok(answer)).count();
-            let unanswered = answers.iter().filter(|a| a.is_err()).count();
-            tracing::info!(
-                %txid,
-                applied = count(ProbeAnswer::Committed),
-                prepared = count(ProbeAnswer::Prepared),
-                unanswered,
-                "no Commit record here, participants asked: committed if one applied it, else presumed aborted \
-                 once every one has answered"
-            );
+            log_probe(&txid, &ids, &answers);
             let _ = tx.send(Completion::Event(Event::ProbeResult { txid, answers }));
         });
+    }
+}
+
+/// Probes logged at info: the 1st, 2nd, 4th… and at least one a minute (a
+/// transaction whose participant is down is probed at each of the others'
+/// questions, every 2 s: trial 25A saw a line a second).
+static PROBES_LOGGED: LogThrottle = LogThrottle::new();
+
+/// The coordinator's side of a presumed abort (trial 24C: only the
+/// participants said anything).
+fn log_probe(txid: &TxnId, ids: &[NodeId], answers: &[Result<ProbeAnswer, String>]) {
+    let count = |answer: ProbeAnswer| answers.iter().filter(|a| **a == Ok(answer)).count();
+    let (applied, prepared) = (count(ProbeAnswer::Committed), count(ProbeAnswer::Prepared));
+    let unanswered: Vec<String> =
+        ids.iter().zip(answers).filter(|(_, a)| a.is_err()).map(|(id, _)| id.to_string()).collect();
+    let unanswered = unanswered.join(",");
+    let what = "no Commit record here, participants asked: committed if one applied it, else presumed aborted \
+                once every one has answered";
+    match PROBES_LOGGED.event() {
+        Some(probes) => tracing::info!(%txid, applied, prepared, %unanswered, probes, "{what}"),
+        None => tracing::debug!(%txid, applied, prepared, %unanswered, "{what}"),
     }
 }
 
@@ -842,9 +864,14 @@ const EPOCH_CLOCK_BASE_MS: u64 = 1_704_067_200_000;
 /// that participants remember. (It did: starting again at epoch 1, its
 /// new `c1.1.2` met participants that had committed the old `c1.1.2` and
 /// took the new prepare for a duplicate, so a client told "committed" saw
-/// its writes half applied.)
-fn next_epoch(last_epoch: u64, now_ms: u64) -> u64 {
-    (last_epoch + 1).max(now_ms.saturating_sub(EPOCH_CLOCK_BASE_MS))
+/// its writes half applied.) A log that recorded no start (`None`) on a
+/// clock before 2024 cannot tell: refused (trial 25B: a coordinator on a
+/// 2020 clock, its log lost, minted `c1.1.1` again and half applied it).
+fn next_epoch(last_epoch: Option<u64>, now_ms: u64) -> Result<u64, CoordinatorError> {
+    match last_epoch {
+        None if now_ms < EPOCH_CLOCK_BASE_MS => Err(CoordinatorError::ClockBefore2024 { now_ms }),
+        last => Ok((last.unwrap_or(0) + 1).max(now_ms.saturating_sub(EPOCH_CLOCK_BASE_MS))),
+    }
 }
 
 #[cfg(test)]
@@ -855,10 +882,16 @@ mod tests {
     fn an_epoch_follows_the_log_and_the_clock() {
         let now = EPOCH_CLOCK_BASE_MS + 60_000_000_000;
         // A lost log still gives an epoch past every earlier one.
-        assert_eq!(next_epoch(0, now), 60_000_000_000);
+        assert_eq!(next_epoch(None, now).unwrap(), 60_000_000_000);
         // Restarts faster than the clock still move on.
-        assert_eq!(next_epoch(60_000_000_000, now), 60_000_000_001);
-        // A clock before 2024 (or unset) falls back on the log.
-        assert_eq!(next_epoch(6, 0), 7);
+        assert_eq!(next_epoch(Some(60_000_000_000), now).unwrap(), 60_000_000_001);
+        // A clock before 2024 (or unset) falls back on the log...
+        assert_eq!(next_epoch(Some(6), 0).unwrap(), 7);
+        // ...and a new log cannot start on it.
+        let early = EPOCH_CLOCK_BASE_MS - 1;
+        assert!(
+            matches!(next_epoch(None, early), Err(CoordinatorError::ClockBefore2024 { now_ms }) if now_ms == early)
+        );
+        assert_eq!(next_epoch(None, EPOCH_CLOCK_BASE_MS).unwrap(), 1);
     }
 }

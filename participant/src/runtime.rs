@@ -7,7 +7,7 @@
 //! the commands in order. `SyncPrepared` goes to the WAL; only its
 //! completion (fed back as `PrepareSynced`) lets the engine vote Yes.
 
-use crate::engine::{Command, Engine, Event, Reply, RequestId, IN_DOUBT_AFTER_MS};
+use crate::engine::{Command, Engine, Event, Reply, RequestId, STUCK_AFTER_MS};
 use crate::forgotten::LoggedHorizons;
 use crate::record::{Decision, ParticipantRecord};
 use crate::server::ParticipantServer;
@@ -88,9 +88,10 @@ pub struct ParticipantOptions {
     pub init: bool,
 }
 
-/// The outcome questions asked about one prepared transaction.
+/// The outcome questions asked about one stuck prepared transaction.
 #[derive(Debug, Default)]
 struct Asked {
+    /// Since it is stuck ([`STUCK_AFTER_MS`]).
     times: u32,
     /// A line said it is in doubt: its end is logged at info too.
     logged_in_doubt: bool,
@@ -281,8 +282,8 @@ struct EngineTask {
     next_req: RequestId,
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
-    /// Prepared transactions whose outcome was asked of their coordinator,
-    /// with how many times (so that the asking is logged ever more rarely)
+    /// Stuck prepared transactions whose outcome was asked of their
+    /// coordinator, with how many times (so that the asking is logged ever more rarely)
     /// and whether a line said it was in doubt (so that its end gets a
     /// closing line however it comes); a subset of `prepared_lsn`'s,
     /// removed with it.
@@ -864,12 +865,13 @@ impl EngineTask {
         let in_doubt = self.prepared_lsn.contains_key(&txid);
         let view = self.engine.view(&txid);
         let prepared_ms_ago = view.since_ms.map_or(0, |since| now_ms().saturating_sub(since));
-        // Loud only once it is in doubt by the engine's measure (asked
-        // sooner for a prepare it blocks, it is mostly just deciding), and
-        // then saying how long and what it holds (trial 24C: the lines
-        // thinned out and said neither).
-        let loud = match in_doubt.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
-            Some(asked) if worth_a_warning(asked.times) && prepared_ms_ago >= IN_DOUBT_AFTER_MS => {
+        // Loud only once it is stuck (asked sooner, it is mostly just being
+        // decided), and then saying how long and what it holds (trial 24C:
+        // the lines thinned out and said neither). Every loud question
+        // gets a line, whatever the answer.
+        let stuck = in_doubt && prepared_ms_ago >= STUCK_AFTER_MS;
+        let loud = match stuck.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
+            Some(asked) if worth_a_warning(asked.times) => {
                 asked.logged_in_doubt = true;
                 Some(InDoubtFor { in_doubt_s: prepared_ms_ago / 1000, locks: view.locks.len() })
             }
@@ -881,7 +883,7 @@ impl EngineTask {
         }
         // Counted only when asked (or unaskable): a question not sent, all
         // of its coordinator's slots being taken, is not a try.
-        if (!known || self.query_outcome(txid.clone(), loud)) && in_doubt {
+        if (!known || self.query_outcome(txid.clone(), loud)) && stuck {
             if let Some(asked) = self.asked_outcome.get_mut(&txid) {
                 asked.times = asked.times.saturating_add(1);
             }
@@ -911,10 +913,18 @@ impl EngineTask {
                 })
                 .await;
             match (answer, loud) {
+                // Stuck and still undecided there: its coordinator cannot
+                // decide yet (trial 25A: nothing said so for 23 s), most
+                // often because it waits for another participant's answer.
+                (Ok(Ok(OutcomeStatus::Pending)), Some(InDoubtFor { in_doubt_s, locks })) => {
+                    tracing::info!(%txid, in_doubt_s, locks, "still in doubt: its coordinator has not decided yet; will ask again");
+                    let status = OutcomeStatus::Pending;
+                    let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
+                }
                 (Ok(Ok(status)), loud) => {
                     // "Pending" comes every 100 ms while a read waits for
                     // the outcome: only a decision is worth a line.
-                    if loud.is_some() && status != OutcomeStatus::Pending {
+                    if loud.is_some() {
                         tracing::info!(%txid, ?status, "coordinator answered outcome question");
                     } else {
                         tracing::debug!(%txid, ?status, "coordinator answered outcome question");

@@ -7,7 +7,7 @@ use twopc_common::{
     AbortReason, Condition, NodeId, Outcome, OutcomeStatus, ServiceError, TxnId, TxnOps, Versioned, Vote,
 };
 use twopc_participant::engine::{
-    Command, Engine, Event, Reply, BLOCKER_ASKS_AFTER_MS, IN_DOUBT_AFTER_MS, MAX_REMEMBERED_DECISIONS,
+    Command, Engine, Event, Reply, BLOCKER_ASKS_AFTER_MS, IN_DOUBT_AFTER_MS, MAX_REMEMBERED_DECISIONS, STUCK_AFTER_MS,
 };
 use twopc_participant::forgotten::Horizons;
 use twopc_participant::record::{Decision, HeuristicRecord, PreparedRecord};
@@ -107,11 +107,11 @@ fn a_conflict_with_a_holder_in_doubt_says_so() {
         let current = current(&ops, &[]);
         e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms })
     };
-    // Prepared at 1_000: not in doubt yet one tick before the threshold.
+    // Prepared at 1_000: not stuck yet one tick before the threshold.
     let young = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
-    let just_before = conflict_at(&mut e, 2, 1_000 + IN_DOUBT_AFTER_MS - 1);
+    let just_before = conflict_at(&mut e, 2, 1_000 + STUCK_AFTER_MS - 1);
     assert!(just_before.contains(&reply(2, Reply::Vote(Vote::No(young)))), "{just_before:?}");
-    let for_ms = IN_DOUBT_AFTER_MS + 500;
+    let for_ms = STUCK_AFTER_MS + 500;
     let stuck = AbortReason::HeldInDoubt { participant: node("p1"), key: k("a"), holder: txid(1), for_ms };
     let after = conflict_at(&mut e, 3, 1_000 + for_ms);
     assert!(after.contains(&reply(3, Reply::Vote(Vote::No(stuck.clone())))), "{after:?}");
@@ -248,6 +248,23 @@ fn one_phase_commit_replies_only_after_the_apply_is_durable() {
     );
     let again = e.handle(Event::OnePhase { req: 3, prepare: prepare_req(1, ops), current: cur, now_ms: 0 });
     assert_eq!(again, vec![reply(3, committed)], "a retried one-phase commit is not applied twice");
+}
+
+#[test]
+fn a_recovered_prepare_is_never_younger_than_the_start_that_found_it() {
+    // Prepared at 1_000 on a clock since set back: found at 400.
+    let mut e = engine();
+    let (prepared, decided, heuristics, forgotten) = (vec![record(1, "a", "1")], vec![], vec![], Horizons::default());
+    e.handle(Event::Recovered { prepared, decided, heuristics, forgotten, now_ms: 400 });
+    assert_eq!(e.view(&txid(1)).since_ms, Some(400));
+    // Its age counts from there: stuck once the threshold has passed.
+    let ops = write("a", "2");
+    let current = current(&ops, &[]);
+    let now_ms = 400 + STUCK_AFTER_MS;
+    let out = e.handle(Event::Prepare { req: 2, prepare: prepare_req(2, ops), current, now_ms });
+    let stuck =
+        AbortReason::HeldInDoubt { participant: node("p1"), key: k("a"), holder: txid(1), for_ms: STUCK_AFTER_MS };
+    assert!(out.contains(&reply(2, Reply::Vote(Vote::No(stuck)))), "{out:?}");
 }
 
 #[test]

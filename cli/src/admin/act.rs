@@ -71,7 +71,7 @@ pub async fn recover(cluster: &Cluster, wait: Duration, older_than: Duration, js
         }
         out!("resolved {} transaction(s){}", resolved.len(), list(&resolved));
         if younger > 0 {
-            out!("{younger} prepared less than {older_than:?} ago not counted (in flight, most likely)");
+            out!("{younger} prepared less than {older_than:?} ago not counted (--older-than)");
         }
         if after.is_empty() && not_asked.is_empty() {
             out!("nothing is in doubt");

@@ -69,23 +69,28 @@ pub async fn forget(cluster: &Cluster, txid: &TxnId, force: bool, json: bool) ->
             Err(e) => failed.push(format!("{}: {e}", node.id)),
         }
     }
+    // Trial 24C: `outcome` answered "committed" for a commit forced to
+    // abort everywhere, and nothing had said it would. Only once the
+    // coordinator's finding is gone: until then it still says "mixed".
+    let outcome_note = coordinator.filter(|c| forgotten.contains(&c.id)).map(|_| {
+        format!(
+            "`twopc outcome {txid}` now answers the coordinator's decision ({decision}) again, whatever the \
+             forced participants hold"
+        )
+    });
     if json {
         out!(
             "{}",
             serde_json::json!({
                 "txid": txid.to_string(), "forgotten_at": forgotten, "coordinator_decision": decision,
                 "forced": !unsettled.is_empty(), "failed": failed, "unreachable": unreachable,
+                "note": outcome_note,
             })
         );
     } else {
         out!("{txid}: forgotten at {} (coordinator decision: {decision})", forgotten.join(", "));
-        if mixed_at_coordinator {
-            // Trial 24C: `outcome` answered "committed" for a commit forced
-            // to abort everywhere, and nothing had said it would.
-            out!(
-                "note: `twopc outcome {txid}` now answers the coordinator's decision ({decision}) again, whatever \
-                 the forced participants hold"
-            );
+        if let Some(note) = &outcome_note {
+            out!("note: {note}");
         }
         for f in &failed {
             out!("warning: not forgotten at {f}");

@@ -2,7 +2,7 @@
 //! `locks`.
 
 use super::nodes::{Cluster, Node};
-use super::render::{age, key, table};
+use super::render::{age, by_node_id, key, table};
 use super::{Failure, ADMIN_INCOMPLETE, ADMIN_OK, ADMIN_UNKNOWN_TXN};
 use crate::say::{out, out_raw};
 use serde::Serialize;
@@ -281,8 +281,12 @@ pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: 
         let rows: Vec<Vec<String>> = entries
             .iter()
             .map(|e| {
-                let states: Vec<String> = e.participants.iter().map(|(p, s)| format!("{p}={s}")).collect();
-                let locks: Vec<String> = e.locks.iter().map(|(p, ks)| format!("{p}:{}", ks.join(","))).collect();
+                let mut states: Vec<(&String, &String)> = e.participants.iter().collect();
+                states.sort_by(|a, b| by_node_id(a.0, b.0));
+                let states: Vec<String> = states.iter().map(|(p, s)| format!("{p}={s}")).collect();
+                let mut locks: Vec<(&String, &Vec<String>)> = e.locks.iter().collect();
+                locks.sort_by(|a, b| by_node_id(a.0, b.0));
+                let locks: Vec<String> = locks.iter().map(|(p, ks)| format!("{p}:{}", ks.join(","))).collect();
                 vec![
                     e.txid.clone(),
                     e.age_ms.map_or_else(|| "-".into(), age),
@@ -451,10 +455,14 @@ fn join(ids: &[twopc_common::NodeId]) -> String {
 
 pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) -> Result<u8, Failure> {
     let want = key_filter.map(String::into_bytes);
+    // A key's locks are at its owner alone: only that one need answer
+    // (trial 25A: with another participant down, every key was
+    // "incomplete", and the owner, when down, was not named).
+    let owner = want.as_deref().map(|k| cluster.ring.owner(k).to_string());
     let mut rows = Vec::new();
     let mut all = Vec::new();
     let mut unreachable = Vec::new();
-    for node in cluster.participants() {
+    for node in cluster.participants().filter(|n| owner.as_ref().is_none_or(|o| *o == n.id)) {
         match cluster.admin(node, AdminRequest::Locks { key: want.clone() }).await? {
             Ok(AdminReply::Locks(locks)) => {
                 for l in locks {
@@ -474,7 +482,9 @@ pub async fn locks(cluster: &Cluster, key_filter: Option<String>, json: bool) ->
     if json {
         out!("{}", serde_json::json!({ "locks": all, "unreachable": unreachable }));
     } else {
-        if rows.is_empty() && !unreachable.is_empty() {
+        if let (true, false, Some(owner)) = (rows.is_empty(), unreachable.is_empty(), &owner) {
+            out!("unknown: the key's participant, {owner}, could not be asked (see below)");
+        } else if rows.is_empty() && !unreachable.is_empty() {
             // The key may live at one not asked (trial 24C: "no locks held"
             // with the key's own participant stopped).
             out!("no locks held at the participants reached (not all could be asked: see below)");

@@ -42,6 +42,8 @@ pub struct Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     token: String,
+    /// Which participant owns a key.
+    pub ring: Ring,
 }
 
 impl Cluster {
@@ -116,7 +118,7 @@ impl Cluster {
                 stats: Err("not asked".into()),
             });
         }
-        let mut cluster = Cluster { nodes, token };
+        let mut cluster = Cluster { nodes, token, ring };
         cluster.set_aside_refusing_nodes().await?;
         if target.config.is_some() {
             cluster.shun_other_clusters(&config).await?;
@@ -324,7 +326,8 @@ mod tests {
             clock_offset_ms: -48_000,
             stats: Err("not asked".into()),
         };
-        let cluster = Cluster { nodes: vec![behind], token: String::new() };
+        let ring = Ring::new(&[twopc_common::NodeId::new("p1").unwrap()], 1);
+        let cluster = Cluster { nodes: vec![behind], token: String::new(), ring };
         let prepared = now_ms() - 48_000 - 1_000;
         let age = cluster.age_at_id("p1", prepared);
         assert!((1_000..1_500).contains(&age), "{age} ms");

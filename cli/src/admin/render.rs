@@ -50,6 +50,17 @@ pub fn age(ms: u64) -> String {
     }
 }
 
+/// Node ids in the order people count them: p2 before p10 (trial 22B: a
+/// 64-participant transaction listed p1, p10, p11, …, p2).
+pub fn by_node_id(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |id: &str| {
+        let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (name, number) = id.split_at(id.len() - digits);
+        (name.to_string(), number.parse::<u128>().unwrap_or(0), id.to_string())
+    };
+    split(a).cmp(&split(b))
+}
+
 pub fn key(k: &[u8]) -> String {
     String::from_utf8_lossy(k).into_owned()
 }
@@ -64,6 +75,13 @@ mod tests {
         assert_eq!(age(125_000), "2m05s");
         assert_eq!(age(7_800_000), "2h10m");
         assert_eq!(age(100_000_000), "1d3h");
+    }
+
+    #[test]
+    fn node_ids_sort_as_counted() {
+        let mut ids = vec!["p10", "p2", "c1", "p1", "p", "p02", "q1"];
+        ids.sort_by(|a, b| by_node_id(a, b));
+        assert_eq!(ids, vec!["c1", "p", "p1", "p02", "p2", "p10", "q1"]);
     }
 
     #[test]
