@@ -27,14 +27,35 @@ pub fn free_port() -> Result<u16> {
     Ok(free_ports(1)?[0])
 }
 
-/// `n` distinct ports nobody listens on right now. All are held until all
-/// are read: ports bound and released one at a time may repeat.
+/// `n` distinct ports nobody listens on right now, and never handed out
+/// before by this process. All are held until all are read: ports bound
+/// and released one at a time may repeat. And a port released here is free
+/// until its server binds it, so the kernel could give it to the next
+/// caller, say a test running alongside, whose server then took it: one of
+/// the two servers failed to start, and a cluster ready by the port's
+/// answer talked to the other test's (a test's participant stayed "not
+/// yet reached", seen in CI).
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0"))
-        .collect::<Result<Vec<_>>>()?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // Bound until the end, so that a port skipped is not offered again.
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    while ports.len() < n {
+        anyhow::ensure!(held.len() < n + FREE_PORT_TRIES, "no port free that this process has not used");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if handed_out.insert(port) {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    Ok(ports)
 }
+
+/// Ports [`free_ports`] may pass over (used before) per call, at most.
+const FREE_PORT_TRIES: usize = 1_000;
 
 pub struct Cluster {
     binary: PathBuf,

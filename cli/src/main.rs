@@ -70,7 +70,7 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success (txn, outcome: committed)
   1  txn, outcome: aborted (outcome: or mixed); participant/coordinator/local: failed
-  2  txn: outcome unknown (the commit may or may not have happened); outcome: still pending
+  2  txn: outcome unknown (the commit may or may not have happened); outcome: still pending, or unknown
   3  usage error, or the request was refused (it would be again)
   4  txn, get, outcome: nothing was done, and trying again later may succeed
      (a coordinator or participant that cannot be used for now, an overloaded
@@ -109,9 +109,10 @@ enum Command {
     /// cluster), starts each server as a child process with its data in
     /// DIR/<id> and its log appended to DIR/<id>.log, waits until all accept
     /// connections, runs a smoke transaction across every participant, then
-    /// restarts any server that dies (after 1 s) until Ctrl-C, SIGTERM or SIGHUP,
-    /// which stops them all (SIGTERM, then SIGKILL after 3 s). Running it
-    /// again on the same DIR resumes the same data. Exit code 0 after a clean
+    /// restarts any server that dies (after 1 s; longer, up to 30 s, if it
+    /// keeps crashing) until Ctrl-C, SIGTERM or SIGHUP, which stops them all
+    /// (SIGTERM, then SIGKILL after 3 s). Running it again on the same DIR
+    /// resumes the same data. Exit code 0 after a clean
     /// stop, 1 if the cluster could not be started (a busy port, a DIR
     /// holding another cluster), 3 on a usage error.
     ///
@@ -206,7 +207,10 @@ enum Command {
     /// (exit 3); an older one
     /// of an epoch its log ran, with no record, is aborted (presumed abort:
     /// its participants are asked, and fenced so that it can never commit),
-    /// even if that id was never used. One of an epoch its log never ran
+    /// even if that id was never used; but one whose outcome it dropped
+    /// from memory (it keeps its latest 100,000), if no participant
+    /// remembers it either, is `TXID: unknown` (exit 2: read its keys to
+    /// tell). One of an epoch its log never ran
     /// (the coordinator was started on another data directory, or another
     /// process had its id; or a later epoch than its current one: also a
     /// mistyped id) prints `TXID: unknown` (exit 2): only the other

@@ -34,7 +34,8 @@ pub struct OutcomeArgs {
     /// Print exactly one JSON object on stdout instead of a line:
     /// {"txid": "...", "outcome": "committed"|"aborted"|"pending"|"unknown"|"mixed"}
     /// ("unknown": the coordinator runs on a log that never ran the
-    /// txid's epoch; "mixed": committed, but an operator forced abort at
+    /// txid's epoch, or it dropped that outcome from memory and no
+    /// participant remembers it; "mixed": committed, but an operator forced abort at
     /// some participants); on a usage error {"error": "..."}, on a failed
     /// request {"error": "...", "retryable": true|false}.
     #[arg(long)]
