@@ -653,10 +653,16 @@ impl Engine {
 
     /// `txid` blocks a read or a prepare: if it is prepared and heard
     /// nothing for [`BLOCKER_ASKS_AFTER_MS`], ask its coordinator.
+    /// A stuck one is asked no more often than the in-doubt timer asks: its
+    /// commit is not merely late, and each question makes its coordinator
+    /// probe every participant (trial 26A: 4 clients retrying against one
+    /// stuck transaction caused 80 probes a second).
     fn ask_about_blocker(&mut self, txid: &TxnId, out: &mut Vec<Command>) {
         let now = self.now_ms;
-        if let Some(TxnState::Prepared { last_heard_ms, .. }) = self.txns.get_mut(txid) {
-            if now.saturating_sub(*last_heard_ms) >= BLOCKER_ASKS_AFTER_MS {
+        if let Some(TxnState::Prepared { last_heard_ms, record }) = self.txns.get_mut(txid) {
+            let stuck = now.saturating_sub(record.prepared_at_ms) >= STUCK_AFTER_MS;
+            let ask_after = if stuck { IN_DOUBT_AFTER_MS } else { BLOCKER_ASKS_AFTER_MS };
+            if now.saturating_sub(*last_heard_ms) >= ask_after {
                 *last_heard_ms = now;
                 out.push(Command::AskOutcome { txid: txid.clone() });
             }

@@ -7,7 +7,7 @@
 //! the commands in order. `SyncPrepared` goes to the WAL; only its
 //! completion (fed back as `PrepareSynced`) lets the engine vote Yes.
 
-use crate::engine::{Command, Engine, Event, Reply, RequestId, STUCK_AFTER_MS};
+use crate::engine::{Command, Engine, Event, Reply, RequestId, IN_DOUBT_AFTER_MS, STUCK_AFTER_MS};
 use crate::forgotten::LoggedHorizons;
 use crate::record::{Decision, ParticipantRecord};
 use crate::server::ParticipantServer;
@@ -91,8 +91,11 @@ pub struct ParticipantOptions {
 /// The outcome questions asked about one stuck prepared transaction.
 #[derive(Debug, Default)]
 struct Asked {
-    /// Since it is stuck ([`STUCK_AFTER_MS`]).
+    /// Since it is stuck ([`STUCK_AFTER_MS`]), one per in-doubt timer
+    /// period at most.
     times: u32,
+    /// When the last one counted was asked.
+    last_ms: u64,
     /// A line said it is in doubt: its end is logged at info too.
     logged_in_doubt: bool,
 }
@@ -532,12 +535,17 @@ impl EngineTask {
             return;
         };
         let answer = if tokio::time::Instant::now() >= deadline {
+            // How long it has been in doubt, not how long this read waited
+            // (trial 26A read "in doubt after 2s" of one prepared 44 s ago).
+            let prepared_ago = self.engine.view(writer).since_ms.map_or(0, |t| now_ms().saturating_sub(t));
             ServiceError::Unavailable(format!(
-                "{:?} is written by {writer}, prepared at {} and still in doubt after {READ_WAIT_MAX:?} \
-                 (its coordinator {} has not given the outcome): the writer may be committed already, so \
-                 neither the old value nor the new one can be given; retry later, or see `twopc admin in-doubt`",
+                "{:?} is written by {writer}, prepared at {} {} s ago and still in doubt (this read waited \
+                 {READ_WAIT_MAX:?}; its coordinator {} has not given the outcome): the writer may be committed \
+                 already, so neither the old value nor the new one can be given; retry later, or see `twopc \
+                 admin in-doubt`",
                 String::from_utf8_lossy(key),
                 self.engine.me(),
+                prepared_ago / 1000,
                 writer.coordinator
             ))
         } else if self.parked.len() >= MAX_PARKED_READS {
@@ -870,6 +878,11 @@ impl EngineTask {
         // the lines thinned out and said neither). Every loud question
         // gets a line, whatever the answer.
         let stuck = in_doubt && prepared_ms_ago >= STUCK_AFTER_MS;
+        // At most one question counts per in-doubt timer period: one asked
+        // for a blocked prepare or read in between is not another try
+        // (trial 26A: a line every 7 s while clients kept retrying).
+        let stuck = stuck
+            && self.asked_outcome.get(&txid).is_none_or(|a| now_ms().saturating_sub(a.last_ms) >= IN_DOUBT_AFTER_MS);
         let loud = match stuck.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
             Some(asked) if worth_a_warning(asked.times) => {
                 asked.logged_in_doubt = true;
@@ -886,6 +899,7 @@ impl EngineTask {
         if (!known || self.query_outcome(txid.clone(), loud)) && stuck {
             if let Some(asked) = self.asked_outcome.get_mut(&txid) {
                 asked.times = asked.times.saturating_add(1);
+                asked.last_ms = now_ms();
             }
         }
     }

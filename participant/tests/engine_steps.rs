@@ -120,6 +120,28 @@ fn a_conflict_with_a_holder_in_doubt_says_so() {
 }
 
 #[test]
+fn a_stuck_holder_is_asked_about_no_more_often_than_the_in_doubt_timer_asks() {
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    let asks = |e: &mut Engine, seq: u64, now_ms: u64| {
+        let ops = write("a", "2");
+        let current = current(&ops, &[]);
+        let out = e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms });
+        out.contains(&Command::AskOutcome { txid: txid(1) })
+    };
+    // Young: asked again after BLOCKER_ASKS_AFTER_MS.
+    assert!(asks(&mut e, 2, 1_000 + BLOCKER_ASKS_AFTER_MS));
+    assert!(asks(&mut e, 3, 1_000 + 2 * BLOCKER_ASKS_AFTER_MS));
+    // Stuck: not before IN_DOUBT_AFTER_MS since the last question.
+    let stuck_at = 1_000 + STUCK_AFTER_MS;
+    assert!(asks(&mut e, 4, stuck_at));
+    assert!(!asks(&mut e, 5, stuck_at + BLOCKER_ASKS_AFTER_MS));
+    assert!(!asks(&mut e, 6, stuck_at + IN_DOUBT_AFTER_MS - 1));
+    assert!(asks(&mut e, 7, stuck_at + IN_DOUBT_AFTER_MS));
+}
+
+#[test]
 fn a_prepare_may_wait_only_for_holders_that_voted_yes_whatever_their_txids() {
     let mut e = engine();
     let holder =
