@@ -24,7 +24,7 @@ use twopc_common::net::{self, client_config, context_with_timeout, Expected, Pee
 use twopc_common::node::{now_ms, worth_a_warning, Mailbox, Running};
 use twopc_common::service::{coordinator_hello, CoordinatorRpcClient, ParticipantRpc, Role};
 use twopc_common::txn::{OutcomeStatus, PrepareRequest, Vote};
-use twopc_common::{fault, Key, NodeId, ServiceError, TxnId, Versioned};
+use twopc_common::{fault, Key, NodeId, Outcome, ServiceError, TxnId, Versioned};
 use twopc_wal::{Durability, HeldWrites, Lsn, RocksWal, WalBatch, WalError};
 
 /// Requests queued for the engine task, at most.
@@ -670,14 +670,16 @@ impl EngineTask {
         let is_commit = matches!(request, Request::Commit(_));
         // What each transaction was asked, at debug (trial 24C: an abort
         // left no line at a participant, nor a No vote its key).
-        let (txid, asked) = match &request {
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| match &request {
             Request::Prepare(p) => (p.txid.clone(), "prepare"),
             Request::OnePhase(p) => (p.txid.clone(), "one-phase commit"),
             Request::Commit(txid) => (txid.clone(), "commit"),
             Request::Abort(txid) => (txid.clone(), "abort"),
             Request::Probe(txid) => (txid.clone(), "probe"),
-        };
-        tracing::debug!(%txid, "{asked} received");
+        });
+        if let Some((txid, asked)) = &logged {
+            tracing::debug!(%txid, "{asked} received");
+        }
         let event = match request {
             Request::Prepare(prepare) => match self.current(&prepare) {
                 Ok(current) => Event::Prepare { req, prepare, current, now_ms: now_ms() },
@@ -693,9 +695,17 @@ impl EngineTask {
         };
         self.pending.insert(req, (reply, is_commit));
         let commands = self.engine.handle(event);
-        for command in &commands {
-            if let Command::Reply { reply: Reply::Vote(Vote::No(reason)), .. } = command {
-                tracing::debug!(%txid, %reason, "voting no");
+        if let Some((txid, _)) = &logged {
+            for command in &commands {
+                match command {
+                    Command::Reply { reply: Reply::Vote(Vote::No(reason)), .. } => {
+                        tracing::debug!(%txid, %reason, "voting no")
+                    }
+                    Command::Reply { reply: Reply::Outcome(Outcome::Aborted(reason)), .. } => {
+                        tracing::debug!(%txid, %reason, "one-phase commit aborted")
+                    }
+                    _ => {}
+                }
             }
         }
         self.execute(commands);
