@@ -41,8 +41,8 @@ pub enum ServiceError {
     #[error(
         "{txid} is from epoch {}, which this coordinator's log never ran: another instance of {} minted it \
          (another data directory, or another process given its id), it is older than every start this log \
-         keeps, or no process minted it (a mistyped id); its outcome cannot be known here. Start the instance whose log has it; if a participant still \
-         holds it in doubt, decide it with `twopc admin resolve` (`twopc admin in-doubt` lists them; if none does, \
+         keeps, or no process minted it (a mistyped id); its outcome cannot be known here. Start the instance \
+         whose log has it; if a participant still holds it in doubt, decide it with `twopc admin resolve` (`twopc admin in-doubt` lists them; if none does, \
          nothing is left to decide)",
         txid.epoch,
         txid.coordinator

@@ -421,8 +421,9 @@ impl EngineTask {
             }
         }
         epochs.sort_unstable();
-        let last_epoch = epochs.last().map_or(0, |(e, _)| *e);
-        let epoch = next_epoch(epochs.last().map(|(e, _)| *e), now_ms())?;
+        let last = epochs.last().map(|(e, _)| *e);
+        let last_epoch = last.unwrap_or(0);
+        let epoch = next_epoch(last, now_ms())?;
         let mut batch = WalBatch::new();
         if legacy_up_to.is_none() {
             // A log from before epochs were kept holds only its last one
@@ -845,7 +846,7 @@ fn log_probe(txid: &TxnId, ids: &[NodeId], answers: &[Result<ProbeAnswer, String
     let (applied, prepared) = (count(ProbeAnswer::Committed), count(ProbeAnswer::Prepared));
     let unanswered: Vec<String> =
         ids.iter().zip(answers).filter(|(_, a)| a.is_err()).map(|(id, _)| id.to_string()).collect();
-    let unanswered = unanswered.join(",");
+    let unanswered = if unanswered.is_empty() { "none".to_string() } else { unanswered.join(",") };
     let what = "no Commit record here, participants asked: committed if one applied it, else presumed aborted \
                 once every one has answered";
     match PROBES_LOGGED.event() {

@@ -286,10 +286,10 @@ struct EngineTask {
     /// LSN of each live Prepared record (removed when the outcome applies).
     prepared_lsn: HashMap<TxnId, Lsn>,
     /// Stuck prepared transactions whose outcome was asked of their
-    /// coordinator, with how many times (so that the asking is logged ever more rarely)
-    /// and whether a line said it was in doubt (so that its end gets a
-    /// closing line however it comes); a subset of `prepared_lsn`'s,
-    /// removed with it.
+    /// coordinator, with how many times (so that the asking is logged
+    /// ever more rarely) and whether a line said it was in doubt (so that
+    /// its end gets a closing line however it comes); a subset of
+    /// `prepared_lsn`'s, removed with it.
     asked_outcome: HashMap<TxnId, Asked>,
     /// Done records, oldest first (trimmed to the engine's memory).
     done_lsns: VecDeque<(Lsn, TxnId)>,
@@ -876,24 +876,25 @@ impl EngineTask {
     }
 
     /// Asks the coordinator of in-doubt `txid` (every 2 s while it stays
-    /// in doubt); the question and a failed answer are logged at the 1st,
-    /// 2nd, 4th, 8th… time (a thousand transactions in doubt behind a
-    /// coordinator down for an hour would write 500 warnings a second).
+    /// in doubt, and for prepares and reads it blocks); once it is stuck,
+    /// the answer is logged at the 1st, 2nd, 4th, 8th… try and at least
+    /// one in 64 (a thousand transactions in doubt behind a coordinator
+    /// down for an hour would write 500 warnings a second).
     fn ask_outcome(&mut self, txid: TxnId) {
+        let now = now_ms();
         let in_doubt = self.prepared_lsn.contains_key(&txid);
         let view = self.engine.view(&txid);
-        let prepared_ms_ago = view.since_ms.map_or(0, |since| now_ms().saturating_sub(since));
-        // Loud only once it is stuck (asked sooner, it is mostly just being
-        // decided), and then saying how long and what it holds (trial 24C:
-        // the lines thinned out and said neither). Every loud question
-        // gets a line, whatever the answer.
-        let stuck = in_doubt && prepared_ms_ago >= STUCK_AFTER_MS;
-        // At most one question counts per in-doubt timer period: one asked
-        // for a blocked prepare or read in between is not another try
-        // (trial 26A: a line every 7 s while clients kept retrying).
-        let stuck = stuck
-            && self.asked_outcome.get(&txid).is_none_or(|a| now_ms().saturating_sub(a.last_ms) >= IN_DOUBT_AFTER_MS);
-        let loud = match stuck.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
+        let prepared_ms_ago = view.since_ms.map_or(0, |since| now.saturating_sub(since));
+        // A try counts once it is stuck (asked sooner, it is mostly just
+        // being decided), and at most one per in-doubt timer period (one
+        // asked for a blocked prepare or read in between is not another:
+        // trial 26A saw a line every 7 s while clients kept retrying).
+        // Every loud question gets a line, whatever the answer, saying how
+        // long and what it holds (trial 24C: the lines said neither).
+        let counts = in_doubt
+            && prepared_ms_ago >= STUCK_AFTER_MS
+            && self.asked_outcome.get(&txid).is_none_or(|a| now.saturating_sub(a.last_ms) >= IN_DOUBT_AFTER_MS);
+        let loud = match counts.then(|| self.asked_outcome.entry(txid.clone()).or_default()) {
             Some(asked) if worth_a_warning(asked.times) => {
                 asked.logged_in_doubt = true;
                 Some(InDoubtFor { in_doubt_s: prepared_ms_ago / 1000, locks: view.locks.len() })
@@ -906,10 +907,10 @@ impl EngineTask {
         }
         // Counted only when asked (or unaskable): a question not sent, all
         // of its coordinator's slots being taken, is not a try.
-        if (!known || self.query_outcome(txid.clone(), loud)) && stuck {
+        if (!known || self.query_outcome(txid.clone(), loud)) && counts {
             if let Some(asked) = self.asked_outcome.get_mut(&txid) {
                 asked.times = asked.times.saturating_add(1);
-                asked.last_ms = now_ms();
+                asked.last_ms = now;
             }
         }
     }
@@ -946,8 +947,8 @@ impl EngineTask {
                     let _ = tx.send(Completion::Event(Event::OutcomeAnswer { txid, status }));
                 }
                 (Ok(Ok(status)), loud) => {
-                    // "Pending" comes every 100 ms while a read waits for
-                    // the outcome: only a decision is worth a line.
+                    // A decision, for a loud question; else at debug (a
+                    // waiting read asks every 100 ms).
                     if loud.is_some() {
                         tracing::info!(%txid, ?status, "coordinator answered outcome question");
                     } else {

@@ -97,16 +97,25 @@ fn lock_conflict_votes_no_naming_the_holder_without_waiting() {
     assert_eq!(prepare(&mut e, 2, 2, write("a", "2")), vec![reply(2, Reply::Vote(Vote::No(reason)))]);
 }
 
-#[test]
-fn a_conflict_with_a_holder_in_doubt_says_so() {
+/// An engine where txid 1 holds "a", prepared (and synced) at 1_000.
+fn holder_of_a() -> Engine {
     let mut e = engine();
     prepare(&mut e, 1, 1, write("a", "1"));
     e.handle(Event::PrepareSynced { txid: txid(1) });
-    let conflict_at = |e: &mut Engine, seq: u64, now_ms: u64| {
-        let ops = write("a", "2");
-        let current = current(&ops, &[]);
-        e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms })
-    };
+    e
+}
+
+/// Txid `seq` (request `seq`) prepares a write of "a" at `now_ms`.
+fn prepare_a_at(e: &mut Engine, seq: u64, now_ms: u64) -> Vec<Command> {
+    let ops = write("a", "2");
+    let current = current(&ops, &[]);
+    e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms })
+}
+
+#[test]
+fn a_conflict_with_a_holder_in_doubt_says_so() {
+    let mut e = holder_of_a();
+    let conflict_at = prepare_a_at;
     // Prepared at 1_000: not stuck yet one tick before the threshold.
     let young = AbortReason::LockConflict { participant: node("p1"), key: k("a"), holder: txid(1) };
     let just_before = conflict_at(&mut e, 2, 1_000 + STUCK_AFTER_MS - 1);
@@ -121,14 +130,9 @@ fn a_conflict_with_a_holder_in_doubt_says_so() {
 
 #[test]
 fn a_stuck_holder_is_asked_about_no_more_often_than_the_in_doubt_timer_asks() {
-    let mut e = engine();
-    prepare(&mut e, 1, 1, write("a", "1"));
-    e.handle(Event::PrepareSynced { txid: txid(1) });
+    let mut e = holder_of_a();
     let asks = |e: &mut Engine, seq: u64, now_ms: u64| {
-        let ops = write("a", "2");
-        let current = current(&ops, &[]);
-        let out = e.handle(Event::Prepare { req: seq, prepare: prepare_req(seq, ops), current, now_ms });
-        out.contains(&Command::AskOutcome { txid: txid(1) })
+        prepare_a_at(e, seq, now_ms).contains(&Command::AskOutcome { txid: txid(1) })
     };
     // Young: asked again after BLOCKER_ASKS_AFTER_MS.
     assert!(asks(&mut e, 2, 1_000 + BLOCKER_ASKS_AFTER_MS));
@@ -280,10 +284,7 @@ fn a_recovered_prepare_is_never_younger_than_the_start_that_found_it() {
     e.handle(Event::Recovered { prepared, decided, heuristics, forgotten, now_ms: 400 });
     assert_eq!(e.view(&txid(1)).since_ms, Some(400));
     // Its age counts from there: stuck once the threshold has passed.
-    let ops = write("a", "2");
-    let current = current(&ops, &[]);
-    let now_ms = 400 + STUCK_AFTER_MS;
-    let out = e.handle(Event::Prepare { req: 2, prepare: prepare_req(2, ops), current, now_ms });
+    let out = prepare_a_at(&mut e, 2, 400 + STUCK_AFTER_MS);
     let stuck =
         AbortReason::HeldInDoubt { participant: node("p1"), key: k("a"), holder: txid(1), for_ms: STUCK_AFTER_MS };
     assert!(out.contains(&reply(2, Reply::Vote(Vote::No(stuck)))), "{out:?}");

@@ -213,7 +213,11 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 }
 
 /// The decision words for a txid with no Commit record at its coordinator.
-pub const NO_DECISION_LOGGED: &str = "none logged (presumed abort, unless a participant committed it)";
+/// (Asked, it answers "pending" until every participant has answered its
+/// probe: trial 26A read "presumed abort" here while a down participant
+/// kept the locks.)
+pub const NO_DECISION_LOGGED: &str =
+    "none logged (presumed abort once every participant has answered, unless one committed it)";
 /// A commit applied by a participant, with no Commit record here.
 pub const APPLIED_WORDS: &str =
     "commit (applied at a participant: a one-phase commit, or found applied there; no Commit record)";
@@ -257,6 +261,13 @@ pub async fn coordinator_decision(cluster: &Cluster, txid: &TxnId) -> Result<(St
     Ok((words.into(), Some(view)))
 }
 
+/// A map keyed by node id, in the order people count them ([`by_node_id`]).
+fn by_node<V>(map: &BTreeMap<String, V>) -> impl Iterator<Item = (&String, &V)> {
+    let mut entries: Vec<(&String, &V)> = map.iter().collect();
+    entries.sort_by(|a, b| by_node_id(a.0, b.0));
+    entries.into_iter()
+}
+
 pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: bool) -> Result<u8, Failure> {
     let (mut entries, unreachable) = collect_in_doubt(cluster).await?;
     let code = complete_if(unreachable.is_empty());
@@ -281,12 +292,8 @@ pub async fn in_doubt(cluster: &Cluster, older_than: std::time::Duration, json: 
         let rows: Vec<Vec<String>> = entries
             .iter()
             .map(|e| {
-                let mut states: Vec<(&String, &String)> = e.participants.iter().collect();
-                states.sort_by(|a, b| by_node_id(a.0, b.0));
-                let states: Vec<String> = states.iter().map(|(p, s)| format!("{p}={s}")).collect();
-                let mut locks: Vec<(&String, &Vec<String>)> = e.locks.iter().collect();
-                locks.sort_by(|a, b| by_node_id(a.0, b.0));
-                let locks: Vec<String> = locks.iter().map(|(p, ks)| format!("{p}:{}", ks.join(","))).collect();
+                let states: Vec<String> = by_node(&e.participants).map(|(p, s)| format!("{p}={s}")).collect();
+                let locks: Vec<String> = by_node(&e.locks).map(|(p, ks)| format!("{p}:{}", ks.join(","))).collect();
                 vec![
                     e.txid.clone(),
                     e.age_ms.map_or_else(|| "-".into(), age),

@@ -118,11 +118,12 @@ pub enum AdminCommand {
         /// How long to wait for transactions to resolve.
         #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
         wait: std::time::Duration,
-        /// Count only transactions prepared at least this long ago (the
-        /// participants' own in-doubt threshold by default): younger ones
-        /// are mostly in flight under load, not stuck, and are left out
-        /// of "resolved" and "still in doubt" (how many is said).
-        #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
+        /// Count only transactions prepared at least this long ago (by
+        /// default 10 s, when a participant calls one stuck: every prepare
+        /// deadline has passed): younger ones are mostly in flight, and
+        /// are left out of "resolved" and "still in doubt" (how many is
+        /// said). They are recovered all the same.
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
         older_than: std::time::Duration,
     },
     /// Force the outcome of an in-doubt transaction at its participants
