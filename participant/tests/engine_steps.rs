@@ -143,6 +143,15 @@ fn a_stuck_holder_is_asked_about_no_more_often_than_the_in_doubt_timer_asks() {
     assert!(!asks(&mut e, 5, stuck_at + BLOCKER_ASKS_AFTER_MS));
     assert!(!asks(&mut e, 6, stuck_at + IN_DOUBT_AFTER_MS - 1));
     assert!(asks(&mut e, 7, stuck_at + IN_DOUBT_AFTER_MS));
+    // Nor is it one for a prepare to wait for (each wait asked too).
+    assert_eq!(e.prepared_blocker(&prepare_req(8, write("a", "2"))).map(|b| b.holder.clone()), None);
+}
+
+#[test]
+fn a_young_prepared_holder_is_one_to_wait_for() {
+    let mut e = holder_of_a();
+    e.handle(Event::Tick { now_ms: 1_000 + STUCK_AFTER_MS - 1 });
+    assert_eq!(e.prepared_blocker(&prepare_req(2, write("a", "2"))).map(|b| b.holder.clone()), Some(txid(1)));
 }
 
 #[test]
