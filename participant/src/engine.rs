@@ -39,6 +39,12 @@ pub const IN_DOUBT_AFTER_MS: u64 = 2_000;
 /// about it get log lines (trial 25A: at 2 s both spoke of transactions a
 /// paused participant merely slowed down, which then aborted on their own).
 pub const STUCK_AFTER_MS: u64 = 10_000;
+
+/// Whether a prepared transaction is stuck at `now_ms` ([`STUCK_AFTER_MS`]).
+fn stuck(record: &PreparedRecord, now_ms: u64) -> bool {
+    now_ms.saturating_sub(record.prepared_at_ms) >= STUCK_AFTER_MS
+}
+
 /// Outcome questions sent per tick, at most.
 pub const MAX_OUTCOME_QUERIES_PER_TICK: usize = 1_000;
 /// A prepared transaction that blocks a read or another prepare (a lock
@@ -404,9 +410,7 @@ impl Engine {
         let participant = self.me.clone();
         if let Some((key, holder)) = self.locks.conflict(txid, locks) {
             return Err(match self.txns.get(&holder) {
-                Some(TxnState::Prepared { record, .. })
-                    if self.now_ms.saturating_sub(record.prepared_at_ms) >= STUCK_AFTER_MS =>
-                {
+                Some(TxnState::Prepared { record, .. }) if stuck(record, self.now_ms) => {
                     let for_ms = self.now_ms - record.prepared_at_ms;
                     AbortReason::HeldInDoubt { participant, key, holder, for_ms }
                 }
@@ -660,8 +664,7 @@ impl Engine {
     fn ask_about_blocker(&mut self, txid: &TxnId, out: &mut Vec<Command>) {
         let now = self.now_ms;
         if let Some(TxnState::Prepared { last_heard_ms, record }) = self.txns.get_mut(txid) {
-            let stuck = now.saturating_sub(record.prepared_at_ms) >= STUCK_AFTER_MS;
-            let ask_after = if stuck { IN_DOUBT_AFTER_MS } else { BLOCKER_ASKS_AFTER_MS };
+            let ask_after = if stuck(record, now) { IN_DOUBT_AFTER_MS } else { BLOCKER_ASKS_AFTER_MS };
             if now.saturating_sub(*last_heard_ms) >= ask_after {
                 *last_heard_ms = now;
                 out.push(Command::AskOutcome { txid: txid.clone() });
@@ -706,11 +709,7 @@ impl Engine {
     /// does at once.
     pub fn prepared_blocker(&self, prepare: &PrepareRequest) -> Option<Blocker<'_>> {
         let state = |holder: &TxnId| match self.txns.get(holder) {
-            Some(TxnState::Prepared { record, .. })
-                if self.now_ms.saturating_sub(record.prepared_at_ms) >= STUCK_AFTER_MS =>
-            {
-                None
-            }
+            Some(TxnState::Prepared { record, .. }) if stuck(record, self.now_ms) => None,
             Some(TxnState::Prepared { .. }) => Some(false),
             Some(TxnState::Applying { .. }) => Some(true),
             _ => None,
