@@ -1,17 +1,30 @@
 //! Durations on the command line (`--duration`, `--wait`, ...): a number
 //! with a unit, `500ms`, `10s`, `1.5s`, `2m`, `1h`, or several (`1m30s`,
-//! `1h30m`). A bare number is refused: `--warmup 100` meant as
+//! `1h30m`, `2d`). A bare number is refused: `--warmup 100` meant as
 //! milliseconds would be 100 s.
 
 use std::time::Duration;
 
-/// The longest duration any flag takes.
+/// The longest duration a flag that waits or runs for it takes.
 const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
-/// Parses a duration. Flags taking one accept values starting with `-`
-/// (`allow_hyphen_values`), so that `-1s` gets this message rather than
-/// clap's hint about an unknown flag.
+/// The longest age a filter takes (`--older-than`): transactions stay in
+/// doubt for days (trial 25B), and a filter waits for nothing.
+const MAX_AGE: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses a duration to wait or run for, at most a day. Flags taking one
+/// accept values starting with `-` (`allow_hyphen_values`), so that `-1s`
+/// gets this message rather than clap's hint about an unknown flag.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_up_to(s, MAX_DURATION)
+}
+
+/// Parses an age to filter by, at most ten years.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    parse_up_to(s, MAX_AGE)
+}
+
+fn parse_up_to(s: &str, max: Duration) -> Result<Duration, String> {
     let s = s.trim();
     if s.starts_with("--") {
         return Err(format!("expected a duration (e.g. 10s), found the flag {s:?}"));
@@ -39,12 +52,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 "s" | "sec" => 1.0,
                 "m" | "min" => 60.0,
                 "h" => 3600.0,
-                _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s, m or h)")),
+                "d" => 86_400.0,
+                _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s, m, h or d)")),
             };
         rest = &after[unit_len..];
     }
-    if !secs.is_finite() || !(0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) {
-        return Err(format!("duration {s:?} is out of range (at most {}h)", MAX_DURATION.as_secs() / 3600));
+    if !secs.is_finite() || !(0.0..=max.as_secs_f64()).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range (at most {}d)", max.as_secs() / 86_400));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -67,8 +81,17 @@ mod tests {
         assert!(parse_duration("1m30").unwrap_err().contains("no unit"));
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
         assert!(parse_duration("--json").unwrap_err().contains("found the flag"));
-        for bad in ["ten", "5x", "", "-1s", "48h"] {
+        for bad in ["ten", "5x", "", "-1s", "48h", "2d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn ages_reach_years() {
+        assert_eq!(parse_age("3d").unwrap(), Duration::from_secs(3 * 86_400));
+        assert_eq!(parse_age("48h").unwrap(), Duration::from_secs(48 * 3600));
+        assert!(parse_age("3651d").unwrap_err().contains("at most 3650d"));
+        assert!(parse_age("-1d").unwrap_err().contains("negative"));
     }
 }

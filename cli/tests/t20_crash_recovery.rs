@@ -150,6 +150,24 @@ async fn a_coordinator_killed_before_deciding_aborts_everywhere_after_restart() 
     Ok(())
 }
 
+/// A participant the transaction never involved, down, does not keep its
+/// presumed abort pending: the prepared participants name who took part
+/// (trial 26A: p3 down kept p1's and p2's locks until it came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_down_that_took_no_part_does_not_hold_up_a_presumed_abort() -> Result<()> {
+    let mut cluster = cluster_with_coordinator_faults("coordinator.before-decision=crash", None)?;
+    let keys = cluster.key_per_participant("uninvolved-down");
+    let keys = &keys[..2];
+    let (txid, result) = write_everywhere(&cluster, keys).await?;
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "{result:?}");
+    cluster.wait_exit("c1", Duration::from_secs(10))?;
+    cluster.kill("p3");
+    cluster.spawn("c1", &[])?;
+    wait_all_aborted(&cluster, keys).await?;
+    assert_eq!(cluster.client().await?.outcome(&txid).await?, OutcomeStatus::Aborted);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_client_outlives_a_coordinator_restart() -> Result<()> {
     let mut cluster = Cluster::start(3)?;

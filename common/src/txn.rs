@@ -367,14 +367,17 @@ pub enum OutcomeStatus {
 }
 
 /// What a participant knows of a transaction, answering a coordinator's probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProbeAnswer {
     /// Applied here (one-phase or second phase).
     Committed,
     /// Aborted here, or never seen and now fenced.
     Aborted,
-    /// Prepared in two-phase commit and waiting for the decision.
-    Prepared,
+    /// Prepared in two-phase commit and waiting for the decision; its
+    /// prepared record names every participant of the transaction, so a
+    /// coordinator need not wait for the others (trial 26A: a participant
+    /// that never took part, down, kept a presumed abort pending).
+    Prepared { participants: Vec<NodeId> },
     /// A request for it is being processed right now.
     InFlight,
     /// Not remembered, and it may have been decided here: its decision

@@ -123,10 +123,11 @@ pub enum Event {
         req: RequestId,
         txid: TxnId,
     },
-    /// Answers of every participant to a probe (`Err`: unreachable).
+    /// Answers of every participant to a probe, by participant (`Err`:
+    /// unreachable).
     ProbeResult {
         txid: TxnId,
-        answers: Vec<Result<ProbeAnswer, String>>,
+        answers: Vec<(NodeId, Result<ProbeAnswer, String>)>,
     },
     Tick {
         now_ms: u64,
@@ -778,11 +779,17 @@ impl Engine {
         txid.coordinator == self.me && self.epochs.maybe_forgotten(txid.epoch, txid.seq)
     }
 
-    fn probe_result(&mut self, txid: TxnId, answers: Vec<Result<ProbeAnswer, String>>, out: &mut Vec<Command>) {
+    fn probe_result(
+        &mut self,
+        txid: TxnId,
+        answers: Vec<(NodeId, Result<ProbeAnswer, String>)>,
+        out: &mut Vec<Command>,
+    ) {
         let Some(waiters) = self.probing.remove(&txid) else {
             return;
         };
-        let committed = answers.iter().any(|a| a == &Ok(ProbeAnswer::Committed));
+        let committed = answers.iter().any(|(_, a)| a == &Ok(ProbeAnswer::Committed));
+        let answers = counted_answers(&answers);
         if let Some(foreign) = self.not_minted_here(&txid).filter(|_| !committed) {
             // Only the log that minted it knows: nothing to presume.
             self.foreign_probed.insert(txid, self.last_tick_ms.unwrap_or(0));
@@ -794,11 +801,11 @@ impl Engine {
         let unsure = answers.iter().any(|a| matches!(a, Err(_) | Ok(ProbeAnswer::InFlight)));
         // A participant still prepared never acked a commit, so a Commit
         // record would still be here: that id was not forgotten.
-        let prepared = answers.iter().any(|a| a == &Ok(ProbeAnswer::Prepared));
+        let prepared = answers.iter().any(|a| matches!(a, Ok(ProbeAnswer::Prepared { .. })));
         // A participant that dropped its decision may have applied it
         // (a one-phase commit leaves no record here if its lazy End was
         // lost in a crash).
-        let forgotten_there = answers.iter().any(|a| a == &Ok(ProbeAnswer::Forgotten));
+        let forgotten_there = answers.iter().any(|a| *a == &Ok(ProbeAnswer::Forgotten));
         if !committed && !unsure && !prepared && (forgotten_there || self.maybe_forgotten(&txid)) {
             for req in waiters {
                 let e = ServiceError::Forgotten { txid: txid.clone() };
@@ -816,8 +823,9 @@ impl Engine {
         } else if unsure {
             OutcomeStatus::Pending
         } else {
-            // Every participant answered and none applied it; those that
-            // never saw it are fenced. No Commit record exists: aborted.
+            // Every participant that counts answered and none applied it;
+            // those that never saw it are fenced. No Commit record exists:
+            // aborted.
             self.remember(txid, Known::Aborted);
             OutcomeStatus::Aborted
         };
@@ -918,4 +926,17 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::SingleParticipant { maybe_delivered: true, .. } => ONE_PHASE_UNANSWERED,
         Phase::SingleParticipant { .. } => "one-phase",
     }
+}
+
+/// The probe answers that count: those of the participants a prepared one
+/// names, when one does. A two-phase commit reaches no other participant,
+/// so one down that never took part cannot hold its presumed abort (trial
+/// 26A); without a prepared answer, any participant may have committed it
+/// in one phase, and every answer counts.
+pub fn counted_answers(answers: &[(NodeId, Result<ProbeAnswer, String>)]) -> Vec<&Result<ProbeAnswer, String>> {
+    let named = answers.iter().find_map(|(_, answer)| match answer {
+        Ok(ProbeAnswer::Prepared { participants }) => Some(participants),
+        _ => None,
+    });
+    answers.iter().filter(|(from, _)| named.is_none_or(|named| named.contains(from))).map(|(_, a)| a).collect()
 }

@@ -9,7 +9,7 @@
 use crate::commit_batch::CommitSender;
 use crate::commit_gate::{CommitGate, STOP_DRAIN_TIMEOUT};
 use crate::ended::EndedLog;
-use crate::engine::{Command, Engine, Event, Reply, RequestId, Unanswered};
+use crate::engine::{counted_answers, Command, Engine, Event, Reply, RequestId, Unanswered};
 use crate::epochs::{EpochHistory, MAX_KEPT_EPOCHS};
 use crate::participant_data::ParticipantData;
 use crate::prepare_batch::PrepareSender;
@@ -808,13 +808,12 @@ impl EngineTask {
     fn probe(&self, txid: TxnId) {
         let peers: Vec<(NodeId, ParticipantPeer)> =
             self.participants.iter().map(|(id, peer)| (id.clone(), peer.clone())).collect();
-        let ids: Vec<NodeId> = peers.iter().map(|(id, _)| id.clone()).collect();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let asks = peers.into_iter().map(|(_, peer)| {
+            let asks = peers.into_iter().map(|(id, peer)| {
                 let txid = txid.clone();
                 async move {
-                    match peer
+                    let answer = match peer
                         .call(|c| {
                             let txid = txid.clone();
                             async move { c.probe(context_with_timeout(RPC_TIMEOUT), txid).await }
@@ -824,11 +823,12 @@ impl EngineTask {
                         Ok(Ok(answer)) => Ok(answer),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(e) => Err(e),
-                    }
+                    };
+                    (id, answer)
                 }
             });
             let answers = join_all(asks).await;
-            log_probe(&txid, &ids, &answers);
+            log_probe(&txid, &answers);
             let _ = tx.send(Completion::Event(Event::ProbeResult { txid, answers }));
         });
     }
@@ -841,18 +841,17 @@ static PROBES_LOGGED: LogThrottle = LogThrottle::new();
 
 /// The coordinator's side of a presumed abort (trial 24C: only the
 /// participants said anything).
-fn log_probe(txid: &TxnId, ids: &[NodeId], answers: &[Result<ProbeAnswer, String>]) {
-    let count = |answer: ProbeAnswer| answers.iter().filter(|a| **a == Ok(answer)).count();
-    let (applied, prepared) = (count(ProbeAnswer::Committed), count(ProbeAnswer::Prepared));
-    let unanswered: Vec<String> =
-        ids.iter().zip(answers).filter(|(_, a)| a.is_err()).map(|(id, _)| id.to_string()).collect();
+fn log_probe(txid: &TxnId, answers: &[(NodeId, Result<ProbeAnswer, String>)]) {
+    let applied = answers.iter().filter(|(_, a)| *a == Ok(ProbeAnswer::Committed)).count();
+    let prepared = answers.iter().filter(|(_, a)| matches!(a, Ok(ProbeAnswer::Prepared { .. }))).count();
+    let unanswered: Vec<String> = answers.iter().filter(|(_, a)| a.is_err()).map(|(id, _)| id.to_string()).collect();
     let unanswered = if unanswered.is_empty() { "none".to_string() } else { unanswered.join(",") };
     let what = "no Commit record here, participants asked: committed if one applied it, else presumed aborted \
-                once every one has answered";
-    // One every participant answered settles the txid (an id of a foreign
-    // epoch is probed again 10 s later at most): always said, so that the
-    // last line about it is not "unanswered=p2" (trial 27A).
-    let settled = answers.iter().all(Result::is_ok);
+                once every one has answered (every one it involved, when a prepared one names them)";
+    // One every participant that counts answered settles the txid (an id
+    // of a foreign epoch is probed again 10 s later at most): always said,
+    // so that the last line about it is not "unanswered=p2" (trial 27A).
+    let settled = counted_answers(answers).iter().all(|a| a.is_ok());
     match PROBES_LOGGED.event() {
         Some(probes) => tracing::info!(%txid, applied, prepared, %unanswered, probes, "{what}"),
         None if settled => tracing::info!(%txid, applied, prepared, %unanswered, "{what}"),

@@ -51,6 +51,15 @@ fn plan(txid: &TxnId, nodes: &[&str]) -> Vec<(NodeId, PrepareRequest)> {
         .collect()
 }
 
+/// Probe answers from p1, p2, … in that order.
+fn labeled(answers: Vec<Result<ProbeAnswer, String>>) -> Vec<(NodeId, Result<ProbeAnswer, String>)> {
+    answers.into_iter().enumerate().map(|(i, a)| (node(&format!("p{}", i + 1)), a)).collect()
+}
+
+fn prepared_in(participants: &[&str]) -> ProbeAnswer {
+    ProbeAnswer::Prepared { participants: participants.iter().map(|p| node(p)).collect() }
+}
+
 fn reply(req: u64, reply: Reply) -> Command {
     Command::Reply { req, reply }
 }
@@ -236,7 +245,7 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     let t = txid(1, 9);
     assert_eq!(e.handle(Event::Outcome { req: 1, txid: t.clone() }), vec![Command::Probe { txid: t.clone() }]);
     assert_eq!(e.handle(Event::Outcome { req: 2, txid: t.clone() }), vec![], "one probe at a time");
-    let answers = vec![Ok(ProbeAnswer::Prepared), Ok(ProbeAnswer::Aborted)];
+    let answers = labeled(vec![Ok(prepared_in(&["p1", "p2"])), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: t.clone(), answers }),
         vec![reply(1, Reply::Status(OutcomeStatus::Aborted)), reply(2, Reply::Status(OutcomeStatus::Aborted))]
@@ -244,7 +253,7 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     // A one-phase commit of an older run is found at its participant.
     let u = txid(1, 10);
     e.handle(Event::Outcome { req: 3, txid: u.clone() });
-    let answers = vec![Ok(ProbeAnswer::Committed), Ok(ProbeAnswer::Aborted)];
+    let answers = labeled(vec![Ok(ProbeAnswer::Committed), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: u.clone(), answers }),
         vec![reply(3, Reply::Status(OutcomeStatus::Committed))]
@@ -254,10 +263,42 @@ fn an_older_epoch_without_a_commit_record_is_resolved_by_probing() {
     // Unreachable participants leave it pending.
     let w = txid(1, 11);
     e.handle(Event::Outcome { req: 4, txid: w.clone() });
-    let answers = vec![Err("down".into()), Ok(ProbeAnswer::Aborted)];
+    let answers = labeled(vec![Err("down".into()), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: w, answers }),
         vec![reply(4, Reply::Status(OutcomeStatus::Pending))]
+    );
+}
+
+/// A prepared participant names the transaction's participants: one that
+/// never took part, unreachable, does not keep its presumed abort pending
+/// (trial 26A: a participant down kept others' locks held); one that did
+/// take part does (it may have been forced to commit by an operator).
+#[test]
+fn only_the_participants_a_prepared_one_names_are_waited_for() {
+    let mut e = engine();
+    let t = txid(1, 9);
+    e.handle(Event::Outcome { req: 1, txid: t.clone() });
+    let answers = labeled(vec![Ok(prepared_in(&["p1", "p2"])), Ok(ProbeAnswer::Aborted), Err("down".into())]);
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: t.clone(), answers }),
+        vec![reply(1, Reply::Status(OutcomeStatus::Aborted))]
+    );
+    let u = txid(1, 10);
+    e.handle(Event::Outcome { req: 2, txid: u.clone() });
+    let answers = labeled(vec![Ok(prepared_in(&["p1", "p3"])), Ok(ProbeAnswer::Aborted), Err("down".into())]);
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: u.clone(), answers }),
+        vec![reply(2, Reply::Status(OutcomeStatus::Pending))]
+    );
+    // Without a prepared answer, any participant may have committed it in
+    // one phase: every one counts.
+    let w = txid(1, 11);
+    e.handle(Event::Outcome { req: 3, txid: w.clone() });
+    let answers = labeled(vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted), Err("down".into())]);
+    assert_eq!(
+        e.handle(Event::ProbeResult { txid: w, answers }),
+        vec![reply(3, Reply::Status(OutcomeStatus::Pending))]
     );
 }
 
@@ -275,14 +316,14 @@ fn an_outcome_forgotten_in_this_run_is_never_presumed_aborted() {
         e.handle(Event::Outcome { req, txid: t });
     }
     assert_eq!(e.handle(Event::Outcome { req: 1, txid: first.clone() }), vec![Command::Probe { txid: first.clone() }]);
-    let all_aborted = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)];
+    let all_aborted = labeled(vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: first.clone(), answers: all_aborted.clone() }),
         vec![reply(1, Reply::Error(ServiceError::Forgotten { txid: first.clone() }))]
     );
     // A participant still prepared never acked a commit: aborted.
     e.handle(Event::Outcome { req: 2, txid: first.clone() });
-    let answers = vec![Ok(ProbeAnswer::Prepared), Ok(ProbeAnswer::Aborted)];
+    let answers = labeled(vec![Ok(prepared_in(&["p1", "p2"])), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: first, answers }),
         vec![reply(2, Reply::Status(OutcomeStatus::Aborted))]
@@ -304,7 +345,7 @@ fn an_outcome_trimmed_in_an_earlier_run_is_never_presumed_aborted() {
     let mut epochs = EpochHistory { legacy_up_to: 0, ran: [5, 9].into(), ..Default::default() };
     epochs.forgot(5, 700);
     assert_eq!(e.handle(Event::Recovered { epoch: 9, epochs, commits: vec![], mixed: vec![] }), vec![]);
-    let all_aborted = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)];
+    let all_aborted = labeled(vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Aborted)]);
     for (req, seq) in [(1, 1), (2, 700)] {
         let old = txid(5, seq);
         assert_eq!(e.handle(Event::Outcome { req, txid: old.clone() }), vec![Command::Probe { txid: old.clone() }]);
@@ -330,14 +371,14 @@ fn an_outcome_a_participant_forgot_is_never_presumed_aborted() {
     let mut e = engine();
     let t = txid(1, 9);
     e.handle(Event::Outcome { req: 1, txid: t.clone() });
-    let answers = vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Aborted)];
+    let answers = labeled(vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Aborted)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: t.clone(), answers }),
         vec![reply(1, Reply::Error(ServiceError::Forgotten { txid: t.clone() }))]
     );
     // Another that applied it still says so.
     e.handle(Event::Outcome { req: 2, txid: t.clone() });
-    let answers = vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Committed)];
+    let answers = labeled(vec![Ok(ProbeAnswer::Forgotten), Ok(ProbeAnswer::Committed)]);
     assert_eq!(
         e.handle(Event::ProbeResult { txid: t, answers }),
         vec![reply(2, Reply::Status(OutcomeStatus::Committed))]
@@ -397,7 +438,7 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
         // Asked, its participants are probed; none applied it: unknown.
         let probe = vec![Command::Probe { txid: foreign.clone() }];
         assert_eq!(e.handle(Event::Outcome { req: 1, txid: foreign.clone() }), probe);
-        let answers = vec![Ok(ProbeAnswer::Aborted), Ok(ProbeAnswer::Prepared)];
+        let answers = labeled(vec![Ok(ProbeAnswer::Aborted), Ok(prepared_in(&["p1", "p2"]))]);
         let out = e.handle(Event::ProbeResult { txid: foreign.clone(), answers });
         assert_eq!(out, vec![reply(1, refused.clone())]);
         let out = e.handle(Event::Commit { req: 2, txid: foreign.clone(), plan: plan(&foreign, &["p1", "p2"]) });
@@ -413,7 +454,7 @@ fn a_txid_of_an_epoch_this_log_never_ran_is_unknown_never_presumed_aborted() {
         now_ms += FOREIGN_REPROBE_MS;
         let _ = e.handle(Event::Tick { now_ms });
         assert_eq!(e.handle(Event::Outcome { req: 4, txid: foreign.clone() }), probe);
-        let answers = vec![Ok(ProbeAnswer::Committed), Err("p2 unreachable".to_string())];
+        let answers = labeled(vec![Ok(ProbeAnswer::Committed), Err("p2 unreachable".to_string())]);
         let out = e.handle(Event::ProbeResult { txid: foreign.clone(), answers });
         assert_eq!(out, vec![reply(4, Reply::Status(OutcomeStatus::Committed))]);
         assert_eq!(e.view(&foreign).state, "foreign-epoch");

@@ -622,7 +622,9 @@ impl Engine {
 
     fn probe(&mut self, req: RequestId, txid: TxnId, out: &mut Vec<Command>) {
         let answer = match (self.txns.get(&txid), self.decided.get(&txid).map(|m| m.decision())) {
-            (Some(TxnState::Prepared { .. }), _) => ProbeAnswer::Prepared,
+            (Some(TxnState::Prepared { record, .. }), _) => {
+                ProbeAnswer::Prepared { participants: record.participants.clone() }
+            }
             (Some(_), _) => ProbeAnswer::InFlight,
             (None, Some(Decision::Committed)) => ProbeAnswer::Committed,
             (None, Some(Decision::Aborted)) => ProbeAnswer::Aborted,

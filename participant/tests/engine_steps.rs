@@ -396,6 +396,17 @@ fn probe_fences_unknown_txids() {
     );
 }
 
+/// A prepared transaction's answer names its participants: its
+/// coordinator waits for no other (trial 26A).
+#[test]
+fn a_probe_of_a_prepared_transaction_names_its_participants() {
+    let mut e = engine();
+    prepare(&mut e, 1, 1, write("a", "1"));
+    e.handle(Event::PrepareSynced { txid: txid(1) });
+    let named = ProbeAnswer::Prepared { participants: vec![node("p1"), node("p2")] };
+    assert_eq!(e.handle(Event::Probe { req: 2, txid: txid(1) }), vec![reply(2, Reply::Probe(named))]);
+}
+
 /// A one-phase commit's coordinator may have lost its lazy End record in
 /// a crash; once this participant dropped the decision, "never seen"
 /// would make the coordinator presume an abort of a commit.

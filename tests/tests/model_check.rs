@@ -72,6 +72,15 @@ fn three_participants_with_a_crash() {
     holds(config("2pc 3 participants: 1 crash", 3, vec![txn(&[0, 1], &[2])], (false, 0, 1, 0)));
 }
 
+/// A participant the transaction never involved is unreachable (its
+/// probe's deadline passes) while the others resolve it after a crash:
+/// only those a prepared participant names count.
+#[test]
+fn a_participant_outside_the_transaction_unreachable() {
+    let txns = vec![txn(&[0, 1], &[])];
+    holds(config("2pc on 2 of 3 participants: 1 crash + early deadline", 3, txns, (false, 0, 1, 1)));
+}
+
 #[test]
 fn two_conflicting_transactions() {
     // With a crash too, more than 5 million states: beyond this test.

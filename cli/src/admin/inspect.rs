@@ -213,11 +213,11 @@ pub async fn collect_in_doubt(cluster: &Cluster) -> Result<(Vec<InDoubt>, Vec<St
 }
 
 /// The decision words for a txid with no Commit record at its coordinator.
-/// (Asked, it answers "pending" until every participant has answered its
+/// (Asked, it answers "pending" until its participants have answered its
 /// probe: trial 26A read "presumed abort" here while a down participant
 /// kept the locks.)
 pub const NO_DECISION_LOGGED: &str =
-    "none logged (presumed abort once every participant has answered, unless one committed it)";
+    "none logged (presumed abort once its participants have answered, unless one committed it)";
 /// A commit applied by a participant, with no Commit record here.
 pub const APPLIED_WORDS: &str =
     "commit (applied at a participant: a one-phase commit, or found applied there; no Commit record)";

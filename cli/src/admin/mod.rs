@@ -100,7 +100,7 @@ pub enum AdminCommand {
         /// List only transactions prepared at least this long ago (e.g.
         /// `5s` for monitoring: under load, younger ones are mostly in
         /// flight, not stuck); how many younger ones were left out is said.
-        #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
+        #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = crate::duration::parse_age, allow_hyphen_values = true)]
         older_than: std::time::Duration,
     },
     /// The full story of one transaction as every process's log knows it.
@@ -123,7 +123,7 @@ pub enum AdminCommand {
         /// deadline has passed): younger ones are mostly in flight, and
         /// are left out of "resolved" and "still in doubt" (how many is
         /// said). They are recovered all the same.
-        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_duration, allow_hyphen_values = true)]
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse_age, allow_hyphen_values = true)]
         older_than: std::time::Duration,
     },
     /// Force the outcome of an in-doubt transaction at its participants

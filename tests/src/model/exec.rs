@@ -138,7 +138,7 @@ fn participant_command(cfg: &ModelConfig, s: &mut State, p: u8, command: PComman
                 PReply::Outcome(Outcome::Committed) => Answer::Committed,
                 PReply::Outcome(Outcome::Aborted(_)) => Answer::Aborted,
                 PReply::Ack => Answer::Ack,
-                PReply::Probe(a) => Answer::Probe(a as u8),
+                PReply::Probe(a) => Answer::Probe(probe_index(&a)),
                 PReply::Error(_) | PReply::Recovered { .. } => Answer::Error,
             };
             let msg = Msg::FromParticipant { from: p, inc, kind, txid, answer };
@@ -350,18 +350,41 @@ fn probe_answer(cfg: &ModelConfig, s: &mut State, txid: TxnId, from: u8, answer:
         return;
     }
     let slots = s.coordinator.probes.remove(&txid).expect("present above");
+    let took_part: Vec<NodeId> = plan(cfg, txn_index(s, &txid), &txid).into_iter().map(|(p, _)| p).collect();
     let answers = slots
         .into_iter()
-        .map(|a| match a {
-            Some(Ok(a)) => Ok(probe_from_index(a)),
-            _ => Err("unreachable".to_string()),
+        .enumerate()
+        .map(|(p, a)| {
+            let answer = match a {
+                Some(Ok(a)) => Ok(probe_from_index(a, &took_part)),
+                _ => Err("unreachable".to_string()),
+            };
+            (participant_id(p as u8), answer)
         })
         .collect();
     feed_coordinator(cfg, s, CEvent::ProbeResult { txid, answers });
 }
 
-fn probe_from_index(a: u8) -> ProbeAnswer {
-    [ProbeAnswer::Committed, ProbeAnswer::Aborted, ProbeAnswer::Prepared, ProbeAnswer::InFlight][a as usize]
+/// A probe answer as a compact index (a prepared one's participants are
+/// the transaction's plan: rebuilt from it).
+fn probe_index(a: &ProbeAnswer) -> u8 {
+    match a {
+        ProbeAnswer::Committed => 0,
+        ProbeAnswer::Aborted => 1,
+        ProbeAnswer::Prepared { .. } => 2,
+        ProbeAnswer::InFlight => 3,
+        ProbeAnswer::Forgotten => 4,
+    }
+}
+
+fn probe_from_index(a: u8, took_part: &[NodeId]) -> ProbeAnswer {
+    match a {
+        0 => ProbeAnswer::Committed,
+        1 => ProbeAnswer::Aborted,
+        2 => ProbeAnswer::Prepared { participants: took_part.to_vec() },
+        3 => ProbeAnswer::InFlight,
+        _ => ProbeAnswer::Forgotten,
+    }
 }
 
 /// A commit or outcome question reaches the coordinator.

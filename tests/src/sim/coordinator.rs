@@ -220,7 +220,11 @@ impl CoordinatorNode {
         answers[slot] = Some(answer);
         if answers.iter().all(Option::is_some) {
             let (txid, answers) = self.probes.remove(&probe).expect("present above");
-            let answers = answers.into_iter().map(|a| a.expect("all answered")).collect();
+            let answers = answers
+                .into_iter()
+                .enumerate()
+                .map(|(slot, a)| (participant_id(slot), a.expect("all answered")))
+                .collect();
             self.feed(env, Event::ProbeResult { txid, answers });
         }
     }
