@@ -805,7 +805,7 @@ impl Engine {
         // A participant that dropped its decision may have applied it
         // (a one-phase commit leaves no record here if its lazy End was
         // lost in a crash).
-        let forgotten_there = answers.iter().any(|a| *a == &Ok(ProbeAnswer::Forgotten));
+        let forgotten_there = answers.contains(&&Ok(ProbeAnswer::Forgotten));
         if !committed && !unsure && !prepared && (forgotten_there || self.maybe_forgotten(&txid)) {
             for req in waiters {
                 let e = ServiceError::Forgotten { txid: txid.clone() };
